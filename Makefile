@@ -1,0 +1,74 @@
+# Shop: the commands a person types. CMake does the building; this file only
+# strings the steps together. See README.md.
+#
+#   make run      install what is missing, build, bring the whole system up
+#   make test     install what is missing, build (sanitized), run every test
+#   make stop     stop everything `make run` and `make test` started
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+REPO := $(CURDIR)
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+BUILD_DIR ?= build
+RELEASE_DIR ?= build-release
+FUZZ_DIR ?= build-fuzz
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build build-release test run stop status clean fmt fmt-check proto-check \
+        fuzz bench bench-rpc bench-events help
+
+all: build
+
+help:
+	@sed -n '1,10p' Makefile
+
+deps:
+	@scripts/deps.sh
+
+# The sanitized build (AddressSanitizer + UBSan): what the tests run.
+$(BUILD_DIR)/CMakeCache.txt:
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHOP_SANITIZE=ON $(CMAKE_FLAGS)
+
+build: deps $(BUILD_DIR)/CMakeCache.txt
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# The optimized build: what `make run` and the benchmarks use.
+$(RELEASE_DIR)/CMakeCache.txt:
+	cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=Release -DSHOP_TESTS=OFF $(CMAKE_FLAGS)
+
+build-release: deps $(RELEASE_DIR)/CMakeCache.txt
+	cmake --build $(RELEASE_DIR) -j $(JOBS)
+
+test: build
+	@scripts/test.sh $(BUILD_DIR)
+
+run: build-release
+	@scripts/run.sh $(RELEASE_DIR)
+
+stop:
+	@scripts/infra.sh stop --profile run
+	@scripts/infra.sh stop --profile test
+
+status:
+	@scripts/infra.sh status --profile run || true
+
+clean:
+	rm -rf $(BUILD_DIR) $(RELEASE_DIR) $(FUZZ_DIR)
+	find gen -mindepth 1 ! -name README.md -delete
+
+FMT_FILES = $(shell git ls-files '*.c' '*.h' | grep -v '^gen/')
+fmt:
+	clang-format -i $(FMT_FILES)
+
+fmt-check:
+	clang-format --dry-run -Werror $(FMT_FILES)
+
+# buf lint + format + breaking, against the previous commit of main (the
+# commit before HEAD, so main is never compared with itself).
+proto-check:
+	@scripts/proto-check.sh
+
+bench-rpc: build-release
+	$(RELEASE_DIR)/bin/bench-rpc
+
+bench: bench-rpc

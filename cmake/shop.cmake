@@ -1,0 +1,97 @@
+# Build helpers shared by every CMakeLists.txt of Shop.
+
+set(SHOP_GEN_DIR ${PROJECT_SOURCE_DIR}/gen)
+set(SHOP_HEALTH_PROTO_ROOT /usr/share/grpc-proto)
+
+# shop_generate_protos(): the one rule that writes gen/. Runs protoc-c once
+# over every .proto under proto/ (plus the gRPC health proto from Debian's
+# grpc-proto package) and builds the static library shop_proto. It also
+# writes the compiled FileDescriptorSet, embedded as shop_descriptor_set[] in
+# the library shop_descriptors, for the reflection method.
+function(shop_generate_protos)
+  file(GLOB_RECURSE protos RELATIVE ${PROJECT_SOURCE_DIR}/proto CONFIGURE_DEPENDS
+       ${PROJECT_SOURCE_DIR}/proto/*.proto)
+  list(SORT protos)
+  set(health grpc/health/v1/health.proto)
+  set(outputs)
+  set(inputs)
+  foreach(p ${protos} ${health})
+    string(REGEX REPLACE "\\.proto$" "" stem ${p})
+    list(APPEND outputs ${SHOP_GEN_DIR}/${stem}.pb-c.c ${SHOP_GEN_DIR}/${stem}.pb-c.h)
+  endforeach()
+  foreach(p ${protos})
+    list(APPEND inputs ${PROJECT_SOURCE_DIR}/proto/${p})
+  endforeach()
+  set(desc ${CMAKE_BINARY_DIR}/shop_descriptors.pb)
+  add_custom_command(
+    OUTPUT ${outputs} ${desc}
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${SHOP_GEN_DIR}
+    COMMAND ${PROTOC_C} --c_out=${SHOP_GEN_DIR} -I${PROJECT_SOURCE_DIR}/proto
+            -I${SHOP_HEALTH_PROTO_ROOT} ${protos} ${health}
+    COMMAND ${PROTOC} --descriptor_set_out=${desc} --include_imports
+            -I${PROJECT_SOURCE_DIR}/proto -I${SHOP_HEALTH_PROTO_ROOT} ${protos} ${health}
+    DEPENDS ${inputs} ${SHOP_HEALTH_PROTO_ROOT}/${health}
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+    COMMENT "protoc-c: proto/ -> gen/"
+    VERBATIM)
+  set(srcs)
+  foreach(o ${outputs})
+    if(o MATCHES "\\.c$")
+      list(APPEND srcs ${o})
+    endif()
+  endforeach()
+  add_library(shop_proto STATIC ${srcs})
+  target_include_directories(shop_proto PUBLIC ${SHOP_GEN_DIR})
+  target_link_libraries(shop_proto PUBLIC PkgConfig::PROTOBUF_C)
+  # Generated code is not ours to warn about.
+  target_compile_options(shop_proto PRIVATE -w)
+
+  shop_embed_files(shop_descriptors_src shop_descriptor_set ${desc})
+  add_library(shop_descriptors STATIC ${shop_descriptors_src})
+endfunction()
+
+# shop_embed_files(out_var symbol file...): writes a C file defining
+#   const unsigned char <symbol>[]; const size_t <symbol>_len;
+# (one file) or, for several files, <symbol>_<i> arrays plus a table. Used
+# for the descriptor set.
+function(shop_embed_files out_var symbol)
+  set(cfile ${CMAKE_CURRENT_BINARY_DIR}/${symbol}.c)
+  add_custom_command(
+    OUTPUT ${cfile}
+    COMMAND ${CMAKE_COMMAND} -DSYMBOL=${symbol} -DOUTPUT=${cfile} "-DINPUTS=${ARGN}"
+            -DMODE=bytes -P ${PROJECT_SOURCE_DIR}/cmake/embed.cmake
+    DEPENDS ${ARGN} ${PROJECT_SOURCE_DIR}/cmake/embed.cmake
+    VERBATIM)
+  set(${out_var} ${cfile} PARENT_SCOPE)
+endfunction()
+
+# shop_embed_migrations(out_var symbol dir): writes a C file defining
+#   const db_migration <symbol>[]; const size_t <symbol>_count;
+# from the numbered files dir/NNN_name.sql, in order. Migrations travel
+# inside the binary, so a service applies them wherever it runs.
+function(shop_embed_migrations out_var symbol dir)
+  file(GLOB sqls CONFIGURE_DEPENDS ${dir}/*.sql)
+  list(SORT sqls)
+  set(cfile ${CMAKE_CURRENT_BINARY_DIR}/${symbol}.c)
+  add_custom_command(
+    OUTPUT ${cfile}
+    COMMAND ${CMAKE_COMMAND} -DSYMBOL=${symbol} -DOUTPUT=${cfile} "-DINPUTS=${sqls}"
+            -DMODE=migrations -P ${PROJECT_SOURCE_DIR}/cmake/embed.cmake
+    DEPENDS ${sqls} ${PROJECT_SOURCE_DIR}/cmake/embed.cmake
+    VERBATIM)
+  set(${out_var} ${cfile} PARENT_SCOPE)
+endfunction()
+
+# shop_test(name source... LIBS lib...): one Criterion test binary, registered
+# with CTest under its name. Labels: "unit" unless given.
+function(shop_test name)
+  cmake_parse_arguments(T "" "" "LIBS;LABELS" ${ARGN})
+  add_executable(${name} ${T_UNPARSED_ARGUMENTS})
+  target_link_libraries(${name} PRIVATE ${T_LIBS} PkgConfig::CRITERION)
+  set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+  add_test(NAME ${name} COMMAND ${name} --jobs=1)
+  if(NOT T_LABELS)
+    set(T_LABELS unit)
+  endif()
+  set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}")
+endfunction()

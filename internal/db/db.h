@@ -1,0 +1,151 @@
+/*
+ * db: the MariaDB layer. Prepared statements only, transactions, reconnect,
+ * numbered migrations.
+ *
+ * A db_conn is one connection with its own cache of prepared statements,
+ * keyed by SQL text: db_exec()/db_query() prepare a statement the first time
+ * and reuse it afterwards. When the server goes away the connection is
+ * re-opened and its statements re-prepared on the next call outside a
+ * transaction; inside a transaction the call fails with STATUS_UNAVAILABLE
+ * and the caller retries the whole transaction (db_tx_run does).
+ *
+ * Errors are translated once, here: duplicate key -> ALREADY_EXISTS,
+ * deadlock or lock wait timeout -> ABORTED, lost or refused connection ->
+ * UNAVAILABLE, anything else -> INTERNAL; the server's message goes to
+ * errbuf.
+ *
+ * Not thread-safe: one db_conn per thread (libmariadb's rule). db_pool hands
+ * connections to threads.
+ */
+#ifndef SHOP_DB_H
+#define SHOP_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status/status.h"
+
+typedef struct db_params {
+  const char *host;     /* "127.0.0.1" uses TCP */
+  int port;
+  const char *user;
+  const char *password;
+  const char *database; /* may be NULL */
+  int connect_timeout_ms;
+  int connect_retry_ms; /* db_connect keeps retrying this long; 0: once */
+} db_params;
+
+typedef enum db_type {
+  DB_T_NULL = 0,
+  DB_T_I64,
+  DB_T_STR, /* text: p/len; len (size_t)-1 means strlen(p) */
+  DB_T_BLOB,
+} db_type;
+
+/* One bound parameter. Borrowed for the duration of the call. */
+typedef struct db_value {
+  db_type type;
+  int64_t i;
+  const void *p;
+  size_t len;
+} db_value;
+
+#define DB_NULLV ((db_value){.type = DB_T_NULL})
+#define DB_I64(v) ((db_value){.type = DB_T_I64, .i = (int64_t)(v)})
+#define DB_STR(s) ((db_value){.type = DB_T_STR, .p = (s), .len = (size_t)-1})
+#define DB_STRN(s, n) ((db_value){.type = DB_T_STR, .p = (s), .len = (n)})
+#define DB_BLOB(b, n) ((db_value){.type = DB_T_BLOB, .p = (b), .len = (n)})
+
+typedef struct db_conn db_conn;
+typedef struct db_rows db_rows;
+
+/* Connects, retrying with backoff for p->connect_retry_ms. The params are
+ * copied. On success *out owns the connection (close with db_close). */
+status_code db_connect(db_conn **out, const db_params *p, char *errbuf, size_t errlen);
+
+/* Closes the connection and its statements; NULL is fine. */
+void db_close(db_conn *c);
+
+/* Runs a statement that returns no rows. affected and last_id may be NULL. */
+status_code db_exec(db_conn *c, const char *sql, const db_value *params, size_t nparams,
+                    uint64_t *affected, uint64_t *last_id, char *errbuf, size_t errlen);
+
+/* Runs a query; on success *out owns the result set, fully buffered (free
+ * with db_rows_free). */
+status_code db_query(db_conn *c, const char *sql, const db_value *params, size_t nparams,
+                     db_rows **out, char *errbuf, size_t errlen);
+
+/* Moves to the next row: true if there is one. */
+bool db_rows_next(db_rows *r);
+size_t db_rows_count(const db_rows *r);
+bool db_rows_is_null(const db_rows *r, unsigned col);
+int64_t db_rows_i64(const db_rows *r, unsigned col);
+/* Text or bytes of a column of the current row, borrowed until the next
+ * db_rows_next or db_rows_free; "" for NULL. len may be NULL. Text values
+ * are NUL-terminated. */
+const char *db_rows_str(const db_rows *r, unsigned col, size_t *len);
+void db_rows_free(db_rows *r);
+
+/* Convenience: runs a query expected to return at most one row with one
+ * integer column. Returns NOT_FOUND when there is no row. */
+status_code db_query_i64(db_conn *c, const char *sql, const db_value *params, size_t nparams,
+                         int64_t *out, char *errbuf, size_t errlen);
+
+status_code db_begin(db_conn *c, char *errbuf, size_t errlen);
+status_code db_commit(db_conn *c, char *errbuf, size_t errlen);
+/* Rolls back; safe to call when no transaction is open or the link died. */
+void db_rollback(db_conn *c);
+bool db_in_tx(const db_conn *c);
+
+/* Runs fn inside a transaction, committing when fn returns STATUS_OK and
+ * rolling back otherwise. ABORTED (deadlock) and UNAVAILABLE (lost link) are
+ * retried up to max_attempts with a short backoff; other codes are
+ * returned as they are. */
+typedef status_code (*db_tx_fn)(db_conn *c, void *arg, char *errbuf, size_t errlen);
+status_code db_tx_run(db_conn *c, db_tx_fn fn, void *arg, int max_attempts, char *errbuf,
+                      size_t errlen);
+
+/* Advisory named lock (GET_LOCK) held by this connection until released or
+ * until the connection closes. timeout_s 0 tries once. *got is true when
+ * taken. */
+status_code db_lock_try(db_conn *c, const char *name, int timeout_s, bool *got, char *errbuf,
+                        size_t errlen);
+status_code db_lock_release(db_conn *c, const char *name, char *errbuf, size_t errlen);
+
+/* Number of times this connection was re-opened after a lost link. */
+uint64_t db_reconnects(const db_conn *c);
+
+/* A numbered migration: version 1, 2, ... in order; sql may hold several
+ * statements separated by ';' at the end of a line. */
+typedef struct db_migration {
+  int version;
+  const char *name;
+  const char *sql;
+} db_migration;
+
+/* Applies the migrations of one component ("rpc", "events", "order", ...)
+ * not yet recorded in the schema_migrations table of the connection's
+ * database, in order, under a named lock so concurrent start-ups apply each
+ * once. Versions are per component, so shared layers and a domain each
+ * number their own files. An applied migration whose text changed is an
+ * error (FAILED_PRECONDITION). applied may be NULL. Run it on a connection
+ * of the migration account. */
+status_code db_migrate(db_conn *c, const char *component, const db_migration *migs, size_t n,
+                       int *applied, char *errbuf, size_t errlen);
+
+/* Reads the password of a MariaDB account from <secrets_dir>/<account>
+ * into buf. Returns false with a message in errbuf if it cannot. */
+bool db_password_from_dir(const char *secrets_dir, const char *account, char *buf, size_t len,
+                          char *errbuf, size_t errlen);
+
+/* A thread-safe pool of connections to one database. Connections are made
+ * on demand up to size; db_pool_get blocks until one is free. */
+typedef struct db_pool db_pool;
+status_code db_pool_create(db_pool **out, const db_params *p, int size, char *errbuf,
+                           size_t errlen);
+void db_pool_destroy(db_pool *pool);
+status_code db_pool_get(db_pool *pool, db_conn **out, char *errbuf, size_t errlen);
+void db_pool_put(db_pool *pool, db_conn *c);
+
+#endif

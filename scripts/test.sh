@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against the test profile's own MariaDB and Kafka
+# (their own ports and run folder, so a `make run` demo can keep running).
+# Starts the infrastructure if it is not up, and stops it again afterwards
+# if this script started it.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-build}
+cd "$repo"
+
+export SHOP_ADMIN_BIN="$repo/$build/bin/shop-admin"
+eval "$(scripts/infra.sh env --profile test)"
+export SHOP_CONFIG="$repo/config/test.yaml"
+export SHOP_BUILD_DIR="$repo/$build"
+export SHOP_REPO="$repo"
+# Criterion runs each test in its own process; AddressSanitizer reports make
+# that process fail the test.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+started=0
+if ! scripts/infra.sh status --profile test >/dev/null 2>&1; then
+  scripts/infra.sh start --profile test
+  started=1
+fi
+cleanup() {
+  if [ "$started" = 1 ] && [ -z "${SHOP_KEEP_INFRA:-}" ]; then
+    scripts/infra.sh stop --profile test || true
+  fi
+}
+trap cleanup EXIT
+
+ctest --test-dir "$build" --output-on-failure -j1 ${CTEST_ARGS:-}

@@ -1,0 +1,272 @@
+/* Integration tests of the MariaDB layer against the real test server. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "db/db.h"
+#include "testenv.h"
+
+static char err[1024];
+
+static void exec_ok(db_conn *c, const char *sql, const db_value *p, size_t n) {
+  status_code st = db_exec(c, sql, p, n, NULL, NULL, err, sizeof err);
+  cr_assert_eq(st, STATUS_OK, "%s: %s", status_name(st), err);
+}
+
+/* A table of our own per test, dropped at the end. */
+static void make_table(db_conn *c, char *name, size_t len) {
+  testenv_unique(name, len, "t_");
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "CREATE TABLE %s (id BIGINT PRIMARY KEY, sku VARCHAR(64) NOT NULL UNIQUE,"
+           " note TEXT NULL, data BLOB NULL) ENGINE=InnoDB",
+           name);
+  exec_ok(c, sql, NULL, 0);
+}
+
+static void drop_table(db_conn *c, const char *name) {
+  char sql[256];
+  snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", name);
+  exec_ok(c, sql, NULL, 0);
+}
+
+Test(db, prepared_statements_round_trip_text_blobs_integers_and_nulls) {
+  db_conn *c = testenv_db_connect("shop_test", "shop_test");
+  char t[64], sql[256];
+  make_table(c, t, sizeof t);
+  const unsigned char blob[] = {0x00, 0xff, 0x10, 0x00, 0x7f};
+  snprintf(sql, sizeof sql, "INSERT INTO %s (id, sku, note, data) VALUES (?, ?, ?, ?)", t);
+  db_value p[4] = {DB_I64(-9007199254740993LL), DB_STR("SKU-1"), DB_NULLV,
+                   DB_BLOB(blob, sizeof blob)};
+  exec_ok(c, sql, p, 4);
+
+  snprintf(sql, sizeof sql, "SELECT id, sku, note, data FROM %s WHERE sku = ?", t);
+  db_value k[1] = {DB_STR("SKU-1")};
+  db_rows *r;
+  cr_assert_eq(db_query(c, sql, k, 1, &r, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(db_rows_count(r), 1);
+  cr_assert(db_rows_next(r));
+  cr_assert_eq(db_rows_i64(r, 0), -9007199254740993LL);
+  cr_assert_str_eq(db_rows_str(r, 1, NULL), "SKU-1");
+  cr_assert(db_rows_is_null(r, 2));
+  size_t n;
+  const char *data = db_rows_str(r, 3, &n);
+  cr_assert_eq(n, sizeof blob);
+  cr_assert_arr_eq(data, blob, sizeof blob);
+  cr_assert_not(db_rows_next(r));
+  db_rows_free(r);
+  drop_table(c, t);
+  db_close(c);
+}
+
+Test(db, text_that_looks_like_sql_is_stored_verbatim) {
+  db_conn *c = testenv_db_connect("shop_test", "shop_test");
+  char t[64], sql[256];
+  make_table(c, t, sizeof t);
+  const char *evil = "x'); DROP TABLE users; -- \" \\ \xe2\x82\xac";
+  snprintf(sql, sizeof sql, "INSERT INTO %s (id, sku, note) VALUES (1, 'a', ?)", t);
+  db_value p[1] = {DB_STR(evil)};
+  exec_ok(c, sql, p, 1);
+  snprintf(sql, sizeof sql, "SELECT note FROM %s WHERE id = 1", t);
+  db_rows *r;
+  cr_assert_eq(db_query(c, sql, NULL, 0, &r, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert(db_rows_next(r));
+  cr_assert_str_eq(db_rows_str(r, 0, NULL), evil);
+  db_rows_free(r);
+  drop_table(c, t);
+  db_close(c);
+}
+
+Test(db, a_duplicate_key_is_already_exists_and_the_transaction_rolls_back) {
+  db_conn *c = testenv_db_connect("shop_test", "shop_test");
+  char t[64], sql[256];
+  make_table(c, t, sizeof t);
+  snprintf(sql, sizeof sql, "INSERT INTO %s (id, sku) VALUES (?, ?)", t);
+  db_value first[2] = {DB_I64(1), DB_STR("dup")};
+  exec_ok(c, sql, first, 2);
+
+  cr_assert_eq(db_begin(c, err, sizeof err), STATUS_OK, "%s", err);
+  db_value second[2] = {DB_I64(2), DB_STR("fresh")};
+  exec_ok(c, sql, second, 2);
+  db_value third[2] = {DB_I64(3), DB_STR("dup")};
+  status_code st = db_exec(c, sql, third, 2, NULL, NULL, err, sizeof err);
+  cr_assert_eq(st, STATUS_ALREADY_EXISTS, "%s: %s", status_name(st), err);
+  db_rollback(c);
+  cr_assert_not(db_in_tx(c));
+
+  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", t);
+  int64_t count = -1;
+  cr_assert_eq(db_query_i64(c, sql, NULL, 0, &count, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(count, 1, "the row of the rolled-back transaction is gone");
+  drop_table(c, t);
+  db_close(c);
+}
+
+typedef struct {
+  const char *table;
+  int calls;
+} tx_arg;
+
+static status_code insert_two_then_fail(db_conn *c, void *varg, char *eb, size_t el) {
+  tx_arg *a = varg;
+  a->calls++;
+  char sql[256];
+  snprintf(sql, sizeof sql, "INSERT INTO %s (id, sku) VALUES (?, ?)", a->table);
+  db_value p1[2] = {DB_I64(10), DB_STR("ten")};
+  status_code st = db_exec(c, sql, p1, 2, NULL, NULL, eb, el);
+  if (st != STATUS_OK) return st;
+  db_value p2[2] = {DB_I64(11), DB_STR("ten")}; /* same sku: duplicate */
+  return db_exec(c, sql, p2, 2, NULL, NULL, eb, el);
+}
+
+Test(db, tx_run_rolls_back_on_error_and_does_not_retry_a_duplicate) {
+  db_conn *c = testenv_db_connect("shop_test", "shop_test");
+  char t[64], sql[256];
+  make_table(c, t, sizeof t);
+  tx_arg a = {.table = t};
+  status_code st = db_tx_run(c, insert_two_then_fail, &a, 3, err, sizeof err);
+  cr_assert_eq(st, STATUS_ALREADY_EXISTS);
+  cr_assert_eq(a.calls, 1);
+  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", t);
+  int64_t count = -1;
+  cr_assert_eq(db_query_i64(c, sql, NULL, 0, &count, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(count, 0);
+  drop_table(c, t);
+  db_close(c);
+}
+
+Test(db, a_killed_connection_is_reopened_and_statements_prepared_again) {
+  db_conn *c = testenv_db_connect("shop_test", "shop_test");
+  db_conn *killer = testenv_db_connect("shop_test", "shop_test");
+  int64_t id = 0;
+  cr_assert_eq(db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id, err, sizeof err), STATUS_OK);
+  char sql[64];
+  snprintf(sql, sizeof sql, "KILL CONNECTION %lld", (long long)id);
+  exec_ok(killer, sql, NULL, 0);
+  /* The cached statement died with the link; the layer reopens and re-prepares. */
+  int64_t id2 = 0;
+  status_code st = db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id2, err, sizeof err);
+  cr_assert_eq(st, STATUS_OK, "%s: %s", status_name(st), err);
+  cr_assert_neq(id2, id);
+  cr_assert_eq(db_reconnects(c), 1);
+  db_close(killer);
+  db_close(c);
+}
+
+Test(db, a_link_lost_inside_a_transaction_is_unavailable_not_silently_retried) {
+  db_conn *c = testenv_db_connect("shop_test", "shop_test");
+  db_conn *killer = testenv_db_connect("shop_test", "shop_test");
+  int64_t id = 0;
+  cr_assert_eq(db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id, err, sizeof err), STATUS_OK);
+  cr_assert_eq(db_begin(c, err, sizeof err), STATUS_OK);
+  char sql[64];
+  snprintf(sql, sizeof sql, "KILL CONNECTION %lld", (long long)id);
+  exec_ok(killer, sql, NULL, 0);
+  int64_t v = 0;
+  status_code st = db_query_i64(c, "SELECT 1", NULL, 0, &v, err, sizeof err);
+  cr_assert_eq(st, STATUS_UNAVAILABLE, "%s: %s", status_name(st), err);
+  cr_assert_not(db_in_tx(c));
+  /* Outside the transaction the next call reconnects. */
+  cr_assert_eq(db_query_i64(c, "SELECT 1", NULL, 0, &v, err, sizeof err), STATUS_OK, "%s", err);
+  db_close(killer);
+  db_close(c);
+}
+
+Test(db, migrations_apply_once_in_order_and_a_changed_one_is_refused) {
+  db_conn *c = testenv_db_connect("shop_migrate", "shop_test");
+  char t[64];
+  testenv_unique(t, sizeof t, "m_");
+  /* The unique name serves as the component and the table prefix. */
+  char m1[256], m2[256];
+  snprintf(m1, sizeof m1, "CREATE TABLE %s_a (id INT PRIMARY KEY);\nINSERT INTO %s_a VALUES (1);\n",
+           t, t);
+  snprintf(m2, sizeof m2, "CREATE TABLE %s_b (id INT PRIMARY KEY);\n", t);
+  db_migration migs[2] = {{1, "001_a.sql", m1}, {2, "002_b.sql", m2}};
+  int applied = -1;
+  status_code st = db_migrate(c, t, migs, 2, &applied, err, sizeof err);
+  cr_assert_eq(st, STATUS_OK, "%s: %s", status_name(st), err);
+  cr_assert_eq(applied, 2);
+  st = db_migrate(c, t, migs, 2, &applied, err, sizeof err);
+  cr_assert_eq(st, STATUS_OK, "%s", err);
+  cr_assert_eq(applied, 0, "a second start applies nothing");
+
+  char sql[256];
+  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s_a", t);
+  int64_t rows = 0;
+  cr_assert_eq(db_query_i64(c, sql, NULL, 0, &rows, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(rows, 1);
+
+  char changed[300];
+  snprintf(changed, sizeof changed, "%s-- edited\n", m2);
+  db_migration edited[2] = {migs[0], {2, "002_b.sql", changed}};
+  st = db_migrate(c, t, edited, 2, &applied, err, sizeof err);
+  cr_assert_eq(st, STATUS_FAILED_PRECONDITION);
+  cr_assert_not_null(strstr(err, "/002_b.sql was changed"), "%s", err);
+
+  snprintf(sql, sizeof sql, "DROP TABLE %s_a, %s_b", t, t);
+  exec_ok(c, sql, NULL, 0);
+  db_value v[1] = {DB_STR(t)};
+  exec_ok(c, "DELETE FROM schema_migrations WHERE component = ?", v, 1);
+  db_close(c);
+}
+
+Test(db, a_named_lock_is_held_by_one_connection_at_a_time) {
+  db_conn *a = testenv_db_connect("shop_test", "shop_test");
+  db_conn *b = testenv_db_connect("shop_test", "shop_test");
+  char name[64];
+  testenv_unique(name, sizeof name, "lock_");
+  bool got = false;
+  cr_assert_eq(db_lock_try(a, name, 0, &got, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert(got);
+  cr_assert_eq(db_lock_try(b, name, 0, &got, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_not(got, "the second holder must wait");
+  db_close(a); /* a dying holder releases the lock */
+  cr_assert_eq(db_lock_try(b, name, 5, &got, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert(got);
+  cr_assert_eq(db_lock_release(b, name, err, sizeof err), STATUS_OK);
+  db_close(b);
+}
+
+Test(db, a_wrong_password_is_refused_without_retrying_forever) {
+  db_params p = {.host = "127.0.0.1",
+                 .port = atoi(getenv("SHOP_MYSQL_PORT") ? getenv("SHOP_MYSQL_PORT") : "0"),
+                 .user = "shop_test",
+                 .password = "wrong",
+                 .database = "shop_test",
+                 .connect_timeout_ms = 2000,
+                 .connect_retry_ms = 60000};
+  cr_assert_not_null(getenv("SHOP_MYSQL_PORT"), "run through make test");
+  db_conn *c = NULL;
+  status_code st = db_connect(&c, &p, err, sizeof err);
+  cr_assert_eq(st, STATUS_PERMISSION_DENIED, "%s: %s", status_name(st), err);
+  cr_assert_null(c);
+}
+
+Test(db, a_pool_hands_each_thread_its_own_connection) {
+  const char *port = getenv("SHOP_MYSQL_PORT");
+  cr_assert_not_null(port, "run through make test");
+  char dir[1024], pw[256];
+  snprintf(dir, sizeof dir, "%s/mysql", getenv("SHOP_SECRETS_DIR"));
+  cr_assert(db_password_from_dir(dir, "shop_test", pw, sizeof pw, err, sizeof err), "%s", err);
+  db_params p = {.host = "127.0.0.1", .port = atoi(port), .user = "shop_test", .password = pw,
+                 .database = "shop_test", .connect_timeout_ms = 2000};
+  db_pool *pool;
+  cr_assert_eq(db_pool_create(&pool, &p, 2, err, sizeof err), STATUS_OK, "%s", err);
+  db_conn *a, *b;
+  cr_assert_eq(db_pool_get(pool, &a, err, sizeof err), STATUS_OK);
+  cr_assert_eq(db_pool_get(pool, &b, err, sizeof err), STATUS_OK);
+  cr_assert_neq(a, b);
+  int64_t ida, idb;
+  cr_assert_eq(db_query_i64(a, "SELECT CONNECTION_ID()", NULL, 0, &ida, err, sizeof err), STATUS_OK);
+  cr_assert_eq(db_query_i64(b, "SELECT CONNECTION_ID()", NULL, 0, &idb, err, sizeof err), STATUS_OK);
+  cr_assert_neq(ida, idb);
+  db_pool_put(pool, a);
+  db_conn *again;
+  cr_assert_eq(db_pool_get(pool, &again, err, sizeof err), STATUS_OK);
+  cr_assert_eq(again, a, "a returned connection is reused");
+  db_pool_put(pool, again);
+  db_pool_put(pool, b);
+  db_pool_destroy(pool);
+}
