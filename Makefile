@@ -40,6 +40,7 @@ build-release: deps $(RELEASE_DIR)/CMakeCache.txt
 	cmake --build $(RELEASE_DIR) -j $(JOBS)
 
 test: build
+	@scripts/proto-check.sh
 	@scripts/test.sh $(BUILD_DIR)
 
 run: build-release

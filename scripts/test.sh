@@ -30,4 +30,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ctest --test-dir "$build" --output-on-failure -j1 ${CTEST_ARGS:-}
+# -V shows each Criterion binary's own synthesis line, not only CTest's.
+# shellcheck disable=SC2086 # CTEST_ARGS is a list of flags on purpose.
+ctest --test-dir "$build" -V -j1 ${CTEST_ARGS:-}
