@@ -69,6 +69,20 @@ fmt-check:
 proto-check:
 	@scripts/proto-check.sh
 
+# libFuzzer (clang) over the decode paths: a fixed seed and a run count,
+# never a time limit. New inputs go to build-fuzz/corpus; the committed
+# seeds in tests/fuzz/corpus stay as they are. The test suite runs a short
+# pass of the same targets (rpc_envelope_replay).
+FUZZ_RUNS ?= 1000000
+FUZZ_TARGETS ?= rpc_envelope
+fuzz: deps
+	cmake -S . -B $(FUZZ_DIR) -DCMAKE_C_COMPILER=clang -DSHOP_FUZZ=ON -DSHOP_SANITIZE=ON $(CMAKE_FLAGS)
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target $(addsuffix _fuzz,$(FUZZ_TARGETS))
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+	  $(FUZZ_DIR)/tests/$${t}_fuzz -seed=1 -runs=$(FUZZ_RUNS) $(FUZZ_DIR)/corpus/$$t tests/fuzz/corpus/$$t; \
+	done
+
 bench-rpc: build-release
 	$(RELEASE_DIR)/bin/bench-rpc
 

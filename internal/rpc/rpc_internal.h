@@ -1,0 +1,93 @@
+/*
+ * Helpers shared by the .c files of the rpc module. Not part of the
+ * module's contract (that is rpc.h); nothing outside internal/rpc includes
+ * this file.
+ */
+#ifndef SHOP_RPC_INTERNAL_H
+#define SHOP_RPC_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rpc/rpc.h"
+#include "shop/rpc/v1/rpc.pb-c.h"
+
+/* A borrowed byte range. */
+typedef struct rpc_str {
+  const char *p;
+  size_t n;
+} rpc_str;
+
+/* What the receive callback needs before a worker decodes the envelope. */
+typedef struct rpc_peek {
+  rpc_str method;
+  rpc_str request_id;
+  int64_t timeout_ms;
+} rpc_peek;
+
+/* Scans a RequestEnvelope's wire bytes for fields 1-3 without allocating.
+ * False when the bytes are not a well-formed protobuf message. */
+bool rpc_wire_peek(const uint8_t *buf, size_t len, rpc_peek *out);
+
+int64_t rpc_now_ms(void);
+int64_t rpc_now_us(void);
+void rpc_sleep_ms(int64_t ms);
+
+/* A seed from the OS, and thread-safe 64-bit random numbers (splitmix64
+ * over an atomic counter owned by the server or client). */
+uint64_t rpc_rand_seed(void);
+uint64_t rpc_rand64(_Atomic uint64_t *state);
+
+void rpc_seterr(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+void rpc_status_setv(rpc_status *st, status_code code, const char *fmt, va_list ap);
+void rpc_status_set(rpc_status *st, status_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void rpc_status_add_violation(rpc_status *st, const char *field, const char *fmt, va_list ap);
+
+/* Fills st from a received Status message (NULL means OK). An unknown code
+ * becomes UNKNOWN. */
+void rpc_status_from_pb(rpc_status *st, const Shop__Rpc__V1__Status *pb);
+
+/* Storage to turn an rpc_status into a Status message without allocating;
+ * the message borrows st. */
+typedef struct rpc_status_pb {
+  Shop__Rpc__V1__Status status;
+  Shop__Rpc__V1__RetryInfo retry;
+  Shop__Common__V1__ConsistencyToken projection;
+  Shop__Rpc__V1__FieldViolation fv[RPC_MAX_VIOLATIONS];
+  Shop__Rpc__V1__FieldViolation *fvp[RPC_MAX_VIOLATIONS];
+} rpc_status_pb;
+void rpc_status_to_pb(rpc_status_pb *out, const rpc_status *st);
+
+/* Packs a ResponseEnvelope with this status, no payload, into a malloc'd
+ * buffer; NULL when out of memory. request_id may be NULL. */
+uint8_t *rpc_error_frame(const rpc_str *request_id, const rpc_status *st, size_t *len);
+
+/* Copies s (n bytes) into dst[dstlen] with a NUL, truncating. */
+void rpc_strlcpy(char *dst, size_t dstlen, const char *s, size_t n);
+
+/* Extracts the 32-hex trace id from a W3C traceparent into out[33]; "" if
+ * malformed. */
+void rpc_trace_id(const char *traceparent, char out[33]);
+
+/* The raw authorization value of a server call ("Bearer ..." or ""), for a
+ * handler's downstream calls. */
+const char *rpc_call_authorization(const rpc_call *c);
+
+/* The server's token keys (NULL when it has none), for the idempotency
+ * layer's keyed request digest. */
+const auth_keys *rpc_call_auth_keys(const rpc_call *c);
+
+/* The message of the call's current status. */
+const char *rpc_call_status_message(const rpc_call *c);
+
+/* Puts a stored reply and status on the call (the idempotency layer). */
+void rpc_call_put_stored_reply(rpc_call *c, status_code code, const char *message,
+                               const void *reply, size_t len);
+
+#endif

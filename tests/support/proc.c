@@ -1,0 +1,255 @@
+#include "support/proc.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "rpc/rpc.h"
+
+extern char **environ;
+
+struct proc {
+  pid_t pid;
+  bool reaped;
+  int code;
+};
+
+static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *errbuf, size_t errlen, const char *fmt, ...) {
+  if (errbuf == NULL || errlen == 0) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(errbuf, errlen, fmt, ap);
+  va_end(ap);
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static int code_of(int wstatus) {
+  if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
+  if (WIFSIGNALED(wstatus)) return 128 + WTERMSIG(wstatus);
+  return -1;
+}
+
+/* Reaps without blocking; true once the child has exited. */
+static bool reap(proc *p) {
+  if (p->reaped) return true;
+  int ws;
+  pid_t r = waitpid(p->pid, &ws, WNOHANG);
+  if (r == p->pid) {
+    p->reaped = true;
+    p->code = code_of(ws);
+  } else if (r < 0 && errno == ECHILD) {
+    p->reaped = true;
+    p->code = -1;
+  }
+  return p->reaped;
+}
+
+bool proc_alive(proc *p) { return !reap(p); }
+pid_t proc_pid(const proc *p) { return p->pid; }
+
+/* environ with the additions: an addition replaces a variable of the same
+ * name. The strings are borrowed; the array is malloc'd. */
+static char **build_env(const char *const *add) {
+  size_t n_env = 0, n_add = 0;
+  while (environ[n_env] != NULL) n_env++;
+  while (add != NULL && add[n_add] != NULL) n_add++;
+  char **out = calloc(n_env + n_add + 1, sizeof *out);
+  if (out == NULL) return NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < n_env; i++) {
+    const char *eq = strchr(environ[i], '=');
+    size_t nl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+    bool overridden = false;
+    for (size_t j = 0; j < n_add && !overridden; j++)
+      overridden = strncmp(add[j], environ[i], nl) == 0 && add[j][nl] == '=';
+    if (!overridden) out[k++] = environ[i];
+  }
+  for (size_t j = 0; j < n_add; j++) out[k++] = (char *)add[j];
+  out[k] = NULL;
+  return out;
+}
+
+status_code proc_start(proc **out, const proc_opts *o, char *errbuf, size_t errlen) {
+  *out = NULL;
+  size_t n_args = 0;
+  while (o->argv != NULL && o->argv[n_args] != NULL) n_args++;
+  char **argv = calloc(n_args + 2, sizeof *argv);
+  char **envp = build_env(o->env);
+  proc *p = calloc(1, sizeof *p);
+  status_code rc = STATUS_INTERNAL;
+  posix_spawn_file_actions_t fa;
+  bool fa_init = false;
+  if (argv == NULL || envp == NULL || p == NULL) {
+    seterr(errbuf, errlen, "proc: out of memory");
+    goto out;
+  }
+  argv[0] = (char *)o->path;
+  for (size_t i = 0; i < n_args; i++) argv[i + 1] = (char *)o->argv[i];
+  if (posix_spawn_file_actions_init(&fa) != 0) goto out;
+  fa_init = true;
+  if (o->log_path != NULL) {
+    posix_spawn_file_actions_addopen(&fa, 1, o->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  }
+  /* The child starts with default signal dispositions and an empty mask,
+   * whatever the test process blocked. */
+  posix_spawnattr_t sa;
+  posix_spawnattr_init(&sa);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&sa, &none);
+  posix_spawnattr_setsigdefault(&sa, &all);
+  posix_spawnattr_setflags(&sa, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  int err = posix_spawn(&p->pid, o->path, &fa, &sa, argv, envp);
+  posix_spawnattr_destroy(&sa);
+  if (err != 0) {
+    seterr(errbuf, errlen, "proc: spawn %s: %s", o->path, strerror(err));
+    goto out;
+  }
+  if (o->probe_url != NULL) {
+    int timeout = o->ready_timeout_ms > 0 ? o->ready_timeout_ms : 20000;
+    int64_t until = now_ms() + timeout;
+    bool ok = false;
+    char why[256] = "";
+    while (!ok && now_ms() < until) {
+      if (reap(p)) {
+        seterr(errbuf, errlen, "proc: %s exited with %d before serving", o->path, p->code);
+        goto out;
+      }
+      int left = (int)(until - now_ms());
+      ok = proc_wait_serving(o->probe_url, left < 500 ? (left > 0 ? left : 1) : 500, why,
+                             sizeof why);
+    }
+    if (!ok) {
+      seterr(errbuf, errlen, "proc: %s not SERVING at %s within %d ms: %s", o->path, o->probe_url,
+             timeout, why);
+      goto out;
+    }
+  }
+  *out = p;
+  p = NULL;
+  rc = STATUS_OK;
+out:
+  if (fa_init) posix_spawn_file_actions_destroy(&fa);
+  if (p != NULL) proc_destroy(p);
+  free(argv);
+  free(envp);
+  return rc;
+}
+
+status_code proc_stop(proc *p, int timeout_ms, int *exit_code) {
+  if (!reap(p)) {
+    kill(p->pid, SIGTERM);
+    int64_t until = now_ms() + timeout_ms;
+    while (!reap(p) && now_ms() < until) sleep_ms(5);
+    if (!p->reaped) {
+      kill(p->pid, SIGKILL);
+      int ws;
+      if (waitpid(p->pid, &ws, 0) == p->pid) p->code = code_of(ws);
+      p->reaped = true;
+      if (exit_code != NULL) *exit_code = p->code;
+      return STATUS_DEADLINE_EXCEEDED;
+    }
+  }
+  if (exit_code != NULL) *exit_code = p->code;
+  return STATUS_OK;
+}
+
+void proc_destroy(proc *p) {
+  if (p == NULL) return;
+  if (p->pid > 0 && !reap(p)) {
+    kill(p->pid, SIGKILL);
+    int ws;
+    waitpid(p->pid, &ws, 0);
+  }
+  free(p);
+}
+
+bool proc_wait_serving(const char *url, int timeout_ms, char *errbuf, size_t errlen) {
+  rpc_client_opts co = {.url = url,
+                        .caller = "proc",
+                        .max_message_bytes = 1 << 20,
+                        .default_timeout_ms = 1000,
+                        .max_timeout_ms = 60000,
+                        .retry_max = 0,
+                        .retry_backoff_ms = 10};
+  rpc_client *c = NULL;
+  if (rpc_client_create(&c, &co, errbuf, errlen) != STATUS_OK) return false;
+  int64_t until = now_ms() + timeout_ms;
+  bool serving = false;
+  while (!serving) {
+    int64_t left = until - now_ms();
+    if (left <= 0) break;
+    if (!rpc_client_wait_connected(c, (int)(left < 200 ? left : 200))) {
+      seterr(errbuf, errlen, "not connected");
+      continue;
+    }
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    ProtobufCMessage *out = NULL;
+    rpc_status st;
+    rpc_call_opts opts = {.timeout_ms = left < 1000 ? left : 1000, .no_retry = true};
+    if (rpc_client_call_sync(c, &grpc__health__v1__health__descriptor, "Check", &req.base, &out,
+                             &opts, &st) == STATUS_OK) {
+      Grpc__Health__V1__HealthCheckResponse *r = (Grpc__Health__V1__HealthCheckResponse *)out;
+      serving = r->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+      if (!serving) seterr(errbuf, errlen, "health status %d", (int)r->status);
+      protobuf_c_message_free_unpacked(out, NULL);
+    } else {
+      seterr(errbuf, errlen, "%s: %s", status_name(st.code), st.message);
+    }
+    if (!serving) sleep_ms(10);
+  }
+  rpc_client_destroy(c);
+  return serving;
+}
+
+int proc_free_tcp_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+      getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+    port = ntohs(a.sin_port);
+  close(fd);
+  return port;
+}
+
+long proc_rss_kib(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return -1;
+  long size = 0, rss = 0;
+  int n = fscanf(f, "%ld %ld", &size, &rss);
+  fclose(f);
+  if (n != 2) return -1;
+  return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}

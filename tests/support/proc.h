@@ -1,0 +1,70 @@
+/*
+ * proc: start a Shop program for a test, wait until it serves, stop it.
+ *
+ *   proc *p;
+ *   proc_opts o = {.path = SHOP_ECHO_BIN, .argv = args, .env = env,
+ *                  .probe_url = "tcp://127.0.0.1:27123"};
+ *   cr_assert_eq(proc_start(&p, &o, err, sizeof err), STATUS_OK, "%s", err);
+ *   ...
+ *   int code;
+ *   proc_stop(p, 10000, &code);   // SIGTERM, wait, collect the exit status
+ *   proc_destroy(p);
+ *
+ * proc_start spawns the program (posix_spawn, so it is safe in a threaded
+ * test) with the test's environment plus the additions, then, given a
+ * probe_url, calls /grpc.health.v1.Health/Check there until it answers
+ * SERVING, for at most ready_timeout_ms. A program that exits while being
+ * waited for fails the start with its exit status.
+ *
+ * Not thread-safe: one thread drives one proc.
+ */
+#ifndef SHOP_TESTS_PROC_H
+#define SHOP_TESTS_PROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "status/status.h"
+
+typedef struct proc proc;
+
+typedef struct proc_opts {
+  const char *path;        /* the program */
+  const char *const *argv; /* arguments after argv[0], NULL-terminated; may be NULL */
+  const char *const *env;  /* "NAME=value" additions (override), NULL-terminated; may be NULL */
+  const char *probe_url;   /* Health/Check endpoint; NULL: do not wait */
+  int ready_timeout_ms;    /* 0: 20000 */
+  const char *log_path;    /* the child's stdout and stderr (appended); NULL: inherited */
+} proc_opts;
+
+/* On success *out owns the running child (stop it with proc_stop, free
+ * with proc_destroy). On error the child, if any, is killed and reaped. */
+status_code proc_start(proc **out, const proc_opts *o, char *errbuf, size_t errlen);
+
+pid_t proc_pid(const proc *p);
+
+/* Sends SIGTERM and waits up to timeout_ms for the child to exit; after
+ * that sends SIGKILL and returns DEADLINE_EXCEEDED. *exit_code (may be
+ * NULL) is the exit status, or 128 + the signal that ended it. Stopping a
+ * stopped child returns its code again. */
+status_code proc_stop(proc *p, int timeout_ms, int *exit_code);
+
+/* True while the child runs (it is reaped when it has exited). */
+bool proc_alive(proc *p);
+
+/* Kills (SIGKILL) a child still running, reaps it, frees p. NULL is fine. */
+void proc_destroy(proc *p);
+
+/* Calls Health/Check at url until SERVING, up to timeout_ms. */
+bool proc_wait_serving(const char *url, int timeout_ms, char *errbuf, size_t errlen);
+
+/* A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0 and
+ * released); 0 on error. */
+int proc_free_tcp_port(void);
+
+/* Resident set size of a process in KiB, from /proc/<pid>/statm; -1 on
+ * error. */
+long proc_rss_kib(pid_t pid);
+
+#endif
