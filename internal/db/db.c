@@ -337,7 +337,7 @@ static status_code run_stmt(db_conn *c, const char *sql, const db_value *params,
 
 status_code db_exec(db_conn *c, const char *sql, const db_value *params, size_t nparams,
                     uint64_t *affected, uint64_t *last_id, char *errbuf, size_t errlen) {
-  MYSQL_STMT *stmt;
+  MYSQL_STMT *stmt = NULL;
   status_code st = run_stmt(c, sql, params, nparams, &stmt, errbuf, errlen);
   if (st != STATUS_OK) return st;
   if (affected != NULL) *affected = (uint64_t)mysql_stmt_affected_rows(stmt);
@@ -361,7 +361,7 @@ void db_rows_free(db_rows *r) {
 
 status_code db_query(db_conn *c, const char *sql, const db_value *params, size_t nparams,
                      db_rows **out, char *errbuf, size_t errlen) {
-  MYSQL_STMT *stmt;
+  MYSQL_STMT *stmt = NULL;
   status_code st = run_stmt(c, sql, params, nparams, &stmt, errbuf, errlen);
   if (st != STATUS_OK) return st;
   db_rows *r = NULL;
