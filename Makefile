@@ -86,4 +86,10 @@ fuzz: deps
 bench-rpc: build-release
 	$(RELEASE_DIR)/bin/bench-rpc
 
-bench: bench-rpc
+# Needs the test profile's MariaDB and Kafka (started here if they are down;
+# stopped again by make stop).
+bench-events: build-release
+	SHOP_ADMIN_BIN=$(REPO)/$(RELEASE_DIR)/bin/shop-admin scripts/infra.sh start --profile test
+	eval "$$(scripts/infra.sh env --profile test)"; $(RELEASE_DIR)/bin/bench-events
+
+bench: bench-rpc bench-events

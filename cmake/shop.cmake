@@ -93,5 +93,9 @@ function(shop_test name)
   if(NOT T_LABELS)
     set(T_LABELS unit)
   endif()
-  set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}")
+  # Criterion reports a test as passing even when LeakSanitizer or UBSan
+  # printed a report from its process: CTest reads the output and fails the
+  # binary on one. The timeout stops a hung binary instead of the whole run.
+  set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}" TIMEOUT 900
+                       FAIL_REGULAR_EXPRESSION "ERROR: LeakSanitizer|ERROR: AddressSanitizer|runtime error:")
 endfunction()

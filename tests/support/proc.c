@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -20,10 +21,22 @@
 
 extern char **environ;
 
+/* A spawned child is reaped at once by a waiter thread of the process that
+ * spawned it. Criterion's runner watches its children with
+ * waitid(WNOWAIT) and spins on a zombie that is not one of its test
+ * workers (seen as a test binary stuck at 100% CPU after its last test):
+ * a service started from a report hook must never stay a zombie. */
 struct proc {
   pid_t pid;
+  pid_t owner; /* the process that spawned it; only it can wait */
   bool reaped;
   int code;
+  bool has_waiter;
+  pthread_t waiter;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool exited; /* set by the waiter, under mu */
+  int exit_code;
 };
 
 static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
@@ -53,9 +66,38 @@ static int code_of(int wstatus) {
   return -1;
 }
 
-/* Reaps without blocking; true once the child has exited. */
+static void *waiter_main(void *arg) {
+  proc *p = arg;
+  int ws = 0;
+  pid_t r;
+  do {
+    r = waitpid(p->pid, &ws, 0);
+  } while (r < 0 && errno == EINTR);
+  pthread_mutex_lock(&p->mu);
+  p->exit_code = r == p->pid ? code_of(ws) : -1;
+  p->exited = true;
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  return NULL;
+}
+
+/* True once the child has exited. In the spawning process the waiter
+ * thread knows; in another process (a Criterion worker forked after the
+ * spawn) the child is not ours to wait for, and counts as gone. */
 static bool reap(proc *p) {
   if (p->reaped) return true;
+  if (p->has_waiter && p->owner == getpid()) {
+    pthread_mutex_lock(&p->mu);
+    bool done = p->exited;
+    if (done) p->code = p->exit_code;
+    pthread_mutex_unlock(&p->mu);
+    if (done) {
+      pthread_join(p->waiter, NULL);
+      p->has_waiter = false;
+      p->reaped = true;
+    }
+    return done;
+  }
   int ws;
   pid_t r = waitpid(p->pid, &ws, WNOHANG);
   if (r == p->pid) {
@@ -65,6 +107,30 @@ static bool reap(proc *p) {
     p->reaped = true;
     p->code = -1;
   }
+  return p->reaped;
+}
+
+/* Waits up to timeout_ms (< 0: for ever) for the child to exit. */
+static bool reap_wait(proc *p, int timeout_ms) {
+  if (p->has_waiter && p->owner == getpid()) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    int64_t ns = until.tv_nsec + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000;
+    until.tv_sec += ns / 1000000000;
+    until.tv_nsec = ns % 1000000000;
+    pthread_mutex_lock(&p->mu);
+    while (!p->exited) {
+      if (timeout_ms < 0) {
+        pthread_cond_wait(&p->cv, &p->mu);
+      } else if (pthread_cond_timedwait(&p->cv, &p->mu, &until) != 0) {
+        break;
+      }
+    }
+    pthread_mutex_unlock(&p->mu);
+    return reap(p);
+  }
+  int64_t until = now_ms() + timeout_ms;
+  while (!reap(p) && (timeout_ms < 0 || now_ms() < until)) sleep_ms(5);
   return p->reaped;
 }
 
@@ -129,8 +195,13 @@ status_code proc_start(proc **out, const proc_opts *o, char *errbuf, size_t errl
   posix_spawnattr_destroy(&sa);
   if (err != 0) {
     seterr(errbuf, errlen, "proc: spawn %s: %s", o->path, strerror(err));
+    p->reaped = true;
     goto out;
   }
+  p->owner = getpid();
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->cv, NULL);
+  if (pthread_create(&p->waiter, NULL, waiter_main, p) == 0) p->has_waiter = true;
   if (o->probe_url != NULL) {
     int timeout = o->ready_timeout_ms > 0 ? o->ready_timeout_ms : 20000;
     int64_t until = now_ms() + timeout;
@@ -163,29 +234,32 @@ out:
 }
 
 status_code proc_stop(proc *p, int timeout_ms, int *exit_code) {
+  status_code rc = STATUS_OK;
   if (!reap(p)) {
     kill(p->pid, SIGTERM);
-    int64_t until = now_ms() + timeout_ms;
-    while (!reap(p) && now_ms() < until) sleep_ms(5);
-    if (!p->reaped) {
+    if (!reap_wait(p, timeout_ms)) {
       kill(p->pid, SIGKILL);
-      int ws;
-      if (waitpid(p->pid, &ws, 0) == p->pid) p->code = code_of(ws);
-      p->reaped = true;
-      if (exit_code != NULL) *exit_code = p->code;
-      return STATUS_DEADLINE_EXCEEDED;
+      if (!reap_wait(p, -1)) {
+        /* Not our child (a worker's copy): it is gone once kill fails. */
+        while (kill(p->pid, 0) == 0) sleep_ms(5);
+        p->reaped = true;
+      }
+      rc = STATUS_DEADLINE_EXCEEDED;
     }
   }
   if (exit_code != NULL) *exit_code = p->code;
-  return STATUS_OK;
+  return rc;
 }
 
 void proc_destroy(proc *p) {
   if (p == NULL) return;
   if (p->pid > 0 && !reap(p)) {
     kill(p->pid, SIGKILL);
-    int ws;
-    waitpid(p->pid, &ws, 0);
+    reap_wait(p, -1);
+  }
+  if (p->owner == getpid() && p->owner != 0) {
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
   }
   free(p);
 }

@@ -1,0 +1,28 @@
+/* Helpers shared by the .c files of internal/events; not part of the
+ * module's contract. No librdkafka here (see kafka_private.h). */
+#ifndef SHOP_EVENTS_PRIVATE_H
+#define SHOP_EVENTS_PRIVATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* vsnprintf into errbuf when errbuf is not NULL. */
+void events_seterr(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* sodium_init() once per process. */
+void events_sodium_ready(void);
+
+/* 1..EVENTS_ID_MAX printable ASCII characters (no space). */
+bool events_id_ok(const char *id, size_t len);
+
+/* A legal Kafka topic name. */
+bool events_topic_ok(const char *topic);
+
+/* Monotonic clock in ms / ns, and a sleep that resumes after EINTR. */
+int64_t events_now_ms(void);
+int64_t events_now_ns(void);
+void events_sleep_ms(int64_t ms);
+
+#endif

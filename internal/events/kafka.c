@@ -1,0 +1,274 @@
+/* librdkafka glue shared by the relay, the consumer and the dead-letter
+ * tools: configuration, logging, headers, topic administration. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "events/events_private.h"
+#include "events/kafka_private.h"
+#include "log/log.h"
+
+/* librdkafka's syslog levels onto Shop's. Runs on librdkafka's threads;
+ * log_emit is thread-safe. */
+static void events_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+  log_level l = level <= 3   ? LOG_LEVEL_ERROR
+                : level == 4 ? LOG_LEVEL_WARN
+                : level <= 6 ? LOG_LEVEL_INFO
+                             : LOG_LEVEL_DEBUG;
+  /* Connection failures while a broker is down are expected and retried;
+   * librdkafka reports them at error level, which would flood the log
+   * during an outage that the relay rides out by design. */
+  if (l == LOG_LEVEL_ERROR && (strcmp(fac, "FAIL") == 0 || strcmp(fac, "ERROR") == 0)) {
+    l = LOG_LEVEL_WARN;
+  }
+  if (!log_enabled(l)) return;
+  const char *kv[] = {"component", "rdkafka", "client", rd_kafka_name(rk), "facility", fac};
+  log_emit_kv(l, NULL, kv, 3, "%s", buf);
+}
+
+void events_kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+  (void)opaque;
+  /* Transport errors repeat for as long as a broker is down and are also
+   * in the log_cb lines; only the ones that need a person are logged. */
+  if (err == RD_KAFKA_RESP_ERR__FATAL) {
+    char why[512];
+    rd_kafka_fatal_error(rk, why, sizeof why);
+    log_error(NULL, "kafka %s: fatal error: %s (%s)", rd_kafka_name(rk), why, reason);
+  } else if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+    log_warn(NULL, "kafka %s: all brokers are down; retrying", rd_kafka_name(rk));
+  } else {
+    log_debug(NULL, "kafka %s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(err), reason);
+  }
+}
+
+bool events_kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errbuf,
+                      size_t errlen) {
+  char why[256];
+  if (rd_kafka_conf_set(conf, key, value, why, sizeof why) != RD_KAFKA_CONF_OK) {
+    events_seterr(errbuf, errlen, "kafka config %s=%s: %s", key, value, why);
+    return false;
+  }
+  return true;
+}
+
+rd_kafka_conf_t *events_kafka_conf_new(const char *brokers, const char *client_id, char *errbuf,
+                                       size_t errlen) {
+  if (brokers == NULL || brokers[0] == '\0') {
+    events_seterr(errbuf, errlen, "no Kafka brokers given");
+    return NULL;
+  }
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  if (!events_kafka_set(conf, "bootstrap.servers", brokers, errbuf, errlen) ||
+      (client_id != NULL && !events_kafka_set(conf, "client.id", client_id, errbuf, errlen))) {
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+  }
+  rd_kafka_conf_set_log_cb(conf, events_kafka_log_cb);
+  rd_kafka_conf_set_error_cb(conf, events_kafka_error_cb);
+  return conf;
+}
+
+bool events_kafka_producer_conf(rd_kafka_conf_t *conf, int message_timeout_ms, int linger_ms,
+                                char *errbuf, size_t errlen) {
+  char timeout[16], linger[16];
+  snprintf(timeout, sizeof timeout, "%d", message_timeout_ms);
+  snprintf(linger, sizeof linger, "%d", linger_ms);
+  /* Idempotence keeps per-partition order through retries and makes
+   * librdkafka drop the duplicates its own retries would cause; it needs
+   * acks=all and at most 5 requests in flight. murmur2_random places keys
+   * as Java clients do. */
+  return events_kafka_set(conf, "enable.idempotence", "true", errbuf, errlen) &&
+         events_kafka_set(conf, "acks", "all", errbuf, errlen) &&
+         events_kafka_set(conf, "partitioner", "murmur2_random", errbuf, errlen) &&
+         events_kafka_set(conf, "max.in.flight.requests.per.connection", "5", errbuf, errlen) &&
+         events_kafka_set(conf, "message.send.max.retries", "2147483647", errbuf, errlen) &&
+         events_kafka_set(conf, "message.timeout.ms", timeout, errbuf, errlen) &&
+         events_kafka_set(conf, "linger.ms", linger, errbuf, errlen);
+}
+
+rd_kafka_headers_t *events_kafka_headers_from_envelope(const events_envelope *ev) {
+  events_ce_headers ce;
+  events_ce_headers_build(&ce, ev);
+  rd_kafka_headers_t *h = rd_kafka_headers_new(ce.count);
+  for (size_t i = 0; i < ce.count; i++) {
+    rd_kafka_header_add(h, ce.h[i].name, -1, ce.h[i].value, (ssize_t)ce.h[i].len);
+  }
+  return h;
+}
+
+bool events_kafka_record_view(const rd_kafka_message_t *m, events_record *rec,
+                              events_header **headers) {
+  *headers = NULL;
+  memset(rec, 0, sizeof *rec);
+  rec->topic = m->rkt != NULL ? rd_kafka_topic_name(m->rkt) : "";
+  rec->partition = m->partition;
+  rec->offset = m->offset;
+  rec->timestamp_ms = rd_kafka_message_timestamp(m, NULL);
+  rec->key = m->key;
+  rec->key_len = m->key_len;
+  rec->value = m->payload;
+  rec->value_len = m->len;
+  rd_kafka_headers_t *h = NULL;
+  /* rd_kafka_message_headers wants a non-const message but does not
+   * change what we see of it (it parses the headers once, lazily). */
+  if (rd_kafka_message_headers((rd_kafka_message_t *)m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return true;
+  }
+  size_t n = rd_kafka_header_cnt(h);
+  if (n == 0) return true;
+  events_header *arr = calloc(n, sizeof *arr);
+  if (arr == NULL) return false;
+  for (size_t i = 0; i < n; i++) {
+    const char *name;
+    const void *value;
+    size_t size;
+    if (rd_kafka_header_get_all(h, i, &name, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR) break;
+    arr[i] = (events_header){.name = name, .value = value != NULL ? value : "", .len = size};
+    rec->header_count = i + 1;
+  }
+  rec->headers = arr;
+  *headers = arr;
+  return true;
+}
+
+bool events_kafka_err_permanent(rd_kafka_resp_err_t err) {
+  switch (err) {
+  case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+  case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+  case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+  case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+  case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+  case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+  case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+  case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+  case RD_KAFKA_RESP_ERR__INVALID_ARG:
+    return true;
+  default:
+    return false;
+  }
+}
+
+int events_kafka_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                                  status_code *st, char *errbuf, size_t errlen) {
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+  if (rkt == NULL) {
+    *st = STATUS_INVALID_ARGUMENT;
+    events_seterr(errbuf, errlen, "topic %s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
+    return -1;
+  }
+  const struct rd_kafka_metadata *md = NULL;
+  rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+  rd_kafka_topic_destroy(rkt);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    *st = STATUS_UNAVAILABLE;
+    events_seterr(errbuf, errlen, "metadata of %s: %s", topic, rd_kafka_err2str(err));
+    return -1;
+  }
+  int n = -1;
+  *st = STATUS_NOT_FOUND;
+  events_seterr(errbuf, errlen, "topic %s does not exist", topic);
+  for (int i = 0; i < md->topic_cnt; i++) {
+    if (strcmp(md->topics[i].topic, topic) != 0) continue;
+    if (md->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[i].partition_cnt > 0) {
+      n = md->topics[i].partition_cnt;
+      *st = STATUS_OK;
+    } else if (md->topics[i].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+      *st = STATUS_UNAVAILABLE;
+      events_seterr(errbuf, errlen, "metadata of %s: %s", topic,
+                    rd_kafka_err2str(md->topics[i].err));
+    }
+  }
+  rd_kafka_metadata_destroy(md);
+  return n;
+}
+
+/* --- Topic administration ------------------------------------------------- */
+
+typedef enum { ADMIN_CREATE, ADMIN_DELETE } admin_op;
+
+static status_code admin_run(const char *brokers, admin_op op, const char *topic, int partitions,
+                             int timeout_ms, char *errbuf, size_t errlen) {
+  if (timeout_ms <= 0) timeout_ms = 30000;
+  rd_kafka_conf_t *conf = events_kafka_conf_new(brokers, "shop-events-admin", errbuf, errlen);
+  if (conf == NULL) return STATUS_INVALID_ARGUMENT;
+  char why[512];
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
+  if (rk == NULL) {
+    rd_kafka_conf_destroy(conf);
+    events_seterr(errbuf, errlen, "kafka admin client: %s", why);
+    return STATUS_INTERNAL;
+  }
+  status_code st = STATUS_INTERNAL;
+  rd_kafka_NewTopic_t *nt = NULL;
+  rd_kafka_DeleteTopic_t *dt = NULL;
+  rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+  rd_kafka_event_t *ev = NULL;
+  rd_kafka_AdminOptions_t *ao = rd_kafka_AdminOptions_new(
+      rk, op == ADMIN_CREATE ? RD_KAFKA_ADMIN_OP_CREATETOPICS : RD_KAFKA_ADMIN_OP_DELETETOPICS);
+  rd_kafka_AdminOptions_set_request_timeout(ao, timeout_ms, NULL, 0);
+  rd_kafka_AdminOptions_set_operation_timeout(ao, timeout_ms, NULL, 0);
+  if (op == ADMIN_CREATE) {
+    nt = rd_kafka_NewTopic_new(topic, partitions, 1, why, sizeof why);
+    if (nt == NULL) {
+      events_seterr(errbuf, errlen, "topic %s: %s", topic, why);
+      st = STATUS_INVALID_ARGUMENT;
+      goto out;
+    }
+    rd_kafka_NewTopic_set_config(nt, "retention.ms", "-1");
+    rd_kafka_CreateTopics(rk, &nt, 1, ao, q);
+  } else {
+    dt = rd_kafka_DeleteTopic_new(topic);
+    rd_kafka_DeleteTopics(rk, &dt, 1, ao, q);
+  }
+  ev = rd_kafka_queue_poll(q, timeout_ms + 2000);
+  if (ev == NULL) {
+    events_seterr(errbuf, errlen, "topic %s: no answer from the brokers in %d ms", topic,
+                  timeout_ms);
+    st = STATUS_DEADLINE_EXCEEDED;
+    goto out;
+  }
+  if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    events_seterr(errbuf, errlen, "topic %s: %s", topic, rd_kafka_event_error_string(ev));
+    st = STATUS_UNAVAILABLE;
+    goto out;
+  }
+  size_t n = 0;
+  const rd_kafka_topic_result_t **res =
+      op == ADMIN_CREATE
+          ? rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n)
+          : rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
+  st = STATUS_OK;
+  for (size_t i = 0; i < n; i++) {
+    rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR ||
+        (op == ADMIN_CREATE && e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) ||
+        (op == ADMIN_DELETE && e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)) {
+      continue;
+    }
+    const char *msg = rd_kafka_topic_result_error_string(res[i]);
+    events_seterr(errbuf, errlen, "topic %s: %s", topic, msg != NULL ? msg : rd_kafka_err2str(e));
+    st = e == RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION || e == RD_KAFKA_RESP_ERR_INVALID_PARTITIONS
+             ? STATUS_INVALID_ARGUMENT
+             : STATUS_UNAVAILABLE;
+  }
+out:
+  if (ev != NULL) rd_kafka_event_destroy(ev);
+  if (nt != NULL) rd_kafka_NewTopic_destroy(nt);
+  if (dt != NULL) rd_kafka_DeleteTopic_destroy(dt);
+  rd_kafka_AdminOptions_destroy(ao);
+  rd_kafka_queue_destroy(q);
+  rd_kafka_destroy(rk);
+  return st;
+}
+
+status_code events_topic_create(const char *brokers, const char *topic, int partitions,
+                                int timeout_ms, char *errbuf, size_t errlen) {
+  return admin_run(brokers, ADMIN_CREATE, topic, partitions, timeout_ms, errbuf, errlen);
+}
+
+status_code events_topic_delete(const char *brokers, const char *topic, int timeout_ms,
+                                char *errbuf, size_t errlen) {
+  return admin_run(brokers, ADMIN_DELETE, topic, 0, timeout_ms, errbuf, errlen);
+}
+
+bool events_shutdown_wait(int timeout_ms) { return rd_kafka_wait_destroyed(timeout_ms) == 0; }

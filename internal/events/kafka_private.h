@@ -1,0 +1,51 @@
+/* librdkafka helpers shared by the .c files of internal/events; not part
+ * of the module's contract. The only header under internal/ that includes
+ * rdkafka.h. */
+#ifndef SHOP_EVENTS_KAFKA_PRIVATE_H
+#define SHOP_EVENTS_KAFKA_PRIVATE_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "events/events.h"
+
+/* A new configuration with bootstrap.servers, client.id (may be NULL) and
+ * librdkafka's log lines routed to Shop's logger. NULL with errbuf set on a
+ * bad value. */
+rd_kafka_conf_t *events_kafka_conf_new(const char *brokers, const char *client_id, char *errbuf,
+                                       size_t errlen);
+
+/* rd_kafka_conf_set; false with errbuf set on error. */
+bool events_kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errbuf,
+                      size_t errlen);
+
+/* Sets the idempotent producer settings every Shop producer uses:
+ * enable.idempotence, acks=all, murmur2_random, max.in.flight 5, retries
+ * without end, message.timeout.ms as given (0: never time out). */
+bool events_kafka_producer_conf(rd_kafka_conf_t *conf, int message_timeout_ms, int linger_ms,
+                                char *errbuf, size_t errlen);
+
+/* The record headers of a valid envelope; the caller owns the result
+ * (rd_kafka_headers_destroy, or hand it to producev, which takes it on
+ * success). */
+rd_kafka_headers_t *events_kafka_headers_from_envelope(const events_envelope *ev);
+
+/* A view of a consumed message as an events_record. *headers receives a
+ * heap array (free it) pointing into the message, which must outlive the
+ * view. Returns false when out of memory. */
+bool events_kafka_record_view(const rd_kafka_message_t *m, events_record *rec,
+                              events_header **headers);
+
+/* Whether a delivery or produce error can never succeed by retrying the
+ * same message (too large, unknown topic, not authorised, invalid). */
+bool events_kafka_err_permanent(rd_kafka_resp_err_t err);
+
+/* librdkafka's own error_cb, logging once per kind of error. */
+void events_kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque);
+
+/* Reads the committed/low/high offsets needed to read a topic to its end:
+ * the number of partitions of topic, or -1 with errbuf set (NOT_FOUND in
+ * *st when the topic does not exist). */
+int events_kafka_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                                  status_code *st, char *errbuf, size_t errlen);
+
+#endif
