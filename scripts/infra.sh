@@ -161,9 +161,12 @@ main() {
 	source "$SHOP_REPO/scripts/lib/mariadb.sh"
 	# shellcheck source=scripts/lib/kafka.sh
 	source "$SHOP_REPO/scripts/lib/kafka.sh"
+	# shellcheck source=scripts/lib/secrets.sh
+	source "$SHOP_REPO/scripts/lib/secrets.sh"
 	infra_lock
 	case $cmd in
 	start)
+		secrets_ensure "$SECRETS_DIR"
 		mariadb_start
 		kafka_start
 		kafka_topics

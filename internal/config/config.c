@@ -73,6 +73,27 @@ static const cfg_key cfg_table[] = {
     S("auth.issuer", auth.issuer, "shop"),
     I("auth.access_ttl_s", auth.access_ttl_s, 1, 86400, 900),
     I("auth.refresh_ttl_s", auth.refresh_ttl_s, 60, 31536000, 2592000),
+    S("auth.admin_email", auth.admin_email, ""),
+    SECRET("auth.admin_password", auth.admin_password),
+    S("auth.admin_name", auth.admin_name, "Administrator"),
+    I("auth.login_max_failures", auth.login_max_failures, 1, 1000, 5),
+    I("auth.login_lockout_s", auth.login_lockout_s, 1, 86400, 300),
+    I("auth.password_opslimit", auth.password_opslimit, 1, 64, 2),
+    I("auth.password_memlimit_kib", auth.password_memlimit_kib, 8, 4194304, 19456),
+
+    S("catalog.currency", catalog.currency, "EUR"),
+
+    /* Orders, inventory and payment (issue 6; see internal/order, inventory, payment). */
+    I("order.deadline_s", order.deadline_s, 1, 604800, 900),
+    I("order.sweep_interval_ms", order.sweep_interval_ms, 50, 3600000, 1000),
+    I("inventory.unknown_product_wait_ms", inventory.unknown_product_wait_ms, 0, 86400000, 30000),
+    I("payment.latency_ms", payment.latency_ms, 0, 60000, 0),
+    I("payment.failure_permille", payment.failure_permille, 0, 1000, 0),
+    I("payment.amount_limit", payment.amount_limit, 1, 2147483647, 100000000),
+    S("payment.currencies", payment.currencies, "EUR,USD,GBP,CHF,JPY"),
+    S("payment.state_dir", payment.state_dir, "${SHOP_RUN_DIR:-.shop/run}/payment-gateway"),
+    I("payment.retry_max", payment.retry_max, 0, 100, 5),
+    I("payment.retry_backoff_ms", payment.retry_backoff_ms, 1, 60000, 100),
 };
 
 #define CFG_COUNT (sizeof cfg_table / sizeof cfg_table[0])

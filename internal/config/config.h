@@ -71,7 +71,42 @@ typedef struct shop_cfg {
     char *issuer;
     int access_ttl_s;
     int refresh_ttl_s;
+    /* The first admin, created at start-up by user-command when
+     * admin_email is not empty (an existing account is left as it is). */
+    char *admin_email;
+    char *admin_password; /* secret */
+    char *admin_name;
+    /* Login throttle: this many failed logins in a row lock the account's
+     * logins for login_lockout_s (failures older than that are forgotten). */
+    int login_max_failures;
+    int login_lockout_s;
+    /* argon2id cost (libsodium crypto_pwhash_str). The defaults are OWASP's
+     * minimum (m = 19 MiB, t = 2, p = 1); only tests lower them. */
+    int password_opslimit;
+    int password_memlimit_kib;
   } auth;
+  struct {
+    char *currency; /* ISO 4217 code of every price in the shop */
+  } catalog;
+  struct {
+    int deadline_s;        /* a PENDING order is cancelled this long after creation */
+    int sweep_interval_ms; /* how often the deadline sweeper looks */
+  } order;
+  struct {
+    /* An order naming a product the worker has not heard of waits this
+     * long for its ProductCreated before it is rejected. */
+    int unknown_product_wait_ms;
+  } inventory;
+  struct {
+    /* The simulated card processor (internal/payment/payment.h). */
+    int latency_ms;       /* added to every gateway operation */
+    int failure_permille; /* random transient failures, per 1000 operations */
+    int amount_limit;     /* largest authorization, minor units */
+    char *currencies;     /* comma-separated ISO codes it takes */
+    char *state_dir;      /* its idempotency records and ledger */
+    int retry_max;        /* worker retries of a transient gateway failure */
+    int retry_backoff_ms; /* first backoff; doubles per retry */
+  } payment;
 } shop_cfg;
 
 /* Loads defaults, then path (may be NULL: defaults and environment only),

@@ -1,0 +1,146 @@
+/*
+ * app: the start-up and shut-down every Shop program shares, so that
+ * cmd/<program>/main.c only names what is particular to it:
+ *
+ *   int main(int argc, char **argv) {
+ *     static const app_spec spec = {
+ *         .name = "user-command",
+ *         .db_account = "shop_user",
+ *         .endpoint = app_endpoint_user_command,
+ *         .migrations = user_migrations_table, .n_migrations = 1,
+ *         .relay = true,
+ *         .setup = user_command_setup_cb, .teardown = user_command_teardown_cb,
+ *     };
+ *     return app_main(&spec, argc, argv);
+ *   }
+ *
+ * app_main() does, in this order:
+ *   1. blocks SIGTERM and SIGINT (before any thread exists, so that every
+ *      thread inherits the mask and only the main thread takes them);
+ *   2. parses the command line: --config PATH (else $SHOP_CONFIG) and
+ *      --listen URL (overrides the endpoint from the config; tests run a
+ *      second instance with it);
+ *   3. loads the config and sets up logging (service = spec->name);
+ *   4. when db_account is set: applies the migrations as the migration
+ *      account (mysql account "shop_migrate", on the service's database):
+ *      component "rpc" (idempotency records) when the program serves RPC,
+ *      "events" (outbox, inbox, projection versions) when it runs a relay
+ *      or a consumer, then the program's own components, in the order
+ *      given; then opens a pool of mysql.pool_size connections as the
+ *      service's own account (the database has the account's name);
+ *   5. loads the JWT key (auth.jwt_key): RPC servers verify tokens with it;
+ *   6. creates the outbox relay (spec->relay) and the RPC server
+ *      (spec->endpoint), then calls spec->setup, which registers the
+ *      services and may do start-up work (the first admin, say), then
+ *      creates the consumer (spec->consumer);
+ *   7. starts the relay, the consumer (spec->consumer), the housekeeping
+ *      thread and the RPC server, and logs "serving";
+ *   8. waits for SIGTERM or SIGINT; then drains the server for
+ *      rpc.drain_grace_ms (new calls get UNAVAILABLE, running ones
+ *      finish), stops the consumer, then the relay (which waits for the
+ *      broker's acks of what it already sent; unsent rows stay in the
+ *      outbox for the next start), calls spec->teardown and frees
+ *      everything.
+ *
+ * Exit status of app_main: 0 after a signal-driven stop; 2 for bad usage or
+ * a bad config (the reason on stderr); 1 when the program could not start
+ * (database, port, migrations, setup), logged.
+ *
+ * Threads: app_main runs on the main thread and owns everything it makes.
+ * The accessors below may be called from any thread between setup and
+ * teardown; what they return is owned by the app.
+ */
+#ifndef SHOP_APP_H
+#define SHOP_APP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "auth/auth.h"
+#include "config/config.h"
+#include "db/db.h"
+#include "events/consumer.h"
+#include "events/outbox.h"
+#include "rpc/rpc.h"
+#include "status/status.h"
+
+typedef struct app app;
+
+/* One component's numbered migrations (shop_embed_migrations output). */
+typedef struct app_migrations {
+  const char *component; /* "user", "user_read", ... */
+  const db_migration *migs;
+  size_t count;
+} app_migrations;
+
+/* The endpoint a program serves on, picked from the config. */
+typedef const char *(*app_endpoint_fn)(const shop_cfg *cfg);
+
+/* Called once after the database, the relay and the server exist and
+ * before anything starts: register services with app_server(), build the
+ * domain context. A non-OK status stops start-up (exit 1) with errbuf
+ * logged. Runs on the main thread. */
+typedef status_code (*app_setup_fn)(app *a, void *arg, char *errbuf, size_t errlen);
+
+/* Called once after the server, the consumer and the relay have stopped
+ * (also when start-up failed after setup succeeded). */
+typedef void (*app_teardown_fn)(app *a, void *arg);
+
+/* Called every housekeeping_interval_s on the housekeeping thread, with a
+ * connection of the pool (no transaction open): purge what has expired.
+ * Errors are the hook's to log. */
+typedef void (*app_housekeeping_fn)(app *a, db_conn *db, void *arg);
+
+/* The consumer a program runs, if any. group names the consumer group
+ * (topology.h); the subscribed topics are the group's. The callbacks are
+ * passed to the events consumer as they are (see events/consumer.h), with
+ * spec->arg as their arg. The consumer nudges the program's relay, if
+ * any. */
+typedef struct app_consumer {
+  const char *group;
+  consumer_handler_cb handler;
+  consumer_committed_cb committed; /* may be NULL */
+} app_consumer;
+
+typedef struct app_spec {
+  const char *name;                 /* program name: logs, RPC caller, event source */
+  const char *db_account;           /* account and database ("shop_user"); NULL: none */
+  const app_migrations *migrations; /* the program's own, applied after rpc/events */
+  size_t n_migrations;
+  app_endpoint_fn endpoint;         /* NULL: no RPC server */
+  bool relay;                       /* run an outbox relay on db_account's database */
+  const app_consumer *consumer;     /* NULL: no consumer */
+  app_setup_fn setup;               /* may be NULL */
+  app_teardown_fn teardown;         /* may be NULL */
+  app_housekeeping_fn housekeeping; /* may be NULL */
+  int housekeeping_interval_s;      /* 0: 60 */
+  void *arg;                        /* handed to the hooks */
+} app_spec;
+
+/* Runs the program as described above. Returns the process exit status. */
+int app_main(const app_spec *spec, int argc, char **argv);
+
+/* Endpoint pickers for app_spec.endpoint. */
+const char *app_endpoint_user_command(const shop_cfg *cfg);
+const char *app_endpoint_user_query(const shop_cfg *cfg);
+const char *app_endpoint_product_command(const shop_cfg *cfg);
+const char *app_endpoint_product_query(const shop_cfg *cfg);
+const char *app_endpoint_order_command(const shop_cfg *cfg);
+const char *app_endpoint_order_query(const shop_cfg *cfg);
+const char *app_endpoint_audit_query(const shop_cfg *cfg);
+
+/* Accessors, valid from setup to teardown. */
+const char *app_name(const app *a);
+const shop_cfg *app_cfg(const app *a);
+/* The service account's pool; NULL without db_account. */
+db_pool *app_db(app *a);
+/* NULL without an endpoint. Register services on it in setup. */
+rpc_server *app_server(app *a);
+/* The JWT keys (sign and verify); never NULL once setup runs. */
+const auth_keys *app_auth(const app *a);
+/* NULL without spec->relay. Nudge it after a commit that appended rows. */
+outbox_relay *app_relay(app *a);
+/* The connection parameters of the service account (borrowed). */
+const db_params *app_db_params(const app *a);
+
+#endif

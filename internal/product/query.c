@@ -1,0 +1,532 @@
+/* product-query: the read model products_view and product_stock, built
+ * only from product events and StockLevelChanged, and the handlers of
+ * shop.product.v1.ProductQueryService. See product.h.
+ *
+ * Each event sets one part of a product, so each part has its own
+ * projection version (events/projection.h): "product.details"
+ * (ProductCreated, ProductUpdated), "product.price" (ProductCreated,
+ * PriceChanged) and "product.rule" (ProductCreated, InventoryRuleChanged).
+ * Archiving is terminal, so it needs no version of its own. StockAdjusted
+ * only moves the product's version: the stock it adds shows up when the
+ * inventory worker reports the new level. products_view.version is the
+ * highest product version applied, which consistency tokens are compared
+ * with; created_ms = 0 marks a row reached by some event before its
+ * ProductCreated (possible only after a dead letter): not shown.
+ *
+ * Stock lives in its own table, keyed by product id and versioned by the
+ * stock version of StockLevelChanged ("product.stock"), because the
+ * inventory worker's events may arrive before the product's own. Until the
+ * first report, available = received = the initial stock. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "events/projection.h"
+#include "log/log.h"
+#include "product/product.h"
+#include "shop/inventory/v1/events.pb-c.h"
+
+typedef Shop__Product__V1__ProductQueryService_Service product_query_service;
+
+/* ---- Projection -------------------------------------------------------------------------- */
+
+static status_code view_bump(db_conn *tx, const char *id, int64_t version, int64_t t, char *errbuf,
+                             size_t errlen) {
+  db_value p[3] = {DB_STR(id), DB_I64(version), DB_I64(t)};
+  return db_exec(tx,
+                 "INSERT INTO products_view (product_id, version, updated_ms) VALUES (?, ?, ?) "
+                 "ON DUPLICATE KEY UPDATE version = GREATEST(version, VALUES(version)), "
+                 "updated_ms = GREATEST(updated_ms, VALUES(updated_ms))",
+                 p, 3, NULL, NULL, errbuf, errlen);
+}
+
+typedef struct part_arg {
+  const char *id;
+  const Shop__Product__V1__ProductDetails *details;
+  const Shop__Common__V1__Money *price;
+  const Shop__Product__V1__InventoryRule *rule;
+  const Shop__Inventory__V1__StockLevel *level;
+} part_arg;
+
+static status_code details_cb(db_conn *tx, const events_envelope *ev, int64_t version, void *arg,
+                              char *errbuf, size_t errlen) {
+  const part_arg *a = arg;
+  const Shop__Product__V1__ProductDetails *d = a->details;
+  db_value v[4] = {DB_STR(d != NULL ? d->name : ""), DB_STR(d != NULL ? d->description : ""),
+                   DB_STR(d != NULL ? d->category : ""), DB_STR(a->id)};
+  return db_exec(tx,
+                 "UPDATE products_view SET name = ?, description = ?, category = ? WHERE "
+                 "product_id = ?",
+                 v, 4, NULL, NULL, errbuf, errlen);
+}
+
+static status_code price_cb(db_conn *tx, const events_envelope *ev, int64_t version, void *arg,
+                            char *errbuf, size_t errlen) {
+  const part_arg *a = arg;
+  db_value v[3] = {DB_I64(a->price != NULL ? a->price->units : 0),
+                   DB_STR(a->price != NULL ? a->price->currency : ""), DB_STR(a->id)};
+  return db_exec(tx, "UPDATE products_view SET price_units = ?, currency = ? WHERE product_id = ?",
+                 v, 3, NULL, NULL, errbuf, errlen);
+}
+
+static status_code rule_cb(db_conn *tx, const events_envelope *ev, int64_t version, void *arg,
+                           char *errbuf, size_t errlen) {
+  const part_arg *a = arg;
+  db_value v[3] = {DB_I64(a->rule != NULL ? a->rule->low_stock_threshold : 0),
+                   DB_I64(a->rule != NULL ? a->rule->max_quantity_per_order : 0), DB_STR(a->id)};
+  return db_exec(tx,
+                 "UPDATE products_view SET low_stock_threshold = ?, max_quantity_per_order = ? "
+                 "WHERE product_id = ?",
+                 v, 3, NULL, NULL, errbuf, errlen);
+}
+
+static status_code stock_cb(db_conn *tx, const events_envelope *ev, int64_t version, void *arg,
+                            char *errbuf, size_t errlen) {
+  const part_arg *a = arg;
+  const Shop__Inventory__V1__StockLevel *l = a->level;
+  db_value v[6] = {DB_STR(a->id),      DB_I64(l->available), DB_I64(l->reserved),
+                   DB_I64(l->shipped), DB_I64(l->received),  DB_I64(version)};
+  return db_exec(tx,
+                 "INSERT INTO product_stock (product_id, available, reserved, shipped, received, "
+                 "version) VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE available = "
+                 "VALUES(available), reserved = VALUES(reserved), shipped = VALUES(shipped), "
+                 "received = VALUES(received), version = VALUES(version)",
+                 v, 6, NULL, NULL, errbuf, errlen);
+}
+
+static status_code part(db_conn *tx, const char *name, const events_envelope *ev,
+                        projection_apply_cb cb, part_arg *a, char *errbuf, size_t errlen) {
+  return projection_apply_state(tx, name, a->id, ev->sequence, ev, cb, a, NULL, errbuf, errlen);
+}
+
+static status_code apply_created(db_conn *tx, const events_envelope *ev,
+                                 const Shop__Product__V1__ProductCreated *e, char *errbuf,
+                                 size_t errlen) {
+  int64_t t = svc_event_time_ms(ev);
+  status_code st = view_bump(tx, e->product_id, ev->sequence, t, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  db_value v[4] = {DB_STR(e->sku), DB_I64(e->initial_stock), DB_I64(t > 0 ? t : 1),
+                   DB_STR(e->product_id)};
+  st = db_exec(tx,
+               "UPDATE products_view SET sku = ?, initial_stock = ?, created_ms = ? WHERE "
+               "product_id = ?",
+               v, 4, NULL, NULL, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  part_arg a = {
+      .id = e->product_id, .details = e->details, .price = e->price, .rule = e->inventory_rule};
+  if ((st = part(tx, "product.details", ev, details_cb, &a, errbuf, errlen)) != STATUS_OK)
+    return st;
+  if ((st = part(tx, "product.price", ev, price_cb, &a, errbuf, errlen)) != STATUS_OK) return st;
+  return part(tx, "product.rule", ev, rule_cb, &a, errbuf, errlen);
+}
+
+/* Applies one product event (topic shop.product.events.v1). */
+static status_code apply_product(db_conn *tx, const events_envelope *ev,
+                                 const ProtobufCMessageDescriptor *d, ProtobufCMessage *m,
+                                 char *errbuf, size_t errlen) {
+  if (d == &shop__product__v1__product_created__descriptor)
+    return apply_created(tx, ev, (const void *)m, errbuf, errlen);
+  status_code st;
+  if (d == &shop__product__v1__product_updated__descriptor) {
+    const Shop__Product__V1__ProductUpdated *e = (const void *)m;
+    part_arg a = {.id = e->product_id, .details = e->details};
+    if ((st = view_bump(tx, a.id, ev->sequence, svc_event_time_ms(ev), errbuf, errlen)) !=
+        STATUS_OK)
+      return st;
+    return part(tx, "product.details", ev, details_cb, &a, errbuf, errlen);
+  }
+  if (d == &shop__product__v1__price_changed__descriptor) {
+    const Shop__Product__V1__PriceChanged *e = (const void *)m;
+    part_arg a = {.id = e->product_id, .price = e->price};
+    if ((st = view_bump(tx, a.id, ev->sequence, svc_event_time_ms(ev), errbuf, errlen)) !=
+        STATUS_OK)
+      return st;
+    return part(tx, "product.price", ev, price_cb, &a, errbuf, errlen);
+  }
+  if (d == &shop__product__v1__inventory_rule_changed__descriptor) {
+    const Shop__Product__V1__InventoryRuleChanged *e = (const void *)m;
+    part_arg a = {.id = e->product_id, .rule = e->inventory_rule};
+    if ((st = view_bump(tx, a.id, ev->sequence, svc_event_time_ms(ev), errbuf, errlen)) !=
+        STATUS_OK)
+      return st;
+    return part(tx, "product.rule", ev, rule_cb, &a, errbuf, errlen);
+  }
+  if (d == &shop__product__v1__product_archived__descriptor) {
+    const Shop__Product__V1__ProductArchived *e = (const void *)m;
+    if ((st = view_bump(tx, e->product_id, ev->sequence, svc_event_time_ms(ev), errbuf, errlen)) !=
+        STATUS_OK)
+      return st;
+    db_value v[1] = {DB_STR(e->product_id)};
+    return db_exec(tx, "UPDATE products_view SET archived = 1 WHERE product_id = ?", v, 1, NULL,
+                   NULL, errbuf, errlen);
+  }
+  /* StockAdjusted: the inventory worker applies it; here only the
+   * product's version moves. */
+  const Shop__Product__V1__StockAdjusted *e = (const void *)m;
+  return view_bump(tx, e->product_id, ev->sequence, svc_event_time_ms(ev), errbuf, errlen);
+}
+
+static const ProtobufCMessageDescriptor *const handled[] = {
+    &shop__product__v1__product_created__descriptor,
+    &shop__product__v1__product_updated__descriptor,
+    &shop__product__v1__price_changed__descriptor,
+    &shop__product__v1__inventory_rule_changed__descriptor,
+    &shop__product__v1__product_archived__descriptor,
+    &shop__product__v1__stock_adjusted__descriptor,
+    &shop__inventory__v1__stock_level_changed__descriptor,
+};
+
+static status_code apply_one(db_conn *tx, const events_envelope *ev, char *errbuf, size_t errlen) {
+  const ProtobufCMessageDescriptor *d = NULL;
+  for (size_t i = 0; i < sizeof handled / sizeof handled[0]; i++)
+    if (strcmp(ev->type, handled[i]->name) == 0) d = handled[i];
+  if (d == NULL) return STATUS_OK; /* reservations, InventoryLow, newer types */
+  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, ev->data.len, ev->data.data);
+  if (m == NULL) {
+    snprintf(errbuf, errlen, "undecodable %s", ev->type);
+    return STATUS_INVALID_ARGUMENT;
+  }
+  status_code st;
+  if (d == &shop__inventory__v1__stock_level_changed__descriptor) {
+    const Shop__Inventory__V1__StockLevelChanged *e = (const void *)m;
+    int64_t version = e->level != NULL && e->level->version > 0 ? e->level->version : ev->sequence;
+    if (e->level == NULL || !svc_id_valid(e->product_id) || version < 1) {
+      snprintf(errbuf, errlen, "StockLevelChanged without a product id, a level or a version");
+      st = STATUS_INVALID_ARGUMENT;
+    } else {
+      part_arg a = {.id = e->product_id, .level = e->level};
+      st = projection_apply_state(tx, "product.stock", a.id, version, ev, stock_cb, &a, NULL,
+                                  errbuf, errlen);
+    }
+  } else {
+    /* Every product event's first field is the product id. */
+    const char *id = NULL;
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(d, "product_id");
+    if (f != NULL) id = *(const char *const *)((const char *)m + f->offset);
+    if (id == NULL || !svc_id_valid(id) || ev->sequence < 1) {
+      snprintf(errbuf, errlen, "%s without a valid product id or sequence", ev->type);
+      st = STATUS_INVALID_ARGUMENT;
+    } else {
+      st = apply_product(tx, ev, d, m, errbuf, errlen);
+    }
+  }
+  protobuf_c_message_free_unpacked(m, NULL);
+  return st;
+}
+
+status_code product_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
+                                        char *errbuf, size_t errlen) {
+  for (size_t i = 0; i < n; i++) {
+    status_code st = apply_one(tx, msgs[i].env, errbuf, errlen);
+    if (st != STATUS_OK) return st;
+  }
+  return STATUS_OK;
+}
+
+void product_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
+  product_query_ctx *ctx = arg;
+  svc_notifier_notify(&ctx->notifier);
+}
+
+/* ---- Reading ------------------------------------------------------------------------------- */
+
+#define VIEW_COLS                                                                                  \
+  "p.product_id, p.sku, p.name, p.description, p.category, p.price_units, p.currency, "            \
+  "p.low_stock_threshold, p.max_quantity_per_order, p.archived, p.created_ms, p.updated_ms, "      \
+  "p.version, COALESCE(s.available, p.initial_stock), COALESCE(s.reserved, 0), "                   \
+  "COALESCE(s.shipped, 0), COALESCE(s.received, p.initial_stock), COALESCE(s.version, 0)"
+#define VIEW_FROM "products_view p LEFT JOIN product_stock s ON s.product_id = p.product_id"
+
+/* One product with the storage its message borrows. */
+typedef struct product_out {
+  Shop__Product__V1__Product product;
+  Shop__Product__V1__ProductDetails details;
+  Shop__Common__V1__Money price;
+  Shop__Product__V1__InventoryRule rule;
+  Shop__Inventory__V1__StockLevel stock;
+  Shop__Common__V1__Timestamp created, updated;
+  /* Strings are copied out of the rows. */
+  char *name, *description;
+  char product_id[SVC_ID_SIZE];
+  char sku[PRODUCT_SKU_MAX + 1];
+  char category[PRODUCT_CATEGORY_MAX + 1];
+  char currency[4];
+} product_out;
+
+static bool product_out_fill(product_out *o, const db_rows *r) {
+  memset(o, 0, sizeof *o);
+  o->name = strdup(db_rows_str(r, 2, NULL));
+  o->description = strdup(db_rows_str(r, 3, NULL));
+  if (o->name == NULL || o->description == NULL) return false;
+  snprintf(o->product_id, sizeof o->product_id, "%s", db_rows_str(r, 0, NULL));
+  snprintf(o->sku, sizeof o->sku, "%s", db_rows_str(r, 1, NULL));
+  snprintf(o->category, sizeof o->category, "%s", db_rows_str(r, 4, NULL));
+  snprintf(o->currency, sizeof o->currency, "%s", db_rows_str(r, 6, NULL));
+  shop__product__v1__product__init(&o->product);
+  shop__product__v1__product_details__init(&o->details);
+  shop__common__v1__money__init(&o->price);
+  shop__product__v1__inventory_rule__init(&o->rule);
+  shop__inventory__v1__stock_level__init(&o->stock);
+  o->details.name = o->name;
+  o->details.description = o->description;
+  o->details.category = o->category;
+  o->price.units = db_rows_i64(r, 5);
+  o->price.currency = o->currency;
+  o->rule.low_stock_threshold = db_rows_i64(r, 7);
+  o->rule.max_quantity_per_order = (int32_t)db_rows_i64(r, 8);
+  svc_timestamp_set(&o->created, db_rows_i64(r, 10));
+  svc_timestamp_set(&o->updated, db_rows_i64(r, 11));
+  o->stock.available = db_rows_i64(r, 13);
+  o->stock.reserved = db_rows_i64(r, 14);
+  o->stock.shipped = db_rows_i64(r, 15);
+  o->stock.received = db_rows_i64(r, 16);
+  o->stock.version = db_rows_i64(r, 17);
+  o->product.product_id = o->product_id;
+  o->product.sku = o->sku;
+  o->product.details = &o->details;
+  o->product.price = &o->price;
+  o->product.inventory_rule = &o->rule;
+  o->product.stock = &o->stock;
+  o->product.archived = db_rows_i64(r, 9) != 0;
+  o->product.created_at = &o->created;
+  o->product.updated_at = &o->updated;
+  o->product.version = db_rows_i64(r, 12);
+  return true;
+}
+
+static void product_out_free(product_out *o) {
+  free(o->name);
+  free(o->description);
+}
+
+static status_code view_version(db_conn *c, const char *id, int64_t *version, char *errbuf,
+                                size_t errlen) {
+  db_value p[1] = {DB_STR(id)};
+  status_code st = db_query_i64(c,
+                                "SELECT IF(created_ms > 0, version, 0) FROM products_view WHERE "
+                                "product_id = ?",
+                                p, 1, version, errbuf, errlen);
+  if (st == STATUS_NOT_FOUND) {
+    *version = 0;
+    return STATUS_OK;
+  }
+  return st;
+}
+
+static void product_query_get_product(product_query_service *svc,
+                                      const Shop__Product__V1__GetProductRequest *in,
+                                      Shop__Product__V1__GetProductResponse_Closure closure,
+                                      void *data) {
+  rpc_call *call = data;
+  product_query_ctx *ctx = rpc_call_service_ctx(call);
+  int bad = 0;
+  if (!svc_id_valid(in->product_id))
+    svc_violation(call, &bad, "product_id", "must be a product id");
+  if (bad > 0) return;
+  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
+  char err[512];
+  db_conn *c = NULL;
+  status_code st = db_pool_get(ctx->db, &c, err, sizeof err);
+  if (st != STATUS_OK) {
+    svc_db_failed(call, st, "no database connection", err);
+    return;
+  }
+  db_value p[1] = {DB_STR(in->product_id)};
+  db_rows *r = NULL;
+  st = db_query(
+      c, "SELECT " VIEW_COLS " FROM " VIEW_FROM " WHERE p.product_id = ? AND p.created_ms > 0", p,
+      1, &r, err, sizeof err);
+  db_pool_put(ctx->db, c);
+  if (st != STATUS_OK) {
+    svc_db_failed(call, st, "reading products_view", err);
+    return;
+  }
+  product_out o;
+  if (!db_rows_next(r)) {
+    rpc_call_set_status(call, STATUS_NOT_FOUND, "no such product");
+  } else if (!product_out_fill(&o, r)) {
+    product_out_free(&o);
+    rpc_call_set_status(call, STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  } else {
+    Shop__Product__V1__GetProductResponse resp = SHOP__PRODUCT__V1__GET_PRODUCT_RESPONSE__INIT;
+    resp.product = &o.product;
+    closure(&resp, data);
+    product_out_free(&o);
+  }
+  db_rows_free(r);
+}
+
+static void product_query_list_products(product_query_service *svc,
+                                        const Shop__Product__V1__ListProductsRequest *in,
+                                        Shop__Product__V1__ListProductsResponse_Closure closure,
+                                        void *data) {
+  rpc_call *call = data;
+  product_query_ctx *ctx = rpc_call_service_ctx(call);
+  int size = 0, bad = 0;
+  if (!svc_page_size(call, in->page, &size)) return;
+  if (in->category[0] != '\0')
+    svc_violation(call, &bad, "category", product_category_check(in->category));
+  svc_violation(call, &bad, "text", svc_text_check(in->text, 0, PRODUCT_TEXT_FILTER_MAX, 0));
+  const Shop__Common__V1__Money *lo = in->min_price, *hi = in->max_price;
+  if (lo != NULL) {
+    if (lo->units < 0) svc_violation(call, &bad, "min_price.units", "must not be negative");
+    svc_violation(call, &bad, "min_price.currency",
+                  product_currency_check(lo->currency, ctx->currency));
+  }
+  if (hi != NULL) {
+    if (hi->units < 0) svc_violation(call, &bad, "max_price.units", "must not be negative");
+    svc_violation(call, &bad, "max_price.currency",
+                  product_currency_check(hi->currency, ctx->currency));
+  }
+  if (lo != NULL && hi != NULL && lo->units > hi->units)
+    svc_violation(call, &bad, "max_price.units", "must not be below min_price.units");
+  int sort = (int)in->sort;
+  if (sort < 0 || sort > SHOP__PRODUCT__V1__PRODUCT_SORT__PRODUCT_SORT_PRICE_DESC)
+    svc_violation(call, &bad, "sort", "must be a known ProductSort");
+  if (bad > 0) return;
+  if (in->include_archived && rpc_call_role(call) != AUTH_ROLE_ADMIN) {
+    rpc_call_set_status(call, STATUS_PERMISSION_DENIED, "only an admin may list archived products");
+    return;
+  }
+  if (sort == SHOP__PRODUCT__V1__PRODUCT_SORT__PRODUCT_SORT_UNSPECIFIED)
+    sort = SHOP__PRODUCT__V1__PRODUCT_SORT__PRODUCT_SORT_NAME_ASC;
+  bool by_price = sort >= SHOP__PRODUCT__V1__PRODUCT_SORT__PRODUCT_SORT_PRICE_ASC;
+  bool desc = sort == SHOP__PRODUCT__V1__PRODUCT_SORT__PRODUCT_SORT_NAME_DESC ||
+              sort == SHOP__PRODUCT__V1__PRODUCT_SORT__PRODUCT_SORT_PRICE_DESC;
+
+  char filters[PRODUCT_TEXT_FILTER_MAX * 4 + 256];
+  snprintf(filters, sizeof filters, "products|cat=%s|text=%s|min=%lld|max=%lld|sort=%d|arch=%d",
+           in->category, in->text, lo != NULL ? (long long)lo->units : -1LL,
+           hi != NULL ? (long long)hi->units : -1LL, sort, in->include_archived ? 1 : 0);
+  svc_page_pos pos;
+  if (!svc_page_token_decode(call, in->page != NULL ? in->page->page_token : NULL, filters, &pos))
+    return;
+  if (pos.n != 2) pos.n = 0;
+  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
+
+  /* The statement is put together from fixed pieces; every value is a
+   * parameter. */
+  char where[700] = "p.created_ms > 0";
+  db_value params[12];
+  size_t np = 0;
+  char pattern[PRODUCT_TEXT_FILTER_MAX * 8 + 3];
+  if (!in->include_archived) strcat(where, " AND p.archived = 0");
+  if (in->category[0] != '\0') {
+    strcat(where, " AND p.category = ?");
+    params[np++] = DB_STR(in->category);
+  }
+  if (in->text[0] != '\0') {
+    svc_like_pattern(in->text, pattern, sizeof pattern);
+    strcat(where, " AND (p.name LIKE ? ESCAPE '!' OR p.description LIKE ? ESCAPE '!')");
+    params[np++] = DB_STR(pattern);
+    params[np++] = DB_STR(pattern);
+  }
+  if (lo != NULL) {
+    strcat(where, " AND p.price_units >= ?");
+    params[np++] = DB_I64(lo->units);
+  }
+  if (hi != NULL) {
+    strcat(where, " AND p.price_units <= ?");
+    params[np++] = DB_I64(hi->units);
+  }
+  size_t nfilter = np;
+  char count_sql[1000], page_sql[2000];
+  snprintf(count_sql, sizeof count_sql, "SELECT COUNT(*) FROM products_view p WHERE %s", where);
+  const char *key = by_price ? "p.price_units" : "p.name";
+  if (pos.n == 2) {
+    char after[200];
+    snprintf(after, sizeof after, " AND (%s %c ? OR (%s = ? AND p.product_id %c ?))", key,
+             desc ? '<' : '>', key, desc ? '<' : '>');
+    strcat(where, after);
+    if (by_price) {
+      int64_t v = strtoll(pos.field[0], NULL, 10);
+      params[np++] = DB_I64(v);
+      params[np++] = DB_I64(v);
+    } else {
+      params[np++] = DB_STR(pos.field[0]);
+      params[np++] = DB_STR(pos.field[0]);
+    }
+    params[np++] = DB_STR(pos.field[1]);
+  }
+  params[np++] = DB_I64(size + 1);
+  snprintf(page_sql, sizeof page_sql,
+           "SELECT " VIEW_COLS " FROM " VIEW_FROM
+           " WHERE %s ORDER BY %s %s, p.product_id %s "
+           "LIMIT ?",
+           where, key, desc ? "DESC" : "ASC", desc ? "DESC" : "ASC");
+
+  char err[512];
+  db_conn *c = NULL;
+  status_code st = db_pool_get(ctx->db, &c, err, sizeof err);
+  if (st != STATUS_OK) {
+    svc_db_failed(call, st, "no database connection", err);
+    return;
+  }
+  int64_t total = 0;
+  db_rows *r = NULL;
+  st = db_query_i64(c, count_sql, params, nfilter, &total, err, sizeof err);
+  if (st == STATUS_OK) st = db_query(c, page_sql, params, np, &r, err, sizeof err);
+  db_pool_put(ctx->db, c);
+  if (st != STATUS_OK) {
+    svc_db_failed(call, st, "listing products_view", err);
+    return;
+  }
+  size_t rows = db_rows_count(r);
+  size_t n = rows > (size_t)size ? (size_t)size : rows;
+  product_out *outs = calloc(n > 0 ? n : 1, sizeof *outs);
+  Shop__Product__V1__Product **list = calloc(n > 0 ? n : 1, sizeof *list);
+  bool ok = outs != NULL && list != NULL;
+  size_t filled = 0;
+  for (; ok && filled < n && db_rows_next(r); filled++) {
+    ok = product_out_fill(&outs[filled], r);
+    list[filled] = &outs[filled].product;
+  }
+  db_rows_free(r);
+  if (ok) {
+    char next[SVC_PAGE_TOKEN_MAX] = "";
+    if (rows > (size_t)size && n > 0) {
+      svc_page_pos npos = {.n = 2};
+      const product_out *last = &outs[n - 1];
+      if (by_price)
+        snprintf(npos.field[0], SVC_PAGE_FIELD_MAX, "%lld", (long long)last->price.units);
+      else
+        snprintf(npos.field[0], SVC_PAGE_FIELD_MAX, "%s", last->name);
+      snprintf(npos.field[1], SVC_PAGE_FIELD_MAX, "%s", last->product_id);
+      svc_page_token_encode(next, filters, &npos);
+    }
+    Shop__Common__V1__PageResponse page = SHOP__COMMON__V1__PAGE_RESPONSE__INIT;
+    page.next_page_token = next;
+    page.total_size = total;
+    Shop__Product__V1__ListProductsResponse resp = SHOP__PRODUCT__V1__LIST_PRODUCTS_RESPONSE__INIT;
+    resp.n_products = n;
+    resp.products = list;
+    resp.page = &page;
+    closure(&resp, data);
+  } else {
+    rpc_call_set_status(call, STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  }
+  for (size_t i = 0; outs != NULL && i < n; i++) product_out_free(&outs[i]);
+  free(outs);
+  free(list);
+}
+
+/* ---- Registration ------------------------------------------------------------------------- */
+
+static product_query_service product_query_svc =
+    SHOP__PRODUCT__V1__PRODUCT_QUERY_SERVICE__INIT(product_query_);
+
+status_code product_query_register(rpc_server *s, product_query_ctx *ctx, char *errbuf,
+                                   size_t errlen) {
+  /* Browsing needs no token; include_archived checks the role itself. */
+  rpc_service_opts o = {.default_policy = RPC_PUBLIC, .ctx = ctx};
+  return rpc_server_register(s, &product_query_svc.base, &o, errbuf, errlen);
+}
+
+void product_query_ctx_init(product_query_ctx *ctx, const shop_cfg *cfg, db_pool *db) {
+  ctx->currency = cfg->catalog.currency;
+  ctx->db = db;
+  svc_notifier_init(&ctx->notifier);
+}
+
+void product_query_ctx_destroy(product_query_ctx *ctx) { svc_notifier_destroy(&ctx->notifier); }
