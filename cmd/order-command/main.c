@@ -1,0 +1,68 @@
+/* order-command: serves shop.order.v1.OrderCommandService from database
+ * shop_order, runs the order saga (consumer group "order-saga" on the
+ * payment and inventory topics) and the deadline sweeper, and publishes
+ * order events through its outbox.
+ *
+ *   order-command [--config PATH] [--listen URL]
+ *
+ * See internal/order/order.h and internal/app/app.h. */
+#include <stdio.h>
+#include <string.h>
+
+#include "app/app.h"
+#include "order/order.h"
+#include "topology/topology.h"
+
+typedef struct program {
+  order_ctx ctx; /* first: the consumer's callbacks take it as their arg */
+  order_catalog_rpc *catalog;
+  order_sweeper *sweeper;
+} program;
+
+static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
+  program *p = arg;
+  const shop_cfg *cfg = app_cfg(a);
+  const char *cur = cfg->catalog.currency;
+  if (strlen(cur) != 3 || cur[0] < 'A' || cur[0] > 'Z' || cur[1] < 'A' || cur[1] > 'Z' ||
+      cur[2] < 'A' || cur[2] > 'Z') {
+    snprintf(errbuf, errlen, "catalog.currency: must be three upper-case letters");
+    return STATUS_INVALID_ARGUMENT;
+  }
+  status_code st = order_catalog_rpc_create(&p->catalog, cfg, app_name(a), errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  order_ctx_init(&p->ctx, cfg, app_name(a), app_db(a), app_relay(a),
+                 order_catalog_rpc_get(p->catalog));
+  st = order_cmd_register(app_server(a), &p->ctx, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  return order_sweeper_start(&p->sweeper, &p->ctx, app_db_params(a), cfg->order.sweep_interval_ms,
+                             errbuf, errlen);
+}
+
+static void teardown_cb(app *a, void *arg) {
+  program *p = arg;
+  order_sweeper_stop(p->sweeper);
+  p->sweeper = NULL;
+  order_catalog_rpc_destroy(p->catalog);
+  p->catalog = NULL;
+}
+
+int main(int argc, char **argv) {
+  static program p;
+  const app_migrations migs[] = {{"order", order_migrations, order_migrations_count}};
+  const app_consumer consumer = {.group = TOPOLOGY_GROUP_ORDER_SAGA,
+                                 .handler = order_saga_handle_cb,
+                                 .committed = order_saga_committed_cb};
+  const app_spec spec = {
+      .name = "order-command",
+      .db_account = "shop_order",
+      .migrations = migs,
+      .n_migrations = 1,
+      .endpoint = app_endpoint_order_command,
+      .relay = true,
+      .consumer = &consumer,
+      .setup = setup_cb,
+      .teardown = teardown_cb,
+      .arg = &p,
+  };
+  return app_main(&spec, argc, argv);
+}

@@ -1,0 +1,76 @@
+/* The catalog as order-command sees it: GetProduct on product-query, a
+ * service-to-service call that carries the caller's remaining deadline and
+ * trace. See order.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "order/order.h"
+#include "shop/product/v1/queries.pb-c.h"
+
+struct order_catalog_rpc {
+  rpc_client *client;
+};
+
+status_code order_catalog_rpc_create(order_catalog_rpc **out, const shop_cfg *cfg,
+                                     const char *caller, char *errbuf, size_t errlen) {
+  order_catalog_rpc *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    snprintf(errbuf, errlen, "out of memory");
+    return STATUS_RESOURCE_EXHAUSTED;
+  }
+  rpc_client_opts o;
+  rpc_client_opts_from_cfg(&o, cfg, cfg->endpoints.product_query, caller);
+  status_code st = rpc_client_create(&c->client, &o, errbuf, errlen);
+  if (st != STATUS_OK) {
+    free(c);
+    return st;
+  }
+  *out = c;
+  return STATUS_OK;
+}
+
+void order_catalog_rpc_destroy(order_catalog_rpc *c) {
+  if (c == NULL) return;
+  rpc_client_destroy(c->client);
+  free(c);
+}
+
+static status_code get_cb(void *self, const rpc_call *parent, const char *product_id,
+                          order_product *out, char *errbuf, size_t errlen) {
+  order_catalog_rpc *c = self;
+  memset(out, 0, sizeof *out);
+  Shop__Product__V1__GetProductRequest req = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
+  req.product_id = (char *)product_id;
+  rpc_call_opts opts = {.parent = parent};
+  rpc_status st;
+  ProtobufCMessage *reply = NULL;
+  status_code code =
+      rpc_client_call_sync(c->client, &shop__product__v1__product_query_service__descriptor,
+                           "GetProduct", &req.base, &reply, &opts, &st);
+  if (code == STATUS_NOT_FOUND) return STATUS_OK; /* out->found stays false */
+  if (code != STATUS_OK) {
+    snprintf(errbuf, errlen, "GetProduct %s: %s: %s", product_id, status_name(code), st.message);
+    return code == STATUS_DEADLINE_EXCEEDED ? STATUS_DEADLINE_EXCEEDED : STATUS_UNAVAILABLE;
+  }
+  const Shop__Product__V1__GetProductResponse *r = (const void *)reply;
+  const Shop__Product__V1__Product *p = r->product;
+  if (p != NULL) {
+    out->found = true;
+    out->archived = p->archived;
+    snprintf(out->sku, sizeof out->sku, "%s", p->sku);
+    if (p->details != NULL) snprintf(out->name, sizeof out->name, "%s", p->details->name);
+    if (p->price != NULL) {
+      out->price_units = p->price->units;
+      snprintf(out->currency, sizeof out->currency, "%s", p->price->currency);
+    }
+    if (p->inventory_rule != NULL)
+      out->max_quantity_per_order = p->inventory_rule->max_quantity_per_order;
+  }
+  protobuf_c_message_free_unpacked(reply, NULL);
+  return STATUS_OK;
+}
+
+order_catalog order_catalog_rpc_get(order_catalog_rpc *c) {
+  return (order_catalog){.get_cb = get_cb, .self = c};
+}

@@ -1,0 +1,624 @@
+/* order-command: the orders table, order events, and the handlers of
+ * shop.order.v1.OrderCommandService. See order.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "events/events.h"
+#include "log/log.h"
+#include "order/order_internal.h"
+#include "topology/topology.h"
+
+typedef Shop__Order__V1__OrderCommandService_Service order_cmd_service;
+
+/* ---- Context ------------------------------------------------------------------------------ */
+
+static int64_t real_now_ms(void *self) {
+  (void)self;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t order_now_ms(const order_ctx *ctx) {
+  return ctx->now_ms_cb != NULL ? ctx->now_ms_cb(ctx->clock_self) : real_now_ms(NULL);
+}
+
+void order_ctx_init(order_ctx *ctx, const shop_cfg *cfg, const char *program, db_pool *db,
+                    outbox_relay *relay, order_catalog catalog) {
+  memset(ctx, 0, sizeof *ctx);
+  ctx->program = program;
+  ctx->currency = cfg != NULL ? cfg->catalog.currency : "EUR";
+  ctx->db = db;
+  ctx->relay = relay;
+  ctx->sink = outbox_sink_of(relay);
+  ctx->catalog = catalog;
+  ctx->deadline_ms = (cfg != NULL ? cfg->order.deadline_s : 900) * (int64_t)1000;
+  ctx->now_ms_cb = real_now_ms;
+}
+
+/* ---- Rows and events ---------------------------------------------------------------------- */
+
+status_code order_row_lock(db_conn *tx, const char *order_id, order_row *out, char *errbuf,
+                           size_t errlen) {
+  memset(out, 0, sizeof *out);
+  db_value v[1] = {DB_STR(order_id)};
+  db_rows *r = NULL;
+  status_code st = db_query(tx,
+                            "SELECT customer_id, status, stock_state, payment_state, version, "
+                            "total_units, currency, deadline_ms FROM orders WHERE order_id = ? "
+                            "FOR UPDATE",
+                            v, 1, &r, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  if (!db_rows_next(r)) {
+    db_rows_free(r);
+    return STATUS_NOT_FOUND;
+  }
+  snprintf(out->order_id, sizeof out->order_id, "%s", order_id);
+  snprintf(out->customer_id, sizeof out->customer_id, "%s", db_rows_str(r, 0, NULL));
+  out->state.status = (int)db_rows_i64(r, 1);
+  out->state.stock = (order_stock_state)db_rows_i64(r, 2);
+  out->state.payment = (order_payment_state)db_rows_i64(r, 3);
+  out->version = db_rows_i64(r, 4);
+  out->total = db_rows_i64(r, 5);
+  snprintf(out->currency, sizeof out->currency, "%s", db_rows_str(r, 6, NULL));
+  out->deadline_ms = db_rows_i64(r, 7);
+  db_rows_free(r);
+  st = db_query(tx,
+                "SELECT product_id, quantity, unit_price, line_total, sku, product_name FROM "
+                "order_lines WHERE order_id = ? ORDER BY line_no",
+                v, 1, &r, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  size_t n = db_rows_count(r);
+  out->lines = calloc(n > 0 ? n : 1, sizeof *out->lines);
+  if (out->lines == NULL) {
+    db_rows_free(r);
+    snprintf(errbuf, errlen, "out of memory");
+    return STATUS_INTERNAL;
+  }
+  for (size_t i = 0; i < n && db_rows_next(r); i++) {
+    order_line *l = &out->lines[i];
+    snprintf(l->product_id, sizeof l->product_id, "%s", db_rows_str(r, 0, NULL));
+    l->quantity = (int32_t)db_rows_i64(r, 1);
+    l->unit_price = db_rows_i64(r, 2);
+    l->line_total = db_rows_i64(r, 3);
+    snprintf(l->sku, sizeof l->sku, "%s", db_rows_str(r, 4, NULL));
+    snprintf(l->name, sizeof l->name, "%s", db_rows_str(r, 5, NULL));
+    out->n_lines++;
+  }
+  db_rows_free(r);
+  return STATUS_OK;
+}
+
+void order_row_free(order_row *r) {
+  free(r->lines);
+  r->lines = NULL;
+  r->n_lines = 0;
+}
+
+status_code order_row_save(db_conn *tx, const order_ctx *ctx, const order_row *r, int cancel_reason,
+                           const char *cancel_text, const char *carrier, const char *tracking,
+                           char *errbuf, size_t errlen) {
+  db_value v[6] = {DB_I64(r->state.status), DB_I64(r->state.stock),    DB_I64(r->state.payment),
+                   DB_I64(r->version),      DB_I64(order_now_ms(ctx)), DB_STR(r->order_id)};
+  status_code st = db_exec(tx,
+                           "UPDATE orders SET status = ?, stock_state = ?, payment_state = ?, "
+                           "version = ?, updated_ms = ? WHERE order_id = ?",
+                           v, 6, NULL, NULL, errbuf, errlen);
+  if (st == STATUS_OK && cancel_reason != 0) {
+    db_value c[3] = {DB_I64(cancel_reason), DB_STR(cancel_text != NULL ? cancel_text : ""),
+                     DB_STR(r->order_id)};
+    st = db_exec(tx,
+                 "UPDATE orders SET cancel_reason = ?, cancel_reason_text = LEFT(?, 2000) WHERE "
+                 "order_id = ?",
+                 c, 3, NULL, NULL, errbuf, errlen);
+  }
+  if (st == STATUS_OK && (carrier != NULL || tracking != NULL)) {
+    db_value c[3] = {DB_STR(carrier != NULL ? carrier : ""),
+                     DB_STR(tracking != NULL ? tracking : ""), DB_STR(r->order_id)};
+    st = db_exec(tx, "UPDATE orders SET carrier = ?, tracking_number = ? WHERE order_id = ?", c, 3,
+                 NULL, NULL, errbuf, errlen);
+  }
+  return st;
+}
+
+bool order_pb_lines_make(order_pb_lines *pb, const order_line *lines, size_t n, int64_t total,
+                         const char *currency) {
+  memset(pb, 0, sizeof *pb);
+  pb->n = n;
+  pb->lines = calloc(n > 0 ? n : 1, sizeof *pb->lines);
+  pb->ptrs = calloc(n > 0 ? n : 1, sizeof *pb->ptrs);
+  pb->money = calloc(n > 0 ? 2 * n : 1, sizeof *pb->money);
+  if (pb->lines == NULL || pb->ptrs == NULL || pb->money == NULL) {
+    order_pb_lines_free(pb);
+    return false;
+  }
+  for (size_t i = 0; i < n; i++) {
+    Shop__Order__V1__OrderLine *l = &pb->lines[i];
+    shop__order__v1__order_line__init(l);
+    Shop__Common__V1__Money *unit = &pb->money[2 * i], *line = &pb->money[2 * i + 1];
+    shop__common__v1__money__init(unit);
+    shop__common__v1__money__init(line);
+    unit->units = lines[i].unit_price;
+    unit->currency = (char *)currency;
+    line->units = lines[i].line_total;
+    line->currency = (char *)currency;
+    l->product_id = (char *)lines[i].product_id;
+    l->quantity = lines[i].quantity;
+    l->unit_price = unit;
+    l->line_total = line;
+    l->sku = (char *)lines[i].sku;
+    l->product_name = (char *)lines[i].name;
+    pb->ptrs[i] = l;
+  }
+  shop__common__v1__money__init(&pb->total);
+  pb->total.units = total;
+  pb->total.currency = (char *)currency;
+  return true;
+}
+
+void order_pb_lines_free(order_pb_lines *pb) {
+  free(pb->lines);
+  free(pb->ptrs);
+  free(pb->money);
+  memset(pb, 0, sizeof *pb);
+}
+
+status_code order_emit(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+                       const char *order_id, int64_t version, const ProtobufCMessage *m,
+                       char *errbuf, size_t errlen) {
+  size_t n = protobuf_c_message_get_packed_size(m);
+  uint8_t *buf = malloc(n > 0 ? n : 1);
+  if (buf == NULL) {
+    snprintf(errbuf, errlen, "out of memory");
+    return STATUS_INTERNAL;
+  }
+  protobuf_c_message_pack(m, buf);
+  char source[128];
+  snprintf(source, sizeof source, "/shop/%s", ctx->program);
+  events_envelope env = SHOP__EVENTS__V1__EVENT_ENVELOPE__INIT;
+  env.source = source;
+  env.type = (char *)m->descriptor->name;
+  env.subject = (char *)order_id;
+  env.key = (char *)order_id;
+  env.topic = TOPOLOGY_TOPIC_ORDER;
+  env.sequence = version;
+  env.actor =
+      (char *)(origin != NULL && origin->actor != NULL && origin->actor[0] != '\0' ? origin->actor
+                                                                                   : ctx->program);
+  if (origin != NULL) {
+    env.correlation_id = (char *)(origin->correlation_id != NULL ? origin->correlation_id : "");
+    env.traceparent = (char *)(origin->traceparent != NULL ? origin->traceparent : "");
+  }
+  env.data.data = buf;
+  env.data.len = n;
+  status_code st = ctx->sink.append_cb(ctx->sink.self, tx, &env, errbuf, errlen);
+  free(buf);
+  return st;
+}
+
+status_code order_emit_cancelled(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+                                 const order_row *r, int previous_status, int reason,
+                                 const char *text, char *errbuf, size_t errlen) {
+  order_pb_lines pb;
+  if (!order_pb_lines_make(&pb, r->lines, r->n_lines, r->total, r->currency)) {
+    snprintf(errbuf, errlen, "out of memory");
+    return STATUS_INTERNAL;
+  }
+  Shop__Order__V1__OrderCancelled ev = SHOP__ORDER__V1__ORDER_CANCELLED__INIT;
+  ev.order_id = (char *)r->order_id;
+  ev.customer_id = (char *)r->customer_id;
+  ev.reason = reason;
+  ev.reason_text = (char *)(text != NULL ? text : "");
+  ev.previous_status = previous_status;
+  ev.n_lines = pb.n;
+  ev.lines = pb.ptrs;
+  ev.total = &pb.total;
+  status_code st = order_emit(tx, ctx, origin, r->order_id, r->version, &ev.base, errbuf, errlen);
+  order_pb_lines_free(&pb);
+  return st;
+}
+
+/* ---- Operations ---------------------------------------------------------------------------- */
+
+status_code order_place(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+                        const order_new *n, char order_id[37], int64_t *deadline_ms, char *errbuf,
+                        size_t errlen) {
+  events_uuid_v7(order_id);
+  int64_t now = order_now_ms(ctx);
+  int64_t deadline = now + ctx->deadline_ms;
+  *deadline_ms = deadline;
+  uint8_t addr[4096];
+  size_t addr_len = 0;
+  if (n->address != NULL) {
+    addr_len = protobuf_c_message_get_packed_size(&n->address->base);
+    if (addr_len > sizeof addr) {
+      snprintf(errbuf, errlen, "shipping address too large");
+      return STATUS_INTERNAL;
+    }
+    shop__order__v1__shipping_address__pack(n->address, addr);
+  }
+  db_value v[11] = {DB_STR(order_id),
+                    DB_STR(n->customer_id),
+                    DB_I64(ORDER_ST(PENDING)),
+                    DB_I64(n->total),
+                    DB_STR(ctx->currency),
+                    DB_STR(n->payment_token),
+                    DB_BLOB(addr, addr_len),
+                    DB_STR(n->idempotency_key),
+                    DB_I64(deadline),
+                    DB_I64(now),
+                    DB_I64(now)};
+  status_code st = db_exec(tx,
+                           "INSERT INTO orders (order_id, customer_id, status, version, "
+                           "total_units, currency, payment_token, shipping, idempotency_key, "
+                           "deadline_ms, created_ms, updated_ms) VALUES (?, ?, ?, 1, ?, ?, ?, ?, "
+                           "?, ?, ?, ?)",
+                           v, 11, NULL, NULL, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  for (size_t i = 0; i < n->n_lines; i++) {
+    const order_line *l = &n->lines[i];
+    db_value lv[8] = {DB_STR(order_id),      DB_I64(i),
+                      DB_STR(l->product_id), DB_I64(l->quantity),
+                      DB_I64(l->unit_price), DB_I64(l->line_total),
+                      DB_STR(l->sku),        DB_STR(l->name)};
+    st = db_exec(tx,
+                 "INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price, "
+                 "line_total, sku, product_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 lv, 8, NULL, NULL, errbuf, errlen);
+    if (st != STATUS_OK) return st;
+  }
+  order_pb_lines pb;
+  if (!order_pb_lines_make(&pb, n->lines, n->n_lines, n->total, ctx->currency)) {
+    snprintf(errbuf, errlen, "out of memory");
+    return STATUS_INTERNAL;
+  }
+  Shop__Common__V1__Timestamp dl;
+  svc_timestamp_set(&dl, deadline);
+  Shop__Order__V1__OrderCreated ev = SHOP__ORDER__V1__ORDER_CREATED__INIT;
+  ev.order_id = order_id;
+  ev.customer_id = (char *)n->customer_id;
+  ev.n_lines = pb.n;
+  ev.lines = pb.ptrs;
+  ev.total = &pb.total;
+  ev.payment_token = (char *)n->payment_token;
+  ev.shipping_address = (order_address *)n->address;
+  ev.idempotency_key = (char *)n->idempotency_key;
+  ev.deadline = &dl;
+  st = order_emit(tx, ctx, origin, order_id, 1, &ev.base, errbuf, errlen);
+  order_pb_lines_free(&pb);
+  return st;
+}
+
+status_code order_cancel(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+                         const order_who *who, const char *order_id, const char *reason_text,
+                         svc_outcome *out, int64_t *version, char *errbuf, size_t errlen) {
+  order_row r;
+  status_code st = order_row_lock(tx, order_id, &r, errbuf, errlen);
+  if (st == STATUS_NOT_FOUND ||
+      (st == STATUS_OK && !who->admin && strcmp(r.customer_id, who->user_id) != 0)) {
+    /* Someone else's order looks exactly like one that does not exist. */
+    order_row_free(&r);
+    svc_fail(out, STATUS_NOT_FOUND, "order_id", "no such order");
+    return STATUS_OK;
+  }
+  if (st != STATUS_OK) {
+    order_row_free(&r);
+    return st;
+  }
+  char msg[200];
+  if (!order_cancel_allowed(&r.state, msg, sizeof msg)) {
+    svc_fail(out, STATUS_FAILED_PRECONDITION, "order_id", "%s", msg);
+    *version = r.version;
+    order_row_free(&r);
+    return STATUS_OK;
+  }
+  int previous = r.state.status;
+  int reason = strcmp(r.customer_id, who->user_id) == 0 ? ORDER_CANCEL(CUSTOMER_REQUESTED)
+                                                        : ORDER_CANCEL(ADMIN_REQUESTED);
+  r.state.status = ORDER_ST(CANCELLED);
+  r.version++;
+  st = order_row_save(tx, ctx, &r, reason, reason_text, NULL, NULL, errbuf, errlen);
+  if (st == STATUS_OK)
+    st = order_emit_cancelled(tx, ctx, origin, &r, previous, reason, reason_text, errbuf, errlen);
+  *version = r.version;
+  order_row_free(&r);
+  return st;
+}
+
+status_code order_ship(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+                       const char *order_id, const char *carrier, const char *tracking,
+                       svc_outcome *out, int64_t *version, char *errbuf, size_t errlen) {
+  order_row r;
+  status_code st = order_row_lock(tx, order_id, &r, errbuf, errlen);
+  if (st == STATUS_NOT_FOUND) {
+    svc_fail(out, STATUS_NOT_FOUND, "order_id", "no such order");
+    return STATUS_OK;
+  }
+  if (st != STATUS_OK) {
+    order_row_free(&r);
+    return st;
+  }
+  char msg[200];
+  if (!order_ship_allowed(&r.state, msg, sizeof msg)) {
+    svc_fail(out, STATUS_FAILED_PRECONDITION, "order_id", "%s", msg);
+    *version = r.version;
+    order_row_free(&r);
+    return STATUS_OK;
+  }
+  r.state.status = ORDER_ST(SHIPPED);
+  r.version++;
+  st = order_row_save(tx, ctx, &r, 0, NULL, carrier, tracking, errbuf, errlen);
+  order_pb_lines pb = {0};
+  if (st == STATUS_OK && !order_pb_lines_make(&pb, r.lines, r.n_lines, r.total, r.currency)) {
+    snprintf(errbuf, errlen, "out of memory");
+    st = STATUS_INTERNAL;
+  }
+  if (st == STATUS_OK) {
+    Shop__Order__V1__OrderShipped ev = SHOP__ORDER__V1__ORDER_SHIPPED__INIT;
+    ev.order_id = r.order_id;
+    ev.customer_id = r.customer_id;
+    ev.n_lines = pb.n;
+    ev.lines = pb.ptrs;
+    ev.carrier = (char *)(carrier != NULL ? carrier : "");
+    ev.tracking_number = (char *)(tracking != NULL ? tracking : "");
+    st = order_emit(tx, ctx, origin, r.order_id, r.version, &ev.base, errbuf, errlen);
+  }
+  order_pb_lines_free(&pb);
+  *version = r.version;
+  order_row_free(&r);
+  return st;
+}
+
+/* ---- Handlers ----------------------------------------------------------------------------------
+ */
+
+static order_origin origin_of(const rpc_call *call) {
+  return (order_origin){.actor = rpc_call_user_id(call),
+                        .correlation_id = rpc_call_request_id(call),
+                        .traceparent = rpc_call_traceparent(call)};
+}
+
+static void add_violations(rpc_call *call, int *bad, const order_violation *v, size_t n) {
+  for (size_t i = 0; i < n && i < RPC_MAX_VIOLATIONS; i++)
+    svc_violation(call, bad, v[i].field, v[i].why);
+}
+
+typedef struct create_job {
+  const order_ctx *ctx;
+  rpc_call *call;
+  const order_create_req *in;
+  bool fetched;
+  order_product *products;
+  order_line *lines;
+  int64_t total;
+  char order_id[37];
+  int64_t deadline_ms;
+  order_pb_lines pb;
+  Shop__Common__V1__ConsistencyToken token;
+  Shop__Common__V1__Timestamp deadline;
+  Shop__Order__V1__CreateOrderResponse reply;
+} create_job;
+
+/* Asks the catalog for every product; a failure the caller may retry
+ * goes to out. */
+static bool create_fetch(create_job *j, svc_outcome *out) {
+  char err[512];
+  for (size_t i = 0; i < j->in->n_lines; i++) {
+    err[0] = '\0';
+    status_code st =
+        j->ctx->catalog.get_cb(j->ctx->catalog.self, j->call, j->in->lines[i]->product_id,
+                               &j->products[i], err, sizeof err);
+    if (st == STATUS_OK) continue;
+    log_warn(&(log_ctx){.request_id = rpc_call_request_id(j->call),
+                        .trace_id = rpc_call_trace_id(j->call)},
+             "CreateOrder: the catalog did not answer for %s: %s (%s)", j->in->lines[i]->product_id,
+             status_name(st), err);
+    if (st == STATUS_DEADLINE_EXCEEDED)
+      svc_fail(out, STATUS_DEADLINE_EXCEEDED, NULL, "the catalog did not answer in time");
+    else
+      svc_fail(out, STATUS_UNAVAILABLE, NULL, "the catalog is unavailable; try again");
+    out->retry_delay_ms = st == STATUS_DEADLINE_EXCEEDED ? -1 : 200;
+    return false;
+  }
+  return true;
+}
+
+static status_code create_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                size_t errlen) {
+  create_job *j = arg;
+  /* The catalog is asked inside the transaction, after the idempotency
+   * record is taken: a repeat of an answered request gets the stored
+   * reply without asking again, and a concurrent duplicate waits for this
+   * one. Answers are kept across a retried transaction. */
+  if (!j->fetched) {
+    if (!create_fetch(j, out)) return STATUS_OK;
+    j->fetched = true;
+  }
+  order_violation v;
+  char msg[256];
+  status_code code =
+      order_price(j->in, j->products, j->ctx->currency, j->lines, &j->total, &v, msg, sizeof msg);
+  if (code != STATUS_OK) {
+    svc_fail(out, code, v.field, "%s", msg);
+    return STATUS_OK;
+  }
+  order_origin origin = origin_of(j->call);
+  order_new n = {.customer_id = rpc_call_user_id(j->call),
+                 .idempotency_key = rpc_call_idempotency_key(j->call),
+                 .payment_token = j->in->payment_token,
+                 .address = j->in->shipping_address,
+                 .lines = j->lines,
+                 .n_lines = j->in->n_lines,
+                 .total = j->total};
+  status_code st =
+      order_place(tx, j->ctx, &origin, &n, j->order_id, &j->deadline_ms, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  order_pb_lines_free(&j->pb);
+  if (!order_pb_lines_make(&j->pb, j->lines, j->in->n_lines, j->total, j->ctx->currency)) {
+    snprintf(errbuf, errlen, "out of memory");
+    return STATUS_INTERNAL;
+  }
+  svc_token_set(&j->token, j->order_id, 1);
+  svc_timestamp_set(&j->deadline, j->deadline_ms);
+  shop__order__v1__create_order_response__init(&j->reply);
+  j->reply.order_id = j->order_id;
+  j->reply.consistency = &j->token;
+  j->reply.status = ORDER_ST(PENDING);
+  j->reply.n_lines = j->pb.n;
+  j->reply.lines = j->pb.ptrs;
+  j->reply.total = &j->pb.total;
+  j->reply.deadline = &j->deadline;
+  return STATUS_OK;
+}
+
+static void order_cmd_create_order(order_cmd_service *svc, const order_create_req *in,
+                                   Shop__Order__V1__CreateOrderResponse_Closure closure,
+                                   void *data) {
+  rpc_call *call = data;
+  const order_ctx *ctx = rpc_call_service_ctx(call);
+  order_violation v[RPC_MAX_VIOLATIONS];
+  size_t nv = order_create_check(in, v, RPC_MAX_VIOLATIONS);
+  int bad = 0;
+  add_violations(call, &bad, v, nv);
+  if (bad > 0) return;
+  if (strlen(rpc_call_user_id(call)) > ORDER_CUSTOMER_MAX) {
+    rpc_call_set_status(call, STATUS_INVALID_ARGUMENT, "the caller's id is too long");
+    return;
+  }
+  create_job *j = calloc(1, sizeof *j);
+  if (j != NULL) {
+    j->products = calloc(in->n_lines, sizeof *j->products);
+    j->lines = calloc(in->n_lines, sizeof *j->lines);
+  }
+  if (j == NULL || j->products == NULL || j->lines == NULL) {
+    rpc_call_set_status(call, STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  } else {
+    j->ctx = ctx;
+    j->call = call;
+    j->in = in;
+    svc_command cmd = {.call = call,
+                       .db = ctx->db,
+                       .relay = ctx->relay,
+                       .apply = create_apply,
+                       .arg = j,
+                       .reply = &j->reply.base,
+                       .idempotent = true};
+    if (svc_command_run(&cmd)) {
+      log_info(
+          &(log_ctx){.request_id = rpc_call_request_id(call), .trace_id = rpc_call_trace_id(call)},
+          "order %s created for %s: %zu line(s), %lld %s", j->order_id, rpc_call_user_id(call),
+          in->n_lines, (long long)j->total, ctx->currency);
+      closure(&j->reply, data);
+    }
+  }
+  if (j != NULL) {
+    order_pb_lines_free(&j->pb);
+    free(j->products);
+    free(j->lines);
+  }
+  free(j);
+}
+
+typedef struct change_job {
+  const order_ctx *ctx;
+  rpc_call *call;
+  const char *order_id;
+  const char *text, *carrier, *tracking;
+  bool ship;
+  int64_t version;
+  Shop__Common__V1__ConsistencyToken token;
+  Shop__Order__V1__CancelOrderResponse cancel_reply;
+  Shop__Order__V1__ShipOrderResponse ship_reply;
+} change_job;
+
+static status_code change_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                size_t errlen) {
+  change_job *j = arg;
+  order_origin origin = origin_of(j->call);
+  status_code st;
+  if (j->ship) {
+    st = order_ship(tx, j->ctx, &origin, j->order_id, j->carrier, j->tracking, out, &j->version,
+                    errbuf, errlen);
+  } else {
+    order_who who = {.user_id = rpc_call_user_id(j->call),
+                     .admin = rpc_call_role(j->call) == AUTH_ROLE_ADMIN};
+    st = order_cancel(tx, j->ctx, &origin, &who, j->order_id, j->text, out, &j->version, errbuf,
+                      errlen);
+  }
+  if (st != STATUS_OK || out->code != STATUS_OK) return st;
+  svc_token_set(&j->token, j->order_id, j->version);
+  shop__order__v1__cancel_order_response__init(&j->cancel_reply);
+  j->cancel_reply.order_id = (char *)j->order_id;
+  j->cancel_reply.consistency = &j->token;
+  j->cancel_reply.status = ORDER_ST(CANCELLED);
+  shop__order__v1__ship_order_response__init(&j->ship_reply);
+  j->ship_reply.order_id = (char *)j->order_id;
+  j->ship_reply.consistency = &j->token;
+  j->ship_reply.status = ORDER_ST(SHIPPED);
+  return STATUS_OK;
+}
+
+static bool change_run(change_job *j) {
+  svc_command cmd = {.call = j->call,
+                     .db = j->ctx->db,
+                     .relay = j->ctx->relay,
+                     .apply = change_apply,
+                     .arg = j,
+                     .reply = j->ship ? &j->ship_reply.base : &j->cancel_reply.base,
+                     .idempotent = true};
+  return svc_command_run(&cmd);
+}
+
+static void order_cmd_cancel_order(order_cmd_service *svc,
+                                   const Shop__Order__V1__CancelOrderRequest *in,
+                                   Shop__Order__V1__CancelOrderResponse_Closure closure,
+                                   void *data) {
+  rpc_call *call = data;
+  int bad = 0;
+  if (!svc_id_valid(in->order_id)) svc_violation(call, &bad, "order_id", "must be an order id");
+  svc_violation(call, &bad, "reason",
+                svc_text_check(in->reason, 0, ORDER_REASON_MAX, SVC_TEXT_MULTILINE));
+  if (bad > 0) return;
+  change_job j = {.ctx = rpc_call_service_ctx(call),
+                  .call = call,
+                  .order_id = in->order_id,
+                  .text = in->reason};
+  if (change_run(&j)) closure(&j.cancel_reply, data);
+}
+
+static void order_cmd_ship_order(order_cmd_service *svc,
+                                 const Shop__Order__V1__ShipOrderRequest *in,
+                                 Shop__Order__V1__ShipOrderResponse_Closure closure, void *data) {
+  rpc_call *call = data;
+  int bad = 0;
+  if (!svc_id_valid(in->order_id)) svc_violation(call, &bad, "order_id", "must be an order id");
+  svc_violation(call, &bad, "carrier", svc_text_check(in->carrier, 0, ORDER_SHIP_TEXT_MAX, 0));
+  svc_violation(call, &bad, "tracking_number",
+                svc_text_check(in->tracking_number, 0, ORDER_SHIP_TEXT_MAX, 0));
+  if (bad > 0) return;
+  change_job j = {.ctx = rpc_call_service_ctx(call),
+                  .call = call,
+                  .order_id = in->order_id,
+                  .carrier = in->carrier,
+                  .tracking = in->tracking_number,
+                  .ship = true};
+  if (change_run(&j)) closure(&j.ship_reply, data);
+}
+
+static order_cmd_service order_cmd_svc = SHOP__ORDER__V1__ORDER_COMMAND_SERVICE__INIT(order_cmd_);
+
+static const rpc_method_policy order_cmd_policies[] = {
+    {"CreateOrder", RPC_AUTHENTICATED | RPC_COMMAND},
+    {"CancelOrder", RPC_AUTHENTICATED | RPC_COMMAND},
+    {"ShipOrder", RPC_ADMIN | RPC_COMMAND},
+};
+
+status_code order_cmd_register(rpc_server *s, order_ctx *ctx, char *errbuf, size_t errlen) {
+  rpc_service_opts o = {.default_policy = RPC_AUTHENTICATED | RPC_COMMAND,
+                        .policies = order_cmd_policies,
+                        .n_policies = sizeof order_cmd_policies / sizeof order_cmd_policies[0],
+                        .ctx = ctx};
+  return rpc_server_register(s, &order_cmd_svc.base, &o, errbuf, errlen);
+}

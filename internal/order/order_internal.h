@@ -1,0 +1,63 @@
+/*
+ * order_internal: what command.c and saga.c share inside the module (the
+ * orders row, order events). Not part of the module's contract.
+ */
+#ifndef SHOP_ORDER_INTERNAL_H
+#define SHOP_ORDER_INTERNAL_H
+
+#include "order/order.h"
+
+/* An orders row with its lines (heap; order_row_free). */
+typedef struct order_row {
+  char order_id[37];
+  char customer_id[ORDER_CUSTOMER_MAX + 1];
+  order_saga_state state;
+  int64_t version;
+  int64_t total;
+  char currency[4];
+  int64_t deadline_ms;
+  size_t n_lines;
+  order_line *lines;
+} order_row;
+
+/* Locks and loads the order (FOR UPDATE) with its lines. NOT_FOUND when
+ * there is none. */
+status_code order_row_lock(db_conn *tx, const char *order_id, order_row *out, char *errbuf,
+                           size_t errlen);
+void order_row_free(order_row *r);
+
+/* Writes the row's status, saga state and version back (plus the cancel
+ * reason or the shipping details when given). */
+status_code order_row_save(db_conn *tx, const order_ctx *ctx, const order_row *r, int cancel_reason,
+                           const char *cancel_text, const char *carrier, const char *tracking,
+                           char *errbuf, size_t errlen);
+
+/* Protobuf views of an order's lines and total; borrow the order_row's
+ * strings. */
+typedef struct order_pb_lines {
+  size_t n;
+  Shop__Order__V1__OrderLine *lines;
+  Shop__Order__V1__OrderLine **ptrs;
+  Shop__Common__V1__Money *money; /* 2 per line */
+  Shop__Common__V1__Money total;
+} order_pb_lines;
+
+/* false when memory ran out. */
+bool order_pb_lines_make(order_pb_lines *pb, const order_line *lines, size_t n, int64_t total,
+                         const char *currency);
+void order_pb_lines_free(order_pb_lines *pb);
+
+/* Appends an order event (topic shop.order.events.v1, key and subject the
+ * order id, sequence = version) through ctx->sink in tx. */
+status_code order_emit(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+                       const char *order_id, int64_t version, const ProtobufCMessage *m,
+                       char *errbuf, size_t errlen);
+
+/* Appends OrderCancelled for r (already at its new version). */
+status_code order_emit_cancelled(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+                                 const order_row *r, int previous_status, int reason,
+                                 const char *text, char *errbuf, size_t errlen);
+
+int64_t order_now_ms(const order_ctx *ctx);
+
+#endif

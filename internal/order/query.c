@@ -1,0 +1,641 @@
+/* order-query: the read model orders_view, built only from order, payment
+ * and inventory events, and the handlers of shop.order.v1.OrderQueryService.
+ * See order.h.
+ *
+ * Three parts of a row are set by three independent streams, so each has
+ * its own projection version (events/projection.h): "order" (order events,
+ * the order's version, which is also orders_view.version and what
+ * consistency tokens are compared with), "order.payment" (payment events,
+ * the payment's version) and "order.stock" (reservation events, the
+ * reservation's version). Each stream's events of one order are in one
+ * partition, in order; the projection versions drop duplicates and
+ * replays. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "events/projection.h"
+#include "log/log.h"
+#include "order/order.h"
+#include "shop/inventory/v1/events.pb-c.h"
+#include "shop/payment/v1/events.pb-c.h"
+
+typedef Shop__Order__V1__OrderQueryService_Service order_query_service;
+
+#define PAY(name) SHOP__PAYMENT__V1__PAYMENT_STATUS__PAYMENT_STATUS_##name
+#define RES(name) SHOP__INVENTORY__V1__RESERVATION_STATUS__RESERVATION_STATUS_##name
+#define IS(ev, desc) (strcmp((ev)->type, (desc).name) == 0)
+
+/* ---- Projection --------------------------------------------------------------------------------
+ */
+
+/* Makes sure the row exists and moves updated_ms. */
+static status_code row_touch(db_conn *tx, const char *id, const events_envelope *ev, char *errbuf,
+                             size_t errlen) {
+  db_value v[2] = {DB_STR(id), DB_I64(svc_event_time_ms(ev))};
+  return db_exec(tx,
+                 "INSERT INTO orders_view (order_id, updated_ms) VALUES (?, ?) ON DUPLICATE KEY "
+                 "UPDATE updated_ms = GREATEST(updated_ms, VALUES(updated_ms))",
+                 v, 2, NULL, NULL, errbuf, errlen);
+}
+
+typedef struct part_arg {
+  const char *id;
+  const ProtobufCMessage *m;
+} part_arg;
+
+static status_code order_cb(db_conn *tx, const events_envelope *ev, int64_t version, void *arg,
+                            char *errbuf, size_t errlen) {
+  const part_arg *a = arg;
+  const ProtobufCMessage *m = a->m;
+  if (m->descriptor == &shop__order__v1__order_created__descriptor) {
+    /* The read model keeps neither the payment token nor the key. */
+    Shop__Order__V1__OrderCreated copy = *(const Shop__Order__V1__OrderCreated *)m;
+    copy.payment_token = "";
+    copy.idempotency_key = "";
+    size_t n = protobuf_c_message_get_packed_size(&copy.base);
+    uint8_t *buf = malloc(n > 0 ? n : 1);
+    if (buf == NULL) {
+      snprintf(errbuf, errlen, "out of memory");
+      return STATUS_INTERNAL;
+    }
+    protobuf_c_message_pack(&copy.base, buf);
+    int64_t t = svc_event_time_ms(ev);
+    int64_t deadline =
+        copy.deadline != NULL ? copy.deadline->seconds * 1000 + copy.deadline->nanos / 1000000 : 0;
+    db_value v[9] = {DB_STR(copy.customer_id),
+                     DB_I64(ORDER_ST(PENDING)),
+                     DB_I64(copy.total != NULL ? copy.total->units : 0),
+                     DB_STR(copy.total != NULL ? copy.total->currency : ""),
+                     DB_BLOB(buf, n),
+                     DB_I64(t > 0 ? t : 1),
+                     DB_I64(deadline),
+                     DB_I64(version),
+                     DB_STR(a->id)};
+    status_code st = db_exec(tx,
+                             "UPDATE orders_view SET customer_id = ?, status = ?, total_units = "
+                             "?, currency = ?, details = ?, created_ms = ?, deadline_ms = ?, "
+                             "version = ? WHERE order_id = ?",
+                             v, 9, NULL, NULL, errbuf, errlen);
+    free(buf);
+    return st;
+  }
+  if (m->descriptor == &shop__order__v1__order_confirmed__descriptor) {
+    db_value v[3] = {DB_I64(ORDER_ST(CONFIRMED)), DB_I64(version), DB_STR(a->id)};
+    return db_exec(tx, "UPDATE orders_view SET status = ?, version = ? WHERE order_id = ?", v, 3,
+                   NULL, NULL, errbuf, errlen);
+  }
+  if (m->descriptor == &shop__order__v1__order_cancelled__descriptor) {
+    const Shop__Order__V1__OrderCancelled *e = (const void *)m;
+    db_value v[5] = {DB_I64(ORDER_ST(CANCELLED)), DB_I64(e->reason), DB_STR(e->reason_text),
+                     DB_I64(version), DB_STR(a->id)};
+    return db_exec(tx,
+                   "UPDATE orders_view SET status = ?, cancel_reason = ?, cancel_reason_text = "
+                   "LEFT(?, 2000), version = ? WHERE order_id = ?",
+                   v, 5, NULL, NULL, errbuf, errlen);
+  }
+  const Shop__Order__V1__OrderShipped *e = (const void *)m;
+  db_value v[5] = {DB_I64(ORDER_ST(SHIPPED)), DB_STR(e->carrier), DB_STR(e->tracking_number),
+                   DB_I64(version), DB_STR(a->id)};
+  return db_exec(tx,
+                 "UPDATE orders_view SET status = ?, carrier = LEFT(?, 400), tracking_number = "
+                 "LEFT(?, 400), version = ? WHERE order_id = ?",
+                 v, 5, NULL, NULL, errbuf, errlen);
+}
+
+static status_code payment_cb(db_conn *tx, const events_envelope *ev, int64_t version, void *arg,
+                              char *errbuf, size_t errlen) {
+  const part_arg *a = arg;
+  const ProtobufCMessage *m = a->m;
+  const ProtobufCMessageDescriptor *d = m->descriptor;
+  if (d == &shop__payment__v1__payment_authorized__descriptor) {
+    const Shop__Payment__V1__PaymentAuthorized *e = (const void *)m;
+    db_value v[4] = {DB_I64(PAY(AUTHORIZED)), DB_I64(e->amount != NULL ? e->amount->units : 0),
+                     DB_STR(e->authorization_id), DB_STR(a->id)};
+    return db_exec(tx,
+                   "UPDATE orders_view SET payment_status = ?, authorized_units = ?, "
+                   "authorization_id = ? WHERE order_id = ?",
+                   v, 4, NULL, NULL, errbuf, errlen);
+  }
+  if (d == &shop__payment__v1__payment_captured__descriptor) {
+    const Shop__Payment__V1__PaymentCaptured *e = (const void *)m;
+    db_value v[3] = {DB_I64(PAY(CAPTURED)), DB_I64(e->amount != NULL ? e->amount->units : 0),
+                     DB_STR(a->id)};
+    return db_exec(tx,
+                   "UPDATE orders_view SET payment_status = ?, captured_units = ? WHERE order_id = "
+                   "?",
+                   v, 3, NULL, NULL, errbuf, errlen);
+  }
+  if (d == &shop__payment__v1__payment_voided__descriptor) {
+    db_value v[2] = {DB_I64(PAY(VOIDED)), DB_STR(a->id)};
+    return db_exec(tx, "UPDATE orders_view SET payment_status = ? WHERE order_id = ?", v, 2, NULL,
+                   NULL, errbuf, errlen);
+  }
+  if (d == &shop__payment__v1__payment_refunded__descriptor) {
+    const Shop__Payment__V1__PaymentRefunded *e = (const void *)m;
+    db_value v[3] = {DB_I64(PAY(REFUNDED)), DB_I64(e->amount != NULL ? e->amount->units : 0),
+                     DB_STR(a->id)};
+    return db_exec(tx,
+                   "UPDATE orders_view SET payment_status = ?, refunded_units = ? WHERE order_id = "
+                   "?",
+                   v, 3, NULL, NULL, errbuf, errlen);
+  }
+  const Shop__Payment__V1__PaymentFailed *e = (const void *)m;
+  int status = 0; /* VOID and REFUND failures keep the status */
+  if (e->operation == SHOP__PAYMENT__V1__PAYMENT_OPERATION__PAYMENT_OPERATION_AUTHORIZE)
+    status = PAY(FAILED);
+  else if (e->operation == SHOP__PAYMENT__V1__PAYMENT_OPERATION__PAYMENT_OPERATION_CAPTURE)
+    status = PAY(CAPTURE_FAILED);
+  db_value v[5] = {DB_I64(status), DB_I64(status), DB_I64(e->reason), DB_STR(e->reason_text),
+                   DB_STR(a->id)};
+  return db_exec(tx,
+                 "UPDATE orders_view SET payment_status = IF(? = 0, payment_status, ?), "
+                 "payment_failure_reason = ?, payment_failure_text = LEFT(?, 500) WHERE order_id "
+                 "= ?",
+                 v, 5, NULL, NULL, errbuf, errlen);
+}
+
+static status_code stock_cb(db_conn *tx, const events_envelope *ev, int64_t version, void *arg,
+                            char *errbuf, size_t errlen) {
+  const part_arg *a = arg;
+  const ProtobufCMessageDescriptor *d = a->m->descriptor;
+  int status = d == &shop__inventory__v1__inventory_reserved__descriptor   ? RES(RESERVED)
+               : d == &shop__inventory__v1__inventory_rejected__descriptor ? RES(REJECTED)
+               : d == &shop__inventory__v1__inventory_released__descriptor ? RES(RELEASED)
+                                                                           : RES(SHIPPED);
+  if (status == RES(REJECTED)) {
+    db_value v[3] = {DB_I64(status), DB_BLOB(ev->data.data, ev->data.len), DB_STR(a->id)};
+    return db_exec(tx,
+                   "UPDATE orders_view SET stock_status = ?, rejected_lines = ? WHERE order_id = ?",
+                   v, 3, NULL, NULL, errbuf, errlen);
+  }
+  db_value v[2] = {DB_I64(status), DB_STR(a->id)};
+  return db_exec(tx, "UPDATE orders_view SET stock_status = ? WHERE order_id = ?", v, 2, NULL, NULL,
+                 errbuf, errlen);
+}
+
+static const struct {
+  const ProtobufCMessageDescriptor *d;
+  const char *projection;
+  projection_apply_cb cb;
+} handled[] = {
+    {&shop__order__v1__order_created__descriptor, "order", order_cb},
+    {&shop__order__v1__order_confirmed__descriptor, "order", order_cb},
+    {&shop__order__v1__order_cancelled__descriptor, "order", order_cb},
+    {&shop__order__v1__order_shipped__descriptor, "order", order_cb},
+    {&shop__payment__v1__payment_authorized__descriptor, "order.payment", payment_cb},
+    {&shop__payment__v1__payment_failed__descriptor, "order.payment", payment_cb},
+    {&shop__payment__v1__payment_captured__descriptor, "order.payment", payment_cb},
+    {&shop__payment__v1__payment_voided__descriptor, "order.payment", payment_cb},
+    {&shop__payment__v1__payment_refunded__descriptor, "order.payment", payment_cb},
+    {&shop__inventory__v1__inventory_reserved__descriptor, "order.stock", stock_cb},
+    {&shop__inventory__v1__inventory_rejected__descriptor, "order.stock", stock_cb},
+    {&shop__inventory__v1__inventory_released__descriptor, "order.stock", stock_cb},
+    {&shop__inventory__v1__inventory_shipped__descriptor, "order.stock", stock_cb},
+};
+
+static status_code apply_one(db_conn *tx, const events_envelope *ev, char *errbuf, size_t errlen) {
+  size_t k = 0, nh = sizeof handled / sizeof handled[0];
+  while (k < nh && !IS(ev, *handled[k].d)) k++;
+  if (k == nh) return STATUS_OK; /* stock levels, InventoryLow, newer types */
+  ProtobufCMessage *m = protobuf_c_message_unpack(handled[k].d, NULL, ev->data.len, ev->data.data);
+  if (m == NULL) {
+    snprintf(errbuf, errlen, "undecodable %s (event %s)", ev->type, ev->id);
+    return STATUS_INVALID_ARGUMENT;
+  }
+  /* Every one of these events has the order id as its first field. */
+  const ProtobufCFieldDescriptor *f =
+      protobuf_c_message_descriptor_get_field_by_name(handled[k].d, "order_id");
+  const char *id = f != NULL ? *(const char *const *)((const char *)m + f->offset) : NULL;
+  status_code st;
+  if (id == NULL || !svc_id_valid(id) || ev->sequence < 1) {
+    snprintf(errbuf, errlen, "%s (event %s) without a valid order id or sequence", ev->type,
+             ev->id);
+    st = STATUS_INVALID_ARGUMENT;
+  } else {
+    part_arg a = {.id = id, .m = m};
+    st = row_touch(tx, id, ev, errbuf, errlen);
+    if (st == STATUS_OK)
+      st = projection_apply_state(tx, handled[k].projection, id, ev->sequence, ev, handled[k].cb,
+                                  &a, NULL, errbuf, errlen);
+  }
+  protobuf_c_message_free_unpacked(m, NULL);
+  return st;
+}
+
+status_code order_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
+                                      char *errbuf, size_t errlen) {
+  for (size_t i = 0; i < n; i++) {
+    status_code st = apply_one(tx, msgs[i].env, errbuf, errlen);
+    if (st != STATUS_OK) return st;
+  }
+  return STATUS_OK;
+}
+
+void order_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
+  order_query_ctx *ctx = arg;
+  svc_notifier_notify(&ctx->notifier);
+}
+
+/* ---- Reading ------------------------------------------------------------------------------- */
+
+#define VIEW_COLS                                                                                  \
+  "order_id, customer_id, status, total_units, currency, details, payment_status, "                \
+  "authorized_units, captured_units, refunded_units, authorization_id, payment_failure_reason, "   \
+  "payment_failure_text, stock_status, rejected_lines, cancel_reason, cancel_reason_text, "        \
+  "carrier, tracking_number, created_ms, updated_ms, deadline_ms, version"
+
+/* One order with everything its message borrows. */
+typedef struct order_out {
+  Shop__Order__V1__Order order;
+  Shop__Order__V1__OrderPayment payment;
+  Shop__Order__V1__OrderStock stock;
+  Shop__Common__V1__Money total, authorized, captured, refunded;
+  Shop__Common__V1__Timestamp created, updated, deadline;
+  Shop__Order__V1__OrderCreated *details;
+  Shop__Inventory__V1__InventoryRejected *rejected;
+  char order_id[37];
+  char customer_id[ORDER_CUSTOMER_MAX + 1];
+  char currency[4];
+  char authorization_id[65];
+  char *failure_text, *cancel_text, *carrier, *tracking;
+} order_out;
+
+static void order_out_free(order_out *o) {
+  if (o->details != NULL) shop__order__v1__order_created__free_unpacked(o->details, NULL);
+  if (o->rejected != NULL)
+    shop__inventory__v1__inventory_rejected__free_unpacked(o->rejected, NULL);
+  free(o->failure_text);
+  free(o->cancel_text);
+  free(o->carrier);
+  free(o->tracking);
+  memset(o, 0, sizeof *o);
+}
+
+static bool order_out_fill(order_out *o, const db_rows *r) {
+  memset(o, 0, sizeof *o);
+  snprintf(o->order_id, sizeof o->order_id, "%s", db_rows_str(r, 0, NULL));
+  snprintf(o->customer_id, sizeof o->customer_id, "%s", db_rows_str(r, 1, NULL));
+  snprintf(o->currency, sizeof o->currency, "%s", db_rows_str(r, 4, NULL));
+  snprintf(o->authorization_id, sizeof o->authorization_id, "%s", db_rows_str(r, 10, NULL));
+  o->failure_text = strdup(db_rows_str(r, 12, NULL));
+  o->cancel_text = strdup(db_rows_str(r, 16, NULL));
+  o->carrier = strdup(db_rows_str(r, 17, NULL));
+  o->tracking = strdup(db_rows_str(r, 18, NULL));
+  if (o->failure_text == NULL || o->cancel_text == NULL || o->carrier == NULL ||
+      o->tracking == NULL)
+    return false;
+  size_t len = 0;
+  const char *blob = db_rows_str(r, 5, &len);
+  if (!db_rows_is_null(r, 5))
+    o->details = shop__order__v1__order_created__unpack(NULL, len, (const uint8_t *)blob);
+  blob = db_rows_str(r, 14, &len);
+  if (!db_rows_is_null(r, 14))
+    o->rejected = shop__inventory__v1__inventory_rejected__unpack(NULL, len, (const uint8_t *)blob);
+
+  Shop__Order__V1__Order *m = &o->order;
+  shop__order__v1__order__init(m);
+  m->order_id = o->order_id;
+  m->customer_id = o->customer_id;
+  m->status = (int)db_rows_i64(r, 2);
+  shop__common__v1__money__init(&o->total);
+  o->total.units = db_rows_i64(r, 3);
+  o->total.currency = o->currency;
+  m->total = &o->total;
+  if (o->details != NULL) {
+    m->n_lines = o->details->n_lines;
+    m->lines = o->details->lines;
+    m->shipping_address = o->details->shipping_address;
+  }
+  shop__order__v1__order_payment__init(&o->payment);
+  o->payment.status = (int)db_rows_i64(r, 6);
+  Shop__Common__V1__Money *amounts[3] = {&o->authorized, &o->captured, &o->refunded};
+  Shop__Common__V1__Money **slots[3] = {&o->payment.authorized, &o->payment.captured,
+                                        &o->payment.refunded};
+  for (int i = 0; i < 3; i++) {
+    if (db_rows_is_null(r, 7 + (unsigned)i)) continue;
+    shop__common__v1__money__init(amounts[i]);
+    amounts[i]->units = db_rows_i64(r, 7 + (unsigned)i);
+    amounts[i]->currency = o->currency;
+    *slots[i] = amounts[i];
+  }
+  o->payment.authorization_id = o->authorization_id;
+  o->payment.failure_reason = (int)db_rows_i64(r, 11);
+  o->payment.failure_text = o->failure_text;
+  m->payment = &o->payment;
+  shop__order__v1__order_stock__init(&o->stock);
+  o->stock.status = (int)db_rows_i64(r, 13);
+  if (o->rejected != NULL) {
+    o->stock.n_rejected_lines = o->rejected->n_rejected_lines;
+    o->stock.rejected_lines = o->rejected->rejected_lines;
+  }
+  m->stock = &o->stock;
+  m->cancel_reason = (int)db_rows_i64(r, 15);
+  m->cancel_reason_text = o->cancel_text;
+  m->carrier = o->carrier;
+  m->tracking_number = o->tracking;
+  svc_timestamp_set(&o->created, db_rows_i64(r, 19));
+  svc_timestamp_set(&o->updated, db_rows_i64(r, 20));
+  m->created_at = &o->created;
+  m->updated_at = &o->updated;
+  if (db_rows_i64(r, 21) > 0) {
+    svc_timestamp_set(&o->deadline, db_rows_i64(r, 21));
+    m->deadline = &o->deadline;
+  }
+  m->version = db_rows_i64(r, 22);
+  return true;
+}
+
+static status_code view_version(db_conn *c, const char *id, int64_t *version, char *errbuf,
+                                size_t errlen) {
+  db_value p[1] = {DB_STR(id)};
+  status_code st = db_query_i64(c,
+                                "SELECT IF(created_ms > 0, version, 0) FROM orders_view WHERE "
+                                "order_id = ?",
+                                p, 1, version, errbuf, errlen);
+  if (st == STATUS_NOT_FOUND) {
+    *version = 0;
+    return STATUS_OK;
+  }
+  return st;
+}
+
+static int64_t now_ms(const order_query_ctx *ctx) {
+  if (ctx->now_ms_cb != NULL) return ctx->now_ms_cb(ctx->clock_self);
+  return svc_now_ms();
+}
+
+static void order_query_get_order(order_query_service *svc,
+                                  const Shop__Order__V1__GetOrderRequest *in,
+                                  Shop__Order__V1__GetOrderResponse_Closure closure, void *data) {
+  rpc_call *call = data;
+  order_query_ctx *ctx = rpc_call_service_ctx(call);
+  int bad = 0;
+  if (!svc_id_valid(in->order_id)) svc_violation(call, &bad, "order_id", "must be an order id");
+  if (bad > 0) return;
+  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
+  char err[512];
+  db_conn *c = NULL;
+  status_code st = db_pool_get(ctx->db, &c, err, sizeof err);
+  if (st != STATUS_OK) {
+    svc_db_failed(call, st, "no database connection", err);
+    return;
+  }
+  db_value p[1] = {DB_STR(in->order_id)};
+  db_rows *r = NULL;
+  st = db_query(c, "SELECT " VIEW_COLS " FROM orders_view WHERE order_id = ? AND created_ms > 0", p,
+                1, &r, err, sizeof err);
+  db_pool_put(ctx->db, c);
+  if (st != STATUS_OK) {
+    svc_db_failed(call, st, "reading orders_view", err);
+    return;
+  }
+  order_out o;
+  bool admin = rpc_call_role(call) == AUTH_ROLE_ADMIN;
+  if (!db_rows_next(r) ||
+      (!admin && strcmp(db_rows_str(r, 1, NULL), rpc_call_user_id(call)) != 0)) {
+    /* Someone else's order looks exactly like one that does not exist. */
+    rpc_call_set_status(call, STATUS_NOT_FOUND, "no such order");
+  } else if (!order_out_fill(&o, r)) {
+    order_out_free(&o);
+    rpc_call_set_status(call, STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  } else {
+    Shop__Order__V1__GetOrderResponse resp = SHOP__ORDER__V1__GET_ORDER_RESPONSE__INIT;
+    resp.order = &o.order;
+    closure(&resp, data);
+    order_out_free(&o);
+  }
+  db_rows_free(r);
+}
+
+/* A list query: the fixed part of its WHERE clause with its parameters,
+ * the sort direction, and the filters its page token is bound to. */
+typedef struct list_spec {
+  const char *where; /* "created_ms > 0 AND ..." */
+  db_value params[4];
+  size_t nparams;
+  bool desc;
+  const char *filters;
+} list_spec;
+
+/* One page of orders, ready for a response (list_free). */
+typedef struct list_page {
+  order_out *outs;
+  Shop__Order__V1__Order **list;
+  size_t n;
+  Shop__Common__V1__PageResponse page;
+  char next[SVC_PAGE_TOKEN_MAX];
+} list_page;
+
+static void list_free(list_page *p) {
+  for (size_t i = 0; p->outs != NULL && i < p->n; i++) order_out_free(&p->outs[i]);
+  free(p->outs);
+  free(p->list);
+}
+
+/* Runs a list query; true with *out filled, false with the status on the
+ * call. */
+static bool list_run(rpc_call *call, order_query_ctx *ctx, const list_spec *spec,
+                     const Shop__Common__V1__PageRequest *page,
+                     const Shop__Common__V1__ReadConsistency *rc, list_page *out) {
+  memset(out, 0, sizeof *out);
+  int size = 0;
+  if (!svc_page_size(call, page, &size)) return false;
+  svc_page_pos pos;
+  if (!svc_page_token_decode(call, page != NULL ? page->page_token : NULL, spec->filters, &pos))
+    return false;
+  if (pos.n != 2) pos.n = 0;
+  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, rc, view_version)) return false;
+
+  db_value params[10];
+  size_t np = spec->nparams;
+  memcpy(params, spec->params, np * sizeof params[0]);
+  char count_sql[600], page_sql[1400], where[500];
+  snprintf(count_sql, sizeof count_sql, "SELECT COUNT(*) FROM orders_view WHERE %s", spec->where);
+  snprintf(where, sizeof where, "%s", spec->where);
+  int64_t after_t = 0;
+  if (pos.n == 2) {
+    after_t = strtoll(pos.field[0], NULL, 10);
+    strncat(where,
+            spec->desc ? " AND (created_ms < ? OR (created_ms = ? AND order_id < ?))"
+                       : " AND (created_ms > ? OR (created_ms = ? AND order_id > ?))",
+            sizeof where - strlen(where) - 1);
+    params[np++] = DB_I64(after_t);
+    params[np++] = DB_I64(after_t);
+    params[np++] = DB_STR(pos.field[1]);
+  }
+  params[np++] = DB_I64(size + 1);
+  snprintf(page_sql, sizeof page_sql,
+           "SELECT " VIEW_COLS
+           " FROM orders_view WHERE %s ORDER BY created_ms %s, order_id %s "
+           "LIMIT ?",
+           where, spec->desc ? "DESC" : "ASC", spec->desc ? "DESC" : "ASC");
+
+  char err[512];
+  db_conn *c = NULL;
+  status_code st = db_pool_get(ctx->db, &c, err, sizeof err);
+  if (st != STATUS_OK) {
+    svc_db_failed(call, st, "no database connection", err);
+    return false;
+  }
+  int64_t total = 0;
+  db_rows *r = NULL;
+  st = db_query_i64(c, count_sql, spec->params, spec->nparams, &total, err, sizeof err);
+  if (st == STATUS_OK) st = db_query(c, page_sql, params, np, &r, err, sizeof err);
+  db_pool_put(ctx->db, c);
+  if (st != STATUS_OK) {
+    svc_db_failed(call, st, "listing orders_view", err);
+    return false;
+  }
+  size_t rows = db_rows_count(r);
+  size_t n = rows > (size_t)size ? (size_t)size : rows;
+  out->outs = calloc(n > 0 ? n : 1, sizeof *out->outs);
+  out->list = calloc(n > 0 ? n : 1, sizeof *out->list);
+  bool ok = out->outs != NULL && out->list != NULL;
+  int64_t last_t = 0;
+  for (; ok && out->n < n && db_rows_next(r); out->n++) {
+    ok = order_out_fill(&out->outs[out->n], r);
+    out->list[out->n] = &out->outs[out->n].order;
+    last_t = db_rows_i64(r, 19);
+  }
+  db_rows_free(r);
+  if (!ok) {
+    list_free(out);
+    memset(out, 0, sizeof *out);
+    rpc_call_set_status(call, STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return false;
+  }
+  if (rows > (size_t)size && n > 0) {
+    svc_page_pos npos = {.n = 2};
+    snprintf(npos.field[0], SVC_PAGE_FIELD_MAX, "%lld", (long long)last_t);
+    snprintf(npos.field[1], SVC_PAGE_FIELD_MAX, "%s", out->outs[n - 1].order_id);
+    svc_page_token_encode(out->next, spec->filters, &npos);
+  }
+  shop__common__v1__page_response__init(&out->page);
+  out->page.next_page_token = out->next;
+  out->page.total_size = total;
+  return true;
+}
+
+static void order_query_list_orders_by_customer(
+    order_query_service *svc, const Shop__Order__V1__ListOrdersByCustomerRequest *in,
+    Shop__Order__V1__ListOrdersByCustomerResponse_Closure closure, void *data) {
+  rpc_call *call = data;
+  order_query_ctx *ctx = rpc_call_service_ctx(call);
+  const char *customer = in->customer_id[0] != '\0' ? in->customer_id : rpc_call_user_id(call);
+  int bad = 0;
+  svc_violation(call, &bad, "customer_id", svc_text_check(customer, 1, ORDER_CUSTOMER_MAX, 0));
+  if (bad > 0) return;
+  if (strcmp(customer, rpc_call_user_id(call)) != 0 && rpc_call_role(call) != AUTH_ROLE_ADMIN) {
+    rpc_call_set_status(call, STATUS_PERMISSION_DENIED,
+                        "only an admin may list another customer's orders");
+    return;
+  }
+  char filters[300];
+  snprintf(filters, sizeof filters, "orders|customer=%s", customer);
+  list_spec spec = {.where = "created_ms > 0 AND customer_id = ?",
+                    .params = {DB_STR(customer)},
+                    .nparams = 1,
+                    .desc = true,
+                    .filters = filters};
+  list_page p;
+  if (!list_run(call, ctx, &spec, in->page, in->consistency, &p)) return;
+  Shop__Order__V1__ListOrdersByCustomerResponse resp =
+      SHOP__ORDER__V1__LIST_ORDERS_BY_CUSTOMER_RESPONSE__INIT;
+  resp.n_orders = p.n;
+  resp.orders = p.list;
+  resp.page = &p.page;
+  closure(&resp, data);
+  list_free(&p);
+}
+
+static bool status_known(int s) { return s >= ORDER_ST(PENDING) && s <= ORDER_ST(CANCELLED); }
+
+static void order_query_list_orders_by_status(
+    order_query_service *svc, const Shop__Order__V1__ListOrdersByStatusRequest *in,
+    Shop__Order__V1__ListOrdersByStatusResponse_Closure closure, void *data) {
+  rpc_call *call = data;
+  order_query_ctx *ctx = rpc_call_service_ctx(call);
+  int bad = 0;
+  if (!status_known((int)in->status))
+    svc_violation(call, &bad, "status", "must be a known status other than UNSPECIFIED");
+  if (bad > 0) return;
+  char filters[64];
+  snprintf(filters, sizeof filters, "orders|status=%d", (int)in->status);
+  list_spec spec = {.where = "created_ms > 0 AND status = ?",
+                    .params = {DB_I64(in->status)},
+                    .nparams = 1,
+                    .desc = false,
+                    .filters = filters};
+  list_page p;
+  if (!list_run(call, ctx, &spec, in->page, in->consistency, &p)) return;
+  Shop__Order__V1__ListOrdersByStatusResponse resp =
+      SHOP__ORDER__V1__LIST_ORDERS_BY_STATUS_RESPONSE__INIT;
+  resp.n_orders = p.n;
+  resp.orders = p.list;
+  resp.page = &p.page;
+  closure(&resp, data);
+  list_free(&p);
+}
+
+static void order_query_list_stuck_orders(order_query_service *svc,
+                                          const Shop__Order__V1__ListStuckOrdersRequest *in,
+                                          Shop__Order__V1__ListStuckOrdersResponse_Closure closure,
+                                          void *data) {
+  rpc_call *call = data;
+  order_query_ctx *ctx = rpc_call_service_ctx(call);
+  int bad = 0;
+  int s = (int)in->status;
+  if (in->older_than_seconds < 0 || in->older_than_seconds > 100LL * 365 * 86400)
+    svc_violation(call, &bad, "older_than_seconds", "must be 0 to 100 years");
+  if (s != 0 && s != ORDER_ST(PENDING) && s != ORDER_ST(CONFIRMED))
+    svc_violation(call, &bad, "status", "must be PENDING, CONFIRMED or UNSPECIFIED (both)");
+  if (bad > 0) return;
+  char filters[96];
+  snprintf(filters, sizeof filters, "stuck|older=%lld|status=%d", (long long)in->older_than_seconds,
+           s);
+  int64_t cutoff = now_ms(ctx) - in->older_than_seconds * 1000;
+  list_spec spec = {.where = "created_ms > 0 AND status IN (?, ?) AND created_ms <= ?",
+                    .params = {DB_I64(s != 0 ? s : ORDER_ST(PENDING)),
+                               DB_I64(s != 0 ? s : ORDER_ST(CONFIRMED)), DB_I64(cutoff)},
+                    .nparams = 3,
+                    .desc = false,
+                    .filters = filters};
+  list_page p;
+  if (!list_run(call, ctx, &spec, in->page, in->consistency, &p)) return;
+  Shop__Order__V1__ListStuckOrdersResponse resp = SHOP__ORDER__V1__LIST_STUCK_ORDERS_RESPONSE__INIT;
+  resp.n_orders = p.n;
+  resp.orders = p.list;
+  resp.page = &p.page;
+  closure(&resp, data);
+  list_free(&p);
+}
+
+/* ---- Registration ------------------------------------------------------------------------- */
+
+static order_query_service order_query_svc =
+    SHOP__ORDER__V1__ORDER_QUERY_SERVICE__INIT(order_query_);
+
+static const rpc_method_policy order_query_policies[] = {
+    {"GetOrder", RPC_AUTHENTICATED},
+    {"ListOrdersByCustomer", RPC_AUTHENTICATED},
+    {"ListOrdersByStatus", RPC_ADMIN},
+    {"ListStuckOrders", RPC_ADMIN},
+};
+
+status_code order_query_register(rpc_server *s, order_query_ctx *ctx, char *errbuf, size_t errlen) {
+  rpc_service_opts o = {.default_policy = RPC_AUTHENTICATED,
+                        .policies = order_query_policies,
+                        .n_policies = sizeof order_query_policies / sizeof order_query_policies[0],
+                        .ctx = ctx};
+  return rpc_server_register(s, &order_query_svc.base, &o, errbuf, errlen);
+}
+
+void order_query_ctx_init(order_query_ctx *ctx, db_pool *db) {
+  memset(ctx, 0, sizeof *ctx);
+  ctx->db = db;
+  svc_notifier_init(&ctx->notifier);
+}
+
+void order_query_ctx_destroy(order_query_ctx *ctx) { svc_notifier_destroy(&ctx->notifier); }

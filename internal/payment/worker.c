@@ -1,0 +1,476 @@
+/* payment-worker's domain: the payments table, the gateway calls with
+ * retries and attempts, and the payment events. See payment.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log/log.h"
+#include "payment/payment.h"
+#include "shop/order/v1/events.pb-c.h"
+#include "topology/topology.h"
+
+#define PS(name) SHOP__PAYMENT__V1__PAYMENT_STATUS__PAYMENT_STATUS_##name
+#define FR(name) SHOP__PAYMENT__V1__PAYMENT_FAILURE_REASON__PAYMENT_FAILURE_REASON_##name
+#define BACKOFF_MAX_MS 5000
+
+/* ---- Context ------------------------------------------------------------------------ */
+
+static int64_t real_now_ms(void *self) {
+  (void)self;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void real_sleep_ms(void *self, int ms) {
+  (void)self;
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+void payment_ctx_init(payment_ctx *ctx, const shop_cfg *cfg, const char *program, outbox_sink sink,
+                      payment_gateway gw) {
+  memset(ctx, 0, sizeof *ctx);
+  ctx->program = program;
+  ctx->sink = sink;
+  ctx->gw = gw;
+  ctx->retry_max = cfg != NULL ? cfg->payment.retry_max : 5;
+  ctx->retry_backoff_ms = cfg != NULL ? cfg->payment.retry_backoff_ms : 100;
+  ctx->sleep_ms_cb = real_sleep_ms;
+  ctx->now_ms_cb = real_now_ms;
+}
+
+static int64_t now_ms(const payment_ctx *ctx) {
+  return ctx->now_ms_cb != NULL ? ctx->now_ms_cb(ctx->clock_self) : real_now_ms(NULL);
+}
+
+static void sleep_ms(const payment_ctx *ctx, int ms) {
+  if (ctx->sleep_ms_cb != NULL)
+    ctx->sleep_ms_cb(ctx->clock_self, ms);
+  else
+    real_sleep_ms(NULL, ms);
+}
+
+/* ---- Events ------------------------------------------------------------------------- */
+
+static status_code emit(db_conn *tx, const payment_ctx *ctx, const events_envelope *cause,
+                        const char *order_id, int64_t seq, const ProtobufCMessage *m, char *errbuf,
+                        size_t errlen) {
+  uint8_t buf[4096];
+  size_t n = protobuf_c_message_get_packed_size(m);
+  if (n > sizeof buf) {
+    snprintf(errbuf, errlen, "payment event too large");
+    return STATUS_INTERNAL;
+  }
+  protobuf_c_message_pack(m, buf);
+  char source[128];
+  snprintf(source, sizeof source, "/shop/%s", ctx->program);
+  events_envelope env = SHOP__EVENTS__V1__EVENT_ENVELOPE__INIT;
+  env.source = source;
+  env.type = (char *)m->descriptor->name;
+  env.subject = (char *)order_id;
+  env.key = (char *)order_id;
+  env.topic = TOPOLOGY_TOPIC_PAYMENT;
+  env.sequence = seq;
+  env.actor = (char *)ctx->program;
+  if (cause != NULL) {
+    env.correlation_id = cause->correlation_id != NULL && cause->correlation_id[0] != '\0'
+                             ? cause->correlation_id
+                             : cause->id;
+    env.traceparent = cause->traceparent;
+  }
+  env.data.data = buf;
+  env.data.len = n;
+  return ctx->sink.append_cb(ctx->sink.self, tx, &env, errbuf, errlen);
+}
+
+/* ---- The payments row ---------------------------------------------------------------------- */
+
+typedef struct pay {
+  bool found;
+  payment_row r;
+  char order_id[37];
+  char customer_id[129];
+  char currency[4];
+  char gateway_key[301];
+} pay;
+
+static status_code pay_lock(db_conn *tx, const char *order_id, pay *p, char *errbuf,
+                            size_t errlen) {
+  memset(p, 0, sizeof *p);
+  snprintf(p->order_id, sizeof p->order_id, "%s", order_id);
+  db_value v[1] = {DB_STR(order_id)};
+  db_rows *r = NULL;
+  status_code st = db_query(tx,
+                            "SELECT status, version, amount_units, currency, customer_id, "
+                            "gateway_key, authorization_id, capture_id, refund_id, failure_reason "
+                            "FROM payments WHERE order_id = ? FOR UPDATE",
+                            v, 1, &r, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  if (db_rows_next(r)) {
+    p->found = true;
+    p->r.status = (int)db_rows_i64(r, 0);
+    p->r.version = db_rows_i64(r, 1);
+    p->r.amount = db_rows_i64(r, 2);
+    snprintf(p->currency, sizeof p->currency, "%s", db_rows_str(r, 3, NULL));
+    snprintf(p->customer_id, sizeof p->customer_id, "%s", db_rows_str(r, 4, NULL));
+    snprintf(p->gateway_key, sizeof p->gateway_key, "%s", db_rows_str(r, 5, NULL));
+    snprintf(p->r.authorization_id, PAYMENT_REF_MAX, "%s", db_rows_str(r, 6, NULL));
+    snprintf(p->r.capture_id, PAYMENT_REF_MAX, "%s", db_rows_str(r, 7, NULL));
+    snprintf(p->r.refund_id, PAYMENT_REF_MAX, "%s", db_rows_str(r, 8, NULL));
+    p->r.failure_reason = (int)db_rows_i64(r, 9);
+  }
+  db_rows_free(r);
+  return STATUS_OK;
+}
+
+/* Writes the row's state back, one version further. */
+static status_code pay_save(db_conn *tx, const payment_ctx *ctx, pay *p, const char *failure_text,
+                            char *errbuf, size_t errlen) {
+  p->r.version++;
+  db_value v[9] = {DB_I64(p->r.status),
+                   DB_I64(p->r.version),
+                   DB_STR(p->r.authorization_id),
+                   DB_STR(p->r.capture_id),
+                   DB_STR(p->r.refund_id),
+                   DB_I64(p->r.failure_reason),
+                   DB_STR(failure_text != NULL ? failure_text : ""),
+                   DB_I64(now_ms(ctx)),
+                   DB_STR(p->order_id)};
+  return db_exec(tx,
+                 "UPDATE payments SET status = ?, version = ?, authorization_id = ?, capture_id = "
+                 "?, refund_id = ?, failure_reason = ?, failure_text = LEFT(?, 500), updated_ms = "
+                 "? WHERE order_id = ?",
+                 v, 9, NULL, NULL, errbuf, errlen);
+}
+
+static void money(Shop__Common__V1__Money *m, const pay *p) {
+  shop__common__v1__money__init(m);
+  m->units = p->r.amount;
+  m->currency = (char *)p->currency;
+}
+
+/* ---- The gateway, with retries ---------------------------------------------------------- */
+
+/* Calls op until it is not TRANSIENT or retry_max retries are spent,
+ * recording each attempt. */
+static status_code gw_call(db_conn *tx, const payment_ctx *ctx, const pay *p, payment_op op,
+                           const char *token, const char *reference, payment_gw_result *res,
+                           char *errbuf, size_t errlen) {
+  char key[PAYMENT_KEY_MAX + 1];
+  snprintf(key, sizeof key, "%s/%s", p->gateway_key, payment_op_name(op));
+  payment_gw_request req = {.idempotency_key = key,
+                            .token = token,
+                            .amount = p->r.amount,
+                            .currency = p->currency,
+                            .reference = reference};
+  int backoff = ctx->retry_backoff_ms > 0 ? ctx->retry_backoff_ms : 1;
+  for (int attempt = 1;; attempt++) {
+    int64_t t0 = now_ms(ctx);
+    ctx->gw.call_cb(ctx->gw.self, op, &req, res);
+    int64_t took = now_ms(ctx) - t0;
+    db_value v[11] = {
+        DB_STR(p->order_id),  DB_I64(op),           DB_I64(attempt),     DB_STR(key),
+        DB_I64(p->r.amount),  DB_I64(res->outcome), DB_I64(res->reason), DB_STR(res->reference),
+        DB_STR(res->message), DB_I64(took),         DB_I64(now_ms(ctx))};
+    status_code st = db_exec(tx,
+                             "INSERT INTO payment_attempts (order_id, operation, attempt, "
+                             "gateway_key, amount_units, outcome, reason, reference, message, "
+                             "latency_ms, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, LEFT(?, "
+                             "256), ?, ?)",
+                             v, 11, NULL, NULL, errbuf, errlen);
+    if (st != STATUS_OK) return st;
+    if (res->outcome != PAYMENT_GW_TRANSIENT || attempt > ctx->retry_max) break;
+    log_warn(NULL, "payment %s of order %s: transient gateway failure (attempt %d): %s",
+             payment_op_name(op), p->order_id, attempt, res->message);
+    sleep_ms(ctx, backoff);
+    backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+  }
+  return STATUS_OK;
+}
+
+static Shop__Payment__V1__PaymentFailureReason failure_reason(const payment_gw_result *res) {
+  if (res->outcome == PAYMENT_GW_TRANSIENT) return FR(GATEWAY_UNAVAILABLE);
+  return res->reason != 0 ? res->reason : FR(DECLINED);
+}
+
+static status_code emit_failed(db_conn *tx, const payment_ctx *ctx, const events_envelope *cause,
+                               const pay *p, payment_op op, const payment_gw_result *res,
+                               char *errbuf, size_t errlen) {
+  Shop__Common__V1__Money m;
+  money(&m, p);
+  Shop__Payment__V1__PaymentFailed ev = SHOP__PAYMENT__V1__PAYMENT_FAILED__INIT;
+  ev.order_id = (char *)p->order_id;
+  ev.customer_id = (char *)p->customer_id;
+  ev.operation = op;
+  ev.reason = failure_reason(res);
+  ev.reason_text = (char *)res->message;
+  ev.amount = &m;
+  ev.authorization_id = (char *)p->r.authorization_id;
+  return emit(tx, ctx, cause, p->order_id, p->r.version, &ev.base, errbuf, errlen);
+}
+
+/* Voids the open authorization of a locked row. */
+static status_code do_void(db_conn *tx, const payment_ctx *ctx, const events_envelope *cause,
+                           pay *p, char *errbuf, size_t errlen) {
+  payment_gw_result res;
+  status_code st =
+      gw_call(tx, ctx, p, PAYMENT_OP_VOID, NULL, p->r.authorization_id, &res, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  if (res.outcome == PAYMENT_GW_TRANSIENT) {
+    snprintf(errbuf, errlen, "voiding order %s: the gateway keeps failing: %s", p->order_id,
+             res.message);
+    return STATUS_UNAVAILABLE;
+  }
+  if (res.outcome == PAYMENT_GW_APPROVED) {
+    p->r.status = PS(VOIDED);
+    if ((st = pay_save(tx, ctx, p, NULL, errbuf, errlen)) != STATUS_OK) return st;
+    Shop__Common__V1__Money m;
+    money(&m, p);
+    Shop__Payment__V1__PaymentVoided ev = SHOP__PAYMENT__V1__PAYMENT_VOIDED__INIT;
+    ev.order_id = p->order_id;
+    ev.customer_id = p->customer_id;
+    ev.amount = &m;
+    ev.authorization_id = p->r.authorization_id;
+    return emit(tx, ctx, cause, p->order_id, p->r.version, &ev.base, errbuf, errlen);
+  }
+  log_error(NULL, "payment: void of order %s refused by the gateway: %s (needs an operator)",
+            p->order_id, res.message);
+  p->r.failure_reason = failure_reason(&res);
+  if ((st = pay_save(tx, ctx, p, res.message, errbuf, errlen)) != STATUS_OK) return st;
+  return emit_failed(tx, ctx, cause, p, PAYMENT_OP_VOID, &res, errbuf, errlen);
+}
+
+static status_code do_refund(db_conn *tx, const payment_ctx *ctx, const events_envelope *cause,
+                             pay *p, char *errbuf, size_t errlen) {
+  payment_gw_result res;
+  status_code st =
+      gw_call(tx, ctx, p, PAYMENT_OP_REFUND, NULL, p->r.capture_id, &res, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  if (res.outcome == PAYMENT_GW_TRANSIENT) {
+    snprintf(errbuf, errlen, "refunding order %s: the gateway keeps failing: %s", p->order_id,
+             res.message);
+    return STATUS_UNAVAILABLE;
+  }
+  if (res.outcome == PAYMENT_GW_APPROVED) {
+    p->r.status = PS(REFUNDED);
+    snprintf(p->r.refund_id, PAYMENT_REF_MAX, "%s", res.reference);
+    if ((st = pay_save(tx, ctx, p, NULL, errbuf, errlen)) != STATUS_OK) return st;
+    Shop__Common__V1__Money m;
+    money(&m, p);
+    Shop__Payment__V1__PaymentRefunded ev = SHOP__PAYMENT__V1__PAYMENT_REFUNDED__INIT;
+    ev.order_id = p->order_id;
+    ev.customer_id = p->customer_id;
+    ev.amount = &m;
+    ev.authorization_id = p->r.authorization_id;
+    ev.capture_id = p->r.capture_id;
+    ev.refund_id = p->r.refund_id;
+    return emit(tx, ctx, cause, p->order_id, p->r.version, &ev.base, errbuf, errlen);
+  }
+  log_error(NULL, "payment: refund of order %s refused by the gateway: %s (needs an operator)",
+            p->order_id, res.message);
+  p->r.failure_reason = failure_reason(&res);
+  if ((st = pay_save(tx, ctx, p, res.message, errbuf, errlen)) != STATUS_OK) return st;
+  return emit_failed(tx, ctx, cause, p, PAYMENT_OP_REFUND, &res, errbuf, errlen);
+}
+
+/* ---- Operations ---------------------------------------------------------------------------- */
+
+status_code payment_authorize(db_conn *tx, const payment_ctx *ctx, const events_envelope *cause,
+                              const payment_order *o, char *errbuf, size_t errlen) {
+  pay p;
+  status_code st = pay_lock(tx, o->order_id, &p, errbuf, errlen);
+  if (st != STATUS_OK || p.found) return st; /* decided before (or cancelled first) */
+  snprintf(p.customer_id, sizeof p.customer_id, "%s", o->customer_id);
+  snprintf(p.currency, sizeof p.currency, "%s", o->currency != NULL ? o->currency : "");
+  p.r.amount = o->amount;
+  if (o->idempotency_key != NULL && o->idempotency_key[0] != '\0')
+    snprintf(p.gateway_key, sizeof p.gateway_key, "%s/%s", o->idempotency_key, o->order_id);
+  else
+    snprintf(p.gateway_key, sizeof p.gateway_key, "order/%s", o->order_id);
+  p.r.status = PS(PENDING);
+  int64_t t = now_ms(ctx);
+  db_value v[8] = {
+      DB_STR(o->order_id), DB_STR(p.customer_id), DB_I64(p.r.status), DB_I64(p.r.amount),
+      DB_STR(p.currency),  DB_STR(p.gateway_key), DB_I64(t),          DB_I64(t)};
+  st = db_exec(tx,
+               "INSERT INTO payments (order_id, customer_id, status, version, amount_units, "
+               "currency, gateway_key, created_ms, updated_ms) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
+               v, 8, NULL, NULL, errbuf, errlen);
+  if (st == STATUS_ALREADY_EXISTS) return STATUS_ABORTED; /* another instance: start again */
+  if (st != STATUS_OK) return st;
+  payment_gw_result res;
+  st = gw_call(tx, ctx, &p, PAYMENT_OP_AUTHORIZE, o->token, NULL, &res, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  Shop__Common__V1__Money m;
+  money(&m, &p);
+  if (res.outcome == PAYMENT_GW_APPROVED) {
+    p.r.status = PS(AUTHORIZED);
+    snprintf(p.r.authorization_id, PAYMENT_REF_MAX, "%s", res.reference);
+    if ((st = pay_save(tx, ctx, &p, NULL, errbuf, errlen)) != STATUS_OK) return st;
+    Shop__Payment__V1__PaymentAuthorized ev = SHOP__PAYMENT__V1__PAYMENT_AUTHORIZED__INIT;
+    ev.order_id = p.order_id;
+    ev.customer_id = p.customer_id;
+    ev.amount = &m;
+    ev.authorization_id = p.r.authorization_id;
+    return emit(tx, ctx, cause, p.order_id, p.r.version, &ev.base, errbuf, errlen);
+  }
+  p.r.status = PS(FAILED);
+  p.r.failure_reason = failure_reason(&res);
+  if ((st = pay_save(tx, ctx, &p, res.message, errbuf, errlen)) != STATUS_OK) return st;
+  return emit_failed(tx, ctx, cause, &p, PAYMENT_OP_AUTHORIZE, &res, errbuf, errlen);
+}
+
+status_code payment_capture(db_conn *tx, const payment_ctx *ctx, const events_envelope *cause,
+                            const char *order_id, char *errbuf, size_t errlen) {
+  pay p;
+  status_code st = pay_lock(tx, order_id, &p, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  if (!p.found || p.r.status != PS(AUTHORIZED)) {
+    if (!p.found) log_warn(NULL, "OrderConfirmed for order %s that payment never saw", order_id);
+    return STATUS_OK;
+  }
+  payment_gw_result res;
+  st = gw_call(tx, ctx, &p, PAYMENT_OP_CAPTURE, NULL, p.r.authorization_id, &res, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  if (res.outcome == PAYMENT_GW_APPROVED) {
+    p.r.status = PS(CAPTURED);
+    snprintf(p.r.capture_id, PAYMENT_REF_MAX, "%s", res.reference);
+    if ((st = pay_save(tx, ctx, &p, NULL, errbuf, errlen)) != STATUS_OK) return st;
+    Shop__Common__V1__Money m;
+    money(&m, &p);
+    Shop__Payment__V1__PaymentCaptured ev = SHOP__PAYMENT__V1__PAYMENT_CAPTURED__INIT;
+    ev.order_id = p.order_id;
+    ev.customer_id = p.customer_id;
+    ev.amount = &m;
+    ev.authorization_id = p.r.authorization_id;
+    ev.capture_id = p.r.capture_id;
+    return emit(tx, ctx, cause, p.order_id, p.r.version, &ev.base, errbuf, errlen);
+  }
+  /* The capture failed for good: say so (the saga cancels the order),
+   * then give the hold back. */
+  p.r.status = PS(CAPTURE_FAILED);
+  p.r.failure_reason = failure_reason(&res);
+  if ((st = pay_save(tx, ctx, &p, res.message, errbuf, errlen)) != STATUS_OK) return st;
+  if ((st = emit_failed(tx, ctx, cause, &p, PAYMENT_OP_CAPTURE, &res, errbuf, errlen)) != STATUS_OK)
+    return st;
+  return do_void(tx, ctx, cause, &p, errbuf, errlen);
+}
+
+status_code payment_compensate(db_conn *tx, const payment_ctx *ctx, const events_envelope *cause,
+                               const char *order_id, char *errbuf, size_t errlen) {
+  pay p;
+  status_code st = pay_lock(tx, order_id, &p, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  if (!p.found) {
+    /* Cancelled before payment saw the order (only after a dead letter):
+     * keep a closed row so that a late OrderCreated authorizes nothing. */
+    int64_t t = now_ms(ctx);
+    db_value v[4] = {DB_STR(order_id), DB_I64(PS(FAILED)), DB_I64(t), DB_I64(t)};
+    return db_exec(tx,
+                   "INSERT INTO payments (order_id, customer_id, status, version, amount_units, "
+                   "currency, gateway_key, failure_text, created_ms, updated_ms) VALUES (?, '', "
+                   "?, 0, 0, '', '', 'cancelled before payment saw the order', ?, ?)",
+                   v, 4, NULL, NULL, errbuf, errlen);
+  }
+  if (p.r.status == PS(AUTHORIZED) || p.r.status == PS(CAPTURE_FAILED))
+    return do_void(tx, ctx, cause, &p, errbuf, errlen);
+  if (p.r.status == PS(CAPTURED)) return do_refund(tx, ctx, cause, &p, errbuf, errlen);
+  return STATUS_OK;
+}
+
+/* ---- The worker ------------------------------------------------------------------------------ */
+
+static status_code undecodable(const events_envelope *ev, char *errbuf, size_t errlen) {
+  snprintf(errbuf, errlen, "undecodable %s (event %s)", ev->type, ev->id);
+  return STATUS_INVALID_ARGUMENT;
+}
+
+static status_code handle_one(db_conn *tx, const payment_ctx *ctx, const events_envelope *ev,
+                              char *errbuf, size_t errlen) {
+  const uint8_t *d = ev->data.data;
+  size_t len = ev->data.len;
+  status_code st = STATUS_OK;
+  if (strcmp(ev->type, shop__order__v1__order_created__descriptor.name) == 0) {
+    Shop__Order__V1__OrderCreated *e = shop__order__v1__order_created__unpack(NULL, len, d);
+    if (e == NULL) return undecodable(ev, errbuf, errlen);
+    if (e->total == NULL || strlen(e->order_id) != 36) {
+      snprintf(errbuf, errlen, "OrderCreated %s without a total or a valid order id", ev->id);
+      st = STATUS_INVALID_ARGUMENT;
+    } else {
+      payment_order o = {.order_id = e->order_id,
+                         .customer_id = e->customer_id,
+                         .idempotency_key = e->idempotency_key,
+                         .token = e->payment_token,
+                         .amount = e->total->units,
+                         .currency = e->total->currency};
+      st = payment_authorize(tx, ctx, ev, &o, errbuf, errlen);
+    }
+    shop__order__v1__order_created__free_unpacked(e, NULL);
+  } else if (strcmp(ev->type, shop__order__v1__order_confirmed__descriptor.name) == 0) {
+    Shop__Order__V1__OrderConfirmed *e = shop__order__v1__order_confirmed__unpack(NULL, len, d);
+    if (e == NULL) return undecodable(ev, errbuf, errlen);
+    st = payment_capture(tx, ctx, ev, e->order_id, errbuf, errlen);
+    shop__order__v1__order_confirmed__free_unpacked(e, NULL);
+  } else if (strcmp(ev->type, shop__order__v1__order_cancelled__descriptor.name) == 0) {
+    Shop__Order__V1__OrderCancelled *e = shop__order__v1__order_cancelled__unpack(NULL, len, d);
+    if (e == NULL) return undecodable(ev, errbuf, errlen);
+    st = payment_compensate(tx, ctx, ev, e->order_id, errbuf, errlen);
+    shop__order__v1__order_cancelled__free_unpacked(e, NULL);
+  }
+  return st;
+}
+
+status_code payment_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
+                              char *errbuf, size_t errlen) {
+  const payment_ctx *ctx = arg;
+  for (size_t i = 0; i < n; i++) {
+    status_code st = handle_one(tx, ctx, msgs[i].env, errbuf, errlen);
+    if (st != STATUS_OK) return st;
+  }
+  return STATUS_OK;
+}
+
+void payment_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
+  const payment_ctx *ctx = arg;
+  if (ctx->sink.committed_cb != NULL) ctx->sink.committed_cb(ctx->sink.self);
+}
+
+/* ---- Reading -------------------------------------------------------------------------------- */
+
+status_code payment_row_get(db_conn *c, const char *order_id, payment_row *out, char *errbuf,
+                            size_t errlen) {
+  db_value v[1] = {DB_STR(order_id)};
+  db_rows *r = NULL;
+  status_code st = db_query(c,
+                            "SELECT status, version, amount_units, authorization_id, capture_id, "
+                            "refund_id, failure_reason FROM payments WHERE order_id = ?",
+                            v, 1, &r, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  if (!db_rows_next(r)) {
+    db_rows_free(r);
+    return STATUS_NOT_FOUND;
+  }
+  memset(out, 0, sizeof *out);
+  out->status = (int)db_rows_i64(r, 0);
+  out->version = db_rows_i64(r, 1);
+  out->amount = db_rows_i64(r, 2);
+  snprintf(out->authorization_id, PAYMENT_REF_MAX, "%s", db_rows_str(r, 3, NULL));
+  snprintf(out->capture_id, PAYMENT_REF_MAX, "%s", db_rows_str(r, 4, NULL));
+  snprintf(out->refund_id, PAYMENT_REF_MAX, "%s", db_rows_str(r, 5, NULL));
+  out->failure_reason = (int)db_rows_i64(r, 6);
+  db_rows_free(r);
+  return STATUS_OK;
+}
+
+status_code payment_attempts_count(db_conn *c, const char *order_id, payment_op op, int64_t *count,
+                                   char *errbuf, size_t errlen) {
+  db_value v[3] = {DB_STR(order_id), DB_I64(op), DB_I64(op)};
+  return db_query_i64(c,
+                      "SELECT COUNT(*) FROM payment_attempts WHERE order_id = ? AND (? = 0 OR "
+                      "operation = ?)",
+                      v, 3, count, errbuf, errlen);
+}

@@ -1,0 +1,442 @@
+/* The programs of the order end-to-end tests. See ostack.h. */
+#include "e2e_orders/ostack.h"
+
+#include <criterion/criterion.h>
+#include <ctype.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "topology/topology.h"
+
+#define OSTACK_READY_MS 60000
+#define OSTACK_STOP_MS 30000
+#define OSTACK_CALL_TIMEOUT_MS 20000
+#define OSTACK_MAX 8
+#define KAFKA_TIMEOUT_MS 10000
+
+#ifndef SHOP_SOURCE_DIR
+#define SHOP_SOURCE_DIR "."
+#endif
+
+static const char *const programs[] = {"product-command", "product-query",    "order-command",
+                                       "order-query",     "inventory-worker", "payment-worker"};
+#define N_PROGRAMS (sizeof programs / sizeof programs[0])
+
+/* Topics whose start offsets the replay test rewinds to. */
+static const char *const replay_topics[] = {TOPOLOGY_TOPIC_ORDER, TOPOLOGY_TOPIC_PAYMENT,
+                                            TOPOLOGY_TOPIC_INVENTORY, TOPOLOGY_TOPIC_PRODUCT};
+
+static proc *running[N_PROGRAMS]; /* runner */
+static proc *extras[OSTACK_MAX];  /* test */
+static struct {
+  size_t n;
+  char url[OSTACK_MAX][128];
+  rpc_client *c[OSTACK_MAX];
+} clients;
+static shop_cfg *cfg_cache;
+static auth_keys *keys;
+
+int64_t ostack_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const char *config_path(void) {
+  static char path[1024];
+  const char *env = getenv("SHOP_CONFIG");
+  if (env != NULL && env[0] != '\0') return env;
+  snprintf(path, sizeof path, "%s/config/test.yaml", SHOP_SOURCE_DIR);
+  return path;
+}
+
+static const shop_cfg *cfg_load(char *err, size_t errlen) {
+  if (cfg_cache == NULL && config_load(&cfg_cache, config_path(), err, errlen) != 0) return NULL;
+  return cfg_cache;
+}
+
+const shop_cfg *ostack_cfg(void) {
+  char err[512] = "";
+  const shop_cfg *c = cfg_load(err, sizeof err);
+  cr_assert_not_null(c, "config: %s", err);
+  return c;
+}
+
+static const char *url_of(const shop_cfg *cfg, const char *program) {
+  if (strcmp(program, "product-command") == 0) return cfg->endpoints.product_command;
+  if (strcmp(program, "product-query") == 0) return cfg->endpoints.product_query;
+  if (strcmp(program, "order-command") == 0) return cfg->endpoints.order_command;
+  if (strcmp(program, "order-query") == 0) return cfg->endpoints.order_query;
+  return NULL;
+}
+
+const char *ostack_url(const char *program) { return url_of(ostack_cfg(), program); }
+
+static void bin_path(char *out, size_t len, const char *program) {
+  char self[1024];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) {
+    snprintf(out, len, "%s", program);
+    return;
+  }
+  self[n] = '\0';
+  char *slash = strrchr(self, '/');
+  if (slash != NULL) *slash = '\0';
+  snprintf(out, len, "%.900s/../bin/%.64s", self, program);
+}
+
+static void log_path(char *out, size_t len, const char *program) {
+  const char *dir = getenv("SHOP_LOG_DIR");
+  snprintf(out, len, "%s/e2e-%s.log", dir != NULL && dir[0] != '\0' ? dir : "/tmp", program);
+}
+
+static long file_size(const char *path) {
+  struct stat sb;
+  return stat(path, &sb) == 0 ? (long)sb.st_size : 0;
+}
+
+/* Whether the log grew a line saying "<program>: serving" past offset. */
+static bool log_says_serving(const char *path, long offset, const char *program) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return false;
+  fseek(f, offset, SEEK_SET);
+  char needle[128], line[4096];
+  snprintf(needle, sizeof needle, "\"%s: serving", program);
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f) != NULL) found = strstr(line, needle) != NULL;
+  fclose(f);
+  return found;
+}
+
+static status_code start_one(proc **out, const char *program, const char *url,
+                             const char *const *env, char *err, size_t errlen) {
+  char bin[1024], logp[1024];
+  bin_path(bin, sizeof bin, program);
+  log_path(logp, sizeof logp, program);
+  long offset = file_size(logp);
+  const char *argv_url[] = {"--config", config_path(), "--listen", url, NULL};
+  const char *argv_plain[] = {"--config", config_path(), NULL};
+  proc_opts o = {.path = bin,
+                 .argv = url != NULL ? argv_url : argv_plain,
+                 .env = env,
+                 .probe_url = url,
+                 .ready_timeout_ms = OSTACK_READY_MS,
+                 .log_path = logp};
+  status_code st = proc_start(out, &o, err, errlen);
+  if (st != STATUS_OK || url != NULL) return st;
+  int64_t until = ostack_now_ms() + OSTACK_READY_MS;
+  while (ostack_now_ms() < until) {
+    if (log_says_serving(logp, offset, program)) return STATUS_OK;
+    if (!proc_alive(*out)) {
+      snprintf(err, errlen, "%s exited during start-up (see %.600s)", program, logp);
+      proc_destroy(*out);
+      *out = NULL;
+      return STATUS_UNAVAILABLE;
+    }
+    usleep(50000);
+  }
+  snprintf(err, errlen, "%s did not say it was serving within %d ms (see %.600s)", program,
+           OSTACK_READY_MS, logp);
+  proc_destroy(*out);
+  *out = NULL;
+  return STATUS_DEADLINE_EXCEEDED;
+}
+
+static void env_name(char *out, size_t len, const char *prefix, const char *program) {
+  size_t o = (size_t)snprintf(out, len, "%s", prefix);
+  for (const char *p = program; *p != '\0' && o + 1 < len; p++)
+    out[o++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+  out[o] = '\0';
+}
+
+/* ---- Kafka --------------------------------------------------------------------------------- */
+
+static rd_kafka_t *kafka_consumer(const char *group, char *err, size_t errlen) {
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  const char *brokers = getenv("SHOP_KAFKA_BROKERS");
+  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers != NULL ? brokers : "127.0.0.1:29092",
+                        err, errlen) != RD_KAFKA_CONF_OK ||
+      rd_kafka_conf_set(conf, "group.id", group, err, errlen) != RD_KAFKA_CONF_OK ||
+      rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, errlen) != RD_KAFKA_CONF_OK) {
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+  }
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errlen);
+  if (rk == NULL) rd_kafka_conf_destroy(conf);
+  return rk;
+}
+
+/* "topic/partition=offset;..." of the end offsets now. */
+static bool end_offsets_text(char *out, size_t len, char *err, size_t errlen) {
+  rd_kafka_t *rk = kafka_consumer("ostack-offsets", err, errlen);
+  if (rk == NULL) return false;
+  size_t o = 0;
+  out[0] = '\0';
+  bool ok = true;
+  for (size_t t = 0; ok && t < sizeof replay_topics / sizeof replay_topics[0]; t++) {
+    for (int p = 0; ok && p < TOPOLOGY_DOMAIN_PARTITIONS; p++) {
+      int64_t lo = 0, hi = 0;
+      rd_kafka_resp_err_t e =
+          rd_kafka_query_watermark_offsets(rk, replay_topics[t], p, &lo, &hi, KAFKA_TIMEOUT_MS);
+      if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, errlen, "watermarks of %s/%d: %s", replay_topics[t], p, rd_kafka_err2str(e));
+        ok = false;
+        break;
+      }
+      o += (size_t)snprintf(out + o, len - o, "%s/%d=%lld;", replay_topics[t], p, (long long)hi);
+    }
+  }
+  rd_kafka_destroy(rk);
+  return ok;
+}
+
+static int64_t replay_from(const char *topic, int partition) {
+  const char *s = getenv("SHOP_E2E_REPLAY_FROM");
+  cr_assert_not_null(s, "SHOP_E2E_REPLAY_FROM is not set");
+  char key[300];
+  snprintf(key, sizeof key, "%s/%d=", topic, partition);
+  const char *at = strstr(s, key);
+  cr_assert_not_null(at, "no start offset for %s/%d", topic, partition);
+  return strtoll(at + strlen(key), NULL, 10);
+}
+
+bool ostack_group_caught_up(const char *group, const char *const *topics, size_t n) {
+  char err[512];
+  rd_kafka_t *rk = kafka_consumer(group, err, sizeof err);
+  cr_assert_not_null(rk, "kafka: %s", err);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n * 6);
+  for (size_t t = 0; t < n; t++)
+    for (int p = 0; p < TOPOLOGY_DOMAIN_PARTITIONS; p++)
+      rd_kafka_topic_partition_list_add(l, topics[t], p);
+  bool caught = rd_kafka_committed(rk, l, KAFKA_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR;
+  for (int i = 0; caught && i < l->cnt; i++) {
+    int64_t lo = 0, hi = 0;
+    if (rd_kafka_query_watermark_offsets(rk, l->elems[i].topic, l->elems[i].partition, &lo, &hi,
+                                         KAFKA_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      caught = false;
+      break;
+    }
+    int64_t committed = l->elems[i].offset;
+    if (hi > lo && (committed < 0 || committed < hi)) caught = false;
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  rd_kafka_destroy(rk);
+  return caught;
+}
+
+bool ostack_group_rewind(const char *group, const char *const *topics, size_t n) {
+  char err[512];
+  rd_kafka_t *rk = kafka_consumer(group, err, sizeof err);
+  cr_assert_not_null(rk, "kafka: %s", err);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n * 6);
+  for (size_t t = 0; t < n; t++)
+    for (int p = 0; p < TOPOLOGY_DOMAIN_PARTITIONS; p++)
+      rd_kafka_topic_partition_list_add(l, topics[t], p)->offset = replay_from(topics[t], p);
+  rd_kafka_resp_err_t e = rd_kafka_commit(rk, l, 0);
+  for (int i = 0; e == RD_KAFKA_RESP_ERR_NO_ERROR && i < l->cnt; i++) e = l->elems[i].err;
+  rd_kafka_topic_partition_list_destroy(l);
+  rd_kafka_destroy(rk);
+  return e == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* ---- Runner ---------------------------------------------------------------------------------- */
+
+static void fail_all(const char *why) {
+  fprintf(stderr, "ostack: %s\n", why);
+  setenv("SHOP_STACK_ERROR", why, 1);
+}
+
+void ostack_up(void) {
+  char err[1024] = "";
+  const char *need[] = {"SHOP_RUN_DIR", "SHOP_MYSQL_PORT", "SHOP_KAFKA_BROKERS",
+                        "SHOP_SECRETS_DIR"};
+  for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
+    if (getenv(need[i]) == NULL) {
+      snprintf(err, sizeof err, "%s is not set: run the tests through `make test`", need[i]);
+      fail_all(err);
+      return;
+    }
+  }
+  const shop_cfg *cfg = cfg_load(err, sizeof err);
+  if (cfg == NULL) {
+    fail_all(err);
+    return;
+  }
+  char run[64];
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  snprintf(run, sizeof run, "E2EO-%d-%lld", (int)getpid(), (long long)tv.tv_sec);
+  setenv("SHOP_E2E_RUN", run, 1);
+  char offsets[4096];
+  if (!end_offsets_text(offsets, sizeof offsets, err, sizeof err)) {
+    fail_all(err);
+    return;
+  }
+  setenv("SHOP_E2E_REPLAY_FROM", offsets, 1);
+  for (size_t i = 0; i < N_PROGRAMS; i++) {
+    char why[900] = "";
+    if (start_one(&running[i], programs[i], url_of(cfg, programs[i]), NULL, why, sizeof why) !=
+        STATUS_OK) {
+      snprintf(err, sizeof err, "%s did not start: %s", programs[i], why);
+      fail_all(err);
+      return;
+    }
+    char name[96], pid[32];
+    env_name(name, sizeof name, "SHOP_E2E_PID_", programs[i]);
+    snprintf(pid, sizeof pid, "%d", (int)proc_pid(running[i]));
+    setenv(name, pid, 1);
+  }
+}
+
+void ostack_down(void) {
+  bool clean = true;
+  for (size_t k = N_PROGRAMS; k-- > 0;) {
+    if (running[k] == NULL) continue;
+    /* A test may have paused it; a stopped process never sees SIGTERM. */
+    kill(proc_pid(running[k]), SIGCONT);
+    int code = -1;
+    proc_stop(running[k], OSTACK_STOP_MS, &code);
+    if (code != 0) {
+      fprintf(stderr, "ostack: %s exited with %d after SIGTERM (see its log)\n", programs[k], code);
+      clean = false;
+    }
+    proc_destroy(running[k]);
+    running[k] = NULL;
+  }
+  config_free(cfg_cache);
+  cfg_cache = NULL;
+  if (!clean) exit(3);
+}
+
+/* ---- Test side ------------------------------------------------------------------------------- */
+
+void ostack_require(void) {
+  const char *e = getenv("SHOP_STACK_ERROR");
+  cr_assert(e == NULL, "the Shop programs are not running: %s", e);
+}
+
+void ostack_release(void) {
+  for (size_t i = 0; i < OSTACK_MAX; i++) {
+    proc_destroy(extras[i]);
+    extras[i] = NULL;
+  }
+  while (clients.n > 0) {
+    clients.n--;
+    rpc_client_destroy(clients.c[clients.n]);
+  }
+  auth_keys_destroy(keys);
+  keys = NULL;
+  config_free(cfg_cache);
+  cfg_cache = NULL;
+}
+
+pid_t ostack_pid(const char *program) {
+  char name[96];
+  env_name(name, sizeof name, "SHOP_E2E_PID_", program);
+  const char *v = getenv(name);
+  cr_assert_not_null(v, "%s is not set", name);
+  return (pid_t)atoi(v);
+}
+
+const char *ostack_run(void) {
+  const char *v = getenv("SHOP_E2E_RUN");
+  cr_assert_not_null(v, "SHOP_E2E_RUN is not set");
+  return v;
+}
+
+proc *ostack_start(const char *program, const char *url, const char *const *env) {
+  char err[1024] = "";
+  size_t i = 0;
+  while (i < OSTACK_MAX && extras[i] != NULL) i++;
+  cr_assert_lt(i, OSTACK_MAX, "too many extra instances");
+  proc *p = NULL;
+  cr_assert_eq(start_one(&p, program, url, env, err, sizeof err), STATUS_OK, "%s: %s", program,
+               err);
+  extras[i] = p;
+  return p;
+}
+
+int ostack_stop(proc *p) {
+  int code = -1;
+  proc_stop(p, OSTACK_STOP_MS, &code);
+  for (size_t i = 0; i < OSTACK_MAX; i++)
+    if (extras[i] == p) extras[i] = NULL;
+  proc_destroy(p);
+  return code;
+}
+
+rpc_client *ostack_client(const char *url) {
+  for (size_t i = 0; i < clients.n; i++)
+    if (strcmp(clients.url[i], url) == 0) return clients.c[i];
+  cr_assert_lt(clients.n, OSTACK_MAX);
+  char err[512] = "";
+  rpc_client_opts o;
+  rpc_client_opts_from_cfg(&o, ostack_cfg(), url, "e2e-orders");
+  o.default_timeout_ms = OSTACK_CALL_TIMEOUT_MS;
+  rpc_client *c = NULL;
+  cr_assert_eq(rpc_client_create(&c, &o, err, sizeof err), STATUS_OK, "client: %s", err);
+  cr_assert(rpc_client_wait_connected(c, 10000), "%s does not answer", url);
+  snprintf(clients.url[clients.n], sizeof clients.url[0], "%s", url);
+  clients.c[clients.n++] = c;
+  return c;
+}
+
+status_code ostack_call(const char *url, const ProtobufCServiceDescriptor *desc, const char *method,
+                        const ProtobufCMessage *in, ProtobufCMessage **out, const char *token,
+                        const char *key, rpc_status *st) {
+  rpc_status local;
+  rpc_call_opts o = {.token = token, .idempotency_key = key};
+  ProtobufCMessage *reply = NULL;
+  status_code code = rpc_client_call_sync(ostack_client(url), desc, method, in, &reply, &o,
+                                          st != NULL ? st : &local);
+  if (out != NULL)
+    *out = reply;
+  else if (reply != NULL)
+    protobuf_c_message_free_unpacked(reply, NULL);
+  return code;
+}
+
+void ostack_token(char *out, const char *sub, auth_role role) {
+  char err[512];
+  const shop_cfg *cfg = ostack_cfg();
+  if (keys == NULL)
+    cr_assert_eq(auth_keys_create(&keys, cfg->auth.jwt_key, strlen(cfg->auth.jwt_key),
+                                  cfg->auth.issuer, cfg->auth.access_ttl_s, err, sizeof err),
+                 STATUS_OK, "%s", err);
+  cr_assert_eq(auth_token_sign(keys, sub, role, 0, out, AUTH_TOKEN_MAX, err, sizeof err), STATUS_OK,
+               "%s", err);
+}
+
+void ostack_unique(char *out, size_t len, const char *prefix) {
+  static unsigned n;
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  snprintf(out, len, "%s-%d-%u-%lld", prefix, (int)getpid(), ++n,
+           (long long)tv.tv_sec * 1000000 + tv.tv_usec);
+}
+
+db_conn *ostack_db(const char *account) {
+  const shop_cfg *cfg = ostack_cfg();
+  char password[256], err[512];
+  cr_assert(db_password_from_dir(cfg->mysql.secrets_dir, account, password, sizeof password, err,
+                                 sizeof err),
+            "%s", err);
+  db_params p = {.host = cfg->mysql.host,
+                 .port = cfg->mysql.port,
+                 .user = account,
+                 .password = password,
+                 .database = account,
+                 .connect_timeout_ms = 5000,
+                 .connect_retry_ms = 10000};
+  db_conn *c = NULL;
+  status_code st = db_connect(&c, &p, err, sizeof err);
+  cr_assert_eq(st, STATUS_OK, "db_connect(%s): %s", account, err);
+  return c;
+}
