@@ -47,11 +47,13 @@ run: build-release
 	@scripts/run.sh $(RELEASE_DIR)
 
 stop:
+	@scripts/services.sh stop --profile run
 	@scripts/infra.sh stop --profile run
 	@scripts/infra.sh stop --profile test
 
 status:
 	@scripts/infra.sh status --profile run || true
+	@scripts/services.sh status --profile run || true
 
 clean:
 	rm -rf $(BUILD_DIR) $(RELEASE_DIR) $(FUZZ_DIR)

@@ -40,7 +40,12 @@ function(shop_generate_protos)
       list(APPEND srcs ${o})
     endif()
   endforeach()
+  # One target owns the generation: with the Makefile generator, two
+  # targets that depend on the same custom command's outputs would each run
+  # it, racing each other in a parallel build.
+  add_custom_target(shop_proto_gen DEPENDS ${outputs} ${desc})
   add_library(shop_proto STATIC ${srcs})
+  add_dependencies(shop_proto shop_proto_gen)
   target_include_directories(shop_proto PUBLIC ${SHOP_GEN_DIR})
   target_link_libraries(shop_proto PUBLIC PkgConfig::PROTOBUF_C)
   # Generated code is not ours to warn about.
@@ -48,6 +53,7 @@ function(shop_generate_protos)
 
   shop_embed_files(shop_descriptors_src shop_descriptor_set ${desc})
   add_library(shop_descriptors STATIC ${shop_descriptors_src})
+  add_dependencies(shop_descriptors shop_proto_gen)
 endfunction()
 
 # shop_embed_files(out_var symbol file...): writes a C file defining

@@ -58,7 +58,8 @@ void stack_bin(char *out, size_t len, const char *program) {
   char *slash = strrchr(self, '/');
   if (slash != NULL) *slash = '\0';
   /* Test binaries live in <build>/tests, programs in <build>/bin. */
-  snprintf(out, len, "%s/../bin/%s", self, program);
+  int w = snprintf(out, len, "%s/../bin/%s", self, program);
+  if (w < 0 || (size_t)w >= len) snprintf(out, len, "%s", program);
 }
 
 static const shop_cfg *stack_cfg(char *err, size_t errlen) {

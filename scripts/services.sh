@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Starts and stops Shop's own programs for a profile, each in the
+# background with its log under the run folder, after scripts/infra.sh has
+# brought MariaDB and Kafka up.
+#
+#   scripts/services.sh start|stop|status [--profile run|test] [--build DIR]
+#
+# start is idempotent (a running program is left alone) and waits until
+# each program logs "<name>: serving" (time limit 60 s; the log's tail is
+# printed on failure). stop sends SIGTERM (the programs drain and exit 0),
+# then SIGKILL after 30 s. Pid files: <run dir>/pids/<name>.pid; logs:
+# <run dir>/logs/<name>.log.
+set -euo pipefail
+
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=scripts/lib/proc.sh
+source "$SHOP_REPO/scripts/lib/proc.sh"
+
+# In start order: the query sides first, so that a command's events find
+# their projections listening; workers last.
+SHOP_PROGRAMS=(user-query user-command product-query product-command
+	order-query order-command inventory-worker payment-worker)
+
+usage() {
+	sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+}
+
+cmd=${1:-}
+shift || true
+profile=${SHOP_PROFILE:-run}
+build=build-release
+while (($#)); do
+	case $1 in
+	--profile) profile=$2 shift 2 ;;
+	--build) build=$2 shift 2 ;;
+	*) usage >&2; exit 2 ;;
+	esac
+done
+case $profile in
+run) config=$SHOP_REPO/config/shop.yaml ;;
+test) config=$SHOP_REPO/config/test.yaml ;;
+*) shop_die "services: unknown profile '$profile' (run or test)" ;;
+esac
+eval "$("$SHOP_REPO/scripts/infra.sh" env --profile "$profile")"
+bindir=$SHOP_REPO/$build/bin
+piddir=$SHOP_RUN_DIR/pids
+mkdir -p "$piddir" "$SHOP_LOG_DIR"
+
+mark_of() { printf '%s --config %s' "$bindir/$1" "$config"; }
+
+start_one() {
+	local name=$1 bin=$bindir/$1 log=$SHOP_LOG_DIR/$1.log pidfile=$piddir/$1.pid pid offset
+	if [[ ! -x $bin ]]; then
+		shop_log "$name: not built ($bin), skipped"
+		return 0
+	fi
+	if pid=$(proc_pid_ours "$pidfile" "$(mark_of "$name")"); then
+		shop_log "$name: already running (pid $pid)"
+		return 0
+	fi
+	offset=$(stat -c %s "$log" 2>/dev/null || echo 0)
+	setsid "$bin" --config "$config" </dev/null >>"$log" 2>&1 &
+	pid=$!
+	printf '%s\n' "$pid" >"$pidfile"
+	local serving="\"$name: serving"
+	if ! proc_wait 60 "$pid" "$(mark_of "$name")" \
+		bash -c 'tail -c "+$(($2 + 1))" "$1" 2>/dev/null | grep -qF -- "$3"' _ "$log" "$offset" "$serving"; then
+		shop_warn "$name: did not start; the end of $log:"
+		tail -n 20 "$log" >&2 || true
+		return 1
+	fi
+	shop_log "$name: serving (pid $pid, log $log)"
+}
+
+case $cmd in
+start)
+	for p in "${SHOP_PROGRAMS[@]}"; do start_one "$p"; done
+	;;
+stop)
+	# Reverse order: workers and command sides first.
+	for ((i = ${#SHOP_PROGRAMS[@]} - 1; i >= 0; i--)); do
+		p=${SHOP_PROGRAMS[i]}
+		if [[ -e $piddir/$p.pid ]]; then
+			proc_stop "$p" "$piddir/$p.pid" "$(mark_of "$p")" 30
+		fi
+	done
+	;;
+status)
+	down=0
+	for p in "${SHOP_PROGRAMS[@]}"; do
+		if pid=$(proc_pid_ours "$piddir/$p.pid" "$(mark_of "$p")"); then
+			shop_log "$p: running (pid $pid)"
+		else
+			shop_log "$p: stopped"
+			down=1
+		fi
+	done
+	exit "$down"
+	;;
+*)
+	usage >&2
+	exit 2
+	;;
+esac
