@@ -82,6 +82,45 @@ static status_code sink_append_cb(void *self, db_conn *tx, const events_envelope
 
 static void sink_committed_cb(void *self) { outbox_relay_nudge(self); }
 
+const char *outbox_cause_correlation(const events_envelope *cause) {
+  if (cause == NULL) return "";
+  if (cause->correlation_id != NULL && cause->correlation_id[0] != '\0') {
+    return cause->correlation_id;
+  }
+  return cause->id != NULL ? cause->id : "";
+}
+
+status_code outbox_append_message(const outbox_sink *sink, db_conn *tx, const outbox_message *o,
+                                  const ProtobufCMessage *m, char *errbuf, size_t errlen) {
+  uint8_t stackbuf[4096];
+  size_t n = protobuf_c_message_get_packed_size(m);
+  uint8_t *buf = n <= sizeof stackbuf ? stackbuf : malloc(n);
+  if (buf == NULL) {
+    events_seterr(errbuf, errlen, "out of memory packing %s", m->descriptor->name);
+    return STATUS_INTERNAL;
+  }
+  protobuf_c_message_pack(m, buf);
+  const char *program = o->program != NULL ? o->program : "";
+  char source[160];
+  snprintf(source, sizeof source, "/shop/%s", program);
+  events_envelope env = SHOP__EVENTS__V1__EVENT_ENVELOPE__INIT;
+  env.source = source;
+  env.type = (char *)m->descriptor->name;
+  env.subject = (char *)(o->aggregate_id != NULL ? o->aggregate_id : "");
+  env.key = env.subject;
+  env.topic = (char *)(o->topic != NULL ? o->topic : "");
+  env.sequence = o->version;
+  env.actor = (char *)(o->actor != NULL && o->actor[0] != '\0' ? o->actor : program);
+  env.correlation_id = (char *)(o->correlation_id != NULL ? o->correlation_id : "");
+  env.traceparent = (char *)(o->traceparent != NULL ? o->traceparent : "");
+  env.data.data = buf;
+  env.data.len = n;
+  status_code st = sink != NULL ? sink->append_cb(sink->self, tx, &env, errbuf, errlen)
+                                : outbox_append(tx, &env, NULL, errbuf, errlen);
+  if (buf != stackbuf) free(buf);
+  return st;
+}
+
 outbox_sink outbox_sink_of(outbox_relay *relay) {
   return (outbox_sink){
       .append_cb = sink_append_cb, .committed_cb = sink_committed_cb, .self = relay};

@@ -92,6 +92,28 @@ typedef struct outbox_sink {
  * within its poll interval). */
 outbox_sink outbox_sink_of(outbox_relay *relay);
 
+/* The attributes of one typed event that a handler, worker or saga emits
+ * (see outbox_append_message). Strings are borrowed; NULL reads as "". */
+typedef struct outbox_message {
+  const char *program;        /* the emitter: ce_source is "/shop/<program>" */
+  const char *topic;          /* a TOPOLOGY_TOPIC_* */
+  const char *aggregate_id;   /* ce_subject and the record key */
+  int64_t version;            /* ce_sequence: the aggregate's version */
+  const char *actor;          /* ce_actor; NULL or "": the program */
+  const char *correlation_id; /* ce_correlationid */
+  const char *traceparent;    /* the trace the event continues */
+} outbox_message;
+
+/* The correlation id an event caused by cause carries on: cause's own
+ * correlation id, or cause's id when it has none. cause may be NULL (""). */
+const char *outbox_cause_correlation(const events_envelope *cause);
+
+/* Packs m (its type, ce_type, is m's full name) into an envelope with o's
+ * attributes and appends it through sink, or with outbox_append() when
+ * sink is NULL, in the caller's open transaction tx. */
+status_code outbox_append_message(const outbox_sink *sink, db_conn *tx, const outbox_message *o,
+                                  const ProtobufCMessage *m, char *errbuf, size_t errlen);
+
 /* The number of unsent rows (the backlog, for metrics) and, if parked is
  * not NULL, of parked ones. Any connection to the service's database. */
 status_code outbox_backlog(db_conn *c, int64_t *unsent, int64_t *parked, char *errbuf,

@@ -65,35 +65,13 @@ static int64_t now_ms(const inventory_ctx *ctx) {
 static status_code emit(db_conn *tx, const inventory_ctx *ctx, const events_envelope *cause,
                         const char *key, int64_t seq, const ProtobufCMessage *m, char *errbuf,
                         size_t errlen) {
-  uint8_t stackbuf[4096];
-  size_t n = protobuf_c_message_get_packed_size(m);
-  uint8_t *buf = n <= sizeof stackbuf ? stackbuf : malloc(n);
-  if (buf == NULL) {
-    snprintf(errbuf, errlen, "out of memory");
-    return STATUS_INTERNAL;
-  }
-  protobuf_c_message_pack(m, buf);
-  char source[128];
-  snprintf(source, sizeof source, "/shop/%s", ctx->program);
-  events_envelope env = SHOP__EVENTS__V1__EVENT_ENVELOPE__INIT;
-  env.source = source;
-  env.type = (char *)m->descriptor->name;
-  env.subject = (char *)key;
-  env.key = (char *)key;
-  env.topic = TOPOLOGY_TOPIC_INVENTORY;
-  env.sequence = seq;
-  env.actor = (char *)ctx->program;
-  if (cause != NULL) {
-    env.correlation_id = cause->correlation_id != NULL && cause->correlation_id[0] != '\0'
-                             ? cause->correlation_id
-                             : cause->id;
-    env.traceparent = cause->traceparent;
-  }
-  env.data.data = buf;
-  env.data.len = n;
-  status_code st = ctx->sink.append_cb(ctx->sink.self, tx, &env, errbuf, errlen);
-  if (buf != stackbuf) free(buf);
-  return st;
+  const outbox_message o = {.program = ctx->program,
+                            .topic = TOPOLOGY_TOPIC_INVENTORY,
+                            .aggregate_id = key,
+                            .version = seq,
+                            .correlation_id = outbox_cause_correlation(cause),
+                            .traceparent = cause != NULL ? cause->traceparent : NULL};
+  return outbox_append_message(&ctx->sink, tx, &o, m, errbuf, errlen);
 }
 
 /* ---- Stock rows ---------------------------------------------------------------------- */

@@ -168,34 +168,14 @@ void order_pb_lines_free(order_pb_lines *pb) {
 status_code order_emit(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
                        const char *order_id, int64_t version, const ProtobufCMessage *m,
                        char *errbuf, size_t errlen) {
-  size_t n = protobuf_c_message_get_packed_size(m);
-  uint8_t *buf = malloc(n > 0 ? n : 1);
-  if (buf == NULL) {
-    snprintf(errbuf, errlen, "out of memory");
-    return STATUS_INTERNAL;
-  }
-  protobuf_c_message_pack(m, buf);
-  char source[128];
-  snprintf(source, sizeof source, "/shop/%s", ctx->program);
-  events_envelope env = SHOP__EVENTS__V1__EVENT_ENVELOPE__INIT;
-  env.source = source;
-  env.type = (char *)m->descriptor->name;
-  env.subject = (char *)order_id;
-  env.key = (char *)order_id;
-  env.topic = TOPOLOGY_TOPIC_ORDER;
-  env.sequence = version;
-  env.actor =
-      (char *)(origin != NULL && origin->actor != NULL && origin->actor[0] != '\0' ? origin->actor
-                                                                                   : ctx->program);
-  if (origin != NULL) {
-    env.correlation_id = (char *)(origin->correlation_id != NULL ? origin->correlation_id : "");
-    env.traceparent = (char *)(origin->traceparent != NULL ? origin->traceparent : "");
-  }
-  env.data.data = buf;
-  env.data.len = n;
-  status_code st = ctx->sink.append_cb(ctx->sink.self, tx, &env, errbuf, errlen);
-  free(buf);
-  return st;
+  const outbox_message o = {.program = ctx->program,
+                            .topic = TOPOLOGY_TOPIC_ORDER,
+                            .aggregate_id = order_id,
+                            .version = version,
+                            .actor = origin != NULL ? origin->actor : NULL,
+                            .correlation_id = origin != NULL ? origin->correlation_id : NULL,
+                            .traceparent = origin != NULL ? origin->traceparent : NULL};
+  return outbox_append_message(&ctx->sink, tx, &o, m, errbuf, errlen);
 }
 
 status_code order_emit_cancelled(db_conn *tx, const order_ctx *ctx, const order_origin *origin,

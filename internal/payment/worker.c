@@ -59,32 +59,13 @@ static void sleep_ms(const payment_ctx *ctx, int ms) {
 static status_code emit(db_conn *tx, const payment_ctx *ctx, const events_envelope *cause,
                         const char *order_id, int64_t seq, const ProtobufCMessage *m, char *errbuf,
                         size_t errlen) {
-  uint8_t buf[4096];
-  size_t n = protobuf_c_message_get_packed_size(m);
-  if (n > sizeof buf) {
-    snprintf(errbuf, errlen, "payment event too large");
-    return STATUS_INTERNAL;
-  }
-  protobuf_c_message_pack(m, buf);
-  char source[128];
-  snprintf(source, sizeof source, "/shop/%s", ctx->program);
-  events_envelope env = SHOP__EVENTS__V1__EVENT_ENVELOPE__INIT;
-  env.source = source;
-  env.type = (char *)m->descriptor->name;
-  env.subject = (char *)order_id;
-  env.key = (char *)order_id;
-  env.topic = TOPOLOGY_TOPIC_PAYMENT;
-  env.sequence = seq;
-  env.actor = (char *)ctx->program;
-  if (cause != NULL) {
-    env.correlation_id = cause->correlation_id != NULL && cause->correlation_id[0] != '\0'
-                             ? cause->correlation_id
-                             : cause->id;
-    env.traceparent = cause->traceparent;
-  }
-  env.data.data = buf;
-  env.data.len = n;
-  return ctx->sink.append_cb(ctx->sink.self, tx, &env, errbuf, errlen);
+  const outbox_message o = {.program = ctx->program,
+                            .topic = TOPOLOGY_TOPIC_PAYMENT,
+                            .aggregate_id = order_id,
+                            .version = seq,
+                            .correlation_id = outbox_cause_correlation(cause),
+                            .traceparent = cause != NULL ? cause->traceparent : NULL};
+  return outbox_append_message(&ctx->sink, tx, &o, m, errbuf, errlen);
 }
 
 /* ---- The payments row ---------------------------------------------------------------------- */

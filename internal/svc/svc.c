@@ -258,34 +258,16 @@ status_code svc_event_append(db_conn *tx, const rpc_call *call, const char *prog
                              const char *topic, const char *aggregate_id, int64_t version,
                              const ProtobufCMessage *event, const char *actor, char *errbuf,
                              size_t errlen) {
-  uint8_t stackbuf[2048];
-  size_t n = protobuf_c_message_get_packed_size(event);
-  uint8_t *buf = n <= sizeof stackbuf ? stackbuf : malloc(n);
-  if (buf == NULL) {
-    snprintf(errbuf, errlen, "out of memory");
-    return STATUS_INTERNAL;
-  }
-  protobuf_c_message_pack(event, buf);
-  char source[128];
-  snprintf(source, sizeof source, "/shop/%s", program);
   if (actor == NULL || actor[0] == '\0')
     actor = call != NULL && rpc_call_authenticated(call) ? rpc_call_user_id(call) : program;
-
-  events_envelope env = SHOP__EVENTS__V1__EVENT_ENVELOPE__INIT;
-  env.source = source;
-  env.type = (char *)event->descriptor->name;
-  env.subject = (char *)aggregate_id;
-  env.sequence = version;
-  env.correlation_id = call != NULL ? (char *)rpc_call_request_id(call) : "";
-  env.actor = (char *)actor;
-  env.traceparent = call != NULL ? (char *)rpc_call_traceparent(call) : "";
-  env.topic = (char *)topic;
-  env.key = (char *)aggregate_id;
-  env.data.data = buf;
-  env.data.len = n;
-  status_code st = outbox_append(tx, &env, NULL, errbuf, errlen);
-  if (buf != stackbuf) free(buf);
-  return st;
+  const outbox_message o = {.program = program,
+                            .topic = topic,
+                            .aggregate_id = aggregate_id,
+                            .version = version,
+                            .actor = actor,
+                            .correlation_id = call != NULL ? rpc_call_request_id(call) : NULL,
+                            .traceparent = call != NULL ? rpc_call_traceparent(call) : NULL};
+  return outbox_append_message(NULL, tx, &o, event, errbuf, errlen);
 }
 
 /* ---- Read-your-writes ---------------------------------------------------------- */
