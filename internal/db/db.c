@@ -1,7 +1,7 @@
 #include "db/db.h"
 
-#include <errno.h>
 #include <errmsg.h>
+#include <errno.h>
 #include <mysql.h>
 #include <mysqld_error.h>
 #include <pthread.h>
@@ -39,7 +39,7 @@ typedef struct db_cell {
 struct db_rows {
   unsigned ncols;
   size_t nrows;
-  size_t cur; /* 1-based after the first db_rows_next */
+  size_t cur;     /* 1-based after the first db_rows_next */
   db_cell *cells; /* nrows * ncols */
 };
 
@@ -123,8 +123,8 @@ static status_code open_once(db_conn *c, char *errbuf, size_t errlen) {
   mysql_options(my, MYSQL_SET_CHARSET_NAME, "utf8mb4");
   my_bool off = 0;
   mysql_options(my, MYSQL_OPT_RECONNECT, &off);
-  if (mysql_real_connect(my, c->host, c->user, c->password, c->database,
-                         (unsigned)c->p.port, NULL, CLIENT_MULTI_STATEMENTS) == NULL) {
+  if (mysql_real_connect(my, c->host, c->user, c->password, c->database, (unsigned)c->p.port, NULL,
+                         CLIENT_MULTI_STATEMENTS) == NULL) {
     unsigned e = mysql_errno(my);
     seterr(errbuf, errlen, "connect to %s:%d as %s: %s", c->host, c->p.port, c->user,
            mysql_error(my));
@@ -234,9 +234,11 @@ static status_code get_stmt(db_conn *c, const char *sql, MYSQL_STMT **out, char 
     }
   }
   MYSQL_STMT *stmt = mysql_stmt_init(c->my);
-  if (stmt == NULL) return fail_with(c, mysql_errno(c->my), mysql_error(c->my), sql, errbuf, errlen);
+  if (stmt == NULL)
+    return fail_with(c, mysql_errno(c->my), mysql_error(c->my), sql, errbuf, errlen);
   if (mysql_stmt_prepare(stmt, sql, (unsigned long)strlen(sql)) != 0) {
-    status_code st = fail_with(c, mysql_stmt_errno(stmt), mysql_stmt_error(stmt), sql, errbuf, errlen);
+    status_code st =
+        fail_with(c, mysql_stmt_errno(stmt), mysql_stmt_error(stmt), sql, errbuf, errlen);
     mysql_stmt_close(stmt);
     return st;
   }
@@ -302,7 +304,9 @@ static status_code run_stmt(db_conn *c, const char *sql, const db_value *params,
     memset(binds, 0, sizeof(MYSQL_BIND) * (n > 0 ? n : 1));
     for (size_t i = 0; i < n; i++) {
       switch (params[i].type) {
-      case DB_T_NULL: binds[i].buffer_type = MYSQL_TYPE_NULL; break;
+      case DB_T_NULL:
+        binds[i].buffer_type = MYSQL_TYPE_NULL;
+        break;
       case DB_T_I64:
         binds[i].buffer_type = MYSQL_TYPE_LONGLONG;
         binds[i].buffer = (void *)&params[i].i;
@@ -311,7 +315,7 @@ static status_code run_stmt(db_conn *c, const char *sql, const db_value *params,
       case DB_T_BLOB:
         binds[i].buffer_type = params[i].type == DB_T_STR ? MYSQL_TYPE_STRING : MYSQL_TYPE_BLOB;
         binds[i].buffer = (void *)(params[i].p != NULL ? params[i].p : "");
-        lens[i] = params[i].p == NULL ? 0
+        lens[i] = params[i].p == NULL           ? 0
                   : params[i].len == (size_t)-1 ? (unsigned long)strlen(params[i].p)
                                                 : (unsigned long)params[i].len;
         binds[i].buffer_length = lens[i];

@@ -27,7 +27,7 @@
 #include "status/status.h"
 
 typedef struct db_params {
-  const char *host;     /* "127.0.0.1" uses TCP */
+  const char *host; /* "127.0.0.1" uses TCP */
   int port;
   const char *user;
   const char *password;

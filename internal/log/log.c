@@ -49,11 +49,21 @@ size_t log_json_escape(char *dst, size_t dstlen, const char *src) {
     char tmp[8];
     size_t n;
     switch (*s) {
-    case '"': n = 2, memcpy(tmp, "\\\"", 2); break;
-    case '\\': n = 2, memcpy(tmp, "\\\\", 2); break;
-    case '\n': n = 2, memcpy(tmp, "\\n", 2); break;
-    case '\r': n = 2, memcpy(tmp, "\\r", 2); break;
-    case '\t': n = 2, memcpy(tmp, "\\t", 2); break;
+    case '"':
+      n = 2, memcpy(tmp, "\\\"", 2);
+      break;
+    case '\\':
+      n = 2, memcpy(tmp, "\\\\", 2);
+      break;
+    case '\n':
+      n = 2, memcpy(tmp, "\\n", 2);
+      break;
+    case '\r':
+      n = 2, memcpy(tmp, "\\r", 2);
+      break;
+    case '\t':
+      n = 2, memcpy(tmp, "\\t", 2);
+      break;
     default:
       if (*s < 0x20 || *s == 0x7f) {
         n = (size_t)snprintf(tmp, sizeof tmp, "\\u%04x", *s);

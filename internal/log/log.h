@@ -58,9 +58,9 @@ void log_emit_kv(log_level level, const log_ctx *ctx, const char *const *kv, int
  * the length written. */
 size_t log_json_escape(char *dst, size_t dstlen, const char *src);
 
-#define LOG_AT_(lvl, ctx, ...)                                                                 \
-  do {                                                                                         \
-    if (log_enabled(lvl)) log_emit(lvl, ctx, __VA_ARGS__);                                     \
+#define LOG_AT_(lvl, ctx, ...)                                                                     \
+  do {                                                                                             \
+    if (log_enabled(lvl)) log_emit(lvl, ctx, __VA_ARGS__);                                         \
   } while (0)
 #define log_debug(ctx, ...) LOG_AT_(LOG_LEVEL_DEBUG, ctx, __VA_ARGS__)
 #define log_info(ctx, ...) LOG_AT_(LOG_LEVEL_INFO, ctx, __VA_ARGS__)

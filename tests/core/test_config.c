@@ -121,8 +121,8 @@ Test(config, yaml_syntax_errors_name_the_line) {
 
 Test(config, environment_references_expand_with_defaults) {
   setenv("SHOP_TEST_DIR_X", "/srv/x", 1);
-  const char *path =
-      write_file("h.yaml", "mysql:\n  secrets_dir: ${SHOP_TEST_DIR_X}/s\n  host: ${NOPE_UNSET:-db.local}\n");
+  const char *path = write_file(
+      "h.yaml", "mysql:\n  secrets_dir: ${SHOP_TEST_DIR_X}/s\n  host: ${NOPE_UNSET:-db.local}\n");
   shop_cfg *cfg;
   char err[256];
   cr_assert_eq(config_load(&cfg, path, err, sizeof err), 0, "%s", err);

@@ -48,8 +48,8 @@ static void emit_nasty(void) { log_warn(NULL, "quote \" backslash \\ newline \n 
 
 Test(log, messages_are_json_escaped) {
   char *out = capture(LOG_LEVEL_DEBUG, emit_nasty);
-  cr_assert_not_null(strstr(out, "quote \\\" backslash \\\\ newline \\n tab \\t bell \\u0007"), "%s",
-                     out);
+  cr_assert_not_null(strstr(out, "quote \\\" backslash \\\\ newline \\n tab \\t bell \\u0007"),
+                     "%s", out);
   free(out);
 }
 

@@ -250,8 +250,12 @@ Test(db, a_pool_hands_each_thread_its_own_connection) {
   char dir[1024], pw[256];
   snprintf(dir, sizeof dir, "%s/mysql", getenv("SHOP_SECRETS_DIR"));
   cr_assert(db_password_from_dir(dir, "shop_test", pw, sizeof pw, err, sizeof err), "%s", err);
-  db_params p = {.host = "127.0.0.1", .port = atoi(port), .user = "shop_test", .password = pw,
-                 .database = "shop_test", .connect_timeout_ms = 2000};
+  db_params p = {.host = "127.0.0.1",
+                 .port = atoi(port),
+                 .user = "shop_test",
+                 .password = pw,
+                 .database = "shop_test",
+                 .connect_timeout_ms = 2000};
   db_pool *pool;
   cr_assert_eq(db_pool_create(&pool, &p, 2, err, sizeof err), STATUS_OK, "%s", err);
   db_conn *a, *b;
@@ -259,8 +263,10 @@ Test(db, a_pool_hands_each_thread_its_own_connection) {
   cr_assert_eq(db_pool_get(pool, &b, err, sizeof err), STATUS_OK);
   cr_assert_neq(a, b);
   int64_t ida, idb;
-  cr_assert_eq(db_query_i64(a, "SELECT CONNECTION_ID()", NULL, 0, &ida, err, sizeof err), STATUS_OK);
-  cr_assert_eq(db_query_i64(b, "SELECT CONNECTION_ID()", NULL, 0, &idb, err, sizeof err), STATUS_OK);
+  cr_assert_eq(db_query_i64(a, "SELECT CONNECTION_ID()", NULL, 0, &ida, err, sizeof err),
+               STATUS_OK);
+  cr_assert_eq(db_query_i64(b, "SELECT CONNECTION_ID()", NULL, 0, &idb, err, sizeof err),
+               STATUS_OK);
   cr_assert_neq(ida, idb);
   db_pool_put(pool, a);
   db_conn *again;

@@ -113,9 +113,8 @@ static void round_trip(const char *compression) {
     rd_kafka_header_add(hdrs, ce_headers[i][0], -1, ce_headers[i][1], -1);
   }
   rd_kafka_resp_err_t e = rd_kafka_producev(
-      p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
-      RD_KAFKA_V_VALUE(value, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-      RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+      p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(value, vlen),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
   cr_assert_eq(e, RD_KAFKA_RESP_ERR_NO_ERROR, "%s", rd_kafka_err2str(e));
   cr_assert_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
   cr_assert_eq(dr.delivered, 1);
@@ -186,4 +185,6 @@ Test(kafka, an_uncompressed_event_makes_the_round_trip_through_a_group) { round_
 Test(kafka, an_lz4_compressed_event_makes_the_round_trip_through_a_group) { round_trip("lz4"); }
 Test(kafka, a_gzip_compressed_event_makes_the_round_trip_through_a_group) { round_trip("gzip"); }
 Test(kafka, a_zstd_compressed_event_makes_the_round_trip_through_a_group) { round_trip("zstd"); }
-Test(kafka, a_snappy_compressed_event_makes_the_round_trip_through_a_group) { round_trip("snappy"); }
+Test(kafka, a_snappy_compressed_event_makes_the_round_trip_through_a_group) {
+  round_trip("snappy");
+}

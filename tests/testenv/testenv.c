@@ -10,7 +10,7 @@ static const char *need_env(const char *name) {
   const char *v = getenv(name);
   if (v == NULL || v[0] == '\0') {
     cr_assert_fail("%s is not set: run the integration tests through `make test` (scripts/test.sh)",
-             name);
+                   name);
   }
   return v;
 }
@@ -42,6 +42,5 @@ void testenv_unique(char *buf, size_t len, const char *prefix) {
   static unsigned counter;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
-  snprintf(buf, len, "%s%ld_%u_%ld", prefix, (long)getpid(), counter++,
-           (long)(ts.tv_nsec / 1000));
+  snprintf(buf, len, "%s%ld_%u_%ld", prefix, (long)getpid(), counter++, (long)(ts.tv_nsec / 1000));
 }
