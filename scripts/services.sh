@@ -5,11 +5,13 @@
 #
 #   scripts/services.sh start|stop|status [--profile run|test] [--build DIR]
 #
-# start is idempotent (a running program is left alone) and waits until
-# each program logs "<name>: serving" (time limit 60 s; the log's tail is
-# printed on failure). stop sends SIGTERM (the programs drain and exit 0),
-# then SIGKILL after 30 s. Pid files: <run dir>/pids/<name>.pid; logs:
-# <run dir>/logs/<name>.log.
+# Each program runs under scripts/lib/supervise.sh, which restarts it with
+# backoff when it dies and logs each restart. start is idempotent (a running
+# program is left alone) and waits until each program logs "<name>:
+# serving" (time limit 60 s; the log's tail is printed on failure). stop
+# sends SIGTERM to the supervisor, which passes it on (the programs drain
+# and exit 0); SIGKILL after 30 s. Pid files (the supervisors'):
+# <run dir>/pids/<name>.pid; logs: <run dir>/logs/<name>.log.
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -60,7 +62,8 @@ start_one() {
 		return 0
 	fi
 	offset=$(stat -c %s "$log" 2>/dev/null || echo 0)
-	setsid "$bin" --config "$config" </dev/null >>"$log" 2>&1 &
+	setsid "$SHOP_REPO/scripts/lib/supervise.sh" "$name" "$log" "$bin" --config "$config" \
+		</dev/null >>"$log" 2>&1 &
 	pid=$!
 	printf '%s\n' "$pid" >"$pidfile"
 	local serving="\"$name: serving"
@@ -82,7 +85,10 @@ stop)
 	for ((i = ${#SHOP_PROGRAMS[@]} - 1; i >= 0; i--)); do
 		p=${SHOP_PROGRAMS[i]}
 		if [[ -e $piddir/$p.pid ]]; then
+			sup=$(proc_pid_ours "$piddir/$p.pid" "$(mark_of "$p")") || sup=
 			proc_stop "$p" "$piddir/$p.pid" "$(mark_of "$p")" 30
+			# A supervisor killed after the grace period leaves its program.
+			[[ -n $sup ]] && pkill -KILL -P "$sup" 2>/dev/null || true
 		fi
 	done
 	;;
