@@ -1,0 +1,282 @@
+/* shopctl, the built binary, against a real shop-echo server and the test
+ * Kafka broker. Every program is started through support/proc.h and
+ * stopped in the same test. */
+#include <criterion/criterion.h>
+#include <librdkafka/rdkafka.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "events/events.h"
+#include "shop/order/v1/events.pb-c.h"
+#include "support/proc.h"
+#include "testenv.h"
+
+#define KEY "shop-test-signing-key-0123456789abcdef"
+
+static char dir[256], cfg_path[300], url[64], xdg_env[320];
+static proc *echo;
+static int run_no;
+
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  cr_assert_not_null(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+static void echo_start(void) {
+  snprintf(dir, sizeof dir, "/tmp/shopctl-test-XXXXXX");
+  cr_assert_not_null(mkdtemp(dir));
+  snprintf(cfg_path, sizeof cfg_path, "%s/shop.yaml", dir);
+  snprintf(xdg_env, sizeof xdg_env, "XDG_CONFIG_HOME=%s/xdg", dir);
+  write_file(cfg_path, "log:\n  level: warn\nauth:\n  issuer: shop-test\n");
+  int port = proc_free_tcp_port();
+  cr_assert_gt(port, 0);
+  snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
+  char log_path[320];
+  snprintf(log_path, sizeof log_path, "%s/echo.log", dir);
+  const char *args[] = {"--config", cfg_path, "--listen", url, NULL};
+  const char *env[] = {"SHOP_AUTH__JWT_KEY=" KEY, NULL};
+  proc_opts o = {
+      .path = SHOP_ECHO_BIN, .argv = args, .env = env, .probe_url = url, .log_path = log_path};
+  char err[256];
+  cr_assert_eq(proc_start(&echo, &o, err, sizeof err), STATUS_OK, "%s", err);
+}
+
+static void echo_stop(void) {
+  int code = -1;
+  proc_stop(echo, 10000, &code);
+  proc_destroy(echo);
+  echo = NULL;
+  cr_expect_eq(code, 0);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  cr_expect_eq(system(cmd), 0);
+}
+
+/* Runs shopctl with the arguments (NULL-terminated) and waits for it;
+ * stdout and stderr land in out. Returns the exit code. */
+static int shopctl(char *out, size_t outlen, ...) {
+  const char *args[32];
+  int n = 0;
+  va_list ap;
+  va_start(ap, outlen);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL && n < 31) args[n++] = a;
+  va_end(ap);
+  args[n] = NULL;
+  char log_path[320];
+  snprintf(log_path, sizeof log_path, "%s/shopctl-%d.out", dir, ++run_no);
+  const char *env[] = {xdg_env, "SHOP_CONFIG=", NULL};
+  proc_opts o = {.path = SHOPCTL_BIN, .argv = args, .env = env, .log_path = log_path};
+  proc *p;
+  char err[256];
+  cr_assert_eq(proc_start(&p, &o, err, sizeof err), STATUS_OK, "%s", err);
+  for (int i = 0; i < 6000 && proc_alive(p); i++) {
+    struct timespec ts = {0, 10 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  int code = -1;
+  proc_stop(p, 5000, &code);
+  proc_destroy(p);
+  FILE *f = fopen(log_path, "r");
+  size_t len = f ? fread(out, 1, outlen - 1, f) : 0;
+  out[len] = '\0';
+  if (f) fclose(f);
+  return code;
+}
+
+static char out[65536];
+
+Test(shopctl, list_shows_linked_services_and_what_a_server_serves, .init = echo_start,
+     .fini = echo_stop) {
+  cr_assert_eq(shopctl(out, sizeof out, "list", NULL), 0, "%s", out);
+  cr_assert_not_null(strstr(out, "shop.order.v1.OrderCommandService\n"), "%s", out);
+  cr_assert_eq(shopctl(out, sizeof out, "--server", url, "list", NULL), 0, "%s", out);
+  cr_assert_not_null(strstr(out, "shop.testing.v1.EchoService\n"), "%s", out);
+  cr_assert_null(strstr(out, "OrderCommandService"), "%s", out);
+  cr_assert_eq(shopctl(out, sizeof out, "list", "OrderQueryService", NULL), 0, "%s", out);
+  cr_assert_not_null(strstr(out, "shop.order.v1.OrderQueryService.GetOrder\n"), "%s", out);
+}
+
+Test(shopctl, describe_shows_methods_and_messages, .init = echo_start, .fini = echo_stop) {
+  cr_assert_eq(shopctl(out, sizeof out, "--server", url, "describe", "EchoService.Echo", NULL), 0,
+               "%s", out);
+  cr_assert_not_null(strstr(out, "rpc Echo(shop.testing.v1.EchoRequest)"), "%s", out);
+  cr_assert_not_null(strstr(out, "  bytes blob = 2;"), "%s", out);
+  cr_assert_eq(shopctl(out, sizeof out, "--server", url, "describe", "EchoService", NULL), 0, "%s",
+               out);
+  cr_assert_not_null(strstr(out, "  rpc Command(shop.testing.v1.CommandRequest)"), "%s", out);
+  cr_assert_eq(shopctl(out, sizeof out, "--server", url, "list", "EchoService", NULL), 0, "%s",
+               out);
+  cr_assert_not_null(strstr(out, "shop.testing.v1.EchoService.Sleep\n"), "%s", out);
+  cr_assert_eq(shopctl(out, sizeof out, "--server", url, "describe",
+                       "shop.order.v1.OrderCommandService", NULL),
+               5, "%s", out);
+  cr_assert_not_null(strstr(out, "NOT_FOUND"), "%s", out);
+  cr_assert_eq(shopctl(out, sizeof out, "describe", "shop.order.v1.OrderCommandService", NULL), 0,
+               "%s", out);
+  cr_assert_not_null(strstr(out, "CreateOrder, command"), "%s", out);
+}
+
+Test(shopctl, call_converts_json_both_ways, .init = echo_start, .fini = echo_stop) {
+  cr_assert_eq(
+      shopctl(out, sizeof out, "--server", url, "call", "/shop.testing.v1.EchoService/Echo",
+              "{\"message\":\"hi\",\"blob\":\"AAE=\"}", "-H", "x-test:1", "--timeout", "5s", NULL),
+      0, "%s", out);
+  cr_assert_not_null(strstr(out, "\"message\": \"hi\""), "%s", out);
+  cr_assert_not_null(strstr(out, "\"blob\": \"AAE=\""), "%s", out);
+}
+
+Test(shopctl, a_given_idempotency_key_is_sent, .init = echo_start, .fini = echo_stop) {
+  /* EchoService is not a *CommandService, so shopctl generates no key for
+   * it: the server's refusal shows the violation. */
+  cr_assert_eq(shopctl(out, sizeof out, "--server", url, "call", "EchoService.Command",
+                       "{\"name\":\"a\",\"amount\":\"5\"}", NULL),
+               3, "%s", out);
+  cr_assert_not_null(strstr(out, "  idempotency_key: required"), "%s", out);
+  cr_assert_eq(shopctl(out, sizeof out, "--server", url, "--idempotency-key", "k-1", "call",
+                       "shop.testing.v1.EchoService/Command", "{\"name\":\"b\"}", NULL),
+               0, "%s", out);
+  cr_assert_not_null(strstr(out, "\"name\": \"b\""), "%s", out);
+}
+
+Test(shopctl, errors_exit_with_the_status_code_and_print_violations, .init = echo_start,
+     .fini = echo_stop) {
+  cr_assert_eq(shopctl(out, sizeof out, "--server", url, "call", "EchoService.Echo",
+                       "{\"message\":\"\"}", NULL),
+               3, "%s", out);
+  cr_assert_not_null(strstr(out, "ERROR: INVALID_ARGUMENT: message is required"), "%s", out);
+  cr_assert_not_null(strstr(out, "  message: must not be empty"), "%s", out);
+  cr_assert_eq(shopctl(out, sizeof out, "--server", url, "call", "EchoService.Echo",
+                       "{\"mesage\":\"x\"}", NULL),
+               3, "%s", out);
+  cr_assert_not_null(strstr(out, "mesage: unknown field"), "%s", out);
+  cr_assert_eq(shopctl(out, sizeof out, "--server", url, "call", "EchoService.Nope", "{}", NULL), 5,
+               "%s", out);
+  cr_assert_eq(shopctl(out, sizeof out, "--server", "tcp://127.0.0.1:1", "--timeout", "300", "call",
+                       "EchoService.Echo", "{\"message\":\"x\"}", NULL),
+               14, "%s", out);
+}
+
+Test(shopctl, health_reports_serving, .init = echo_start, .fini = echo_stop) {
+  cr_assert_eq(shopctl(out, sizeof out, "--server", url, "health", NULL), 0, "%s", out);
+  cr_assert_not_null(strstr(out, "\"status\":\"SERVING\""), "%s", out);
+}
+
+/* ---- events tail ------------------------------------------------------- */
+
+static void produce_order_created(const char *brokers, const char *topic) {
+  Shop__Order__V1__OrderCreated ev = SHOP__ORDER__V1__ORDER_CREATED__INIT;
+  ev.order_id = "order-tail-1";
+  ev.customer_id = "cust-1";
+  uint8_t buf[256];
+  size_t len = shop__order__v1__order_created__pack(&ev, buf);
+  char err[256];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  cr_assert_not_null(rk, "%s", err);
+  rd_kafka_resp_err_t e = rd_kafka_producev(
+      rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(2), RD_KAFKA_V_KEY("order-tail-1", 12),
+      RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_HEADER("ce_specversion", "1.0", 3),
+      RD_KAFKA_V_HEADER("ce_id", "id-1", 4),
+      RD_KAFKA_V_HEADER("ce_type", "shop.order.v1.OrderCreated", -1),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+  cr_assert_eq(e, RD_KAFKA_RESP_ERR_NO_ERROR, "%s", rd_kafka_err2str(e));
+  cr_assert_eq(rd_kafka_flush(rk, 20000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_destroy(rk);
+}
+
+static void tmp_dir(void) {
+  snprintf(dir, sizeof dir, "/tmp/shopctl-test-XXXXXX");
+  cr_assert_not_null(mkdtemp(dir));
+  snprintf(xdg_env, sizeof xdg_env, "XDG_CONFIG_HOME=%s/xdg", dir);
+}
+
+static void tmp_dir_rm(void) {
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  cr_expect_eq(system(cmd), 0);
+}
+
+Test(shopctl, events_tail_prints_records_decoded_by_type, .init = tmp_dir, .fini = tmp_dir_rm) {
+  const char *brokers = testenv_kafka_brokers();
+  char topic[128], err[256];
+  testenv_unique(topic, sizeof topic, "shopctl.tail");
+  cr_assert_eq(events_topic_create(brokers, topic, 3, 30000, err, sizeof err), STATUS_OK, "%s",
+               err);
+  produce_order_created(brokers, topic);
+  int code = shopctl(out, sizeof out, "--brokers", brokers, "events", "tail", topic,
+                     "--from-beginning", "--max", "1", "--timeout", "30s", NULL);
+  events_topic_delete(brokers, topic, 30000, NULL, 0);
+  events_shutdown_wait(10000);
+  cr_assert_eq(code, 0, "%s", out);
+  cr_assert_not_null(strstr(out, "\"partition\":2,\"offset\":0"), "%s", out);
+  cr_assert_not_null(strstr(out, "\"key\":\"order-tail-1\""), "%s", out);
+  cr_assert_not_null(strstr(out, "\"ce_id\":\"id-1\""), "%s", out);
+  cr_assert_not_null(strstr(out, "\"type\":\"shop.order.v1.OrderCreated\""), "%s", out);
+  cr_assert_not_null(
+      strstr(out, "\"event\":{\"orderId\":\"order-tail-1\",\"customerId\":\"cust-1\"}"), "%s", out);
+}
+
+static void produce_dead_letter(const char *brokers, const char *dlt, const char *original) {
+  Shop__Order__V1__OrderCreated ev = SHOP__ORDER__V1__ORDER_CREATED__INIT;
+  ev.order_id = "order-dlt-1";
+  uint8_t buf[256];
+  size_t len = shop__order__v1__order_created__pack(&ev, buf);
+  char err[256];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  cr_assert_not_null(rk, "%s", err);
+  rd_kafka_resp_err_t e = rd_kafka_producev(
+      rk, RD_KAFKA_V_TOPIC(dlt), RD_KAFKA_V_PARTITION(0), RD_KAFKA_V_KEY("order-dlt-1", 11),
+      RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_HEADER("ce_specversion", "1.0", 3),
+      RD_KAFKA_V_HEADER("ce_id", "dlt-id-1", -1),
+      RD_KAFKA_V_HEADER("ce_type", "shop.order.v1.OrderCreated", -1),
+      RD_KAFKA_V_HEADER(EVENTS_DLT_ORIGINAL_TOPIC, original, -1),
+      RD_KAFKA_V_HEADER(EVENTS_DLT_ORIGINAL_PARTITION, "1", -1),
+      RD_KAFKA_V_HEADER(EVENTS_DLT_ORIGINAL_OFFSET, "7", -1),
+      RD_KAFKA_V_HEADER(EVENTS_DLT_GROUP, "g1", -1),
+      RD_KAFKA_V_HEADER(EVENTS_DLT_ERROR, "boom", -1),
+      RD_KAFKA_V_HEADER(EVENTS_DLT_ATTEMPTS, "3", -1), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+      RD_KAFKA_V_END);
+  cr_assert_eq(e, RD_KAFKA_RESP_ERR_NO_ERROR, "%s", rd_kafka_err2str(e));
+  cr_assert_eq(rd_kafka_flush(rk, 20000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_destroy(rk);
+}
+
+Test(shopctl, dlt_list_and_replay_send_a_dead_letter_back, .init = tmp_dir, .fini = tmp_dir_rm) {
+  const char *brokers = testenv_kafka_brokers();
+  char topic[128], dlt[160], err[256];
+  testenv_unique(topic, sizeof topic, "shopctl.dlt");
+  snprintf(dlt, sizeof dlt, "%s.g1.dlt", topic);
+  cr_assert_eq(events_topic_create(brokers, topic, 2, 30000, err, sizeof err), STATUS_OK, "%s",
+               err);
+  cr_assert_eq(events_topic_create(brokers, dlt, 1, 30000, err, sizeof err), STATUS_OK, "%s", err);
+  produce_dead_letter(brokers, dlt, topic);
+  char listed[8192], replayed[1024];
+  int c1 = shopctl(listed, sizeof listed, "--brokers", brokers, "dlt", "list", topic, "g1", NULL);
+  int c2 =
+      shopctl(replayed, sizeof replayed, "--brokers", brokers, "dlt", "replay", topic, "g1", NULL);
+  int c3 = shopctl(out, sizeof out, "--brokers", brokers, "events", "tail", topic,
+                   "--from-beginning", "--max", "1", "--timeout", "30s", NULL);
+  events_topic_delete(brokers, dlt, 30000, NULL, 0);
+  events_topic_delete(brokers, topic, 30000, NULL, 0);
+  events_shutdown_wait(10000);
+  cr_assert_eq(c1, 0, "%s", listed);
+  cr_assert_not_null(strstr(listed, "\"eventId\":\"dlt-id-1\""), "%s", listed);
+  cr_assert_not_null(strstr(listed, "\"error\":\"boom\""), "%s", listed);
+  cr_assert_not_null(strstr(listed, "\"event\":{\"orderId\":\"order-dlt-1\"}"), "%s", listed);
+  cr_assert_eq(c2, 0, "%s", replayed);
+  cr_assert_not_null(strstr(replayed, "{\"replayed\":1}"), "%s", replayed);
+  cr_assert_eq(c3, 0, "%s", out);
+  cr_assert_not_null(strstr(out, "\"ce_id\":\"dlt-id-1\""), "%s", out);
+  cr_assert_null(strstr(out, "dlt_error"), "%s", out);
+}
