@@ -22,7 +22,7 @@ source "$SHOP_REPO/scripts/lib/proc.sh"
 # In start order: the query sides first, so that a command's events find
 # their projections listening; workers last.
 SHOP_PROGRAMS=(user-query user-command product-query product-command
-	order-query order-command inventory-worker payment-worker)
+	order-query order-command inventory-worker payment-worker notification-worker audit-worker)
 
 usage() {
 	sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"

@@ -25,9 +25,12 @@ typedef struct cfg_key {
   const char *const *choices; /* NULL-terminated, for enumerated strings */
 } cfg_key;
 
-#define S(path, field, def) {path, CFG_STR, offsetof(shop_cfg, field), 0, 0, def, false, NULL}
-#define SECRET(path, field) {path, CFG_STR, offsetof(shop_cfg, field), 0, 0, "", true, NULL}
-#define I(path, field, min, max, def) {path, CFG_INT, offsetof(shop_cfg, field), min, max, #def, false, NULL}
+#define S(path, field, def)                                                                        \
+  { path, CFG_STR, offsetof(shop_cfg, field), 0, 0, def, false, NULL }
+#define SECRET(path, field)                                                                        \
+  { path, CFG_STR, offsetof(shop_cfg, field), 0, 0, "", true, NULL }
+#define I(path, field, min, max, def)                                                              \
+  { path, CFG_INT, offsetof(shop_cfg, field), min, max, #def, false, NULL }
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
@@ -94,11 +97,24 @@ static const cfg_key cfg_table[] = {
     S("payment.state_dir", payment.state_dir, "${SHOP_RUN_DIR:-.shop/run}/payment-gateway"),
     I("payment.retry_max", payment.retry_max, 0, 100, 5),
     I("payment.retry_backoff_ms", payment.retry_backoff_ms, 1, 60000, 100),
+
+    /* Notifications (issue 7; see internal/notification). */
+    S("notify.smtp_url", notify.smtp_url, "smtp://127.0.0.1:2525"),
+    S("notify.smtp_from", notify.smtp_from, "shop@shop.local"),
+    S("notify.smtp_tls", notify.smtp_tls, "none"),
+    S("notify.sms_url", notify.sms_url, ""),
+    S("notify.push_url", notify.push_url, ""),
+    I("notify.retry_max", notify.retry_max, 0, 100, 3),
+    I("notify.retry_backoff_ms", notify.retry_backoff_ms, 1, 60000, 200),
+    I("notify.timeout_ms", notify.timeout_ms, 100, 600000, 10000),
+    S("notify.admin_email", notify.admin_email, "admin@shop.local"),
 };
 
 #define CFG_COUNT (sizeof cfg_table / sizeof cfg_table[0])
 
-static char **str_slot(shop_cfg *cfg, const cfg_key *k) { return (char **)((char *)cfg + k->offset); }
+static char **str_slot(shop_cfg *cfg, const cfg_key *k) {
+  return (char **)((char *)cfg + k->offset);
+}
 static int *int_slot(shop_cfg *cfg, const cfg_key *k) { return (int *)((char *)cfg + k->offset); }
 
 static void fail(char *errbuf, size_t errlen, const char *fmt, ...)
@@ -260,7 +276,7 @@ static int load_yaml(shop_cfg *cfg, const char *path, char *errbuf, size_t errle
   yaml_parser_set_input_file(&parser, f);
 
   int rc = -1;
-  int depth = 0;           /* mapping depth */
+  int depth = 0; /* mapping depth */
   char section[128] = "";
   char key[128] = "";
   bool want_key = true; /* at the current depth, the next scalar is a key */
@@ -275,7 +291,9 @@ static int load_yaml(shop_cfg *cfg, const char *path, char *errbuf, size_t errle
     }
     size_t line = ev.start_mark.line + 1;
     switch (ev.type) {
-    case YAML_STREAM_END_EVENT: done = true; break;
+    case YAML_STREAM_END_EVENT:
+      done = true;
+      break;
     case YAML_MAPPING_START_EVENT:
       if (depth >= 2) {
         fail(errbuf, errlen, "%s:%zu: %s.%s: nesting deeper than section.key", path, line, section,
@@ -336,7 +354,8 @@ static int load_yaml(shop_cfg *cfg, const char *path, char *errbuf, size_t errle
       }
       break;
     }
-    default: break;
+    default:
+      break;
     }
     yaml_event_delete(&ev);
   }

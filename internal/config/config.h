@@ -30,8 +30,8 @@ typedef struct shop_cfg {
   struct {
     char *host;
     int port;
-    char *secrets_dir;   /* holds one password file per account */
-    char *password;      /* secret: overrides the file of the account */
+    char *secrets_dir; /* holds one password file per account */
+    char *password;    /* secret: overrides the file of the account */
     int connect_timeout_ms;
     int connect_retry_ms; /* keep retrying the first connection this long */
     int pool_size;
@@ -40,9 +40,9 @@ typedef struct shop_cfg {
     char *brokers;
     int session_timeout_ms;
     int heartbeat_ms;
-    int max_retries;       /* handler attempts before dead-lettering */
-    int retry_backoff_ms;  /* first backoff; doubles up to 10x */
-    int batch_size;        /* events per consumer transaction */
+    int max_retries;      /* handler attempts before dead-lettering */
+    int retry_backoff_ms; /* first backoff; doubles up to 10x */
+    int batch_size;       /* events per consumer transaction */
     int outbox_retention_s;
     int processed_retention_s;
   } kafka;
@@ -62,12 +62,12 @@ typedef struct shop_cfg {
     int default_timeout_ms;
     int max_timeout_ms;
     int drain_grace_ms;
-    int retry_max;         /* client retries on UNAVAILABLE */
+    int retry_max; /* client retries on UNAVAILABLE */
     int retry_backoff_ms;
     int idempotency_retention_s;
   } rpc;
   struct {
-    char *jwt_key;         /* secret: HS256 key, at least 32 bytes */
+    char *jwt_key; /* secret: HS256 key, at least 32 bytes */
     char *issuer;
     int access_ttl_s;
     int refresh_ttl_s;
@@ -107,6 +107,18 @@ typedef struct shop_cfg {
     int retry_max;        /* worker retries of a transient gateway failure */
     int retry_backoff_ms; /* first backoff; doubles per retry */
   } payment;
+  struct {
+    /* notification-worker's channels (internal/notification/notification.h). */
+    char *smtp_url;       /* "smtp://host:port"; "smtps://" for implicit TLS */
+    char *smtp_from;      /* envelope and header sender */
+    char *smtp_tls;       /* none | starttls | tls */
+    char *sms_url;        /* SMS webhook (JSON POST); "" disables it */
+    char *push_url;       /* push webhook (JSON POST); "" disables it */
+    int retry_max;        /* retries of a transient failure within one try */
+    int retry_backoff_ms; /* first backoff; doubles per retry */
+    int timeout_ms;       /* per send */
+    char *admin_email;    /* where InventoryLow goes */
+  } notify;
 } shop_cfg;
 
 /* Loads defaults, then path (may be NULL: defaults and environment only),

@@ -1,0 +1,153 @@
+/*
+ * audit: audit-worker's domain (DESIGN.md, "audit-worker"): an append-only,
+ * hash-chained log of every event on every domain topic, and the admin-only
+ * shop.audit.v1.AuditQueryService over it.
+ *
+ * The log (table audit_log, migrations component "audit"): one row per
+ * event id (unique), row ids 1, 2, 3, ... without gaps, each row holding the
+ * event's attributes, its raw bytes, where it was read (topic, partition,
+ * offset), when it was appended, and
+ *
+ *   hash = SHA-256(prev_hash || canonical content)
+ *
+ * where prev_hash is the previous row's hash (32 zero bytes for row 1) and
+ * the canonical content is, for each field in this order, an 8-byte
+ * big-endian length followed by the field's bytes (integers as decimal
+ * text): row_id, event_id, topic, partition, offset, type, source, actor,
+ * subject, sequence, event_time_ms, correlation_id, traceparent, key, data,
+ * recorded_ms. (audit_row_hash computes it.)
+ *
+ * One writer at a time: audit_append takes GET_LOCK('shop.audit.chain') on
+ * a connection of its own for the duration of its own short transaction
+ * (read the head, insert the rows, commit, release), so two audit-worker
+ * instances interleave whole batches and the chain stays linear. Because
+ * that transaction is not the consumer's inbox transaction, the event id's
+ * unique key is what makes an append idempotent: ids already in the log are
+ * skipped, so a redelivery after a crash between the two commits changes
+ * nothing.
+ *
+ * The runtime account (shop_audit) has SELECT and INSERT only. The consumer
+ * framework's periodic purge of processed_events (a DELETE) is therefore
+ * refused and logged as a warning: the inbox table grows by one row per
+ * event, which the audit log does anyway. accounts.conf grants per database
+ * only (one line per account, CREATE OR REPLACE USER per line), so a
+ * table-level DELETE grant cannot be written there without changing
+ * scripts/lib/mariadb.sh. The same holds for the RPC idempotency purge
+ * (the audit service has no commands, so that table stays empty).
+ *
+ * Domain code: includes neither mysql.h nor nng.h.
+ */
+#ifndef SHOP_AUDIT_H
+#define SHOP_AUDIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth/auth.h"
+#include "config/config.h"
+#include "db/db.h"
+#include "events/consumer.h"
+#include "rpc/rpc.h"
+#include "shop/audit/v1/queries.pb-c.h"
+#include "status/status.h"
+#include "svc/svc.h"
+
+extern const db_migration audit_migrations[];
+extern const size_t audit_migrations_count;
+
+#define AUDIT_HASH_SIZE 32
+#define AUDIT_CHAIN_LOCK "shop.audit.chain"
+
+/* One row of the log, as stored. Strings and data are borrowed. */
+typedef struct audit_row {
+  int64_t row_id;
+  const char *event_id;
+  const char *topic;
+  int32_t partition;
+  int64_t offset;
+  const char *type;
+  const char *source;
+  const char *actor;
+  const char *subject;
+  int64_t sequence;
+  int64_t event_time_ms;
+  const char *correlation_id;
+  const char *traceparent;
+  const char *key;
+  const uint8_t *data;
+  size_t data_len;
+  int64_t recorded_ms;
+} audit_row;
+
+/* hash = SHA-256(prev || canonical content of row). */
+void audit_row_hash(const audit_row *row, const uint8_t prev[AUDIT_HASH_SIZE],
+                    uint8_t out[AUDIT_HASH_SIZE]);
+
+/* The worker's context: the pool it appends with (its own connection per
+ * batch) and the notifier the query side waits on. */
+typedef struct audit_ctx {
+  db_pool *db;
+  /* For RebuildOrderProjection (all borrowed; NULL: the RPC answers
+   * FAILED_PRECONDITION): the config (secrets dir, order-query endpoint),
+   * the JWT keys (the in-process server and the admin token it calls
+   * with) and the audit account's connection parameters (host, port). */
+  const shop_cfg *cfg;
+  const auth_keys *auth;
+  const db_params *dbp;
+  svc_notifier notifier;
+  int lock_timeout_s; /* GET_LOCK wait; default 10 */
+  int64_t appended;   /* rows appended by this process (stats) */
+} audit_ctx;
+
+void audit_ctx_init(audit_ctx *ctx, db_pool *db);
+void audit_ctx_destroy(audit_ctx *ctx);
+
+/* Appends the events not yet in the log, in the order given, on connection
+ * c (no transaction open on it): lock, one transaction, release. *added
+ * (may be NULL) gets the number of rows inserted. UNAVAILABLE when the lock
+ * could not be taken in time or the database is gone (transient). */
+status_code audit_append(db_conn *c, const consumer_msg *msgs, size_t n, int lock_timeout_s,
+                         int *added, char *errbuf, size_t errlen);
+
+/* Consumer handler (arg: audit_ctx *): audit_append on a pool connection.
+ * The inbox transaction on tx is left alone. */
+status_code audit_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
+                            char *errbuf, size_t errlen);
+/* Wakes consistency waiters. */
+void audit_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
+
+/* The result of a chain check. */
+typedef struct audit_verify_result {
+  bool ok;
+  int64_t rows_checked;
+  int64_t last_row_id;
+  uint8_t last_hash[AUDIT_HASH_SIZE];
+  int64_t bad_row_id; /* when !ok */
+  char bad_event_id[65];
+  int fault; /* Shop__Audit__V1__ChainFault */
+  char detail[300];
+} audit_verify_result;
+
+/* Recomputes the chain from from_row_id (0/1: the first row; a later row's
+ * prev_hash is trusted) for at most max_rows rows (0: to the end). */
+status_code audit_verify(db_conn *c, int64_t from_row_id, int64_t max_rows,
+                         audit_verify_result *out, char *errbuf, size_t errlen);
+
+/* RebuildOrderProjection: replays the log's order, payment and inventory
+ * rows through order-query's projection (order/order.h) into shop_scratch
+ * (as account shop_scratch; its tables are dropped and re-made first),
+ * serves the result with order-query's handlers on an inproc:// server,
+ * reads both it and the live order-query (endpoints.order_query) with
+ * ListOrdersByStatus for every status, and answers with the differences,
+ * field by field (top-level fields of shop.order.v1.Order; message values
+ * are shown as "{...}"). One rebuild at a time (GET_LOCK
+ * 'shop.audit.rebuild'; a second one is ABORTED). Runs on the RPC worker
+ * thread; sets a status on the call or runs closure. */
+void audit_rebuild_run(rpc_call *call, audit_ctx *ctx, int max_differences,
+                       Shop__Audit__V1__RebuildOrderProjectionResponse_Closure closure, void *data);
+
+/* Registers AuditQueryService (every method admin only) on s, with ctx. */
+status_code audit_query_register(rpc_server *s, audit_ctx *ctx, char *errbuf, size_t errlen);
+
+#endif

@@ -1,0 +1,452 @@
+/* Rebuild of the order read model from the audit log alone (audit.h,
+ * RebuildOrderProjection): the order, payment and inventory rows of the log
+ * are replayed, in chain order, through order-query's own projection
+ * (order_projection_apply_cb) into the shop_scratch database; then the
+ * rebuilt and the live read model are both read through OrderQueryService
+ * (the rebuilt one served in-process on inproc:// by order-query's own
+ * handlers, the live one at endpoints.order_query), ListOrdersByStatus for
+ * every status, and compared order by order, field by field. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit/audit.h"
+#include "order/order.h"
+#include "shop/audit/v1/queries.pb-c.h"
+#include "shop/order/v1/queries.pb-c.h"
+#include "topology/topology.h"
+
+/* ---- Replay ---------------------------------------------------------------------------------- */
+
+static status_code scratch_reset(db_conn *s, char *errbuf, size_t errlen) {
+  db_rows *r = NULL;
+  status_code st = db_query(s,
+                            "SELECT table_name FROM information_schema.tables"
+                            " WHERE table_schema = DATABASE()",
+                            NULL, 0, &r, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  char sql[400];
+  while (st == STATUS_OK && db_rows_next(r)) {
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS `%s`", db_rows_str(r, 0, NULL));
+    st = db_exec(s, sql, NULL, 0, NULL, NULL, errbuf, errlen);
+  }
+  db_rows_free(r);
+  if (st != STATUS_OK) return st;
+  st = events_migrate(s, NULL, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  return db_migrate(s, "order_read", order_read_migrations, order_read_migrations_count, NULL,
+                    errbuf, errlen);
+}
+
+static status_code replay(db_conn *a, db_conn *s, order_query_ctx *qctx, int64_t *applied,
+                          char *errbuf, size_t errlen) {
+  int64_t after = 0;
+  *applied = 0;
+  for (;;) {
+    db_value p[4] = {DB_I64(after), DB_STR(TOPOLOGY_TOPIC_ORDER), DB_STR(TOPOLOGY_TOPIC_PAYMENT),
+                     DB_STR(TOPOLOGY_TOPIC_INVENTORY)};
+    db_rows *r = NULL;
+    status_code st = db_query(a,
+                              "SELECT row_id, event_id, topic, kpartition, koffset, type, source,"
+                              " actor, subject, sequence, event_time_ms, correlation_id,"
+                              " traceparent, ev_key, data FROM audit_log WHERE row_id > ?"
+                              " AND topic IN (?, ?, ?) ORDER BY row_id LIMIT 500",
+                              p, 4, &r, errbuf, errlen);
+    if (st != STATUS_OK) return st;
+    st = db_begin(s, errbuf, errlen);
+    size_t n = 0;
+    while (st == STATUS_OK && db_rows_next(r)) {
+      events_envelope e;
+      Shop__Common__V1__Timestamp ts;
+      shop__events__v1__event_envelope__init(&e);
+      shop__common__v1__timestamp__init(&ts);
+      after = db_rows_i64(r, 0);
+      e.id = (char *)db_rows_str(r, 1, NULL);
+      e.topic = (char *)db_rows_str(r, 2, NULL);
+      e.type = (char *)db_rows_str(r, 5, NULL);
+      e.source = (char *)db_rows_str(r, 6, NULL);
+      e.actor = (char *)db_rows_str(r, 7, NULL);
+      e.subject = (char *)db_rows_str(r, 8, NULL);
+      e.sequence = db_rows_i64(r, 9);
+      svc_timestamp_set(&ts, db_rows_i64(r, 10));
+      e.time = &ts;
+      e.correlation_id = (char *)db_rows_str(r, 11, NULL);
+      e.traceparent = (char *)db_rows_str(r, 12, NULL);
+      e.key = (char *)db_rows_str(r, 13, NULL);
+      size_t dl = 0;
+      e.data.data = (uint8_t *)db_rows_str(r, 14, &dl);
+      e.data.len = dl;
+      consumer_msg m = {.env = &e,
+                        .topic = e.topic,
+                        .partition = (int32_t)db_rows_i64(r, 3),
+                        .offset = db_rows_i64(r, 4)};
+      st = order_projection_apply_cb(s, &m, 1, qctx, errbuf, errlen);
+      n++;
+    }
+    db_rows_free(r);
+    if (st == STATUS_OK) st = db_commit(s, errbuf, errlen);
+    if (st != STATUS_OK) {
+      db_rollback(s);
+      return st;
+    }
+    *applied += (int64_t)n;
+    if (n < 500) break;
+  }
+  return STATUS_OK;
+}
+
+/* ---- Reading both sides ---------------------------------------------------------------------- */
+
+typedef Shop__Order__V1__Order order_msg;
+
+typedef struct side {
+  size_t n, cap;
+  order_msg **o;
+  ProtobufCMessage **resp; /* the responses that own them */
+  size_t nresp, capresp;
+} side;
+
+static void side_free(side *sd) {
+  for (size_t i = 0; i < sd->nresp; i++) protobuf_c_message_free_unpacked(sd->resp[i], NULL);
+  free(sd->resp);
+  free(sd->o);
+  memset(sd, 0, sizeof *sd);
+}
+
+static int order_cmp(const void *a, const void *b) {
+  return strcmp((*(order_msg *const *)a)->order_id, (*(order_msg *const *)b)->order_id);
+}
+
+static status_code read_side(rpc_client *c, const char *token, side *sd, char *errbuf,
+                             size_t errlen) {
+  for (int s = SHOP__ORDER__V1__ORDER_STATUS__ORDER_STATUS_PENDING;
+       s <= SHOP__ORDER__V1__ORDER_STATUS__ORDER_STATUS_CANCELLED; s++) {
+    char next[SVC_PAGE_TOKEN_MAX] = "";
+    for (;;) {
+      Shop__Order__V1__ListOrdersByStatusRequest req =
+          SHOP__ORDER__V1__LIST_ORDERS_BY_STATUS_REQUEST__INIT;
+      Shop__Common__V1__PageRequest pg = SHOP__COMMON__V1__PAGE_REQUEST__INIT;
+      pg.page_size = SVC_PAGE_MAX;
+      pg.page_token = next;
+      req.status = (Shop__Order__V1__OrderStatus)s;
+      req.page = &pg;
+      ProtobufCMessage *out = NULL;
+      rpc_status rs;
+      rpc_call_opts co = {.timeout_ms = 30000, .token = token};
+      status_code st = rpc_client_call_sync(c, &shop__order__v1__order_query_service__descriptor,
+                                            "ListOrdersByStatus", &req.base, &out, &co, &rs);
+      if (st != STATUS_OK) {
+        snprintf(errbuf, errlen, "ListOrdersByStatus: %s: %.200s", status_name(rs.code),
+                 rs.message);
+        rpc_status_clear(&rs);
+        return st;
+      }
+      rpc_status_clear(&rs);
+      Shop__Order__V1__ListOrdersByStatusResponse *r = (void *)out;
+      if (sd->nresp == sd->capresp) {
+        sd->capresp = sd->capresp ? 2 * sd->capresp : 16;
+        void *np = realloc(sd->resp, sd->capresp * sizeof *sd->resp);
+        if (np == NULL) {
+          protobuf_c_message_free_unpacked(out, NULL);
+          return STATUS_RESOURCE_EXHAUSTED;
+        }
+        sd->resp = np;
+      }
+      sd->resp[sd->nresp++] = out;
+      for (size_t i = 0; i < r->n_orders; i++) {
+        if (sd->n == sd->cap) {
+          sd->cap = sd->cap ? 2 * sd->cap : 256;
+          void *np = realloc(sd->o, sd->cap * sizeof *sd->o);
+          if (np == NULL) return STATUS_RESOURCE_EXHAUSTED;
+          sd->o = np;
+        }
+        sd->o[sd->n++] = r->orders[i];
+      }
+      if (r->page == NULL || r->page->next_page_token == NULL ||
+          r->page->next_page_token[0] == '\0')
+        break;
+      snprintf(next, sizeof next, "%s", r->page->next_page_token);
+    }
+  }
+  qsort(sd->o, sd->n, sizeof *sd->o, order_cmp);
+  return STATUS_OK;
+}
+
+/* ---- Comparing ------------------------------------------------------------------------------- */
+
+typedef struct diffs {
+  int64_t count;
+  size_t max, n;
+  Shop__Audit__V1__OrderDifference *d;
+  Shop__Audit__V1__OrderDifference **p;
+} diffs;
+
+static void diff_add(diffs *ds, const char *order_id, const char *field, const char *rebuilt,
+                     const char *live) {
+  ds->count++;
+  if (ds->n >= ds->max) return;
+  Shop__Audit__V1__OrderDifference *d = &ds->d[ds->n];
+  shop__audit__v1__order_difference__init(d);
+  d->order_id = strdup(order_id);
+  d->field = strdup(field);
+  d->rebuilt = strdup(rebuilt);
+  d->live = strdup(live);
+  ds->p[ds->n] = d;
+  ds->n++;
+}
+
+static void diffs_free(diffs *ds) {
+  for (size_t i = 0; i < ds->n; i++) {
+    free(ds->d[i].order_id);
+    free(ds->d[i].field);
+    free(ds->d[i].rebuilt);
+    free(ds->d[i].live);
+  }
+  free(ds->d);
+  free(ds->p);
+}
+
+/* A message holding only field f of m (a shallow copy, not to be freed). */
+static void only_field(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, void *out) {
+  const ProtobufCMessageDescriptor *d = m->descriptor;
+  d->message_init(out);
+  size_t sz;
+  switch (f->type) {
+  case PROTOBUF_C_TYPE_INT64:
+  case PROTOBUF_C_TYPE_SINT64:
+  case PROTOBUF_C_TYPE_SFIXED64:
+  case PROTOBUF_C_TYPE_UINT64:
+  case PROTOBUF_C_TYPE_FIXED64:
+  case PROTOBUF_C_TYPE_DOUBLE:
+    sz = 8;
+    break;
+  case PROTOBUF_C_TYPE_BOOL:
+    sz = sizeof(protobuf_c_boolean);
+    break;
+  case PROTOBUF_C_TYPE_STRING:
+  case PROTOBUF_C_TYPE_MESSAGE:
+    sz = sizeof(void *);
+    break;
+  case PROTOBUF_C_TYPE_BYTES:
+    sz = sizeof(ProtobufCBinaryData);
+    break;
+  default:
+    sz = 4;
+    break;
+  }
+  if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+    sz = sizeof(void *);
+    memcpy((char *)out + f->quantifier_offset, (const char *)m + f->quantifier_offset,
+           sizeof(size_t));
+  } else if (f->quantifier_offset != 0) {
+    size_t qs =
+        (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ? sizeof(uint32_t) : sizeof(protobuf_c_boolean);
+    memcpy((char *)out + f->quantifier_offset, (const char *)m + f->quantifier_offset, qs);
+  }
+  memcpy((char *)out + f->offset, (const char *)m + f->offset, sz);
+}
+
+static void field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, char *out,
+                       size_t len) {
+  const char *p = (const char *)m + f->offset;
+  if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+    snprintf(out, len, "[%zu items]", *(const size_t *)((const char *)m + f->quantifier_offset));
+    return;
+  }
+  switch (f->type) {
+  case PROTOBUF_C_TYPE_STRING: {
+    const char *s = *(char *const *)p;
+    snprintf(out, len, "\"%s\"", s != NULL ? s : "");
+    return;
+  }
+  case PROTOBUF_C_TYPE_INT64:
+  case PROTOBUF_C_TYPE_SINT64:
+  case PROTOBUF_C_TYPE_SFIXED64:
+    snprintf(out, len, "\"%" PRId64 "\"", *(const int64_t *)p);
+    return;
+  case PROTOBUF_C_TYPE_UINT64:
+  case PROTOBUF_C_TYPE_FIXED64:
+    snprintf(out, len, "\"%" PRIu64 "\"", *(const uint64_t *)p);
+    return;
+  case PROTOBUF_C_TYPE_BOOL:
+    snprintf(out, len, "%s", *(const protobuf_c_boolean *)p ? "true" : "false");
+    return;
+  case PROTOBUF_C_TYPE_ENUM: {
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(f->descriptor, *(const int *)p);
+    snprintf(out, len, "\"%s\"", v != NULL ? v->name : "?");
+    return;
+  }
+  case PROTOBUF_C_TYPE_MESSAGE:
+    snprintf(out, len, "%s", *(void *const *)p != NULL ? "{...}" : "");
+    return;
+  default:
+    snprintf(out, len, "%d", *(const int *)p);
+    return;
+  }
+}
+
+static bool packed_equal(const ProtobufCMessage *a, const ProtobufCMessage *b) {
+  size_t la = protobuf_c_message_get_packed_size(a), lb = protobuf_c_message_get_packed_size(b);
+  if (la != lb) return false;
+  uint8_t *pa = malloc(la + 1), *pb = malloc(lb + 1);
+  bool eq = pa != NULL && pb != NULL;
+  if (eq) {
+    protobuf_c_message_pack(a, pa);
+    protobuf_c_message_pack(b, pb);
+    eq = memcmp(pa, pb, la) == 0;
+  }
+  free(pa);
+  free(pb);
+  return eq;
+}
+
+static void compare_order(diffs *ds, const order_msg *rb, const order_msg *lv) {
+  if (packed_equal(&rb->base, &lv->base)) return;
+  const ProtobufCMessageDescriptor *d = rb->base.descriptor;
+  void *ta = malloc(d->sizeof_message), *tb = malloc(d->sizeof_message);
+  if (ta == NULL || tb == NULL) {
+    free(ta);
+    free(tb);
+    diff_add(ds, rb->order_id, "order", "(out of memory)", "");
+    return;
+  }
+  for (unsigned i = 0; i < d->n_fields; i++) {
+    const ProtobufCFieldDescriptor *f = &d->fields[i];
+    only_field(&rb->base, f, ta);
+    only_field(&lv->base, f, tb);
+    if (!packed_equal(ta, tb)) {
+      char a[300], b[300];
+      field_text(&rb->base, f, a, sizeof a);
+      field_text(&lv->base, f, b, sizeof b);
+      diff_add(ds, rb->order_id, f->name, a, b);
+    }
+  }
+  free(ta);
+  free(tb);
+}
+
+/* ---- The RPC -----------------------------------------------------------------------------------
+ */
+
+static int rebuild_seq;
+
+void audit_rebuild_run(rpc_call *call, audit_ctx *ctx, int max_differences,
+                       Shop__Audit__V1__RebuildOrderProjectionResponse_Closure closure,
+                       void *data) {
+  char err[512] = "";
+  status_code st = STATUS_OK;
+  db_conn *a = NULL, *s = NULL;
+  db_pool *sp = NULL;
+  rpc_server *srv = NULL;
+  rpc_client *live = NULL, *built = NULL;
+  order_query_ctx qctx;
+  bool qinit = false;
+  side rs = {0}, ls = {0};
+  diffs ds = {0};
+  int64_t applied = 0;
+  const shop_cfg *cfg = ctx->cfg;
+  if (cfg == NULL || ctx->auth == NULL || ctx->dbp == NULL) {
+    rpc_call_set_status(call, STATUS_FAILED_PRECONDITION, "rebuild is not configured");
+    return;
+  }
+  char pw[256];
+  if (!db_password_from_dir(cfg->mysql.secrets_dir, "shop_scratch", pw, sizeof pw, err,
+                            sizeof err)) {
+    rpc_call_set_status(call, STATUS_FAILED_PRECONDITION, "shop_scratch: %s", err);
+    return;
+  }
+  db_params p = *ctx->dbp;
+  p.user = "shop_scratch";
+  p.password = pw;
+  p.database = "shop_scratch";
+  if ((st = db_connect(&s, &p, err, sizeof err)) != STATUS_OK) goto out;
+  /* One rebuild at a time: the scratch database is shared. */
+  bool got = false;
+  if ((st = db_lock_try(s, "shop.audit.rebuild", 0, &got, err, sizeof err)) != STATUS_OK) goto out;
+  if (!got) {
+    st = STATUS_ABORTED;
+    snprintf(err, sizeof err, "another rebuild is running");
+    goto out;
+  }
+  if ((st = scratch_reset(s, err, sizeof err)) != STATUS_OK) goto out;
+  if ((st = db_pool_create(&sp, &p, 2, err, sizeof err)) != STATUS_OK) goto out;
+  order_query_ctx_init(&qctx, sp);
+  qinit = true;
+  if ((st = db_pool_get(ctx->db, &a, err, sizeof err)) != STATUS_OK) goto out;
+  st = replay(a, s, &qctx, &applied, err, sizeof err);
+  db_pool_put(ctx->db, a);
+  if (st != STATUS_OK) goto out;
+
+  /* The rebuilt model, served by order-query's own handlers in-process. */
+  rpc_server_opts so;
+  rpc_server_opts_from_cfg(&so, cfg, "audit-rebuild");
+  so.auth = ctx->auth;
+  so.workers = 2;
+  char url[96];
+  snprintf(url, sizeof url, "inproc://shop-audit-rebuild-%d",
+           __atomic_add_fetch(&rebuild_seq, 1, __ATOMIC_RELAXED));
+  if ((st = rpc_server_create(&srv, &so, err, sizeof err)) != STATUS_OK) goto out;
+  if ((st = order_query_register(srv, &qctx, err, sizeof err)) != STATUS_OK) goto out;
+  if ((st = rpc_server_listen(srv, url, err, sizeof err)) != STATUS_OK) goto out;
+  if ((st = rpc_server_start(srv, err, sizeof err)) != STATUS_OK) goto out;
+  rpc_client_opts co;
+  rpc_client_opts_from_cfg(&co, cfg, url, "audit-worker");
+  if ((st = rpc_client_create(&built, &co, err, sizeof err)) != STATUS_OK) goto out;
+  rpc_client_opts_from_cfg(&co, cfg, cfg->endpoints.order_query, "audit-worker");
+  if ((st = rpc_client_create(&live, &co, err, sizeof err)) != STATUS_OK) goto out;
+  char token[AUTH_TOKEN_MAX];
+  if ((st = auth_token_sign(ctx->auth, "audit-worker", AUTH_ROLE_ADMIN, 0, token, sizeof token, err,
+                            sizeof err)) != STATUS_OK)
+    goto out;
+  if ((st = read_side(built, token, &rs, err, sizeof err)) != STATUS_OK) goto out;
+  if ((st = read_side(live, token, &ls, err, sizeof err)) != STATUS_OK) goto out;
+
+  ds.max = max_differences > 0 ? (size_t)max_differences : 100;
+  ds.d = calloc(ds.max, sizeof *ds.d);
+  ds.p = calloc(ds.max, sizeof *ds.p);
+  if (ds.d == NULL || ds.p == NULL) {
+    st = STATUS_RESOURCE_EXHAUSTED;
+    goto out;
+  }
+  size_t i = 0, j = 0;
+  while (i < rs.n || j < ls.n) {
+    int c = i == rs.n ? 1 : j == ls.n ? -1 : strcmp(rs.o[i]->order_id, ls.o[j]->order_id);
+    if (c < 0) {
+      diff_add(&ds, rs.o[i]->order_id, "order", "{...}", "");
+      i++;
+    } else if (c > 0) {
+      diff_add(&ds, ls.o[j]->order_id, "order", "", "{...}");
+      j++;
+    } else {
+      compare_order(&ds, rs.o[i], ls.o[j]);
+      i++;
+      j++;
+    }
+  }
+  Shop__Audit__V1__RebuildOrderProjectionResponse resp =
+      SHOP__AUDIT__V1__REBUILD_ORDER_PROJECTION_RESPONSE__INIT;
+  resp.match = ds.count == 0;
+  resp.events_applied = applied;
+  resp.orders_rebuilt = (int64_t)rs.n;
+  resp.orders_compared = (int64_t)ls.n;
+  resp.difference_count = ds.count;
+  resp.n_differences = ds.n;
+  resp.differences = ds.p;
+  closure(&resp, data);
+out:
+  if (st != STATUS_OK) {
+    rpc_call_set_status(call, st == STATUS_ABORTED ? STATUS_ABORTED : STATUS_UNAVAILABLE,
+                        "rebuild: %s", err);
+  }
+  diffs_free(&ds);
+  side_free(&rs);
+  side_free(&ls);
+  rpc_client_destroy(built);
+  rpc_client_destroy(live);
+  rpc_server_destroy(srv);
+  if (qinit) order_query_ctx_destroy(&qctx);
+  db_pool_destroy(sp);
+  db_close(s);
+}

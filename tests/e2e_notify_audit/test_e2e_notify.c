@@ -1,0 +1,242 @@
+/* notification-worker end to end: user-command, the order programs
+ * (ostack.h) and a real notification-worker, with a real SMTP server and a
+ * webhook receiver on the test profile's notify ports (config/test.yaml):
+ * a registered customer's order delivers a confirmation email with the
+ * lines and total, and the SMS webhook gets the JSON. */
+#include <criterion/criterion.h>
+#include <criterion/hooks.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "e2e_orders/ostack.h"
+#include "events/events.h"
+#include "shop/order/v1/commands.pb-c.h"
+#include "shop/product/v1/commands.pb-c.h"
+#include "shop/product/v1/queries.pb-c.h"
+#include "shop/user/v1/commands.pb-c.h"
+#include "support/proc.h"
+
+#define OCMD_SVC (&shop__order__v1__order_command_service__descriptor)
+#define PCMD_SVC (&shop__product__v1__product_command_service__descriptor)
+#define PQRY_SVC (&shop__product__v1__product_query_service__descriptor)
+#define UCMD_SVC (&shop__user__v1__user_command_service__descriptor)
+
+ReportHook(PRE_ALL)(struct criterion_test_set *set) { ostack_up(); }
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) { ostack_down(); }
+
+static proc *smtp_p, *http_p;
+static char root[200];
+
+static proc *sink(const char *script, int port, const char *dir) {
+  char err[512], ports[16], path[512], ready[400], log[400];
+  snprintf(ports, sizeof ports, "%d", port);
+  snprintf(path, sizeof path, "%s/%s", SHOP_NOTIFY_TEST_DIR, script);
+  snprintf(ready, sizeof ready, "%s/ready", dir);
+  snprintf(log, sizeof log, "%s.log", dir);
+  const char *argv[] = {path, ports, dir, NULL};
+  proc_opts o = {.path = "/usr/bin/python3", .argv = argv, .log_path = log};
+  proc *p = NULL;
+  cr_assert_eq(proc_start(&p, &o, err, sizeof err), STATUS_OK, "%s: %s", script, err);
+  for (int i = 0; i < 500 && access(ready, F_OK) != 0; i++) usleep(20000);
+  cr_assert_eq(access(ready, F_OK), 0, "%s did not start (see %s)", script, log);
+  return p;
+}
+
+static int port_of(const char *url) {
+  const char *c = strrchr(url, ':');
+  return c != NULL ? atoi(c + 1) : 0;
+}
+
+static void notify_up(void) {
+  ostack_require();
+  snprintf(root, sizeof root, "/tmp/shop-e2e-notify-XXXXXX");
+  cr_assert_not_null(mkdtemp(root));
+  char d[300];
+  snprintf(d, sizeof d, "%s/smtp", root);
+  smtp_p = sink("smtp_sink.py", port_of(ostack_cfg()->notify.smtp_url), d);
+  snprintf(d, sizeof d, "%s/http", root);
+  http_p = sink("http_sink.py", port_of(ostack_cfg()->notify.sms_url), d);
+  ostack_start("user-command", ostack_cfg()->endpoints.user_command, NULL);
+  ostack_start("notification-worker", NULL, NULL);
+}
+
+static void notify_down(void) {
+  ostack_release();
+  int code;
+  if (smtp_p != NULL) {
+    proc_stop(smtp_p, 10000, &code);
+    proc_destroy(smtp_p);
+  }
+  if (http_p != NULL) {
+    proc_stop(http_p, 10000, &code);
+    proc_destroy(http_p);
+  }
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
+}
+
+TestSuite(notify, .init = notify_up, .fini = notify_down, .timeout = 300);
+
+static void free_msg(void *m) {
+  if (m != NULL) protobuf_c_message_free_unpacked(m, NULL);
+}
+
+/* Every file of dir ending in ext that contains needle, concatenated. */
+static char *grep_dir(const char *dir, const char *ext, const char *needle, int *count) {
+  *count = 0;
+  char *all = calloc(1, 1);
+  size_t len = 0;
+  DIR *d = opendir(dir);
+  if (d == NULL) return all;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    size_t nl = strlen(de->d_name), el = strlen(ext);
+    if (nl < el || strcmp(de->d_name + nl - el, ext) != 0) continue;
+    char path[600], buf[16384];
+    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) continue;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    if (strstr(buf, needle) == NULL) continue;
+    all = realloc(all, len + n + 2);
+    memcpy(all + len, buf, n);
+    len += n;
+    all[len++] = '\n';
+    all[len] = '\0';
+    (*count)++;
+  }
+  closedir(d);
+  return all;
+}
+
+Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
+  rpc_status st;
+  char email[128], u[64];
+  ostack_unique(u, sizeof u, "n");
+  snprintf(email, sizeof email, "%s-%s@example.com", ostack_run(), u);
+  for (char *c = email; *c; c++)
+    if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
+  Shop__User__V1__RegisterUserRequest reg = SHOP__USER__V1__REGISTER_USER_REQUEST__INIT;
+  Shop__User__V1__NotificationPreferences np = SHOP__USER__V1__NOTIFICATION_PREFERENCES__INIT;
+  np.email = true;
+  np.sms = true;
+  reg.email = email;
+  reg.password = "correct horse battery staple";
+  reg.name = "Ada Lovelace";
+  reg.phone = "+15550123";
+  reg.notification_preferences = &np;
+  Shop__User__V1__RegisterUserResponse *rr = NULL;
+  char key[96];
+  ostack_unique(key, sizeof key, "k");
+  cr_assert_eq(ostack_call(ostack_cfg()->endpoints.user_command, UCMD_SVC, "RegisterUser",
+                           &reg.base, (ProtobufCMessage **)&rr, NULL, key, &st),
+               STATUS_OK, "RegisterUser: %s", st.message);
+  char uid[EVENTS_ID_SIZE];
+  snprintf(uid, sizeof uid, "%s", rr->user_id);
+  free_msg(rr);
+  char cust[AUTH_TOKEN_MAX], adm[AUTH_TOKEN_MAX], aid[EVENTS_ID_SIZE];
+  ostack_token(cust, uid, AUTH_ROLE_CUSTOMER);
+  events_uuid_v7(aid);
+  ostack_token(adm, aid, AUTH_ROLE_ADMIN);
+
+  /* A product and an order of 3. */
+  char sku[96];
+  ostack_unique(u, sizeof u, "p");
+  snprintf(sku, sizeof sku, "%s-n%s", ostack_run(), u);
+  Shop__Product__V1__CreateProductRequest pr = SHOP__PRODUCT__V1__CREATE_PRODUCT_REQUEST__INIT;
+  Shop__Product__V1__ProductDetails d = SHOP__PRODUCT__V1__PRODUCT_DETAILS__INIT;
+  Shop__Common__V1__Money m = SHOP__COMMON__V1__MONEY__INIT;
+  Shop__Product__V1__InventoryRule rule = SHOP__PRODUCT__V1__INVENTORY_RULE__INIT;
+  d.name = "Notified mug";
+  d.description = "For the notification tests.";
+  d.category = "mugs";
+  m.units = 1250;
+  m.currency = "EUR";
+  rule.max_quantity_per_order = 10;
+  pr.sku = sku;
+  pr.details = &d;
+  pr.price = &m;
+  pr.initial_stock = 100;
+  pr.inventory_rule = &rule;
+  Shop__Product__V1__CreateProductResponse *pres = NULL;
+  ostack_unique(key, sizeof key, "k");
+  cr_assert_eq(ostack_call(ostack_url("product-command"), PCMD_SVC, "CreateProduct", &pr.base,
+                           (ProtobufCMessage **)&pres, adm, key, &st),
+               STATUS_OK, "CreateProduct: %s", st.message);
+  char pid[37];
+  snprintf(pid, sizeof pid, "%s", pres->product_id);
+  Shop__Product__V1__GetProductRequest g = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
+  Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
+  rc.token = pres->consistency;
+  rc.wait_ms = 15000;
+  g.product_id = pid;
+  g.consistency = &rc;
+  cr_assert_eq(ostack_call(ostack_url("product-query"), PQRY_SVC, "GetProduct", &g.base, NULL, NULL,
+                           NULL, &st),
+               STATUS_OK, "GetProduct: %s", st.message);
+  free_msg(pres);
+
+  Shop__Order__V1__CreateOrderRequest req = SHOP__ORDER__V1__CREATE_ORDER_REQUEST__INIT;
+  Shop__Order__V1__CreateOrderLine line = SHOP__ORDER__V1__CREATE_ORDER_LINE__INIT;
+  Shop__Order__V1__CreateOrderLine *lp[1] = {&line};
+  Shop__Order__V1__ShippingAddress addr = SHOP__ORDER__V1__SHIPPING_ADDRESS__INIT;
+  addr.recipient = "Ada Lovelace";
+  addr.line1 = "12 St James's Square";
+  addr.city = "London";
+  addr.postal_code = "SW1Y 4JH";
+  addr.country = "GB";
+  line.product_id = pid;
+  line.quantity = 3;
+  req.shipping_address = &addr;
+  req.payment_token = "tok_visa";
+  req.n_lines = 1;
+  req.lines = lp;
+  Shop__Order__V1__CreateOrderResponse *o = NULL;
+  ostack_unique(key, sizeof key, "k");
+  cr_assert_eq(ostack_call(ostack_url("order-command"), OCMD_SVC, "CreateOrder", &req.base,
+                           (ProtobufCMessage **)&o, cust, key, &st),
+               STATUS_OK, "CreateOrder: %s", st.message);
+  char oid[37];
+  snprintf(oid, sizeof oid, "%s", o->order_id);
+  free_msg(o);
+
+  /* The confirmation arrives by email (lines and total) and by SMS. */
+  char dir[300], needle[200];
+  snprintf(dir, sizeof dir, "%s/smtp", root);
+  snprintf(needle, sizeof needle, "your order %s is confirmed", oid);
+  int n = 0;
+  char *mail = NULL;
+  int64_t until = ostack_now_ms() + 180000;
+  for (;;) {
+    free(mail);
+    mail = grep_dir(dir, ".eml", needle, &n);
+    if (n > 0 || ostack_now_ms() > until) break;
+    usleep(100000);
+  }
+  cr_assert_eq(n, 1, "confirmation emails for %s: %d", oid, n);
+  cr_assert(strstr(mail, email) != NULL, "%s", mail);
+  cr_assert(strstr(mail, "3 x Notified mug") != NULL, "%s", mail);
+  cr_assert(strstr(mail, "at 12.50 EUR = 37.50 EUR") != NULL, "%s", mail);
+  cr_assert(strstr(mail, "Total: 37.50 EUR") != NULL, "%s", mail);
+  free(mail);
+  snprintf(dir, sizeof dir, "%s/http", root);
+  snprintf(needle, sizeof needle, "order %s confirmed", oid);
+  until = ostack_now_ms() + 30000;
+  char *hooks = NULL;
+  for (;;) {
+    free(hooks);
+    hooks = grep_dir(dir, ".json", needle, &n);
+    if (n > 0 || ostack_now_ms() > until) break;
+    usleep(100000);
+  }
+  cr_assert_eq(n, 1, "SMS webhooks for %s: %d", oid, n);
+  cr_assert(strstr(hooks, "\"to\": \"+15550123\"") != NULL, "%s", hooks);
+  cr_assert(strstr(hooks, "\"path\": \"/sms\"") != NULL, "%s", hooks);
+  free(hooks);
+}

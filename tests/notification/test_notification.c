@@ -1,0 +1,417 @@
+/* notification-worker's handler (internal/notification/notification.h)
+ * against the test database, a real SMTP server (aiosmtpd, smtp_sink.py)
+ * and a webhook receiver (http_sink.py), both on loopback, started and
+ * stopped by each test. Events go to domtest's table, not Kafka. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "domtest.h"
+#include "notification/notification.h"
+#include "shop/inventory/v1/events.pb-c.h"
+#include "shop/notification/v1/events.pb-c.h"
+#include "shop/order/v1/events.pb-c.h"
+#include "shop/user/v1/events.pb-c.h"
+#include "support/proc.h"
+
+typedef struct sink {
+  proc *p;
+  int port;
+  char dir[320];
+} sink;
+
+static sink smtp, http;
+static char root[200];
+static shop_cfg *cfg;
+static db_pool *pool;
+static db_conn *db;
+static notify_smtp *smtp_ch;
+static notify_webhook *sms_ch, *push_ch;
+static notify_ctx ctx;
+
+static void sink_start(sink *s, const char *script) {
+  char err[512], port[16], path[512], ready[400], log[400];
+  snprintf(port, sizeof port, "%d", s->port);
+  snprintf(path, sizeof path, "%s/%s", SHOP_NOTIFY_TEST_DIR, script);
+  snprintf(ready, sizeof ready, "%s/ready", s->dir);
+  snprintf(log, sizeof log, "%s.log", s->dir);
+  unlink(ready);
+  const char *argv[] = {path, port, s->dir, NULL};
+  proc_opts o = {.path = "/usr/bin/python3", .argv = argv, .log_path = log};
+  cr_assert_eq(proc_start(&s->p, &o, err, sizeof err), STATUS_OK, "%s: %s", script, err);
+  for (int i = 0; i < 500 && access(ready, F_OK) != 0; i++) usleep(20000);
+  cr_assert_eq(access(ready, F_OK), 0, "%s did not start (see %s)", script, log);
+}
+
+static void sink_stop(sink *s) {
+  if (s->p == NULL) return;
+  int code;
+  proc_stop(s->p, 10000, &code);
+  proc_destroy(s->p);
+  s->p = NULL;
+}
+
+static void set_str(char **slot, const char *v) {
+  free(*slot);
+  *slot = strdup(v);
+}
+
+static void setup(void) {
+  char err[512];
+  snprintf(root, sizeof root, "/tmp/shop-notify-XXXXXX");
+  cr_assert_not_null(mkdtemp(root));
+  smtp.port = proc_free_tcp_port();
+  http.port = proc_free_tcp_port();
+  snprintf(smtp.dir, sizeof smtp.dir, "%s/smtp", root);
+  snprintf(http.dir, sizeof http.dir, "%s/http", root);
+  cr_assert_eq(config_load(&cfg, NULL, err, sizeof err), 0, "%s", err);
+  char url[128];
+  snprintf(url, sizeof url, "smtp://127.0.0.1:%d", smtp.port);
+  set_str(&cfg->notify.smtp_url, url);
+  set_str(&cfg->notify.admin_email, "ops@shop.test");
+  cfg->notify.retry_max = 2;
+  cfg->notify.retry_backoff_ms = 20;
+  cfg->notify.timeout_ms = 5000;
+  cr_assert_eq(notify_smtp_create(&smtp_ch, cfg, err, sizeof err), STATUS_OK, "%s", err);
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/sms", http.port);
+  cr_assert_eq(notify_webhook_create(&sms_ch, SHOP__NOTIFICATION__V1__CHANNEL__CHANNEL_SMS, url,
+                                     5000, err, sizeof err),
+               STATUS_OK);
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/push", http.port);
+  cr_assert_eq(notify_webhook_create(&push_ch, SHOP__NOTIFICATION__V1__CHANNEL__CHANNEL_PUSH, url,
+                                     5000, err, sizeof err),
+               STATUS_OK);
+  db = domtest_db("notification", notification_migrations, notification_migrations_count);
+  char dir[512], pw[256];
+  snprintf(dir, sizeof dir, "%s/mysql", getenv("SHOP_SECRETS_DIR"));
+  cr_assert(db_password_from_dir(dir, "shop_test", pw, sizeof pw, err, sizeof err), "%s", err);
+  db_params p = {.host = "127.0.0.1",
+                 .port = atoi(getenv("SHOP_MYSQL_PORT")),
+                 .user = "shop_test",
+                 .password = pw,
+                 .database = "shop_test",
+                 .connect_timeout_ms = 5000,
+                 .connect_retry_ms = 5000};
+  cr_assert_eq(db_pool_create(&pool, &p, 2, err, sizeof err), STATUS_OK, "%s", err);
+  notify_ctx_init(&ctx, cfg, "notification-worker", pool, domtest_sink());
+  ctx.email = notify_smtp_channel(smtp_ch);
+  ctx.sms = notify_webhook_channel(sms_ch);
+  ctx.push = notify_webhook_channel(push_ch);
+  sink_start(&http, "http_sink.py");
+}
+
+static void teardown(void) {
+  sink_stop(&smtp);
+  sink_stop(&http);
+  notify_smtp_destroy(smtp_ch);
+  notify_webhook_destroy(sms_ch);
+  notify_webhook_destroy(push_ch);
+  db_pool_destroy(pool);
+  db_close(db);
+  config_free(cfg);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
+}
+
+TestSuite(notify, .init = setup, .fini = teardown, .timeout = 60);
+
+/* ---- Events ------------------------------------------------------------------------ */
+
+typedef struct event {
+  events_envelope env;
+  Shop__Common__V1__Timestamp ts;
+  char id[EVENTS_ID_SIZE];
+  uint8_t buf[4096];
+} event;
+
+static void event_make(event *e, const char *type, const char *subject, int64_t seq,
+                       const ProtobufCMessage *m) {
+  domtest_id(e->id);
+  shop__events__v1__event_envelope__init(&e->env);
+  shop__common__v1__timestamp__init(&e->ts);
+  e->ts.seconds = 1700000000;
+  e->env.id = e->id;
+  e->env.type = (char *)type;
+  e->env.source = "/shop/test";
+  e->env.subject = (char *)subject;
+  e->env.key = (char *)subject;
+  e->env.sequence = seq;
+  e->env.time = &e->ts;
+  size_t n = protobuf_c_message_get_packed_size(m);
+  cr_assert_leq(n, sizeof e->buf);
+  protobuf_c_message_pack(m, e->buf);
+  e->env.data.data = e->buf;
+  e->env.data.len = n;
+}
+
+typedef struct handle_arg {
+  event *e;
+  size_t n;
+} handle_arg;
+
+static status_code handle_tx(db_conn *c, void *arg, char *errbuf, size_t errlen) {
+  handle_arg *h = arg;
+  consumer_msg msgs[8];
+  for (size_t i = 0; i < h->n; i++)
+    msgs[i] = (consumer_msg){.env = &h->e[i].env, .topic = "t", .partition = 0, .offset = 0};
+  return notify_handle_cb(c, msgs, h->n, &ctx, errbuf, errlen);
+}
+
+/* Runs the handler over events in one transaction; returns its status. */
+static status_code handle(event *e, size_t n) {
+  handle_arg h = {e, n};
+  char err[512] = "";
+  return db_tx_run(db, handle_tx, &h, 1, err, sizeof err);
+}
+
+static void user(char id[EVENTS_ID_SIZE], const char *email, bool sms, bool push) {
+  domtest_id(id);
+  Shop__User__V1__UserRegistered m = SHOP__USER__V1__USER_REGISTERED__INIT;
+  Shop__User__V1__UserProfile pr = SHOP__USER__V1__USER_PROFILE__INIT;
+  Shop__User__V1__NotificationPreferences np = SHOP__USER__V1__NOTIFICATION_PREFERENCES__INIT;
+  np.email = true;
+  np.sms = sms;
+  np.push = push;
+  pr.name = "Ada";
+  pr.phone = "+15550100";
+  pr.notification_preferences = &np;
+  m.user_id = id;
+  m.email = (char *)email;
+  m.profile = &pr;
+  m.role = SHOP__USER__V1__ROLE__ROLE_CUSTOMER;
+  event e;
+  event_make(&e, "shop.user.v1.UserRegistered", id, 1, &m.base);
+  cr_assert_eq(handle(&e, 1), STATUS_OK);
+}
+
+typedef struct lines {
+  Shop__Order__V1__OrderLine l[2];
+  Shop__Order__V1__OrderLine *lp[2];
+  Shop__Common__V1__Money up[2], lt[2], total;
+} lines;
+
+static void lines_make(lines *L) {
+  const char *names[] = {"Stoneware mug", "Teapot"};
+  const char *skus[] = {"MUG-1", "POT-7"};
+  for (int i = 0; i < 2; i++) {
+    shop__order__v1__order_line__init(&L->l[i]);
+    shop__common__v1__money__init(&L->up[i]);
+    shop__common__v1__money__init(&L->lt[i]);
+    L->up[i].units = 1250 * (i + 1);
+    L->up[i].currency = "EUR";
+    L->lt[i].units = 1250 * (i + 1) * (i + 2);
+    L->lt[i].currency = "EUR";
+    L->l[i].product_id = "p";
+    L->l[i].quantity = i + 2;
+    L->l[i].sku = (char *)skus[i];
+    L->l[i].product_name = (char *)names[i];
+    L->l[i].unit_price = &L->up[i];
+    L->l[i].line_total = &L->lt[i];
+    L->lp[i] = &L->l[i];
+  }
+  shop__common__v1__money__init(&L->total);
+  L->total.units = 2500 + 7500;
+  L->total.currency = "EUR";
+}
+
+/* ---- What the receivers got ------------------------------------------------------------ */
+
+/* Concatenation of every file in dir whose name ends in ext; count. */
+static char *received(const char *dir, const char *ext, int *count) {
+  *count = 0;
+  char *all = calloc(1, 1);
+  size_t len = 0;
+  DIR *d = opendir(dir);
+  if (d == NULL) return all;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    size_t nl = strlen(de->d_name), el = strlen(ext);
+    if (nl < el || strcmp(de->d_name + nl - el, ext) != 0) continue;
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) continue;
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    all = realloc(all, len + n + 2);
+    memcpy(all + len, buf, n);
+    len += n;
+    all[len++] = '\n';
+    all[len] = '\0';
+    (*count)++;
+  }
+  closedir(d);
+  return all;
+}
+
+/* ---- Tests ------------------------------------------------------------------------------ */
+
+Test(notify, a_confirmation_email_carries_the_lines_and_total) {
+  sink_start(&smtp, "smtp_sink.py");
+  char uid[EVENTS_ID_SIZE], oid[EVENTS_ID_SIZE];
+  user(uid, "ada@example.com", false, false);
+  domtest_id(oid);
+  lines L;
+  lines_make(&L);
+  Shop__Order__V1__OrderConfirmed m = SHOP__ORDER__V1__ORDER_CONFIRMED__INIT;
+  m.order_id = oid;
+  m.customer_id = uid;
+  m.n_lines = 2;
+  m.lines = L.lp;
+  m.total = &L.total;
+  event e;
+  event_make(&e, "shop.order.v1.OrderConfirmed", oid, 2, &m.base);
+  cr_assert_eq(handle(&e, 1), STATUS_OK);
+  cr_assert_eq(handle(&e, 1), STATUS_OK); /* a redelivery sends nothing more */
+  int n = 0;
+  char *mail = received(smtp.dir, ".eml", &n);
+  cr_assert_eq(n, 2, "welcome and confirmation, once each: %d\n%s", n, mail);
+  cr_assert(strstr(mail, "X-Envelope-To: ada@example.com") != NULL, "%s", mail);
+  cr_assert(strstr(mail, "2 x Stoneware mug (MUG-1) at 12.50 EUR = 25.00 EUR") != NULL, "%s", mail);
+  cr_assert(strstr(mail, "3 x Teapot (POT-7) at 25.00 EUR = 75.00 EUR") != NULL, "%s", mail);
+  cr_assert(strstr(mail, "Total: 100.00 EUR") != NULL, "%s", mail);
+  char mid[100];
+  snprintf(mid, sizeof mid, "Message-ID: <%s@shop>", e.id);
+  cr_assert(strstr(mail, mid) != NULL, "%s", mail);
+  free(mail);
+  char nid[100];
+  snprintf(nid, sizeof nid, "%s:email", e.id);
+  cr_assert_eq(domtest_count(db, nid, "shop.notification.v1.NotificationSent"), 2);
+}
+
+Test(notify, a_cancelled_orders_email_carries_the_reason) {
+  sink_start(&smtp, "smtp_sink.py");
+  char uid[EVENTS_ID_SIZE], oid[EVENTS_ID_SIZE];
+  user(uid, "grace@example.com", false, false);
+  domtest_id(oid);
+  lines L;
+  lines_make(&L);
+  Shop__Order__V1__OrderCancelled m = SHOP__ORDER__V1__ORDER_CANCELLED__INIT;
+  m.order_id = oid;
+  m.customer_id = uid;
+  m.reason = SHOP__ORDER__V1__CANCEL_REASON__CANCEL_REASON_PAYMENT_FAILED;
+  m.reason_text = "card declined";
+  m.n_lines = 2;
+  m.lines = L.lp;
+  m.total = &L.total;
+  event e;
+  event_make(&e, "shop.order.v1.OrderCancelled", oid, 2, &m.base);
+  cr_assert_eq(handle(&e, 1), STATUS_OK);
+  int n = 0;
+  char *mail = received(smtp.dir, ".eml", &n);
+  cr_assert(strstr(mail, "Reason: CANCEL_REASON_PAYMENT_FAILED: card declined") != NULL, "%s",
+            mail);
+  cr_assert(strstr(mail, "Total: 100.00 EUR") != NULL, "%s", mail);
+  free(mail);
+}
+
+Test(notify, inventory_low_mails_the_admin) {
+  sink_start(&smtp, "smtp_sink.py");
+  char pid[EVENTS_ID_SIZE];
+  domtest_id(pid);
+  Shop__Inventory__V1__InventoryLow m = SHOP__INVENTORY__V1__INVENTORY_LOW__INIT;
+  m.product_id = pid;
+  m.sku = "MUG-LOW";
+  m.available = 3;
+  m.threshold = 5;
+  event e;
+  event_make(&e, "shop.inventory.v1.InventoryLow", pid, 4, &m.base);
+  cr_assert_eq(handle(&e, 1), STATUS_OK);
+  int n = 0;
+  char *mail = received(smtp.dir, ".eml", &n);
+  cr_assert_eq(n, 1);
+  cr_assert(strstr(mail, "X-Envelope-To: ops@shop.test") != NULL, "%s", mail);
+  cr_assert(strstr(mail, "MUG-LOW") != NULL && strstr(mail, "3 available") != NULL, "%s", mail);
+  free(mail);
+}
+
+Test(notify, sms_and_push_webhooks_get_the_right_json) {
+  sink_start(&smtp, "smtp_sink.py");
+  char uid[EVENTS_ID_SIZE], oid[EVENTS_ID_SIZE];
+  user(uid, "linus@example.com", true, true);
+  domtest_id(oid);
+  lines L;
+  lines_make(&L);
+  Shop__Order__V1__OrderConfirmed m = SHOP__ORDER__V1__ORDER_CONFIRMED__INIT;
+  m.order_id = oid;
+  m.customer_id = uid;
+  m.n_lines = 2;
+  m.lines = L.lp;
+  m.total = &L.total;
+  event e;
+  event_make(&e, "shop.order.v1.OrderConfirmed", oid, 2, &m.base);
+  cr_assert_eq(handle(&e, 1), STATUS_OK);
+  int n = 0;
+  char *hooks = received(http.dir, ".json", &n);
+  /* Welcome and confirmation, on sms and push each. */
+  cr_assert_eq(n, 4, "%s", hooks);
+  char want[200];
+  snprintf(want, sizeof want, "\"path\": \"/sms\", \"message_id\": \"%s\"", e.id);
+  cr_assert(strstr(hooks, want) != NULL, "%s", hooks);
+  snprintf(want, sizeof want, "\"path\": \"/push\", \"message_id\": \"%s\"", e.id);
+  cr_assert(strstr(hooks, want) != NULL, "%s", hooks);
+  cr_assert(strstr(hooks, "\"to\": \"+15550100\"") != NULL, "%s", hooks);
+  cr_assert(strstr(hooks, "total 100.00 EUR") != NULL, "%s", hooks);
+  snprintf(want, sizeof want, "\"user_id\": \"%s\"", uid);
+  cr_assert(strstr(hooks, want) != NULL, "%s", hooks);
+  free(hooks);
+}
+
+Test(notify, smtp_down_is_retried_and_delivered_once_when_back) {
+  char uid[EVENTS_ID_SIZE], oid[EVENTS_ID_SIZE];
+  /* The welcome fails while the server is down: register with mail off. */
+  domtest_id(uid);
+  {
+    Shop__User__V1__UserRegistered m = SHOP__USER__V1__USER_REGISTERED__INIT;
+    Shop__User__V1__UserProfile pr = SHOP__USER__V1__USER_PROFILE__INIT;
+    Shop__User__V1__NotificationPreferences np = SHOP__USER__V1__NOTIFICATION_PREFERENCES__INIT;
+    pr.notification_preferences = &np;
+    m.user_id = uid;
+    m.email = "barbara@example.com";
+    m.profile = &pr;
+    event e;
+    event_make(&e, "shop.user.v1.UserRegistered", uid, 1, &m.base);
+    cr_assert_eq(handle(&e, 1), STATUS_OK);
+    np.email = true;
+    Shop__User__V1__UserProfileUpdated u = SHOP__USER__V1__USER_PROFILE_UPDATED__INIT;
+    u.user_id = uid;
+    u.profile = &pr;
+    event_make(&e, "shop.user.v1.UserProfileUpdated", uid, 2, &u.base);
+    cr_assert_eq(handle(&e, 1), STATUS_OK);
+  }
+  domtest_id(oid);
+  lines L;
+  lines_make(&L);
+  Shop__Order__V1__OrderConfirmed m = SHOP__ORDER__V1__ORDER_CONFIRMED__INIT;
+  m.order_id = oid;
+  m.customer_id = uid;
+  m.n_lines = 2;
+  m.lines = L.lp;
+  m.total = &L.total;
+  event e;
+  event_make(&e, "shop.order.v1.OrderConfirmed", oid, 2, &m.base);
+  cr_assert_eq(handle(&e, 1), STATUS_UNAVAILABLE); /* nobody listens: transient */
+  char nid[100];
+  snprintf(nid, sizeof nid, "%s:email", e.id);
+  cr_assert_eq(domtest_count(db, nid, NULL), 0);
+  sink_start(&smtp, "smtp_sink.py");
+  cr_assert_eq(handle(&e, 1), STATUS_OK);
+  int n = 0;
+  char *mail = received(smtp.dir, ".eml", &n);
+  cr_assert_eq(n, 1, "%s", mail);
+  cr_assert(strstr(mail, "X-Envelope-To: barbara@example.com") != NULL, "%s", mail);
+  free(mail);
+  cr_assert_eq(domtest_count(db, nid, "shop.notification.v1.NotificationSent"), 1);
+  ProtobufCMessage *sent =
+      domtest_last(db, nid, &shop__notification__v1__notification_sent__descriptor, NULL);
+  cr_assert_not_null(sent);
+  cr_assert_eq(((Shop__Notification__V1__NotificationSent *)sent)->attempts, 4);
+  protobuf_c_message_free_unpacked(sent, NULL);
+}
