@@ -672,13 +672,23 @@ static status_code refresh_apply(db_conn *tx, void *arg, svc_outcome *out, char 
   return STATUS_OK;
 }
 
-static bool refresh_token_arg(rpc_call *call, const char *token) {
+/* The checks RefreshToken and Logout share: a present, sanely sized token
+ * (INVALID_ARGUMENT otherwise) of a refresh token's shape
+ * (UNAUTHENTICATED otherwise). On success hash holds what is stored. */
+static bool refresh_token_arg(rpc_call *call, const char *token,
+                              unsigned char hash[USER_REFRESH_HASH_BYTES]) {
   int bad = 0;
   if (token[0] == '\0')
     svc_violation(call, &bad, "refresh_token", "must not be empty");
   else if (strlen(token) >= 256)
     svc_violation(call, &bad, "refresh_token", "is too long to be a refresh token");
-  return bad == 0;
+  if (bad > 0) return false;
+  if (!user_refresh_token_shape_ok(token)) {
+    rpc_call_set_status(call, STATUS_UNAUTHENTICATED, "refresh token is not valid");
+    return false;
+  }
+  user_refresh_token_hash(token, hash);
+  return true;
 }
 
 static void user_cmd_refresh_token(user_cmd_service *svc, const refresh_req *in,
@@ -686,13 +696,8 @@ static void user_cmd_refresh_token(user_cmd_service *svc, const refresh_req *in,
                                    void *data) {
   rpc_call *call = data;
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  if (!refresh_token_arg(call, in->refresh_token)) return;
-  if (!user_refresh_token_shape_ok(in->refresh_token)) {
-    rpc_call_set_status(call, STATUS_UNAUTHENTICATED, "refresh token is not valid");
-    return;
-  }
   refresh_job j = {.ctx = ctx, .call = call};
-  user_refresh_token_hash(in->refresh_token, j.hash);
+  if (!refresh_token_arg(call, in->refresh_token, j.hash)) return;
   svc_command cmd = {.call = call,
                      .db = ctx->db,
                      .relay = NULL,
@@ -756,13 +761,8 @@ static void user_cmd_logout(user_cmd_service *svc, const logout_req *in,
                             Shop__User__V1__LogoutResponse_Closure closure, void *data) {
   rpc_call *call = data;
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  if (!refresh_token_arg(call, in->refresh_token)) return;
-  if (!user_refresh_token_shape_ok(in->refresh_token)) {
-    rpc_call_set_status(call, STATUS_UNAUTHENTICATED, "refresh token is not valid");
-    return;
-  }
   logout_job j = {.call = call, .in = in};
-  user_refresh_token_hash(in->refresh_token, j.hash);
+  if (!refresh_token_arg(call, in->refresh_token, j.hash)) return;
   svc_command cmd = {.call = call,
                      .db = ctx->db,
                      .relay = NULL,
