@@ -807,6 +807,16 @@ Test(users, other_commands_and_queries_validate_their_fields) {
   /* RefreshToken */
   cr_assert_eq(try_refresh("", key(), NULL, &st), STATUS_INVALID_ARGUMENT);
   cr_assert(stack_has_violation(&st, "refresh_token"));
+  cr_assert_eq(try_refresh("not-a-refresh-token", key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  /* Logout: the same checks */
+  Shop__User__V1__LogoutRequest lo = SHOP__USER__V1__LOGOUT_REQUEST__INIT;
+  lo.refresh_token = "";
+  cr_assert_eq(stack_call(CMD, CMD_SVC, "Logout", &lo.base, NULL, NULL, key(), &st),
+               STATUS_INVALID_ARGUMENT);
+  cr_assert(stack_has_violation(&st, "refresh_token"));
+  lo.refresh_token = "not-a-refresh-token";
+  cr_assert_eq(stack_call(CMD, CMD_SVC, "Logout", &lo.base, NULL, NULL, key(), &st),
+               STATUS_UNAUTHENTICATED);
   /* UpdateProfile */
   Shop__User__V1__UpdateProfileRequest up = SHOP__USER__V1__UPDATE_PROFILE_REQUEST__INIT;
   up.phone_update_case = SHOP__USER__V1__UPDATE_PROFILE_REQUEST__PHONE_UPDATE_PHONE;
