@@ -383,6 +383,16 @@ static status_code register_apply(db_conn *tx, void *arg, svc_outcome *out, char
   return STATUS_OK;
 }
 
+/* Hashes a password for a command (argon2id, tens of milliseconds: before
+ * the transaction). False with INTERNAL on the call when it cannot. */
+static bool hash_for_call(rpc_call *call, const user_cmd_ctx *ctx, const char *password,
+                          char out[USER_HASH_MAX]) {
+  if (user_password_hash(&ctx->pwhash, password, out) == STATUS_OK) return true;
+  log_error(CALL_LOG(call), "argon2id hashing failed");
+  rpc_call_set_status(call, STATUS_INTERNAL, "internal error");
+  return false;
+}
+
 static void user_cmd_register_user(user_cmd_service *svc, const register_req *in,
                                    Shop__User__V1__RegisterUserResponse_Closure closure,
                                    void *data) {
@@ -405,11 +415,7 @@ static void user_cmd_register_user(user_cmd_service *svc, const register_req *in
   j.u.notify_sms = np != NULL && np->sms;
   j.u.notify_push = np != NULL && np->push;
   /* Hashing costs tens of milliseconds: done before the transaction. */
-  if (user_password_hash(&ctx->pwhash, in->password, j.u.hash) != STATUS_OK) {
-    log_error(CALL_LOG(call), "argon2id hashing failed");
-    rpc_call_set_status(call, STATUS_INTERNAL, "internal error");
-    return;
-  }
+  if (!hash_for_call(call, ctx, in->password, j.u.hash)) return;
   svc_command cmd = {.call = call,
                      .db = ctx->db,
                      .relay = ctx->relay,
@@ -944,11 +950,7 @@ static void user_cmd_change_password(user_cmd_service *svc, const password_req *
     svc_violation(call, &bad, "new_password", "must differ from the old password");
   if (bad > 0) return;
   password_job j = {.ctx = ctx, .call = call, .in = in};
-  if (user_password_hash(&ctx->pwhash, in->new_password, j.new_hash) != STATUS_OK) {
-    log_error(CALL_LOG(call), "argon2id hashing failed");
-    rpc_call_set_status(call, STATUS_INTERNAL, "internal error");
-    return;
-  }
+  if (!hash_for_call(call, ctx, in->new_password, j.new_hash)) return;
   svc_command cmd = {.call = call,
                      .db = ctx->db,
                      .relay = ctx->relay,
