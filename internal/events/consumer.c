@@ -55,6 +55,16 @@ struct consumer {
   int64_t last_poll_err_ms;
 };
 
+status_code consumer_apply_each(db_conn *tx, const consumer_msg *msgs, size_t n,
+                                consumer_apply_one_cb apply_one, void *arg, char *errbuf,
+                                size_t errlen) {
+  for (size_t i = 0; i < n; i++) {
+    status_code st = apply_one(tx, msgs[i].env, arg, errbuf, errlen);
+    if (st != STATUS_OK) return st;
+  }
+  return STATUS_OK;
+}
+
 bool consumer_status_transient(status_code st) {
   return st == STATUS_UNAVAILABLE || st == STATUS_ABORTED;
 }

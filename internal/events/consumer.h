@@ -95,6 +95,17 @@ typedef struct consumer_msg {
 typedef status_code (*consumer_handler_cb)(db_conn *tx, const consumer_msg *msgs, size_t n,
                                            void *arg, char *errbuf, size_t errlen);
 
+/* A handler that treats each event on its own: applies one event in the
+ * open transaction tx (arg as given to consumer_apply_each). */
+typedef status_code (*consumer_apply_one_cb)(db_conn *tx, const events_envelope *ev, void *arg,
+                                             char *errbuf, size_t errlen);
+
+/* The body of a consumer_handler_cb for such handlers: applies msgs in
+ * order with apply_one and stops at the first status that is not OK. */
+status_code consumer_apply_each(db_conn *tx, const consumer_msg *msgs, size_t n,
+                                consumer_apply_one_cb apply_one, void *arg, char *errbuf,
+                                size_t errlen);
+
 /* Called after a transaction with n >= 1 newly applied events committed
  * (for waiters and metrics); on the consumer's thread; must not block. */
 typedef void (*consumer_committed_cb)(const consumer_msg *msgs, size_t n, void *arg);

@@ -267,8 +267,9 @@ static status_code upsert_contact(db_conn *tx, const char *user_id, const char *
     return STATUS_INVALID_ARGUMENT;                                                                \
   }
 
-static status_code handle_one(notify_ctx *ctx, db_conn *tx, const events_envelope *ev, char *errbuf,
+static status_code handle_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
                               size_t errlen) {
+  notify_ctx *ctx = arg;
   const char *type = ev->type;
   status_code st = STATUS_OK;
   if (strcmp(type, "shop.user.v1.UserRegistered") == 0) {
@@ -309,12 +310,7 @@ static status_code handle_one(notify_ctx *ctx, db_conn *tx, const events_envelop
 
 status_code notify_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                              char *errbuf, size_t errlen) {
-  notify_ctx *ctx = arg;
-  for (size_t i = 0; i < n; i++) {
-    status_code st = handle_one(ctx, tx, msgs[i].env, errbuf, errlen);
-    if (st != STATUS_OK) return st;
-  }
-  return STATUS_OK;
+  return consumer_apply_each(tx, msgs, n, handle_one, arg, errbuf, errlen);
 }
 
 void notify_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {

@@ -195,7 +195,8 @@ static const struct {
     {&shop__inventory__v1__inventory_shipped__descriptor, "order.stock", stock_cb},
 };
 
-static status_code apply_one(db_conn *tx, const events_envelope *ev, char *errbuf, size_t errlen) {
+static status_code apply_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
+                             size_t errlen) {
   size_t k = 0, nh = sizeof handled / sizeof handled[0];
   while (k < nh && !IS(ev, *handled[k].d)) k++;
   if (k == nh) return STATUS_OK; /* stock levels, InventoryLow, newer types */
@@ -226,11 +227,7 @@ static status_code apply_one(db_conn *tx, const events_envelope *ev, char *errbu
 
 status_code order_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                                       char *errbuf, size_t errlen) {
-  for (size_t i = 0; i < n; i++) {
-    status_code st = apply_one(tx, msgs[i].env, errbuf, errlen);
-    if (st != STATUS_OK) return st;
-  }
-  return STATUS_OK;
+  return consumer_apply_each(tx, msgs, n, apply_one, arg, errbuf, errlen);
 }
 
 void order_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {

@@ -370,8 +370,9 @@ static status_code undecodable(const events_envelope *ev, char *errbuf, size_t e
   return STATUS_INVALID_ARGUMENT;
 }
 
-static status_code handle_one(db_conn *tx, const payment_ctx *ctx, const events_envelope *ev,
-                              char *errbuf, size_t errlen) {
+static status_code handle_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
+                              size_t errlen) {
+  const payment_ctx *ctx = arg;
   const uint8_t *d = ev->data.data;
   size_t len = ev->data.len;
   status_code st = STATUS_OK;
@@ -407,12 +408,7 @@ static status_code handle_one(db_conn *tx, const payment_ctx *ctx, const events_
 
 status_code payment_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                               char *errbuf, size_t errlen) {
-  const payment_ctx *ctx = arg;
-  for (size_t i = 0; i < n; i++) {
-    status_code st = handle_one(tx, ctx, msgs[i].env, errbuf, errlen);
-    if (st != STATUS_OK) return st;
-  }
-  return STATUS_OK;
+  return consumer_apply_each(tx, msgs, n, handle_one, arg, errbuf, errlen);
 }
 
 void payment_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {

@@ -176,7 +176,8 @@ static const ProtobufCMessageDescriptor *const handled[] = {
     &shop__inventory__v1__stock_level_changed__descriptor,
 };
 
-static status_code apply_one(db_conn *tx, const events_envelope *ev, char *errbuf, size_t errlen) {
+static status_code apply_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
+                             size_t errlen) {
   const ProtobufCMessageDescriptor *d = NULL;
   for (size_t i = 0; i < sizeof handled / sizeof handled[0]; i++)
     if (strcmp(ev->type, handled[i]->name) == 0) d = handled[i];
@@ -217,11 +218,7 @@ static status_code apply_one(db_conn *tx, const events_envelope *ev, char *errbu
 
 status_code product_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                                         char *errbuf, size_t errlen) {
-  for (size_t i = 0; i < n; i++) {
-    status_code st = apply_one(tx, msgs[i].env, errbuf, errlen);
-    if (st != STATUS_OK) return st;
-  }
-  return STATUS_OK;
+  return consumer_apply_each(tx, msgs, n, apply_one, arg, errbuf, errlen);
 }
 
 void product_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {

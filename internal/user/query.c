@@ -89,7 +89,8 @@ static status_code apply_registered(db_conn *tx, const events_envelope *ev,
 }
 
 /* Applies one event; unknown types are skipped. */
-static status_code apply_one(db_conn *tx, const events_envelope *ev, char *errbuf, size_t errlen) {
+static status_code apply_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
+                             size_t errlen) {
   const ProtobufCMessageDescriptor *types[] = {
       &shop__user__v1__user_registered__descriptor,
       &shop__user__v1__user_profile_updated__descriptor,
@@ -135,11 +136,7 @@ static status_code apply_one(db_conn *tx, const events_envelope *ev, char *errbu
 
 status_code user_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                                      char *errbuf, size_t errlen) {
-  for (size_t i = 0; i < n; i++) {
-    status_code st = apply_one(tx, msgs[i].env, errbuf, errlen);
-    if (st != STATUS_OK) return st;
-  }
-  return STATUS_OK;
+  return consumer_apply_each(tx, msgs, n, apply_one, arg, errbuf, errlen);
 }
 
 void user_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
