@@ -1,8 +1,11 @@
 #include "log/log.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,6 +17,11 @@ static struct {
   FILE *out;
   pthread_mutex_t mu;
 } logger = {.service = "shop", .min = LOG_LEVEL_INFO, .out = NULL, .mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* The current scope of each thread (see log.h, "The current context").
+ * Thread-local rather than passed along: domain code deep below a handler
+ * logs and appends events without every signature carrying a context. */
+static _Thread_local log_scope *current;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -86,6 +94,118 @@ size_t log_json_escape(char *dst, size_t dstlen, const char *src) {
   return o;
 }
 
+/* ---- Trace context --------------------------------------------------------------------------- */
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+static bool hex_run(const char *s, size_t n, bool *nonzero) {
+  *nonzero = false;
+  for (size_t i = 0; i < n; i++) {
+    int h = hexval(s[i]);
+    if (h < 0) return false;
+    if (h != 0) *nonzero = true;
+  }
+  return true;
+}
+
+/* W3C Trace Context, version 00: "00-" trace-id(32) "-" parent-id(16) "-"
+ * flags(2), lowercase hex, neither id all zeros. Longer values of a later
+ * version are accepted for their first 55 characters, as the spec asks. */
+static bool traceparent_valid(const char *tp) {
+  if (tp == NULL || strlen(tp) < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-') return false;
+  bool nz, nz_trace, nz_span;
+  if (!hex_run(tp, 2, &nz) || strncmp(tp, "ff", 2) == 0) return false;
+  if (strncmp(tp, "00", 2) == 0 && tp[55] != '\0') return false;
+  return hex_run(tp + 3, 32, &nz_trace) && nz_trace && hex_run(tp + 36, 16, &nz_span) && nz_span &&
+         hex_run(tp + 53, 2, &nz);
+}
+
+bool log_trace_id(const char *tp, char out[LOG_TRACE_ID_SIZE]) {
+  out[0] = '\0';
+  if (!traceparent_valid(tp)) return false;
+  memcpy(out, tp + 3, 32);
+  out[32] = '\0';
+  return true;
+}
+
+/* Random bits for ids: the kernel's generator; a per-thread xorshift
+ * seeded from the clock if that ever fails (ids need to be unique, not
+ * secret). */
+static void random_bytes(unsigned char *out, size_t n) {
+  if (getrandom(out, n, GRND_NONBLOCK) == (ssize_t)n) return;
+  static _Thread_local unsigned long long x;
+  if (x == 0) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    x = ((unsigned long long)ts.tv_sec << 32) ^ (unsigned long long)ts.tv_nsec ^
+        (unsigned long long)(uintptr_t)&ts;
+    if (x == 0) x = 0x9e3779b97f4a7c15ULL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    out[i] = (unsigned char)x;
+  }
+}
+
+/* n random bytes as 2n hex digits, never all zeros. */
+static void random_hex(char *out, size_t n) {
+  static const char d[] = "0123456789abcdef";
+  unsigned char b[16];
+  random_bytes(b, n);
+  b[n - 1] |= 1;
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = d[b[i] >> 4];
+    out[2 * i + 1] = d[b[i] & 15];
+  }
+}
+
+bool log_traceparent_child(const char *parent, char out[LOG_TRACEPARENT_SIZE]) {
+  bool cont = traceparent_valid(parent);
+  memcpy(out, "00-", 3);
+  if (cont)
+    memcpy(out + 3, parent + 3, 32);
+  else
+    random_hex(out + 3, 16);
+  out[35] = '-';
+  random_hex(out + 36, 8);
+  out[52] = '-';
+  if (cont)
+    memcpy(out + 53, parent + 53, 2);
+  else
+    memcpy(out + 53, "01", 2);
+  out[55] = '\0';
+  return cont;
+}
+
+void log_scope_enter(log_scope *s, const char *request_id, const char *traceparent,
+                     const char *event_id) {
+  s->traceparent[0] = '\0';
+  if (log_trace_id(traceparent, s->trace_id)) {
+    memcpy(s->traceparent, traceparent, 55);
+    s->traceparent[55] = '\0';
+  }
+  s->ctx = (log_ctx){.request_id = request_id, .trace_id = s->trace_id, .event_id = event_id};
+  s->prev = current;
+  current = s;
+}
+
+void log_scope_leave(log_scope *s) {
+  /* Leaving out of order is a bug in the caller. */
+  assert(current == s);
+  current = s->prev;
+}
+
+const log_ctx *log_current(void) { return current != NULL ? &current->ctx : NULL; }
+
+const char *log_current_traceparent(void) { return current != NULL ? current->traceparent : ""; }
+
+/* ---- Records ------------------------------------------------------------------------------------
+ */
+
 static size_t append(char *buf, size_t len, size_t o, const char *s) {
   size_t n = strlen(s);
   if (o + n >= len) n = o < len ? len - o - 1 : 0;
@@ -125,10 +245,18 @@ static void emit(log_level level, const log_ctx *ctx, const char *const *kv, int
   o = append(line, sizeof line - 2, o, "\"");
   o = append_field(line, sizeof line - 2, o, "service", logger.service);
   o = append_field(line, sizeof line - 2, o, "msg", msg);
-  if (ctx != NULL) {
-    o = append_field(line, sizeof line - 2, o, "request_id", ctx->request_id);
-    o = append_field(line, sizeof line - 2, o, "trace_id", ctx->trace_id);
-    o = append_field(line, sizeof line - 2, o, "event_id", ctx->event_id);
+  /* What the caller leaves out comes from the current scope. */
+  const log_ctx *cur = log_current();
+  const char *ids[][2] = {
+      {"request_id", ctx != NULL ? ctx->request_id : NULL},
+      {"trace_id", ctx != NULL ? ctx->trace_id : NULL},
+      {"event_id", ctx != NULL ? ctx->event_id : NULL},
+  };
+  const char *fallback[] = {cur != NULL ? cur->request_id : NULL,
+                            cur != NULL ? cur->trace_id : NULL, cur != NULL ? cur->event_id : NULL};
+  for (int i = 0; i < 3; i++) {
+    const char *v = ids[i][1] != NULL && ids[i][1][0] != '\0' ? ids[i][1] : fallback[i];
+    o = append_field(line, sizeof line - 2, o, ids[i][0], v);
   }
   for (int i = 0; i + 1 < nkv * 2; i += 2) {
     o = append_field(line, sizeof line - 2, o, kv[i], kv[i + 1]);

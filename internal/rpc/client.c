@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log/log.h"
 #include "rpc/rpc_internal.h"
 
 #define BACKOFF_CAP_MS 10000
@@ -362,14 +363,12 @@ static status_code ic_metadata(rpc_client_req *r, void *arg) {
     snprintf(r->request_id, sizeof r->request_id, "%016" PRIx64 "%016" PRIx64, rpc_rand64(&c->rand),
              rpc_rand64(&c->rand));
 
-  /* W3C traceparent: keep the parent's trace id, new span id. */
-  char trace[33] = "";
-  if (o->parent != NULL) rpc_trace_id(rpc_call_traceparent(o->parent), trace);
-  if (trace[0] == '\0')
-    snprintf(trace, sizeof trace, "%016" PRIx64 "%016" PRIx64, rpc_rand64(&c->rand),
-             rpc_rand64(&c->rand));
-  snprintf(r->traceparent, sizeof r->traceparent, "00-%s-%016" PRIx64 "-01", trace,
-           rpc_rand64(&c->rand) | 1);
+  /* W3C traceparent: a child of the parent call's, or of the thread's
+   * current scope (a consumer handling an event, say): same trace id, new
+   * span id. Outside both, a new trace. */
+  log_traceparent_child(
+      o->parent != NULL ? rpc_call_traceparent(o->parent) : log_current_traceparent(),
+      r->traceparent);
 
   r->authorization[0] = '\0';
   if (o->token != NULL && o->token[0] != '\0') {

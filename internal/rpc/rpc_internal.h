@@ -71,10 +71,6 @@ uint8_t *rpc_error_frame(const rpc_str *request_id, const rpc_status *st, size_t
 /* Copies s (n bytes) into dst[dstlen] with a NUL, truncating. */
 void rpc_strlcpy(char *dst, size_t dstlen, const char *s, size_t n);
 
-/* Extracts the 32-hex trace id from a W3C traceparent into out[33]; "" if
- * malformed. */
-void rpc_trace_id(const char *traceparent, char out[33]);
-
 /* The raw authorization value of a server call ("Bearer ..." or ""), for a
  * handler's downstream calls. */
 const char *rpc_call_authorization(const rpc_call *c);

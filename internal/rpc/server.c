@@ -444,14 +444,18 @@ static bool server_process(rpc_server *s, const uint8_t *frame, size_t len, int6
   c.reply_len = 0;
   c.pos = 0;
   rpc_status_clear(&c.st);
-  rpc_trace_id(env->traceparent, c.trace_id);
+  log_trace_id(env->traceparent, c.trace_id);
   int64_t budget = env->timeout_ms;
   if (budget == 0) budget = s->o.default_timeout_ms;
   if (budget > s->o.max_timeout_ms) budget = s->o.max_timeout_ms;
   c.deadline_ms = recv_ms + budget;
   resolve_method(&c);
 
+  /* The call is the thread's current log scope while it runs (log.h). */
+  log_scope scope;
+  log_scope_enter(&scope, env->request_id, env->traceparent, NULL);
   rpc_call_proceed(&c);
+  log_scope_leave(&scope);
 
   Shop__Rpc__V1__ResponseEnvelope r = SHOP__RPC__V1__RESPONSE_ENVELOPE__INIT;
   r.request_id = env->request_id;

@@ -210,27 +210,6 @@ uint8_t *rpc_error_frame(const rpc_str *request_id, const rpc_status *st, size_t
   return buf;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-void rpc_trace_id(const char *tp, char out[33]) {
-  out[0] = '\0';
-  /* version "-" trace-id(32) "-" parent-id(16) "-" flags(2) */
-  if (tp == NULL || strlen(tp) < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-') return;
-  bool nonzero = false;
-  for (int i = 0; i < 32; i++) {
-    int h = hexval(tp[3 + i]);
-    if (h < 0) return;
-    if (h != 0) nonzero = true;
-  }
-  if (!nonzero) return;
-  memcpy(out, tp + 3, 32);
-  out[32] = '\0';
-}
-
 bool rpc_method_path_split(const char *path, const char **svc, size_t *svc_len, const char **method,
                            size_t *method_len) {
   if (path == NULL || path[0] != '/') return false;

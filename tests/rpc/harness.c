@@ -64,8 +64,10 @@ static void thh_echo(Shop__Testing__V1__EchoService_Service *svc,
     free(blob);
     return;
   }
-  if (strcmp(m, "forward") == 0) {
-    rpc_call_opts o = {.parent = call};
+  /* "forward" names its parent; "forward-scope" leaves the trace to the
+   * thread's current log scope, which the server sets around the call. */
+  if (strcmp(m, "forward") == 0 || strcmp(m, "forward-scope") == 0) {
+    rpc_call_opts o = {.parent = strcmp(m, "forward") == 0 ? call : NULL};
     char got[64];
     rpc_status st;
     status_code rc = th_echo(ctx->downstream, "hello", &o, got, sizeof got, &st);

@@ -10,6 +10,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "harness.h"
+#include "log/log.h"
 #include "shop/rpc/v1/rpc.pb-c.h"
 
 extern const unsigned char shop_descriptor_set[];
@@ -549,6 +550,40 @@ Test(rpc_client, a_handler_passes_its_budget_and_trace_downstream) {
   cr_assert_leq(atomic_load(&down_srv->ctx.last_remaining_ms), 1500,
                 "the downstream budget is what was left");
   cr_assert_str_eq(down_srv->ctx.last_trace, srv->ctx.last_trace, "one trace");
+  rpc_client_destroy(srv->ctx.downstream);
+  th_server_stop(down_srv);
+  down();
+}
+
+#define TRACE_TP "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+#define TRACE_ID "4bf92f3577b34da6a3ce929d0e0e4736"
+
+Test(rpc_client, a_call_made_inside_a_log_scope_continues_its_trace) {
+  srv = th_server_start(&(th_opts){0});
+  cli = th_client(srv->url, 0, 0);
+  log_scope s;
+  log_scope_enter(&s, NULL, TRACE_TP, NULL);
+  status_code rc = th_echo(cli, "scoped", NULL, NULL, 0, NULL);
+  log_scope_leave(&s);
+  cr_assert_eq(rc, STATUS_OK);
+  cr_assert_str_eq(srv->ctx.last_trace, TRACE_ID);
+  down();
+}
+
+Test(rpc_client, a_handler_calling_without_a_parent_still_passes_its_trace_downstream) {
+  th_server *down_srv = th_server_start(&(th_opts){0});
+  srv = th_server_start(&(th_opts){0});
+  srv->ctx.downstream = th_client(down_srv->url, 0, 0);
+  cli = th_client(srv->url, 0, 0);
+  log_scope s;
+  log_scope_enter(&s, NULL, TRACE_TP, NULL);
+  char got[64];
+  rpc_status st;
+  status_code rc = th_echo(cli, "forward-scope", NULL, got, sizeof got, &st);
+  log_scope_leave(&s);
+  cr_assert_eq(rc, STATUS_OK, "%s", st.message);
+  cr_assert_str_eq(srv->ctx.last_trace, TRACE_ID);
+  cr_assert_str_eq(down_srv->ctx.last_trace, TRACE_ID, "the server's scope carried the trace");
   rpc_client_destroy(srv->ctx.downstream);
   th_server_stop(down_srv);
   down();
