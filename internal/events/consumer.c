@@ -59,7 +59,10 @@ status_code consumer_apply_each(db_conn *tx, const consumer_msg *msgs, size_t n,
                                 consumer_apply_one_cb apply_one, void *arg, char *errbuf,
                                 size_t errlen) {
   for (size_t i = 0; i < n; i++) {
+    log_scope scope;
+    events_log_scope_enter(&scope, msgs[i].env);
     status_code st = apply_one(tx, msgs[i].env, arg, errbuf, errlen);
+    log_scope_leave(&scope);
     if (st != STATUS_OK) return st;
   }
   return STATUS_OK;

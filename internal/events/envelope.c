@@ -431,3 +431,7 @@ void events_sleep_ms(int64_t ms) {
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
 }
+
+void events_log_scope_enter(log_scope *s, const events_envelope *ev) {
+  log_scope_enter(s, NULL, ev->traceparent, ev->id);
+}

@@ -46,6 +46,7 @@
 #include <stdint.h>
 
 #include "db/db.h"
+#include "log/log.h"
 #include "shop/events/v1/envelope.pb-c.h"
 #include "status/status.h"
 
@@ -152,6 +153,13 @@ status_code events_envelope_decode(events_envelope **out, const events_record *r
 /* Frees an envelope from events_envelope_decode or protobuf-c's unpack;
  * NULL is fine. */
 void events_envelope_free(events_envelope *ev);
+
+/* Makes the handling of ev the calling thread's current log scope (log.h):
+ * trace id from ev's traceparent, event_id ev's id; events appended inside
+ * carry ev's traceparent. ev must outlive the scope; leave it with
+ * log_scope_leave(s). consumer_apply_each does this around each event; a
+ * handler that loops over its batch itself does it too. */
+void events_log_scope_enter(log_scope *s, const events_envelope *ev);
 
 /* --- Schema ------------------------------------------------------------- */
 

@@ -56,7 +56,8 @@ status_code outbox_append(db_conn *tx, const events_envelope *ev, char id_out[EV
   if (e.subject == NULL) e.subject = empty;
   if (e.correlation_id == NULL) e.correlation_id = empty;
   if (e.actor == NULL) e.actor = empty;
-  if (e.traceparent == NULL) e.traceparent = empty;
+  /* An event continues the trace of the work that appends it (log.h). */
+  if (str_empty(e.traceparent)) e.traceparent = (char *)log_current_traceparent();
   status_code st = events_envelope_validate(&e, errbuf, errlen);
   if (st != STATUS_OK) return st;
   size_t len = shop__events__v1__event_envelope__get_packed_size(&e);

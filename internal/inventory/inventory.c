@@ -71,7 +71,13 @@ static status_code emit(db_conn *tx, const inventory_ctx *ctx, const events_enve
                             .version = seq,
                             .correlation_id = outbox_cause_correlation(cause),
                             .traceparent = cause != NULL ? cause->traceparent : NULL};
-  return outbox_append_message(&ctx->sink, tx, &o, m, errbuf, errlen);
+  status_code st = outbox_append_message(&ctx->sink, tx, &o, m, errbuf, errlen);
+  /* One line per decision (not per stock level change), under the
+   * current scope's trace. */
+  if (st == STATUS_OK && m->descriptor != &shop__inventory__v1__stock_level_changed__descriptor)
+    log_info(NULL, "inventory: %s for %s (version %lld)", m->descriptor->short_name, key,
+             (long long)seq);
+  return st;
 }
 
 /* ---- Stock rows ---------------------------------------------------------------------- */
@@ -671,13 +677,12 @@ status_code inventory_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n,
     for (size_t i = 0; i < n; i++) {
       const events_envelope *ev = msgs[i].env;
       bool product = strcmp(msgs[i].topic, TOPOLOGY_TOPIC_PRODUCT) == 0;
-      status_code st;
-      if (pass == 0 && product)
-        st = handle_product(tx, ctx, ev, errbuf, errlen);
-      else if (pass == 1 && !product)
-        st = handle_order(tx, ctx, ev, errbuf, errlen);
-      else
-        continue;
+      if (product != (pass == 0)) continue;
+      log_scope scope;
+      events_log_scope_enter(&scope, ev);
+      status_code st = product ? handle_product(tx, ctx, ev, errbuf, errlen)
+                               : handle_order(tx, ctx, ev, errbuf, errlen);
+      log_scope_leave(&scope);
       if (st != STATUS_OK) return st;
     }
   }
@@ -717,14 +722,21 @@ status_code inventory_expire_waiting(db_conn *c, const inventory_ctx *ctx, int *
   db_rows_free(r);
   for (size_t i = 0; i < count && i < 100; i++) {
     expire_arg a = {.ctx = ctx, .order_id = ids[i]};
+    /* A timer acts here: the reservation does not keep the order's
+     * trace, so the decision starts a new one (log.h). */
+    char tp[LOG_TRACEPARENT_SIZE];
+    log_traceparent_child(NULL, tp);
+    log_scope scope;
+    log_scope_enter(&scope, NULL, tp, NULL);
     st = db_tx_run(c, expire_one_cb, &a, 4, errbuf, errlen);
-    if (st != STATUS_OK) return st;
-    if (ctx->sink.committed_cb != NULL) ctx->sink.committed_cb(ctx->sink.self);
-    if (a.out == INVENTORY_REJECTED || a.out == INVENTORY_RESERVED) {
+    if (st == STATUS_OK && ctx->sink.committed_cb != NULL) ctx->sink.committed_cb(ctx->sink.self);
+    if (st == STATUS_OK && (a.out == INVENTORY_REJECTED || a.out == INVENTORY_RESERVED)) {
       log_info(NULL, "reservation of order %s stopped waiting for an unknown product: %s", ids[i],
                a.out == INVENTORY_REJECTED ? "rejected" : "reserved");
       if (decided != NULL) (*decided)++;
     }
+    log_scope_leave(&scope);
+    if (st != STATUS_OK) return st;
   }
   return STATUS_OK;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "log/log.h"
 #include "notification/notification.h"
 #include "shop/notification/v1/events.pb-c.h"
 
@@ -214,6 +215,14 @@ static notify_result webhook_send_cb(void *self, const notify_message *m, char *
   snprintf(idh, sizeof idh, "X-Message-Id: %s", m->message_id);
   struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
   hdr = curl_slist_append(hdr, idh);
+  /* The receiver joins the trace of the event being handled (log.h): a
+   * child traceparent, as for an RPC call. */
+  char tph[16 + LOG_TRACEPARENT_SIZE];
+  if (log_current_traceparent()[0] != '\0') {
+    memcpy(tph, "traceparent: ", 13);
+    log_traceparent_child(log_current_traceparent(), tph + 13);
+    hdr = curl_slist_append(hdr, tph);
+  }
   char cerr[CURL_ERROR_SIZE] = "", resp[512] = "";
   curl_easy_setopt(h, CURLOPT_URL, w->url);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);

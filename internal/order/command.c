@@ -47,8 +47,8 @@ status_code order_row_lock(db_conn *tx, const char *order_id, order_row *out, ch
   db_rows *r = NULL;
   status_code st = db_query(tx,
                             "SELECT customer_id, status, stock_state, payment_state, version, "
-                            "total_units, currency, deadline_ms FROM orders WHERE order_id = ? "
-                            "FOR UPDATE",
+                            "total_units, currency, deadline_ms, traceparent FROM orders WHERE "
+                            "order_id = ? FOR UPDATE",
                             v, 1, &r, errbuf, errlen);
   if (st != STATUS_OK) return st;
   if (!db_rows_next(r)) {
@@ -64,6 +64,7 @@ status_code order_row_lock(db_conn *tx, const char *order_id, order_row *out, ch
   out->total = db_rows_i64(r, 5);
   snprintf(out->currency, sizeof out->currency, "%s", db_rows_str(r, 6, NULL));
   out->deadline_ms = db_rows_i64(r, 7);
+  snprintf(out->traceparent, sizeof out->traceparent, "%s", db_rows_str(r, 8, NULL));
   db_rows_free(r);
   st = db_query(tx,
                 "SELECT product_id, quantity, unit_price, line_total, sku, product_name FROM "
@@ -219,7 +220,11 @@ status_code order_place(db_conn *tx, const order_ctx *ctx, const order_origin *o
     }
     shop__order__v1__shipping_address__pack(n->address, addr);
   }
-  db_value v[11] = {DB_STR(order_id),
+  /* The trace the order was created under, for the sweeper (log.h). */
+  const char *tp = origin != NULL && origin->traceparent != NULL && origin->traceparent[0] != '\0'
+                       ? origin->traceparent
+                       : log_current_traceparent();
+  db_value v[12] = {DB_STR(order_id),
                     DB_STR(n->customer_id),
                     DB_I64(ORDER_ST(PENDING)),
                     DB_I64(n->total),
@@ -229,13 +234,14 @@ status_code order_place(db_conn *tx, const order_ctx *ctx, const order_origin *o
                     DB_STR(n->idempotency_key),
                     DB_I64(deadline),
                     DB_I64(now),
-                    DB_I64(now)};
+                    DB_I64(now),
+                    DB_STR(tp)};
   status_code st = db_exec(tx,
                            "INSERT INTO orders (order_id, customer_id, status, version, "
                            "total_units, currency, payment_token, shipping, idempotency_key, "
-                           "deadline_ms, created_ms, updated_ms) VALUES (?, ?, ?, 1, ?, ?, ?, ?, "
-                           "?, ?, ?, ?)",
-                           v, 11, NULL, NULL, errbuf, errlen);
+                           "deadline_ms, created_ms, updated_ms, traceparent) VALUES (?, ?, ?, 1, "
+                           "?, ?, ?, ?, ?, ?, ?, ?, LEFT(?, 55))",
+                           v, 12, NULL, NULL, errbuf, errlen);
   if (st != STATUS_OK) return st;
   for (size_t i = 0; i < n->n_lines; i++) {
     const order_line *l = &n->lines[i];

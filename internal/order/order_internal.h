@@ -16,6 +16,7 @@ typedef struct order_row {
   int64_t total;
   char currency[4];
   int64_t deadline_ms;
+  char traceparent[LOG_TRACEPARENT_SIZE]; /* the trace it was created under; "" */
   size_t n_lines;
   order_line *lines;
 } order_row;

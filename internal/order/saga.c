@@ -108,8 +108,9 @@ static status_code undecodable(const events_envelope *ev, char *errbuf, size_t e
 
 #define IS(ev, desc) (strcmp((ev)->type, (desc).name) == 0)
 
-static status_code saga_one(db_conn *tx, const order_ctx *ctx, const events_envelope *ev,
-                            char *errbuf, size_t errlen) {
+static status_code saga_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
+                            size_t errlen) {
+  const order_ctx *ctx = arg;
   order_origin origin = {.actor = ctx->program,
                          .correlation_id = ev->correlation_id != NULL && ev->correlation_id[0]
                                                ? ev->correlation_id
@@ -170,12 +171,7 @@ static status_code saga_one(db_conn *tx, const order_ctx *ctx, const events_enve
 
 status_code order_saga_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                                  char *errbuf, size_t errlen) {
-  const order_ctx *ctx = arg;
-  for (size_t i = 0; i < n; i++) {
-    status_code st = saga_one(tx, ctx, msgs[i].env, errbuf, errlen);
-    if (st != STATUS_OK) return st;
-  }
-  return STATUS_OK;
+  return consumer_apply_each(tx, msgs, n, saga_one, arg, errbuf, errlen);
 }
 
 void order_saga_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
@@ -191,6 +187,7 @@ typedef struct sweep_arg {
   const char *order_id;
   int64_t now_ms;
   bool cancelled;
+  char traceparent[LOG_TRACEPARENT_SIZE]; /* the order's, for the log after the commit */
 } sweep_arg;
 
 static status_code sweep_one_cb(db_conn *c, void *arg, char *errbuf, size_t errlen) {
@@ -203,11 +200,21 @@ static status_code sweep_one_cb(db_conn *c, void *arg, char *errbuf, size_t errl
   order_row_free(&r);
   if (st == STATUS_NOT_FOUND) return STATUS_OK;
   if (st != STATUS_OK || !due) return st;
-  order_origin origin = {.actor = a->ctx->program, .correlation_id = a->order_id};
+  /* The cancellation continues the trace the order was created under
+   * (a new one for orders older than that column). */
+  if (r.traceparent[0] != '\0')
+    snprintf(a->traceparent, sizeof a->traceparent, "%s", r.traceparent);
+  else
+    log_traceparent_child(NULL, a->traceparent);
+  log_scope scope;
+  log_scope_enter(&scope, NULL, a->traceparent, NULL);
+  order_origin origin = {
+      .actor = a->ctx->program, .correlation_id = a->order_id, .traceparent = a->traceparent};
   char text[160];
   snprintf(text, sizeof text, "no answer from inventory or payment before the order's deadline");
   st = order_saga_step_apply(c, a->ctx, &origin, a->order_id, ORDER_SAGA_DEADLINE, text, errbuf,
                              errlen);
+  log_scope_leave(&scope);
   a->cancelled = st == STATUS_OK;
   return st;
 }
@@ -232,7 +239,10 @@ status_code order_sweep(db_conn *c, const order_ctx *ctx, int64_t now_ms, int *c
     if (st != STATUS_OK) return st;
     if (a.cancelled) {
       if (ctx->sink.committed_cb != NULL) ctx->sink.committed_cb(ctx->sink.self);
-      log_info(NULL, "sweeper: order %s cancelled, its deadline passed", ids[i]);
+      char trace[LOG_TRACE_ID_SIZE];
+      log_trace_id(a.traceparent, trace);
+      log_info(&(log_ctx){.trace_id = trace}, "sweeper: order %s cancelled, its deadline passed",
+               ids[i]);
       if (cancelled != NULL) (*cancelled)++;
     }
   }

@@ -65,7 +65,12 @@ static status_code emit(db_conn *tx, const payment_ctx *ctx, const events_envelo
                             .version = seq,
                             .correlation_id = outbox_cause_correlation(cause),
                             .traceparent = cause != NULL ? cause->traceparent : NULL};
-  return outbox_append_message(&ctx->sink, tx, &o, m, errbuf, errlen);
+  status_code st = outbox_append_message(&ctx->sink, tx, &o, m, errbuf, errlen);
+  /* One line per decision, under the current scope's trace. */
+  if (st == STATUS_OK)
+    log_info(NULL, "payment: %s for order %s (version %lld)", m->descriptor->short_name, order_id,
+             (long long)seq);
+  return st;
 }
 
 /* ---- The payments row ---------------------------------------------------------------------- */

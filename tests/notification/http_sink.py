@@ -3,7 +3,8 @@
     /usr/bin/python3 http_sink.py PORT DIR
 
 Answers every POST with 200 and writes it to DIR/<n>.json as
-{"path": ..., "message_id": <X-Message-Id header>, "body": <parsed JSON>}.
+{"path": ..., "message_id": <X-Message-Id header>, "traceparent": <traceparent
+header>, "body": <parsed JSON>}.
 A POST to a path starting with /reject gets 400 (a permanent failure).
 DIR/ready once it listens. Stops on SIGTERM.
 """
@@ -33,6 +34,7 @@ class Handler(BaseHTTPRequestHandler):
         path = os.path.join(self.server.folder, "%04d.json" % k)
         with open(path + ".tmp", "w") as f:
             json.dump({"path": self.path, "message_id": self.headers.get("X-Message-Id", ""),
+                       "traceparent": self.headers.get("traceparent", ""),
                        "body": json.loads(raw or b"{}")}, f)
         os.rename(path + ".tmp", path)
         self.send_response(200)

@@ -347,11 +347,17 @@ Test(notify, sms_and_push_webhooks_get_the_right_json) {
   m.total = &L.total;
   event e;
   event_make(&e, "shop.order.v1.OrderConfirmed", oid, 2, &m.base);
+  e.env.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
   cr_assert_eq(handle(&e, 1), STATUS_OK);
   int n = 0;
   char *hooks = received(http.dir, ".json", &n);
   /* Welcome and confirmation, on sms and push each. */
   cr_assert_eq(n, 4, "%s", hooks);
+  /* The confirmation's hooks continue the event's trace with a span of
+   * their own. */
+  const char *tp = strstr(hooks, "\"traceparent\": \"00-4bf92f3577b34da6a3ce929d0e0e4736-");
+  cr_assert(tp != NULL, "%s", hooks);
+  cr_assert(strstr(hooks, "00f067aa0ba902b7") == NULL, "a new span id: %s", hooks);
   char want[200];
   snprintf(want, sizeof want, "\"path\": \"/sms\", \"message_id\": \"%s\"", e.id);
   cr_assert(strstr(hooks, want) != NULL, "%s", hooks);
