@@ -1,9 +1,15 @@
 /* audit-worker end to end: a full order flow through the real programs,
  * then the audit log as AuditQueryService and the shop_audit database show
  * it: every event of the order once, Kafka order kept within each
- * partition, the chain verifies, and only admins may ask. */
+ * partition, the chain verifies, and only admins may ask.
+ *
+ * Tracing end to end (suite "trace", same programs): the trace id of a
+ * CreateOrder call is on every event and every log line the order causes,
+ * across the programs and Kafka (internal/log/log.h, "The current
+ * context"). */
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +17,7 @@
 
 #include "e2e_orders/ostack.h"
 #include "events/events.h"
+#include "log/log.h"
 #include "shop/audit/v1/queries.pb-c.h"
 #include "shop/order/v1/commands.pb-c.h"
 #include "shop/order/v1/queries.pb-c.h"
@@ -108,6 +115,17 @@ static void place(const char *token, const char *product_id, char order_id[37]) 
   free_msg(r);
 }
 
+/* Tokens for a new admin and a new customer, and a product the admin
+ * made. */
+static void actors(char adm[AUTH_TOKEN_MAX], char cust[AUTH_TOKEN_MAX], char pid[37]) {
+  char adm_id[EVENTS_ID_SIZE], cust_id[EVENTS_ID_SIZE];
+  events_uuid_v7(adm_id);
+  events_uuid_v7(cust_id);
+  ostack_token(adm, adm_id, AUTH_ROLE_ADMIN);
+  ostack_token(cust, cust_id, AUTH_ROLE_CUSTOMER);
+  product(adm, pid);
+}
+
 static const char *const flow[] = {
     "shop.order.v1.OrderCreated", "shop.inventory.v1.InventoryReserved",
     "shop.payment.v1.PaymentAuthorized", "shop.order.v1.OrderConfirmed",
@@ -129,14 +147,8 @@ static bool flow_complete(const Shop__Audit__V1__GetOrderTimelineResponse *r) {
 }
 
 Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) {
-  char adm_id[EVENTS_ID_SIZE], cust_id[EVENTS_ID_SIZE];
-  char adm[AUTH_TOKEN_MAX], cust[AUTH_TOKEN_MAX];
-  events_uuid_v7(adm_id);
-  events_uuid_v7(cust_id);
-  ostack_token(adm, adm_id, AUTH_ROLE_ADMIN);
-  ostack_token(cust, cust_id, AUTH_ROLE_CUSTOMER);
-  char pid[37], oid[37];
-  product(adm, pid);
+  char adm[AUTH_TOKEN_MAX], cust[AUTH_TOKEN_MAX], pid[37], oid[37];
+  actors(adm, cust, pid);
   place(cust, pid, oid);
 
   /* The timeline fills as the saga runs and the worker catches up. */
@@ -233,4 +245,141 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
   cr_assert_eq(rr->orders_rebuilt, rr->orders_compared);
   cr_assert_geq(rr->events_applied, (int64_t)N_FLOW);
   free_msg(rr);
+}
+
+/* ---- Tracing ------------------------------------------------------------------------------------
+ */
+
+TestSuite(trace, .init = audit_up, .fini = ostack_release, .timeout = 300);
+
+#define MAX_RECORDS 64
+
+typedef struct order_events {
+  ostack_record r[MAX_RECORDS];
+  size_t n;
+} order_events;
+
+/* Every record keyed by the order on the order, inventory and payment
+ * topics. */
+static void order_events_read(order_events *e, const char *oid) {
+  const char *topics[] = {"shop.order.events.v1", "shop.inventory.events.v1",
+                          "shop.payment.events.v1"};
+  e->n = 0;
+  for (size_t t = 0; t < 3; t++) {
+    size_t n = ostack_records(topics[t], oid, e->r + e->n, MAX_RECORDS - e->n);
+    cr_assert_leq(n, MAX_RECORDS - e->n, "more events of %s than expected", oid);
+    e->n += n;
+  }
+}
+
+static bool order_events_complete(const order_events *e) {
+  for (size_t i = 0; i < N_FLOW; i++) {
+    bool seen = false;
+    for (size_t j = 0; j < e->n && !seen; j++) seen = strcmp(e->r[j].type, flow[i]) == 0;
+    if (!seen) return false;
+  }
+  return true;
+}
+
+/* The whole file, NUL-terminated (freed by the caller). */
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f, "%s", path);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *mem = open_memstream(&buf, &len);
+  char chunk[65536];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) fwrite(chunk, 1, n, mem);
+  fclose(f);
+  fclose(mem);
+  return buf;
+}
+
+typedef struct log_lines {
+  int order_command, saga, inventory, payment, programs;
+} log_lines;
+
+/* Checks every line of every program's log that names oid for the trace
+ * id, and counts them by where they come from. */
+static void log_lines_check(const char *oid, const char *trace, log_lines *seen) {
+  const char *dir = getenv("SHOP_LOG_DIR");
+  if (dir == NULL || dir[0] == '\0') dir = "/tmp";
+  char want[64];
+  snprintf(want, sizeof want, "\"trace_id\":\"%s\"", trace);
+  memset(seen, 0, sizeof *seen);
+  DIR *d = opendir(dir);
+  cr_assert_not_null(d, "%s", dir);
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    size_t nl = strlen(de->d_name);
+    if (strncmp(de->d_name, "e2e-", 4) != 0 || nl < 8 || strcmp(de->d_name + nl - 4, ".log") != 0)
+      continue;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    char *text = slurp(path);
+    bool any = false;
+    for (char *line = text; line != NULL && *line != '\0';) {
+      char *end = strchr(line, '\n');
+      if (end != NULL) *end = '\0';
+      if (strstr(line, oid) != NULL) {
+        any = true;
+        cr_assert(strstr(line, want) != NULL, "%s: a line about %s without its trace %s: %s",
+                  de->d_name, oid, trace, line);
+        bool ev = strstr(line, "\"event_id\":\"") != NULL;
+        if (strcmp(de->d_name, "e2e-order-command.log") == 0) {
+          if (ev && strstr(line, "confirmed") != NULL) seen->saga++;
+          if (strstr(line, "created for") != NULL) seen->order_command++;
+        }
+        if (strcmp(de->d_name, "e2e-inventory-worker.log") == 0 && ev) seen->inventory++;
+        if (strcmp(de->d_name, "e2e-payment-worker.log") == 0 && ev) seen->payment++;
+      }
+      line = end != NULL ? end + 1 : NULL;
+    }
+    seen->programs += any;
+    free(text);
+  }
+  closedir(d);
+}
+
+Test(trace, a_create_orders_trace_id_is_on_every_event_and_log_line_it_causes) {
+  char adm[AUTH_TOKEN_MAX], cust[AUTH_TOKEN_MAX], pid[37], oid[37];
+  actors(adm, cust, pid);
+
+  /* CreateOrder under a known trace: the client continues the trace of
+   * the scope it is called in. */
+  char tp[LOG_TRACEPARENT_SIZE], trace[LOG_TRACE_ID_SIZE];
+  log_traceparent_child(NULL, tp);
+  log_trace_id(tp, trace);
+  log_scope scope;
+  log_scope_enter(&scope, NULL, tp, NULL);
+  place(cust, pid, oid);
+  log_scope_leave(&scope);
+
+  /* Kafka: every event of the order, on every topic, carries the trace. */
+  order_events ev;
+  int64_t until = ostack_now_ms() + 120000;
+  do {
+    order_events_read(&ev, oid);
+    if (order_events_complete(&ev)) break;
+    usleep(200000);
+  } while (ostack_now_ms() < until);
+  cr_assert(order_events_complete(&ev), "the events of %s are incomplete (%zu)", oid, ev.n);
+  for (size_t i = 0; i < ev.n; i++) {
+    char got[LOG_TRACE_ID_SIZE];
+    log_trace_id(ev.r[i].traceparent, got);
+    cr_assert_str_eq(got, trace, "%s %s carries traceparent '%s', not trace %s", ev.r[i].type,
+                     ev.r[i].id, ev.r[i].traceparent, trace);
+  }
+
+  /* The logs: every line about the order carries the trace, and the
+   * command, the saga and both workers wrote some. The lines of an event
+   * are written before its own events reach Kafka, so they are all there. */
+  log_lines seen;
+  log_lines_check(oid, trace, &seen);
+  cr_assert_geq(seen.order_command, 1, "no CreateOrder line about %s", oid);
+  cr_assert_geq(seen.saga, 1, "no saga line about %s", oid);
+  cr_assert_geq(seen.inventory, 1, "no inventory-worker line about %s", oid);
+  cr_assert_geq(seen.payment, 2, "payment-worker: authorized and captured lines about %s", oid);
+  cr_assert_geq(seen.programs, 3);
 }

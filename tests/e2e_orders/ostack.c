@@ -246,6 +246,59 @@ bool ostack_group_rewind(const char *group, const char *const *topics, size_t n)
   return e == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
+static void header_copy(rd_kafka_headers_t *h, const char *name, char *out, size_t len) {
+  const void *v = NULL;
+  size_t n = 0;
+  out[0] = '\0';
+  if (h != NULL && rd_kafka_header_get_last(h, name, &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR)
+    snprintf(out, len, "%.*s", (int)n, (const char *)v);
+}
+
+size_t ostack_records(const char *topic, const char *key, ostack_record *out, size_t max) {
+  char err[512];
+  rd_kafka_t *rk = kafka_consumer("ostack-records", err, sizeof err);
+  cr_assert_not_null(rk, "kafka: %s", err);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(6);
+  int64_t end[TOPOLOGY_DOMAIN_PARTITIONS];
+  int open = 0;
+  for (int p = 0; p < TOPOLOGY_DOMAIN_PARTITIONS; p++) {
+    int64_t lo = 0;
+    cr_assert_eq(rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &end[p], KAFKA_TIMEOUT_MS),
+                 RD_KAFKA_RESP_ERR_NO_ERROR, "watermarks of %s/%d", topic, p);
+    int64_t from = replay_from(topic, p);
+    if (from < end[p]) {
+      rd_kafka_topic_partition_list_add(l, topic, p)->offset = from;
+      open++;
+    }
+  }
+  cr_assert_eq(rd_kafka_assign(rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_topic_partition_list_destroy(l);
+  size_t n = 0;
+  int64_t until = ostack_now_ms() + KAFKA_TIMEOUT_MS;
+  while (open > 0 && ostack_now_ms() < until) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+    if (m == NULL) continue;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (m->offset + 1 >= end[m->partition]) open--;
+      rd_kafka_headers_t *h = NULL;
+      rd_kafka_message_headers(m, &h);
+      if (m->key_len == strlen(key) && memcmp(m->key, key, m->key_len) == 0) {
+        if (n < max) {
+          header_copy(h, "ce_type", out[n].type, sizeof out[n].type);
+          header_copy(h, "ce_id", out[n].id, sizeof out[n].id);
+          header_copy(h, "traceparent", out[n].traceparent, sizeof out[n].traceparent);
+        }
+        n++;
+      }
+    }
+    rd_kafka_message_destroy(m);
+  }
+  cr_assert_eq(open, 0, "%s was not read to its end within %d ms", topic, KAFKA_TIMEOUT_MS);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return n;
+}
+
 /* ---- Runner ---------------------------------------------------------------------------------- */
 
 static void fail_all(const char *why) {

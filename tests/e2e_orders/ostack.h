@@ -87,6 +87,18 @@ bool ostack_group_caught_up(const char *group, const char *const *topics, size_t
  * dropped). */
 bool ostack_group_rewind(const char *group, const char *const *topics, size_t n);
 
+/* One record of a domain topic, as its headers say. */
+typedef struct ostack_record {
+  char type[160];        /* ce_type */
+  char id[64];           /* ce_id */
+  char traceparent[128]; /* "" when the record has none */
+} ostack_record;
+
+/* The records of topic (order, payment, inventory or product) with key,
+ * from where the run began (SHOP_E2E_REPLAY_FROM) to the topic's end now.
+ * Fills out with at most max of them and returns how many there are. */
+size_t ostack_records(const char *topic, const char *key, ostack_record *out, size_t max);
+
 /* Milliseconds on a monotonic clock. */
 int64_t ostack_now_ms(void);
 
