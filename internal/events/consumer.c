@@ -490,7 +490,9 @@ static bool dlt_send(consumer *c, item *it, const char *error, int attempts) {
     return false;
   }
   const char *eid = it->env != NULL ? it->env->id : NULL;
-  log_error(&(log_ctx){.event_id = eid},
+  char trace[LOG_TRACE_ID_SIZE];
+  log_trace_id(it->env != NULL ? it->env->traceparent : NULL, trace);
+  log_error(&(log_ctx){.event_id = eid, .trace_id = trace},
             "consumer %s: dead-lettered %s [%d] @%lld to %s after %d attempt(s): %s", c->group,
             topic, (int)m->partition, (long long)m->offset, dlt, attempts, error);
   atomic_fetch_add(&c->st_dead, 1);
@@ -720,7 +722,9 @@ static void process(consumer *c, size_t n) {
         it->done = true;
         break;
       }
-      log_warn(&(log_ctx){.event_id = it->env->id},
+      char trace[LOG_TRACE_ID_SIZE];
+      log_trace_id(it->env->traceparent, trace);
+      log_warn(&(log_ctx){.event_id = it->env->id, .trace_id = trace},
                "consumer %s: handler rejected the event (attempt %d of %d): %s: %s", c->group,
                attempt, c->o.max_retries, status_name(st), err);
       nap(c, backoff_ms(c, attempt));

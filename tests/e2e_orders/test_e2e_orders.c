@@ -813,12 +813,30 @@ Test(orders, with_the_payment_worker_stopped_the_deadline_cancels_and_the_stock_
   order_req o;
   order_req_init(&o, "tok_visa");
   order_req_line(&o, p, 2);
+  /* Placed under a known trace, which the sweeper's cancellation goes on
+   * with (the order row keeps it). */
+  char tp[LOG_TRACEPARENT_SIZE], trace[LOG_TRACE_ID_SIZE];
+  log_traceparent_child(NULL, tp);
+  log_trace_id(tp, trace);
+  log_scope scope;
+  log_scope_enter(&scope, NULL, tp, NULL);
   Shop__Order__V1__CreateOrderResponse *r = place_at(url, &c, key(), &o);
+  log_scope_leave(&scope);
   Shop__Order__V1__GetOrderResponse *g = wait_order(
       &c, r->order_id,
       (want){.status = ST(CANCELLED), .reason = CR(DEADLINE_EXCEEDED), .stock = RES(RELEASED)},
       WAIT_MS);
   cr_assert_eq(g->order->payment->status, 0, "payment never answered");
+  /* OrderCreated, OrderCancelled; InventoryReserved, InventoryReleased. */
+  const char *topics[] = {TOPOLOGY_TOPIC_ORDER, TOPOLOGY_TOPIC_INVENTORY};
+  for (size_t t = 0; t < 2; t++) {
+    ostack_record ev[8];
+    size_t nev = ostack_records(topics[t], r->order_id, ev, 8);
+    cr_assert_eq(nev, 2, "%zu events of %s on %s", nev, r->order_id, topics[t]);
+    for (size_t i = 0; i < nev; i++)
+      cr_assert(strncmp(ev[i].traceparent + 3, trace, 32) == 0, "%s: '%s', not trace %s",
+                ev[i].type, ev[i].traceparent, trace);
+  }
   db_conn *inv = ostack_db("shop_inventory"), *pay = ostack_db("shop_payment");
   inventory_level l = level(inv, p);
   cr_assert_eq(l.available, 3, "the stock came back");
