@@ -40,6 +40,12 @@
  * GetDescriptorSet (Shop's compiled FileDescriptorSet plus the full names of
  * the services served). Both are public.
  *
+ * Tracing: while a call runs (interceptors and handler), it is its
+ * thread's current log scope (log.h): request_id and the envelope's
+ * traceparent. A client call sends a child of the parent call's
+ * traceparent, or else of the current scope's (same trace id, new span
+ * id), or else starts a new trace.
+ *
  * Server interceptor chain, outermost first: logging, metrics, deadline,
  * authentication, recover, then the interceptors added with
  * rpc_server_add_interceptor(), then dispatch (command key check, payload
@@ -374,7 +380,8 @@ typedef struct rpc_call_opts {
   size_t n_metadata;
   const rpc_call *parent; /* a handler calling on: its remaining budget
                              caps the timeout, its trace and token
-                             travel on */
+                             travel on. NULL: the trace is the thread's
+                             current log scope's (log.h), if any */
   bool no_retry;          /* one attempt only */
 } rpc_call_opts;
 

@@ -402,3 +402,40 @@ Test(outbox,
               (long long)st.produced, KEYS * PER, dups);
   evtest_topic_drop(topic, NULL);
 }
+
+/* The traceparent of the outbox row of event id, as stored. */
+static void row_traceparent(const char *id, char *out, size_t len) {
+  db_value p[1] = {DB_STR(id)};
+  db_rows *r = NULL;
+  cr_assert_eq(
+      db_query(db, "SELECT envelope FROM outbox WHERE event_id = ?", p, 1, &r, err, sizeof err),
+      STATUS_OK, "%s", err);
+  cr_assert(db_rows_next(r), "no row for %s", id);
+  size_t n = 0;
+  const char *b = db_rows_str(r, 0, &n);
+  events_envelope *e = shop__events__v1__event_envelope__unpack(NULL, n, (const uint8_t *)b);
+  cr_assert_not_null(e);
+  snprintf(out, len, "%s", e->traceparent);
+  events_envelope_free(e);
+  db_rows_free(r);
+}
+
+Test(outbox, an_event_appended_without_a_traceparent_continues_the_current_scopes_trace) {
+  const char *tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  events_envelope ev[2];
+  events_timestamp ts[2];
+  char id[2][EVENTS_ID_SIZE];
+  for (int i = 0; i < 2; i++)
+    evtest_envelope(&ev[i], &ts[i], id[i], "test.events.trace", "k", "shop.test.v1.T", i + 1, "x",
+                    1);
+  ev[0].traceparent = "";
+  log_scope s;
+  log_scope_enter(&s, NULL, tp, "ev-1");
+  evtest_append(db, ev, 2);
+  log_scope_leave(&s);
+  char got[128];
+  row_traceparent(id[0], got, sizeof got);
+  cr_assert_str_eq(got, tp, "the scope's trace");
+  row_traceparent(id[1], got, sizeof got);
+  cr_assert_str_eq(got, ev[1].traceparent, "a traceparent given wins");
+}
