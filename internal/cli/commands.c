@@ -66,6 +66,7 @@ static void usage(FILE *f) {
       "  dlt replay <topic> <group>     re-publish them to their topic\n"
       "  reconcile                      check money, stock and the audit log (exit 1: broken)\n"
       "  rebuild-projection             rebuild the order read model from the audit log\n"
+      "  seed [customer-email]          demo data: a customer, a small catalog (idempotent)\n"
       "options:\n"
       "  --server URL  --config PATH  --timeout MS|Ns  -H key:value\n"
       "  --idempotency-key KEY  --profile NAME  --password-stdin  --password-file PATH\n"
@@ -1147,6 +1148,25 @@ static int cmd_rebuild_projection(cli_opts *o) {
   return code;
 }
 
+/* ---- seed -------------------------------------------------------------- */
+
+static int cmd_seed(cli_opts *o) {
+  if (o->n_args > 2) return usage(stderr), 2;
+  if (o->cfg == NULL)
+    return fail_code(STATUS_INVALID_ARGUMENT, "no config: give --config PATH%s%s", "", "");
+  if (o->password_file == NULL && !o->password_stdin)
+    return fail_code(STATUS_INVALID_ARGUMENT,
+                     "give the customer's password: --password-file PATH or --password-stdin%s%s",
+                     "", "");
+  char password[1024];
+  if (!read_password(o, password, sizeof password))
+    return fail_code(STATUS_INVALID_ARGUMENT, "could not read a password%s%s", "", "");
+  int code = cli_seed(o->cfg, o->n_args == 2 ? o->args[1] : "customer@shop.local", password,
+                      o->sku_prefix, stdout);
+  memset(password, 0, sizeof password);
+  return code;
+}
+
 static bool parse_timeout(const char *s, int64_t *ms) {
   char *end;
   errno = 0;
@@ -1284,6 +1304,8 @@ int cli_main(int argc, char **argv) {
     code = cmd_reconcile(&o);
   else if (strcmp(cmd, "rebuild-projection") == 0)
     code = cmd_rebuild_projection(&o);
+  else if (strcmp(cmd, "seed") == 0)
+    code = cmd_seed(&o);
   else {
     fprintf(stderr, "shopctl: unknown command %s\n", cmd);
     usage(stderr);

@@ -131,8 +131,8 @@ static const char *payment_status_name(int s) {
 static const char *reservation_status_name(int s) {
   if (s == 0) return "none";
   if (s == 100) return "CANCELLED_BEFORE_RESERVING";
-  const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
-      &shop__inventory__v1__reservation_status__descriptor, s);
+  const ProtobufCEnumValue *v =
+      protobuf_c_enum_descriptor_get_value(&shop__inventory__v1__reservation_status__descriptor, s);
   return v != NULL ? v->name + strlen("RESERVATION_STATUS_") : "?";
 }
 
@@ -144,7 +144,7 @@ typedef struct order_facts {
   const char *currency;
   int status;
   int64_t total, deadline_ms;
-  int pay_status; /* 0: payment has no row */
+  int pay_status;                              /* 0: payment has no row */
   int64_t n_auth, n_capture, n_void, n_refund; /* approved gateway operations */
   int64_t captured, refunded;                  /* minor units */
   int res_status;                              /* 0: inventory has no row */
@@ -199,32 +199,32 @@ static status_code check_orders(db_conn *c, const books *b, const reconcile_opts
   char sql[3072];
   /* Approved gateway operations, each counted once per distinct reference
    * (the gateway answers a repeated idempotency key with the same one). */
-  snprintf(
-      sql, sizeof sql,
-      "SELECT o.order_id, o.status, o.total_units, o.currency, o.deadline_ms,"
-      " IFNULL(p.status, 0),"
-      " IFNULL(pa.n_auth, 0), IFNULL(pa.n_capture, 0), IFNULL(pa.n_void, 0), IFNULL(pa.n_refund, 0),"
-      " IFNULL(pa.captured, 0), IFNULL(pa.refunded, 0),"
-      " IFNULL(rv.status, 0), IFNULL(ac.n, 0)"
-      " FROM %s.orders o"
-      " LEFT JOIN %s.payments p ON p.order_id = o.order_id"
-      " LEFT JOIN (SELECT order_id,"
-      "   SUM(operation = %d) n_auth, SUM(operation = %d) n_capture,"
-      "   SUM(operation = %d) n_void, SUM(operation = %d) n_refund,"
-      "   SUM(IF(operation = %d, amount_units, 0)) captured,"
-      "   SUM(IF(operation = %d, amount_units, 0)) refunded"
-      "   FROM (SELECT DISTINCT order_id, operation, reference, amount_units"
-      "         FROM %s.payment_attempts WHERE outcome = %d) d GROUP BY order_id) pa"
-      "   ON pa.order_id = o.order_id"
-      " LEFT JOIN %s.reservations rv ON rv.order_id = o.order_id"
-      " LEFT JOIN (SELECT subject, COUNT(DISTINCT event_id) n FROM %s.audit_log"
-      "   WHERE type = 'shop.order.v1.OrderCreated' GROUP BY subject) ac"
-      "   ON ac.subject = o.order_id"
-      " WHERE o.created_ms >= ? AND (? = '' OR EXISTS (SELECT 1 FROM %s.order_lines l"
-      "   WHERE l.order_id = o.order_id AND l.sku LIKE ? ESCAPE '!'))"
-      " ORDER BY o.created_ms, o.order_id",
-      b->order, b->payment, PO(AUTHORIZE), PO(CAPTURE), PO(VOID), PO(REFUND), PO(CAPTURE),
-      PO(REFUND), b->payment, GW_APPROVED, b->inventory, b->audit, b->order);
+  snprintf(sql, sizeof sql,
+           "SELECT o.order_id, o.status, o.total_units, o.currency, o.deadline_ms,"
+           " IFNULL(p.status, 0),"
+           " IFNULL(pa.n_auth, 0), IFNULL(pa.n_capture, 0), IFNULL(pa.n_void, 0), "
+           "IFNULL(pa.n_refund, 0),"
+           " IFNULL(pa.captured, 0), IFNULL(pa.refunded, 0),"
+           " IFNULL(rv.status, 0), IFNULL(ac.n, 0)"
+           " FROM %s.orders o"
+           " LEFT JOIN %s.payments p ON p.order_id = o.order_id"
+           " LEFT JOIN (SELECT order_id,"
+           "   SUM(operation = %d) n_auth, SUM(operation = %d) n_capture,"
+           "   SUM(operation = %d) n_void, SUM(operation = %d) n_refund,"
+           "   SUM(IF(operation = %d, amount_units, 0)) captured,"
+           "   SUM(IF(operation = %d, amount_units, 0)) refunded"
+           "   FROM (SELECT DISTINCT order_id, operation, reference, amount_units"
+           "         FROM %s.payment_attempts WHERE outcome = %d) d GROUP BY order_id) pa"
+           "   ON pa.order_id = o.order_id"
+           " LEFT JOIN %s.reservations rv ON rv.order_id = o.order_id"
+           " LEFT JOIN (SELECT subject, COUNT(DISTINCT event_id) n FROM %s.audit_log"
+           "   WHERE type = 'shop.order.v1.OrderCreated' GROUP BY subject) ac"
+           "   ON ac.subject = o.order_id"
+           " WHERE o.created_ms >= ? AND (? = '' OR EXISTS (SELECT 1 FROM %s.order_lines l"
+           "   WHERE l.order_id = o.order_id AND l.sku LIKE ? ESCAPE '!'))"
+           " ORDER BY o.created_ms, o.order_id",
+           b->order, b->payment, PO(AUTHORIZE), PO(CAPTURE), PO(VOID), PO(REFUND), PO(CAPTURE),
+           PO(REFUND), b->payment, GW_APPROVED, b->inventory, b->audit, b->order);
   const char *prefix = o->sku_prefix ? o->sku_prefix : "";
   char like[200];
   prefix_pattern(prefix, like, sizeof like);
@@ -317,7 +317,8 @@ static status_code check_products(db_conn *c, const books *b, const reconcile_op
     }
     why_buf w = {0};
     if (avail + reserved + shipped != initial + restocked)
-      why(&w, "available %" PRId64 " + reserved %" PRId64 " + shipped %" PRId64 " = %" PRId64
+      why(&w,
+          "available %" PRId64 " + reserved %" PRId64 " + shipped %" PRId64 " = %" PRId64
           ", but initial stock %" PRId64 " + restocks %" PRId64 " = %" PRId64,
           avail, reserved, shipped, avail + reserved + shipped, initial, restocked,
           initial + restocked);
@@ -390,8 +391,8 @@ status_code reconcile_run(const shop_cfg *cfg, const reconcile_opts *opts, recon
   char pw[256];
   if (cfg->mysql.password != NULL && cfg->mysql.password[0] != '\0') {
     snprintf(pw, sizeof pw, "%s", cfg->mysql.password);
-  } else if (!db_password_from_dir(cfg->mysql.secrets_dir, RECONCILE_ACCOUNT, pw, sizeof pw,
-                                   errbuf, errlen)) {
+  } else if (!db_password_from_dir(cfg->mysql.secrets_dir, RECONCILE_ACCOUNT, pw, sizeof pw, errbuf,
+                                   errlen)) {
     return STATUS_FAILED_PRECONDITION;
   }
   /* The audit database is the default one: audit_verify names audit_log

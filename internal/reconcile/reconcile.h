@@ -86,11 +86,11 @@ typedef struct reconcile_finding {
 } reconcile_finding;
 
 typedef struct reconcile_report {
-  int runs;          /* checks done (1 + re-runs while settling) */
+  int runs; /* checks done (1 + re-runs while settling) */
   int64_t elapsed_ms;
-  int64_t orders;    /* orders checked */
-  int64_t products;  /* products checked */
-  int64_t events;    /* audit rows verified in the chain */
+  int64_t orders;   /* orders checked */
+  int64_t products; /* products checked */
+  int64_t events;   /* audit rows verified in the chain */
   int64_t orders_pending, orders_confirmed, orders_shipped, orders_cancelled;
   reconcile_finding *findings; /* owned by the report */
   size_t findings_count;
