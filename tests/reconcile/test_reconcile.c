@@ -148,7 +148,8 @@ static void audit_event(const char *event_id, const char *type, const char *subj
   }
   sql("INSERT INTO audit_log (row_id, event_id, topic, kpartition, koffset, type, source, actor, "
       "subject, sequence, event_time_ms, correlation_id, traceparent, ev_key, data, recorded_ms, "
-      "prev_hash, hash) VALUES (%" PRId64 ", '%s', '%s', 0, %" PRId64 ", '%s', '%s', '%s', '%s', "
+      "prev_hash, hash) VALUES (%" PRId64 ", '%s', '%s', 0, %" PRId64
+      ", '%s', '%s', '%s', '%s', "
       "1, %" PRId64 ", '', '', '%s', '', %" PRId64 ", UNHEX('%s'), UNHEX('%s'))",
       r.row_id, event_id, r.topic, r.offset, type, r.source, r.actor, subject, r.event_time_ms,
       subject, r.recorded_ms, ph, hh);
@@ -175,8 +176,7 @@ static void order(const char *id, const char *product_id, const char *sku, int q
   int64_t t = created_ms ? created_ms : now_ms();
   sql("INSERT INTO orders (order_id, customer_id, status, version, total_units, currency, "
       "payment_token, shipping, idempotency_key, deadline_ms, created_ms, updated_ms) VALUES "
-      "('%s', 'c1', %d, 1, %d, 'EUR', 'tok_visa', '', 'k', %" PRId64 ", %" PRId64 ", %" PRId64
-      ")",
+      "('%s', 'c1', %d, 1, %d, 'EUR', 'tok_visa', '', 'k', %" PRId64 ", %" PRId64 ", %" PRId64 ")",
       id, status, qty * 100, deadline_ms ? deadline_ms : t + 600000, t, t);
   sql("INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price, line_total, "
       "sku, product_name) VALUES ('%s', 0, '%s', %d, 100, %d, '%s', 'x')",
@@ -439,8 +439,8 @@ Test(reconcile, shopctl_exits_0_when_clean_1_naming_what_is_broken_and_14_withou
   consistent_books(p1);
   snprintf(args, sizeof args, "reconcile --database %s", dbname);
   cr_assert_eq(shopctl(out, sizeof out, "", args), 0, "%s", out);
-  cr_assert_not_null(strstr(out, "clean: 5 orders (1 pending, 1 confirmed, 1 shipped, 2 cancelled)"),
-                     "%s", out);
+  cr_assert_not_null(
+      strstr(out, "clean: 5 orders (1 pending, 1 confirmed, 1 shipped, 2 cancelled)"), "%s", out);
   id_of(o, 'c', 1);
   order(o, p1, "RC-MUG", 1, SHIPPED, 2, 0, 0, 0);
   cr_assert_eq(shopctl(out, sizeof out, "", args), 1, "%s", out);
