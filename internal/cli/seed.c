@@ -54,9 +54,8 @@ static rpc_client *seed_client(const shop_cfg *cfg, const char *url) {
 }
 
 static status_code seed_call(rpc_client *c, const ProtobufCServiceDescriptor *svc,
-                             const char *method, const ProtobufCMessage *in,
-                             ProtobufCMessage **out, const char *token, const char *key,
-                             rpc_status *st) {
+                             const char *method, const ProtobufCMessage *in, ProtobufCMessage **out,
+                             const char *token, const char *key, rpc_status *st) {
   rpc_call_opts o = {.timeout_ms = SEED_TIMEOUT_MS, .token = token, .idempotency_key = key};
   return rpc_client_call_sync(c, svc, method, in, out, &o, st);
 }
@@ -106,8 +105,8 @@ static bool seed_find(seed_ctx *s, const struct seed_product *p, const char *sku
   for (int pages = 0; !found && more && pages < 1000; pages++) {
     ProtobufCMessage *resp = NULL;
     rpc_status st;
-    if (seed_call(s->query, &shop__product__v1__product_query_service__descriptor,
-                  "ListProducts", &req.base, &resp, s->token, NULL, &st) != STATUS_OK)
+    if (seed_call(s->query, &shop__product__v1__product_query_service__descriptor, "ListProducts",
+                  &req.base, &resp, s->token, NULL, &st) != STATUS_OK)
       return false;
     Shop__Product__V1__ListProductsResponse *r = (Shop__Product__V1__ListProductsResponse *)resp;
     for (size_t i = 0; i < r->n_products && !found; i++)
@@ -188,8 +187,9 @@ static int seed_product(seed_ctx *s, const struct seed_product *p, const char *p
 static int seed_login_admin(seed_ctx *s) {
   const char *email = s->cfg->auth.admin_email, *pw = s->cfg->auth.admin_password;
   if (email == NULL || email[0] == '\0' || pw == NULL || pw[0] == '\0') {
-    fprintf(stderr, "ERROR: INVALID_ARGUMENT: the config names no first admin "
-                    "(auth.admin_email, auth.admin_password_file)\n");
+    fprintf(stderr,
+            "ERROR: INVALID_ARGUMENT: the config names no first admin "
+            "(auth.admin_email, auth.admin_password_file)\n");
     return status_exit_code(STATUS_INVALID_ARGUMENT);
   }
   Shop__User__V1__LoginRequest req = SHOP__USER__V1__LOGIN_REQUEST__INIT;

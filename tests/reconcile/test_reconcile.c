@@ -414,6 +414,7 @@ Test(reconcile, settle_runs_again_until_a_late_capture_lands) {
   cr_assert_not_null(ok, "the late capture was not written");
   cr_expect_eq(r.findings_count, 0, "%s", r.findings_count ? r.findings[0].why : "");
   cr_expect_gt(r.runs, 1, "the first run saw the missing capture");
+  cr_expect_eq(r.events, 7, "later runs verify the chain from where the first one ended");
   reconcile_report_free(&r);
 }
 
