@@ -9,13 +9,48 @@ export SHOP_ADMIN_BIN="$repo/$build/bin/shop-admin"
 scripts/infra.sh start --profile run
 scripts/services.sh start --profile run --build "$build"
 eval "$(scripts/infra.sh env --profile run)"
+
+# The demo data, once per run folder: a customer and a small catalog, made
+# by `shopctl seed` through the ordinary command path (so every read model,
+# the inventory and the audit log have them). Its output is kept as the
+# marker: a second `make run` keeps the data and seeds nothing.
+shopctl=$repo/$build/bin/shopctl
+seed_out=$SHOP_RUN_DIR/demo-seed.txt
+if [[ ! -s $seed_out ]]; then
+	if "$shopctl" --config "$repo/config/shop.yaml" seed customer@shop.local \
+		--password-file "$SHOP_RUN_DIR/secrets/customer.password" >"$seed_out.new"; then
+		mv -- "$seed_out.new" "$seed_out"
+		printf 'demo data: seeded (%s)\n' "$seed_out"
+	else
+		rm -f -- "$seed_out.new"
+		printf 'demo data: the seed failed (see above); the next make run tries again\n' >&2
+	fi
+fi
+mug=$(awk '$1 == "product" && $2 == "DEMO-MUG" {print $3}' "$seed_out" 2>/dev/null || true)
+rel_bin=${shopctl#"$repo"/}
+rel_run=${SHOP_RUN_DIR#"$repo"/}
+
 cat <<MSG
 
 Shop is up (profile run, folder $SHOP_RUN_DIR).
   RPC endpoints    see config/shop.yaml (tcp://127.0.0.1:17001..17007)
-  first admin      admin@shop.local, password in $SHOP_RUN_DIR/secrets/admin.password
+  first admin      admin@shop.local, password in $rel_run/secrets/admin.password
+  demo customer    customer@shop.local, password in $rel_run/secrets/customer.password
+  demo catalog     $rel_run/demo-seed.txt (DEMO-MUG, DEMO-TEE, DEMO-BOOK, DEMO-STICKERS)
   events           kcat -b $SHOP_KAFKA_BROKERS -C -t shop.user.events.v1 -f '%k %h\n' -e
   logs             $SHOP_LOG_DIR/
   make status      what runs and where
   make stop        stop it all (data is kept for the next make run)
+
+What to try next (from $repo):
+  alias shopctl=\$PWD/$rel_bin
+  shopctl login customer@shop.local --password-file $rel_run/secrets/customer.password
+  shopctl call ProductQueryService.ListProducts '{"text":"mug"}'
+  ORDER=\$(shopctl call OrderCommandService.CreateOrder '{"lines":[{"productId":"${mug:-<DEMO-MUG id>}","quantity":2}],
+    "paymentToken":"tok_visa","shippingAddress":{"recipient":"Demo Customer","line1":"1 Main St",
+    "city":"Paris","postalCode":"75001","country":"FR"}}' | sed -n 's/.*"orderId": "\(.*\)".*/\1/p'); echo \$ORDER
+  shopctl call OrderQueryService.GetOrder '{"orderId":"'\$ORDER'","consistency":{"token":{"aggregateId":"'\$ORDER'","version":"1"},"waitMs":3000}}'
+                # readable at once (PENDING or CONFIRMED); again a moment later: CONFIRMED, payment CAPTURED
+  shopctl events tail shop.order.events.v1 --from-beginning --max 20 --timeout 5s
+  shopctl reconcile --settle 10                          # money, stock, audit log: exit 0 when clean
 MSG

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Secrets of a run folder other than the database passwords (those are
 # mariadb.sh's): the JWT signing key (auth.jwt_key_file) and the first
-# admin's password (auth.admin_password_file). Each is generated once, as
+# admin's password (auth.admin_password_file), and the demo customer's
+# password (`make run` seeds customer@shop.local with it). Each is generated once, as
 # hex from /dev/urandom, mode 600, and reused on every start. Source it; it
 # defines names only and runs nothing.
 
@@ -22,4 +23,5 @@ secrets_ensure() {
 	# 32 random bytes, 64 hex characters: HS256 wants a key of at least 32.
 	secrets_make "$dir/jwt.key" 32
 	secrets_make "$dir/admin.password" 24
+	secrets_make "$dir/customer.password" 12
 }

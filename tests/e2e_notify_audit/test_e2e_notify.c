@@ -25,7 +25,13 @@
 #define UCMD_SVC (&shop__user__v1__user_command_service__descriptor)
 
 ReportHook(PRE_ALL)(struct criterion_test_set *set) { ostack_up(); }
-ReportHook(POST_ALL)(struct criterion_global_stats *stats) { ostack_down(); }
+/* After the scenario, on the quiet stack: the run's books balance (an
+ * audit-worker is started for the check, so the log catches up). */
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
+  bool clean = ostack_books_clean(true, 60000);
+  ostack_down();
+  if (!clean) exit(4);
+}
 
 static proc *smtp_p, *http_p;
 static char root[200];

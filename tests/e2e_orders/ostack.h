@@ -99,6 +99,15 @@ typedef struct ostack_record {
  * Fills out with at most max of them and returns how many there are. */
 size_t ostack_records(const char *topic, const char *key, ostack_record *out, size_t max);
 
+/* Runs reconcile (reconcile.h) on the orders and products of this run
+ * (SKU prefix SHOP_E2E_RUN), settling for at most settle_ms, and prints
+ * every finding and a summary to stderr. with_audit_worker: starts an
+ * audit-worker for the time of the check, so that the audit log catches
+ * up with the run's events (the caller must not run one of its own). True
+ * when the books are clean, or when the stack never started (the tests
+ * have failed already). Runner or test side. */
+bool ostack_books_clean(bool with_audit_worker, int settle_ms);
+
 /* Milliseconds on a monotonic clock. */
 int64_t ostack_now_ms(void);
 

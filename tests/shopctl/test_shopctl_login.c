@@ -1,5 +1,6 @@
 /* shopctl login, token refresh, authenticated calls and logout against the
- * real user-command and user-query of the test profile. */
+ * real user-command and user-query of the test profile; shopctl seed (the
+ * demo data of `make run`) against them and the product programs. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -12,7 +13,8 @@
 
 #include "e2e_catalog/stack.h"
 
-static const char *const programs[] = {"user-command", "user-query", NULL};
+static const char *const programs[] = {"user-command", "user-query", "product-command",
+                                       "product-query", NULL};
 
 ReportHook(PRE_ALL)(struct criterion_test_set *s) { stack_up(programs); }
 ReportHook(POST_ALL)(struct criterion_global_stats *s) { stack_down(); }
@@ -131,4 +133,83 @@ Test(shopctl_login, health_checks_every_configured_endpoint, .init = setup, .fin
   const char *uc = strstr(out, "UserCommandService");
   cr_assert_not_null(strstr(uc, "\"status\":\"SERVING\""), "%s", out);
   cr_assert_not_null(strstr(out, "\"status\":\"UNAVAILABLE\""), "%s", out);
+}
+
+/* The output line of seed that starts with head, copied into line. */
+static void seed_line(const char *text, const char *head, char *line, size_t len) {
+  const char *p = strstr(text, head);
+  cr_assert_not_null(p, "no \"%s\" in:\n%s", head, text);
+  size_t n = strcspn(p, "\n");
+  cr_assert_lt(n, len);
+  memcpy(line, p, n);
+  line[n] = '\0';
+}
+
+Test(shopctl_seed, seed_registers_the_customer_and_the_catalog_once_and_keeps_them, .init = setup,
+     .fini = teardown) {
+  char email[128], prefix[64], pwfile[300], apwfile[300], password[256];
+  snprintf(email, sizeof email, "seed-%d-%ld@shop.test", (int)getpid(), (long)time(NULL));
+  snprintf(prefix, sizeof prefix, "S%d-%ld-", (int)getpid(), (long)time(NULL));
+  snprintf(pwfile, sizeof pwfile, "%s/customer.pw", dir);
+  FILE *f = fopen(pwfile, "w");
+  fputs("demo customer password 42\n", f);
+  fclose(f);
+
+  /* One product of the catalog exists already, made by an admin with
+   * another key: seed finds it instead of failing. */
+  stack_admin_password(password, sizeof password);
+  snprintf(apwfile, sizeof apwfile, "%s/admin.pw", dir);
+  f = fopen(apwfile, "w");
+  fprintf(f, "%s\n", password);
+  fclose(f);
+  cr_assert_eq(
+      shopctl(out, sizeof out, "login", "admin@shop.test", "--password-file", apwfile, NULL), 0,
+      "%s", out);
+  char req[512];
+  snprintf(
+      req, sizeof req,
+      "{\"sku\":\"%sDEMO-TEE\",\"details\":{\"name\":\"Shop T-shirt\",\"category\":\"apparel\"},"
+      "\"price\":{\"units\":\"1999\",\"currency\":\"EUR\"},\"initialStock\":\"40\"}",
+      prefix);
+  cr_assert_eq(shopctl(out, sizeof out, "call", "ProductCommandService.CreateProduct", req, NULL),
+               0, "%s", out);
+  char tee_id[64] = "";
+  const char *q = strstr(out, "\"productId\": \"");
+  cr_assert_not_null(q, "%s", out);
+  snprintf(tee_id, sizeof tee_id, "%.36s", q + strlen("\"productId\": \""));
+
+  static char first[8192];
+  cr_assert_eq(shopctl(first, sizeof first, "seed", email, "--password-file", pwfile,
+                       "--sku-prefix", prefix, NULL),
+               0, "%s", first);
+  char head[200], line[400];
+  snprintf(head, sizeof head, "customer %s ", email);
+  seed_line(first, head, line, sizeof line);
+  cr_assert_null(strstr(line, "already"), "%s", line);
+  const char *skus[] = {"DEMO-MUG", "DEMO-TEE", "DEMO-BOOK", "DEMO-STICKERS"};
+  for (size_t i = 0; i < 4; i++) {
+    snprintf(head, sizeof head, "product %s%s ", prefix, skus[i]);
+    seed_line(first, head, line, sizeof line);
+  }
+  snprintf(head, sizeof head, "product %sDEMO-TEE %s ", prefix, tee_id);
+  seed_line(first, head, line, sizeof line);
+
+  /* A second seed changes nothing and says the same. */
+  cr_assert_eq(shopctl(out, sizeof out, "seed", email, "--password-file", pwfile, "--sku-prefix",
+                       prefix, NULL),
+               0, "%s", out);
+  cr_assert_str_eq(out, first);
+
+  /* The customer logs in with the seeded password; the catalog lists the
+   * mug (seed waited for product-query). */
+  cr_assert_eq(shopctl(out, sizeof out, "login", email, "--password-file", pwfile, NULL), 0, "%s",
+               out);
+  cr_assert_not_null(strstr(out, "\"role\": \"ROLE_CUSTOMER\""), "%s", out);
+  snprintf(head, sizeof head, "product %sDEMO-MUG ", prefix);
+  seed_line(first, head, line, sizeof line);
+  snprintf(req, sizeof req, "{\"productId\":\"%.36s\"}", line + strlen(head));
+  cr_assert_eq(shopctl(out, sizeof out, "call", "ProductQueryService.GetProduct", req, NULL), 0,
+               "%s", out);
+  snprintf(head, sizeof head, "\"sku\": \"%sDEMO-MUG\"", prefix);
+  cr_assert_not_null(strstr(out, head), "%s", out);
 }
