@@ -74,9 +74,10 @@ proto-check:
 # libFuzzer (clang) over the decode paths: a fixed seed and a run count,
 # never a time limit. New inputs go to build-fuzz/corpus; the committed
 # seeds in tests/fuzz/corpus stay as they are. The test suite runs a short
-# pass of the same targets (rpc_envelope_replay).
+# pass of the same targets (<target>_fuzz_short).
 FUZZ_RUNS ?= 1000000
-FUZZ_TARGETS ?= rpc_envelope
+FUZZ_TARGETS ?= rpc_envelope user_command user_query product_command product_query \
+                order_command order_query audit_query
 fuzz: deps
 	cmake -S . -B $(FUZZ_DIR) -DCMAKE_C_COMPILER=clang -DSHOP_FUZZ=ON -DSHOP_SANITIZE=ON $(CMAKE_FLAGS)
 	cmake --build $(FUZZ_DIR) -j $(JOBS) --target $(addsuffix _fuzz,$(FUZZ_TARGETS))

@@ -368,9 +368,9 @@ static void order_query_get_order(order_query_service *svc,
                                   Shop__Order__V1__GetOrderResponse_Closure closure, void *data) {
   rpc_call *call = data;
   order_query_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  if (!svc_id_valid(in->order_id)) svc_violation(call, &bad, "order_id", "must be an order id");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  order_validate_get_order(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
   char err[512];
   db_conn *c = NULL;
@@ -521,9 +521,9 @@ static void order_query_list_orders_by_customer(
   rpc_call *call = data;
   order_query_ctx *ctx = rpc_call_service_ctx(call);
   const char *customer = in->customer_id[0] != '\0' ? in->customer_id : rpc_call_user_id(call);
-  int bad = 0;
-  svc_violation(call, &bad, "customer_id", svc_text_check(customer, 1, ORDER_CUSTOMER_MAX, 0));
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  order_validate_list_orders_by_customer(in, rpc_call_user_id(call), &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   if (strcmp(customer, rpc_call_user_id(call)) != 0 && rpc_call_role(call) != AUTH_ROLE_ADMIN) {
     rpc_call_set_status(call, STATUS_PERMISSION_DENIED,
                         "only an admin may list another customer's orders");
@@ -547,17 +547,14 @@ static void order_query_list_orders_by_customer(
   list_free(&p);
 }
 
-static bool status_known(int s) { return s >= ORDER_ST(PENDING) && s <= ORDER_ST(CANCELLED); }
-
 static void order_query_list_orders_by_status(
     order_query_service *svc, const Shop__Order__V1__ListOrdersByStatusRequest *in,
     Shop__Order__V1__ListOrdersByStatusResponse_Closure closure, void *data) {
   rpc_call *call = data;
   order_query_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  if (!status_known((int)in->status))
-    svc_violation(call, &bad, "status", "must be a known status other than UNSPECIFIED");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  order_validate_list_orders_by_status(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   char filters[64];
   snprintf(filters, sizeof filters, "orders|status=%d", (int)in->status);
   list_spec spec = {.where = "created_ms > 0 AND status = ?",
@@ -582,13 +579,10 @@ static void order_query_list_stuck_orders(order_query_service *svc,
                                           void *data) {
   rpc_call *call = data;
   order_query_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
   int s = (int)in->status;
-  if (in->older_than_seconds < 0 || in->older_than_seconds > 100LL * 365 * 86400)
-    svc_violation(call, &bad, "older_than_seconds", "must be 0 to 100 years");
-  if (s != 0 && s != ORDER_ST(PENDING) && s != ORDER_ST(CONFIRMED))
-    svc_violation(call, &bad, "status", "must be PENDING, CONFIRMED or UNSPECIFIED (both)");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  order_validate_list_stuck_orders(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   char filters[96];
   snprintf(filters, sizeof filters, "stuck|older=%lld|status=%d", (long long)in->older_than_seconds,
            s);

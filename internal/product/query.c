@@ -317,10 +317,9 @@ static void product_query_get_product(product_query_service *svc,
                                       void *data) {
   rpc_call *call = data;
   product_query_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  if (!svc_id_valid(in->product_id))
-    svc_violation(call, &bad, "product_id", "must be a product id");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  product_validate_get_product(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
   char err[512];
   db_conn *c = NULL;
@@ -360,28 +359,13 @@ static void product_query_list_products(product_query_service *svc,
                                         void *data) {
   rpc_call *call = data;
   product_query_ctx *ctx = rpc_call_service_ctx(call);
-  int size = 0, bad = 0;
+  int size = 0;
   if (!svc_page_size(call, in->page, &size)) return;
-  if (in->category[0] != '\0')
-    svc_violation(call, &bad, "category", product_category_check(in->category));
-  svc_violation(call, &bad, "text", svc_text_check(in->text, 0, PRODUCT_TEXT_FILTER_MAX, 0));
+  svc_vlist v = {0};
+  product_validate_list_products(in, ctx->currency, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   const Shop__Common__V1__Money *lo = in->min_price, *hi = in->max_price;
-  if (lo != NULL) {
-    if (lo->units < 0) svc_violation(call, &bad, "min_price.units", "must not be negative");
-    svc_violation(call, &bad, "min_price.currency",
-                  product_currency_check(lo->currency, ctx->currency));
-  }
-  if (hi != NULL) {
-    if (hi->units < 0) svc_violation(call, &bad, "max_price.units", "must not be negative");
-    svc_violation(call, &bad, "max_price.currency",
-                  product_currency_check(hi->currency, ctx->currency));
-  }
-  if (lo != NULL && hi != NULL && lo->units > hi->units)
-    svc_violation(call, &bad, "max_price.units", "must not be below min_price.units");
   int sort = (int)in->sort;
-  if (sort < 0 || sort > SHOP__PRODUCT__V1__PRODUCT_SORT__PRODUCT_SORT_PRICE_DESC)
-    svc_violation(call, &bad, "sort", "must be a known ProductSort");
-  if (bad > 0) return;
   if (in->include_archived && rpc_call_role(call) != AUTH_ROLE_ADMIN) {
     rpc_call_set_status(call, STATUS_PERMISSION_DENIED, "only an admin may list archived products");
     return;

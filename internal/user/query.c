@@ -258,9 +258,9 @@ static void user_query_get_user(user_query_service *svc, const Shop__User__V1__G
                                 Shop__User__V1__GetUserResponse_Closure closure, void *data) {
   rpc_call *call = data;
   user_query_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  if (!svc_id_valid(in->user_id)) svc_violation(call, &bad, "user_id", "must be a user id");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  user_validate_get_user(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   if (strcmp(in->user_id, rpc_call_user_id(call)) != 0 && rpc_call_role(call) != AUTH_ROLE_ADMIN) {
     rpc_call_set_status(call, STATUS_PERMISSION_DENIED, "only an admin may read another user");
     return;
@@ -274,21 +274,18 @@ static void user_query_get_user(user_query_service *svc, const Shop__User__V1__G
   closure(&r, data);
 }
 
-#define LIST_TEXT_MAX 200
+#define LIST_TEXT_MAX USER_LIST_TEXT_MAX
 
 static void user_query_list_users(user_query_service *svc,
                                   const Shop__User__V1__ListUsersRequest *in,
                                   Shop__User__V1__ListUsersResponse_Closure closure, void *data) {
   rpc_call *call = data;
   user_query_ctx *ctx = rpc_call_service_ctx(call);
-  int size = 0, bad = 0;
+  int size = 0;
   if (!svc_page_size(call, in->page, &size)) return;
-  if (in->role != SHOP__USER__V1__ROLE__ROLE_UNSPECIFIED &&
-      in->role != SHOP__USER__V1__ROLE__ROLE_CUSTOMER &&
-      in->role != SHOP__USER__V1__ROLE__ROLE_ADMIN)
-    svc_violation(call, &bad, "role", "must be a known role or ROLE_UNSPECIFIED");
-  svc_violation(call, &bad, "text", svc_text_check(in->text, 0, LIST_TEXT_MAX, 0));
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  user_validate_list_users(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   char filters[LIST_TEXT_MAX * 4 + 64];
   snprintf(filters, sizeof filters, "users|role=%d|text=%s", (int)in->role, in->text);
   svc_page_pos pos;
