@@ -350,6 +350,13 @@ status_code order_query_register(rpc_server *s, order_query_ctx *ctx, char *errb
 status_code order_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                                       char *errbuf, size_t errlen);
 void order_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
+/* The event types the projection takes, with their checks before the
+ * database (see consumer_event_decode). */
+extern const consumer_event_type order_projection_events[];
+extern const size_t order_projection_events_count;
+/* The event types the saga (order_saga_handle_cb) takes. */
+extern const consumer_event_type order_saga_events[];
+extern const size_t order_saga_events_count;
 
 extern const db_migration order_read_migrations[];
 extern const size_t order_read_migrations_count;

@@ -10,6 +10,7 @@
  * reservation's version). Each stream's events of one order are in one
  * partition, in order; the projection versions drop duplicates and
  * replays. */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,32 +196,48 @@ static const struct {
     {&shop__inventory__v1__inventory_shipped__descriptor, "order.stock", stock_cb},
 };
 
+/* Every one of these events has the order id as its first field. */
+static const char *order_event_check(const ProtobufCMessage *m, const events_envelope *ev) {
+  const char *id = svc_message_string(m, "order_id");
+  if (id == NULL || !svc_id_valid(id) || ev->sequence < 1)
+    return "without a valid order id or sequence";
+  return NULL;
+}
+
+#define N_HANDLED (sizeof handled / sizeof handled[0])
+const consumer_event_type order_projection_events[N_HANDLED] = {
+    {&shop__order__v1__order_created__descriptor, order_event_check},
+    {&shop__order__v1__order_confirmed__descriptor, order_event_check},
+    {&shop__order__v1__order_cancelled__descriptor, order_event_check},
+    {&shop__order__v1__order_shipped__descriptor, order_event_check},
+    {&shop__payment__v1__payment_authorized__descriptor, order_event_check},
+    {&shop__payment__v1__payment_failed__descriptor, order_event_check},
+    {&shop__payment__v1__payment_captured__descriptor, order_event_check},
+    {&shop__payment__v1__payment_voided__descriptor, order_event_check},
+    {&shop__payment__v1__payment_refunded__descriptor, order_event_check},
+    {&shop__inventory__v1__inventory_reserved__descriptor, order_event_check},
+    {&shop__inventory__v1__inventory_rejected__descriptor, order_event_check},
+    {&shop__inventory__v1__inventory_released__descriptor, order_event_check},
+    {&shop__inventory__v1__inventory_shipped__descriptor, order_event_check},
+};
+const size_t order_projection_events_count = N_HANDLED;
+
+/* Stock levels, InventoryLow and newer types are skipped. */
 static status_code apply_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
                              size_t errlen) {
-  size_t k = 0, nh = sizeof handled / sizeof handled[0];
-  while (k < nh && !IS(ev, *handled[k].d)) k++;
-  if (k == nh) return STATUS_OK; /* stock levels, InventoryLow, newer types */
-  ProtobufCMessage *m = protobuf_c_message_unpack(handled[k].d, NULL, ev->data.len, ev->data.data);
-  if (m == NULL) {
-    snprintf(errbuf, errlen, "undecodable %s (event %s)", ev->type, ev->id);
-    return STATUS_INVALID_ARGUMENT;
-  }
-  /* Every one of these events has the order id as its first field. */
-  const ProtobufCFieldDescriptor *f =
-      protobuf_c_message_descriptor_get_field_by_name(handled[k].d, "order_id");
-  const char *id = f != NULL ? *(const char *const *)((const char *)m + f->offset) : NULL;
-  status_code st;
-  if (id == NULL || !svc_id_valid(id) || ev->sequence < 1) {
-    snprintf(errbuf, errlen, "%s (event %s) without a valid order id or sequence", ev->type,
-             ev->id);
-    st = STATUS_INVALID_ARGUMENT;
-  } else {
-    part_arg a = {.id = id, .m = m};
-    st = row_touch(tx, id, ev, errbuf, errlen);
-    if (st == STATUS_OK)
-      st = projection_apply_state(tx, handled[k].projection, id, ev->sequence, ev, handled[k].cb,
-                                  &a, NULL, errbuf, errlen);
-  }
+  ProtobufCMessage *m = NULL;
+  size_t k = 0;
+  status_code st =
+      consumer_event_decode(ev, order_projection_events, N_HANDLED, &m, &k, errbuf, errlen);
+  if (st != STATUS_OK || m == NULL) return st;
+  /* order_projection_events and handled are in the same order. */
+  assert(handled[k].d == m->descriptor);
+  const char *id = svc_message_string(m, "order_id");
+  part_arg a = {.id = id, .m = m};
+  st = row_touch(tx, id, ev, errbuf, errlen);
+  if (st == STATUS_OK)
+    st = projection_apply_state(tx, handled[k].projection, id, ev->sequence, ev, handled[k].cb, &a,
+                                NULL, errbuf, errlen);
   protobuf_c_message_free_unpacked(m, NULL);
   return st;
 }

@@ -157,6 +157,10 @@ status_code product_query_register(rpc_server *s, product_query_ctx *ctx, char *
  * are skipped. */
 status_code product_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                                         char *errbuf, size_t errlen);
+/* The event types the projection takes, with their checks before the
+ * database (see consumer_event_decode). */
+extern const consumer_event_type product_projection_events[];
+extern const size_t product_projection_events_count;
 void product_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
 
 extern const db_migration product_read_migrations[];

@@ -166,51 +166,51 @@ static status_code apply_product(db_conn *tx, const events_envelope *ev,
   return view_bump(tx, e->product_id, ev->sequence, svc_event_time_ms(ev), errbuf, errlen);
 }
 
-static const ProtobufCMessageDescriptor *const handled[] = {
-    &shop__product__v1__product_created__descriptor,
-    &shop__product__v1__product_updated__descriptor,
-    &shop__product__v1__price_changed__descriptor,
-    &shop__product__v1__inventory_rule_changed__descriptor,
-    &shop__product__v1__product_archived__descriptor,
-    &shop__product__v1__stock_adjusted__descriptor,
-    &shop__inventory__v1__stock_level_changed__descriptor,
-};
+/* Every product event's first field is the product id. */
+static const char *product_event_check(const ProtobufCMessage *m, const events_envelope *ev) {
+  const char *id = svc_message_string(m, "product_id");
+  if (id == NULL || !svc_id_valid(id) || ev->sequence < 1)
+    return "without a valid product id or sequence";
+  return NULL;
+}
 
+static const char *stock_level_check(const ProtobufCMessage *m, const events_envelope *ev) {
+  const Shop__Inventory__V1__StockLevelChanged *e = (const void *)m;
+  int64_t version = e->level != NULL && e->level->version > 0 ? e->level->version : ev->sequence;
+  if (e->level == NULL || !svc_id_valid(e->product_id) || version < 1)
+    return "StockLevelChanged without a product id, a level or a version";
+  return NULL;
+}
+
+const consumer_event_type product_projection_events[] = {
+    {&shop__product__v1__product_created__descriptor, product_event_check},
+    {&shop__product__v1__product_updated__descriptor, product_event_check},
+    {&shop__product__v1__price_changed__descriptor, product_event_check},
+    {&shop__product__v1__inventory_rule_changed__descriptor, product_event_check},
+    {&shop__product__v1__product_archived__descriptor, product_event_check},
+    {&shop__product__v1__stock_adjusted__descriptor, product_event_check},
+    {&shop__inventory__v1__stock_level_changed__descriptor, stock_level_check},
+};
+const size_t product_projection_events_count =
+    sizeof product_projection_events / sizeof product_projection_events[0];
+
+/* Reservations, InventoryLow and newer types are skipped. */
 static status_code apply_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
                              size_t errlen) {
-  const ProtobufCMessageDescriptor *d = NULL;
-  for (size_t i = 0; i < sizeof handled / sizeof handled[0]; i++)
-    if (strcmp(ev->type, handled[i]->name) == 0) d = handled[i];
-  if (d == NULL) return STATUS_OK; /* reservations, InventoryLow, newer types */
-  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, ev->data.len, ev->data.data);
-  if (m == NULL) {
-    snprintf(errbuf, errlen, "undecodable %s", ev->type);
-    return STATUS_INVALID_ARGUMENT;
-  }
-  status_code st;
+  ProtobufCMessage *m = NULL;
+  size_t k = 0;
+  status_code st = consumer_event_decode(ev, product_projection_events,
+                                         product_projection_events_count, &m, &k, errbuf, errlen);
+  if (st != STATUS_OK || m == NULL) return st;
+  const ProtobufCMessageDescriptor *d = m->descriptor;
   if (d == &shop__inventory__v1__stock_level_changed__descriptor) {
     const Shop__Inventory__V1__StockLevelChanged *e = (const void *)m;
-    int64_t version = e->level != NULL && e->level->version > 0 ? e->level->version : ev->sequence;
-    if (e->level == NULL || !svc_id_valid(e->product_id) || version < 1) {
-      snprintf(errbuf, errlen, "StockLevelChanged without a product id, a level or a version");
-      st = STATUS_INVALID_ARGUMENT;
-    } else {
-      part_arg a = {.id = e->product_id, .level = e->level};
-      st = projection_apply_state(tx, "product.stock", a.id, version, ev, stock_cb, &a, NULL,
-                                  errbuf, errlen);
-    }
+    int64_t version = e->level->version > 0 ? e->level->version : ev->sequence;
+    part_arg a = {.id = e->product_id, .level = e->level};
+    st = projection_apply_state(tx, "product.stock", a.id, version, ev, stock_cb, &a, NULL, errbuf,
+                                errlen);
   } else {
-    /* Every product event's first field is the product id. */
-    const char *id = NULL;
-    const ProtobufCFieldDescriptor *f =
-        protobuf_c_message_descriptor_get_field_by_name(d, "product_id");
-    if (f != NULL) id = *(const char *const *)((const char *)m + f->offset);
-    if (id == NULL || !svc_id_valid(id) || ev->sequence < 1) {
-      snprintf(errbuf, errlen, "%s without a valid product id or sequence", ev->type);
-      st = STATUS_INVALID_ARGUMENT;
-    } else {
-      st = apply_product(tx, ev, d, m, errbuf, errlen);
-    }
+    st = apply_product(tx, ev, d, m, errbuf, errlen);
   }
   protobuf_c_message_free_unpacked(m, NULL);
   return st;

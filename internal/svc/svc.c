@@ -105,6 +105,14 @@ size_t svc_vlist_apply(rpc_call *call, const svc_vlist *l) {
   return l->n;
 }
 
+const char *svc_message_string(const ProtobufCMessage *m, const char *field) {
+  const ProtobufCFieldDescriptor *f =
+      protobuf_c_message_descriptor_get_field_by_name(m->descriptor, field);
+  if (f == NULL || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED)
+    return NULL;
+  return *(const char *const *)((const char *)m + f->offset);
+}
+
 bool svc_id_valid(const char *s) {
   if (s == NULL || strlen(s) != 36) return false;
   for (int i = 0; i < 36; i++) {

@@ -81,6 +81,11 @@ size_t svc_vlist_apply(rpc_call *call, const svc_vlist *l);
 bool svc_id_valid(const char *s);
 #define SVC_ID_SIZE 37
 
+/* The value of m's string field named field; NULL when m has no such
+ * field (or it is not a string). For event checks ("every product event's
+ * first field is the product id"). */
+const char *svc_message_string(const ProtobufCMessage *m, const char *field);
+
 /* ---- Times and patterns ------------------------------------------------------------ */
 
 /* Wall-clock time in Unix milliseconds (what the tables store). */

@@ -88,32 +88,32 @@ static status_code apply_registered(db_conn *tx, const events_envelope *ev,
                                 errbuf, errlen);
 }
 
+static const char *sequence_check(const ProtobufCMessage *m, const events_envelope *ev) {
+  return ev->sequence < 1 ? "without a sequence" : NULL;
+}
+
+const consumer_event_type user_projection_events[] = {
+    {&shop__user__v1__user_registered__descriptor, sequence_check},
+    {&shop__user__v1__user_profile_updated__descriptor, sequence_check},
+    {&shop__user__v1__user_role_changed__descriptor, sequence_check},
+    {&shop__user__v1__password_changed__descriptor, sequence_check},
+};
+const size_t user_projection_events_count =
+    sizeof user_projection_events / sizeof user_projection_events[0];
+
 /* Applies one event; unknown types are skipped. */
 static status_code apply_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
                              size_t errlen) {
-  const ProtobufCMessageDescriptor *types[] = {
-      &shop__user__v1__user_registered__descriptor,
-      &shop__user__v1__user_profile_updated__descriptor,
-      &shop__user__v1__user_role_changed__descriptor,
-      &shop__user__v1__password_changed__descriptor,
-  };
-  const ProtobufCMessageDescriptor *d = NULL;
-  for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-    if (strcmp(ev->type, types[i]->name) == 0) d = types[i];
-  if (d == NULL) {
+  ProtobufCMessage *m = NULL;
+  size_t k = 0;
+  status_code st = consumer_event_decode(ev, user_projection_events, user_projection_events_count,
+                                         &m, &k, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  if (m == NULL) {
     log_debug(&(log_ctx){.event_id = ev->id}, "user-query: skipping event type %s", ev->type);
     return STATUS_OK;
   }
-  if (ev->sequence < 1) {
-    snprintf(errbuf, errlen, "%s without a sequence", ev->type);
-    return STATUS_INVALID_ARGUMENT;
-  }
-  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, ev->data.len, ev->data.data);
-  if (m == NULL) {
-    snprintf(errbuf, errlen, "undecodable %s", ev->type);
-    return STATUS_INVALID_ARGUMENT;
-  }
-  status_code st = STATUS_OK;
+  const ProtobufCMessageDescriptor *d = m->descriptor;
   if (d == &shop__user__v1__user_registered__descriptor) {
     st = apply_registered(tx, ev, (const Shop__User__V1__UserRegistered *)m, errbuf, errlen);
   } else if (d == &shop__user__v1__user_profile_updated__descriptor) {

@@ -265,6 +265,11 @@ status_code user_query_register(rpc_server *s, user_query_ctx *ctx, char *errbuf
 status_code user_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                                      char *errbuf, size_t errlen);
 
+/* The event types the projection takes, with their checks before the
+ * database (see consumer_event_decode). */
+extern const consumer_event_type user_projection_events[];
+extern const size_t user_projection_events_count;
+
 /* The consumer's committed callback: wakes queries waiting for a version. */
 void user_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
 
