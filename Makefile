@@ -15,7 +15,7 @@ FUZZ_DIR ?= build-fuzz
 CMAKE_FLAGS ?=
 
 .PHONY: all deps build build-release test run stop status clean fmt fmt-check proto-check \
-        fuzz bench bench-rpc bench-events help
+        fuzz bench bench-rpc bench-events bench-login help
 
 all: build
 
@@ -94,5 +94,16 @@ bench-rpc: build-release
 bench-events: build-release
 	SHOP_ADMIN_BIN=$(REPO)/$(RELEASE_DIR)/bin/shop-admin scripts/infra.sh start --profile test
 	eval "$$(scripts/infra.sh env --profile test)"; $(RELEASE_DIR)/bin/bench-events
+
+# Other users' GetMe latency while Login is flooded with wrong passwords on
+# one account, and the share the throttle answers. Starts the test
+# profile's infrastructure and Shop programs (optimized build) and stops
+# the programs again; make stop stops the infrastructure.
+bench-login: build-release
+	SHOP_ADMIN_BIN=$(REPO)/$(RELEASE_DIR)/bin/shop-admin scripts/infra.sh start --profile test
+	scripts/services.sh start --profile test --build $(RELEASE_DIR)
+	eval "$$(scripts/infra.sh env --profile test)"; \
+	  SHOP_CONFIG=$(REPO)/config/test.yaml $(RELEASE_DIR)/bin/bench-login-flood; \
+	  rc=$$?; scripts/services.sh stop --profile test; exit $$rc
 
 bench: bench-rpc bench-events
