@@ -104,6 +104,6 @@ bench-login: build-release
 	scripts/services.sh start --profile test --build $(RELEASE_DIR)
 	eval "$$(scripts/infra.sh env --profile test)"; \
 	  SHOP_CONFIG=$(REPO)/config/test.yaml $(RELEASE_DIR)/bin/bench-login-flood; \
-	  rc=$$?; scripts/services.sh stop --profile test; exit $$rc
+	  rc=$$?; scripts/services.sh stop --profile test --build $(RELEASE_DIR); exit $$rc
 
 bench: bench-rpc bench-events
