@@ -15,7 +15,7 @@ FUZZ_DIR ?= build-fuzz
 CMAKE_FLAGS ?=
 
 .PHONY: all deps build build-release test run stop status clean fmt fmt-check proto-check \
-        fuzz bench bench-rpc bench-events help
+        fuzz bench bench-rpc bench-events bench-login help
 
 all: build
 
@@ -74,9 +74,10 @@ proto-check:
 # libFuzzer (clang) over the decode paths: a fixed seed and a run count,
 # never a time limit. New inputs go to build-fuzz/corpus; the committed
 # seeds in tests/fuzz/corpus stay as they are. The test suite runs a short
-# pass of the same targets (rpc_envelope_replay).
+# pass of the same targets (<target>_fuzz_short).
 FUZZ_RUNS ?= 1000000
-FUZZ_TARGETS ?= rpc_envelope
+FUZZ_TARGETS ?= rpc_envelope user_command user_query product_command product_query \
+                order_command order_query audit_query events
 fuzz: deps
 	cmake -S . -B $(FUZZ_DIR) -DCMAKE_C_COMPILER=clang -DSHOP_FUZZ=ON -DSHOP_SANITIZE=ON $(CMAKE_FLAGS)
 	cmake --build $(FUZZ_DIR) -j $(JOBS) --target $(addsuffix _fuzz,$(FUZZ_TARGETS))
@@ -93,5 +94,16 @@ bench-rpc: build-release
 bench-events: build-release
 	SHOP_ADMIN_BIN=$(REPO)/$(RELEASE_DIR)/bin/shop-admin scripts/infra.sh start --profile test
 	eval "$$(scripts/infra.sh env --profile test)"; $(RELEASE_DIR)/bin/bench-events
+
+# Other users' GetMe latency while Login is flooded with wrong passwords on
+# one account, and the share the throttle answers. Starts the test
+# profile's infrastructure and Shop programs (optimized build) and stops
+# the programs again; make stop stops the infrastructure.
+bench-login: build-release
+	SHOP_ADMIN_BIN=$(REPO)/$(RELEASE_DIR)/bin/shop-admin scripts/infra.sh start --profile test
+	scripts/services.sh start --profile test --build $(RELEASE_DIR)
+	eval "$$(scripts/infra.sh env --profile test)"; \
+	  SHOP_CONFIG=$(REPO)/config/test.yaml $(RELEASE_DIR)/bin/bench-login-flood; \
+	  rc=$$?; scripts/services.sh stop --profile test --build $(RELEASE_DIR); exit $$rc
 
 bench: bench-rpc bench-events

@@ -34,8 +34,14 @@ profile=${SHOP_PROFILE:-run}
 build=build-release
 while (($#)); do
 	case $1 in
-	--profile) profile=$2; shift 2 ;;
-	--build) build=$2; shift 2 ;;
+	--profile)
+		profile=$2
+		shift 2
+		;;
+	--build)
+		build=$2
+		shift 2
+		;;
 	*) usage >&2; exit 2 ;;
 	esac
 done

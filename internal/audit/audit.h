@@ -86,6 +86,18 @@ void audit_row_hash(const audit_row *row, const uint8_t prev[AUDIT_HASH_SIZE],
 
 /* The worker's context: the pool it appends with (its own connection per
  * batch) and the notifier the query side waits on. */
+/* AuditQueryService's checks of a request on its own (no database):
+ * violations go to v (see svc_vlist); the handler answers
+ * INVALID_ARGUMENT with them when v->n > 0. Pure, so they are fuzzed
+ * without a server (tests/fuzz). */
+void audit_validate_list_audit_events(const Shop__Audit__V1__ListAuditEventsRequest *in,
+                                      svc_vlist *v);
+void audit_validate_get_order_timeline(const Shop__Audit__V1__GetOrderTimelineRequest *in,
+                                       svc_vlist *v);
+void audit_validate_verify_chain(const Shop__Audit__V1__VerifyChainRequest *in, svc_vlist *v);
+void audit_validate_rebuild_order_projection(
+    const Shop__Audit__V1__RebuildOrderProjectionRequest *in, svc_vlist *v);
+
 typedef struct audit_ctx {
   db_pool *db;
   /* For RebuildOrderProjection (all borrowed; NULL: the RPC answers

@@ -142,17 +142,38 @@ static bool query_rows(rpc_call *call, audit_ctx *ctx, const char *sql, const db
   return true;
 }
 
+void audit_validate_list_audit_events(const Shop__Audit__V1__ListAuditEventsRequest *in,
+                                      svc_vlist *v) {
+  if (strlen(in->aggregate_id) > 255) svc_vlist_add(v, "aggregate_id", "too long");
+  if (strlen(in->type) > 255) svc_vlist_add(v, "type", "too long");
+  if (strlen(in->topic) > 255) svc_vlist_add(v, "topic", "too long");
+}
+
+void audit_validate_get_order_timeline(const Shop__Audit__V1__GetOrderTimelineRequest *in,
+                                       svc_vlist *v) {
+  if (!svc_id_valid(in->order_id)) svc_vlist_add(v, "order_id", "must be an order id");
+}
+
+void audit_validate_verify_chain(const Shop__Audit__V1__VerifyChainRequest *in, svc_vlist *v) {
+  if (in->from_row_id < 0) svc_vlist_add(v, "from_row_id", "must be >= 0");
+  if (in->max_rows < 0) svc_vlist_add(v, "max_rows", "must be >= 0");
+}
+
+void audit_validate_rebuild_order_projection(
+    const Shop__Audit__V1__RebuildOrderProjectionRequest *in, svc_vlist *v) {
+  if (in->max_differences < 0 || in->max_differences > 10000)
+    svc_vlist_add(v, "max_differences", "must be 0 to 10000");
+}
+
 static void audit_query_list_audit_events(audit_query_service *svc,
                                           const Shop__Audit__V1__ListAuditEventsRequest *in,
                                           Shop__Audit__V1__ListAuditEventsResponse_Closure closure,
                                           void *data) {
   rpc_call *call = data;
   audit_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  if (strlen(in->aggregate_id) > 255) svc_violation(call, &bad, "aggregate_id", "too long");
-  if (strlen(in->type) > 255) svc_violation(call, &bad, "type", "too long");
-  if (strlen(in->topic) > 255) svc_violation(call, &bad, "topic", "too long");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  audit_validate_list_audit_events(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   int size = 0;
   if (!svc_page_size(call, in->page, &size)) return;
   int64_t from = in->from_time != NULL
@@ -213,9 +234,9 @@ static void audit_query_get_order_timeline(
     Shop__Audit__V1__GetOrderTimelineResponse_Closure closure, void *data) {
   rpc_call *call = data;
   audit_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  if (!svc_id_valid(in->order_id)) svc_violation(call, &bad, "order_id", "must be an order id");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  audit_validate_get_order_timeline(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, log_version)) return;
   /* Everything about an order is keyed by its id (DESIGN.md); its own
    * events also name it as their subject. */
@@ -256,10 +277,9 @@ static void audit_query_verify_chain(audit_query_service *svc,
                                      void *data) {
   rpc_call *call = data;
   audit_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  if (in->from_row_id < 0) svc_violation(call, &bad, "from_row_id", "must be >= 0");
-  if (in->max_rows < 0) svc_violation(call, &bad, "max_rows", "must be >= 0");
-  if (bad > 0) return;
+  svc_vlist bad = {0};
+  audit_validate_verify_chain(in, &bad);
+  if (svc_vlist_apply(call, &bad) > 0) return;
   if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, log_version)) return;
   char err[512];
   db_conn *c = NULL;
@@ -297,10 +317,9 @@ static void audit_query_rebuild_order_projection(
     Shop__Audit__V1__RebuildOrderProjectionResponse_Closure closure, void *data) {
   rpc_call *call = data;
   audit_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  if (in->max_differences < 0 || in->max_differences > 10000)
-    svc_violation(call, &bad, "max_differences", "must be 0 to 10000");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  audit_validate_rebuild_order_projection(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, log_version)) return;
   audit_rebuild_run(call, ctx, in->max_differences, closure, data);
 }

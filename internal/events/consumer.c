@@ -68,6 +68,29 @@ status_code consumer_apply_each(db_conn *tx, const consumer_msg *msgs, size_t n,
   return STATUS_OK;
 }
 
+status_code consumer_event_decode(const events_envelope *ev, const consumer_event_type *types,
+                                  size_t n, ProtobufCMessage **out, size_t *which, char *errbuf,
+                                  size_t errlen) {
+  *out = NULL;
+  size_t k = 0;
+  while (k < n && strcmp(ev->type, types[k].desc->name) != 0) k++;
+  if (k == n) return STATUS_OK;
+  ProtobufCMessage *m = protobuf_c_message_unpack(types[k].desc, NULL, ev->data.len, ev->data.data);
+  if (m == NULL) {
+    snprintf(errbuf, errlen, "undecodable %s (event %s)", ev->type, ev->id);
+    return STATUS_INVALID_ARGUMENT;
+  }
+  const char *why = types[k].check != NULL ? types[k].check(m, ev) : NULL;
+  if (why != NULL) {
+    snprintf(errbuf, errlen, "%s (event %s): %s", ev->type, ev->id, why);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return STATUS_INVALID_ARGUMENT;
+  }
+  *out = m;
+  *which = k;
+  return STATUS_OK;
+}
+
 bool consumer_status_transient(status_code st) {
   return st == STATUS_UNAVAILABLE || st == STATUS_ABORTED;
 }

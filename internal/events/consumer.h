@@ -68,6 +68,7 @@
 #ifndef SHOP_EVENTS_CONSUMER_H
 #define SHOP_EVENTS_CONSUMER_H
 
+#include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -105,6 +106,28 @@ typedef status_code (*consumer_apply_one_cb)(db_conn *tx, const events_envelope 
 status_code consumer_apply_each(db_conn *tx, const consumer_msg *msgs, size_t n,
                                 consumer_apply_one_cb apply_one, void *arg, char *errbuf,
                                 size_t errlen);
+
+/* One event type a consumer takes, and the pure check of its decoded
+ * message that runs before any database work (NULL: none). A check
+ * returns NULL when the event is usable, else why not. */
+typedef struct consumer_event_type {
+  const ProtobufCMessageDescriptor *desc;
+  const char *(*check)(const ProtobufCMessage *m, const events_envelope *ev);
+} consumer_event_type;
+
+/*
+ * Decodes ev as the one of types whose full name is its ce_type, and runs
+ * that type's check: a handler's decode and checks before the database,
+ * pure (tests/fuzz runs every consumer's table through it). Returns
+ *   - OK with *out NULL: a type the consumer does not take (skip it);
+ *   - OK with *out the message (free with protobuf_c_message_free_unpacked)
+ *     and *which its index in types;
+ *   - INVALID_ARGUMENT (a rejection: no retry can help) when the data does
+ *     not decode or the check refuses it, with the reason in errbuf.
+ */
+status_code consumer_event_decode(const events_envelope *ev, const consumer_event_type *types,
+                                  size_t n, ProtobufCMessage **out, size_t *which, char *errbuf,
+                                  size_t errlen);
 
 /* Called after a transaction with n >= 1 newly applied events committed
  * (for waiters and metrics); on the consumer's thread; must not block. */

@@ -597,55 +597,63 @@ status_code inventory_product_archived(db_conn *tx, const char *product_id, char
 
 /* ---- The worker --------------------------------------------------------------------- */
 
-static status_code undecodable(const events_envelope *ev, char *errbuf, size_t errlen) {
-  snprintf(errbuf, errlen, "undecodable %s (event %s)", ev->type, ev->id);
-  return STATUS_INVALID_ARGUMENT;
+static const char *created_check(const ProtobufCMessage *m, const events_envelope *ev) {
+  const Shop__Product__V1__ProductCreated *e = (const void *)m;
+  if (strlen(e->product_id) >= ID_SIZE || e->product_id[0] == '\0')
+    return "ProductCreated with a bad product id";
+  return NULL;
 }
+
+const consumer_event_type inventory_product_events[] = {
+    {&shop__product__v1__product_created__descriptor, created_check},
+    {&shop__product__v1__stock_adjusted__descriptor, NULL},
+    {&shop__product__v1__inventory_rule_changed__descriptor, NULL},
+    {&shop__product__v1__product_archived__descriptor, NULL},
+};
+const size_t inventory_product_events_count =
+    sizeof inventory_product_events / sizeof inventory_product_events[0];
+
+const consumer_event_type inventory_order_events[] = {
+    {&shop__order__v1__order_created__descriptor, NULL},
+    {&shop__order__v1__order_cancelled__descriptor, NULL},
+    {&shop__order__v1__order_shipped__descriptor, NULL},
+};
+const size_t inventory_order_events_count =
+    sizeof inventory_order_events / sizeof inventory_order_events[0];
+
+#define IS(m, desc) ((m)->descriptor == &(desc))
 
 static status_code handle_product(db_conn *tx, const inventory_ctx *ctx, const events_envelope *ev,
                                   char *errbuf, size_t errlen) {
-  const uint8_t *d = ev->data.data;
-  size_t len = ev->data.len;
-  status_code st = STATUS_OK;
-  if (strcmp(ev->type, shop__product__v1__product_created__descriptor.name) == 0) {
-    Shop__Product__V1__ProductCreated *e = shop__product__v1__product_created__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
-    if (strlen(e->product_id) >= ID_SIZE || e->product_id[0] == '\0') {
-      snprintf(errbuf, errlen, "ProductCreated with a bad product id");
-      st = STATUS_INVALID_ARGUMENT;
-    } else {
-      st = inventory_product_created(tx, ctx, ev, e, errbuf, errlen);
-    }
-    shop__product__v1__product_created__free_unpacked(e, NULL);
-  } else if (strcmp(ev->type, shop__product__v1__stock_adjusted__descriptor.name) == 0) {
-    Shop__Product__V1__StockAdjusted *e = shop__product__v1__stock_adjusted__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
-    st = inventory_restock(tx, ctx, ev, e, errbuf, errlen);
-    shop__product__v1__stock_adjusted__free_unpacked(e, NULL);
-  } else if (strcmp(ev->type, shop__product__v1__inventory_rule_changed__descriptor.name) == 0) {
-    Shop__Product__V1__InventoryRuleChanged *e =
-        shop__product__v1__inventory_rule_changed__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
+  ProtobufCMessage *m = NULL;
+  size_t k = 0;
+  status_code st = consumer_event_decode(ev, inventory_product_events,
+                                         inventory_product_events_count, &m, &k, errbuf, errlen);
+  if (st != STATUS_OK || m == NULL) return st;
+  if (IS(m, shop__product__v1__product_created__descriptor)) {
+    st = inventory_product_created(tx, ctx, ev, (const void *)m, errbuf, errlen);
+  } else if (IS(m, shop__product__v1__stock_adjusted__descriptor)) {
+    st = inventory_restock(tx, ctx, ev, (const void *)m, errbuf, errlen);
+  } else if (IS(m, shop__product__v1__inventory_rule_changed__descriptor)) {
+    const Shop__Product__V1__InventoryRuleChanged *e = (const void *)m;
     st = inventory_rule_changed(tx, e->product_id, e->inventory_rule, ev->sequence, errbuf, errlen);
-    shop__product__v1__inventory_rule_changed__free_unpacked(e, NULL);
-  } else if (strcmp(ev->type, shop__product__v1__product_archived__descriptor.name) == 0) {
-    Shop__Product__V1__ProductArchived *e =
-        shop__product__v1__product_archived__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
+  } else {
+    const Shop__Product__V1__ProductArchived *e = (const void *)m;
     st = inventory_product_archived(tx, e->product_id, errbuf, errlen);
-    shop__product__v1__product_archived__free_unpacked(e, NULL);
   }
+  protobuf_c_message_free_unpacked(m, NULL);
   return st;
 }
 
 static status_code handle_order(db_conn *tx, const inventory_ctx *ctx, const events_envelope *ev,
                                 char *errbuf, size_t errlen) {
-  const uint8_t *d = ev->data.data;
-  size_t len = ev->data.len;
-  status_code st = STATUS_OK;
-  if (strcmp(ev->type, shop__order__v1__order_created__descriptor.name) == 0) {
-    Shop__Order__V1__OrderCreated *e = shop__order__v1__order_created__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
+  ProtobufCMessage *m = NULL;
+  size_t k = 0;
+  status_code st = consumer_event_decode(ev, inventory_order_events, inventory_order_events_count,
+                                         &m, &k, errbuf, errlen);
+  if (st != STATUS_OK || m == NULL) return st;
+  if (IS(m, shop__order__v1__order_created__descriptor)) {
+    const Shop__Order__V1__OrderCreated *e = (const void *)m;
     inventory_line l[INVENTORY_MAX_LINES];
     size_t n = e->n_lines <= INVENTORY_MAX_LINES ? e->n_lines : 0;
     for (size_t i = 0; i < n; i++) {
@@ -654,18 +662,14 @@ static status_code handle_order(db_conn *tx, const inventory_ctx *ctx, const eve
     }
     inventory_outcome out;
     st = inventory_reserve(tx, ctx, ev, e->order_id, l, n, &out, errbuf, errlen);
-    shop__order__v1__order_created__free_unpacked(e, NULL);
-  } else if (strcmp(ev->type, shop__order__v1__order_cancelled__descriptor.name) == 0) {
-    Shop__Order__V1__OrderCancelled *e = shop__order__v1__order_cancelled__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
+  } else if (IS(m, shop__order__v1__order_cancelled__descriptor)) {
+    const Shop__Order__V1__OrderCancelled *e = (const void *)m;
     st = inventory_release(tx, ctx, ev, e->order_id, NULL, errbuf, errlen);
-    shop__order__v1__order_cancelled__free_unpacked(e, NULL);
-  } else if (strcmp(ev->type, shop__order__v1__order_shipped__descriptor.name) == 0) {
-    Shop__Order__V1__OrderShipped *e = shop__order__v1__order_shipped__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
+  } else {
+    const Shop__Order__V1__OrderShipped *e = (const void *)m;
     st = inventory_ship(tx, ctx, ev, e->order_id, NULL, errbuf, errlen);
-    shop__order__v1__order_shipped__free_unpacked(e, NULL);
   }
+  protobuf_c_message_free_unpacked(m, NULL);
   return st;
 }
 

@@ -174,6 +174,12 @@ status_code inventory_product_archived(db_conn *tx, const char *product_id, char
  * topic keeps its own order), so an order and its product arriving
  * together do not wait. Other event types are skipped; an event that does
  * not decode is rejected (and dead-lettered by the consumer). */
+/* The product and order event types it takes, with their checks before
+ * the database (see consumer_event_decode). */
+extern const consumer_event_type inventory_product_events[];
+extern const size_t inventory_product_events_count;
+extern const consumer_event_type inventory_order_events[];
+extern const size_t inventory_order_events_count;
 status_code inventory_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                                 char *errbuf, size_t errlen);
 

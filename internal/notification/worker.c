@@ -260,51 +260,42 @@ static status_code upsert_contact(db_conn *tx, const char *user_id, const char *
       p, 9, NULL, NULL, errbuf, errlen);
 }
 
-#define DECODE(T, fn, var)                                                                         \
-  T *var = fn##__unpack(NULL, ev->data.len, ev->data.data);                                        \
-  if (var == NULL) {                                                                               \
-    snprintf(errbuf, errlen, "%s %s: undecodable data", ev->type, ev->id);                         \
-    return STATUS_INVALID_ARGUMENT;                                                                \
-  }
+const consumer_event_type notify_events[] = {
+    {&shop__user__v1__user_registered__descriptor, NULL},
+    {&shop__user__v1__user_profile_updated__descriptor, NULL},
+    {&shop__order__v1__order_confirmed__descriptor, NULL},
+    {&shop__order__v1__order_cancelled__descriptor, NULL},
+    {&shop__order__v1__order_shipped__descriptor, NULL},
+    {&shop__payment__v1__payment_failed__descriptor, NULL},
+    {&shop__payment__v1__payment_refunded__descriptor, NULL},
+};
+const size_t notify_events_count = sizeof notify_events / sizeof notify_events[0];
 
 static status_code handle_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
                               size_t errlen) {
   notify_ctx *ctx = arg;
-  const char *type = ev->type;
-  status_code st = STATUS_OK;
-  if (strcmp(type, "shop.user.v1.UserRegistered") == 0) {
-    DECODE(Shop__User__V1__UserRegistered, shop__user__v1__user_registered, m);
-    st = upsert_contact(tx, m->user_id, m->email, m->profile, ev->sequence, errbuf, errlen);
-    if (st == STATUS_OK) st = to_user(ctx, tx, ev, m->user_id, errbuf, errlen);
-    shop__user__v1__user_registered__free_unpacked(m, NULL);
-  } else if (strcmp(type, "shop.user.v1.UserProfileUpdated") == 0) {
-    DECODE(Shop__User__V1__UserProfileUpdated, shop__user__v1__user_profile_updated, m);
-    st = upsert_contact(tx, m->user_id, NULL, m->profile, ev->sequence, errbuf, errlen);
-    shop__user__v1__user_profile_updated__free_unpacked(m, NULL);
-  } else if (strcmp(type, "shop.order.v1.OrderConfirmed") == 0) {
-    DECODE(Shop__Order__V1__OrderConfirmed, shop__order__v1__order_confirmed, m);
-    st = to_user(ctx, tx, ev, m->customer_id, errbuf, errlen);
-    shop__order__v1__order_confirmed__free_unpacked(m, NULL);
-  } else if (strcmp(type, "shop.order.v1.OrderCancelled") == 0) {
-    DECODE(Shop__Order__V1__OrderCancelled, shop__order__v1__order_cancelled, m);
-    st = to_user(ctx, tx, ev, m->customer_id, errbuf, errlen);
-    shop__order__v1__order_cancelled__free_unpacked(m, NULL);
-  } else if (strcmp(type, "shop.order.v1.OrderShipped") == 0) {
-    DECODE(Shop__Order__V1__OrderShipped, shop__order__v1__order_shipped, m);
-    st = to_user(ctx, tx, ev, m->customer_id, errbuf, errlen);
-    shop__order__v1__order_shipped__free_unpacked(m, NULL);
-  } else if (strcmp(type, "shop.payment.v1.PaymentFailed") == 0) {
-    DECODE(Shop__Payment__V1__PaymentFailed, shop__payment__v1__payment_failed, m);
-    st = to_user(ctx, tx, ev, m->customer_id, errbuf, errlen);
-    shop__payment__v1__payment_failed__free_unpacked(m, NULL);
-  } else if (strcmp(type, "shop.payment.v1.PaymentRefunded") == 0) {
-    DECODE(Shop__Payment__V1__PaymentRefunded, shop__payment__v1__payment_refunded, m);
-    st = to_user(ctx, tx, ev, m->customer_id, errbuf, errlen);
-    shop__payment__v1__payment_refunded__free_unpacked(m, NULL);
-  } else if (strcmp(type, "shop.inventory.v1.InventoryLow") == 0) {
+  if (strcmp(ev->type, shop__inventory__v1__inventory_low__descriptor.name) == 0) {
+    /* To the admin; the template reads the event itself. */
     target t = {ev, &ctx->email, ctx->admin_email, "", "admin"};
-    st = deliver(ctx, tx, &t, errbuf, errlen);
+    return deliver(ctx, tx, &t, errbuf, errlen);
   }
+  ProtobufCMessage *m = NULL;
+  size_t k = 0;
+  status_code st =
+      consumer_event_decode(ev, notify_events, notify_events_count, &m, &k, errbuf, errlen);
+  if (st != STATUS_OK || m == NULL) return st;
+  if (m->descriptor == &shop__user__v1__user_registered__descriptor) {
+    const Shop__User__V1__UserRegistered *e = (const void *)m;
+    st = upsert_contact(tx, e->user_id, e->email, e->profile, ev->sequence, errbuf, errlen);
+    if (st == STATUS_OK) st = to_user(ctx, tx, ev, e->user_id, errbuf, errlen);
+  } else if (m->descriptor == &shop__user__v1__user_profile_updated__descriptor) {
+    const Shop__User__V1__UserProfileUpdated *e = (const void *)m;
+    st = upsert_contact(tx, e->user_id, NULL, e->profile, ev->sequence, errbuf, errlen);
+  } else {
+    /* Order and payment events: to the customer they name. */
+    st = to_user(ctx, tx, ev, svc_message_string(m, "customer_id"), errbuf, errlen);
+  }
+  protobuf_c_message_free_unpacked(m, NULL);
   return st;
 }
 

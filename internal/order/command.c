@@ -562,11 +562,9 @@ static void order_cmd_cancel_order(order_cmd_service *svc,
                                    Shop__Order__V1__CancelOrderResponse_Closure closure,
                                    void *data) {
   rpc_call *call = data;
-  int bad = 0;
-  if (!svc_id_valid(in->order_id)) svc_violation(call, &bad, "order_id", "must be an order id");
-  svc_violation(call, &bad, "reason",
-                svc_text_check(in->reason, 0, ORDER_REASON_MAX, SVC_TEXT_MULTILINE));
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  order_validate_cancel_order(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   change_job j = {.ctx = rpc_call_service_ctx(call),
                   .call = call,
                   .order_id = in->order_id,
@@ -578,12 +576,9 @@ static void order_cmd_ship_order(order_cmd_service *svc,
                                  const Shop__Order__V1__ShipOrderRequest *in,
                                  Shop__Order__V1__ShipOrderResponse_Closure closure, void *data) {
   rpc_call *call = data;
-  int bad = 0;
-  if (!svc_id_valid(in->order_id)) svc_violation(call, &bad, "order_id", "must be an order id");
-  svc_violation(call, &bad, "carrier", svc_text_check(in->carrier, 0, ORDER_SHIP_TEXT_MAX, 0));
-  svc_violation(call, &bad, "tracking_number",
-                svc_text_check(in->tracking_number, 0, ORDER_SHIP_TEXT_MAX, 0));
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  order_validate_ship_order(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   change_job j = {.ctx = rpc_call_service_ctx(call),
                   .call = call,
                   .order_id = in->order_id,

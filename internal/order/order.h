@@ -104,6 +104,22 @@ typedef struct order_violation {
  * Writes up to max violations to out; returns how many there are. */
 size_t order_create_check(const order_create_req *in, order_violation *out, size_t max);
 
+/* The other handlers' checks of a request on its own (no database):
+ * violations go to v (see svc_vlist); the handler answers
+ * INVALID_ARGUMENT with them when v->n > 0. Pure, so they are fuzzed
+ * without a server (tests/fuzz). Who may act on which order is the
+ * handlers' (authorization, not validation). */
+void order_validate_cancel_order(const Shop__Order__V1__CancelOrderRequest *in, svc_vlist *v);
+void order_validate_ship_order(const Shop__Order__V1__ShipOrderRequest *in, svc_vlist *v);
+void order_validate_get_order(const Shop__Order__V1__GetOrderRequest *in, svc_vlist *v);
+/* customer_id, or the caller's id (caller_id) when it is empty. */
+void order_validate_list_orders_by_customer(const Shop__Order__V1__ListOrdersByCustomerRequest *in,
+                                            const char *caller_id, svc_vlist *v);
+void order_validate_list_orders_by_status(const Shop__Order__V1__ListOrdersByStatusRequest *in,
+                                          svc_vlist *v);
+void order_validate_list_stuck_orders(const Shop__Order__V1__ListStuckOrdersRequest *in,
+                                      svc_vlist *v);
+
 /* What the catalog says about one product (order_catalog fills it). */
 typedef struct order_product {
   bool found;
@@ -334,6 +350,13 @@ status_code order_query_register(rpc_server *s, order_query_ctx *ctx, char *errb
 status_code order_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                                       char *errbuf, size_t errlen);
 void order_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
+/* The event types the projection takes, with their checks before the
+ * database (see consumer_event_decode). */
+extern const consumer_event_type order_projection_events[];
+extern const size_t order_projection_events_count;
+/* The event types the saga (order_saga_handle_cb) takes. */
+extern const consumer_event_type order_saga_events[];
+extern const size_t order_saga_events_count;
 
 extern const db_migration order_read_migrations[];
 extern const size_t order_read_migrations_count;

@@ -10,6 +10,7 @@
  * reservation's version). Each stream's events of one order are in one
  * partition, in order; the projection versions drop duplicates and
  * replays. */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,32 +196,48 @@ static const struct {
     {&shop__inventory__v1__inventory_shipped__descriptor, "order.stock", stock_cb},
 };
 
+/* Every one of these events has the order id as its first field. */
+static const char *order_event_check(const ProtobufCMessage *m, const events_envelope *ev) {
+  const char *id = svc_message_string(m, "order_id");
+  if (id == NULL || !svc_id_valid(id) || ev->sequence < 1)
+    return "without a valid order id or sequence";
+  return NULL;
+}
+
+#define N_HANDLED (sizeof handled / sizeof handled[0])
+const consumer_event_type order_projection_events[N_HANDLED] = {
+    {&shop__order__v1__order_created__descriptor, order_event_check},
+    {&shop__order__v1__order_confirmed__descriptor, order_event_check},
+    {&shop__order__v1__order_cancelled__descriptor, order_event_check},
+    {&shop__order__v1__order_shipped__descriptor, order_event_check},
+    {&shop__payment__v1__payment_authorized__descriptor, order_event_check},
+    {&shop__payment__v1__payment_failed__descriptor, order_event_check},
+    {&shop__payment__v1__payment_captured__descriptor, order_event_check},
+    {&shop__payment__v1__payment_voided__descriptor, order_event_check},
+    {&shop__payment__v1__payment_refunded__descriptor, order_event_check},
+    {&shop__inventory__v1__inventory_reserved__descriptor, order_event_check},
+    {&shop__inventory__v1__inventory_rejected__descriptor, order_event_check},
+    {&shop__inventory__v1__inventory_released__descriptor, order_event_check},
+    {&shop__inventory__v1__inventory_shipped__descriptor, order_event_check},
+};
+const size_t order_projection_events_count = N_HANDLED;
+
+/* Stock levels, InventoryLow and newer types are skipped. */
 static status_code apply_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
                              size_t errlen) {
-  size_t k = 0, nh = sizeof handled / sizeof handled[0];
-  while (k < nh && !IS(ev, *handled[k].d)) k++;
-  if (k == nh) return STATUS_OK; /* stock levels, InventoryLow, newer types */
-  ProtobufCMessage *m = protobuf_c_message_unpack(handled[k].d, NULL, ev->data.len, ev->data.data);
-  if (m == NULL) {
-    snprintf(errbuf, errlen, "undecodable %s (event %s)", ev->type, ev->id);
-    return STATUS_INVALID_ARGUMENT;
-  }
-  /* Every one of these events has the order id as its first field. */
-  const ProtobufCFieldDescriptor *f =
-      protobuf_c_message_descriptor_get_field_by_name(handled[k].d, "order_id");
-  const char *id = f != NULL ? *(const char *const *)((const char *)m + f->offset) : NULL;
-  status_code st;
-  if (id == NULL || !svc_id_valid(id) || ev->sequence < 1) {
-    snprintf(errbuf, errlen, "%s (event %s) without a valid order id or sequence", ev->type,
-             ev->id);
-    st = STATUS_INVALID_ARGUMENT;
-  } else {
-    part_arg a = {.id = id, .m = m};
-    st = row_touch(tx, id, ev, errbuf, errlen);
-    if (st == STATUS_OK)
-      st = projection_apply_state(tx, handled[k].projection, id, ev->sequence, ev, handled[k].cb,
-                                  &a, NULL, errbuf, errlen);
-  }
+  ProtobufCMessage *m = NULL;
+  size_t k = 0;
+  status_code st =
+      consumer_event_decode(ev, order_projection_events, N_HANDLED, &m, &k, errbuf, errlen);
+  if (st != STATUS_OK || m == NULL) return st;
+  /* order_projection_events and handled are in the same order. */
+  assert(handled[k].d == m->descriptor);
+  const char *id = svc_message_string(m, "order_id");
+  part_arg a = {.id = id, .m = m};
+  st = row_touch(tx, id, ev, errbuf, errlen);
+  if (st == STATUS_OK)
+    st = projection_apply_state(tx, handled[k].projection, id, ev->sequence, ev, handled[k].cb, &a,
+                                NULL, errbuf, errlen);
   protobuf_c_message_free_unpacked(m, NULL);
   return st;
 }
@@ -368,9 +385,9 @@ static void order_query_get_order(order_query_service *svc,
                                   Shop__Order__V1__GetOrderResponse_Closure closure, void *data) {
   rpc_call *call = data;
   order_query_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  if (!svc_id_valid(in->order_id)) svc_violation(call, &bad, "order_id", "must be an order id");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  order_validate_get_order(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
   char err[512];
   db_conn *c = NULL;
@@ -521,9 +538,9 @@ static void order_query_list_orders_by_customer(
   rpc_call *call = data;
   order_query_ctx *ctx = rpc_call_service_ctx(call);
   const char *customer = in->customer_id[0] != '\0' ? in->customer_id : rpc_call_user_id(call);
-  int bad = 0;
-  svc_violation(call, &bad, "customer_id", svc_text_check(customer, 1, ORDER_CUSTOMER_MAX, 0));
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  order_validate_list_orders_by_customer(in, rpc_call_user_id(call), &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   if (strcmp(customer, rpc_call_user_id(call)) != 0 && rpc_call_role(call) != AUTH_ROLE_ADMIN) {
     rpc_call_set_status(call, STATUS_PERMISSION_DENIED,
                         "only an admin may list another customer's orders");
@@ -547,17 +564,14 @@ static void order_query_list_orders_by_customer(
   list_free(&p);
 }
 
-static bool status_known(int s) { return s >= ORDER_ST(PENDING) && s <= ORDER_ST(CANCELLED); }
-
 static void order_query_list_orders_by_status(
     order_query_service *svc, const Shop__Order__V1__ListOrdersByStatusRequest *in,
     Shop__Order__V1__ListOrdersByStatusResponse_Closure closure, void *data) {
   rpc_call *call = data;
   order_query_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  if (!status_known((int)in->status))
-    svc_violation(call, &bad, "status", "must be a known status other than UNSPECIFIED");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  order_validate_list_orders_by_status(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   char filters[64];
   snprintf(filters, sizeof filters, "orders|status=%d", (int)in->status);
   list_spec spec = {.where = "created_ms > 0 AND status = ?",
@@ -582,13 +596,10 @@ static void order_query_list_stuck_orders(order_query_service *svc,
                                           void *data) {
   rpc_call *call = data;
   order_query_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
   int s = (int)in->status;
-  if (in->older_than_seconds < 0 || in->older_than_seconds > 100LL * 365 * 86400)
-    svc_violation(call, &bad, "older_than_seconds", "must be 0 to 100 years");
-  if (s != 0 && s != ORDER_ST(PENDING) && s != ORDER_ST(CONFIRMED))
-    svc_violation(call, &bad, "status", "must be PENDING, CONFIRMED or UNSPECIFIED (both)");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  order_validate_list_stuck_orders(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   char filters[96];
   snprintf(filters, sizeof filters, "stuck|older=%lld|status=%d", (long long)in->older_than_seconds,
            s);

@@ -108,6 +108,44 @@ size_t order_create_check(const order_create_req *in, order_violation *out, size
   return l.n;
 }
 
+void order_validate_cancel_order(const Shop__Order__V1__CancelOrderRequest *in, svc_vlist *v) {
+  if (!svc_id_valid(in->order_id)) svc_vlist_add(v, "order_id", "must be an order id");
+  svc_vlist_add(v, "reason", svc_text_check(in->reason, 0, ORDER_REASON_MAX, SVC_TEXT_MULTILINE));
+}
+
+void order_validate_ship_order(const Shop__Order__V1__ShipOrderRequest *in, svc_vlist *v) {
+  if (!svc_id_valid(in->order_id)) svc_vlist_add(v, "order_id", "must be an order id");
+  svc_vlist_add(v, "carrier", svc_text_check(in->carrier, 0, ORDER_SHIP_TEXT_MAX, 0));
+  svc_vlist_add(v, "tracking_number",
+                svc_text_check(in->tracking_number, 0, ORDER_SHIP_TEXT_MAX, 0));
+}
+
+void order_validate_get_order(const Shop__Order__V1__GetOrderRequest *in, svc_vlist *v) {
+  if (!svc_id_valid(in->order_id)) svc_vlist_add(v, "order_id", "must be an order id");
+}
+
+void order_validate_list_orders_by_customer(const Shop__Order__V1__ListOrdersByCustomerRequest *in,
+                                            const char *caller_id, svc_vlist *v) {
+  const char *customer = in->customer_id[0] != '\0' ? in->customer_id : caller_id;
+  svc_vlist_add(v, "customer_id", svc_text_check(customer, 1, ORDER_CUSTOMER_MAX, 0));
+}
+
+void order_validate_list_orders_by_status(const Shop__Order__V1__ListOrdersByStatusRequest *in,
+                                          svc_vlist *v) {
+  int s = (int)in->status;
+  if (s < ORDER_ST(PENDING) || s > ORDER_ST(CANCELLED))
+    svc_vlist_add(v, "status", "must be a known status other than UNSPECIFIED");
+}
+
+void order_validate_list_stuck_orders(const Shop__Order__V1__ListStuckOrdersRequest *in,
+                                      svc_vlist *v) {
+  int s = (int)in->status;
+  if (in->older_than_seconds < 0 || in->older_than_seconds > 100LL * 365 * 86400)
+    svc_vlist_add(v, "older_than_seconds", "must be 0 to 100 years");
+  if (s != 0 && s != ORDER_ST(PENDING) && s != ORDER_ST(CONFIRMED))
+    svc_vlist_add(v, "status", "must be PENDING, CONFIRMED or UNSPECIFIED (both)");
+}
+
 /* ---- Pricing ------------------------------------------------------------------------------- */
 
 static status_code price_fail(order_violation *v, const char *field, const char *why,

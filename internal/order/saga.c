@@ -101,12 +101,16 @@ static void rejected_text(const Shop__Inventory__V1__InventoryRejected *e, char 
   }
 }
 
-static status_code undecodable(const events_envelope *ev, char *errbuf, size_t errlen) {
-  snprintf(errbuf, errlen, "undecodable %s (event %s)", ev->type, ev->id);
-  return STATUS_INVALID_ARGUMENT;
-}
+const consumer_event_type order_saga_events[] = {
+    {&shop__inventory__v1__inventory_reserved__descriptor, NULL},
+    {&shop__inventory__v1__inventory_rejected__descriptor, NULL},
+    {&shop__payment__v1__payment_authorized__descriptor, NULL},
+    {&shop__payment__v1__payment_captured__descriptor, NULL},
+    {&shop__payment__v1__payment_failed__descriptor, NULL},
+};
+const size_t order_saga_events_count = sizeof order_saga_events / sizeof order_saga_events[0];
 
-#define IS(ev, desc) (strcmp((ev)->type, (desc).name) == 0)
+#define IS(m, desc) ((m)->descriptor == &(desc))
 
 static status_code saga_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
                             size_t errlen) {
@@ -116,42 +120,28 @@ static status_code saga_one(db_conn *tx, const events_envelope *ev, void *arg, c
                                                ? ev->correlation_id
                                                : ev->id,
                          .traceparent = ev->traceparent};
-  const uint8_t *d = ev->data.data;
-  size_t len = ev->data.len;
-  status_code st = STATUS_OK;
-  if (IS(ev, shop__inventory__v1__inventory_reserved__descriptor)) {
-    Shop__Inventory__V1__InventoryReserved *e =
-        shop__inventory__v1__inventory_reserved__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
-    st = order_saga_step_apply(tx, ctx, &origin, e->order_id, ORDER_SAGA_RESERVED, NULL, errbuf,
+  ProtobufCMessage *m = NULL;
+  size_t k = 0;
+  status_code st =
+      consumer_event_decode(ev, order_saga_events, order_saga_events_count, &m, &k, errbuf, errlen);
+  if (st != STATUS_OK || m == NULL) return st;
+  const char *order_id = svc_message_string(m, "order_id");
+  if (IS(m, shop__inventory__v1__inventory_reserved__descriptor)) {
+    st = order_saga_step_apply(tx, ctx, &origin, order_id, ORDER_SAGA_RESERVED, NULL, errbuf,
                                errlen);
-    shop__inventory__v1__inventory_reserved__free_unpacked(e, NULL);
-  } else if (IS(ev, shop__inventory__v1__inventory_rejected__descriptor)) {
-    Shop__Inventory__V1__InventoryRejected *e =
-        shop__inventory__v1__inventory_rejected__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
+  } else if (IS(m, shop__inventory__v1__inventory_rejected__descriptor)) {
     char text[1500];
-    rejected_text(e, text, sizeof text);
-    st = order_saga_step_apply(tx, ctx, &origin, e->order_id, ORDER_SAGA_REJECTED, text, errbuf,
+    rejected_text((const Shop__Inventory__V1__InventoryRejected *)m, text, sizeof text);
+    st = order_saga_step_apply(tx, ctx, &origin, order_id, ORDER_SAGA_REJECTED, text, errbuf,
                                errlen);
-    shop__inventory__v1__inventory_rejected__free_unpacked(e, NULL);
-  } else if (IS(ev, shop__payment__v1__payment_authorized__descriptor)) {
-    Shop__Payment__V1__PaymentAuthorized *e =
-        shop__payment__v1__payment_authorized__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
-    st = order_saga_step_apply(tx, ctx, &origin, e->order_id, ORDER_SAGA_AUTHORIZED, NULL, errbuf,
+  } else if (IS(m, shop__payment__v1__payment_authorized__descriptor)) {
+    st = order_saga_step_apply(tx, ctx, &origin, order_id, ORDER_SAGA_AUTHORIZED, NULL, errbuf,
                                errlen);
-    shop__payment__v1__payment_authorized__free_unpacked(e, NULL);
-  } else if (IS(ev, shop__payment__v1__payment_captured__descriptor)) {
-    Shop__Payment__V1__PaymentCaptured *e =
-        shop__payment__v1__payment_captured__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
-    st = order_saga_step_apply(tx, ctx, &origin, e->order_id, ORDER_SAGA_CAPTURED, NULL, errbuf,
+  } else if (IS(m, shop__payment__v1__payment_captured__descriptor)) {
+    st = order_saga_step_apply(tx, ctx, &origin, order_id, ORDER_SAGA_CAPTURED, NULL, errbuf,
                                errlen);
-    shop__payment__v1__payment_captured__free_unpacked(e, NULL);
-  } else if (IS(ev, shop__payment__v1__payment_failed__descriptor)) {
-    Shop__Payment__V1__PaymentFailed *e = shop__payment__v1__payment_failed__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
+  } else {
+    const Shop__Payment__V1__PaymentFailed *e = (const void *)m;
     order_saga_input in = 0;
     if (e->operation == SHOP__PAYMENT__V1__PAYMENT_OPERATION__PAYMENT_OPERATION_AUTHORIZE)
       in = ORDER_SAGA_AUTH_FAILED;
@@ -164,8 +154,8 @@ static status_code saga_one(db_conn *tx, const events_envelope *ev, void *arg, c
                e->reason_text[0] != '\0' ? e->reason_text : "declined");
       st = order_saga_step_apply(tx, ctx, &origin, e->order_id, in, text, errbuf, errlen);
     }
-    shop__payment__v1__payment_failed__free_unpacked(e, NULL);
   }
+  protobuf_c_message_free_unpacked(m, NULL);
   return st;
 }
 

@@ -207,6 +207,8 @@ status_code payment_compensate(db_conn *tx, const payment_ctx *ctx, const events
 
 /* The consumer handler of group "payment-worker" (arg: a payment_ctx):
  * OrderCreated, OrderConfirmed, OrderCancelled; other types are skipped. */
+extern const consumer_event_type payment_events[]; /* with their checks */
+extern const size_t payment_events_count;
 status_code payment_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                               char *errbuf, size_t errlen);
 void payment_committed_cb(const consumer_msg *msgs, size_t n, void *arg);

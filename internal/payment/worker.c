@@ -370,44 +370,45 @@ status_code payment_compensate(db_conn *tx, const payment_ctx *ctx, const events
 
 /* ---- The worker ------------------------------------------------------------------------------ */
 
-static status_code undecodable(const events_envelope *ev, char *errbuf, size_t errlen) {
-  snprintf(errbuf, errlen, "undecodable %s (event %s)", ev->type, ev->id);
-  return STATUS_INVALID_ARGUMENT;
+static const char *created_check(const ProtobufCMessage *m, const events_envelope *ev) {
+  const Shop__Order__V1__OrderCreated *e = (const void *)m;
+  if (e->total == NULL || strlen(e->order_id) != 36)
+    return "OrderCreated without a total or a valid order id";
+  return NULL;
 }
+
+const consumer_event_type payment_events[] = {
+    {&shop__order__v1__order_created__descriptor, created_check},
+    {&shop__order__v1__order_confirmed__descriptor, NULL},
+    {&shop__order__v1__order_cancelled__descriptor, NULL},
+};
+const size_t payment_events_count = sizeof payment_events / sizeof payment_events[0];
 
 static status_code handle_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
                               size_t errlen) {
   const payment_ctx *ctx = arg;
-  const uint8_t *d = ev->data.data;
-  size_t len = ev->data.len;
-  status_code st = STATUS_OK;
-  if (strcmp(ev->type, shop__order__v1__order_created__descriptor.name) == 0) {
-    Shop__Order__V1__OrderCreated *e = shop__order__v1__order_created__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
-    if (e->total == NULL || strlen(e->order_id) != 36) {
-      snprintf(errbuf, errlen, "OrderCreated %s without a total or a valid order id", ev->id);
-      st = STATUS_INVALID_ARGUMENT;
-    } else {
-      payment_order o = {.order_id = e->order_id,
-                         .customer_id = e->customer_id,
-                         .idempotency_key = e->idempotency_key,
-                         .token = e->payment_token,
-                         .amount = e->total->units,
-                         .currency = e->total->currency};
-      st = payment_authorize(tx, ctx, ev, &o, errbuf, errlen);
-    }
-    shop__order__v1__order_created__free_unpacked(e, NULL);
-  } else if (strcmp(ev->type, shop__order__v1__order_confirmed__descriptor.name) == 0) {
-    Shop__Order__V1__OrderConfirmed *e = shop__order__v1__order_confirmed__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
-    st = payment_capture(tx, ctx, ev, e->order_id, errbuf, errlen);
-    shop__order__v1__order_confirmed__free_unpacked(e, NULL);
-  } else if (strcmp(ev->type, shop__order__v1__order_cancelled__descriptor.name) == 0) {
-    Shop__Order__V1__OrderCancelled *e = shop__order__v1__order_cancelled__unpack(NULL, len, d);
-    if (e == NULL) return undecodable(ev, errbuf, errlen);
-    st = payment_compensate(tx, ctx, ev, e->order_id, errbuf, errlen);
-    shop__order__v1__order_cancelled__free_unpacked(e, NULL);
+  ProtobufCMessage *m = NULL;
+  size_t k = 0;
+  status_code st =
+      consumer_event_decode(ev, payment_events, payment_events_count, &m, &k, errbuf, errlen);
+  if (st != STATUS_OK || m == NULL) return st;
+  if (m->descriptor == &shop__order__v1__order_created__descriptor) {
+    const Shop__Order__V1__OrderCreated *e = (const void *)m;
+    payment_order o = {.order_id = e->order_id,
+                       .customer_id = e->customer_id,
+                       .idempotency_key = e->idempotency_key,
+                       .token = e->payment_token,
+                       .amount = e->total->units,
+                       .currency = e->total->currency};
+    st = payment_authorize(tx, ctx, ev, &o, errbuf, errlen);
+  } else if (m->descriptor == &shop__order__v1__order_confirmed__descriptor) {
+    st = payment_capture(tx, ctx, ev, ((const Shop__Order__V1__OrderConfirmed *)m)->order_id,
+                         errbuf, errlen);
+  } else {
+    st = payment_compensate(tx, ctx, ev, ((const Shop__Order__V1__OrderCancelled *)m)->order_id,
+                            errbuf, errlen);
   }
+  protobuf_c_message_free_unpacked(m, NULL);
   return st;
 }
 

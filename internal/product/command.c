@@ -125,19 +125,6 @@ static void parts_set(reply_parts *rp, const product_row *p) {
   svc_token_set(&rp->token, rp->product_id, p->version);
 }
 
-/* Adds the violation v (if any) to the call. */
-static void check(rpc_call *call, int *bad, product_violation v) {
-  if (v.why != NULL) svc_violation(call, bad, v.field, v.why);
-}
-
-static void check_id(rpc_call *call, int *bad, const char *id) {
-  if (!svc_id_valid(id)) svc_violation(call, bad, "product_id", "must be a product id");
-}
-
-static void check_expected(rpc_call *call, int *bad, int64_t v) {
-  if (v < 0) svc_violation(call, bad, "expected_version", "must not be negative");
-}
-
 /* Runs a command whose apply function fills a reply_parts-based reply. */
 static bool run(rpc_call *call, const product_cmd_ctx *ctx, svc_apply_fn apply, void *job,
                 const ProtobufCMessage *reply) {
@@ -224,24 +211,9 @@ static void product_cmd_create_product(product_cmd_service *svc,
                                        void *data) {
   rpc_call *call = data;
   const product_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  svc_violation(call, &bad, "sku", product_sku_check(in->sku));
-  if (in->details == NULL) {
-    svc_violation(call, &bad, "details", "is required");
-  } else {
-    svc_violation(call, &bad, "details.name", product_name_check(in->details->name));
-    svc_violation(call, &bad, "details.description",
-                  product_description_check(in->details->description));
-    svc_violation(call, &bad, "details.category", product_category_check(in->details->category));
-  }
-  check(call, &bad, product_price_check(in->price, ctx->currency, "price"));
-  if (in->initial_stock < 0)
-    svc_violation(call, &bad, "initial_stock", "must not be negative");
-  else if (in->initial_stock > PRODUCT_STOCK_MAX)
-    svc_violation(call, &bad, "initial_stock", "must be at most 10^12");
-  if (in->inventory_rule != NULL)
-    check(call, &bad, product_rule_check(in->inventory_rule, "inventory_rule"));
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  product_validate_create_product(in, ctx->currency, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   create_job j = {.ctx = ctx, .call = call, .in = in};
   product_row *p = &j.p;
   snprintf(p->sku, sizeof p->sku, "%s", in->sku);
@@ -329,26 +301,9 @@ static void product_cmd_update_product(product_cmd_service *svc,
                                        void *data) {
   rpc_call *call = data;
   const product_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0, given = 0;
-  check_id(call, &bad, in->product_id);
-  if (in->name_update_case == SHOP__PRODUCT__V1__UPDATE_PRODUCT_REQUEST__NAME_UPDATE_NAME) {
-    given++;
-    svc_violation(call, &bad, "name", product_name_check(in->name));
-  }
-  if (in->description_update_case ==
-      SHOP__PRODUCT__V1__UPDATE_PRODUCT_REQUEST__DESCRIPTION_UPDATE_DESCRIPTION) {
-    given++;
-    svc_violation(call, &bad, "description", product_description_check(in->description));
-  }
-  if (in->category_update_case ==
-      SHOP__PRODUCT__V1__UPDATE_PRODUCT_REQUEST__CATEGORY_UPDATE_CATEGORY) {
-    given++;
-    svc_violation(call, &bad, "category", product_category_check(in->category));
-  }
-  if (given == 0)
-    svc_violation(call, &bad, "name", "at least one of name, description, category is required");
-  check_expected(call, &bad, in->expected_version);
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  product_validate_update_product(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   update_job j = {.ctx = ctx, .call = call, .in = in};
   if (run(call, ctx, update_apply, &j, &j.reply.base)) closure(&j.reply, data);
 }
@@ -394,9 +349,9 @@ static void product_cmd_archive_product(product_cmd_service *svc,
                                         void *data) {
   rpc_call *call = data;
   const product_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  check_id(call, &bad, in->product_id);
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  product_validate_archive_product(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   archive_job j = {.ctx = ctx, .call = call, .in = in};
   if (run(call, ctx, archive_apply, &j, &j.reply.base)) closure(&j.reply, data);
 }
@@ -450,11 +405,9 @@ static void product_cmd_set_price(product_cmd_service *svc,
                                   Shop__Product__V1__SetPriceResponse_Closure closure, void *data) {
   rpc_call *call = data;
   const product_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  check_id(call, &bad, in->product_id);
-  check(call, &bad, product_price_check(in->price, ctx->currency, "price"));
-  check_expected(call, &bad, in->expected_version);
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  product_validate_set_price(in, ctx->currency, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   price_job j = {.ctx = ctx, .call = call, .in = in};
   if (run(call, ctx, price_apply, &j, &j.reply.base)) closure(&j.reply, data);
 }
@@ -506,11 +459,9 @@ static void product_cmd_set_inventory_rule(
     Shop__Product__V1__SetInventoryRuleResponse_Closure closure, void *data) {
   rpc_call *call = data;
   const product_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  check_id(call, &bad, in->product_id);
-  check(call, &bad, product_rule_check(in->inventory_rule, "inventory_rule"));
-  check_expected(call, &bad, in->expected_version);
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  product_validate_set_inventory_rule(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   rule_job j = {.ctx = ctx, .call = call, .in = in};
   if (run(call, ctx, rule_apply, &j, &j.reply.base)) closure(&j.reply, data);
 }
@@ -565,15 +516,9 @@ static void product_cmd_restock(product_cmd_service *svc,
                                 Shop__Product__V1__RestockResponse_Closure closure, void *data) {
   rpc_call *call = data;
   const product_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  check_id(call, &bad, in->product_id);
-  if (in->quantity <= 0)
-    svc_violation(call, &bad, "quantity", "must be positive");
-  else if (in->quantity > PRODUCT_RESTOCK_MAX)
-    svc_violation(call, &bad, "quantity", "must be at most 10^9 per restock");
-  svc_violation(call, &bad, "reference",
-                svc_text_check(in->reference, 0, PRODUCT_REFERENCE_MAX, 0));
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  product_validate_restock(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   restock_job j = {.ctx = ctx, .call = call, .in = in};
   if (run(call, ctx, restock_apply, &j, &j.reply.base)) closure(&j.reply, data);
 }

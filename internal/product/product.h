@@ -93,6 +93,28 @@ product_violation product_price_check(const Shop__Common__V1__Money *price, cons
 product_violation product_rule_check(const Shop__Product__V1__InventoryRule *rule,
                                      const char *prefix);
 
+/* The handlers' checks of each request on its own (no database, no
+ * caller): violations go to v (see svc_vlist); the handler answers
+ * INVALID_ARGUMENT with them when v->n > 0. currency is the shop's
+ * (catalog.currency). Pure, so they are fuzzed without a server
+ * (tests/fuzz). */
+void product_validate_create_product(const Shop__Product__V1__CreateProductRequest *in,
+                                     const char *currency, svc_vlist *v);
+void product_validate_update_product(const Shop__Product__V1__UpdateProductRequest *in,
+                                     svc_vlist *v);
+void product_validate_archive_product(const Shop__Product__V1__ArchiveProductRequest *in,
+                                      svc_vlist *v);
+void product_validate_set_price(const Shop__Product__V1__SetPriceRequest *in, const char *currency,
+                                svc_vlist *v);
+void product_validate_set_inventory_rule(const Shop__Product__V1__SetInventoryRuleRequest *in,
+                                         svc_vlist *v);
+void product_validate_restock(const Shop__Product__V1__RestockRequest *in, svc_vlist *v);
+void product_validate_get_product(const Shop__Product__V1__GetProductRequest *in, svc_vlist *v);
+/* ListProducts' filters and sort (the page size is svc_page_size's;
+ * include_archived is an authorization question, the handler's). */
+void product_validate_list_products(const Shop__Product__V1__ListProductsRequest *in,
+                                    const char *currency, svc_vlist *v);
+
 /* ---- Command side (product-command) ------------------------------------------------- */
 
 typedef struct product_cmd_ctx {
@@ -135,6 +157,10 @@ status_code product_query_register(rpc_server *s, product_query_ctx *ctx, char *
  * are skipped. */
 status_code product_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                                         char *errbuf, size_t errlen);
+/* The event types the projection takes, with their checks before the
+ * database (see consumer_event_decode). */
+extern const consumer_event_type product_projection_events[];
+extern const size_t product_projection_events_count;
 void product_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
 
 extern const db_migration product_read_migrations[];

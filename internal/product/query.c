@@ -166,51 +166,51 @@ static status_code apply_product(db_conn *tx, const events_envelope *ev,
   return view_bump(tx, e->product_id, ev->sequence, svc_event_time_ms(ev), errbuf, errlen);
 }
 
-static const ProtobufCMessageDescriptor *const handled[] = {
-    &shop__product__v1__product_created__descriptor,
-    &shop__product__v1__product_updated__descriptor,
-    &shop__product__v1__price_changed__descriptor,
-    &shop__product__v1__inventory_rule_changed__descriptor,
-    &shop__product__v1__product_archived__descriptor,
-    &shop__product__v1__stock_adjusted__descriptor,
-    &shop__inventory__v1__stock_level_changed__descriptor,
-};
+/* Every product event's first field is the product id. */
+static const char *product_event_check(const ProtobufCMessage *m, const events_envelope *ev) {
+  const char *id = svc_message_string(m, "product_id");
+  if (id == NULL || !svc_id_valid(id) || ev->sequence < 1)
+    return "without a valid product id or sequence";
+  return NULL;
+}
 
+static const char *stock_level_check(const ProtobufCMessage *m, const events_envelope *ev) {
+  const Shop__Inventory__V1__StockLevelChanged *e = (const void *)m;
+  int64_t version = e->level != NULL && e->level->version > 0 ? e->level->version : ev->sequence;
+  if (e->level == NULL || !svc_id_valid(e->product_id) || version < 1)
+    return "StockLevelChanged without a product id, a level or a version";
+  return NULL;
+}
+
+const consumer_event_type product_projection_events[] = {
+    {&shop__product__v1__product_created__descriptor, product_event_check},
+    {&shop__product__v1__product_updated__descriptor, product_event_check},
+    {&shop__product__v1__price_changed__descriptor, product_event_check},
+    {&shop__product__v1__inventory_rule_changed__descriptor, product_event_check},
+    {&shop__product__v1__product_archived__descriptor, product_event_check},
+    {&shop__product__v1__stock_adjusted__descriptor, product_event_check},
+    {&shop__inventory__v1__stock_level_changed__descriptor, stock_level_check},
+};
+const size_t product_projection_events_count =
+    sizeof product_projection_events / sizeof product_projection_events[0];
+
+/* Reservations, InventoryLow and newer types are skipped. */
 static status_code apply_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
                              size_t errlen) {
-  const ProtobufCMessageDescriptor *d = NULL;
-  for (size_t i = 0; i < sizeof handled / sizeof handled[0]; i++)
-    if (strcmp(ev->type, handled[i]->name) == 0) d = handled[i];
-  if (d == NULL) return STATUS_OK; /* reservations, InventoryLow, newer types */
-  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, ev->data.len, ev->data.data);
-  if (m == NULL) {
-    snprintf(errbuf, errlen, "undecodable %s", ev->type);
-    return STATUS_INVALID_ARGUMENT;
-  }
-  status_code st;
+  ProtobufCMessage *m = NULL;
+  size_t k = 0;
+  status_code st = consumer_event_decode(ev, product_projection_events,
+                                         product_projection_events_count, &m, &k, errbuf, errlen);
+  if (st != STATUS_OK || m == NULL) return st;
+  const ProtobufCMessageDescriptor *d = m->descriptor;
   if (d == &shop__inventory__v1__stock_level_changed__descriptor) {
     const Shop__Inventory__V1__StockLevelChanged *e = (const void *)m;
-    int64_t version = e->level != NULL && e->level->version > 0 ? e->level->version : ev->sequence;
-    if (e->level == NULL || !svc_id_valid(e->product_id) || version < 1) {
-      snprintf(errbuf, errlen, "StockLevelChanged without a product id, a level or a version");
-      st = STATUS_INVALID_ARGUMENT;
-    } else {
-      part_arg a = {.id = e->product_id, .level = e->level};
-      st = projection_apply_state(tx, "product.stock", a.id, version, ev, stock_cb, &a, NULL,
-                                  errbuf, errlen);
-    }
+    int64_t version = e->level->version > 0 ? e->level->version : ev->sequence;
+    part_arg a = {.id = e->product_id, .level = e->level};
+    st = projection_apply_state(tx, "product.stock", a.id, version, ev, stock_cb, &a, NULL, errbuf,
+                                errlen);
   } else {
-    /* Every product event's first field is the product id. */
-    const char *id = NULL;
-    const ProtobufCFieldDescriptor *f =
-        protobuf_c_message_descriptor_get_field_by_name(d, "product_id");
-    if (f != NULL) id = *(const char *const *)((const char *)m + f->offset);
-    if (id == NULL || !svc_id_valid(id) || ev->sequence < 1) {
-      snprintf(errbuf, errlen, "%s without a valid product id or sequence", ev->type);
-      st = STATUS_INVALID_ARGUMENT;
-    } else {
-      st = apply_product(tx, ev, d, m, errbuf, errlen);
-    }
+    st = apply_product(tx, ev, d, m, errbuf, errlen);
   }
   protobuf_c_message_free_unpacked(m, NULL);
   return st;
@@ -317,10 +317,9 @@ static void product_query_get_product(product_query_service *svc,
                                       void *data) {
   rpc_call *call = data;
   product_query_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  if (!svc_id_valid(in->product_id))
-    svc_violation(call, &bad, "product_id", "must be a product id");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  product_validate_get_product(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
   char err[512];
   db_conn *c = NULL;
@@ -360,28 +359,13 @@ static void product_query_list_products(product_query_service *svc,
                                         void *data) {
   rpc_call *call = data;
   product_query_ctx *ctx = rpc_call_service_ctx(call);
-  int size = 0, bad = 0;
+  int size = 0;
   if (!svc_page_size(call, in->page, &size)) return;
-  if (in->category[0] != '\0')
-    svc_violation(call, &bad, "category", product_category_check(in->category));
-  svc_violation(call, &bad, "text", svc_text_check(in->text, 0, PRODUCT_TEXT_FILTER_MAX, 0));
+  svc_vlist v = {0};
+  product_validate_list_products(in, ctx->currency, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   const Shop__Common__V1__Money *lo = in->min_price, *hi = in->max_price;
-  if (lo != NULL) {
-    if (lo->units < 0) svc_violation(call, &bad, "min_price.units", "must not be negative");
-    svc_violation(call, &bad, "min_price.currency",
-                  product_currency_check(lo->currency, ctx->currency));
-  }
-  if (hi != NULL) {
-    if (hi->units < 0) svc_violation(call, &bad, "max_price.units", "must not be negative");
-    svc_violation(call, &bad, "max_price.currency",
-                  product_currency_check(hi->currency, ctx->currency));
-  }
-  if (lo != NULL && hi != NULL && lo->units > hi->units)
-    svc_violation(call, &bad, "max_price.units", "must not be below min_price.units");
   int sort = (int)in->sort;
-  if (sort < 0 || sort > SHOP__PRODUCT__V1__PRODUCT_SORT__PRODUCT_SORT_PRICE_DESC)
-    svc_violation(call, &bad, "sort", "must be a known ProductSort");
-  if (bad > 0) return;
   if (in->include_archived && rpc_call_role(call) != AUTH_ROLE_ADMIN) {
     rpc_call_set_status(call, STATUS_PERMISSION_DENIED, "only an admin may list archived products");
     return;

@@ -89,6 +89,30 @@ void svc_violation(rpc_call *call, int *count, const char *field, const char *wh
   (*count)++;
 }
 
+void svc_vlist_add(svc_vlist *l, const char *field, const char *why) {
+  if (why == NULL) return;
+  if (l->n < RPC_MAX_VIOLATIONS) {
+    snprintf(l->v[l->n].field, sizeof l->v[l->n].field, "%s", field);
+    l->v[l->n].why = why;
+  }
+  l->n++;
+}
+
+size_t svc_vlist_apply(rpc_call *call, const svc_vlist *l) {
+  int count = 0;
+  for (size_t i = 0; i < l->n && i < RPC_MAX_VIOLATIONS; i++)
+    svc_violation(call, &count, l->v[i].field, l->v[i].why);
+  return l->n;
+}
+
+const char *svc_message_string(const ProtobufCMessage *m, const char *field) {
+  const ProtobufCFieldDescriptor *f =
+      protobuf_c_message_descriptor_get_field_by_name(m->descriptor, field);
+  if (f == NULL || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED)
+    return NULL;
+  return *(const char *const *)((const char *)m + f->offset);
+}
+
 bool svc_id_valid(const char *s) {
   if (s == NULL || strlen(s) != 36) return false;
   for (int i = 0; i < 36; i++) {

@@ -56,10 +56,35 @@ long svc_utf8_chars(const char *s);
  * *count counts the violations added. */
 void svc_violation(rpc_call *call, int *count, const char *field, const char *why);
 
+/* The field violations a pure request check collects (the domains'
+ * *_validate_* functions), without a call, so that they can be tested and
+ * fuzzed on their own. n counts every violation found; the first
+ * RPC_MAX_VIOLATIONS are kept (the call keeps no more). */
+typedef struct svc_vlist {
+  size_t n;
+  struct {
+    char field[64];
+    const char *why; /* static text */
+  } v[RPC_MAX_VIOLATIONS];
+} svc_vlist;
+
+/* Adds a violation for field when why is not NULL (as svc_violation). */
+void svc_vlist_add(svc_vlist *l, const char *field, const char *why);
+
+/* Puts l's violations on the call as svc_violation would have (the first
+ * sets INVALID_ARGUMENT); returns l->n, so a handler does
+ * `if (svc_vlist_apply(call, &l) > 0) return;`. */
+size_t svc_vlist_apply(rpc_call *call, const svc_vlist *l);
+
 /* A canonical lower-case UUID ("0190c3c2-7e4a-7b3c-8f00-1234567890ab"), as
  * events_uuid_v7 makes them. */
 bool svc_id_valid(const char *s);
 #define SVC_ID_SIZE 37
+
+/* The value of m's string field named field; NULL when m has no such
+ * field (or it is not a string). For event checks ("every product event's
+ * first field is the product id"). */
+const char *svc_message_string(const ProtobufCMessage *m, const char *field);
 
 /* ---- Times and patterns ------------------------------------------------------------ */
 

@@ -35,7 +35,6 @@ typedef Shop__User__V1__UserCommandService_Service user_cmd_service;
 
 /* Longest password a login accepts before argon2 sees it (a longer one
  * cannot have been registered). */
-#define LOGIN_PASSWORD_MAX_BYTES (USER_PASSWORD_MAX * 4)
 
 /* The log context of a call, as a pointer to a compound literal. */
 #define CALL_LOG(call)                                                                             \
@@ -399,13 +398,9 @@ static void user_cmd_register_user(user_cmd_service *svc, const register_req *in
   rpc_call *call = data;
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
   register_job j = {.ctx = ctx, .call = call};
-  int bad = 0;
-  svc_violation(call, &bad, "email", user_email_normalize(in->email, j.u.email, sizeof j.u.email));
-  svc_violation(call, &bad, "password",
-                user_password_check(in->password, bad == 0 ? j.u.email : in->email));
-  svc_violation(call, &bad, "name", user_name_check(in->name));
-  svc_violation(call, &bad, "phone", user_phone_check(in->phone));
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  user_validate_register_user(in, j.u.email, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   user_email_key(j.u.email, j.u.email_key, sizeof j.u.email_key);
   snprintf(j.u.name, sizeof j.u.name, "%s", in->name);
   snprintf(j.u.phone, sizeof j.u.phone, "%s", in->phone);
@@ -520,13 +515,9 @@ static void user_cmd_login(user_cmd_service *svc, const login_req *in,
   rpc_call *call = data;
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
   char email[USER_EMAIL_MAX + 1], key[USER_EMAIL_MAX + 1];
-  int bad = 0;
-  svc_violation(call, &bad, "email", user_email_normalize(in->email, email, sizeof email));
-  if (in->password[0] == '\0')
-    svc_violation(call, &bad, "password", "must not be empty");
-  else if (strlen(in->password) > LOGIN_PASSWORD_MAX_BYTES)
-    svc_violation(call, &bad, "password", "must be at most 128 characters");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  user_validate_login(in, email, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   user_email_key(email, key, sizeof key);
 
   char err[512];
@@ -683,12 +674,9 @@ static status_code refresh_apply(db_conn *tx, void *arg, svc_outcome *out, char 
  * (UNAUTHENTICATED otherwise). On success hash holds what is stored. */
 static bool refresh_token_arg(rpc_call *call, const char *token,
                               unsigned char hash[USER_REFRESH_HASH_BYTES]) {
-  int bad = 0;
-  if (token[0] == '\0')
-    svc_violation(call, &bad, "refresh_token", "must not be empty");
-  else if (strlen(token) >= 256)
-    svc_violation(call, &bad, "refresh_token", "is too long to be a refresh token");
-  if (bad > 0) return false;
+  svc_vlist v = {0};
+  user_validate_refresh_token(token, &v);
+  if (svc_vlist_apply(call, &v) > 0) return false;
   if (!user_refresh_token_shape_ok(token)) {
     rpc_call_set_status(call, STATUS_UNAUTHENTICATED, "refresh token is not valid");
     return false;
@@ -852,17 +840,10 @@ static void user_cmd_update_profile(user_cmd_service *svc, const profile_req *in
                                     void *data) {
   rpc_call *call = data;
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
   const char *target = in->user_id[0] != '\0' ? in->user_id : rpc_call_user_id(call);
-  if (in->user_id[0] != '\0' && !svc_id_valid(in->user_id))
-    svc_violation(call, &bad, "user_id", "must be a user id");
-  if (in->name_update_case == SHOP__USER__V1__UPDATE_PROFILE_REQUEST__NAME_UPDATE_NAME)
-    svc_violation(call, &bad, "name", user_name_check(in->name));
-  if (in->phone_update_case == SHOP__USER__V1__UPDATE_PROFILE_REQUEST__PHONE_UPDATE_PHONE)
-    svc_violation(call, &bad, "phone", user_phone_check(in->phone));
-  if (in->expected_version < 0)
-    svc_violation(call, &bad, "expected_version", "must not be negative");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  user_validate_update_profile(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   if (strcmp(target, rpc_call_user_id(call)) != 0 && rpc_call_role(call) != AUTH_ROLE_ADMIN) {
     rpc_call_set_status(call, STATUS_PERMISSION_DENIED, "only an admin may change another user");
     return;
@@ -943,12 +924,9 @@ static void user_cmd_change_password(user_cmd_service *svc, const password_req *
                                      void *data) {
   rpc_call *call = data;
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  if (in->old_password[0] == '\0') svc_violation(call, &bad, "old_password", "must not be empty");
-  svc_violation(call, &bad, "new_password", user_password_check(in->new_password, NULL));
-  if (bad == 0 && strcmp(in->old_password, in->new_password) == 0)
-    svc_violation(call, &bad, "new_password", "must differ from the old password");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  user_validate_change_password(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   password_job j = {.ctx = ctx, .call = call, .in = in};
   if (!hash_for_call(call, ctx, in->new_password, j.new_hash)) return;
   svc_command cmd = {.call = call,
@@ -1022,13 +1000,9 @@ static void user_cmd_set_role(user_cmd_service *svc, const role_req *in,
                               Shop__User__V1__SetRoleResponse_Closure closure, void *data) {
   rpc_call *call = data;
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  if (!svc_id_valid(in->user_id)) svc_violation(call, &bad, "user_id", "must be a user id");
-  if (in->role != ROLE_CUSTOMER && in->role != ROLE_ADMIN)
-    svc_violation(call, &bad, "role", "must be ROLE_CUSTOMER or ROLE_ADMIN");
-  if (in->expected_version < 0)
-    svc_violation(call, &bad, "expected_version", "must not be negative");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  user_validate_set_role(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   role_job j = {.ctx = ctx, .call = call, .in = in};
   svc_command cmd = {.call = call,
                      .db = ctx->db,

@@ -88,32 +88,32 @@ static status_code apply_registered(db_conn *tx, const events_envelope *ev,
                                 errbuf, errlen);
 }
 
+static const char *sequence_check(const ProtobufCMessage *m, const events_envelope *ev) {
+  return ev->sequence < 1 ? "without a sequence" : NULL;
+}
+
+const consumer_event_type user_projection_events[] = {
+    {&shop__user__v1__user_registered__descriptor, sequence_check},
+    {&shop__user__v1__user_profile_updated__descriptor, sequence_check},
+    {&shop__user__v1__user_role_changed__descriptor, sequence_check},
+    {&shop__user__v1__password_changed__descriptor, sequence_check},
+};
+const size_t user_projection_events_count =
+    sizeof user_projection_events / sizeof user_projection_events[0];
+
 /* Applies one event; unknown types are skipped. */
 static status_code apply_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
                              size_t errlen) {
-  const ProtobufCMessageDescriptor *types[] = {
-      &shop__user__v1__user_registered__descriptor,
-      &shop__user__v1__user_profile_updated__descriptor,
-      &shop__user__v1__user_role_changed__descriptor,
-      &shop__user__v1__password_changed__descriptor,
-  };
-  const ProtobufCMessageDescriptor *d = NULL;
-  for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-    if (strcmp(ev->type, types[i]->name) == 0) d = types[i];
-  if (d == NULL) {
+  ProtobufCMessage *m = NULL;
+  size_t k = 0;
+  status_code st = consumer_event_decode(ev, user_projection_events, user_projection_events_count,
+                                         &m, &k, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  if (m == NULL) {
     log_debug(&(log_ctx){.event_id = ev->id}, "user-query: skipping event type %s", ev->type);
     return STATUS_OK;
   }
-  if (ev->sequence < 1) {
-    snprintf(errbuf, errlen, "%s without a sequence", ev->type);
-    return STATUS_INVALID_ARGUMENT;
-  }
-  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, ev->data.len, ev->data.data);
-  if (m == NULL) {
-    snprintf(errbuf, errlen, "undecodable %s", ev->type);
-    return STATUS_INVALID_ARGUMENT;
-  }
-  status_code st = STATUS_OK;
+  const ProtobufCMessageDescriptor *d = m->descriptor;
   if (d == &shop__user__v1__user_registered__descriptor) {
     st = apply_registered(tx, ev, (const Shop__User__V1__UserRegistered *)m, errbuf, errlen);
   } else if (d == &shop__user__v1__user_profile_updated__descriptor) {
@@ -258,9 +258,9 @@ static void user_query_get_user(user_query_service *svc, const Shop__User__V1__G
                                 Shop__User__V1__GetUserResponse_Closure closure, void *data) {
   rpc_call *call = data;
   user_query_ctx *ctx = rpc_call_service_ctx(call);
-  int bad = 0;
-  if (!svc_id_valid(in->user_id)) svc_violation(call, &bad, "user_id", "must be a user id");
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  user_validate_get_user(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   if (strcmp(in->user_id, rpc_call_user_id(call)) != 0 && rpc_call_role(call) != AUTH_ROLE_ADMIN) {
     rpc_call_set_status(call, STATUS_PERMISSION_DENIED, "only an admin may read another user");
     return;
@@ -274,21 +274,18 @@ static void user_query_get_user(user_query_service *svc, const Shop__User__V1__G
   closure(&r, data);
 }
 
-#define LIST_TEXT_MAX 200
+#define LIST_TEXT_MAX USER_LIST_TEXT_MAX
 
 static void user_query_list_users(user_query_service *svc,
                                   const Shop__User__V1__ListUsersRequest *in,
                                   Shop__User__V1__ListUsersResponse_Closure closure, void *data) {
   rpc_call *call = data;
   user_query_ctx *ctx = rpc_call_service_ctx(call);
-  int size = 0, bad = 0;
+  int size = 0;
   if (!svc_page_size(call, in->page, &size)) return;
-  if (in->role != SHOP__USER__V1__ROLE__ROLE_UNSPECIFIED &&
-      in->role != SHOP__USER__V1__ROLE__ROLE_CUSTOMER &&
-      in->role != SHOP__USER__V1__ROLE__ROLE_ADMIN)
-    svc_violation(call, &bad, "role", "must be a known role or ROLE_UNSPECIFIED");
-  svc_violation(call, &bad, "text", svc_text_check(in->text, 0, LIST_TEXT_MAX, 0));
-  if (bad > 0) return;
+  svc_vlist v = {0};
+  user_validate_list_users(in, &v);
+  if (svc_vlist_apply(call, &v) > 0) return;
   char filters[LIST_TEXT_MAX * 4 + 64];
   snprintf(filters, sizeof filters, "users|role=%d|text=%s", (int)in->role, in->text);
   svc_page_pos pos;

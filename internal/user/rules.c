@@ -112,6 +112,72 @@ const char *user_phone_check(const char *phone) {
   return NULL;
 }
 
+/* ---- Request checks ------------------------------------------------------------------ */
+
+void user_validate_register_user(const Shop__User__V1__RegisterUserRequest *in,
+                                 char email[USER_EMAIL_MAX + 1], svc_vlist *v) {
+  size_t before = v->n;
+  svc_vlist_add(v, "email", user_email_normalize(in->email, email, USER_EMAIL_MAX + 1));
+  svc_vlist_add(v, "password",
+                user_password_check(in->password, v->n == before ? email : in->email));
+  svc_vlist_add(v, "name", user_name_check(in->name));
+  svc_vlist_add(v, "phone", user_phone_check(in->phone));
+}
+
+void user_validate_login(const Shop__User__V1__LoginRequest *in, char email[USER_EMAIL_MAX + 1],
+                         svc_vlist *v) {
+  svc_vlist_add(v, "email", user_email_normalize(in->email, email, USER_EMAIL_MAX + 1));
+  if (in->password[0] == '\0')
+    svc_vlist_add(v, "password", "must not be empty");
+  else if (strlen(in->password) > USER_LOGIN_PASSWORD_MAX_BYTES)
+    svc_vlist_add(v, "password", "must be at most 128 characters");
+}
+
+void user_validate_refresh_token(const char *refresh_token, svc_vlist *v) {
+  if (refresh_token[0] == '\0')
+    svc_vlist_add(v, "refresh_token", "must not be empty");
+  else if (strlen(refresh_token) >= 256)
+    svc_vlist_add(v, "refresh_token", "is too long to be a refresh token");
+}
+
+void user_validate_update_profile(const Shop__User__V1__UpdateProfileRequest *in, svc_vlist *v) {
+  if (in->user_id[0] != '\0' && !svc_id_valid(in->user_id))
+    svc_vlist_add(v, "user_id", "must be a user id");
+  if (in->name_update_case == SHOP__USER__V1__UPDATE_PROFILE_REQUEST__NAME_UPDATE_NAME)
+    svc_vlist_add(v, "name", user_name_check(in->name));
+  if (in->phone_update_case == SHOP__USER__V1__UPDATE_PROFILE_REQUEST__PHONE_UPDATE_PHONE)
+    svc_vlist_add(v, "phone", user_phone_check(in->phone));
+  if (in->expected_version < 0) svc_vlist_add(v, "expected_version", "must not be negative");
+}
+
+void user_validate_change_password(const Shop__User__V1__ChangePasswordRequest *in, svc_vlist *v) {
+  size_t before = v->n;
+  if (in->old_password[0] == '\0') svc_vlist_add(v, "old_password", "must not be empty");
+  svc_vlist_add(v, "new_password", user_password_check(in->new_password, NULL));
+  if (v->n == before && strcmp(in->old_password, in->new_password) == 0)
+    svc_vlist_add(v, "new_password", "must differ from the old password");
+}
+
+void user_validate_set_role(const Shop__User__V1__SetRoleRequest *in, svc_vlist *v) {
+  if (!svc_id_valid(in->user_id)) svc_vlist_add(v, "user_id", "must be a user id");
+  if (in->role != SHOP__USER__V1__ROLE__ROLE_CUSTOMER &&
+      in->role != SHOP__USER__V1__ROLE__ROLE_ADMIN)
+    svc_vlist_add(v, "role", "must be ROLE_CUSTOMER or ROLE_ADMIN");
+  if (in->expected_version < 0) svc_vlist_add(v, "expected_version", "must not be negative");
+}
+
+void user_validate_get_user(const Shop__User__V1__GetUserRequest *in, svc_vlist *v) {
+  if (!svc_id_valid(in->user_id)) svc_vlist_add(v, "user_id", "must be a user id");
+}
+
+void user_validate_list_users(const Shop__User__V1__ListUsersRequest *in, svc_vlist *v) {
+  if (in->role != SHOP__USER__V1__ROLE__ROLE_UNSPECIFIED &&
+      in->role != SHOP__USER__V1__ROLE__ROLE_CUSTOMER &&
+      in->role != SHOP__USER__V1__ROLE__ROLE_ADMIN)
+    svc_vlist_add(v, "role", "must be a known role or ROLE_UNSPECIFIED");
+  svc_vlist_add(v, "text", svc_text_check(in->text, 0, USER_LIST_TEXT_MAX, 0));
+}
+
 /* ---- Password hashing -------------------------------------------------------------- */
 
 void user_pwhash_params_from_cfg(user_pwhash_params *p, const shop_cfg *cfg) {

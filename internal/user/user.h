@@ -106,6 +106,42 @@ const char *user_password_check(const char *password, const char *email);
 const char *user_name_check(const char *name);
 const char *user_phone_check(const char *phone);
 
+/* ---- Request checks ---------------------------------------------------------------- */
+
+/* The handlers' checks of each request on its own (no database, no
+ * caller): violations go to v (see svc_vlist); the handler answers
+ * INVALID_ARGUMENT with them when v->n > 0. Pure, so they are tested and
+ * fuzzed without a server (tests/fuzz). */
+
+/* Longest password Login accepts, in bytes (128 characters of 4 bytes). */
+#define USER_LOGIN_PASSWORD_MAX_BYTES (USER_PASSWORD_MAX * 4)
+
+/* RegisterUser: email (normalised into email), password, name, phone. */
+void user_validate_register_user(const Shop__User__V1__RegisterUserRequest *in,
+                                 char email[USER_EMAIL_MAX + 1], svc_vlist *v);
+/* Login: email (normalised into email), a password of 1 to
+ * USER_LOGIN_PASSWORD_MAX_BYTES bytes. */
+void user_validate_login(const Shop__User__V1__LoginRequest *in, char email[USER_EMAIL_MAX + 1],
+                         svc_vlist *v);
+/* RefreshToken and Logout: a present, sanely sized token. Whether it has a
+ * refresh token's shape (UNAUTHENTICATED otherwise) is
+ * user_refresh_token_shape_ok, checked after. */
+void user_validate_refresh_token(const char *refresh_token, svc_vlist *v);
+/* UpdateProfile: user_id (empty: the caller), name and phone when set,
+ * expected_version. Whether the caller may change that user is the
+ * handler's. */
+void user_validate_update_profile(const Shop__User__V1__UpdateProfileRequest *in, svc_vlist *v);
+/* ChangePassword: old password present, new one acceptable and different. */
+void user_validate_change_password(const Shop__User__V1__ChangePasswordRequest *in, svc_vlist *v);
+/* SetRole: user_id, role CUSTOMER or ADMIN, expected_version. */
+void user_validate_set_role(const Shop__User__V1__SetRoleRequest *in, svc_vlist *v);
+/* GetUser: user_id. */
+void user_validate_get_user(const Shop__User__V1__GetUserRequest *in, svc_vlist *v);
+/* ListUsers: role (or UNSPECIFIED) and text filter (the page size is
+ * svc_page_size's). */
+#define USER_LIST_TEXT_MAX 200
+void user_validate_list_users(const Shop__User__V1__ListUsersRequest *in, svc_vlist *v);
+
 /* ---- Passwords ----------------------------------------------------------------- */
 
 #define USER_HASH_MAX 128 /* crypto_pwhash_STRBYTES */
@@ -228,6 +264,11 @@ status_code user_query_register(rpc_server *s, user_query_ctx *ctx, char *errbuf
  * of unknown types are skipped (a newer producer). */
 status_code user_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                                      char *errbuf, size_t errlen);
+
+/* The event types the projection takes, with their checks before the
+ * database (see consumer_event_decode). */
+extern const consumer_event_type user_projection_events[];
+extern const size_t user_projection_events_count;
 
 /* The consumer's committed callback: wakes queries waiting for a version. */
 void user_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg);

@@ -77,6 +77,7 @@ const char *stack_url(const char *program) {
   if (strcmp(program, "product-query") == 0) return cfg->endpoints.product_query;
   if (strcmp(program, "order-command") == 0) return cfg->endpoints.order_command;
   if (strcmp(program, "order-query") == 0) return cfg->endpoints.order_query;
+  if (strcmp(program, "audit-worker") == 0) return cfg->endpoints.audit_query;
   return NULL;
 }
 

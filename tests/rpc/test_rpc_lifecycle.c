@@ -14,6 +14,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "harness.h"
+#include "shop/rpc/v1/rpc.pb-c.h"
 #include "support/proc.h"
 
 static char dir[256];
@@ -226,6 +227,89 @@ Test(rpc_lifecycle, oversized_frames_leave_the_server_memory_flat) {
   cr_assert_lt(after - before, 4 * 1024,
                "RSS grew by %ld KiB after 20 frames declaring 64 MiB (before %ld, after %ld)",
                after - before, before, after);
+  rpc_client_destroy(c);
+  stop_echo();
+}
+
+/* A real 100 MB request (an Echo whose envelope is 100,000,000 bytes,
+ * framed as a REQ socket frames it) sent whole at a server with the
+ * default 4 MiB limit: the server drops the connection at the frame
+ * header, so neither its resident set nor its peak (VmHWM) grows by more
+ * than a few MiB, and it goes on serving. */
+Test(rpc_lifecycle, a_100_mb_frame_leaves_the_server_memory_flat) {
+  start_default();
+  rpc_client *c = th_client(url, 0, 3);
+  for (int i = 0; i < 50; i++) cr_assert_eq(th_echo(c, "warm", NULL, NULL, 0, NULL), STATUS_OK);
+  pid_t pid = proc_pid(child);
+  long before = proc_rss_kib(pid), peak_before = proc_peak_rss_kib(pid);
+  cr_assert_gt(before, 0);
+  cr_assert_gt(peak_before, 0);
+
+  /* The frame: REQ's 4-byte request id, then the packed envelope. */
+  const size_t blob_len = 100u * 1000 * 1000;
+  Shop__Testing__V1__EchoRequest echo = SHOP__TESTING__V1__ECHO_REQUEST__INIT;
+  echo.message = "big";
+  echo.blob.len = blob_len;
+  echo.blob.data = malloc(blob_len);
+  cr_assert_not_null(echo.blob.data);
+  memset(echo.blob.data, 0x5a, blob_len);
+  size_t payload_len = shop__testing__v1__echo_request__get_packed_size(&echo);
+  uint8_t *payload = malloc(payload_len);
+  cr_assert_not_null(payload);
+  shop__testing__v1__echo_request__pack(&echo, payload);
+  free(echo.blob.data);
+  Shop__Rpc__V1__RequestEnvelope env = SHOP__RPC__V1__REQUEST_ENVELOPE__INIT;
+  env.method = "/shop.testing.v1.EchoService/Echo";
+  env.request_id = "big-frame";
+  env.timeout_ms = 5000;
+  env.payload.data = payload;
+  env.payload.len = payload_len;
+  size_t frame_len = 4 + shop__rpc__v1__request_envelope__get_packed_size(&env);
+  uint8_t *frame = malloc(frame_len);
+  cr_assert_not_null(frame);
+  memcpy(frame, "\x80\x00\x00\x01", 4);
+  shop__rpc__v1__request_envelope__pack(&env, frame + 4);
+  free(payload);
+  cr_assert_gt(frame_len, blob_len, "a frame of more than 100 MB");
+
+  int port = atoi(strrchr(url, ':') + 1);
+  for (int round = 0; round < 3; round++) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    const uint8_t hello[8] = {0, 'S', 'P', 0, 0x00, 0x30 /* req0 */, 0, 0};
+    cr_assert_eq(send(fd, hello, sizeof hello, MSG_NOSIGNAL), 8);
+    uint8_t peer[8];
+    cr_assert_eq(recv(fd, peer, sizeof peer, MSG_WAITALL), 8, "the server's SP header");
+    uint8_t hdr[8];
+    for (int i = 0; i < 8; i++) hdr[i] = (uint8_t)((uint64_t)frame_len >> (56 - 8 * i));
+    cr_assert_eq(send(fd, hdr, sizeof hdr, MSG_NOSIGNAL), 8);
+    size_t sent = 0;
+    while (sent < frame_len) {
+      ssize_t n = send(fd, frame + sent, frame_len - sent, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += (size_t)n;
+    }
+    close(fd);
+    cr_assert_lt(sent, frame_len, "the server read the whole 100 MB frame instead of dropping it");
+  }
+  free(frame);
+
+  char got[32];
+  cr_assert_eq(th_echo(c, "after", NULL, got, sizeof got, NULL), STATUS_OK, "still serving");
+  cr_assert_str_eq(got, "after");
+  long after = proc_rss_kib(pid), peak_after = proc_peak_rss_kib(pid);
+  cr_assert_lt(after - before, 4 * 1024,
+               "RSS grew by %ld KiB after three 100 MB frames (before %ld, after %ld)",
+               after - before, before, after);
+  cr_assert_lt(peak_after - peak_before, 8 * 1024,
+               "peak RSS grew by %ld KiB after three 100 MB frames (before %ld, after %ld)",
+               peak_after - peak_before, peak_before, peak_after);
   rpc_client_destroy(c);
   stop_echo();
 }

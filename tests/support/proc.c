@@ -316,6 +316,18 @@ int proc_free_tcp_port(void) {
   return port;
 }
 
+long proc_peak_rss_kib(pid_t pid) {
+  char path[64], line[128];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return -1;
+  long kib = -1;
+  while (fgets(line, sizeof line, f) != NULL)
+    if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
+  fclose(f);
+  return kib;
+}
+
 long proc_rss_kib(pid_t pid) {
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);

@@ -66,5 +66,7 @@ int proc_free_tcp_port(void);
 /* Resident set size of a process in KiB, from /proc/<pid>/statm; -1 on
  * error. */
 long proc_rss_kib(pid_t pid);
+/* Peak resident set size (VmHWM) of pid in KiB, -1 if unknown. */
+long proc_peak_rss_kib(pid_t pid);
 
 #endif
