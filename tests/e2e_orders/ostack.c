@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "shop/product/v1/commands.pb-c.h"
+#include "shop/product/v1/queries.pb-c.h"
 #include "topology/topology.h"
 
 #define OSTACK_READY_MS 60000
@@ -33,8 +35,11 @@ static const char *const programs[] = {"product-command", "product-query",    "o
 static const char *const replay_topics[] = {TOPOLOGY_TOPIC_ORDER, TOPOLOGY_TOPIC_PAYMENT,
                                             TOPOLOGY_TOPIC_INVENTORY, TOPOLOGY_TOPIC_PRODUCT};
 
-static proc *running[N_PROGRAMS]; /* runner */
-static proc *extras[OSTACK_MAX];  /* test */
+#define OSTACK_MORE_MAX 4
+static const char *more_programs[OSTACK_MORE_MAX]; /* runner: ostack_up_with's */
+static size_t n_more;
+static proc *running[N_PROGRAMS + OSTACK_MORE_MAX]; /* runner */
+static proc *extras[OSTACK_MAX];                    /* test */
 static struct {
   size_t n;
   char url[OSTACK_MAX][128];
@@ -74,6 +79,7 @@ static const char *url_of(const shop_cfg *cfg, const char *program) {
   if (strcmp(program, "product-query") == 0) return cfg->endpoints.product_query;
   if (strcmp(program, "order-command") == 0) return cfg->endpoints.order_command;
   if (strcmp(program, "order-query") == 0) return cfg->endpoints.order_query;
+  if (strcmp(program, "audit-worker") == 0) return cfg->endpoints.audit_query;
   return NULL;
 }
 
@@ -197,7 +203,7 @@ static bool end_offsets_text(char *out, size_t len, char *err, size_t errlen) {
   return ok;
 }
 
-static int64_t replay_from(const char *topic, int partition) {
+int64_t ostack_start_offset(const char *topic, int partition) {
   const char *s = getenv("SHOP_E2E_REPLAY_FROM");
   cr_assert_not_null(s, "SHOP_E2E_REPLAY_FROM is not set");
   char key[300];
@@ -231,19 +237,36 @@ bool ostack_group_caught_up(const char *group, const char *const *topics, size_t
   return caught;
 }
 
-bool ostack_group_rewind(const char *group, const char *const *topics, size_t n) {
+/* Commits, for group, the run's start offsets or (earliest) each
+ * partition's low watermark. */
+static bool group_rewind(const char *group, const char *const *topics, size_t n, bool earliest) {
   char err[512];
   rd_kafka_t *rk = kafka_consumer(group, err, sizeof err);
   cr_assert_not_null(rk, "kafka: %s", err);
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n * 6);
-  for (size_t t = 0; t < n; t++)
-    for (int p = 0; p < TOPOLOGY_DOMAIN_PARTITIONS; p++)
-      rd_kafka_topic_partition_list_add(l, topics[t], p)->offset = replay_from(topics[t], p);
-  rd_kafka_resp_err_t e = rd_kafka_commit(rk, l, 0);
+  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  for (size_t t = 0; t < n; t++) {
+    for (int p = 0; p < TOPOLOGY_DOMAIN_PARTITIONS; p++) {
+      int64_t lo = 0, hi = 0;
+      if (earliest && e == RD_KAFKA_RESP_ERR_NO_ERROR)
+        e = rd_kafka_query_watermark_offsets(rk, topics[t], p, &lo, &hi, KAFKA_TIMEOUT_MS);
+      rd_kafka_topic_partition_list_add(l, topics[t], p)->offset =
+          earliest ? lo : ostack_start_offset(topics[t], p);
+    }
+  }
+  if (e == RD_KAFKA_RESP_ERR_NO_ERROR) e = rd_kafka_commit(rk, l, 0);
   for (int i = 0; e == RD_KAFKA_RESP_ERR_NO_ERROR && i < l->cnt; i++) e = l->elems[i].err;
   rd_kafka_topic_partition_list_destroy(l);
   rd_kafka_destroy(rk);
   return e == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+bool ostack_group_rewind(const char *group, const char *const *topics, size_t n) {
+  return group_rewind(group, topics, n, false);
+}
+
+bool ostack_group_rewind_earliest(const char *group, const char *const *topics, size_t n) {
+  return group_rewind(group, topics, n, true);
 }
 
 /* ---- Runner ---------------------------------------------------------------------------------- */
@@ -253,8 +276,19 @@ static void fail_all(const char *why) {
   setenv("SHOP_STACK_ERROR", why, 1);
 }
 
-void ostack_up(void) {
+void ostack_up(void) { ostack_up_with(NULL, 0); }
+
+static const char *program_at(size_t i) {
+  return i < N_PROGRAMS ? programs[i] : more_programs[i - N_PROGRAMS];
+}
+
+void ostack_up_with(const char *const *more, size_t n) {
   char err[1024] = "";
+  if (n > OSTACK_MORE_MAX) {
+    fail_all("ostack_up_with: too many programs");
+    return;
+  }
+  for (n_more = 0; n_more < n; n_more++) more_programs[n_more] = more[n_more];
   const char *need[] = {"SHOP_RUN_DIR", "SHOP_MYSQL_PORT", "SHOP_KAFKA_BROKERS",
                         "SHOP_SECRETS_DIR"};
   for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
@@ -275,21 +309,28 @@ void ostack_up(void) {
   snprintf(run, sizeof run, "E2EO-%d-%lld", (int)getpid(), (long long)tv.tv_sec);
   setenv("SHOP_E2E_RUN", run, 1);
   char offsets[4096];
-  if (!end_offsets_text(offsets, sizeof offsets, err, sizeof err)) {
+  /* A broker that has just started may not have elected the leaders of
+   * its partitions yet: "not leader" passes within seconds. */
+  bool got = false;
+  int64_t until = ostack_now_ms() + 30000;
+  while (!(got = end_offsets_text(offsets, sizeof offsets, err, sizeof err)) &&
+         ostack_now_ms() < until)
+    usleep(250000);
+  if (!got) {
     fail_all(err);
     return;
   }
   setenv("SHOP_E2E_REPLAY_FROM", offsets, 1);
-  for (size_t i = 0; i < N_PROGRAMS; i++) {
+  for (size_t i = 0; i < N_PROGRAMS + n_more; i++) {
+    const char *program = program_at(i);
     char why[900] = "";
-    if (start_one(&running[i], programs[i], url_of(cfg, programs[i]), NULL, why, sizeof why) !=
-        STATUS_OK) {
-      snprintf(err, sizeof err, "%s did not start: %s", programs[i], why);
+    if (start_one(&running[i], program, url_of(cfg, program), NULL, why, sizeof why) != STATUS_OK) {
+      snprintf(err, sizeof err, "%s did not start: %s", program, why);
       fail_all(err);
       return;
     }
     char name[96], pid[32];
-    env_name(name, sizeof name, "SHOP_E2E_PID_", programs[i]);
+    env_name(name, sizeof name, "SHOP_E2E_PID_", program);
     snprintf(pid, sizeof pid, "%d", (int)proc_pid(running[i]));
     setenv(name, pid, 1);
   }
@@ -297,14 +338,15 @@ void ostack_up(void) {
 
 void ostack_down(void) {
   bool clean = true;
-  for (size_t k = N_PROGRAMS; k-- > 0;) {
+  for (size_t k = N_PROGRAMS + n_more; k-- > 0;) {
     if (running[k] == NULL) continue;
     /* A test may have paused it; a stopped process never sees SIGTERM. */
     kill(proc_pid(running[k]), SIGCONT);
     int code = -1;
     proc_stop(running[k], OSTACK_STOP_MS, &code);
     if (code != 0) {
-      fprintf(stderr, "ostack: %s exited with %d after SIGTERM (see its log)\n", programs[k], code);
+      fprintf(stderr, "ostack: %s exited with %d after SIGTERM (see its log)\n", program_at(k),
+              code);
       clean = false;
     }
     proc_destroy(running[k]);
@@ -439,4 +481,46 @@ db_conn *ostack_db(const char *account) {
   status_code st = db_connect(&c, &p, err, sizeof err);
   cr_assert_eq(st, STATUS_OK, "db_connect(%s): %s", account, err);
   return c;
+}
+
+/* A product with stock, price and rule, projected by product-query. */
+void ostack_product(const char *admin_token, int64_t stock, int64_t price, int32_t max,
+                    char id[37]) {
+  char sku[96], u[64], k[96];
+  ostack_unique(k, sizeof k, "k");
+  ostack_unique(u, sizeof u, "p");
+  snprintf(sku, sizeof sku, "%s-%s", ostack_run(), u);
+  Shop__Product__V1__CreateProductRequest req = SHOP__PRODUCT__V1__CREATE_PRODUCT_REQUEST__INIT;
+  Shop__Product__V1__ProductDetails d = SHOP__PRODUCT__V1__PRODUCT_DETAILS__INIT;
+  Shop__Common__V1__Money m = SHOP__COMMON__V1__MONEY__INIT;
+  Shop__Product__V1__InventoryRule rule = SHOP__PRODUCT__V1__INVENTORY_RULE__INIT;
+  d.name = "Stoneware mug";
+  d.description = "For the order tests.";
+  d.category = "mugs";
+  m.units = price;
+  m.currency = "EUR";
+  rule.max_quantity_per_order = max;
+  req.sku = sku;
+  req.details = &d;
+  req.price = &m;
+  req.initial_stock = stock;
+  req.inventory_rule = &rule;
+  Shop__Product__V1__CreateProductResponse *r = NULL;
+  rpc_status st;
+  cr_assert_eq(ostack_call(ostack_url("product-command"),
+                           &shop__product__v1__product_command_service__descriptor, "CreateProduct",
+                           &req.base, (ProtobufCMessage **)&r, admin_token, k, &st),
+               STATUS_OK, "CreateProduct: %s", st.message);
+  snprintf(id, 37, "%s", r->product_id);
+  Shop__Product__V1__GetProductRequest g = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
+  Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
+  rc.token = r->consistency;
+  rc.wait_ms = 15000;
+  g.product_id = id;
+  g.consistency = &rc;
+  cr_assert_eq(ostack_call(ostack_url("product-query"),
+                           &shop__product__v1__product_query_service__descriptor, "GetProduct",
+                           &g.base, NULL, NULL, NULL, &st),
+               STATUS_OK, "GetProduct: %s", st.message);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
 }

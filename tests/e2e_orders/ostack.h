@@ -36,8 +36,10 @@
 #include "rpc/rpc.h"
 #include "support/proc.h"
 
-/* Runner side. */
+/* Runner side. ostack_up_with also starts the n programs of more (at
+ * most 4, e.g. "audit-worker"; names borrowed for the run) after the six. */
 void ostack_up(void);
+void ostack_up_with(const char *const *more, size_t n);
 void ostack_down(void);
 
 /* Test side: .init fails the test if the stack did not start; .fini
@@ -72,6 +74,13 @@ status_code ostack_call(const char *url, const ProtobufCServiceDescriptor *desc,
 /* Mints an access token for sub with role. out holds AUTH_TOKEN_MAX. */
 void ostack_token(char *out, const char *sub, auth_role role);
 
+/* Creates a product (SKU prefixed with the run id) with stock, price (EUR
+ * minor units) and max units per order (0: no limit), as the admin of
+ * admin_token, and waits until product-query has it. Fails the test on
+ * error. */
+void ostack_product(const char *admin_token, int64_t stock, int64_t price, int32_t max,
+                    char id[37]);
+
 /* A fresh idempotency key or unique name part. */
 void ostack_unique(char *out, size_t len, const char *prefix);
 
@@ -86,6 +95,13 @@ bool ostack_group_caught_up(const char *group, const char *const *topics, size_t
  * member: false then (try again once the member has left or been
  * dropped). */
 bool ostack_group_rewind(const char *group, const char *const *topics, size_t n);
+
+/* The same for every partition's low watermark (a reset to the earliest
+ * offset). */
+bool ostack_group_rewind_earliest(const char *group, const char *const *topics, size_t n);
+/* The end offset topic/partition had when the run began (the order,
+ * payment, inventory and product topics only). */
+int64_t ostack_start_offset(const char *topic, int partition);
 
 /* Milliseconds on a monotonic clock. */
 int64_t ostack_now_ms(void);

@@ -78,40 +78,7 @@ static void free_msg(void *m) {
 
 /* A product with stock, price and rule, projected by product-query. */
 static void product(const who *adm, int64_t stock, int64_t price, int32_t max, char id[37]) {
-  char sku[96], u[64];
-  ostack_unique(u, sizeof u, "p");
-  snprintf(sku, sizeof sku, "%s-%s", ostack_run(), u);
-  Shop__Product__V1__CreateProductRequest req = SHOP__PRODUCT__V1__CREATE_PRODUCT_REQUEST__INIT;
-  Shop__Product__V1__ProductDetails d = SHOP__PRODUCT__V1__PRODUCT_DETAILS__INIT;
-  Shop__Common__V1__Money m = SHOP__COMMON__V1__MONEY__INIT;
-  Shop__Product__V1__InventoryRule rule = SHOP__PRODUCT__V1__INVENTORY_RULE__INIT;
-  d.name = "Stoneware mug";
-  d.description = "For the order tests.";
-  d.category = "mugs";
-  m.units = price;
-  m.currency = "EUR";
-  rule.max_quantity_per_order = max;
-  req.sku = sku;
-  req.details = &d;
-  req.price = &m;
-  req.initial_stock = stock;
-  req.inventory_rule = &rule;
-  Shop__Product__V1__CreateProductResponse *r = NULL;
-  rpc_status st;
-  cr_assert_eq(ostack_call(ostack_url("product-command"), PCMD_SVC, "CreateProduct", &req.base,
-                           (ProtobufCMessage **)&r, adm->token, key(), &st),
-               STATUS_OK, "CreateProduct: %s", st.message);
-  snprintf(id, 37, "%s", r->product_id);
-  Shop__Product__V1__GetProductRequest g = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
-  Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
-  rc.token = r->consistency;
-  rc.wait_ms = 15000;
-  g.product_id = id;
-  g.consistency = &rc;
-  cr_assert_eq(ostack_call(ostack_url("product-query"), PQRY_SVC, "GetProduct", &g.base, NULL, NULL,
-                           NULL, &st),
-               STATUS_OK, "GetProduct: %s", st.message);
-  free_msg(r);
+  ostack_product(adm->token, stock, price, max, id);
 }
 
 typedef struct order_req {
