@@ -127,12 +127,15 @@ static void load(book *b, db_conn *ordc, db_conn *payc, db_conn *invc, const cha
 
 static bool settled(const ord *o) {
   switch (o->status) {
-  case ST_CONFIRMED: return o->pay == PAY_CAPTURED && o->res == RES_RESERVED;
-  case ST_SHIPPED: return o->pay == PAY_CAPTURED && o->res == RES_SHIPPED;
+  case ST_CONFIRMED:
+    return o->pay == PAY_CAPTURED && o->res == RES_RESERVED;
+  case ST_SHIPPED:
+    return o->pay == PAY_CAPTURED && o->res == RES_SHIPPED;
   case ST_CANCELLED:
     return (o->pay == PAY_FAILED || o->pay == PAY_VOIDED || o->pay == PAY_REFUNDED) &&
            (o->res == RES_REJECTED || o->res == RES_RELEASED);
-  default: return false;
+  default:
+    return false;
   }
 }
 
@@ -209,8 +212,8 @@ static void read_order_topic(book *b, size_t *redelivered) {
   char err[512] = "";
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   const char *brokers = getenv("SHOP_KAFKA_BROKERS");
-  cr_assert(rd_kafka_conf_set(conf, "bootstrap.servers", brokers != NULL ? brokers : "",
-                              err, sizeof err) == RD_KAFKA_CONF_OK &&
+  cr_assert(rd_kafka_conf_set(conf, "bootstrap.servers", brokers != NULL ? brokers : "", err,
+                              sizeof err) == RD_KAFKA_CONF_OK &&
                 rd_kafka_conf_set(conf, "group.id", "e2e-faults-books", err, sizeof err) ==
                     RD_KAFKA_CONF_OK &&
                 rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err) ==
@@ -309,8 +312,8 @@ void books_check(const books_opts *opts, const char *const *customers, size_t n_
                  stuck != NULL ? stuck->pay : 0, stuck != NULL ? stuck->res : 0);
   out->settle_ms = ostack_now_ms() - t0;
   for (size_t i = 0; i < n_acked; i++)
-    cr_assert_not_null(find(&b, acked[i], strlen(acked[i])),
-                       "acknowledged order %s is missing", acked[i]);
+    cr_assert_not_null(find(&b, acked[i], strlen(acked[i])), "acknowledged order %s is missing",
+                       acked[i]);
   for (size_t i = 0; i < b.n; i++) {
     out->confirmed += b.o[i].status == ST_CONFIRMED;
     out->cancelled += b.o[i].status == ST_CANCELLED;
@@ -333,16 +336,19 @@ void books_check(const books_opts *opts, const char *const *customers, size_t n_
     cr_assert(!b.o[i].out_of_order, "order %s: its events came out of order", b.o[i].id);
   }
 
-  cr_assert_eq(count(payc, "SELECT COUNT(*) FROM (SELECT order_id FROM payment_attempts WHERE "
-                           "outcome = 1 GROUP BY order_id, operation HAVING COUNT(*) > 1) d"),
+  cr_assert_eq(count(payc,
+                     "SELECT COUNT(*) FROM (SELECT order_id FROM payment_attempts WHERE "
+                     "outcome = 1 GROUP BY order_id, operation HAVING COUNT(*) > 1) d"),
                0, "an authorization, capture, void or refund happened twice");
-  cr_assert_eq(count(invc, "SELECT COUNT(*) FROM stock_levels WHERE available < 0 OR reserved < 0 "
-                           "OR shipped < 0 OR available + reserved + shipped <> received"),
+  cr_assert_eq(count(invc,
+                     "SELECT COUNT(*) FROM stock_levels WHERE available < 0 OR reserved < 0 "
+                     "OR shipped < 0 OR available + reserved + shipped <> received"),
                0, "stock went negative or does not add up");
-  cr_assert_eq(count(invc, "SELECT COUNT(*) FROM stock_levels s WHERE s.reserved <> (SELECT "
-                           "COALESCE(SUM(l.quantity), 0) FROM reservation_lines l JOIN "
-                           "reservations r ON r.order_id = l.order_id WHERE l.product_id = "
-                           "s.product_id AND r.status = 2)"),
+  cr_assert_eq(count(invc,
+                     "SELECT COUNT(*) FROM stock_levels s WHERE s.reserved <> (SELECT "
+                     "COALESCE(SUM(l.quantity), 0) FROM reservation_lines l JOIN "
+                     "reservations r ON r.order_id = l.order_id WHERE l.product_id = "
+                     "s.product_id AND r.status = 2)"),
                0, "reserved stock differs from the open reservations");
   if (opts->audit) check_audit(&b);
   free(b.o);

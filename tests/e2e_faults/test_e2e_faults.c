@@ -67,7 +67,8 @@ static int infra_run(const char *what) {
   const char *repo = getenv("SHOP_REPO");
   const char *logs = getenv("SHOP_LOG_DIR");
   char cmd[2048];
-  snprintf(cmd, sizeof cmd, "'%s/scripts/infra.sh' %s --profile test >>'%s/e2e-faults-infra.log' 2>&1",
+  snprintf(cmd, sizeof cmd,
+           "'%s/scripts/infra.sh' %s --profile test >>'%s/e2e-faults-infra.log' 2>&1",
            repo != NULL ? repo : SHOP_SOURCE_DIR, what, logs != NULL ? logs : "/tmp");
   return system(cmd);
 }
@@ -97,6 +98,7 @@ typedef struct loader {
   int i;
   char id[EVENTS_ID_SIZE];
   char token[AUTH_TOKEN_MAX];
+  books_id first; /* the thread's first acknowledged order */
 } loader;
 
 struct load {
@@ -117,22 +119,10 @@ static void *loader_main(void *arg) {
   loader *me = arg;
   load *l = me->l;
   for (int j = 0; j < l->per_thread && !atomic_load(&l->failed); j++) {
-    Shop__Order__V1__CreateOrderRequest req = SHOP__ORDER__V1__CREATE_ORDER_REQUEST__INIT;
-    Shop__Order__V1__CreateOrderLine line = SHOP__ORDER__V1__CREATE_ORDER_LINE__INIT;
-    Shop__Order__V1__CreateOrderLine *lp[1] = {&line};
-    Shop__Order__V1__ShippingAddress addr = SHOP__ORDER__V1__SHIPPING_ADDRESS__INIT;
-    addr.recipient = "Grace Hopper";
-    addr.line1 = "1 Harbour Street";
-    addr.city = "Arlington";
-    addr.postal_code = "22201";
-    addr.country = "US";
-    line.product_id = l->prod[(me->i + j) % PRODUCTS];
-    line.quantity = 1;
-    req.lines = lp;
-    req.n_lines = 1;
-    req.shipping_address = &addr;
     /* Every tenth card is declined: cancellations and voids under load too. */
-    req.payment_token = j % 10 == 9 ? "tok_decline_load" : "tok_visa";
+    ostack_order m;
+    ostack_order_init(&m, j % 10 == 9 ? "tok_decline_load" : "tok_visa");
+    ostack_order_line(&m, l->prod[(me->i + j) % PRODUCTS], 1);
     char key[160];
     snprintf(key, sizeof key, "%s-%d-%d", l->prefix, me->i, j);
     rpc_call_opts o = {
@@ -141,12 +131,13 @@ static void *loader_main(void *arg) {
     for (;;) {
       rpc_status st;
       ProtobufCMessage *out = NULL;
-      status_code c =
-          rpc_client_call_sync(ostack_client(l->url), OCMD_SVC, "CreateOrder", &req.base, &out, &o, &st);
+      status_code c = rpc_client_call_sync(ostack_client(l->url), OCMD_SVC, "CreateOrder",
+                                           &m.req.base, &out, &o, &st);
       if (c == STATUS_OK) {
         int n = atomic_fetch_add(&l->acked, 1);
-        snprintf(l->ids[n], sizeof l->ids[n], "%s",
-                 ((Shop__Order__V1__CreateOrderResponse *)out)->order_id);
+        const char *id = ((Shop__Order__V1__CreateOrderResponse *)out)->order_id;
+        snprintf(l->ids[n], sizeof l->ids[n], "%s", id);
+        if (me->first[0] == '\0') snprintf(me->first, sizeof me->first, "%s", id);
         protobuf_c_message_free_unpacked(out, NULL);
         break;
       }
@@ -159,8 +150,8 @@ static void *loader_main(void *arg) {
         continue;
       }
       if (!atomic_exchange(&l->failed, 1))
-        snprintf(l->failure, sizeof l->failure, "CreateOrder %.160s: %s: %.200s", key, status_name(c),
-                 st.message);
+        snprintf(l->failure, sizeof l->failure, "CreateOrder %.160s: %s: %.200s", key,
+                 status_name(c), st.message);
       break;
     }
     if (l->pace_ms > 0) usleep((useconds_t)l->pace_ms * 1000);
@@ -221,6 +212,31 @@ static void load_books(load *l, bool audit, books_figures *fig) {
 /* A fixed sleep on purpose: the outage lasts this long by design. */
 static void hold(int ms) { usleep((useconds_t)ms * 1000); }
 
+/* One outage under load: once after orders are acknowledged, part
+ * ("kafka", "mariadb") is SIGKILLed, stays down ms (while_down, if any,
+ * runs at the end of it), and is started again. */
+typedef struct outage {
+  int64_t down_ms;    /* from the kill until it answered again */
+  int64_t restart_ms; /* how long its start took */
+  int64_t back;       /* when it answered again (ostack_now_ms) */
+} outage;
+
+static outage outage_under_load(load *l, int after, const char *part, int ms,
+                                void (*while_down)(void *), void *arg) {
+  char cmd[64];
+  load_wait(l, after);
+  snprintf(cmd, sizeof cmd, "kill-%s", part);
+  infra(cmd);
+  int64_t down = ostack_now_ms();
+  hold(ms);
+  if (while_down != NULL) while_down(arg);
+  snprintf(cmd, sizeof cmd, "start-%s", part);
+  outage o = {.restart_ms = infra(cmd)};
+  o.back = ostack_now_ms();
+  o.down_ms = o.back - down;
+  return o;
+}
+
 static int64_t unsent_in(const char *account) {
   db_conn *c = ostack_db(account);
   int64_t n = -1;
@@ -235,30 +251,25 @@ static int64_t unsent_in(const char *account) {
 TestSuite(s1_kafka, .init = ostack_require, .fini = infra_fini, .timeout = 900);
 
 Test(s1_kafka, a_broker_killed_under_load_loses_nothing_and_the_outboxes_drain_when_it_returns) {
-  int per = full() ? 75 : 10, outage = full() ? 30000 : 5000;
+  int per = full() ? 75 : 10, ms = full() ? 30000 : 5000;
   load l;
-  load_init(&l, ostack_url("order-command"), per, (outage + 2000) / per);
+  load_init(&l, ostack_url("order-command"), per, (ms + 2000) / per);
   int64_t t0 = ostack_now_ms();
   load_start(&l);
-  load_wait(&l, THREADS * per / 5);
-  infra("kill-kafka");
-  int64_t down = ostack_now_ms();
-  hold(outage);
-  int64_t start_ms = infra("start-kafka");
-  int64_t back = ostack_now_ms();
+  outage o = outage_under_load(&l, THREADS * per / 5, "kafka", ms, NULL, NULL);
   load_join(&l);
   int64_t backlog = unsent_in("shop_order");
   bool ok = false;
   OSTACK_WAIT(ok, unsent_in("shop_order") == 0, 120000);
   cr_assert(ok, "the order outbox did not drain after the broker came back");
-  int64_t drained = ostack_now_ms() - back;
+  int64_t drained = ostack_now_ms() - o.back;
   books_figures f;
   load_books(&l, true, &f);
   fprintf(stderr,
           "faults: kafka: broker down %lld ms (restart took %lld ms); %zu orders (%zu confirmed, "
           "%zu cancelled); order outbox %lld unsent when the load ended, drained %lld ms after "
           "the broker was back; settled in %lld ms; %zu redelivered records; test %lld ms\n",
-          (long long)(back - down), (long long)start_ms, f.orders, f.confirmed, f.cancelled,
+          (long long)o.down_ms, (long long)o.restart_ms, f.orders, f.confirmed, f.cancelled,
           (long long)backlog, (long long)drained, (long long)f.settle_ms, f.redelivered,
           (long long)(ostack_now_ms() - t0));
   cr_assert_eq(f.orders, (size_t)(THREADS * per));
@@ -271,8 +282,7 @@ TestSuite(s2_mariadb, .init = ostack_require, .fini = infra_fini, .timeout = 900
 typedef struct probe {
   load *l;
   char key[128];
-  char order_id[37]; /* the probe's order, once placed */
-  status_code last;  /* the last answer that was not OK */
+  status_code last; /* the last answer that was not OK */
 } probe;
 
 /* How long until fn answers OK, tried every 100 ms (at most 60 s). */
@@ -288,39 +298,28 @@ static int64_t until_ok(probe_fn fn, probe *p, int64_t since) {
 }
 
 static status_code probe_create(probe *p) {
-  Shop__Order__V1__CreateOrderRequest req = SHOP__ORDER__V1__CREATE_ORDER_REQUEST__INIT;
-  Shop__Order__V1__CreateOrderLine line = SHOP__ORDER__V1__CREATE_ORDER_LINE__INIT;
-  Shop__Order__V1__CreateOrderLine *lp[1] = {&line};
-  Shop__Order__V1__ShippingAddress addr = SHOP__ORDER__V1__SHIPPING_ADDRESS__INIT;
-  addr.recipient = "Ada";
-  addr.line1 = "1 Main St";
-  addr.city = "Paris";
-  addr.postal_code = "75001";
-  addr.country = "FR";
-  line.product_id = p->l->prod[0];
-  line.quantity = 1;
-  req.lines = lp;
-  req.n_lines = 1;
-  req.shipping_address = &addr;
-  req.payment_token = "tok_visa";
-  rpc_call_opts o = {.token = p->l->th[0].token,
-                     .idempotency_key = p->key,
-                     .timeout_ms = 2000,
-                     .no_retry = true};
+  ostack_order m;
+  ostack_order_init(&m, "tok_visa");
+  ostack_order_line(&m, p->l->prod[0], 1);
+  rpc_call_opts o = {
+      .token = p->l->th[0].token, .idempotency_key = p->key, .timeout_ms = 2000, .no_retry = true};
   rpc_status st;
   ProtobufCMessage *out = NULL;
   status_code c = rpc_client_call_sync(ostack_client(p->l->url), OCMD_SVC, "CreateOrder",
-                                       &req.base, &out, &o, &st);
-  if (c == STATUS_OK)
-    snprintf(p->order_id, sizeof p->order_id, "%s",
-             ((Shop__Order__V1__CreateOrderResponse *)out)->order_id);
+                                       &m.req.base, &out, &o, &st);
   if (out != NULL) protobuf_c_message_free_unpacked(out, NULL);
   return c;
 }
 
+static const char *refusal(status_code c) { return c == STATUS_OK ? "none" : status_name(c); }
+
+/* A command while the database is down: UNAVAILABLE, not a hang or
+ * INTERNAL. */
+static void probe_down(void *arg) { cr_assert_eq(probe_create(arg), STATUS_UNAVAILABLE); }
+
 static status_code probe_get_order(probe *p) {
   Shop__Order__V1__GetOrderRequest req = SHOP__ORDER__V1__GET_ORDER_REQUEST__INIT;
-  req.order_id = p->order_id;
+  req.order_id = p->l->th[0].first; /* placed before the outage */
   rpc_call_opts o = {.token = p->l->th[0].token, .timeout_ms = 2000, .no_retry = true};
   rpc_status st;
   ProtobufCMessage *out = NULL;
@@ -343,23 +342,18 @@ static status_code probe_get_product(probe *p) {
 }
 
 Test(s2_mariadb, a_database_killed_under_load_answers_unavailable_loses_nothing_and_is_rejoined) {
-  int per = full() ? 50 : 8, outage = full() ? 15000 : 3000;
+  int per = full() ? 50 : 8, ms = full() ? 15000 : 3000;
   load l;
-  load_init(&l, ostack_url("order-command"), per, (outage + 2000) / per);
+  load_init(&l, ostack_url("order-command"), per, (ms + 2000) / per);
   ostack_client(ostack_url("order-query"));
   ostack_client(ostack_url("product-query"));
   probe p = {.l = &l};
   ostack_unique(p.key, sizeof p.key, "probe");
   int64_t t0 = ostack_now_ms();
   load_start(&l);
-  load_wait(&l, THREADS * per / 4);
-  infra("kill-mariadb");
-  int64_t down = ostack_now_ms();
-  hold(outage);
-  /* A command while it is down: UNAVAILABLE, not a hang or INTERNAL. */
-  cr_assert_eq(probe_create(&p), STATUS_UNAVAILABLE);
-  int64_t start_ms = infra("start-mariadb");
-  int64_t back = ostack_now_ms();
+  outage o = outage_under_load(&l, THREADS * per / 4, "mariadb", ms, probe_down, &p);
+  int64_t back = o.back;
+  cr_assert_neq(l.th[0].first[0], '\0');
   int64_t t_cmd = until_ok(probe_create, &p, back);
   status_code c_cmd = p.last;
   p.last = STATUS_OK;
@@ -376,12 +370,13 @@ Test(s2_mariadb, a_database_killed_under_load_answers_unavailable_loses_nothing_
   fprintf(stderr,
           "faults: mariadb: down %lld ms (restart took %lld ms); answers while down: %d "
           "UNAVAILABLE, %d DEADLINE_EXCEEDED; back in service after its return: order-command "
-          "%lld ms (%s before), order-query %lld ms (%s), product-query %lld ms (%s); %zu orders "
+          "%lld ms (last refusal: %s), order-query %lld ms (%s), product-query %lld ms (%s); %zu "
+          "orders "
           "(%zu confirmed, %zu cancelled), settled in %lld ms; test %lld ms\n",
-          (long long)(back - down), (long long)start_ms, unavailable, deadline, (long long)t_cmd,
-          status_name(c_cmd), (long long)t_qry, status_name(c_qry), (long long)t_pq,
-          status_name(c_pq), f.orders, f.confirmed, f.cancelled,
-          (long long)f.settle_ms, (long long)(ostack_now_ms() - t0));
+          (long long)o.down_ms, (long long)o.restart_ms, unavailable, deadline, (long long)t_cmd,
+          refusal(c_cmd), (long long)t_qry, refusal(c_qry), (long long)t_pq, refusal(c_pq),
+          f.orders, f.confirmed, f.cancelled, (long long)f.settle_ms,
+          (long long)(ostack_now_ms() - t0));
   cr_assert_gt(unavailable, 0, "no command was refused UNAVAILABLE while the database was down");
   for (int c = 1; c < 17; c++)
     if (c != STATUS_UNAVAILABLE && c != STATUS_DEADLINE_EXCEEDED)
@@ -505,8 +500,8 @@ static int64_t group_lag_total(void) {
     int64_t k = 0;
     char err[256];
     db_value v[1] = {DB_STR(groups[i].group)};
-    db_query_i64(c, "SELECT COUNT(*) FROM processed_events WHERE consumer_group = ?", v, 1, &k,
-                 err, sizeof err);
+    db_query_i64(c, "SELECT COUNT(*) FROM processed_events WHERE consumer_group = ?", v, 1, &k, err,
+                 sizeof err);
     db_close(c);
     n += k;
   }
@@ -515,7 +510,8 @@ static int64_t group_lag_total(void) {
 
 TestSuite(s3_replay, .init = ostack_require, .fini = replay_fini, .timeout = 900);
 
-Test(s3_replay, every_group_reset_to_the_earliest_offset_and_replayed_leaves_every_table_as_it_was) {
+Test(s3_replay,
+     every_group_reset_to_the_earliest_offset_and_replayed_leaves_every_table_as_it_was) {
   int64_t t0 = ostack_now_ms();
   /* Some traffic of this test's own, in case it runs alone. */
   load l;
@@ -611,9 +607,8 @@ static assigned assigned_since(const char *program, const char *group, long offs
 }
 
 static const char *const workers[] = {"inventory-worker", "payment-worker", "audit-worker"};
-static const char *const worker_groups[] = {TOPOLOGY_GROUP_INVENTORY_WORKER,
-                                            TOPOLOGY_GROUP_PAYMENT_WORKER,
-                                            TOPOLOGY_GROUP_AUDIT_WORKER};
+static const char *const worker_groups[] = {
+    TOPOLOGY_GROUP_INVENTORY_WORKER, TOPOLOGY_GROUP_PAYMENT_WORKER, TOPOLOGY_GROUP_AUDIT_WORKER};
 #define N_WORKERS 3
 
 static bool all_split(const long *offsets) {

@@ -524,3 +524,25 @@ void ostack_product(const char *admin_token, int64_t stock, int64_t price, int32
                STATUS_OK, "GetProduct: %s", st.message);
   protobuf_c_message_free_unpacked(&r->base, NULL);
 }
+
+void ostack_order_init(ostack_order *o, const char *token) {
+  shop__order__v1__create_order_request__init(&o->req);
+  shop__order__v1__shipping_address__init(&o->addr);
+  o->addr.recipient = "Grace Hopper";
+  o->addr.line1 = "1 Harbour Street";
+  o->addr.city = "Arlington";
+  o->addr.postal_code = "22201";
+  o->addr.country = "US";
+  o->req.shipping_address = &o->addr;
+  o->req.payment_token = (char *)token;
+  o->req.lines = o->lp;
+}
+
+void ostack_order_line(ostack_order *o, const char *product_id, int32_t qty) {
+  cr_assert_lt(o->req.n_lines, 4);
+  size_t i = o->req.n_lines++;
+  shop__order__v1__create_order_line__init(&o->line[i]);
+  o->line[i].product_id = (char *)product_id;
+  o->line[i].quantity = qty;
+  o->lp[i] = &o->line[i];
+}

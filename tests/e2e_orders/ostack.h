@@ -34,6 +34,7 @@
 #include "config/config.h"
 #include "db/db.h"
 #include "rpc/rpc.h"
+#include "shop/order/v1/commands.pb-c.h"
 #include "support/proc.h"
 
 /* Runner side. ostack_up_with also starts the n programs of more (at
@@ -80,6 +81,20 @@ void ostack_token(char *out, const char *sub, auth_role role);
  * error. */
 void ostack_product(const char *admin_token, int64_t stock, int64_t price, int32_t max,
                     char id[37]);
+
+/* A CreateOrder request of up to 4 lines to one shipping address; every
+ * string is borrowed. */
+typedef struct ostack_order {
+  Shop__Order__V1__CreateOrderRequest req;
+  Shop__Order__V1__CreateOrderLine line[4];
+  Shop__Order__V1__CreateOrderLine *lp[4];
+  Shop__Order__V1__ShippingAddress addr;
+} ostack_order;
+
+/* An order without lines, paid with the card token. */
+void ostack_order_init(ostack_order *o, const char *token);
+/* Adds a line of qty units of product_id. */
+void ostack_order_line(ostack_order *o, const char *product_id, int32_t qty);
 
 /* A fresh idempotency key or unique name part. */
 void ostack_unique(char *out, size_t len, const char *prefix);

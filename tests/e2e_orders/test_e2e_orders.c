@@ -81,36 +81,8 @@ static void product(const who *adm, int64_t stock, int64_t price, int32_t max, c
   ostack_product(adm->token, stock, price, max, id);
 }
 
-typedef struct order_req {
-  Shop__Order__V1__CreateOrderRequest req;
-  Shop__Order__V1__CreateOrderLine line[4];
-  Shop__Order__V1__CreateOrderLine *lp[4];
-  Shop__Order__V1__ShippingAddress addr;
-} order_req;
-
-static void order_req_init(order_req *o, const char *token) {
-  shop__order__v1__create_order_request__init(&o->req);
-  shop__order__v1__shipping_address__init(&o->addr);
-  o->addr.recipient = "Grace Hopper";
-  o->addr.line1 = "1 Harbour Street";
-  o->addr.city = "Arlington";
-  o->addr.postal_code = "22201";
-  o->addr.country = "US";
-  o->req.shipping_address = &o->addr;
-  o->req.payment_token = (char *)token;
-  o->req.lines = o->lp;
-}
-
-static void order_req_line(order_req *o, const char *product_id, int32_t qty) {
-  size_t i = o->req.n_lines++;
-  shop__order__v1__create_order_line__init(&o->line[i]);
-  o->line[i].product_id = (char *)product_id;
-  o->line[i].quantity = qty;
-  o->lp[i] = &o->line[i];
-}
-
 static Shop__Order__V1__CreateOrderResponse *place_at(const char *url, const who *w, const char *k,
-                                                      const order_req *o) {
+                                                      const ostack_order *o) {
   Shop__Order__V1__CreateOrderResponse *r = NULL;
   rpc_status st;
   cr_assert_eq(ostack_call(url, OCMD_SVC, "CreateOrder", &o->req.base, (ProtobufCMessage **)&r,
@@ -122,9 +94,9 @@ static Shop__Order__V1__CreateOrderResponse *place_at(const char *url, const who
 /* Places one order of qty units of product_id. */
 static Shop__Order__V1__CreateOrderResponse *place(const who *w, const char *product_id,
                                                    int32_t qty, const char *pay_token) {
-  order_req o;
-  order_req_init(&o, pay_token);
-  order_req_line(&o, product_id, qty);
+  ostack_order o;
+  ostack_order_init(&o, pay_token);
+  ostack_order_line(&o, product_id, qty);
   return place_at(ocmd(), w, key(), &o);
 }
 
@@ -249,10 +221,10 @@ Test(orders, the_happy_path_confirms_captures_once_and_takes_the_stock) {
   char p[37], q[37];
   product(&a, 5, 1250, 0, p);
   product(&a, 9, 300, 0, q);
-  order_req o;
-  order_req_init(&o, "tok_visa");
-  order_req_line(&o, p, 2);
-  order_req_line(&o, q, 3);
+  ostack_order o;
+  ostack_order_init(&o, "tok_visa");
+  ostack_order_line(&o, p, 2);
+  ostack_order_line(&o, q, 3);
   Shop__Order__V1__CreateOrderResponse *r = place_at(ocmd(), &c, key(), &o);
   cr_assert_eq(r->total->units, 2 * 1250 + 3 * 300);
   Shop__Order__V1__GetOrderResponse *g = wait_order(
@@ -468,9 +440,9 @@ Test(orders, create_order_refuses_unknown_archived_over_limit_and_repriced_order
       {p, 0, -1, STATUS_INVALID_ARGUMENT, "lines[0].quantity"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    order_req o;
-    order_req_init(&o, "tok_visa");
-    order_req_line(&o, cases[i].product, cases[i].qty);
+    ostack_order o;
+    ostack_order_init(&o, "tok_visa");
+    ostack_order_line(&o, cases[i].product, cases[i].qty);
     Shop__Common__V1__Money m = SHOP__COMMON__V1__MONEY__INIT;
     if (cases[i].expected >= 0) {
       m.units = cases[i].expected;
@@ -486,9 +458,9 @@ Test(orders, create_order_refuses_unknown_archived_over_limit_and_repriced_order
     cr_assert(named, "case %zu names %s: %s", i, cases[i].field, st.message);
   }
   /* Without an idempotency key a command is refused by the RPC layer. */
-  order_req o;
-  order_req_init(&o, "tok_visa");
-  order_req_line(&o, p, 1);
+  ostack_order o;
+  ostack_order_init(&o, "tok_visa");
+  ostack_order_line(&o, p, 1);
   cr_assert_eq(ostack_call(ocmd(), OCMD_SVC, "CreateOrder", &o.req.base, NULL, c.token, NULL, &st),
                STATUS_INVALID_ARGUMENT);
   /* Without a token, no order at all. */
@@ -592,9 +564,9 @@ typedef struct racer {
 
 static void *racer_main(void *arg) {
   racer *r = arg;
-  order_req o;
-  order_req_init(&o, "tok_visa");
-  order_req_line(&o, r->product_id, 1);
+  ostack_order o;
+  ostack_order_init(&o, "tok_visa");
+  ostack_order_line(&o, r->product_id, 1);
   rpc_call_opts opts = {.token = r->w->token, .idempotency_key = r->key, .timeout_ms = 60000};
   rpc_status st;
   ProtobufCMessage *out = NULL;
@@ -705,7 +677,7 @@ Test(orders, a_hundred_concurrent_one_unit_orders_against_stock_ten_confirm_exac
 typedef struct twin {
   pthread_t t;
   const who *w;
-  const order_req *o;
+  const ostack_order *o;
   const char *key;
   char order_id[37];
   status_code code;
@@ -734,9 +706,9 @@ Test(orders, the_same_create_order_sent_twice_at_once_makes_one_order_and_one_au
   customer(&c);
   char p[37];
   product(&a, 5, 800, 0, p);
-  order_req o;
-  order_req_init(&o, "tok_visa");
-  order_req_line(&o, p, 1);
+  ostack_order o;
+  ostack_order_init(&o, "tok_visa");
+  ostack_order_line(&o, p, 1);
   ostack_client(ocmd());
   char *k = key();
   pthread_barrier_t start;
@@ -777,9 +749,9 @@ Test(orders, with_the_payment_worker_stopped_the_deadline_cancels_and_the_stock_
   proc *extra = ostack_start("order-command", url, env);
   pid_t pw = ostack_pid("payment-worker");
   cr_assert_eq(kill(pw, SIGSTOP), 0);
-  order_req o;
-  order_req_init(&o, "tok_visa");
-  order_req_line(&o, p, 2);
+  ostack_order o;
+  ostack_order_init(&o, "tok_visa");
+  ostack_order_line(&o, p, 2);
   Shop__Order__V1__CreateOrderResponse *r = place_at(url, &c, key(), &o);
   Shop__Order__V1__GetOrderResponse *g = wait_order(
       &c, r->order_id,
