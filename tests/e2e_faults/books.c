@@ -66,24 +66,60 @@ static char *marks(size_t n) {
   return s;
 }
 
-/* Runs "<head> (<n marks>)<tail>" with the n strings as parameters. */
-static db_rows *query_in(db_conn *c, const char *head, const char *tail, const char *const *v,
-                         size_t n) {
-  char *m = marks(n);
-  size_t len = strlen(head) + strlen(m) + strlen(tail) + 8;
-  char *sql = malloc(len);
-  db_value *p = calloc(n, sizeof *p);
-  cr_assert(sql != NULL && p != NULL);
-  snprintf(sql, len, "%s (%s)%s", head, m, tail);
-  for (size_t i = 0; i < n; i++) p[i] = DB_STR(v[i]);
-  char err[512] = "";
-  db_rows *r = NULL;
-  cr_assert_eq(db_query(c, sql, p, n, &r, err, sizeof err), STATUS_OK, "%s: %s", head, err);
-  free(m);
-  free(sql);
-  free(p);
-  return r;
+/* Runs "<head> (<marks>)<tail>" with the n strings as parameters, at
+ * most IN_CHUNK at a time (the db layer's statements take a bounded
+ * number), and hands each row to fn. */
+#define IN_CHUNK 100
+typedef void (*row_fn)(db_rows *r, void *arg);
+
+static void each_in(db_conn *c, const char *head, const char *tail, const char *const *v, size_t n,
+                    row_fn fn, void *arg) {
+  for (size_t at = 0; at < n; at += IN_CHUNK) {
+    size_t k = n - at < IN_CHUNK ? n - at : IN_CHUNK;
+    char *m = marks(k);
+    size_t len = strlen(head) + strlen(m) + strlen(tail) + 8;
+    char *sql = malloc(len);
+    db_value p[IN_CHUNK];
+    cr_assert_not_null(sql);
+    snprintf(sql, len, "%s (%s)%s", head, m, tail);
+    for (size_t i = 0; i < k; i++) p[i] = DB_STR(v[at + i]);
+    char err[512] = "";
+    db_rows *r = NULL;
+    cr_assert_eq(db_query(c, sql, p, k, &r, err, sizeof err), STATUS_OK, "%s: %s", head, err);
+    free(m);
+    free(sql);
+    while (db_rows_next(r)) fn(r, arg);
+    db_rows_free(r);
+  }
 }
+
+/* Appends an order row (order_id, status). */
+static void add_order_cb(db_rows *r, void *arg) {
+  book *b = arg;
+  ord *o = realloc(b->o, (b->n + 1) * sizeof *b->o);
+  cr_assert_not_null(o);
+  b->o = o;
+  memset(&o[b->n], 0, sizeof *o);
+  snprintf(o[b->n].id, sizeof o[b->n].id, "%s", db_rows_str(r, 0, NULL));
+  o[b->n].status = (int)db_rows_i64(r, 1);
+  b->n++;
+}
+
+static void pay_cb(db_rows *r, void *arg) {
+  size_t len = 0;
+  const char *id = db_rows_str(r, 0, &len);
+  ord *o = find(arg, id, len);
+  if (o != NULL) o->pay = (int)db_rows_i64(r, 1);
+}
+
+static void res_cb(db_rows *r, void *arg) {
+  size_t len = 0;
+  const char *id = db_rows_str(r, 0, &len);
+  ord *o = find(arg, id, len);
+  if (o != NULL) o->res = (int)db_rows_i64(r, 1);
+}
+
+static void sum_cb(db_rows *r, void *arg) { *(int64_t *)arg += db_rows_i64(r, 0); }
 
 /* The customers' orders, their payments and reservations, sorted by id. */
 static void load(book *b, db_conn *ordc, db_conn *payc, db_conn *invc, const char *const *customers,
@@ -91,38 +127,18 @@ static void load(book *b, db_conn *ordc, db_conn *payc, db_conn *invc, const cha
   free(b->o);
   b->o = NULL;
   b->n = 0;
-  db_rows *r = query_in(ordc, "SELECT order_id, status FROM orders WHERE customer_id IN",
-                        " ORDER BY order_id", customers, nc);
-  b->n = db_rows_count(r);
-  b->o = calloc(b->n + 1, sizeof *b->o);
-  cr_assert_not_null(b->o);
-  for (size_t i = 0; db_rows_next(r); i++) {
-    snprintf(b->o[i].id, sizeof b->o[i].id, "%s", db_rows_str(r, 0, NULL));
-    b->o[i].status = (int)db_rows_i64(r, 1);
-  }
-  db_rows_free(r);
+  each_in(ordc, "SELECT order_id, status FROM orders WHERE customer_id IN", "", customers, nc,
+          add_order_cb, b);
   if (b->n == 0) return;
-  r = query_in(payc, "SELECT order_id, status FROM payments WHERE customer_id IN", "", customers,
-               nc);
-  while (db_rows_next(r)) {
-    size_t len = 0;
-    const char *id = db_rows_str(r, 0, &len);
-    ord *o = find(b, id, len);
-    if (o != NULL) o->pay = (int)db_rows_i64(r, 1);
-  }
-  db_rows_free(r);
+  qsort(b->o, b->n, sizeof *b->o, ord_cmp);
+  each_in(payc, "SELECT order_id, status FROM payments WHERE customer_id IN", "", customers, nc,
+          pay_cb, b);
   const char **ids = malloc(b->n * sizeof *ids);
   cr_assert_not_null(ids);
   for (size_t i = 0; i < b->n; i++) ids[i] = b->o[i].id;
-  r = query_in(invc, "SELECT order_id, status FROM reservations WHERE order_id IN", "", ids, b->n);
+  each_in(invc, "SELECT order_id, status FROM reservations WHERE order_id IN", "", ids, b->n, res_cb,
+          b);
   free(ids);
-  while (db_rows_next(r)) {
-    size_t len = 0;
-    const char *id = db_rows_str(r, 0, &len);
-    ord *o = find(b, id, len);
-    if (o != NULL) o->res = (int)db_rows_i64(r, 1);
-  }
-  db_rows_free(r);
 }
 
 static bool settled(const ord *o) {
@@ -282,11 +298,10 @@ static void check_audit(const book *b) {
     const char **ids = malloc(b->n * sizeof *ids);
     cr_assert_not_null(ids);
     for (size_t i = 0; i < b->n; i++) ids[i] = b->o[i].created_id;
-    db_rows *r = query_in(c, "SELECT COUNT(*) FROM audit_log WHERE event_id IN", "", ids, b->n);
+    int64_t found = 0;
+    each_in(c, "SELECT COUNT(*) FROM audit_log WHERE event_id IN", "", ids, b->n, sum_cb, &found);
     free(ids);
-    cr_assert(db_rows_next(r));
-    cr_assert_eq((size_t)db_rows_i64(r, 0), b->n, "OrderCreated events missing from the audit log");
-    db_rows_free(r);
+    cr_assert_eq((size_t)found, b->n, "OrderCreated events missing from the audit log");
   }
   db_close(c);
 }
