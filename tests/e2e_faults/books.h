@@ -18,17 +18,16 @@
  *    strictly increasing ce_sequence (per-order order kept; a redelivered
  *    copy of an event id is counted, not refused: delivery is at least
  *    once);
- *  - across shop_payment: at most one approved authorization, capture,
- *    void and refund per order;
- *  - across shop_inventory: no negative stock, available + reserved +
- *    shipped = received, and each product's reserved units equal the sum
- *    of its open (RESERVED) reservations;
- *  - when the audit-worker runs (books.audit): its group has caught up,
- *    the chain verifies from row 1 (audit_verify), row ids have no gap,
- *    and every OrderCreated of these orders is in the log.
+ *  - reconcile (internal/reconcile, ostack_books_clean) on this run's
+ *    orders and products: money matches each order's state, at most one
+ *    authorization, capture, void and refund per order, stock never
+ *    negative and adding up, one OrderCreated per order in the audit log,
+ *    the audit chain verifies. With books.audit (the audit-worker runs in
+ *    the stack) its group is first waited for until it has caught up;
+ *    without, reconcile starts one for the time of the check.
  *
- * The SQL here is the scenarios' own; a shared reconciler can take its
- * place check by check.
+ * The Kafka-level checks (event order, redeliveries, drained outboxes) are
+ * the scenarios' own: reconcile reads only the databases.
  */
 #ifndef SHOP_TESTS_BOOKS_H
 #define SHOP_TESTS_BOOKS_H
@@ -38,7 +37,7 @@
 #include <stdint.h>
 
 typedef struct books_opts {
-  bool audit; /* the audit-worker runs: check its log too */
+  bool audit; /* an audit-worker runs in the stack */
 } books_opts;
 
 typedef struct books_figures {

@@ -118,6 +118,15 @@ bool ostack_group_rewind_earliest(const char *group, const char *const *topics, 
  * payment, inventory and product topics only). */
 int64_t ostack_start_offset(const char *topic, int partition);
 
+/* Runs reconcile (reconcile.h) on the orders and products of this run
+ * (SKU prefix SHOP_E2E_RUN), settling for at most settle_ms, and prints
+ * every finding and a summary to stderr. with_audit_worker: starts an
+ * audit-worker for the time of the check, so that the audit log catches
+ * up with the run's events (the caller must not run one of its own). True
+ * when the books are clean, or when the stack never started (the tests
+ * have failed already). Runner or test side. */
+bool ostack_books_clean(bool with_audit_worker, int settle_ms);
+
 /* Milliseconds on a monotonic clock. */
 int64_t ostack_now_ms(void);
 
