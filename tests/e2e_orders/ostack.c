@@ -33,10 +33,6 @@ static const char *const programs[] = {"product-command", "product-query",    "o
                                        "order-query",     "inventory-worker", "payment-worker"};
 #define N_PROGRAMS (sizeof programs / sizeof programs[0])
 
-/* Topics whose start offsets the replay test rewinds to. */
-static const char *const replay_topics[] = {TOPOLOGY_TOPIC_ORDER, TOPOLOGY_TOPIC_PAYMENT,
-                                            TOPOLOGY_TOPIC_INVENTORY, TOPOLOGY_TOPIC_PRODUCT};
-
 #define OSTACK_MORE_MAX 4
 static const char *more_programs[OSTACK_MORE_MAX]; /* runner: ostack_up_with's */
 static size_t n_more;
@@ -188,17 +184,19 @@ static bool end_offsets_text(char *out, size_t len, char *err, size_t errlen) {
   size_t o = 0;
   out[0] = '\0';
   bool ok = true;
-  for (size_t t = 0; ok && t < sizeof replay_topics / sizeof replay_topics[0]; t++) {
+  /* Every domain topic: the replay tests rewind groups to these. */
+  for (size_t t = 0; ok && t < topology_topic_count(); t++) {
+    const char *topic = topology_topic(t);
     for (int p = 0; ok && p < TOPOLOGY_DOMAIN_PARTITIONS; p++) {
       int64_t lo = 0, hi = 0;
       rd_kafka_resp_err_t e =
-          rd_kafka_query_watermark_offsets(rk, replay_topics[t], p, &lo, &hi, KAFKA_TIMEOUT_MS);
+          rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, KAFKA_TIMEOUT_MS);
       if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(err, errlen, "watermarks of %s/%d: %s", replay_topics[t], p, rd_kafka_err2str(e));
+        snprintf(err, errlen, "watermarks of %s/%d: %s", topic, p, rd_kafka_err2str(e));
         ok = false;
         break;
       }
-      o += (size_t)snprintf(out + o, len - o, "%s/%d=%lld;", replay_topics[t], p, (long long)hi);
+      o += (size_t)snprintf(out + o, len - o, "%s/%d=%lld;", topic, p, (long long)hi);
     }
   }
   rd_kafka_destroy(rk);

@@ -114,8 +114,8 @@ bool ostack_group_rewind(const char *group, const char *const *topics, size_t n)
 /* The same for every partition's low watermark (a reset to the earliest
  * offset). */
 bool ostack_group_rewind_earliest(const char *group, const char *const *topics, size_t n);
-/* The end offset topic/partition had when the run began (the order,
- * payment, inventory and product topics only). */
+/* The end offset topic/partition (a domain topic) had when the run
+ * began. */
 int64_t ostack_start_offset(const char *topic, int partition);
 
 /* Runs reconcile (reconcile.h) on the orders and products of this run
