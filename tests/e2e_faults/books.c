@@ -65,9 +65,9 @@ static char *marks(size_t n) {
 }
 
 /* Runs "<head> (<marks>)<tail>" with the n strings as parameters, at
- * most IN_CHUNK at a time (the db layer's statements take a bounded
- * number), and hands each row to fn. */
-#define IN_CHUNK 100
+ * most IN_CHUNK at a time (a statement of the db layer takes at most 64
+ * parameters), and hands each row to fn. */
+#define IN_CHUNK 50
 typedef void (*row_fn)(db_rows *r, void *arg);
 
 static void each_in(db_conn *c, const char *head, const char *tail, const char *const *v, size_t n,
