@@ -511,8 +511,7 @@ static int64_t group_lag_total(void) {
 
 TestSuite(s3_replay, .init = ostack_require, .fini = replay_fini, .timeout = 900);
 
-Test(s3_replay,
-     every_group_reset_to_the_earliest_offset_and_replayed_leaves_every_table_as_it_was) {
+Test(s3_replay, every_group_reset_and_replayed_on_a_quiet_stack_leaves_every_table_as_it_was) {
   int64_t t0 = ostack_now_ms();
   /* Some traffic of this test's own, in case it runs alone. */
   load l;
