@@ -620,6 +620,29 @@ status_code rpc_client_dial(rpc_client *c, const char *url, char *errbuf, size_t
   return STATUS_OK;
 }
 
+/* Dials each URL of a comma-separated list (a config endpoint naming
+ * several instances of one service); blanks around a URL are ignored. */
+static status_code dial_list(rpc_client *c, const char *list, char *errbuf, size_t errlen) {
+  const char *p = list;
+  do {
+    const char *end = strchr(p, ',');
+    size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+    while (len > 0 && (*p == ' ' || *p == '\t')) p++, len--;
+    while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+    char url[512];
+    if (len == 0 || len >= sizeof url) {
+      rpc_seterr(errbuf, errlen, "rpc: bad endpoint list \"%.200s\"", list);
+      return STATUS_INVALID_ARGUMENT;
+    }
+    memcpy(url, p, len);
+    url[len] = '\0';
+    status_code st = rpc_client_dial(c, url, errbuf, errlen);
+    if (st != STATUS_OK) return st;
+    p = end != NULL ? end + 1 : NULL;
+  } while (p != NULL);
+  return STATUS_OK;
+}
+
 status_code rpc_client_create(rpc_client **out, const rpc_client_opts *o, char *errbuf,
                               size_t errlen) {
   *out = NULL;
@@ -676,7 +699,7 @@ status_code rpc_client_create(rpc_client **out, const rpc_client_opts *o, char *
     rpc_seterr(errbuf, errlen, "rpc: setting up the REQ socket: %s", nng_strerror(rv));
     goto fail;
   }
-  if (o->url != NULL && (rc = rpc_client_dial(c, o->url, errbuf, errlen)) != STATUS_OK) goto fail;
+  if (o->url != NULL && (rc = dial_list(c, o->url, errbuf, errlen)) != STATUS_OK) goto fail;
   *out = c;
   return STATUS_OK;
 fail:

@@ -331,7 +331,10 @@ status_code rpc_server_run_until_signal(rpc_server *s);
 typedef struct rpc_client rpc_client;
 
 typedef struct rpc_client_opts {
-  const char *url;        /* dialled at creation; NULL: dial later */
+  const char *url;        /* dialled at creation; NULL: dial later. A comma-
+                             separated list dials every instance named
+                             ("tcp://h:1,tcp://h:2"): NNG spreads the calls
+                             over the connected ones */
   const char *caller;     /* program name put in envelopes (copied) */
   int max_message_bytes;  /* largest request frame; also NNG_OPT_RECVMAXSZ */
   int default_timeout_ms; /* budget of a call that names none */

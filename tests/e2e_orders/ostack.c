@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include "reconcile/reconcile.h"
+#include "shop/product/v1/commands.pb-c.h"
+#include "shop/product/v1/queries.pb-c.h"
 #include "topology/topology.h"
 
 #define OSTACK_READY_MS 60000
@@ -31,12 +33,11 @@ static const char *const programs[] = {"product-command", "product-query",    "o
                                        "order-query",     "inventory-worker", "payment-worker"};
 #define N_PROGRAMS (sizeof programs / sizeof programs[0])
 
-/* Topics whose start offsets the replay test rewinds to. */
-static const char *const replay_topics[] = {TOPOLOGY_TOPIC_ORDER, TOPOLOGY_TOPIC_PAYMENT,
-                                            TOPOLOGY_TOPIC_INVENTORY, TOPOLOGY_TOPIC_PRODUCT};
-
-static proc *running[N_PROGRAMS]; /* runner */
-static proc *extras[OSTACK_MAX];  /* test */
+#define OSTACK_MORE_MAX 4
+static const char *more_programs[OSTACK_MORE_MAX]; /* runner: ostack_up_with's */
+static size_t n_more;
+static proc *running[N_PROGRAMS + OSTACK_MORE_MAX]; /* runner */
+static proc *extras[OSTACK_MAX];                    /* test */
 static struct {
   size_t n;
   char url[OSTACK_MAX][128];
@@ -76,6 +77,7 @@ static const char *url_of(const shop_cfg *cfg, const char *program) {
   if (strcmp(program, "product-query") == 0) return cfg->endpoints.product_query;
   if (strcmp(program, "order-command") == 0) return cfg->endpoints.order_command;
   if (strcmp(program, "order-query") == 0) return cfg->endpoints.order_query;
+  if (strcmp(program, "audit-worker") == 0) return cfg->endpoints.audit_query;
   return NULL;
 }
 
@@ -182,24 +184,26 @@ static bool end_offsets_text(char *out, size_t len, char *err, size_t errlen) {
   size_t o = 0;
   out[0] = '\0';
   bool ok = true;
-  for (size_t t = 0; ok && t < sizeof replay_topics / sizeof replay_topics[0]; t++) {
+  /* Every domain topic: the replay tests rewind groups to these. */
+  for (size_t t = 0; ok && t < topology_topic_count(); t++) {
+    const char *topic = topology_topic(t);
     for (int p = 0; ok && p < TOPOLOGY_DOMAIN_PARTITIONS; p++) {
       int64_t lo = 0, hi = 0;
       rd_kafka_resp_err_t e =
-          rd_kafka_query_watermark_offsets(rk, replay_topics[t], p, &lo, &hi, KAFKA_TIMEOUT_MS);
+          rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, KAFKA_TIMEOUT_MS);
       if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(err, errlen, "watermarks of %s/%d: %s", replay_topics[t], p, rd_kafka_err2str(e));
+        snprintf(err, errlen, "watermarks of %s/%d: %s", topic, p, rd_kafka_err2str(e));
         ok = false;
         break;
       }
-      o += (size_t)snprintf(out + o, len - o, "%s/%d=%lld;", replay_topics[t], p, (long long)hi);
+      o += (size_t)snprintf(out + o, len - o, "%s/%d=%lld;", topic, p, (long long)hi);
     }
   }
   rd_kafka_destroy(rk);
   return ok;
 }
 
-static int64_t replay_from(const char *topic, int partition) {
+int64_t ostack_start_offset(const char *topic, int partition) {
   const char *s = getenv("SHOP_E2E_REPLAY_FROM");
   cr_assert_not_null(s, "SHOP_E2E_REPLAY_FROM is not set");
   char key[300];
@@ -233,15 +237,24 @@ bool ostack_group_caught_up(const char *group, const char *const *topics, size_t
   return caught;
 }
 
-bool ostack_group_rewind(const char *group, const char *const *topics, size_t n) {
+/* Commits, for group, the run's start offsets or (earliest) each
+ * partition's low watermark. */
+static bool group_rewind(const char *group, const char *const *topics, size_t n, bool earliest) {
   char err[512];
   rd_kafka_t *rk = kafka_consumer(group, err, sizeof err);
   cr_assert_not_null(rk, "kafka: %s", err);
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n * 6);
-  for (size_t t = 0; t < n; t++)
-    for (int p = 0; p < TOPOLOGY_DOMAIN_PARTITIONS; p++)
-      rd_kafka_topic_partition_list_add(l, topics[t], p)->offset = replay_from(topics[t], p);
-  rd_kafka_resp_err_t e = rd_kafka_commit(rk, l, 0);
+  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  for (size_t t = 0; t < n; t++) {
+    for (int p = 0; p < TOPOLOGY_DOMAIN_PARTITIONS; p++) {
+      int64_t lo = 0, hi = 0;
+      if (earliest && e == RD_KAFKA_RESP_ERR_NO_ERROR)
+        e = rd_kafka_query_watermark_offsets(rk, topics[t], p, &lo, &hi, KAFKA_TIMEOUT_MS);
+      rd_kafka_topic_partition_list_add(l, topics[t], p)->offset =
+          earliest ? lo : ostack_start_offset(topics[t], p);
+    }
+  }
+  if (e == RD_KAFKA_RESP_ERR_NO_ERROR) e = rd_kafka_commit(rk, l, 0);
   for (int i = 0; e == RD_KAFKA_RESP_ERR_NO_ERROR && i < l->cnt; i++) e = l->elems[i].err;
   rd_kafka_topic_partition_list_destroy(l);
   rd_kafka_destroy(rk);
@@ -267,7 +280,7 @@ size_t ostack_records(const char *topic, const char *key, ostack_record *out, si
     int64_t lo = 0;
     cr_assert_eq(rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &end[p], KAFKA_TIMEOUT_MS),
                  RD_KAFKA_RESP_ERR_NO_ERROR, "watermarks of %s/%d", topic, p);
-    int64_t from = replay_from(topic, p);
+    int64_t from = ostack_start_offset(topic, p);
     if (from < end[p]) {
       rd_kafka_topic_partition_list_add(l, topic, p)->offset = from;
       open++;
@@ -301,6 +314,14 @@ size_t ostack_records(const char *topic, const char *key, ostack_record *out, si
   return n;
 }
 
+bool ostack_group_rewind(const char *group, const char *const *topics, size_t n) {
+  return group_rewind(group, topics, n, false);
+}
+
+bool ostack_group_rewind_earliest(const char *group, const char *const *topics, size_t n) {
+  return group_rewind(group, topics, n, true);
+}
+
 /* ---- Runner ---------------------------------------------------------------------------------- */
 
 static void fail_all(const char *why) {
@@ -308,8 +329,19 @@ static void fail_all(const char *why) {
   setenv("SHOP_STACK_ERROR", why, 1);
 }
 
-void ostack_up(void) {
+void ostack_up(void) { ostack_up_with(NULL, 0); }
+
+static const char *program_at(size_t i) {
+  return i < N_PROGRAMS ? programs[i] : more_programs[i - N_PROGRAMS];
+}
+
+void ostack_up_with(const char *const *more, size_t n) {
   char err[1024] = "";
+  if (n > OSTACK_MORE_MAX) {
+    fail_all("ostack_up_with: too many programs");
+    return;
+  }
+  for (n_more = 0; n_more < n; n_more++) more_programs[n_more] = more[n_more];
   const char *need[] = {"SHOP_RUN_DIR", "SHOP_MYSQL_PORT", "SHOP_KAFKA_BROKERS",
                         "SHOP_SECRETS_DIR"};
   for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
@@ -330,21 +362,28 @@ void ostack_up(void) {
   snprintf(run, sizeof run, "E2EO-%d-%lld", (int)getpid(), (long long)tv.tv_sec);
   setenv("SHOP_E2E_RUN", run, 1);
   char offsets[4096];
-  if (!end_offsets_text(offsets, sizeof offsets, err, sizeof err)) {
+  /* A broker that has just started may not have elected the leaders of
+   * its partitions yet: "not leader" passes within seconds. */
+  bool got = false;
+  int64_t until = ostack_now_ms() + 30000;
+  while (!(got = end_offsets_text(offsets, sizeof offsets, err, sizeof err)) &&
+         ostack_now_ms() < until)
+    usleep(250000);
+  if (!got) {
     fail_all(err);
     return;
   }
   setenv("SHOP_E2E_REPLAY_FROM", offsets, 1);
-  for (size_t i = 0; i < N_PROGRAMS; i++) {
+  for (size_t i = 0; i < N_PROGRAMS + n_more; i++) {
+    const char *program = program_at(i);
     char why[900] = "";
-    if (start_one(&running[i], programs[i], url_of(cfg, programs[i]), NULL, why, sizeof why) !=
-        STATUS_OK) {
-      snprintf(err, sizeof err, "%s did not start: %s", programs[i], why);
+    if (start_one(&running[i], program, url_of(cfg, program), NULL, why, sizeof why) != STATUS_OK) {
+      snprintf(err, sizeof err, "%s did not start: %s", program, why);
       fail_all(err);
       return;
     }
     char name[96], pid[32];
-    env_name(name, sizeof name, "SHOP_E2E_PID_", programs[i]);
+    env_name(name, sizeof name, "SHOP_E2E_PID_", program);
     snprintf(pid, sizeof pid, "%d", (int)proc_pid(running[i]));
     setenv(name, pid, 1);
   }
@@ -352,14 +391,15 @@ void ostack_up(void) {
 
 void ostack_down(void) {
   bool clean = true;
-  for (size_t k = N_PROGRAMS; k-- > 0;) {
+  for (size_t k = N_PROGRAMS + n_more; k-- > 0;) {
     if (running[k] == NULL) continue;
     /* A test may have paused it; a stopped process never sees SIGTERM. */
     kill(proc_pid(running[k]), SIGCONT);
     int code = -1;
     proc_stop(running[k], OSTACK_STOP_MS, &code);
     if (code != 0) {
-      fprintf(stderr, "ostack: %s exited with %d after SIGTERM (see its log)\n", programs[k], code);
+      fprintf(stderr, "ostack: %s exited with %d after SIGTERM (see its log)\n", program_at(k),
+              code);
       clean = false;
     }
     proc_destroy(running[k]);
@@ -494,6 +534,70 @@ db_conn *ostack_db(const char *account) {
   status_code st = db_connect(&c, &p, err, sizeof err);
   cr_assert_eq(st, STATUS_OK, "db_connect(%s): %s", account, err);
   return c;
+}
+
+/* A product with stock, price and rule, projected by product-query. */
+void ostack_product(const char *admin_token, int64_t stock, int64_t price, int32_t max,
+                    char id[37]) {
+  char sku[96], u[64], k[96];
+  ostack_unique(k, sizeof k, "k");
+  ostack_unique(u, sizeof u, "p");
+  snprintf(sku, sizeof sku, "%s-%s", ostack_run(), u);
+  Shop__Product__V1__CreateProductRequest req = SHOP__PRODUCT__V1__CREATE_PRODUCT_REQUEST__INIT;
+  Shop__Product__V1__ProductDetails d = SHOP__PRODUCT__V1__PRODUCT_DETAILS__INIT;
+  Shop__Common__V1__Money m = SHOP__COMMON__V1__MONEY__INIT;
+  Shop__Product__V1__InventoryRule rule = SHOP__PRODUCT__V1__INVENTORY_RULE__INIT;
+  d.name = "Stoneware mug";
+  d.description = "For the order tests.";
+  d.category = "mugs";
+  m.units = price;
+  m.currency = "EUR";
+  rule.max_quantity_per_order = max;
+  req.sku = sku;
+  req.details = &d;
+  req.price = &m;
+  req.initial_stock = stock;
+  req.inventory_rule = &rule;
+  Shop__Product__V1__CreateProductResponse *r = NULL;
+  rpc_status st;
+  cr_assert_eq(ostack_call(ostack_url("product-command"),
+                           &shop__product__v1__product_command_service__descriptor, "CreateProduct",
+                           &req.base, (ProtobufCMessage **)&r, admin_token, k, &st),
+               STATUS_OK, "CreateProduct: %s", st.message);
+  snprintf(id, 37, "%s", r->product_id);
+  Shop__Product__V1__GetProductRequest g = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
+  Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
+  rc.token = r->consistency;
+  rc.wait_ms = 15000;
+  g.product_id = id;
+  g.consistency = &rc;
+  cr_assert_eq(ostack_call(ostack_url("product-query"),
+                           &shop__product__v1__product_query_service__descriptor, "GetProduct",
+                           &g.base, NULL, NULL, NULL, &st),
+               STATUS_OK, "GetProduct: %s", st.message);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+void ostack_order_init(ostack_order *o, const char *token) {
+  shop__order__v1__create_order_request__init(&o->req);
+  shop__order__v1__shipping_address__init(&o->addr);
+  o->addr.recipient = "Grace Hopper";
+  o->addr.line1 = "1 Harbour Street";
+  o->addr.city = "Arlington";
+  o->addr.postal_code = "22201";
+  o->addr.country = "US";
+  o->req.shipping_address = &o->addr;
+  o->req.payment_token = (char *)token;
+  o->req.lines = o->lp;
+}
+
+void ostack_order_line(ostack_order *o, const char *product_id, int32_t qty) {
+  cr_assert_lt(o->req.n_lines, 4);
+  size_t i = o->req.n_lines++;
+  shop__order__v1__create_order_line__init(&o->line[i]);
+  o->line[i].product_id = (char *)product_id;
+  o->line[i].quantity = qty;
+  o->lp[i] = &o->line[i];
 }
 
 /* ---- The books --------------------------------------------------------------------------------

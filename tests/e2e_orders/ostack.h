@@ -34,10 +34,13 @@
 #include "config/config.h"
 #include "db/db.h"
 #include "rpc/rpc.h"
+#include "shop/order/v1/commands.pb-c.h"
 #include "support/proc.h"
 
-/* Runner side. */
+/* Runner side. ostack_up_with also starts the n programs of more (at
+ * most 4, e.g. "audit-worker"; names borrowed for the run) after the six. */
 void ostack_up(void);
+void ostack_up_with(const char *const *more, size_t n);
 void ostack_down(void);
 
 /* Test side: .init fails the test if the stack did not start; .fini
@@ -72,6 +75,27 @@ status_code ostack_call(const char *url, const ProtobufCServiceDescriptor *desc,
 /* Mints an access token for sub with role. out holds AUTH_TOKEN_MAX. */
 void ostack_token(char *out, const char *sub, auth_role role);
 
+/* Creates a product (SKU prefixed with the run id) with stock, price (EUR
+ * minor units) and max units per order (0: no limit), as the admin of
+ * admin_token, and waits until product-query has it. Fails the test on
+ * error. */
+void ostack_product(const char *admin_token, int64_t stock, int64_t price, int32_t max,
+                    char id[37]);
+
+/* A CreateOrder request of up to 4 lines to one shipping address; every
+ * string is borrowed. */
+typedef struct ostack_order {
+  Shop__Order__V1__CreateOrderRequest req;
+  Shop__Order__V1__CreateOrderLine line[4];
+  Shop__Order__V1__CreateOrderLine *lp[4];
+  Shop__Order__V1__ShippingAddress addr;
+} ostack_order;
+
+/* An order without lines, paid with the card token. */
+void ostack_order_init(ostack_order *o, const char *token);
+/* Adds a line of qty units of product_id. */
+void ostack_order_line(ostack_order *o, const char *product_id, int32_t qty);
+
 /* A fresh idempotency key or unique name part. */
 void ostack_unique(char *out, size_t len, const char *prefix);
 
@@ -98,6 +122,13 @@ typedef struct ostack_record {
  * from where the run began (SHOP_E2E_REPLAY_FROM) to the topic's end now.
  * Fills out with at most max of them and returns how many there are. */
 size_t ostack_records(const char *topic, const char *key, ostack_record *out, size_t max);
+
+/* The same for every partition's low watermark (a reset to the earliest
+ * offset). */
+bool ostack_group_rewind_earliest(const char *group, const char *const *topics, size_t n);
+/* The end offset topic/partition (a domain topic) had when the run
+ * began. */
+int64_t ostack_start_offset(const char *topic, int partition);
 
 /* Runs reconcile (reconcile.h) on the orders and products of this run
  * (SKU prefix SHOP_E2E_RUN), settling for at most settle_ms, and prints

@@ -84,72 +84,11 @@ static void free_msg(void *m) {
 
 /* A product with stock, price and rule, projected by product-query. */
 static void product(const who *adm, int64_t stock, int64_t price, int32_t max, char id[37]) {
-  char sku[96], u[64];
-  ostack_unique(u, sizeof u, "p");
-  snprintf(sku, sizeof sku, "%s-%s", ostack_run(), u);
-  Shop__Product__V1__CreateProductRequest req = SHOP__PRODUCT__V1__CREATE_PRODUCT_REQUEST__INIT;
-  Shop__Product__V1__ProductDetails d = SHOP__PRODUCT__V1__PRODUCT_DETAILS__INIT;
-  Shop__Common__V1__Money m = SHOP__COMMON__V1__MONEY__INIT;
-  Shop__Product__V1__InventoryRule rule = SHOP__PRODUCT__V1__INVENTORY_RULE__INIT;
-  d.name = "Stoneware mug";
-  d.description = "For the order tests.";
-  d.category = "mugs";
-  m.units = price;
-  m.currency = "EUR";
-  rule.max_quantity_per_order = max;
-  req.sku = sku;
-  req.details = &d;
-  req.price = &m;
-  req.initial_stock = stock;
-  req.inventory_rule = &rule;
-  Shop__Product__V1__CreateProductResponse *r = NULL;
-  rpc_status st;
-  cr_assert_eq(ostack_call(ostack_url("product-command"), PCMD_SVC, "CreateProduct", &req.base,
-                           (ProtobufCMessage **)&r, adm->token, key(), &st),
-               STATUS_OK, "CreateProduct: %s", st.message);
-  snprintf(id, 37, "%s", r->product_id);
-  Shop__Product__V1__GetProductRequest g = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
-  Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
-  rc.token = r->consistency;
-  rc.wait_ms = 15000;
-  g.product_id = id;
-  g.consistency = &rc;
-  cr_assert_eq(ostack_call(ostack_url("product-query"), PQRY_SVC, "GetProduct", &g.base, NULL, NULL,
-                           NULL, &st),
-               STATUS_OK, "GetProduct: %s", st.message);
-  free_msg(r);
-}
-
-typedef struct order_req {
-  Shop__Order__V1__CreateOrderRequest req;
-  Shop__Order__V1__CreateOrderLine line[4];
-  Shop__Order__V1__CreateOrderLine *lp[4];
-  Shop__Order__V1__ShippingAddress addr;
-} order_req;
-
-static void order_req_init(order_req *o, const char *token) {
-  shop__order__v1__create_order_request__init(&o->req);
-  shop__order__v1__shipping_address__init(&o->addr);
-  o->addr.recipient = "Grace Hopper";
-  o->addr.line1 = "1 Harbour Street";
-  o->addr.city = "Arlington";
-  o->addr.postal_code = "22201";
-  o->addr.country = "US";
-  o->req.shipping_address = &o->addr;
-  o->req.payment_token = (char *)token;
-  o->req.lines = o->lp;
-}
-
-static void order_req_line(order_req *o, const char *product_id, int32_t qty) {
-  size_t i = o->req.n_lines++;
-  shop__order__v1__create_order_line__init(&o->line[i]);
-  o->line[i].product_id = (char *)product_id;
-  o->line[i].quantity = qty;
-  o->lp[i] = &o->line[i];
+  ostack_product(adm->token, stock, price, max, id);
 }
 
 static Shop__Order__V1__CreateOrderResponse *place_at(const char *url, const who *w, const char *k,
-                                                      const order_req *o) {
+                                                      const ostack_order *o) {
   Shop__Order__V1__CreateOrderResponse *r = NULL;
   rpc_status st;
   cr_assert_eq(ostack_call(url, OCMD_SVC, "CreateOrder", &o->req.base, (ProtobufCMessage **)&r,
@@ -161,9 +100,9 @@ static Shop__Order__V1__CreateOrderResponse *place_at(const char *url, const who
 /* Places one order of qty units of product_id. */
 static Shop__Order__V1__CreateOrderResponse *place(const who *w, const char *product_id,
                                                    int32_t qty, const char *pay_token) {
-  order_req o;
-  order_req_init(&o, pay_token);
-  order_req_line(&o, product_id, qty);
+  ostack_order o;
+  ostack_order_init(&o, pay_token);
+  ostack_order_line(&o, product_id, qty);
   return place_at(ocmd(), w, key(), &o);
 }
 
@@ -288,10 +227,10 @@ Test(orders, the_happy_path_confirms_captures_once_and_takes_the_stock) {
   char p[37], q[37];
   product(&a, 5, 1250, 0, p);
   product(&a, 9, 300, 0, q);
-  order_req o;
-  order_req_init(&o, "tok_visa");
-  order_req_line(&o, p, 2);
-  order_req_line(&o, q, 3);
+  ostack_order o;
+  ostack_order_init(&o, "tok_visa");
+  ostack_order_line(&o, p, 2);
+  ostack_order_line(&o, q, 3);
   Shop__Order__V1__CreateOrderResponse *r = place_at(ocmd(), &c, key(), &o);
   cr_assert_eq(r->total->units, 2 * 1250 + 3 * 300);
   Shop__Order__V1__GetOrderResponse *g = wait_order(
@@ -507,9 +446,9 @@ Test(orders, create_order_refuses_unknown_archived_over_limit_and_repriced_order
       {p, 0, -1, STATUS_INVALID_ARGUMENT, "lines[0].quantity"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    order_req o;
-    order_req_init(&o, "tok_visa");
-    order_req_line(&o, cases[i].product, cases[i].qty);
+    ostack_order o;
+    ostack_order_init(&o, "tok_visa");
+    ostack_order_line(&o, cases[i].product, cases[i].qty);
     Shop__Common__V1__Money m = SHOP__COMMON__V1__MONEY__INIT;
     if (cases[i].expected >= 0) {
       m.units = cases[i].expected;
@@ -525,9 +464,9 @@ Test(orders, create_order_refuses_unknown_archived_over_limit_and_repriced_order
     cr_assert(named, "case %zu names %s: %s", i, cases[i].field, st.message);
   }
   /* Without an idempotency key a command is refused by the RPC layer. */
-  order_req o;
-  order_req_init(&o, "tok_visa");
-  order_req_line(&o, p, 1);
+  ostack_order o;
+  ostack_order_init(&o, "tok_visa");
+  ostack_order_line(&o, p, 1);
   cr_assert_eq(ostack_call(ocmd(), OCMD_SVC, "CreateOrder", &o.req.base, NULL, c.token, NULL, &st),
                STATUS_INVALID_ARGUMENT);
   /* Without a token, no order at all. */
@@ -631,9 +570,9 @@ typedef struct racer {
 
 static void *racer_main(void *arg) {
   racer *r = arg;
-  order_req o;
-  order_req_init(&o, "tok_visa");
-  order_req_line(&o, r->product_id, 1);
+  ostack_order o;
+  ostack_order_init(&o, "tok_visa");
+  ostack_order_line(&o, r->product_id, 1);
   rpc_call_opts opts = {.token = r->w->token, .idempotency_key = r->key, .timeout_ms = 60000};
   rpc_status st;
   ProtobufCMessage *out = NULL;
@@ -744,7 +683,7 @@ Test(orders, a_hundred_concurrent_one_unit_orders_against_stock_ten_confirm_exac
 typedef struct twin {
   pthread_t t;
   const who *w;
-  const order_req *o;
+  const ostack_order *o;
   const char *key;
   char order_id[37];
   status_code code;
@@ -773,9 +712,9 @@ Test(orders, the_same_create_order_sent_twice_at_once_makes_one_order_and_one_au
   customer(&c);
   char p[37];
   product(&a, 5, 800, 0, p);
-  order_req o;
-  order_req_init(&o, "tok_visa");
-  order_req_line(&o, p, 1);
+  ostack_order o;
+  ostack_order_init(&o, "tok_visa");
+  ostack_order_line(&o, p, 1);
   ostack_client(ocmd());
   char *k = key();
   pthread_barrier_t start;
@@ -816,9 +755,9 @@ Test(orders, with_the_payment_worker_stopped_the_deadline_cancels_and_the_stock_
   proc *extra = ostack_start("order-command", url, env);
   pid_t pw = ostack_pid("payment-worker");
   cr_assert_eq(kill(pw, SIGSTOP), 0);
-  order_req o;
-  order_req_init(&o, "tok_visa");
-  order_req_line(&o, p, 2);
+  ostack_order o;
+  ostack_order_init(&o, "tok_visa");
+  ostack_order_line(&o, p, 2);
   /* Placed under a known trace, which the sweeper's cancellation goes on
    * with (the order row keeps it). */
   char tp[LOG_TRACEPARENT_SIZE], trace[LOG_TRACE_ID_SIZE];

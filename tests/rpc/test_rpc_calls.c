@@ -660,3 +660,33 @@ Test(rpc_server, register_refuses_a_policy_for_a_method_the_service_lacks) {
   cr_assert(strstr(err, "Ecko") != NULL, "%s", err);
   rpc_server_destroy(s);
 }
+
+/* ---- several instances ------------------------------------------------------------ */
+
+Test(rpc_calls, a_comma_separated_endpoint_list_dials_every_instance_and_spreads_the_calls) {
+  th_server *a = th_server_start(&(th_opts){0}), *b = th_server_start(&(th_opts){0});
+  char list[300];
+  snprintf(list, sizeof list, "%s, %s", a->url, b->url);
+  rpc_client *c = th_client(list, 0, 0);
+  for (int i = 0; i < 100 && rpc_client_pipes(c) < 2; i++)
+    nanosleep(&(struct timespec){0, 10000000}, NULL);
+  cr_assert_eq(rpc_client_pipes(c), 2);
+  for (int i = 0; i < 20; i++) {
+    char got[64];
+    rpc_status st;
+    cr_assert_eq(th_echo(c, "hi", NULL, got, sizeof got, &st), STATUS_OK, "%s", st.message);
+  }
+  cr_assert_gt(atomic_load(&a->ctx.echo_calls), 0);
+  cr_assert_gt(atomic_load(&b->ctx.echo_calls), 0);
+  rpc_client_destroy(c);
+  th_server_stop(a);
+  th_server_stop(b);
+  rpc_client_opts o = {.url = "inproc://x,,inproc://y",
+                       .max_message_bytes = 1 << 20,
+                       .default_timeout_ms = 1000,
+                       .max_timeout_ms = 1000,
+                       .retry_backoff_ms = 10};
+  char err[256] = "";
+  cr_assert_eq(rpc_client_create(&c, &o, err, sizeof err), STATUS_INVALID_ARGUMENT);
+  cr_assert_null(c);
+}
