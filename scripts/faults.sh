@@ -85,7 +85,7 @@ trap cleanup EXIT
 faults_up
 shop_log "faults: $mode matrix, ${#rounds[@]} round(s), $orders orders each; stack up in $(proc_elapsed "$started") s ($SHOP_RUN_DIR)"
 
-failed=0 round=0
+failed=0 round=0 placed=0
 for spec in "${rounds[@]}"; do
 	round=$((round + 1))
 	t0=$EPOCHREALTIME
@@ -109,7 +109,22 @@ for spec in "${rounds[@]}"; do
 	secs=$(proc_elapsed "$t0")
 	shop_log "round $round: $load_out; $quiet; $check"
 	field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$check"; }
+	# One order per CreateOrder idempotency key, whatever was retried.
+	placed=$((placed + $(sed -n 's/.*placed=\([0-9]*\).*/\1/p' <<<"$load_out")))
+	if (($(field orders) != placed)); then
+		shop_warn "round $round: $placed orders placed, $(field orders) in shop_order"
+		failed=1
+	fi
 	states="orders=$(field orders) confirmed=$(field confirmed) cancelled=$(field cancelled) pending=$(field pending)"
+	# At least once: every email notification-worker recorded as sent
+	# reached the SMTP sink (a crash may send one twice, never zero times).
+	emails=$(cat "$SHOP_RUN_DIR"/sinks/smtp/*.eml 2>/dev/null | grep -ci '^Message-ID:') || true
+	ids=$(cat "$SHOP_RUN_DIR"/sinks/smtp/*.eml 2>/dev/null | grep -i '^Message-ID:' | sort -u | wc -l)
+	if ((ids < $(field emailed))); then
+		shop_warn "round $round: $(field emailed) emails recorded as sent, $ids distinct Message-IDs at the sink"
+		failed=1
+	fi
+	states+=" emails=$ids/$(field emailed)(${emails:-0} received) reconcile=$(field reconcile)"
 	for arm in $spec; do
 		name=${arm%%=*}
 		crashed=no

@@ -24,8 +24,9 @@
  * PENDING, an order has no or several OrderCreated event ids in the audit
  * log, a gateway operation was approved twice for an order, a cancelled
  * order kept its money or stock, a confirmed order was not captured, stock
- * is negative or does not add up, the audit chain is broken, or order-query
- * shows another status than order-command. */
+ * is negative or does not add up, the audit chain is broken, order-query
+ * shows another status than order-command, or reconcile_run (what
+ * `shopctl reconcile` runs; settles for up to 10 s) has a finding. */
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -40,6 +41,7 @@
 #include "config/config.h"
 #include "db/db.h"
 #include "events/events.h"
+#include "reconcile/reconcile.h"
 #include "rpc/rpc.h"
 #include "shop/order/v1/commands.pb-c.h"
 #include "shop/product/v1/commands.pb-c.h"
@@ -454,26 +456,47 @@ static int cmd_check(void) {
   int64_t view_confirmed = i64(view, "SELECT COUNT(*) FROM orders_view WHERE status = 2");
   int64_t view_cancelled = i64(view, "SELECT COUNT(*) FROM orders_view WHERE status = 4");
   int64_t view_all = i64(view, "SELECT COUNT(*) FROM orders_view WHERE status <> 0");
+  /* Notifications: each email sent at least once (scripts/faults.sh
+   * counts the distinct Message-IDs the SMTP sink got). */
+  db_conn *ntf = db("shop_notification");
+  int64_t emailed = i64(ntf, "SELECT COUNT(*) FROM notifications WHERE status = 1 AND channel = 1");
+  int64_t notify_pending = i64(ntf, "SELECT COUNT(*) FROM notifications WHERE status = 3");
+  db_close(ntf);
   /* The audit chain. */
   audit_verify_result vr;
   char err[512];
   if (audit_verify(aud, 0, 0, &vr, err, sizeof err) != STATUS_OK) die("audit_verify", err);
-  bool ok = pending == 0 && created == orders && created_ids == orders && pay_twice == 0 &&
-            stock_bad == 0 && reserved == held && held_orders == confirmed + shipped &&
-            open_auth == 0 && captured_now == confirmed + shipped && vr.ok &&
-            view_confirmed == confirmed && view_cancelled == cancelled && view_all == orders;
+  /* The books, as `shopctl reconcile` sees them. */
+  reconcile_opts ro;
+  reconcile_opts_init(&ro);
+  ro.settle_ms = 10000;
+  reconcile_report rr = {0};
+  if (reconcile_run(cfg, &ro, &rr, err, sizeof err) != STATUS_OK) die("reconcile", err);
+  for (size_t i = 0; i < rr.findings_count && i < 5; i++)
+    fprintf(stderr, "faults-load: reconcile: %s %s: %s\n", reconcile_kind_name(rr.findings[i].kind),
+            rr.findings[i].id, rr.findings[i].why);
+  size_t findings = rr.findings_count;
+  reconcile_report_free(&rr);
+  char recon[32] = "clean";
+  if (findings > 0) snprintf(recon, sizeof recon, "%zu-findings", findings);
+  bool ok = findings == 0 && pending == 0 && created == orders && created_ids == orders &&
+            pay_twice == 0 && stock_bad == 0 && reserved == held &&
+            held_orders == confirmed + shipped && open_auth == 0 &&
+            captured_now == confirmed + shipped && vr.ok && view_confirmed == confirmed &&
+            view_cancelled == cancelled && view_all == orders;
   printf(
       "orders=%lld confirmed=%lld shipped=%lld cancelled=%lld pending=%lld"
       " created_subjects=%lld created_ids=%lld authorized=%lld captured=%lld"
       " approved_twice=%lld open_auth=%lld captured_live=%lld stock_bad=%lld"
       " reserved=%lld held=%lld held_orders=%lld view=%lld/%lld/%lld chain=%s(%lld rows)"
-      " verdict=%s\n",
+      " emailed=%lld notify_pending=%lld reconcile=%s verdict=%s\n",
       (long long)orders, (long long)confirmed, (long long)shipped, (long long)cancelled,
       (long long)pending, (long long)created, (long long)created_ids, (long long)authorized,
       (long long)captured, (long long)pay_twice, (long long)open_auth, (long long)captured_now,
       (long long)stock_bad, (long long)reserved, (long long)held, (long long)held_orders,
       (long long)view_all, (long long)view_confirmed, (long long)view_cancelled,
-      vr.ok ? "ok" : "BROKEN", (long long)vr.rows_checked, ok ? "ok" : "VIOLATED");
+      vr.ok ? "ok" : "BROKEN", (long long)vr.rows_checked, (long long)emailed,
+      (long long)notify_pending, recon, ok ? "ok" : "VIOLATED");
   db_close(ord);
   db_close(aud);
   db_close(pay);
