@@ -100,7 +100,7 @@ for spec in "${rounds[@]}"; do
 	for arm in $spec; do
 		name=${arm%%=*}
 		if faults_crashed "$name" "${FAULTS_OFF[$name]}"; then
-			crash_at=$(faults_log_since "$name" "${FAULTS_OFF[$name]}" | grep -b -m1 'crash: SHOP_CRASH_AT reached' | cut -d: -f1)
+			crash_at=$(faults_log_since "$name" "${FAULTS_OFF[$name]}" | grep -b 'crash: SHOP_CRASH_AT reached' | cut -d: -f1 | sed -n 1p)
 			faults_wait_serving "$name" "$((FAULTS_OFF[$name] + crash_at))" 90 || true
 		fi
 	done

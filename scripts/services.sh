@@ -3,10 +3,10 @@
 # background with its log under the run folder, after scripts/infra.sh has
 # brought MariaDB and Kafka up.
 #
-#   scripts/services.sh start|stop|restart|status [--profile run|test] [--build DIR] [NAME...]
+#   scripts/services.sh start|stop|restart|status|list [--profile run|test] [--build DIR] [NAME...]
 #
 # NAME... limits the command to those programs (default: all of them);
-# restart is stop then start.
+# restart is stop then start; list prints the programs, in start order.
 # Each program runs under scripts/lib/supervise.sh, which restarts it with
 # backoff when it dies and logs each restart. start is idempotent (a running
 # program is left alone) and waits until each program logs "<name>:
@@ -113,6 +113,7 @@ restart)
 	stop_all
 	for p in "${SHOP_PROGRAMS[@]}"; do start_one "$p"; done
 	;;
+list) printf '%s\n' "${SHOP_PROGRAMS[@]}" ;;
 status)
 	down=0
 	for p in "${SHOP_PROGRAMS[@]}"; do

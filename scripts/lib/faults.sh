@@ -62,10 +62,25 @@ faults_up() {
 	rm -f "$SHOP_RUN_DIR"/env/*.once.env
 	faults_sink_start smtp "$FAULTS_SINK_PORT_SMTP"
 	faults_sink_start http "$FAULTS_SINK_PORT_HTTP"
-	"$SHOP_REPO/scripts/services.sh" start --profile test --build "$FAULTS_BUILD" >/dev/null
+	# Every program at once (each services.sh waits for its own "serving"):
+	# on two cores this halves the start-up of ten sanitized programs.
+	local p pids=() rc=0
+	for p in $("$SHOP_REPO/scripts/services.sh" list --profile test); do
+		"$SHOP_REPO/scripts/services.sh" start --profile test --build "$FAULTS_BUILD" "$p" >/dev/null &
+		pids+=($!)
+	done
+	for p in "${pids[@]}"; do wait "$p" || rc=1; done
+	((rc == 0)) || shop_die "faults: a program did not start (see $SHOP_LOG_DIR)"
 }
 
 faults_down() {
+	# SIGTERM to every supervisor at once (they drain in parallel), then
+	# services.sh stop waits for each and cleans up.
+	local f sup
+	for f in "$SHOP_RUN_DIR"/pids/*.pid; do
+		[[ -e $f ]] || continue
+		sup=$(proc_pid_ours "$f" "supervise.sh") && kill -TERM "$sup" 2>/dev/null || true
+	done
 	"$SHOP_REPO/scripts/services.sh" stop --profile test --build "$FAULTS_BUILD" >/dev/null || true
 	local s
 	for s in smtp http; do
@@ -90,7 +105,11 @@ faults_wait() {
 	"$@"
 }
 
-faults_crashed() { faults_log_since "$1" "$2" | grep -q 'crash: SHOP_CRASH_AT reached'; }
+# grep -c, not -q: -q stops reading at the first match, tail then dies of
+# SIGPIPE and pipefail turns the match into a failure.
+faults_log_has() { (($(faults_log_since "$1" "$2" | grep -cF -- "$3") > 0)); }
+
+faults_crashed() { faults_log_has "$1" "$2" 'crash: SHOP_CRASH_AT reached'; }
 
 faults_restarts() {
 	local n
@@ -98,7 +117,7 @@ faults_restarts() {
 	echo "${n:-0}"
 }
 
-faults_serving_since() { faults_log_since "$1" "$2" | grep -qF "\"$1: serving"; }
+faults_serving_since() { faults_log_has "$1" "$2" "\"$1: serving"; }
 
 faults_wait_serving() { faults_wait "$3" faults_serving_since "$1" "$2"; }
 
@@ -106,7 +125,7 @@ faults_wait_serving() { faults_wait "$3" faults_serving_since "$1" "$2"; }
 faults_child() {
 	local sup
 	sup=$(proc_pid_ours "$SHOP_RUN_DIR/pids/$1.pid" "supervise.sh $1") || return 1
-	pgrep -P "$sup" -f "bin/$1 " | head -n 1
+	pgrep -P "$sup" -f "bin/$1 " | sed -n 1p
 }
 
 # faults_arm NAME=SPEC...: writes each program's once-only environment
