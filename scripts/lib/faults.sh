@@ -15,7 +15,8 @@
 #   faults_arm NAME=SPEC... restarts each NAME once with SHOP_CRASH_AT=SPEC
 #                           (<point>:<n>), all at once; the restart after
 #                           the crash runs clean. Offsets in FAULTS_OFF
-#   faults_crashed NAME OFF true once NAME's log says the point fired
+#   faults_crashed NAME OFF true once NAME's log says the point aborted it
+#   faults_fired NAME OFF SPEC  the same, or the relay's rebuild for relay.fatal
 #   faults_restarts NAME OFF  supervisor restarts of NAME since OFF
 #   faults_wait_serving NAME OFF SECONDS  a "NAME: serving" line since OFF
 #   faults_wait SECONDS CMD...            CMD until it succeeds, bounded
@@ -110,6 +111,15 @@ faults_wait() {
 faults_log_has() { (($(faults_log_since "$1" "$2" | grep -cF -- "$3") > 0)); }
 
 faults_crashed() { faults_log_has "$1" "$2" 'crash: SHOP_CRASH_AT reached'; }
+
+# faults_fired NAME OFF SPEC: the armed point did its harm: an abort, or
+# for relay.fatal (a fault, not an abort) the relay rebuilding its producer.
+faults_fired() {
+	case $3 in
+	relay.fatal*) faults_log_has "$1" "$2" 'producer failed fatally' ;;
+	*) faults_crashed "$1" "$2" ;;
+	esac
+}
 
 faults_restarts() {
 	local n

@@ -47,6 +47,7 @@
 #include "shop/product/v1/commands.pb-c.h"
 #include "shop/product/v1/queries.pb-c.h"
 #include "shop/user/v1/commands.pb-c.h"
+#include "support/account.h"
 #include "topology/topology.h"
 
 #define OCMD_SVC (&shop__order__v1__order_command_service__descriptor)
@@ -287,19 +288,9 @@ static int cmd_load(int orders, int threads, const char *run) {
 /* ---- databases ---------------------------------------------------------------------------- */
 
 static db_conn *db(const char *account) {
-  char password[256], err[512];
-  if (!db_password_from_dir(cfg->mysql.secrets_dir, account, password, sizeof password, err,
-                            sizeof err))
-    die(account, err);
-  db_params p = {.host = cfg->mysql.host,
-                 .port = cfg->mysql.port,
-                 .user = account,
-                 .password = password,
-                 .database = account,
-                 .connect_timeout_ms = 5000,
-                 .connect_retry_ms = 10000};
+  char err[512];
   db_conn *c = NULL;
-  if (db_connect(&c, &p, err, sizeof err) != STATUS_OK) die(account, err);
+  if (support_db_connect(cfg, account, &c, err, sizeof err) != STATUS_OK) die(account, err);
   return c;
 }
 
