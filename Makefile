@@ -15,7 +15,7 @@ FUZZ_DIR ?= build-fuzz
 CMAKE_FLAGS ?=
 
 .PHONY: all deps build build-release test run stop status clean fmt fmt-check proto-check \
-        fuzz bench bench-rpc bench-events bench-login help
+        fuzz bench bench-rpc bench-events bench-login help test-faults
 
 all: build
 
@@ -42,6 +42,12 @@ build-release: deps $(RELEASE_DIR)/CMakeCache.txt
 test: build
 	@scripts/proto-check.sh
 	@scripts/test.sh $(BUILD_DIR)
+
+# The crash matrix: every crash point armed in turn under the supervisor,
+# hundreds of orders, the counts checked (scripts/faults.sh; `make test`
+# runs its fast mode).
+test-faults: build
+	@scripts/faults.sh --full --build $(BUILD_DIR)
 
 run: build-release
 	@scripts/run.sh $(RELEASE_DIR)

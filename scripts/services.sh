@@ -3,8 +3,10 @@
 # background with its log under the run folder, after scripts/infra.sh has
 # brought MariaDB and Kafka up.
 #
-#   scripts/services.sh start|stop|status [--profile run|test] [--build DIR]
+#   scripts/services.sh start|stop|restart|status|list [--profile run|test] [--build DIR] [NAME...]
 #
+# NAME... limits the command to those programs (default: all of them);
+# restart is stop then start; list prints the programs, in start order.
 # Each program runs under scripts/lib/supervise.sh, which restarts it with
 # backoff when it dies and logs each restart. start is idempotent (a running
 # program is left alone) and waits until each program logs "<name>:
@@ -12,6 +14,9 @@
 # sends SIGTERM to the supervisor, which passes it on (the programs drain
 # and exit 0); SIGKILL after 30 s. Pid files (the supervisors'):
 # <run dir>/pids/<name>.pid; logs: <run dir>/logs/<name>.log.
+# Per-program environment: <run dir>/env/<name>.env (every start) and
+# <run dir>/env/<name>.once.env (the next start only), see
+# scripts/lib/supervise.sh.
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -32,19 +37,20 @@ cmd=${1:-}
 shift || true
 profile=${SHOP_PROFILE:-run}
 build=build-release
+only=()
 while (($#)); do
 	case $1 in
-	--profile)
-		profile=$2
-		shift 2
+	--profile) profile=$2 && shift 2 ;;
+	--build) build=$2 && shift 2 ;;
+	-*) usage >&2; exit 2 ;;
+	*)
+		[[ " ${SHOP_PROGRAMS[*]} " == *" $1 "* ]] || shop_die "services: unknown program '$1'"
+		only+=("$1")
+		shift
 		;;
-	--build)
-		build=$2
-		shift 2
-		;;
-	*) usage >&2; exit 2 ;;
 	esac
 done
+((${#only[@]})) && SHOP_PROGRAMS=("${only[@]}")
 case $profile in
 run) config=$SHOP_REPO/config/shop.yaml ;;
 test) config=$SHOP_REPO/config/test.yaml ;;
@@ -52,8 +58,10 @@ test) config=$SHOP_REPO/config/test.yaml ;;
 esac
 eval "$("$SHOP_REPO/scripts/infra.sh" env --profile "$profile")"
 bindir=$SHOP_REPO/$build/bin
+[[ $build == /* ]] && bindir=$build/bin
 piddir=$SHOP_RUN_DIR/pids
-mkdir -p "$piddir" "$SHOP_LOG_DIR"
+mkdir -p "$piddir" "$SHOP_LOG_DIR" "$SHOP_RUN_DIR/env"
+export SHOP_SUPERVISE_ENV_DIR=$SHOP_RUN_DIR/env
 
 mark_of() { printf '%s --config %s' "$bindir/$1" "$config"; }
 
@@ -82,11 +90,8 @@ start_one() {
 	shop_log "$name: serving (pid $pid, log $log)"
 }
 
-case $cmd in
-start)
-	for p in "${SHOP_PROGRAMS[@]}"; do start_one "$p"; done
-	;;
-stop)
+stop_all() {
+	local i p sup
 	# Reverse order: workers and command sides first.
 	for ((i = ${#SHOP_PROGRAMS[@]} - 1; i >= 0; i--)); do
 		p=${SHOP_PROGRAMS[i]}
@@ -97,7 +102,18 @@ stop)
 			[[ -n $sup ]] && pkill -KILL -P "$sup" 2>/dev/null || true
 		fi
 	done
+}
+
+case $cmd in
+start)
+	for p in "${SHOP_PROGRAMS[@]}"; do start_one "$p"; done
 	;;
+stop) stop_all ;;
+restart)
+	stop_all
+	for p in "${SHOP_PROGRAMS[@]}"; do start_one "$p"; done
+	;;
+list) printf '%s\n' "${SHOP_PROGRAMS[@]}" ;;
 status)
 	down=0
 	for p in "${SHOP_PROGRAMS[@]}"; do

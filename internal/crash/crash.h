@@ -24,6 +24,19 @@
  *                           producing a row, librdkafka is made to raise a
  *                           fatal error, as its idempotent producer does
  *                           after some long outages
+ *   command.after_commit    a command (svc_command_run, every command
+ *                           service): the state change, its outbox rows
+ *                           and the idempotency record committed, the
+ *                           reply not yet sent and the relay not woken
+ *   saga.after_commit       order-command's saga: a consumer transaction
+ *                           of the saga committed (with the outbox rows of
+ *                           the step it took), the relay not yet woken
+ *
+ * Every consumer (the four workers, the saga, the query projections) runs
+ * through internal/events/consumer.c, so consumer.* reach them all. In
+ * audit-worker the handler commits the audit rows on a connection of its
+ * own before the inbox commits: consumer.mid_batch there is the crash
+ * between those two commits. scripts/faults.sh drives every point.
  *
  * Thread-safe: may be called from any thread at any time.
  */

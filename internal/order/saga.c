@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "crash/crash.h"
 #include "log/log.h"
 #include "order/order_internal.h"
 #include "shop/inventory/v1/events.pb-c.h"
@@ -166,6 +167,9 @@ status_code order_saga_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n
 
 void order_saga_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
   const order_ctx *ctx = arg;
+  /* The saga's step committed (with its outbox rows, if it moved the
+   * order on); the relay has not been woken for them. */
+  crash_point("saga.after_commit");
   if (ctx->sink.committed_cb != NULL) ctx->sink.committed_cb(ctx->sink.self);
 }
 

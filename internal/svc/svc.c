@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "crash/crash.h"
 #include "events/events.h"
 #include "log/log.h"
 
@@ -242,6 +243,10 @@ bool svc_command_run(const svc_command *cmd) {
         if (cmd->idempotent) st = rpc_idem_record(call, c, cmd->reply, err, sizeof err);
         if (st == STATUS_OK) st = db_commit(c, err, sizeof err);
         if (st == STATUS_OK) {
+          /* Committed, not yet answered nor published: the caller's retry
+           * with the same key must get the stored reply, and the relay of
+           * the restarted process must publish the events. */
+          crash_point("command.after_commit");
           outbox_relay_nudge(cmd->relay);
           send = true;
           break;

@@ -15,6 +15,9 @@
 #   by address: 127.0.0.1 over TCP, localhost over the socket);
 #   max_connections=500 (every service instance keeps a small pool);
 #   innodb_buffer_pool_size=256M; local_infile off.
+# - tmpdir is the instance's own (<mysql dir>/tmp), not the shared /tmp:
+#   several instances on one machine (make test beside the fault matrix)
+#   once failed mariadb-install-db on a temporary table of /tmp.
 # - Administration is over the socket as the OS user that runs this script
 #   (unix_socket authentication, no password): root when run as root.
 
@@ -57,13 +60,14 @@ mariadb_init() {
 		shop_die "mariadb: $MYSQL_DATA is half-initialised (an earlier mariadb-install-db did not finish)." \
 			"It cannot hold data yet: remove it and start again: rm -rf '$MYSQL_DATA'"
 	fi
-	mkdir -p -- "$MYSQL_DATA"
+	mkdir -p -- "$MYSQL_DATA" "$MYSQL_DIR/tmp"
 	shop_log "mariadb: initialising $MYSQL_DATA"
 	local as_root=()
 	((EUID == 0)) && as_root=(--user=root)
 	if ! mariadb-install-db --no-defaults --datadir="$MYSQL_DATA" "${as_root[@]}" \
 		--auth-root-authentication-method=socket --auth-root-socket-user="$MYSQL_ADMIN_USER" \
-		--skip-test-db --skip-name-resolve "${MYSQL_INNODB_OPTS[@]}" >>"$MYSQL_LOG" 2>&1; then
+		--skip-test-db --skip-name-resolve --tmpdir="$MYSQL_DIR/tmp" "${MYSQL_INNODB_OPTS[@]}" \
+		>>"$MYSQL_LOG" 2>&1; then
 		mariadb_log_tail
 		shop_die "mariadb: mariadb-install-db failed; remove $MYSQL_DATA before trying again"
 	fi
@@ -124,7 +128,7 @@ mariadb_start() {
 	((${#MYSQL_SOCK} <= 107)) ||
 		shop_die "mariadb: socket path $MYSQL_SOCK is longer than 107 bytes; set SHOP_RUN_DIR to a shorter folder"
 	proc_port_free "$MYSQL_PORT" mariadb
-	mkdir -p -- "$MYSQL_DIR"
+	mkdir -p -- "$MYSQL_DIR" "$MYSQL_DIR/tmp"
 	chmod 700 -- "$MYSQL_DIR"
 	mkdir -p -- "$LOG_DIR"
 	mariadb_init
@@ -135,7 +139,7 @@ mariadb_start() {
 	# does not reach it. 9>&- : it must not inherit infra.sh's lock.
 	setsid mariadbd --no-defaults --datadir="$MYSQL_DATA" "${as_root[@]}" \
 		--port="$MYSQL_PORT" --bind-address=127.0.0.1 --socket="$MYSQL_SOCK" \
-		--pid-file="$MYSQL_PID" --log-error="$MYSQL_LOG" \
+		--pid-file="$MYSQL_PID" --log-error="$MYSQL_LOG" --tmpdir="$MYSQL_DIR/tmp" \
 		"${MYSQL_INNODB_OPTS[@]}" \
 		--max-connections=500 \
 		--character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \

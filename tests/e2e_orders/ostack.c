@@ -17,6 +17,7 @@
 #include "reconcile/reconcile.h"
 #include "shop/product/v1/commands.pb-c.h"
 #include "shop/product/v1/queries.pb-c.h"
+#include "support/account.h"
 #include "topology/topology.h"
 
 #define OSTACK_READY_MS 60000
@@ -518,20 +519,9 @@ void ostack_unique(char *out, size_t len, const char *prefix) {
 }
 
 db_conn *ostack_db(const char *account) {
-  const shop_cfg *cfg = ostack_cfg();
-  char password[256], err[512];
-  cr_assert(db_password_from_dir(cfg->mysql.secrets_dir, account, password, sizeof password, err,
-                                 sizeof err),
-            "%s", err);
-  db_params p = {.host = cfg->mysql.host,
-                 .port = cfg->mysql.port,
-                 .user = account,
-                 .password = password,
-                 .database = account,
-                 .connect_timeout_ms = 5000,
-                 .connect_retry_ms = 10000};
+  char err[512];
   db_conn *c = NULL;
-  status_code st = db_connect(&c, &p, err, sizeof err);
+  status_code st = support_db_connect(ostack_cfg(), account, &c, err, sizeof err);
   cr_assert_eq(st, STATUS_OK, "db_connect(%s): %s", account, err);
   return c;
 }
