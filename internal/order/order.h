@@ -335,6 +335,13 @@ status_code order_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, siz
                                       char *errbuf, size_t errlen);
 void order_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
 
+/* /metrics of order-query (app_spec.metrics; metrics.c): sets the gauge
+ * shop_orders{state="PENDING"|"CONFIRMED"|"SHIPPED"|"CANCELLED"}, the
+ * orders of the read model in each state (0 for a state with none), from
+ * one GROUP BY on orders_view. On a database error the gauges keep their
+ * last values and the error is logged at warn. */
+void order_read_metrics_cb(db_conn *db, metrics_registry *reg, void *arg);
+
 extern const db_migration order_read_migrations[];
 extern const size_t order_read_migrations_count;
 

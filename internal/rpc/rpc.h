@@ -95,6 +95,7 @@
 #include "auth/auth.h"
 #include "config/config.h"
 #include "db/db.h"
+#include "metrics/metrics.h"
 #include "status/status.h"
 
 /* ---- Status with details ------------------------------------------------ */
@@ -210,15 +211,21 @@ bool rpc_call_replied(const rpc_call *c);
 typedef struct rpc_server rpc_server;
 
 typedef struct rpc_server_opts {
-  const char *name;       /* program name, for logs (copied) */
-  int workers;            /* handler threads: the most calls running at once */
-  int queue_size;         /* calls waiting for a worker before RESOURCE_EXHAUSTED */
-  int max_message_bytes;  /* NNG_OPT_RECVMAXSZ, and the largest reply */
-  int default_timeout_ms; /* budget of a request that names none */
-  int max_timeout_ms;     /* larger budgets are cut to this */
-  int drain_grace_ms;     /* rpc_server_run_until_signal's grace period */
-  const auth_keys *auth;  /* borrowed, must outlive the server; NULL: no
-                             token verifies, so only public methods work */
+  const char *name;          /* program name, for logs (copied) */
+  int workers;               /* handler threads: the most calls running at once */
+  int queue_size;            /* calls waiting for a worker before RESOURCE_EXHAUSTED */
+  int max_message_bytes;     /* NNG_OPT_RECVMAXSZ, and the largest reply */
+  int default_timeout_ms;    /* budget of a request that names none */
+  int max_timeout_ms;        /* larger budgets are cut to this */
+  int drain_grace_ms;        /* rpc_server_run_until_signal's grace period */
+  const auth_keys *auth;     /* borrowed, must outlive the server; NULL: no
+                                token verifies, so only public methods work */
+  metrics_registry *metrics; /* borrowed, must outlive the server; NULL: none.
+                                The grpc_server_* metrics of go-grpc-prometheus
+                                (names, labels, grpc_code "OK", "InvalidArgument",
+                                ...): every reply is counted, the layer's own
+                                rejections included; a method or service not
+                                served is labelled "unknown". */
 } rpc_server_opts;
 
 /* Fills opts from cfg->rpc (auth stays NULL: the caller creates the keys). */
