@@ -23,7 +23,8 @@ static const char *read_name(const char *p, char *out, size_t len) {
 }
 
 static bool read_value(const char *p, double *v) {
-  if (strcmp(p, "+Inf") == 0) *v = INFINITY;
+  if (strcmp(p, "+Inf") == 0)
+    *v = INFINITY;
   else if (strcmp(p, "-Inf") == 0)
     *v = -INFINITY;
   else if (strcmp(p, "NaN") == 0)
@@ -54,7 +55,8 @@ static bool parse_sample(const char *line, prom_sample *s) {
         if (*p == '\0' || *p == '\n' || n + 2 >= sizeof s->value_text[0]) return false;
         if (*p == '\\') {
           p++;
-          if (*p == 'n') o[n++] = '\n';
+          if (*p == 'n')
+            o[n++] = '\n';
           else if (*p == '\\' || *p == '"')
             o[n++] = *p;
           else
@@ -67,7 +69,8 @@ static bool parse_sample(const char *line, prom_sample *s) {
       o[n] = '\0';
       p++;
       s->n_labels++;
-      if (*p == ',') p++;
+      if (*p == ',')
+        p++;
       else if (*p != '}')
         return false;
     }

@@ -91,8 +91,8 @@ Test(metrics, histograms_have_cumulative_buckets_inf_sum_and_count) {
 Test(metrics, numbers_are_written_in_their_shortest_exact_form) {
   char b[40];
   double v[] = {0, 1, -3, 0.1, 2.5, 1e20, 123456789.125, INFINITY, -INFINITY, NAN};
-  const char *want[] = {"0", "1", "-3", "0.1", "2.5", "1e+20", "123456789.125", "+Inf", "-Inf",
-                        "NaN"};
+  const char *want[] = {"0",    "1",    "-3", "0.1", "2.5", "1e+20", "123456789.125",
+                        "+Inf", "-Inf", "NaN"};
   for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
     metrics_format_double(v[i], b, sizeof b);
     cr_assert_str_eq(b, want[i]);
