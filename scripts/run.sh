@@ -13,6 +13,7 @@ cat <<MSG
 
 Shop is up (profile run, folder $SHOP_RUN_DIR).
   RPC endpoints    see config/shop.yaml (tcp://127.0.0.1:17001..17007)
+  metrics          http://127.0.0.1:19101..19110/metrics (also /livez, /readyz; make status lists them)
   first admin      admin@shop.local, password in $SHOP_RUN_DIR/secrets/admin.password
   events           kcat -b $SHOP_KAFKA_BROKERS -C -t shop.user.events.v1 -f '%k %h\n' -e
   logs             $SHOP_LOG_DIR/
