@@ -21,8 +21,7 @@ void order_read_metrics_cb(db_conn *db, metrics_registry *reg, void *arg) {
   db_rows *r = NULL;
   /* created_ms = 0 marks a row that only a payment or inventory event
    * reached so far: not an order yet (see the migration). */
-  if (db_query(db,
-               "SELECT status, COUNT(*) FROM orders_view WHERE created_ms > 0 GROUP BY status",
+  if (db_query(db, "SELECT status, COUNT(*) FROM orders_view WHERE created_ms > 0 GROUP BY status",
                NULL, 0, &r, err, sizeof err) != STATUS_OK) {
     log_warn(NULL, "order metrics: %s", err);
     return;

@@ -201,10 +201,11 @@ typedef struct order_catalog {
 } order_catalog;
 
 /* The real catalog: GetProduct on product-query (endpoints.product_query)
- * through an RPC client. */
+ * through an RPC client, counted in metrics (grpc_client_*; may be NULL). */
 typedef struct order_catalog_rpc order_catalog_rpc;
 status_code order_catalog_rpc_create(order_catalog_rpc **out, const shop_cfg *cfg,
-                                     const char *caller, char *errbuf, size_t errlen);
+                                     const char *caller, metrics_registry *metrics, char *errbuf,
+                                     size_t errlen);
 void order_catalog_rpc_destroy(order_catalog_rpc *c);
 order_catalog order_catalog_rpc_get(order_catalog_rpc *c);
 

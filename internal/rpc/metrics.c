@@ -9,14 +9,14 @@
 /* grpc-go's codes.Code.String(), which go-grpc-prometheus puts in
  * grpc_code: "OK", "InvalidArgument", ... */
 static const char *const grpc_code_names[17] = {
-    "OK",           "Canceled",         "Unknown",           "InvalidArgument",
-    "DeadlineExceeded", "NotFound",     "AlreadyExists",     "PermissionDenied",
-    "ResourceExhausted", "FailedPrecondition", "Aborted",    "OutOfRange",
-    "Unimplemented", "Internal",        "Unavailable",       "DataLoss",
-    "Unauthenticated",
+    "OK",       "Canceled",        "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+    "NotFound", "AlreadyExists",   "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+    "Aborted",  "OutOfRange",      "Unimplemented",    "Internal",          "Unavailable",
+    "DataLoss", "Unauthenticated",
 };
 
 struct rpc_metrics {
+  bool client;
   metrics_family *started, *handled, *received, *sent, *seconds;
 };
 
@@ -24,26 +24,47 @@ const char *rpc_metrics_code_name(status_code code) {
   return status_is_valid((int)code) ? grpc_code_names[code] : "Unknown";
 }
 
-rpc_metrics *rpc_metrics_create(metrics_registry *reg) {
+/* go-grpc-prometheus' names and help texts, server side and client side. */
+rpc_metrics *rpc_metrics_create(metrics_registry *reg, bool client) {
   if (reg == NULL) return NULL;
   rpc_metrics *m = calloc(1, sizeof *m);
   if (m == NULL) return NULL;
+  m->client = client;
   static const char *const l3[] = {"grpc_type", "grpc_service", "grpc_method", NULL};
   static const char *const l4[] = {"grpc_type", "grpc_service", "grpc_method", "grpc_code", NULL};
-  m->started = metrics_counter_family(reg, "grpc_server_started_total",
-                                      "Total number of RPCs started on the server.", l3);
-  m->handled = metrics_counter_family(
-      reg, "grpc_server_handled_total",
-      "Total number of RPCs completed on the server, regardless of success or failure.", l4);
-  m->received = metrics_counter_family(reg, "grpc_server_msg_received_total",
-                                       "Total number of RPC stream messages received on the server.",
-                                       l3);
-  m->sent = metrics_counter_family(reg, "grpc_server_msg_sent_total",
-                                   "Total number of gRPC stream messages sent by the server.", l3);
-  m->seconds = metrics_histogram_family(reg, "grpc_server_handling_seconds",
-                                        "Histogram of response latency (seconds) of gRPC that had "
-                                        "been application-level handled by the server.",
-                                        l3, NULL, 0);
+  if (!client) {
+    m->started = metrics_counter_family(reg, "grpc_server_started_total",
+                                        "Total number of RPCs started on the server.", l3);
+    m->handled = metrics_counter_family(
+        reg, "grpc_server_handled_total",
+        "Total number of RPCs completed on the server, regardless of success or failure.", l4);
+    m->received =
+        metrics_counter_family(reg, "grpc_server_msg_received_total",
+                               "Total number of RPC stream messages received on the server.", l3);
+    m->sent =
+        metrics_counter_family(reg, "grpc_server_msg_sent_total",
+                               "Total number of gRPC stream messages sent by the server.", l3);
+    m->seconds = metrics_histogram_family(reg, "grpc_server_handling_seconds",
+                                          "Histogram of response latency (seconds) of gRPC that "
+                                          "had been application-level handled by the server.",
+                                          l3, NULL, 0);
+  } else {
+    m->started = metrics_counter_family(reg, "grpc_client_started_total",
+                                        "Total number of RPCs started on the client.", l3);
+    m->handled = metrics_counter_family(
+        reg, "grpc_client_handled_total",
+        "Total number of RPCs completed by the client, regardless of success or failure.", l4);
+    m->received =
+        metrics_counter_family(reg, "grpc_client_msg_received_total",
+                               "Total number of RPC stream messages received by the client.", l3);
+    m->sent =
+        metrics_counter_family(reg, "grpc_client_msg_sent_total",
+                               "Total number of gRPC stream messages sent by the client.", l3);
+    m->seconds = metrics_histogram_family(reg, "grpc_client_handling_seconds",
+                                          "Histogram of response latency (seconds) of the gRPC "
+                                          "until it is finished by the application.",
+                                          l3, NULL, 0);
+  }
   return m;
 }
 
@@ -66,15 +87,15 @@ void rpc_metrics_started(rpc_metrics *m, const char *service, const char *method
   if (m == NULL) return;
   const char *v[] = {"unary", service, method};
   metrics_counter_add(metrics_series_get(m->started, v), 1);
-  metrics_counter_add(metrics_series_get(m->received, v), 1);
+  metrics_counter_add(metrics_series_get(m->client ? m->sent : m->received, v), 1);
 }
 
-void rpc_metrics_handled(rpc_metrics *m, const char *service, const char *method,
-                         status_code code, double seconds) {
+void rpc_metrics_handled(rpc_metrics *m, const char *service, const char *method, status_code code,
+                         double seconds) {
   if (m == NULL) return;
   const char *v[] = {"unary", service, method, rpc_metrics_code_name(code)};
   metrics_counter_add(metrics_series_get(m->handled, v), 1);
-  if (code == STATUS_OK) metrics_counter_add(metrics_series_get(m->sent, v), 1);
+  if (code == STATUS_OK)
+    metrics_counter_add(metrics_series_get(m->client ? m->received : m->sent, v), 1);
   metrics_histogram_observe(metrics_series_get(m->seconds, v), seconds);
 }
-

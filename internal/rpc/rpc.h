@@ -332,17 +332,22 @@ status_code rpc_server_run_until_signal(rpc_server *s);
 typedef struct rpc_client rpc_client;
 
 typedef struct rpc_client_opts {
-  const char *url;        /* dialled at creation; NULL: dial later */
-  const char *caller;     /* program name put in envelopes (copied) */
-  int max_message_bytes;  /* largest request frame; also NNG_OPT_RECVMAXSZ */
-  int default_timeout_ms; /* budget of a call that names none */
-  int max_timeout_ms;     /* the longest budget; NNG resends only past it */
-  int retry_max;          /* retries on UNAVAILABLE after the first attempt */
-  int retry_backoff_ms;   /* first backoff; doubles per retry, jittered */
-  int resend_ms;          /* 0: max_timeout_ms + RPC_RESEND_MARGIN_MS (tests
-                             shorten it to provoke NNG resends) */
-  int reconnect_min_ms;   /* 0: 10 ms */
-  int reconnect_max_ms;   /* 0: 1000 ms */
+  const char *url;           /* dialled at creation; NULL: dial later */
+  const char *caller;        /* program name put in envelopes (copied) */
+  int max_message_bytes;     /* largest request frame; also NNG_OPT_RECVMAXSZ */
+  int default_timeout_ms;    /* budget of a call that names none */
+  int max_timeout_ms;        /* the longest budget; NNG resends only past it */
+  int retry_max;             /* retries on UNAVAILABLE after the first attempt */
+  int retry_backoff_ms;      /* first backoff; doubles per retry, jittered */
+  int resend_ms;             /* 0: max_timeout_ms + RPC_RESEND_MARGIN_MS (tests
+                                shorten it to provoke NNG resends) */
+  int reconnect_min_ms;      /* 0: 10 ms */
+  int reconnect_max_ms;      /* 0: 1000 ms */
+  metrics_registry *metrics; /* borrowed, must outlive the client; NULL: none.
+                                grpc_client_started_total, _handled_total,
+                                _msg_sent_total, _msg_received_total and
+                                _handling_seconds, per call (retries
+                                included), as go-grpc-prometheus names them */
 } rpc_client_opts;
 
 /* Fills opts from cfg->rpc with url and caller (both borrowed). */

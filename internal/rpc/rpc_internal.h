@@ -97,20 +97,21 @@ void rpc_call_put_stored_reply(rpc_call *c, status_code code, const char *messag
  * caller cannot grow the label set. */
 #define RPC_METRICS_UNKNOWN "unknown"
 
-/* The grpc_server_* families in a registry. */
+/* The grpc_server_* (or grpc_client_*) families in a registry. */
 typedef struct rpc_metrics rpc_metrics;
 /* NULL when reg is NULL (no metrics) or memory runs out; every function
  * below accepts NULL and does nothing. */
-rpc_metrics *rpc_metrics_create(metrics_registry *reg);
+rpc_metrics *rpc_metrics_create(metrics_registry *reg, bool client);
 void rpc_metrics_destroy(rpc_metrics *m);
 /* grpc-go's name of a code ("OK", "InvalidArgument"). */
 const char *rpc_metrics_code_name(status_code code);
 /* Makes a served method's series (all codes) at zero, as
  * go-grpc-prometheus' InitializeMetrics does. */
 void rpc_metrics_init_method(rpc_metrics *m, const char *service, const char *method);
-/* A call began: started and received. */
+/* A call began: started, and received (server) or sent (client). */
 void rpc_metrics_started(rpc_metrics *m, const char *service, const char *method);
-/* A call was answered: handled{code}, sent when OK, the latency. */
+/* A call was answered: handled{code}; when OK sent (server) or received
+ * (client); the latency. */
 void rpc_metrics_handled(rpc_metrics *m, const char *service, const char *method, status_code code,
                          double seconds);
 

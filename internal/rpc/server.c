@@ -867,7 +867,7 @@ status_code rpc_server_create(rpc_server **out, const rpc_server_opts *o, char *
   s->o = *o;
   s->name = strdup(o->name != NULL ? o->name : "shop");
   s->o.name = s->name;
-  s->pm = rpc_metrics_create(o->metrics);
+  s->pm = rpc_metrics_create(o->metrics, false);
   pthread_mutex_init(&s->mu, NULL);
   pthread_rwlock_init(&s->life, NULL);
   status_code rc = STATUS_RESOURCE_EXHAUSTED;
