@@ -53,8 +53,8 @@ static enum MHD_Result admin_request_cb(void *cls, struct MHD_Connection *conn, 
                                         const char *upload_data, size_t *upload_data_size,
                                         void **con_cls) {
   app_admin *ad = cls;
-  bool known = strcmp(url, "/livez") == 0 || strcmp(url, "/readyz") == 0 ||
-               strcmp(url, "/metrics") == 0;
+  bool known =
+      strcmp(url, "/livez") == 0 || strcmp(url, "/readyz") == 0 || strcmp(url, "/metrics") == 0;
   if (!known) return reply_text(conn, MHD_HTTP_NOT_FOUND, "not found\n", NULL);
   if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
     return reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n", "GET, HEAD");
@@ -62,7 +62,8 @@ static enum MHD_Result admin_request_cb(void *cls, struct MHD_Connection *conn, 
   if (strcmp(url, "/readyz") == 0) {
     char why[512];
     why[0] = '\0';
-    if (ad->ready(ad->ready_arg, why, sizeof why - 1)) return reply_text(conn, MHD_HTTP_OK, "ok\n", NULL);
+    if (ad->ready(ad->ready_arg, why, sizeof why - 1))
+      return reply_text(conn, MHD_HTTP_OK, "ok\n", NULL);
     size_t n = strlen(why);
     why[n] = '\n';
     return reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, ADMIN_TEXT, why, n + 1, false, NULL);
@@ -119,8 +120,8 @@ status_code app_admin_start(app_admin **out, const char *host, int port, metrics
     free(ad);
     return STATUS_UNAVAILABLE;
   }
-  ad->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0,
-                           NULL, NULL, admin_request_cb, ad, MHD_OPTION_LISTEN_SOCKET, ad->fd,
+  ad->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
+                           NULL, admin_request_cb, ad, MHD_OPTION_LISTEN_SOCKET, ad->fd,
                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ADMIN_CONNECTION_TIMEOUT_S,
                            MHD_OPTION_END);
   if (ad->d == NULL) {

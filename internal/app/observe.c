@@ -78,8 +78,8 @@ static void collect_consumer(metrics_registry *reg, app_observed *o) {
   put(reg, METRICS_COUNTER, "shop_events_consumed_total",
       "Events applied by the consumer group (committed with their inbox rows).", g, v,
       (double)cs.applied);
-  put(reg, METRICS_COUNTER, "shop_events_duplicates_total",
-      "Events skipped as already processed.", g, v, (double)cs.duplicates);
+  put(reg, METRICS_COUNTER, "shop_events_duplicates_total", "Events skipped as already processed.",
+      g, v, (double)cs.duplicates);
   put(reg, METRICS_COUNTER, "shop_events_dead_lettered_total",
       "Records sent to the dead-letter topic.", g, v, (double)cs.dead_lettered);
   put(reg, METRICS_GAUGE, "shop_consumer_assigned_partitions",

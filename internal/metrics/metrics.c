@@ -262,7 +262,8 @@ metrics_series *metrics_series_get(metrics_family *f, const char *const *values)
   if (ok && f->type == METRICS_HISTOGRAM)
     ok = (s->counts = calloc(f->n_buckets + 1, sizeof *s->counts)) != NULL;
   if (!ok) {
-    if (s->values != NULL) series_free(s, n);
+    if (s->values != NULL)
+      series_free(s, n);
     else
       free(s);
     s = NULL;
@@ -396,8 +397,8 @@ static void sb_double(sbuf *b, double v) {
 }
 
 /* name{l1="v1",...[,le="x"]} value\n */
-static void sb_sample(sbuf *b, const metrics_family *f, const char *suffix,
-                      const metrics_series *s, const char *le, double v) {
+static void sb_sample(sbuf *b, const metrics_family *f, const char *suffix, const metrics_series *s,
+                      const char *le, double v) {
   sb_str(b, f->name);
   sb_str(b, suffix);
   if (f->n_labels > 0 || le != NULL) {

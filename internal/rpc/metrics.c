@@ -24,7 +24,29 @@ const char *rpc_metrics_code_name(status_code code) {
   return status_is_valid((int)code) ? grpc_code_names[code] : "Unknown";
 }
 
-/* go-grpc-prometheus' names and help texts, server side and client side. */
+/* go-grpc-prometheus' names and help texts: [0] server side, [1] client side;
+ * per side started, handled, msg_received, msg_sent, handling_seconds. */
+static const char *const family_names[2][5][2] = {
+    {{"grpc_server_started_total", "Total number of RPCs started on the server."},
+     {"grpc_server_handled_total",
+      "Total number of RPCs completed on the server, regardless of success or failure."},
+     {"grpc_server_msg_received_total",
+      "Total number of RPC stream messages received on the server."},
+     {"grpc_server_msg_sent_total", "Total number of gRPC stream messages sent by the server."},
+     {"grpc_server_handling_seconds",
+      "Histogram of response latency (seconds) of gRPC that had "
+      "been application-level handled by the server."}},
+    {{"grpc_client_started_total", "Total number of RPCs started on the client."},
+     {"grpc_client_handled_total",
+      "Total number of RPCs completed by the client, regardless of success or failure."},
+     {"grpc_client_msg_received_total",
+      "Total number of RPC stream messages received by the client."},
+     {"grpc_client_msg_sent_total", "Total number of gRPC stream messages sent by the client."},
+     {"grpc_client_handling_seconds",
+      "Histogram of response latency (seconds) of the gRPC until "
+      "it is finished by the application."}},
+};
+
 rpc_metrics *rpc_metrics_create(metrics_registry *reg, bool client) {
   if (reg == NULL) return NULL;
   rpc_metrics *m = calloc(1, sizeof *m);
@@ -32,39 +54,12 @@ rpc_metrics *rpc_metrics_create(metrics_registry *reg, bool client) {
   m->client = client;
   static const char *const l3[] = {"grpc_type", "grpc_service", "grpc_method", NULL};
   static const char *const l4[] = {"grpc_type", "grpc_service", "grpc_method", "grpc_code", NULL};
-  if (!client) {
-    m->started = metrics_counter_family(reg, "grpc_server_started_total",
-                                        "Total number of RPCs started on the server.", l3);
-    m->handled = metrics_counter_family(
-        reg, "grpc_server_handled_total",
-        "Total number of RPCs completed on the server, regardless of success or failure.", l4);
-    m->received =
-        metrics_counter_family(reg, "grpc_server_msg_received_total",
-                               "Total number of RPC stream messages received on the server.", l3);
-    m->sent =
-        metrics_counter_family(reg, "grpc_server_msg_sent_total",
-                               "Total number of gRPC stream messages sent by the server.", l3);
-    m->seconds = metrics_histogram_family(reg, "grpc_server_handling_seconds",
-                                          "Histogram of response latency (seconds) of gRPC that "
-                                          "had been application-level handled by the server.",
-                                          l3, NULL, 0);
-  } else {
-    m->started = metrics_counter_family(reg, "grpc_client_started_total",
-                                        "Total number of RPCs started on the client.", l3);
-    m->handled = metrics_counter_family(
-        reg, "grpc_client_handled_total",
-        "Total number of RPCs completed by the client, regardless of success or failure.", l4);
-    m->received =
-        metrics_counter_family(reg, "grpc_client_msg_received_total",
-                               "Total number of RPC stream messages received by the client.", l3);
-    m->sent =
-        metrics_counter_family(reg, "grpc_client_msg_sent_total",
-                               "Total number of gRPC stream messages sent by the client.", l3);
-    m->seconds = metrics_histogram_family(reg, "grpc_client_handling_seconds",
-                                          "Histogram of response latency (seconds) of the gRPC "
-                                          "until it is finished by the application.",
-                                          l3, NULL, 0);
-  }
+  const char *const(*n)[2] = family_names[client ? 1 : 0];
+  m->started = metrics_counter_family(reg, n[0][0], n[0][1], l3);
+  m->handled = metrics_counter_family(reg, n[1][0], n[1][1], l4);
+  m->received = metrics_counter_family(reg, n[2][0], n[2][1], l3);
+  m->sent = metrics_counter_family(reg, n[3][0], n[3][1], l3);
+  m->seconds = metrics_histogram_family(reg, n[4][0], n[4][1], l3, NULL, 0);
   return m;
 }
 
