@@ -243,7 +243,7 @@ static bool values_equal(const metrics_series *s, const char *const *values, siz
 }
 
 metrics_series *metrics_series_get(metrics_family *f, const char *const *values) {
-  if (f == NULL) return NULL;
+  if (f == NULL || (values == NULL && f->n_labels > 0)) return NULL;
   static const char *const none[1] = {""};
   if (values == NULL) values = none;
   size_t n = f->n_labels;

@@ -79,8 +79,9 @@ metrics_family *metrics_histogram_family(metrics_registry *r, const char *name, 
 /* The series for these label values (as many as the family has label
  * names; NULL when it has none), made at its first use with value 0.
  * Values are copied; any bytes are fine (they are escaped on output).
- * NULL only when f is NULL or memory runs out; the update functions
- * accept NULL and do nothing, so a hot path needs no check. */
+ * NULL when f is NULL, values is NULL for a family with labels, or memory
+ * runs out; the update functions accept NULL and do nothing, so a hot path
+ * needs no check. */
 metrics_series *metrics_series_get(metrics_family *f, const char *const *values);
 
 /* Counter: adds v (v < 0 is ignored: counters only go up). */
