@@ -442,8 +442,8 @@ static status_code run_call(rpc_client *c, const char *method, const void *paylo
                             uint8_t **resp, size_t *resp_len, const rpc_call_opts *opts,
                             rpc_status *st) {
   atomic_store(&c->called, true);
-  char msvc[256], mname[128];
-  client_metrics_labels(method, msvc, sizeof msvc, mname, sizeof mname);
+  char msvc[256] = "", mname[128] = "";
+  if (c->pm != NULL) client_metrics_labels(method, msvc, sizeof msvc, mname, sizeof mname);
   rpc_metrics_started(c->pm, msvc, mname);
   int64_t t0 = rpc_now_us();
   rpc_client_req r;
