@@ -121,6 +121,19 @@ static bool log_has(const char *path, const char *needle) {
   return found;
 }
 
+/* What a test started and has not stopped: a failed assertion ends the
+ * test early, and the suite's fini kills these. */
+static proc *running[4];
+
+static void kill_leftovers(void) {
+  for (size_t i = 0; i < 4; i++) {
+    proc_destroy(running[i]);
+    running[i] = NULL;
+  }
+}
+
+TestSuite(admin_http, .fini = kill_leftovers);
+
 /* Starts program with the test config plus args; env additions may be
  * NULL. probe: an RPC URL to wait on, or NULL. */
 static proc *start(const char *program, const char *const *args, const char *const *env,
@@ -135,10 +148,21 @@ static proc *start(const char *program, const char *const *args, const char *con
   proc *p = NULL;
   char err[1024];
   cr_assert_eq(proc_start(&p, &o, err, sizeof err), STATUS_OK, "%s: %s", program, err);
+  for (size_t i = 0; i < 4; i++)
+    if (running[i] == NULL) {
+      running[i] = p;
+      break;
+    }
   return p;
 }
 
+static void forget(proc *p) {
+  for (size_t i = 0; i < 4; i++)
+    if (running[i] == p) running[i] = NULL;
+}
+
 static void stop(proc *p) {
+  forget(p);
   int code = -1;
   cr_expect_eq(proc_stop(p, 20000, &code), STATUS_OK);
   cr_expect_eq(code, 0, "exit status %d", code);
@@ -342,6 +366,7 @@ Test(admin_http, a_taken_admin_port_stops_start_up_with_the_address) {
   while (proc_alive(p) && now_ms() < until) nap_ms(50);
   int code = -1;
   proc_stop(p, 5000, &code);
+  forget(p);
   proc_destroy(p);
   close(fd);
   cr_assert_eq(code, 1);
