@@ -34,6 +34,7 @@ cat <<MSG
 
 Shop is up (profile run, folder $SHOP_RUN_DIR).
   RPC endpoints    see config/shop.yaml (tcp://127.0.0.1:17001..17007)
+  metrics          http://127.0.0.1:19101..19110/metrics (also /livez, /readyz; make status lists them)
   first admin      admin@shop.local, password in $rel_run/secrets/admin.password
   demo customer    customer@shop.local, password in $rel_run/secrets/customer.password
   demo catalog     $rel_run/demo-seed.txt (DEMO-MUG, DEMO-TEE, DEMO-BOOK, DEMO-STICKERS)

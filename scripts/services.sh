@@ -13,7 +13,9 @@
 # serving" (time limit 60 s; the log's tail is printed on failure). stop
 # sends SIGTERM to the supervisor, which passes it on (the programs drain
 # and exit 0); SIGKILL after 30 s. Pid files (the supervisors'):
-# <run dir>/pids/<name>.pid; logs: <run dir>/logs/<name>.log.
+# <run dir>/pids/<name>.pid; logs: <run dir>/logs/<name>.log. status shows
+# each program's metrics URL (admin.<name> of the config; /livez and
+# /readyz on the same port).
 # Per-program environment: <run dir>/env/<name>.env (every start) and
 # <run dir>/env/<name>.once.env (the next start only), see
 # scripts/lib/supervise.sh.
@@ -64,6 +66,18 @@ mkdir -p "$piddir" "$SHOP_LOG_DIR" "$SHOP_RUN_DIR/env"
 export SHOP_SUPERVISE_ENV_DIR=$SHOP_RUN_DIR/env
 
 mark_of() { printf '%s --config %s' "$bindir/$1" "$config"; }
+
+# The admin HTTP address of a program: SHOP_ADMIN__<NAME> from the
+# environment, else admin.<name> of the config (host admin.host).
+admin_value() {
+	local key=$1 var=SHOP_ADMIN__${1^^}
+	if [[ -n ${!var:-} ]]; then
+		printf '%s' "${!var}"
+		return
+	fi
+	awk -v k="$key" '/^admin:/ { s = 1; next } /^[^ #]/ { s = 0 } s && $1 == k ":" { print $2; exit }' "$config"
+}
+metrics_url_of() { printf 'http://%s:%s/metrics' "$(admin_value host)" "$(admin_value "${1//-/_}")"; }
 
 start_one() {
 	local name=$1 bin=$bindir/$1 log=$SHOP_LOG_DIR/$1.log pidfile=$piddir/$1.pid pid offset
@@ -118,7 +132,7 @@ status)
 	down=0
 	for p in "${SHOP_PROGRAMS[@]}"; do
 		if pid=$(proc_pid_ours "$piddir/$p.pid" "$(mark_of "$p")"); then
-			shop_log "$p: running (pid $pid)"
+			shop_log "$p: running (pid $pid, metrics $(metrics_url_of "$p"))"
 		else
 			shop_log "$p: stopped"
 			down=1

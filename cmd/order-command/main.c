@@ -28,7 +28,8 @@ static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
     snprintf(errbuf, errlen, "catalog.currency: must be three upper-case letters");
     return STATUS_INVALID_ARGUMENT;
   }
-  status_code st = order_catalog_rpc_create(&p->catalog, cfg, app_name(a), errbuf, errlen);
+  status_code st =
+      order_catalog_rpc_create(&p->catalog, cfg, app_name(a), app_metrics(a), errbuf, errlen);
   if (st != STATUS_OK) return st;
   order_ctx_init(&p->ctx, cfg, app_name(a), app_db(a), app_relay(a),
                  order_catalog_rpc_get(p->catalog));

@@ -33,6 +33,7 @@ int main(int argc, char **argv) {
       .consumer = &consumer,
       .setup = setup_cb,
       .teardown = teardown_cb,
+      .metrics = order_read_metrics_cb,
       .arg = &ctx,
   };
   return app_main(&spec, argc, argv);

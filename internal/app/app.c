@@ -2,6 +2,8 @@
  * migrations, keys, relay, consumer, RPC server, signals. See app.h. */
 #include "app/app.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -9,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "app/app_internal.h"
 #include "events/events.h"
 #include "log/log.h"
 
@@ -19,6 +22,7 @@ struct app {
   const app_spec *spec;
   shop_cfg *cfg;
   const char *listen; /* --listen, or the endpoint from the config */
+  bool listen_arg;    /* --listen was given */
   char db_password[256];
   db_params dbp;
   db_pool *db;
@@ -28,6 +32,12 @@ struct app {
   rpc_server *srv;
   bool srv_started;
   bool setup_done;
+
+  /* Observability: the registry behind /metrics, the admin HTTP server and
+   * what its threads look at. */
+  metrics_registry *reg;
+  app_admin *admin;
+  app_observed obs;
 
   /* Housekeeping thread: wakes every interval or when stopping. */
   pthread_t hk_thread;
@@ -46,6 +56,8 @@ rpc_server *app_server(app *a) { return a->srv; }
 const auth_keys *app_auth(const app *a) { return a->keys; }
 outbox_relay *app_relay(app *a) { return a->relay; }
 const db_params *app_db_params(const app *a) { return &a->dbp; }
+metrics_registry *app_metrics(app *a) { return a->reg; }
+int app_admin_port_get(const app *a) { return app_admin_port(a->admin); }
 
 const char *app_endpoint_user_command(const shop_cfg *cfg) { return cfg->endpoints.user_command; }
 const char *app_endpoint_user_query(const shop_cfg *cfg) { return cfg->endpoints.user_query; }
@@ -162,6 +174,7 @@ static status_code app_make_server(app *a, char *errbuf, size_t errlen) {
   rpc_server_opts so;
   rpc_server_opts_from_cfg(&so, a->cfg, a->spec->name);
   so.auth = a->keys;
+  so.metrics = a->reg;
   status_code st = rpc_server_create(&a->srv, &so, errbuf, errlen);
   if (st != STATUS_OK) return st;
   return rpc_server_listen(a->srv, a->listen, errbuf, errlen);
@@ -246,7 +259,9 @@ static const char *arg_value(int argc, char **argv, const char *name) {
 
 static bool args_ok(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
-    if ((strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--listen") == 0) && i + 1 < argc) {
+    if ((strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--listen") == 0 ||
+         strcmp(argv[i], "--admin-port") == 0) &&
+        i + 1 < argc) {
       i++;
       continue;
     }
@@ -260,11 +275,16 @@ static bool args_ok(int argc, char **argv) {
  * frees. The relay stops after the server drained, so the events of the
  * last commands are still sent. */
 static void app_stop_all(app *a) {
+  atomic_store(&a->obs.stopping, true);
+  atomic_store(&a->obs.up, false);
   if (a->srv_started) {
     status_code st = rpc_server_drain(a->srv, a->cfg->rpc.drain_grace_ms);
     if (st != STATUS_OK)
       log_warn(NULL, "%s: calls still running after the drain grace period", a->spec->name);
   }
+  /* Its threads read what follows: stop them first. */
+  app_admin_stop(a->admin);
+  a->admin = NULL;
   app_housekeeping_stop(a);
   consumer_destroy(a->cons);
   a->cons = NULL;
@@ -279,12 +299,63 @@ static void app_stop_all(app *a) {
   a->db = NULL;
   auth_keys_destroy(a->keys);
   a->keys = NULL;
+  metrics_registry_destroy(a->reg);
+  a->reg = NULL;
+}
+
+/* admin.<program> from the config ("order-command" -> admin.order_command);
+ * 0 for a program without one. */
+static int app_admin_port_cfg(const shop_cfg *cfg, const char *name) {
+  static const struct {
+    const char *name;
+    size_t off;
+  } ports[] = {
+      {"user-command", offsetof(shop_cfg, admin.user_command)},
+      {"user-query", offsetof(shop_cfg, admin.user_query)},
+      {"product-command", offsetof(shop_cfg, admin.product_command)},
+      {"product-query", offsetof(shop_cfg, admin.product_query)},
+      {"order-command", offsetof(shop_cfg, admin.order_command)},
+      {"order-query", offsetof(shop_cfg, admin.order_query)},
+      {"inventory-worker", offsetof(shop_cfg, admin.inventory_worker)},
+      {"payment-worker", offsetof(shop_cfg, admin.payment_worker)},
+      {"notification-worker", offsetof(shop_cfg, admin.notification_worker)},
+      {"audit-worker", offsetof(shop_cfg, admin.audit_worker)},
+  };
+  for (size_t i = 0; i < sizeof ports / sizeof ports[0]; i++)
+    if (strcmp(ports[i].name, name) == 0) return *(const int *)((const char *)cfg + ports[i].off);
+  return 0;
+}
+
+/* --admin-port, else the config's port (0 with --listen). -1: bad value. */
+static int app_admin_port_pick(const app *a, int argc, char **argv) {
+  const char *v = arg_value(argc, argv, "--admin-port");
+  if (v == NULL) return a->listen_arg ? 0 : app_admin_port_cfg(a->cfg, a->spec->name);
+  char *end;
+  errno = 0;
+  long p = strtol(v, &end, 10);
+  if (errno != 0 || end == v || *end != '\0' || p < 0 || p > 65535) return -1;
+  return (int)p;
+}
+
+static status_code app_admin_up(app *a, int argc, char **argv, char *errbuf, size_t errlen) {
+  if (metrics_registry_create(&a->reg) != STATUS_OK ||
+      metrics_collector_add(a->reg, app_collect_cb, &a->obs) != STATUS_OK) {
+    snprintf(errbuf, errlen, "out of memory");
+    return STATUS_RESOURCE_EXHAUSTED;
+  }
+  int port = app_admin_port_pick(a, argc, argv);
+  if (port < 0) {
+    snprintf(errbuf, errlen, "--admin-port must be a port number (0-65535)");
+    return STATUS_INVALID_ARGUMENT;
+  }
+  return app_admin_start(&a->admin, a->cfg->admin.host, port, a->reg, app_ready_cb, &a->obs, errbuf,
+                         errlen);
 }
 
 int app_main(const app_spec *spec, int argc, char **argv) {
   rpc_signals_block();
   if (!args_ok(argc, argv)) {
-    fprintf(stderr, "usage: %s [--config PATH] [--listen URL]\n", spec->name);
+    fprintf(stderr, "usage: %s [--config PATH] [--listen URL] [--admin-port N]\n", spec->name);
     return 2;
   }
   char err[1024] = "";
@@ -299,10 +370,21 @@ int app_main(const app_spec *spec, int argc, char **argv) {
   log_level_parse(a.cfg->log.level, &lvl);
   log_setup(spec->name, lvl, NULL);
   a.listen = arg_value(argc, argv, "--listen");
+  a.listen_arg = a.listen != NULL;
   if (a.listen == NULL && spec->endpoint != NULL) a.listen = spec->endpoint(a.cfg);
+  a.obs.name = spec->name;
+  a.obs.group = spec->consumer != NULL ? spec->consumer->group : NULL;
+  a.obs.metrics = spec->metrics;
+  a.obs.arg = spec->arg;
 
   int rc = 1;
-  status_code st = app_load_keys(&a, err, sizeof err);
+  status_code st = app_admin_up(&a, argc, argv, err, sizeof err);
+  if (st != STATUS_OK) {
+    log_error(NULL, "%s: admin http: %s", spec->name, err);
+    rc = st == STATUS_INVALID_ARGUMENT ? 2 : 1;
+    goto out;
+  }
+  st = app_load_keys(&a, err, sizeof err);
   if (st != STATUS_OK) {
     log_error(NULL, "%s: %s", spec->name, err);
     rc = 2;
@@ -354,8 +436,13 @@ int app_main(const app_spec *spec, int argc, char **argv) {
     }
     a.srv_started = true;
   }
-  log_info(NULL, "%s: serving%s%s", spec->name, a.listen != NULL ? " on " : "",
-           a.listen != NULL ? a.listen : "");
+  a.obs.db = a.db;
+  a.obs.srv = a.srv;
+  a.obs.cons = a.cons;
+  a.obs.relay = a.relay;
+  atomic_store(&a.obs.up, true);
+  log_info(NULL, "%s: serving%s%s admin http://%s:%d", spec->name, a.listen != NULL ? " on " : "",
+           a.listen != NULL ? a.listen : "", a.cfg->admin.host, app_admin_port(a.admin));
   int sig = app_wait_signal();
   log_info(NULL, "%s: %s received, stopping", spec->name, sig == SIGTERM ? "SIGTERM" : "SIGINT");
   rc = 0;

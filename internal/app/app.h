@@ -17,10 +17,14 @@
  * app_main() does, in this order:
  *   1. blocks SIGTERM and SIGINT (before any thread exists, so that every
  *      thread inherits the mask and only the main thread takes them);
- *   2. parses the command line: --config PATH (else $SHOP_CONFIG) and
+ *   2. parses the command line: --config PATH (else $SHOP_CONFIG),
  *      --listen URL (overrides the endpoint from the config; tests run a
- *      second instance with it);
- *   3. loads the config and sets up logging (service = spec->name);
+ *      second instance with it) and --admin-port N (the admin HTTP port;
+ *      0 picks a free one; default: admin.<program> from the config, or 0
+ *      when --listen is given, so a second instance never clashes);
+ *   3. loads the config and sets up logging (service = spec->name), then
+ *      starts the admin HTTP server on admin.host (see "Admin HTTP"
+ *      below); a port in use stops start-up (exit 1) with the address;
  *   4. when db_account is set: applies the migrations as the migration
  *      account (mysql account "shop_migrate", on the service's database):
  *      component "rpc" (idempotency records) when the program serves RPC,
@@ -34,13 +38,30 @@
  *      services and may do start-up work (the first admin, say), then
  *      creates the consumer (spec->consumer);
  *   7. starts the relay, the consumer (spec->consumer), the housekeeping
- *      thread and the RPC server, and logs "serving";
+ *      thread and the RPC server, and logs "serving" with the RPC
+ *      endpoint and the admin port ("serving on tcp://... admin
+ *      http://127.0.0.1:19105");
  *   8. waits for SIGTERM or SIGINT; then drains the server for
  *      rpc.drain_grace_ms (new calls get UNAVAILABLE, running ones
  *      finish), stops the consumer, then the relay (which waits for the
  *      broker's acks of what it already sent; unsent rows stay in the
  *      outbox for the next start), calls spec->teardown and frees
  *      everything.
+ *
+ * Admin HTTP (libmicrohttpd, one thread per connection, loopback):
+ *   GET /livez    200 "ok" while the process runs;
+ *   GET /readyz   200 "ok" once everything started, while the database
+ *                 answers (SELECT 1 on the pool), the RPC server is not
+ *                 draining and the consumer has partitions assigned; else
+ *                 503 with the reason ("starting", "consumer inventory-worker:
+ *                 no partitions assigned", "database: ...");
+ *   GET /metrics  Prometheus text format 0.0.4: grpc_server_* (rpc.h),
+ *                 shop_consumer_lag{group,topic,partition}, shop_events_*,
+ *                 shop_outbox_*, shop_rpc_server_*, shop_ready, and what
+ *                 the program adds (spec->metrics, app_metrics());
+ *   other paths 404, other methods 405. HEAD works like GET.
+ * The admin server stops after the RPC server drained, before anything it
+ * reads is freed.
  *
  * Exit status of app_main: 0 after a signal-driven stop; 2 for bad usage or
  * a bad config (the reason on stderr); 1 when the program could not start
@@ -61,6 +82,7 @@
 #include "db/db.h"
 #include "events/consumer.h"
 #include "events/outbox.h"
+#include "metrics/metrics.h"
 #include "rpc/rpc.h"
 #include "status/status.h"
 
@@ -102,6 +124,13 @@ typedef struct app_consumer {
   consumer_committed_cb committed; /* may be NULL */
 } app_consumer;
 
+/* Called on each scrape of /metrics, on an admin HTTP thread, with a
+ * connection of the pool (no transaction open): sets the program's own
+ * gauges computed from its database (orders by state, say). Only for
+ * programs with db_account. Errors are the hook's to log (or to leave a
+ * gauge stale). */
+typedef void (*app_metrics_fn)(db_conn *db, metrics_registry *reg, void *arg);
+
 typedef struct app_spec {
   const char *name;                 /* program name: logs, RPC caller, event source */
   const char *db_account;           /* account and database ("shop_user"); NULL: none */
@@ -114,6 +143,7 @@ typedef struct app_spec {
   app_teardown_fn teardown;         /* may be NULL */
   app_housekeeping_fn housekeeping; /* may be NULL */
   int housekeeping_interval_s;      /* 0: 60 */
+  app_metrics_fn metrics;           /* may be NULL */
   void *arg;                        /* handed to the hooks */
 } app_spec;
 
@@ -140,6 +170,11 @@ rpc_server *app_server(app *a);
 const auth_keys *app_auth(const app *a);
 /* NULL without spec->relay. Nudge it after a commit that appended rows. */
 outbox_relay *app_relay(app *a);
+/* The program's metrics registry (served on /metrics): a program may add
+ * its own families in setup and update them from any thread. */
+metrics_registry *app_metrics(app *a);
+/* The bound admin HTTP port. */
+int app_admin_port_get(const app *a);
 /* The connection parameters of the service account (borrowed). */
 const db_params *app_db_params(const app *a);
 

@@ -62,6 +62,19 @@ static const cfg_key cfg_table[] = {
     S("endpoints.order_query", endpoints.order_query, "tcp://127.0.0.1:17006"),
     S("endpoints.audit_query", endpoints.audit_query, "tcp://127.0.0.1:17007"),
 
+    /* Admin HTTP: /metrics, /livez, /readyz (internal/app). */
+    S("admin.host", admin.host, "127.0.0.1"),
+    I("admin.user_command", admin.user_command, 0, 65535, 19101),
+    I("admin.user_query", admin.user_query, 0, 65535, 19102),
+    I("admin.product_command", admin.product_command, 0, 65535, 19103),
+    I("admin.product_query", admin.product_query, 0, 65535, 19104),
+    I("admin.order_command", admin.order_command, 0, 65535, 19105),
+    I("admin.order_query", admin.order_query, 0, 65535, 19106),
+    I("admin.inventory_worker", admin.inventory_worker, 0, 65535, 19107),
+    I("admin.payment_worker", admin.payment_worker, 0, 65535, 19108),
+    I("admin.notification_worker", admin.notification_worker, 0, 65535, 19109),
+    I("admin.audit_worker", admin.audit_worker, 0, 65535, 19110),
+
     I("rpc.workers", rpc.workers, 1, 1024, 16),
     I("rpc.queue_size", rpc.queue_size, 1, 1000000, 1024),
     I("rpc.max_message_bytes", rpc.max_message_bytes, 1024, 1073741824, 4194304),

@@ -56,6 +56,22 @@ typedef struct shop_cfg {
     char *audit_query;
   } endpoints;
   struct {
+    /* Each program's admin HTTP port (/metrics, /livez, /readyz), on host.
+     * 0: an ephemeral port (logged). A program started with --listen
+     * takes an ephemeral one unless --admin-port says otherwise. */
+    char *host;
+    int user_command;
+    int user_query;
+    int product_command;
+    int product_query;
+    int order_command;
+    int order_query;
+    int inventory_worker;
+    int payment_worker;
+    int notification_worker;
+    int audit_worker;
+  } admin;
+  struct {
     int workers;           /* server handler threads */
     int queue_size;        /* calls waiting for a worker before RESOURCE_EXHAUSTED */
     int max_message_bytes; /* largest request or response frame */

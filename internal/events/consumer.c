@@ -907,3 +907,39 @@ status_code consumer_start(consumer *c, char *errbuf, size_t errlen) {
   c->started = true;
   return STATUS_OK;
 }
+
+/* ---- lag, for metrics ------------------------------------------------------------ */
+
+void consumer_lag_foreach(consumer *c, int timeout_ms, consumer_lag_cb cb, void *arg) {
+  rd_kafka_topic_partition_list_t *parts = NULL;
+  if (c == NULL || c->rk == NULL ||
+      rd_kafka_assignment(c->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return;
+  rd_kafka_position(c->rk, parts);
+  /* Partitions with nothing handed out since the assignment: their
+   * committed offset is where the consumer stands. */
+  rd_kafka_topic_partition_list_t *idle = rd_kafka_topic_partition_list_new(parts->cnt + 1);
+  for (int i = 0; i < parts->cnt; i++)
+    if (parts->elems[i].offset < 0)
+      rd_kafka_topic_partition_list_add(idle, parts->elems[i].topic, parts->elems[i].partition);
+  if (idle->cnt > 0) rd_kafka_committed(c->rk, idle, timeout_ms);
+  for (int i = 0; i < parts->cnt; i++) {
+    rd_kafka_topic_partition_t *p = &parts->elems[i];
+    int64_t lo = -1, hi = -1;
+    if (rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &lo, &hi) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        hi < 0)
+      continue;
+    int64_t pos = p->offset;
+    if (pos < 0) {
+      rd_kafka_topic_partition_t *q =
+          rd_kafka_topic_partition_list_find(idle, p->topic, p->partition);
+      pos = q != NULL && q->err == RD_KAFKA_RESP_ERR_NO_ERROR && q->offset >= 0
+                ? q->offset
+                : (lo >= 0 ? lo : 0);
+    }
+    cb(p->topic, p->partition, hi > pos ? hi - pos : 0, arg);
+  }
+  rd_kafka_topic_partition_list_destroy(idle);
+  rd_kafka_topic_partition_list_destroy(parts);
+}

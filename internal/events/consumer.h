@@ -204,4 +204,13 @@ void consumer_stats_get(consumer *c, consumer_stats *out);
  * Not from the consumer's own thread. */
 void consumer_destroy(consumer *c);
 
+/* The lag of each assigned partition: the high watermark librdkafka last
+ * saw minus the consumer's position (the offset after the last record
+ * handed out; before the first one, the group's committed offset, or the
+ * log start when it has none). Partitions whose high watermark is not
+ * known yet are left out. cb runs on the calling thread, which may be any;
+ * the committed offsets are asked from the broker (up to timeout_ms). */
+typedef void (*consumer_lag_cb)(const char *topic, int32_t partition, int64_t lag, void *arg);
+void consumer_lag_foreach(consumer *c, int timeout_ms, consumer_lag_cb cb, void *arg);
+
 #endif

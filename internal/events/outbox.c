@@ -975,3 +975,21 @@ void outbox_relay_destroy(outbox_relay *r) {
   free(r->db_database);
   free(r);
 }
+
+/* ---- backlog age, for metrics ---------------------------------------------------- */
+
+status_code outbox_oldest_unsent_age_ms(db_conn *c, int64_t *age_ms, char *errbuf, size_t errlen) {
+  /* The lowest unsent id is the oldest row: one step down the
+   * (state, id) index. */
+  status_code st =
+      db_query_i64(c,
+                   "SELECT TIMESTAMPDIFF(MICROSECOND, created_at, CURRENT_TIMESTAMP(6))"
+                   " DIV 1000 FROM outbox WHERE state = 0 ORDER BY id LIMIT 1",
+                   NULL, 0, age_ms, errbuf, errlen);
+  if (st == STATUS_NOT_FOUND) {
+    *age_ms = 0;
+    return STATUS_OK;
+  }
+  if (st == STATUS_OK && *age_ms < 0) *age_ms = 0;
+  return st;
+}

@@ -119,6 +119,10 @@ status_code outbox_append_message(const outbox_sink *sink, db_conn *tx, const ou
 status_code outbox_backlog(db_conn *c, int64_t *unsent, int64_t *parked, char *errbuf,
                            size_t errlen);
 
+/* The age in milliseconds of the oldest unsent row (0 when there is none),
+ * for metrics. Any connection to the service's database. */
+status_code outbox_oldest_unsent_age_ms(db_conn *c, int64_t *age_ms, char *errbuf, size_t errlen);
+
 /* Puts every parked row back to unsent (after the topic was created, for
  * instance). *count (may be NULL) is how many. */
 status_code outbox_unpark(db_conn *c, int64_t *count, char *errbuf, size_t errlen);

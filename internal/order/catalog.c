@@ -13,7 +13,8 @@ struct order_catalog_rpc {
 };
 
 status_code order_catalog_rpc_create(order_catalog_rpc **out, const shop_cfg *cfg,
-                                     const char *caller, char *errbuf, size_t errlen) {
+                                     const char *caller, metrics_registry *metrics, char *errbuf,
+                                     size_t errlen) {
   order_catalog_rpc *c = calloc(1, sizeof *c);
   if (c == NULL) {
     snprintf(errbuf, errlen, "out of memory");
@@ -21,6 +22,7 @@ status_code order_catalog_rpc_create(order_catalog_rpc **out, const shop_cfg *cf
   }
   rpc_client_opts o;
   rpc_client_opts_from_cfg(&o, cfg, cfg->endpoints.product_query, caller);
+  o.metrics = metrics;
   status_code st = rpc_client_create(&c->client, &o, errbuf, errlen);
   if (st != STATUS_OK) {
     free(c);

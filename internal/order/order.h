@@ -217,10 +217,11 @@ typedef struct order_catalog {
 } order_catalog;
 
 /* The real catalog: GetProduct on product-query (endpoints.product_query)
- * through an RPC client. */
+ * through an RPC client, counted in metrics (grpc_client_*; may be NULL). */
 typedef struct order_catalog_rpc order_catalog_rpc;
 status_code order_catalog_rpc_create(order_catalog_rpc **out, const shop_cfg *cfg,
-                                     const char *caller, char *errbuf, size_t errlen);
+                                     const char *caller, metrics_registry *metrics, char *errbuf,
+                                     size_t errlen);
 void order_catalog_rpc_destroy(order_catalog_rpc *c);
 order_catalog order_catalog_rpc_get(order_catalog_rpc *c);
 
@@ -357,6 +358,13 @@ extern const size_t order_projection_events_count;
 /* The event types the saga (order_saga_handle_cb) takes. */
 extern const consumer_event_type order_saga_events[];
 extern const size_t order_saga_events_count;
+
+/* /metrics of order-query (app_spec.metrics; metrics.c): sets the gauge
+ * shop_orders{state="PENDING"|"CONFIRMED"|"SHIPPED"|"CANCELLED"}, the
+ * orders of the read model in each state (0 for a state with none), from
+ * one GROUP BY on orders_view. On a database error the gauges keep their
+ * last values and the error is logged at warn. */
+void order_read_metrics_cb(db_conn *db, metrics_registry *reg, void *arg);
 
 extern const db_migration order_read_migrations[];
 extern const size_t order_read_migrations_count;

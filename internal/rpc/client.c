@@ -47,6 +47,7 @@ struct rpc_client {
   _Atomic uint64_t rand;
   _Atomic uint64_t st_calls, st_attempts, st_retries;
   _Atomic uint64_t st_by_code[17];
+  rpc_metrics *pm; /* grpc_client_* in opts.metrics; NULL: none */
 };
 
 typedef struct md_entry {
@@ -432,11 +433,18 @@ status_code rpc_client_add_interceptor(rpc_client *c, const rpc_client_intercept
   return STATUS_OK;
 }
 
+static void client_metrics_labels(const char *path, char *svc, size_t svc_len, char *method,
+                                  size_t method_len);
+
 /* Runs the chain for one call. On OK *resp owns the reply payload. */
 static status_code run_call(rpc_client *c, const char *method, const void *payload, size_t len,
                             uint8_t **resp, size_t *resp_len, const rpc_call_opts *opts,
                             rpc_status *st) {
   atomic_store(&c->called, true);
+  char msvc[256] = "", mname[128] = "";
+  if (c->pm != NULL) client_metrics_labels(method, msvc, sizeof msvc, mname, sizeof mname);
+  rpc_metrics_started(c->pm, msvc, mname);
+  int64_t t0 = rpc_now_us();
   rpc_client_req r;
   memset(&r, 0, sizeof r);
   r.c = c;
@@ -468,6 +476,7 @@ static status_code run_call(rpc_client *c, const char *method, const void *paylo
   atomic_fetch_add_explicit(&c->st_calls, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&c->st_by_code[status_is_valid(rc) ? rc : STATUS_UNKNOWN], 1,
                             memory_order_relaxed);
+  rpc_metrics_handled(c->pm, msvc, mname, rc, (double)(rpc_now_us() - t0) / 1e6);
   return rc;
 }
 
@@ -660,6 +669,7 @@ status_code rpc_client_create(rpc_client **out, const rpc_client_opts *o, char *
   }
   c->o = *o;
   c->o.url = NULL;
+  c->pm = rpc_metrics_create(o->metrics, true);
   pthread_mutex_init(&c->mu, NULL);
   atomic_store(&c->rand, rpc_rand_seed());
   c->caller = strdup(o->caller != NULL ? o->caller : "");
@@ -721,6 +731,7 @@ void rpc_client_destroy(rpc_client *c) {
   }
   free(c->ics);
   free(c->caller);
+  rpc_metrics_destroy(c->pm);
   pthread_mutex_destroy(&c->mu);
   free(c);
 }
@@ -732,4 +743,23 @@ void rpc_client_stats_get(const rpc_client *c, rpc_client_stats *out) {
   out->attempts = atomic_load(&m->st_attempts);
   out->retries = atomic_load(&m->st_retries);
   for (int i = 0; i < 17; i++) out->by_code[i] = atomic_load(&m->st_by_code[i]);
+}
+
+/* ---- Prometheus labels ---------------------------------------------------------- */
+
+/* "/pkg.Service/Method" -> service and method; RPC_METRICS_UNKNOWN for a
+ * path of another shape. The caller's own code names the methods, so the
+ * label set stays as small as its call sites. */
+static void client_metrics_labels(const char *path, char *svc, size_t svc_len, char *method,
+                                  size_t method_len) {
+  const char *sp, *mp;
+  size_t sn, mn;
+  if (path == NULL || !rpc_method_path_split(path, &sp, &sn, &mp, &mn) || sn >= svc_len ||
+      mn >= method_len) {
+    snprintf(svc, svc_len, "%s", RPC_METRICS_UNKNOWN);
+    snprintf(method, method_len, "%s", RPC_METRICS_UNKNOWN);
+    return;
+  }
+  rpc_strlcpy(svc, svc_len, sp, sn);
+  rpc_strlcpy(method, method_len, mp, mn);
 }

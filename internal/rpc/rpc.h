@@ -101,6 +101,7 @@
 #include "auth/auth.h"
 #include "config/config.h"
 #include "db/db.h"
+#include "metrics/metrics.h"
 #include "status/status.h"
 
 /* ---- Status with details ------------------------------------------------ */
@@ -216,15 +217,21 @@ bool rpc_call_replied(const rpc_call *c);
 typedef struct rpc_server rpc_server;
 
 typedef struct rpc_server_opts {
-  const char *name;       /* program name, for logs (copied) */
-  int workers;            /* handler threads: the most calls running at once */
-  int queue_size;         /* calls waiting for a worker before RESOURCE_EXHAUSTED */
-  int max_message_bytes;  /* NNG_OPT_RECVMAXSZ, and the largest reply */
-  int default_timeout_ms; /* budget of a request that names none */
-  int max_timeout_ms;     /* larger budgets are cut to this */
-  int drain_grace_ms;     /* rpc_server_run_until_signal's grace period */
-  const auth_keys *auth;  /* borrowed, must outlive the server; NULL: no
-                             token verifies, so only public methods work */
+  const char *name;          /* program name, for logs (copied) */
+  int workers;               /* handler threads: the most calls running at once */
+  int queue_size;            /* calls waiting for a worker before RESOURCE_EXHAUSTED */
+  int max_message_bytes;     /* NNG_OPT_RECVMAXSZ, and the largest reply */
+  int default_timeout_ms;    /* budget of a request that names none */
+  int max_timeout_ms;        /* larger budgets are cut to this */
+  int drain_grace_ms;        /* rpc_server_run_until_signal's grace period */
+  const auth_keys *auth;     /* borrowed, must outlive the server; NULL: no
+                                token verifies, so only public methods work */
+  metrics_registry *metrics; /* borrowed, must outlive the server; NULL: none.
+                                The grpc_server_* metrics of go-grpc-prometheus
+                                (names, labels, grpc_code "OK", "InvalidArgument",
+                                ...): every reply is counted, the layer's own
+                                rejections included; a method or service not
+                                served is labelled "unknown". */
 } rpc_server_opts;
 
 /* Fills opts from cfg->rpc (auth stays NULL: the caller creates the keys). */
@@ -331,20 +338,25 @@ status_code rpc_server_run_until_signal(rpc_server *s);
 typedef struct rpc_client rpc_client;
 
 typedef struct rpc_client_opts {
-  const char *url;        /* dialled at creation; NULL: dial later. A comma-
-                             separated list dials every instance named
-                             ("tcp://h:1,tcp://h:2"): NNG spreads the calls
-                             over the connected ones */
-  const char *caller;     /* program name put in envelopes (copied) */
-  int max_message_bytes;  /* largest request frame; also NNG_OPT_RECVMAXSZ */
-  int default_timeout_ms; /* budget of a call that names none */
-  int max_timeout_ms;     /* the longest budget; NNG resends only past it */
-  int retry_max;          /* retries on UNAVAILABLE after the first attempt */
-  int retry_backoff_ms;   /* first backoff; doubles per retry, jittered */
-  int resend_ms;          /* 0: max_timeout_ms + RPC_RESEND_MARGIN_MS (tests
-                             shorten it to provoke NNG resends) */
-  int reconnect_min_ms;   /* 0: 10 ms */
-  int reconnect_max_ms;   /* 0: 1000 ms */
+  const char *url;           /* dialled at creation; NULL: dial later. A comma-
+                                separated list dials every instance named
+                                ("tcp://h:1,tcp://h:2"): NNG spreads the calls
+                                over the connected ones */
+  const char *caller;        /* program name put in envelopes (copied) */
+  int max_message_bytes;     /* largest request frame; also NNG_OPT_RECVMAXSZ */
+  int default_timeout_ms;    /* budget of a call that names none */
+  int max_timeout_ms;        /* the longest budget; NNG resends only past it */
+  int retry_max;             /* retries on UNAVAILABLE after the first attempt */
+  int retry_backoff_ms;      /* first backoff; doubles per retry, jittered */
+  int resend_ms;             /* 0: max_timeout_ms + RPC_RESEND_MARGIN_MS (tests
+                                shorten it to provoke NNG resends) */
+  int reconnect_min_ms;      /* 0: 10 ms */
+  int reconnect_max_ms;      /* 0: 1000 ms */
+  metrics_registry *metrics; /* borrowed, must outlive the client; NULL: none.
+                                grpc_client_started_total, _handled_total,
+                                _msg_sent_total, _msg_received_total and
+                                _handling_seconds, per call (retries
+                                included), as go-grpc-prometheus names them */
 } rpc_client_opts;
 
 /* Fills opts from cfg->rpc with url and caller (both borrowed). */

@@ -86,4 +86,29 @@ const char *rpc_call_status_message(const rpc_call *c);
 void rpc_call_put_stored_reply(rpc_call *c, status_code code, const char *message,
                                const void *reply, size_t len);
 
+/* ---- Prometheus metrics of the server (metrics.c) ---------------------------- */
+
+/* The label value for a method or service the server does not serve (or
+ * an envelope that does not decode): one series for all of them, so that a
+ * caller cannot grow the label set. */
+#define RPC_METRICS_UNKNOWN "unknown"
+
+/* The grpc_server_* (or grpc_client_*) families in a registry. */
+typedef struct rpc_metrics rpc_metrics;
+/* NULL when reg is NULL (no metrics) or memory runs out; every function
+ * below accepts NULL and does nothing. */
+rpc_metrics *rpc_metrics_create(metrics_registry *reg, bool client);
+void rpc_metrics_destroy(rpc_metrics *m);
+/* grpc-go's name of a code ("OK", "InvalidArgument"). */
+const char *rpc_metrics_code_name(status_code code);
+/* Makes a served method's series (all codes) at zero, as
+ * go-grpc-prometheus' InitializeMetrics does. */
+void rpc_metrics_init_method(rpc_metrics *m, const char *service, const char *method);
+/* A call began: started, and received (server) or sent (client). */
+void rpc_metrics_started(rpc_metrics *m, const char *service, const char *method);
+/* A call was answered: handled{code}; when OK sent (server) or received
+ * (client); the latency. */
+void rpc_metrics_handled(rpc_metrics *m, const char *service, const char *method, status_code code,
+                         double seconds);
+
 #endif

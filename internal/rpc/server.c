@@ -94,6 +94,7 @@ struct rpc_server {
 
   _Atomic uint64_t st_calls, st_rejected, st_running, st_peak;
   _Atomic uint64_t st_by_code[17];
+  rpc_metrics *pm; /* grpc_server_* in opts.metrics; NULL: none */
 
   Grpc__Health__V1__Health_Service health;
   Shop__Rpc__V1__ServerReflectionService_Service reflection;
@@ -303,8 +304,18 @@ static void ic_logging(rpc_call *c, void *arg) {
               c->st.message[0] ? ": " : "", c->st.message);
 }
 
+static void server_metrics_labels(const rpc_server *s, const char *path, size_t len,
+                                  const char **service, const char **method);
+static void server_metrics_reject(rpc_server *s, const rpc_str *method, status_code code);
+
 static void ic_metrics(rpc_call *c, void *arg) {
+  const char *svc = RPC_METRICS_UNKNOWN, *method = RPC_METRICS_UNKNOWN;
+  if (c->srv->pm != NULL)
+    server_metrics_labels(c->srv, c->env->method, strlen(c->env->method), &svc, &method);
+  rpc_metrics_started(c->srv->pm, svc, method);
+  int64_t t0 = rpc_now_us();
   rpc_call_proceed(c);
+  rpc_metrics_handled(c->srv->pm, svc, method, c->st.code, (double)(rpc_now_us() - t0) / 1e6);
   count_reply(c->srv, c->st.code);
 }
 
@@ -419,6 +430,7 @@ static bool server_process(rpc_server *s, const uint8_t *frame, size_t len, int6
     rpc_status_clear(&st);
     rpc_status_set(&st, STATUS_INVALID_ARGUMENT, "undecodable request envelope");
     count_reply(s, st.code);
+    server_metrics_reject(s, NULL, st.code);
     rpc_status_to_pb(&spb, &st);
     Shop__Rpc__V1__ResponseEnvelope r = SHOP__RPC__V1__RESPONSE_ENVELOPE__INIT;
     r.status = &spb.status;
@@ -505,6 +517,7 @@ status_code rpc_server_handle_frame(rpc_server *s, const void *frame, size_t len
     rpc_status_clear(&st);
     rpc_status_set(&st, STATUS_UNAVAILABLE, "server is shutting down");
     count_reply(s, st.code);
+    server_metrics_reject(s, NULL, st.code);
     *reply = rpc_error_frame(&pk.request_id, &st, reply_len);
     return *reply != NULL ? STATUS_OK : STATUS_RESOURCE_EXHAUSTED;
   }
@@ -567,6 +580,7 @@ static void slot_reject(rpc_slot *sl, nng_msg *msg, const rpc_peek *pk, status_c
   }
   free(buf);
   count_reply(s, code);
+  server_metrics_reject(s, pk != NULL ? &pk->method : NULL, code);
   slot_send(sl, msg, SLOT_SEND_REJECT);
 }
 
@@ -857,6 +871,7 @@ status_code rpc_server_create(rpc_server **out, const rpc_server_opts *o, char *
   s->o = *o;
   s->name = strdup(o->name != NULL ? o->name : "shop");
   s->o.name = s->name;
+  s->pm = rpc_metrics_create(o->metrics, false);
   pthread_mutex_init(&s->mu, NULL);
   pthread_rwlock_init(&s->life, NULL);
   status_code rc = STATUS_RESOURCE_EXHAUSTED;
@@ -918,6 +933,11 @@ status_code rpc_server_start(rpc_server *s, char *errbuf, size_t errlen) {
   if (s->started) {
     rpc_seterr(errbuf, errlen, "rpc: server already started");
     return STATUS_FAILED_PRECONDITION;
+  }
+  for (size_t i = 0; s->pm != NULL && i < s->n_svcs; i++) {
+    const ProtobufCServiceDescriptor *d = s->svcs[i].svc->descriptor;
+    for (unsigned m = 0; m < d->n_methods; m++)
+      rpc_metrics_init_method(s->pm, d->name, d->methods[m].name);
   }
   size_t spare = (size_t)s->o.workers > SPARE_SLOTS_MIN ? (size_t)s->o.workers : SPARE_SLOTS_MIN;
   size_t n = (size_t)s->o.workers + (size_t)s->o.queue_size + spare;
@@ -1022,6 +1042,7 @@ void rpc_server_destroy(rpc_server *s) {
   free(s->slots);
   free(s->workers);
   free(s->name);
+  rpc_metrics_destroy(s->pm);
   pthread_mutex_destroy(&s->mu);
   pthread_rwlock_destroy(&s->life);
   free(s);
@@ -1055,4 +1076,40 @@ status_code rpc_server_run_until_signal(rpc_server *s) {
   else
     log_warn(NULL, "rpc: drain grace period ran out with calls still running");
   return rc;
+}
+
+/* ---- Prometheus labels ---------------------------------------------------------- */
+
+/* The descriptor's own names for a served method (strings that live as
+ * long as the server); RPC_METRICS_UNKNOWN for what is not served, so
+ * that made-up paths all land in one series. */
+static void server_metrics_labels(const rpc_server *s, const char *path, size_t len,
+                                  const char **service, const char **method) {
+  *service = RPC_METRICS_UNKNOWN;
+  *method = RPC_METRICS_UNKNOWN;
+  char buf[256];
+  if (path == NULL || len >= sizeof buf) return;
+  memcpy(buf, path, len);
+  buf[len] = '\0';
+  const char *sp, *mp;
+  size_t sn, mn;
+  if (!rpc_method_path_split(buf, &sp, &sn, &mp, &mn)) return;
+  const rpc_service_entry *e = find_service(s, sp, sn);
+  if (e == NULL) return;
+  *service = e->svc->descriptor->name;
+  const ProtobufCMethodDescriptor *m =
+      protobuf_c_service_descriptor_get_method_by_name(e->svc->descriptor, mp);
+  if (m != NULL) *method = m->name;
+}
+
+/* A reply the layer sent without running the chain (undecodable
+ * envelope, draining, spent budget, full queue): started and handled at
+ * once. */
+static void server_metrics_reject(rpc_server *s, const rpc_str *method, status_code code) {
+  if (s->pm == NULL) return;
+  const char *svc, *m;
+  server_metrics_labels(s, method != NULL ? method->p : NULL, method != NULL ? method->n : 0, &svc,
+                        &m);
+  rpc_metrics_started(s->pm, svc, m);
+  rpc_metrics_handled(s->pm, svc, m, code, 0);
 }
