@@ -94,4 +94,8 @@ bench-events: build-release
 	SHOP_ADMIN_BIN=$(REPO)/$(RELEASE_DIR)/bin/shop-admin scripts/infra.sh start --profile test
 	eval "$$(scripts/infra.sh env --profile test)"; $(RELEASE_DIR)/bin/bench-events
 
-bench: bench-rpc bench-events
+# Everything at once on a stack of its own (scripts/bench.sh): bench-rpc,
+# bench-events, CreateOrder's raw MariaDB transaction, and shop-loadgen
+# against every Shop program; one table of figures, baselines and aims.
+bench: build-release
+	scripts/bench.sh $(RELEASE_DIR)

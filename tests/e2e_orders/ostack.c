@@ -440,3 +440,7 @@ db_conn *ostack_db(const char *account) {
   cr_assert_eq(st, STATUS_OK, "db_connect(%s): %s", account, err);
   return c;
 }
+
+const char *ostack_config_path(void) { return config_path(); }
+
+void ostack_bin_path(char *out, size_t len, const char *program) { bin_path(out, len, program); }
