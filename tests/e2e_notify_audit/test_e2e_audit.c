@@ -233,4 +233,7 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
   cr_assert_eq(rr->orders_rebuilt, rr->orders_compared);
   cr_assert_geq(rr->events_applied, (int64_t)N_FLOW);
   free_msg(rr);
+
+  /* The run's books balance: money, stock, one OrderCreated, the chain. */
+  cr_assert(ostack_books_clean(false, 30000), "reconcile found broken books (see stderr)");
 }

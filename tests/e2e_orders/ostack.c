@@ -3,6 +3,7 @@
 
 #include <criterion/criterion.h>
 #include <ctype.h>
+#include <inttypes.h>
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "reconcile/reconcile.h"
 #include "topology/topology.h"
 
 #define OSTACK_READY_MS 60000
@@ -439,6 +441,51 @@ db_conn *ostack_db(const char *account) {
   status_code st = db_connect(&c, &p, err, sizeof err);
   cr_assert_eq(st, STATUS_OK, "db_connect(%s): %s", account, err);
   return c;
+}
+
+/* ---- The books --------------------------------------------------------------------------------
+ */
+
+bool ostack_books_clean(bool with_audit_worker, int settle_ms) {
+  if (getenv("SHOP_STACK_ERROR") != NULL || getenv("SHOP_E2E_RUN") == NULL) return true;
+  char err[1024] = "";
+  const shop_cfg *cfg = cfg_load(err, sizeof err);
+  if (cfg == NULL) {
+    fprintf(stderr, "ostack: reconcile: config: %s\n", err);
+    return false;
+  }
+  proc *audit = NULL;
+  if (with_audit_worker && start_one(&audit, "audit-worker", cfg->endpoints.audit_query, NULL, err,
+                                     sizeof err) != STATUS_OK) {
+    fprintf(stderr, "ostack: reconcile: audit-worker did not start: %s\n", err);
+    return false;
+  }
+  reconcile_opts o;
+  reconcile_opts_init(&o);
+  o.sku_prefix = getenv("SHOP_E2E_RUN");
+  o.settle_ms = settle_ms;
+  reconcile_report r;
+  status_code st = reconcile_run(cfg, &o, &r, err, sizeof err);
+  bool clean = st == STATUS_OK && r.findings_count == 0;
+  if (st != STATUS_OK) {
+    fprintf(stderr, "ostack: reconcile: %s: %s\n", status_name(st), err);
+  } else {
+    for (size_t i = 0; i < r.findings_count; i++)
+      fprintf(stderr, "ostack: reconcile: %s %s: %s\n", reconcile_kind_name(r.findings[i].kind),
+              r.findings[i].id, r.findings[i].why);
+    fprintf(stderr,
+            "ostack: reconcile of run %s: %s: %" PRId64 " orders, %" PRId64 " products, %" PRId64
+            " audit events, %d run(s) in %" PRId64 " ms\n",
+            o.sku_prefix, clean ? "clean" : "BROKEN", r.orders, r.products, r.events, r.runs,
+            r.elapsed_ms);
+  }
+  reconcile_report_free(&r);
+  if (audit != NULL) {
+    int code = -1;
+    proc_stop(audit, OSTACK_STOP_MS, &code);
+    proc_destroy(audit);
+  }
+  return clean;
 }
 
 const char *ostack_config_path(void) { return config_path(); }

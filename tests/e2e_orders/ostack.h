@@ -92,6 +92,15 @@ bool ostack_group_caught_up(const char *group, const char *const *topics, size_t
  * dropped). */
 bool ostack_group_rewind(const char *group, const char *const *topics, size_t n);
 
+/* Runs reconcile (reconcile.h) on the orders and products of this run
+ * (SKU prefix SHOP_E2E_RUN), settling for at most settle_ms, and prints
+ * every finding and a summary to stderr. with_audit_worker: starts an
+ * audit-worker for the time of the check, so that the audit log catches
+ * up with the run's events (the caller must not run one of its own). True
+ * when the books are clean, or when the stack never started (the tests
+ * have failed already). Runner or test side. */
+bool ostack_books_clean(bool with_audit_worker, int settle_ms);
+
 /* Milliseconds on a monotonic clock. */
 int64_t ostack_now_ms(void);
 

@@ -39,7 +39,13 @@
 #define WAIT_MS 30000
 
 ReportHook(PRE_ALL)(struct criterion_test_set *set) { ostack_up(); }
-ReportHook(POST_ALL)(struct criterion_global_stats *stats) { ostack_down(); }
+/* After every scenario, on the quiet stack: the run's books must balance
+ * (money, stock, one OrderCreated per order in the audit log, the chain). */
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
+  bool clean = ostack_books_clean(true, 60000);
+  ostack_down();
+  if (!clean) exit(4);
+}
 
 TestSuite(orders, .init = ostack_require, .fini = ostack_release, .timeout = 150);
 
