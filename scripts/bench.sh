@@ -138,7 +138,7 @@ if [[ $($py -c "print(float('$half') > 0)") == True ]]; then
 	for ((i = 1; i <= repeat; i++)); do
 		shop_log "bench: open loop at $half orders/s ($i/$repeat)"
 		args=(--rate "$half" --drain 60)
-		((i < repeat)) && args+=(--no-reconcile) || args+=(--settle 15)
+		((i < repeat)) && args+=(--no-reconcile) || args+=(--settle 30 --reconcile-all)
 		loadgen "open-$i" "${args[@]}" || true
 	done
 fi

@@ -6,8 +6,12 @@
  *   shop-loadgen [--config PATH] (--customers N [--no-wait] | --rate R)
  *                [--duration S] [--warmup S] [--drain S] [--accounts K]
  *                [--senders W] [--products P] [--lines L] [--no-register]
- *                [--run-dir DIR] [--settle S] [--no-reconcile]
+ *                [--run-dir DIR] [--settle S] [--no-reconcile | --reconcile-all]
  *                [--shopctl PATH] [--json]
+ *
+ * The books check runs `shopctl reconcile --settle S --json`, narrowed
+ * with --sku-prefix to the orders of this run's products; --reconcile-all
+ * checks every order and product of the stack.
  *
  * Exit status: 0 when orders completed and the books are clean; 1 on a
  * set-up failure or when no order completed; 2 on bad arguments; 3 when
@@ -31,7 +35,7 @@ static void usage(FILE *f) {
           "usage: shop-loadgen [--config PATH] (--customers N [--no-wait] | --rate R)\n"
           "                    [--duration S] [--warmup S] [--drain S] [--accounts K]\n"
           "                    [--senders W] [--products P] [--lines L] [--no-register]\n"
-          "                    [--run-dir DIR] [--settle S] [--no-reconcile]\n"
+          "                    [--run-dir DIR] [--settle S] [--no-reconcile | --reconcile-all]\n"
           "                    [--shopctl PATH] [--json]\n"
           "  --customers N   closed loop: N customers, each waits for its order's\n"
           "                  completion (or only for the reply with --no-wait)\n"
@@ -42,6 +46,7 @@ static void usage(FILE *f) {
           "  --no-register   mint tokens for fresh ids instead of RegisterUser\n"
           "  --run-dir DIR   charge CPU of the run folder's processes to the window\n"
           "  --settle S      passed to `shopctl reconcile --settle` (default 10)\n"
+          "  --reconcile-all check the whole stack, not only this run's orders\n"
           "  --json          one JSON object instead of the table\n");
 }
 
@@ -62,10 +67,11 @@ static void shopctl_path(char *out, size_t len) {
   snprintf(out, len, "shopctl");
 }
 
-/* Runs `shopctl [--config C] reconcile --settle S --json`; *exit_code is
- * its exit status (-1: could not run). Returns its stdout (malloc'd). */
+/* Runs `shopctl [--config C] reconcile --settle S --json [--sku-prefix
+ * P]`; *exit_code is its exit status (-1: could not run). Returns its
+ * stdout (malloc'd). */
 static char *reconcile_run_cmd(const char *shopctl, const char *config, int settle,
-                               int *exit_code) {
+                               const char *sku_prefix, int *exit_code) {
   *exit_code = -1;
   int fds[2];
   if (pipe(fds) != 0) return NULL;
@@ -81,11 +87,17 @@ static char *reconcile_run_cmd(const char *shopctl, const char *config, int sett
     dup2(fds[1], 1);
     close(fds[0]);
     close(fds[1]);
-    if (config != NULL)
-      execlp(shopctl, shopctl, "--config", config, "reconcile", "--settle", settle_s, "--json",
-             (char *)NULL);
-    else
-      execlp(shopctl, shopctl, "reconcile", "--settle", settle_s, "--json", (char *)NULL);
+    const char *argv[12];
+    int n = 0;
+    argv[n++] = shopctl;
+    if (config != NULL) argv[n++] = "--config", argv[n++] = config;
+    argv[n++] = "reconcile";
+    argv[n++] = "--settle";
+    argv[n++] = settle_s;
+    argv[n++] = "--json";
+    if (sku_prefix != NULL) argv[n++] = "--sku-prefix", argv[n++] = sku_prefix;
+    argv[n] = NULL;
+    execvp(shopctl, (char *const *)argv);
     _exit(127);
   }
   close(fds[1]);
@@ -121,7 +133,7 @@ int main(int argc, char **argv) {
   loadgen_opts o = {.warmup_s = -1, .register_users = true};
   const char *config_path = config_path_from_args(argc, argv);
   const char *shopctl = NULL;
-  bool json = false, reconcile = true;
+  bool json = false, reconcile = true, reconcile_all = false;
   int settle = 10;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -135,6 +147,8 @@ int main(int argc, char **argv) {
       o.register_users = false;
     } else if (strcmp(a, "--no-reconcile") == 0) {
       reconcile = false;
+    } else if (strcmp(a, "--reconcile-all") == 0) {
+      reconcile_all = true;
     } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       usage(stdout);
       return 0;
@@ -191,6 +205,8 @@ int main(int argc, char **argv) {
   }
   loadgen_report rep;
   st = loadgen_run(lg, &rep, err, sizeof err);
+  char sku_prefix[64];
+  snprintf(sku_prefix, sizeof sku_prefix, "%s", loadgen_sku_prefix(lg));
   loadgen_destroy(lg);
   if (st != STATUS_OK) {
     fprintf(stderr, "shop-loadgen: %s\n", err);
@@ -208,14 +224,16 @@ int main(int argc, char **argv) {
       shopctl_path(path, sizeof path);
       shopctl = path;
     }
-    rc_out = reconcile_run_cmd(shopctl, config_path, settle, &rc_exit);
+    rc_out = reconcile_run_cmd(shopctl, config_path, settle, reconcile_all ? NULL : sku_prefix,
+                               &rc_exit);
     clean = rc_exit == 0;
   }
   json_t *extra = json_object();
   if (reconcile) {
     json_t *detail = rc_out != NULL ? json_loads(rc_out, 0, NULL) : NULL;
     json_object_set_new(extra, "reconcile",
-                        json_pack("{s:b,s:i,s:o}", "clean", clean, "exit", rc_exit, "report",
+                        json_pack("{s:b,s:i,s:s,s:o}", "clean", clean, "exit", rc_exit, "scope",
+                                  reconcile_all ? "all" : sku_prefix, "report",
                                   detail != NULL ? detail : json_string(rc_out ? rc_out : "")));
   }
   char *extra_s = json_dumps(extra, JSON_COMPACT);

@@ -144,6 +144,7 @@ struct loadgen {
   rpc_client *order_cmd, *order_query, *product_cmd, *product_query, *user_cmd;
   auth_keys *keys;
   char run[40];
+  char sku_prefix[48];
   char admin_token[AUTH_TOKEN_MAX];
   char (*products)[EVENTS_ID_SIZE];
   int n_products;
@@ -256,7 +257,7 @@ static status_code setup_accounts(loadgen *lg, char *errbuf, size_t errlen) {
 static status_code setup_products(loadgen *lg, char *errbuf, size_t errlen) {
   for (int i = 0; i < lg->n_products; i++) {
     char sku[64], name[64], key[96];
-    snprintf(sku, sizeof sku, "LG-%s-%d", lg->run, i);
+    snprintf(sku, sizeof sku, "%s%d", loadgen_sku_prefix(lg), i);
     snprintf(name, sizeof name, "Load item %d", i);
     snprintf(key, sizeof key, "%s-product-%d", lg->run, i);
     Shop__Product__V1__ProductDetails det = SHOP__PRODUCT__V1__PRODUCT_DETAILS__INIT;
@@ -329,6 +330,7 @@ status_code loadgen_setup(loadgen **out, const loadgen_opts *opts, char *errbuf,
   char uuid[EVENTS_ID_SIZE];
   events_uuid_v7(uuid);
   snprintf(lg->run, sizeof lg->run, "%.8s%.4s", uuid + 24, uuid + 9);
+  snprintf(lg->sku_prefix, sizeof lg->sku_prefix, "LG-%s-", lg->run);
   lg->n_products = o.products;
   lg->n_accounts = o.accounts;
   lg->products = calloc((size_t)o.products, sizeof *lg->products);
@@ -364,6 +366,8 @@ status_code loadgen_setup(loadgen **out, const loadgen_opts *opts, char *errbuf,
   if (st == STATUS_OK) st = setup_products(lg, errbuf, errlen);
   return st;
 }
+
+const char *loadgen_sku_prefix(const loadgen *lg) { return lg->sku_prefix; }
 
 void loadgen_destroy(loadgen *lg) {
   if (lg == NULL) return;

@@ -140,6 +140,10 @@ status_code loadgen_run(loadgen *lg, loadgen_report *rep, char *errbuf, size_t e
 
 void loadgen_destroy(loadgen *lg);
 
+/* The SKU prefix of the products this generator created ("LG-<run>-"):
+ * what `shopctl reconcile --sku-prefix` narrows the books check to. */
+const char *loadgen_sku_prefix(const loadgen *lg);
+
 /* The report as a table for people. */
 void loadgen_report_print(const loadgen_report *rep, FILE *f);
 
