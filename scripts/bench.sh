@@ -66,7 +66,7 @@ conc=${BENCH_CONCURRENCY:-16}
 skip=" ${BENCH_SKIP:-} "
 results=$SHOP_RUN_DIR/results
 mkdir -p "$results"
-rm -f "$results"/*.json "$results"/*.txt
+rm -f "$results"/*.json "$results"/*.txt "$results"/*.err
 
 smtp_pid=
 cleanup() {
