@@ -73,7 +73,10 @@ cleanup() {
 	local rc=$?
 	scripts/services.sh stop --profile run --build "$build" >/dev/null 2>&1 || true
 	scripts/infra.sh stop --profile run >/dev/null 2>&1 || true
-	[[ -n $smtp_pid ]] && kill "$smtp_pid" 2>/dev/null && wait "$smtp_pid" 2>/dev/null
+	if [[ -n $smtp_pid ]]; then
+		kill "$smtp_pid" 2>/dev/null || true
+		wait "$smtp_pid" 2>/dev/null || true
+	fi
 	exit "$rc"
 }
 trap cleanup EXIT
