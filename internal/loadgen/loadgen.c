@@ -644,8 +644,11 @@ static void *customer_main(void *arg) {
     while (c->s.done == 0 && !atomic_load(&lg->stop_pollers)) {
       if (pthread_cond_timedwait(&c->s.cv, &c->s.mu, &until) == ETIMEDOUT) break;
     }
+    bool settled = c->s.done != 0;
     pthread_mutex_unlock(&c->s.mu);
-    if (c->s.done == 0) break; /* stuck or stopping: its waiter stays valid until join */
+    /* Stuck or stopping: this customer stops (its slot stays valid until
+     * the join, so a late settlement is harmless). */
+    if (!settled) break;
   }
   return NULL;
 }
