@@ -18,7 +18,7 @@
 # 4. Prints the table and stops the stack (its data stays in the folder).
 #
 # Environment (defaults in brackets):
-#   BENCH_RUN_DIR [.shop/bench]  BENCH_PORT_BASE [45000]: MariaDB base+306,
+#   BENCH_RUN_DIR [.shop/bench]  BENCH_PORT_BASE [45000]: MariaDB base+96,
 #   Kafka base+92/+93, RPC endpoints base+1..+7, SMTP sink base+25
 #   BENCH_DURATION [10] BENCH_WARMUP [3] seconds per load run;
 #   BENCH_REPEAT [3]: runs of each final figure (the median is shown);
@@ -41,7 +41,7 @@ py=/usr/bin/python3
 
 base=${BENCH_PORT_BASE:-45000}
 export SHOP_RUN_DIR=${BENCH_RUN_DIR:-$SHOP_REPO/.shop/bench}
-export SHOP_MYSQL_PORT=$((base + 306)) SHOP_KAFKA_PORT=$((base + 92))
+export SHOP_MYSQL_PORT=$((base + 96)) SHOP_KAFKA_PORT=$((base + 92))
 export SHOP_KAFKA_CONTROLLER_PORT=$((base + 93))
 export SHOP_ENDPOINTS__USER_COMMAND=tcp://127.0.0.1:$((base + 1))
 export SHOP_ENDPOINTS__USER_QUERY=tcp://127.0.0.1:$((base + 2))
