@@ -48,6 +48,7 @@ test: build
 # runs its fast mode).
 test-faults: build
 	@scripts/faults.sh --full --build $(BUILD_DIR)
+	SHOP_FAULTS_FULL=1 CTEST_ARGS='-R test_e2e_faults' scripts/test.sh $(BUILD_DIR)
 
 run: build-release
 	@scripts/run.sh $(RELEASE_DIR)
@@ -112,4 +113,8 @@ bench-login: build-release
 	  SHOP_CONFIG=$(REPO)/config/test.yaml $(RELEASE_DIR)/bin/bench-login-flood; \
 	  rc=$$?; scripts/services.sh stop --profile test --build $(RELEASE_DIR); exit $$rc
 
-bench: bench-rpc bench-events
+# Everything at once on a stack of its own (scripts/bench.sh): bench-rpc,
+# bench-events, CreateOrder's raw MariaDB transaction, and shop-loadgen
+# against every Shop program; one table of figures, baselines and aims.
+bench: build-release
+	scripts/bench.sh $(RELEASE_DIR)

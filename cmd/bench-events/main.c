@@ -41,6 +41,7 @@
 #include "events/consumer.h"
 #include "events/events.h"
 #include "events/outbox.h"
+#include "loadgen/loadgen.h"
 #include "log/log.h"
 
 typedef struct bench_cfg {
@@ -74,23 +75,7 @@ static void die(const char *what) {
 /* --- CPU accounting ------------------------------------------------------ */
 
 /* utime + stime of a process in seconds, from /proc; -1 if unknown. */
-static double cpu_of(long pid) {
-  char path[64], buf[2048];
-  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (f == NULL) return -1;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  char *p = strrchr(buf, ')');
-  if (p == NULL) return -1;
-  unsigned long ut = 0, st = 0;
-  /* Fields after the name: state(3) ... utime(14) stime(15). */
-  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) {
-    return -1;
-  }
-  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
+static double cpu_of(long pid) { return loadgen_cpu_seconds(pid); }
 
 static long pid_from(const char *file) {
   char path[1100];

@@ -634,3 +634,7 @@ bool ostack_books_clean(bool with_audit_worker, int settle_ms) {
   }
   return clean;
 }
+
+const char *ostack_config_path(void) { return config_path(); }
+
+void ostack_bin_path(char *out, size_t len, const char *program) { bin_path(out, len, program); }

@@ -56,6 +56,11 @@ const char *ostack_url(const char *program);
 pid_t ostack_pid(const char *program);
 /* The run id (SKU prefix). */
 const char *ostack_run(void);
+/* The test config's path (SHOP_CONFIG, or config/test.yaml of the source
+ * tree), for programs a test runs itself. */
+const char *ostack_config_path(void);
+/* The path of a Shop program of this build (build/bin/<program>). */
+void ostack_bin_path(char *out, size_t len, const char *program);
 
 /* Starts another instance of program (on url when it serves RPC), with
  * env additions ("NAME=value", NULL-terminated; may be NULL), and waits

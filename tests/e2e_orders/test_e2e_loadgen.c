@@ -1,0 +1,128 @@
+/* shop-loadgen end to end: a short closed-loop run against every Shop
+ * program (the order programs of ostack.h plus user-command, the
+ * notification worker with a real SMTP server, and the audit worker),
+ * then the books check it runs itself (shopctl reconcile). Every order
+ * placed in the window completes, no call fails, the books are clean. */
+#include <criterion/criterion.h>
+#include <criterion/hooks.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "e2e_orders/ostack.h"
+#include "support/proc.h"
+
+ReportHook(PRE_ALL)(struct criterion_test_set *set) { ostack_up(); }
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) { ostack_down(); }
+
+static proc *smtp_p;
+
+static int port_of(const char *url) {
+  const char *c = strrchr(url, ':');
+  return c != NULL ? atoi(c + 1) : 0;
+}
+
+static bool port_answers(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
+static void full_stack_up(void) {
+  ostack_require();
+  const shop_cfg *cfg = ostack_cfg();
+  /* Mail goes to a real SMTP server (aiosmtpd prints what it receives). */
+  int port = port_of(cfg->notify.smtp_url);
+  char listen[64], log[1024], err[512];
+  snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+  const char *dir = getenv("SHOP_LOG_DIR");
+  snprintf(log, sizeof log, "%s/e2e-loadgen-smtp.log", dir != NULL ? dir : "/tmp");
+  const char *argv[] = {"-m", "aiosmtpd", "-n", "-l", listen, NULL};
+  proc_opts o = {.path = "/usr/bin/python3", .argv = argv, .log_path = log};
+  cr_assert_eq(proc_start(&smtp_p, &o, err, sizeof err), STATUS_OK, "smtp: %s", err);
+  bool up;
+  OSTACK_WAIT(up, port_answers(port), 10000);
+  cr_assert(up, "the SMTP server did not answer on %s (see %s)", listen, log);
+  ostack_start("user-command", cfg->endpoints.user_command, NULL);
+  ostack_start("notification-worker", NULL, NULL);
+  ostack_start("audit-worker", cfg->endpoints.audit_query, NULL);
+}
+
+static void full_stack_down(void) {
+  ostack_release();
+  if (smtp_p != NULL) {
+    proc_stop(smtp_p, 10000, NULL);
+    proc_destroy(smtp_p);
+  }
+}
+
+TestSuite(loadgen, .init = full_stack_up, .fini = full_stack_down, .timeout = 150);
+
+/* The last line of path that starts with '{', parsed. */
+static json_t *last_json_line(const char *path) {
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f, "no output at %s", path);
+  static char line[1 << 16], last[1 << 16];
+  last[0] = '\0';
+  while (fgets(line, sizeof line, f) != NULL)
+    if (line[0] == '{') memcpy(last, line, sizeof last);
+  fclose(f);
+  json_error_t je;
+  json_t *j = json_loads(last, 0, &je);
+  cr_assert_not_null(j, "shop-loadgen printed no JSON report (see %s): %s", path, je.text);
+  return j;
+}
+
+Test(loadgen, a_short_closed_loop_completes_every_order_and_the_books_balance) {
+  char bin[1024], out[] = "/tmp/shop-e2e-loadgen-XXXXXX", err[512];
+  int fd = mkstemp(out);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  ostack_bin_path(bin, sizeof bin, "shop-loadgen");
+  const char *argv[] = {"--config",    ostack_config_path(),
+                        "--customers", "4",
+                        "--accounts",  "2",
+                        "--products",  "4",
+                        "--warmup",    "1",
+                        "--duration",  "4",
+                        "--drain",     "60",
+                        "--settle",    "5",
+                        "--json",      NULL};
+  proc_opts o = {.path = bin, .argv = argv, .log_path = out};
+  proc *p = NULL;
+  cr_assert_eq(proc_start(&p, &o, err, sizeof err), STATUS_OK, "shop-loadgen: %s", err);
+  bool done;
+  OSTACK_WAIT(done, !proc_alive(p), 120000);
+  int code = -1;
+  proc_stop(p, 5000, &code);
+  proc_destroy(p);
+  cr_assert(done, "shop-loadgen did not finish in 120 s");
+
+  json_t *r = last_json_line(out);
+  json_int_t sent = json_integer_value(json_object_get(r, "sent"));
+  json_int_t accepted = json_integer_value(json_object_get(r, "accepted"));
+  json_int_t completed = json_integer_value(json_object_get(r, "completed"));
+  json_int_t errors = json_integer_value(json_object_get(r, "errors_total"));
+  json_t *rc = json_object_get(r, "reconcile");
+  char *text = json_dumps(r, JSON_COMPACT);
+  cr_expect_gt(completed, 0, "no order completed: %s", text);
+  cr_expect_eq(errors, 0, "errors: %s", text);
+  cr_expect_eq(sent, accepted, "%s", text);
+  cr_expect_eq(accepted, completed, "%s", text);
+  cr_expect(json_is_true(json_object_get(rc, "clean")), "the books are not clean: %s", text);
+  cr_expect_eq(code, 0, "shop-loadgen exited %d: %s", code, text);
+  cr_expect_gt(json_real_value(json_object_get(json_object_get(r, "completion"), "p50_ms")), 0.0,
+               "%s", text);
+  free(text);
+  json_decref(r);
+  unlink(out);
+}
