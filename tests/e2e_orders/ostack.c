@@ -126,8 +126,10 @@ static status_code start_one(proc **out, const char *program, const char *url,
   bin_path(bin, sizeof bin, program);
   log_path(logp, sizeof logp, program);
   long offset = file_size(logp);
-  const char *argv_url[] = {"--config", config_path(), "--listen", url, NULL};
-  const char *argv_plain[] = {"--config", config_path(), NULL};
+  /* An ephemeral admin port: tests start second instances of workers,
+   * which would otherwise both take the config's admin port. */
+  const char *argv_url[] = {"--config", config_path(), "--listen", url, "--admin-port", "0", NULL};
+  const char *argv_plain[] = {"--config", config_path(), "--admin-port", "0", NULL};
   proc_opts o = {.path = bin,
                  .argv = url != NULL ? argv_url : argv_plain,
                  .env = env,
