@@ -34,6 +34,7 @@ int main(int argc, char **argv) {
       .n_migrations = 1,
       .endpoint = app_endpoint_audit_query,
       .consumer = &consumer,
+      .append_only = true,
       .setup = setup_cb,
       .teardown = teardown_cb,
       .arg = &ctx,

@@ -164,6 +164,7 @@ static status_code app_make_consumer(app *a, char *errbuf, size_t errlen) {
   o.committed = ac->committed;
   o.committed_arg = a->spec->arg;
   o.relay = a->relay;
+  if (a->spec->append_only) o.purge_interval_ms = 0;
   char client_id[128];
   snprintf(client_id, sizeof client_id, "shop-%s", a->spec->name);
   o.client_id = client_id;
@@ -204,7 +205,7 @@ static void *app_housekeeping_main(void *arg) {
       log_warn(NULL, "%s: housekeeping: no database connection: %s", a->spec->name, err);
       continue;
     }
-    if (a->spec->endpoint != NULL) {
+    if (a->spec->endpoint != NULL && !a->spec->append_only) {
       uint64_t n = 0;
       if (rpc_idem_purge(c, a->cfg->rpc.idempotency_retention_s, 1000, &n, err, sizeof err) !=
           STATUS_OK)

@@ -143,6 +143,10 @@ typedef struct app_spec {
   app_teardown_fn teardown;         /* may be NULL */
   app_housekeeping_fn housekeeping; /* may be NULL */
   int housekeeping_interval_s;      /* 0: 60 */
+  bool append_only;                 /* db_account may not DELETE (audit): neither the
+                                       idempotency records nor the consumer's
+                                       processed ids are purged; they grow with
+                                       the append-only log they guard */
   app_metrics_fn metrics;           /* may be NULL */
   void *arg;                        /* handed to the hooks */
 } app_spec;

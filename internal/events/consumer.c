@@ -830,6 +830,7 @@ static size_t fill(consumer *c) {
 }
 
 static void purge_processed(consumer *c) {
+  if (c->o.purge_interval_ms <= 0) return;
   int64_t now = events_now_ms();
   if (now < c->next_purge_ms) return;
   c->next_purge_ms = now + c->o.purge_interval_ms;

@@ -151,7 +151,8 @@ typedef struct consumer_opts {
   int session_timeout_ms;    /* default 45000 (tests use ~6000) */
   int heartbeat_ms;          /* default 3000 (tests use 1000) */
   int processed_retention_s; /* default 7 days */
-  int purge_interval_ms;     /* default 60000 */
+  int purge_interval_ms;     /* default 60000; 0: never (an account that may not
+                                DELETE, as the append-only audit one) */
   int poll_timeout_ms;       /* wait for records (and stop); 100 */
 } consumer_opts;
 
