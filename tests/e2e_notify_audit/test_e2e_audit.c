@@ -53,43 +53,6 @@ static char *key(void) {
   return k[i];
 }
 
-static void product(const char *token, char id[37]) {
-  char sku[96], u[64];
-  ostack_unique(u, sizeof u, "p");
-  snprintf(sku, sizeof sku, "%s-a%s", ostack_run(), u);
-  Shop__Product__V1__CreateProductRequest req = SHOP__PRODUCT__V1__CREATE_PRODUCT_REQUEST__INIT;
-  Shop__Product__V1__ProductDetails d = SHOP__PRODUCT__V1__PRODUCT_DETAILS__INIT;
-  Shop__Common__V1__Money m = SHOP__COMMON__V1__MONEY__INIT;
-  Shop__Product__V1__InventoryRule rule = SHOP__PRODUCT__V1__INVENTORY_RULE__INIT;
-  d.name = "Audit mug";
-  d.description = "For the audit tests.";
-  d.category = "mugs";
-  m.units = 1250;
-  m.currency = "EUR";
-  rule.max_quantity_per_order = 10;
-  req.sku = sku;
-  req.details = &d;
-  req.price = &m;
-  req.initial_stock = 100;
-  req.inventory_rule = &rule;
-  Shop__Product__V1__CreateProductResponse *r = NULL;
-  rpc_status st;
-  cr_assert_eq(ostack_call(ostack_url("product-command"), PCMD_SVC, "CreateProduct", &req.base,
-                           (ProtobufCMessage **)&r, token, key(), &st),
-               STATUS_OK, "CreateProduct: %s", st.message);
-  snprintf(id, 37, "%s", r->product_id);
-  Shop__Product__V1__GetProductRequest g = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
-  Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
-  rc.token = r->consistency;
-  rc.wait_ms = 15000;
-  g.product_id = id;
-  g.consistency = &rc;
-  cr_assert_eq(ostack_call(ostack_url("product-query"), PQRY_SVC, "GetProduct", &g.base, NULL, NULL,
-                           NULL, &st),
-               STATUS_OK, "GetProduct: %s", st.message);
-  free_msg(r);
-}
-
 static void place(const char *token, const char *product_id, char order_id[37]) {
   Shop__Order__V1__CreateOrderRequest req = SHOP__ORDER__V1__CREATE_ORDER_REQUEST__INIT;
   Shop__Order__V1__CreateOrderLine line = SHOP__ORDER__V1__CREATE_ORDER_LINE__INIT;
@@ -123,7 +86,7 @@ static void actors(char adm[AUTH_TOKEN_MAX], char cust[AUTH_TOKEN_MAX], char pid
   events_uuid_v7(cust_id);
   ostack_token(adm, adm_id, AUTH_ROLE_ADMIN);
   ostack_token(cust, cust_id, AUTH_ROLE_CUSTOMER);
-  product(adm, pid);
+  ostack_product(adm, 100, 1250, 10, pid);
 }
 
 static const char *const flow[] = {

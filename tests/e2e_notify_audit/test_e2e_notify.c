@@ -152,41 +152,8 @@ Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
   ostack_token(adm, aid, AUTH_ROLE_ADMIN);
 
   /* A product and an order of 3. */
-  char sku[96];
-  ostack_unique(u, sizeof u, "p");
-  snprintf(sku, sizeof sku, "%s-n%s", ostack_run(), u);
-  Shop__Product__V1__CreateProductRequest pr = SHOP__PRODUCT__V1__CREATE_PRODUCT_REQUEST__INIT;
-  Shop__Product__V1__ProductDetails d = SHOP__PRODUCT__V1__PRODUCT_DETAILS__INIT;
-  Shop__Common__V1__Money m = SHOP__COMMON__V1__MONEY__INIT;
-  Shop__Product__V1__InventoryRule rule = SHOP__PRODUCT__V1__INVENTORY_RULE__INIT;
-  d.name = "Notified mug";
-  d.description = "For the notification tests.";
-  d.category = "mugs";
-  m.units = 1250;
-  m.currency = "EUR";
-  rule.max_quantity_per_order = 10;
-  pr.sku = sku;
-  pr.details = &d;
-  pr.price = &m;
-  pr.initial_stock = 100;
-  pr.inventory_rule = &rule;
-  Shop__Product__V1__CreateProductResponse *pres = NULL;
-  ostack_unique(key, sizeof key, "k");
-  cr_assert_eq(ostack_call(ostack_url("product-command"), PCMD_SVC, "CreateProduct", &pr.base,
-                           (ProtobufCMessage **)&pres, adm, key, &st),
-               STATUS_OK, "CreateProduct: %s", st.message);
   char pid[37];
-  snprintf(pid, sizeof pid, "%s", pres->product_id);
-  Shop__Product__V1__GetProductRequest g = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
-  Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
-  rc.token = pres->consistency;
-  rc.wait_ms = 15000;
-  g.product_id = pid;
-  g.consistency = &rc;
-  cr_assert_eq(ostack_call(ostack_url("product-query"), PQRY_SVC, "GetProduct", &g.base, NULL, NULL,
-                           NULL, &st),
-               STATUS_OK, "GetProduct: %s", st.message);
-  free_msg(pres);
+  ostack_product(adm, 100, 1250, 10, pid);
 
   Shop__Order__V1__CreateOrderRequest req = SHOP__ORDER__V1__CREATE_ORDER_REQUEST__INIT;
   Shop__Order__V1__CreateOrderLine line = SHOP__ORDER__V1__CREATE_ORDER_LINE__INIT;
@@ -227,7 +194,7 @@ Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
   }
   cr_assert_eq(n, 1, "confirmation emails for %s: %d", oid, n);
   cr_assert(strstr(mail, email) != NULL, "%s", mail);
-  cr_assert(strstr(mail, "3 x Notified mug") != NULL, "%s", mail);
+  cr_assert(strstr(mail, "3 x Stoneware mug") != NULL, "%s", mail);
   cr_assert(strstr(mail, "at 12.50 EUR = 37.50 EUR") != NULL, "%s", mail);
   cr_assert(strstr(mail, "Total: 37.50 EUR") != NULL, "%s", mail);
   free(mail);
