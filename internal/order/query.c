@@ -486,22 +486,11 @@ static bool list_run(rpc_call *call, order_query_ctx *ctx, const list_spec *spec
            "LIMIT ?",
            where, spec->desc ? "DESC" : "ASC", spec->desc ? "DESC" : "ASC");
 
-  char err[512];
-  db_conn *c = NULL;
-  status_code st = db_pool_get(ctx->db, &c, err, sizeof err);
-  if (st != STATUS_OK) {
-    svc_db_failed(call, st, "no database connection", err);
-    return false;
-  }
   int64_t total = 0;
   db_rows *r = NULL;
-  st = db_query_i64(c, count_sql, spec->params, spec->nparams, &total, err, sizeof err);
-  if (st == STATUS_OK) st = db_query(c, page_sql, params, np, &r, err, sizeof err);
-  db_pool_put(ctx->db, c);
-  if (st != STATUS_OK) {
-    svc_db_failed(call, st, "listing orders_view", err);
+  if (!svc_list_page(call, ctx->db, count_sql, spec->params, spec->nparams, page_sql, params, np,
+                     "listing orders_view", &total, &r))
     return false;
-  }
   size_t rows = db_rows_count(r);
   size_t n = rows > (size_t)size ? (size_t)size : rows;
   out->outs = calloc(n > 0 ? n : 1, sizeof *out->outs);

@@ -186,6 +186,29 @@ void svc_db_failed(rpc_call *call, status_code st, const char *what, const char 
     rpc_call_set_status(call, STATUS_INTERNAL, "internal error");
 }
 
+bool svc_list_page(rpc_call *call, db_pool *pool, const char *count_sql,
+                   const db_value *count_params, size_t ncount, const char *page_sql,
+                   const db_value *page_params, size_t npage, const char *what, int64_t *total,
+                   db_rows **rows) {
+  char err[512];
+  db_conn *c = NULL;
+  *total = 0;
+  *rows = NULL;
+  status_code st = db_pool_get(pool, &c, err, sizeof err);
+  if (st != STATUS_OK) {
+    svc_db_failed(call, st, "no database connection", err);
+    return false;
+  }
+  st = db_query_i64(c, count_sql, count_params, ncount, total, err, sizeof err);
+  if (st == STATUS_OK) st = db_query(c, page_sql, page_params, npage, rows, err, sizeof err);
+  db_pool_put(pool, c);
+  if (st != STATUS_OK) {
+    svc_db_failed(call, st, what, err);
+    return false;
+  }
+  return true;
+}
+
 /* Failures a repeat of the same request may not meet again: not recorded. */
 static bool outcome_recordable(status_code c) {
   switch (c) {

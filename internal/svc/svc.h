@@ -171,6 +171,15 @@ void svc_token_set(Shop__Common__V1__ConsistencyToken *t, const char *id, int64_
  * database is unreachable) or INTERNAL (anything else) on the call. */
 void svc_db_failed(rpc_call *call, status_code st, const char *what, const char *err);
 
+/* One page of a list query on one connection of pool: *total from
+ * count_sql (with count_params), *rows from page_sql (with page_params;
+ * the caller frees them). False when either failed: the call's status is
+ * set as svc_db_failed sets it, with what naming the listing. */
+bool svc_list_page(rpc_call *call, db_pool *pool, const char *count_sql,
+                   const db_value *count_params, size_t ncount, const char *page_sql,
+                   const db_value *page_params, size_t npage, const char *what, int64_t *total,
+                   db_rows **rows);
+
 /* ---- Read-your-writes ---------------------------------------------------------- */
 
 /* Wakes waiting queries when the process's projection committed. */

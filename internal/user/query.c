@@ -328,22 +328,11 @@ static void user_query_list_users(user_query_service *svc,
            "DESC LIMIT ?",
            where);
 
-  char err[512];
-  db_conn *c = NULL;
-  status_code st = db_pool_get(ctx->db, &c, err, sizeof err);
-  if (st != STATUS_OK) {
-    svc_db_failed(call, st, "no database connection", err);
-    return;
-  }
   int64_t total = 0;
   db_rows *r = NULL;
-  st = db_query_i64(c, count_sql, params, nfilter, &total, err, sizeof err);
-  if (st == STATUS_OK) st = db_query(c, page_sql, params, np, &r, err, sizeof err);
-  db_pool_put(ctx->db, c);
-  if (st != STATUS_OK) {
-    svc_db_failed(call, st, "listing users_view", err);
+  if (!svc_list_page(call, ctx->db, count_sql, params, nfilter, page_sql, params, np,
+                     "listing users_view", &total, &r))
     return;
-  }
   size_t rows = db_rows_count(r);
   size_t n = rows > (size_t)size ? (size_t)size : rows;
   user_out *outs = calloc(n > 0 ? n : 1, sizeof *outs);
