@@ -1283,30 +1283,23 @@ int cli_main(int argc, char **argv) {
       goto out;
     }
   }
+  static const struct {
+    const char *name;
+    int (*run)(cli_opts *o);
+  } commands[] = {
+      {"list", cmd_list},           {"describe", cmd_describe},
+      {"call", cmd_call},           {"health", cmd_health},
+      {"login", cmd_login},         {"logout", cmd_logout},
+      {"events", cmd_events_tail},  {"dlt", cmd_dlt},
+      {"reconcile", cmd_reconcile}, {"rebuild-projection", cmd_rebuild_projection},
+      {"seed", cmd_seed},
+  };
   const char *cmd = o.args[0];
-  if (strcmp(cmd, "list") == 0)
-    code = cmd_list(&o);
-  else if (strcmp(cmd, "describe") == 0)
-    code = cmd_describe(&o);
-  else if (strcmp(cmd, "call") == 0)
-    code = cmd_call(&o);
-  else if (strcmp(cmd, "health") == 0)
-    code = cmd_health(&o);
-  else if (strcmp(cmd, "login") == 0)
-    code = cmd_login(&o);
-  else if (strcmp(cmd, "logout") == 0)
-    code = cmd_logout(&o);
-  else if (strcmp(cmd, "events") == 0)
-    code = cmd_events_tail(&o);
-  else if (strcmp(cmd, "dlt") == 0)
-    code = cmd_dlt(&o);
-  else if (strcmp(cmd, "reconcile") == 0)
-    code = cmd_reconcile(&o);
-  else if (strcmp(cmd, "rebuild-projection") == 0)
-    code = cmd_rebuild_projection(&o);
-  else if (strcmp(cmd, "seed") == 0)
-    code = cmd_seed(&o);
-  else {
+  size_t k = 0;
+  while (k < sizeof commands / sizeof commands[0] && strcmp(cmd, commands[k].name) != 0) k++;
+  if (k < sizeof commands / sizeof commands[0]) {
+    code = commands[k].run(&o);
+  } else {
     fprintf(stderr, "shopctl: unknown command %s\n", cmd);
     usage(stderr);
     code = 2;
