@@ -128,11 +128,8 @@ static bool query_rows(rpc_call *call, audit_ctx *ctx, const char *sql, const db
                        size_t np, db_rows **out) {
   char err[512];
   db_conn *c = NULL;
-  status_code st = db_pool_get(ctx->db, &c, err, sizeof err);
-  if (st != STATUS_OK) {
-    svc_db_failed(call, st, "no database connection", err);
-    return false;
-  }
+  if (!svc_db_get(call, ctx->db, &c)) return false;
+  status_code st;
   st = db_query(c, sql, p, np, out, err, sizeof err);
   db_pool_put(ctx->db, c);
   if (st != STATUS_OK) {
@@ -283,11 +280,8 @@ static void audit_query_verify_chain(audit_query_service *svc,
   if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, log_version)) return;
   char err[512];
   db_conn *c = NULL;
-  status_code st = db_pool_get(ctx->db, &c, err, sizeof err);
-  if (st != STATUS_OK) {
-    svc_db_failed(call, st, "no database connection", err);
-    return;
-  }
+  if (!svc_db_get(call, ctx->db, &c)) return;
+  status_code st;
   audit_verify_result v;
   st = audit_verify(c, in->from_row_id, in->max_rows, &v, err, sizeof err);
   db_pool_put(ctx->db, c);

@@ -391,11 +391,8 @@ static void order_query_get_order(order_query_service *svc,
   if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
   char err[512];
   db_conn *c = NULL;
-  status_code st = db_pool_get(ctx->db, &c, err, sizeof err);
-  if (st != STATUS_OK) {
-    svc_db_failed(call, st, "no database connection", err);
-    return;
-  }
+  if (!svc_db_get(call, ctx->db, &c)) return;
+  status_code st;
   db_value p[1] = {DB_STR(in->order_id)};
   db_rows *r = NULL;
   st = db_query(c, "SELECT " VIEW_COLS " FROM orders_view WHERE order_id = ? AND created_ms > 0", p,

@@ -323,11 +323,8 @@ static void product_query_get_product(product_query_service *svc,
   if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
   char err[512];
   db_conn *c = NULL;
-  status_code st = db_pool_get(ctx->db, &c, err, sizeof err);
-  if (st != STATUS_OK) {
-    svc_db_failed(call, st, "no database connection", err);
-    return;
-  }
+  if (!svc_db_get(call, ctx->db, &c)) return;
+  status_code st;
   db_value p[1] = {DB_STR(in->product_id)};
   db_rows *r = NULL;
   st = db_query(

@@ -186,6 +186,15 @@ void svc_db_failed(rpc_call *call, status_code st, const char *what, const char 
     rpc_call_set_status(call, STATUS_INTERNAL, "internal error");
 }
 
+bool svc_db_get(rpc_call *call, db_pool *pool, db_conn **out) {
+  char err[512];
+  *out = NULL;
+  status_code st = db_pool_get(pool, out, err, sizeof err);
+  if (st == STATUS_OK) return true;
+  svc_db_failed(call, st, "no database connection", err);
+  return false;
+}
+
 bool svc_list_page(rpc_call *call, db_pool *pool, const char *count_sql,
                    const db_value *count_params, size_t ncount, const char *page_sql,
                    const db_value *page_params, size_t npage, const char *what, int64_t *total,
@@ -194,12 +203,8 @@ bool svc_list_page(rpc_call *call, db_pool *pool, const char *count_sql,
   db_conn *c = NULL;
   *total = 0;
   *rows = NULL;
-  status_code st = db_pool_get(pool, &c, err, sizeof err);
-  if (st != STATUS_OK) {
-    svc_db_failed(call, st, "no database connection", err);
-    return false;
-  }
-  st = db_query_i64(c, count_sql, count_params, ncount, total, err, sizeof err);
+  if (!svc_db_get(call, pool, &c)) return false;
+  status_code st = db_query_i64(c, count_sql, count_params, ncount, total, err, sizeof err);
   if (st == STATUS_OK) st = db_query(c, page_sql, page_params, npage, rows, err, sizeof err);
   db_pool_put(pool, c);
   if (st != STATUS_OK) {
@@ -235,11 +240,8 @@ bool svc_command_run(const svc_command *cmd) {
   rpc_call *call = cmd->call;
   char err[512] = "";
   db_conn *c = NULL;
-  status_code st = db_pool_get(cmd->db, &c, err, sizeof err);
-  if (st != STATUS_OK) {
-    svc_db_failed(call, st, "no database connection", err);
-    return false;
-  }
+  if (!svc_db_get(call, cmd->db, &c)) return false;
+  status_code st;
   bool send = false;
   for (int attempt = 1;; attempt++) {
     svc_outcome out = {.code = STATUS_OK, .retry_delay_ms = -1};
@@ -399,11 +401,8 @@ bool svc_consistency_wait(rpc_call *call, db_pool *db, svc_notifier *n,
 
   char err[512] = "";
   db_conn *c = NULL;
-  status_code st = db_pool_get(db, &c, err, sizeof err);
-  if (st != STATUS_OK) {
-    svc_db_failed(call, st, "no database connection", err);
-    return false;
-  }
+  if (!svc_db_get(call, db, &c)) return false;
+  status_code st;
   int64_t have = 0;
   bool ok = false;
   for (;;) {

@@ -171,6 +171,10 @@ void svc_token_set(Shop__Common__V1__ConsistencyToken *t, const char *id, int64_
  * database is unreachable) or INTERNAL (anything else) on the call. */
 void svc_db_failed(rpc_call *call, status_code st, const char *what, const char *err);
 
+/* A connection of pool for a handler (return it with db_pool_put). False
+ * when there is none: the call's status is set as svc_db_failed sets it. */
+bool svc_db_get(rpc_call *call, db_pool *pool, db_conn **out);
+
 /* One page of a list query on one connection of pool: *total from
  * count_sql (with count_params), *rows from page_sql (with page_params;
  * the caller frees them). False when either failed: the call's status is

@@ -522,11 +522,8 @@ static void user_cmd_login(user_cmd_service *svc, const login_req *in,
 
   char err[512];
   db_conn *c = NULL;
-  status_code st = db_pool_get(ctx->db, &c, err, sizeof err);
-  if (st != STATUS_OK) {
-    svc_db_failed(call, st, "no database connection", err);
-    return;
-  }
+  if (!svc_db_get(call, ctx->db, &c)) return;
+  status_code st;
   login_job j = {.ctx = ctx, .call = call, .email_key = key};
   user_throttle t;
   st = throttle_read(c, key, false, &t, err, sizeof err);

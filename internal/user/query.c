@@ -218,11 +218,8 @@ static bool token_names(rpc_call *call, const Shop__Common__V1__ReadConsistency 
 static bool view_get(rpc_call *call, user_query_ctx *ctx, const char *user_id, user_out *o) {
   char err[512];
   db_conn *c = NULL;
-  status_code st = db_pool_get(ctx->db, &c, err, sizeof err);
-  if (st != STATUS_OK) {
-    svc_db_failed(call, st, "no database connection", err);
-    return false;
-  }
+  if (!svc_db_get(call, ctx->db, &c)) return false;
+  status_code st;
   db_value p[1] = {DB_STR(user_id)};
   db_rows *r = NULL;
   st = db_query(c, "SELECT " VIEW_COLS " FROM users_view WHERE user_id = ? AND registered_ms > 0",
