@@ -74,20 +74,9 @@ static int shopctl(char *out, size_t outlen, ...) {
   snprintf(log_path, sizeof log_path, "%s/shopctl-%d.out", dir, ++run_no);
   const char *env[] = {xdg_env, "SHOP_CONFIG=", NULL};
   proc_opts o = {.path = SHOPCTL_BIN, .argv = args, .env = env, .log_path = log_path};
-  proc *p;
   char err[256];
-  cr_assert_eq(proc_start(&p, &o, err, sizeof err), STATUS_OK, "%s", err);
-  for (int i = 0; i < 6000 && proc_alive(p); i++) {
-    struct timespec ts = {0, 10 * 1000000L};
-    nanosleep(&ts, NULL);
-  }
   int code = -1;
-  proc_stop(p, 5000, &code);
-  proc_destroy(p);
-  FILE *f = fopen(log_path, "r");
-  size_t len = f ? fread(out, 1, outlen - 1, f) : 0;
-  out[len] = '\0';
-  if (f) fclose(f);
+  cr_assert_eq(proc_run(&o, 60000, &code, out, outlen, err, sizeof err), STATUS_OK, "%s", err);
   return code;
 }
 

@@ -339,3 +339,22 @@ long proc_rss_kib(pid_t pid) {
   if (n != 2) return -1;
   return rss * (sysconf(_SC_PAGESIZE) / 1024);
 }
+
+status_code proc_run(const proc_opts *o, int timeout_ms, int *exit_code, char *out, size_t outlen,
+                     char *errbuf, size_t errlen) {
+  proc *p = NULL;
+  status_code st = proc_start(&p, o, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  for (int waited = 0; waited < timeout_ms && proc_alive(p); waited += 10) {
+    struct timespec ts = {0, 10 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  *exit_code = -1;
+  proc_stop(p, 5000, exit_code);
+  proc_destroy(p);
+  FILE *f = fopen(o->log_path, "r");
+  size_t len = f ? fread(out, 1, outlen - 1, f) : 0;
+  out[len] = '\0';
+  if (f) fclose(f);
+  return STATUS_OK;
+}

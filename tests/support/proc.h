@@ -56,6 +56,14 @@ bool proc_alive(proc *p);
 /* Kills (SIGKILL) a child still running, reaps it, frees p. NULL is fine. */
 void proc_destroy(proc *p);
 
+/* Runs a short-lived program to its end: starts it (o->log_path is
+ * required and receives its output), waits up to timeout_ms for it to exit
+ * (then stops it, as proc_stop does), sets *exit_code and copies what it
+ * printed into out (NUL-terminated, cut at outlen - 1). Errors: the
+ * program could not start (errbuf says why). */
+status_code proc_run(const proc_opts *o, int timeout_ms, int *exit_code, char *out, size_t outlen,
+                     char *errbuf, size_t errlen);
+
 /* Calls Health/Check at url until SERVING, up to timeout_ms. */
 bool proc_wait_serving(const char *url, int timeout_ms, char *errbuf, size_t errlen);
 
