@@ -19,9 +19,10 @@
 #
 # Environment (defaults in brackets):
 #   BENCH_RUN_DIR [.shop/bench]  BENCH_PORT_BASE [24500, below the
-#   kernel's ephemeral range]: MariaDB base+96,
-#   Kafka base+92/+93, RPC endpoints base+1..+7, SMTP sink base+25, admin
-#   HTTP ports base+40..+49
+#   kernel's ephemeral range]: the layout of shop_ports_env
+#   (scripts/lib/common.sh): MariaDB base+0, Kafka base+1/+2, RPC
+#   endpoints base+11..+17, SMTP sink base+25, admin HTTP ports
+#   base+40..+49
 #   BENCH_DURATION [10] BENCH_WARMUP [3] seconds per load run;
 #   BENCH_REPEAT [3]: runs of each final figure (the median is shown);
 #   BENCH_CUSTOMERS ["8 16 32 64 128"]: the closed-loop steps;
@@ -43,22 +44,7 @@ py=/usr/bin/python3
 
 base=${BENCH_PORT_BASE:-24500}
 export SHOP_RUN_DIR=${BENCH_RUN_DIR:-$SHOP_REPO/.shop/bench}
-export SHOP_MYSQL_PORT=$((base + 96)) SHOP_KAFKA_PORT=$((base + 92))
-export SHOP_KAFKA_CONTROLLER_PORT=$((base + 93))
-export SHOP_ENDPOINTS__USER_COMMAND=tcp://127.0.0.1:$((base + 1))
-export SHOP_ENDPOINTS__USER_QUERY=tcp://127.0.0.1:$((base + 2))
-export SHOP_ENDPOINTS__PRODUCT_COMMAND=tcp://127.0.0.1:$((base + 3))
-export SHOP_ENDPOINTS__PRODUCT_QUERY=tcp://127.0.0.1:$((base + 4))
-export SHOP_ENDPOINTS__ORDER_COMMAND=tcp://127.0.0.1:$((base + 5))
-export SHOP_ENDPOINTS__ORDER_QUERY=tcp://127.0.0.1:$((base + 6))
-export SHOP_ENDPOINTS__AUDIT_QUERY=tcp://127.0.0.1:$((base + 7))
-# Admin HTTP ports (/metrics, /livez, /readyz): base+40.., clear of make run's.
-i=40
-for prog in user_command user_query product_command product_query order_command order_query \
-	inventory_worker payment_worker notification_worker audit_worker; do
-	export "SHOP_ADMIN__${prog^^}=$((base + i))"
-	i=$((i + 1))
-done
+shop_ports_env "$base"
 smtp_port=$((base + 25))
 export SHOP_NOTIFY__SMTP_URL=smtp://127.0.0.1:$smtp_port
 export SHOP_NOTIFY__SMS_URL="" SHOP_NOTIFY__PUSH_URL=""

@@ -1,9 +1,26 @@
 #!/usr/bin/env bash
 # Brings the demo stack up: MariaDB, Kafka, then every Shop program.
+# SHOP_RUN_PORT_BASE=N moves every port of the stack (the layout of
+# shop_ports_env in scripts/lib/common.sh); shopctl then needs the same
+# environment (SHOP_RUN_PORT_BASE=N eval "$(scripts/run.sh --print-env)").
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-build-release}
 cd "$repo"
+# shellcheck source=scripts/lib/common.sh
+source "$repo/scripts/lib/common.sh"
+if [[ -n ${SHOP_RUN_PORT_BASE:-} ]]; then
+	shop_ports_env "$SHOP_RUN_PORT_BASE"
+	# The demo has no SMS or push receiver (config/shop.yaml).
+	unset SHOP_NOTIFY__SMS_URL SHOP_NOTIFY__PUSH_URL
+	if [[ ${1:-} == --print-env ]]; then
+		env | grep -E '^SHOP_(MYSQL_PORT|KAFKA_PORT|KAFKA_CONTROLLER_PORT|ENDPOINTS__|ADMIN__|NOTIFY__SMTP)' |
+			sed 's/^/export /'
+		printf 'export SHOP_KAFKA_BROKERS=127.0.0.1:%s\n' "$SHOP_KAFKA_PORT"
+		exit 0
+	fi
+fi
+[[ ${1:-} == --print-env ]] && exit 0
+build=${1:-build-release}
 
 export SHOP_ADMIN_BIN="$repo/$build/bin/shop-admin"
 scripts/infra.sh start --profile run

@@ -3,10 +3,22 @@
 # (their own ports and run folder, so a `make run` demo can keep running).
 # Starts the infrastructure if it is not up, and stops it again afterwards
 # if this script started it.
+#
+# SHOP_TEST_PORT_BASE=N moves every port of the run (the test profile's
+# MariaDB, Kafka, RPC endpoints, sinks and admin ports from N, the crash
+# matrix's stack from N+100; see shop_ports_env in scripts/lib/common.sh),
+# so that two checkouts test side by side.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build}
 cd "$repo"
+# shellcheck source=scripts/lib/common.sh
+source "$repo/scripts/lib/common.sh"
+
+if [[ -n ${SHOP_TEST_PORT_BASE:-} ]]; then
+  shop_ports_env "$SHOP_TEST_PORT_BASE"
+  export SHOP_FAULTS_PORT_BASE=${SHOP_FAULTS_PORT_BASE:-$((SHOP_TEST_PORT_BASE + 100))}
+fi
 
 export SHOP_ADMIN_BIN="$repo/$build/bin/shop-admin"
 eval "$(scripts/infra.sh env --profile test)"

@@ -60,3 +60,35 @@ shop_kafka_libs_ok() {
 shop_buf_ok() {
 	[[ -f $SHOP_BUF_STAMP && -x $SHOP_BUF_BIN ]]
 }
+
+# The programs that serve RPC, with their endpoint key, and every program
+# with an admin HTTP port, in the order of their ports (config keys).
+SHOP_RPC_KEYS=(user_command user_query product_command product_query order_command order_query
+	audit_query)
+SHOP_ADMIN_KEYS=(user_command user_query product_command product_query order_command order_query
+	inventory_worker payment_worker notification_worker audit_worker)
+
+# shop_ports_env BASE: exports the ports of a whole Shop stack laid out
+# from BASE, as environment overrides of the config (SHOP_<SECTION>__<KEY>)
+# and of scripts/infra.sh: +0 MariaDB, +1/+2 Kafka (broker, controller),
+# +11.. the RPC endpoints (SHOP_RPC_KEYS), +25 the SMTP sink, +26 the
+# webhook sink, +40.. the admin HTTP ports (SHOP_ADMIN_KEYS). The fault
+# scenarios, the benchmark and a test run with SHOP_TEST_PORT_BASE use it,
+# so that several stacks (worktrees, say) run side by side.
+shop_ports_env() {
+	local base=$1 i key
+	[[ $base =~ ^[0-9]+$ ]] && ((base >= 1024 && base + 50 <= 65535)) ||
+		shop_die "ports: bad port base '$base'"
+	export SHOP_MYSQL_PORT=$base SHOP_KAFKA_PORT=$((base + 1)) SHOP_KAFKA_CONTROLLER_PORT=$((base + 2))
+	for i in "${!SHOP_RPC_KEYS[@]}"; do
+		key=${SHOP_RPC_KEYS[i]}
+		export "SHOP_ENDPOINTS__${key^^}=tcp://127.0.0.1:$((base + 11 + i))"
+	done
+	export SHOP_NOTIFY__SMTP_URL=smtp://127.0.0.1:$((base + 25))
+	export SHOP_NOTIFY__SMS_URL=http://127.0.0.1:$((base + 26))/sms
+	export SHOP_NOTIFY__PUSH_URL=http://127.0.0.1:$((base + 26))/push
+	for i in "${!SHOP_ADMIN_KEYS[@]}"; do
+		key=${SHOP_ADMIN_KEYS[i]}
+		export "SHOP_ADMIN__${key^^}=$((base + 40 + i))"
+	done
+}

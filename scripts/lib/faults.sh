@@ -6,8 +6,10 @@
 #
 #   faults_env DIR BUILD    exports the profile (test config), the folder
 #                           DIR, ports from $SHOP_FAULTS_PORT_BASE (default
-#                           24400: +0 MariaDB, +1/+2 Kafka, +11..+17 the RPC
-#                           endpoints, +25 SMTP, +26 webhooks) and FAULTS_*
+#                           24400; the layout of shop_ports_env in common.sh:
+#                           +0 MariaDB, +1/+2 Kafka, +11..+17 the RPC
+#                           endpoints, +25 SMTP, +26 webhooks, +40.. admin
+#                           HTTP) and FAULTS_*
 #   faults_up               MariaDB, Kafka, the mail and webhook sinks, then
 #                           every program under scripts/lib/supervise.sh
 #   faults_down             stops all of it (by pid files), keeps DIR
@@ -28,17 +30,7 @@ faults_env() {
 	local dir=$1 build=$2 base=${SHOP_FAULTS_PORT_BASE:-24400}
 	[[ $build == /* ]] || build=$SHOP_REPO/$build
 	export SHOP_PROFILE=test SHOP_RUN_DIR=$dir
-	export SHOP_MYSQL_PORT=$base SHOP_KAFKA_PORT=$((base + 1)) SHOP_KAFKA_CONTROLLER_PORT=$((base + 2))
-	export SHOP_ENDPOINTS__USER_COMMAND=tcp://127.0.0.1:$((base + 11))
-	export SHOP_ENDPOINTS__USER_QUERY=tcp://127.0.0.1:$((base + 12))
-	export SHOP_ENDPOINTS__PRODUCT_COMMAND=tcp://127.0.0.1:$((base + 13))
-	export SHOP_ENDPOINTS__PRODUCT_QUERY=tcp://127.0.0.1:$((base + 14))
-	export SHOP_ENDPOINTS__ORDER_COMMAND=tcp://127.0.0.1:$((base + 15))
-	export SHOP_ENDPOINTS__ORDER_QUERY=tcp://127.0.0.1:$((base + 16))
-	export SHOP_ENDPOINTS__AUDIT_QUERY=tcp://127.0.0.1:$((base + 17))
-	export SHOP_NOTIFY__SMTP_URL=smtp://127.0.0.1:$((base + 25))
-	export SHOP_NOTIFY__SMS_URL=http://127.0.0.1:$((base + 26))/sms
-	export SHOP_NOTIFY__PUSH_URL=http://127.0.0.1:$((base + 26))/push
+	shop_ports_env "$base"
 	export SHOP_CONFIG=$SHOP_REPO/config/test.yaml
 	export SHOP_ADMIN_BIN=$build/bin/shop-admin
 	FAULTS_BUILD=$build
