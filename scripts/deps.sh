@@ -5,10 +5,12 @@
 #   scripts/deps.sh --print-buf        print the buf CLI's path (installs nothing)
 #   scripts/deps.sh --print-kafka-libs print the Kafka broker's jar folder (installs nothing)
 #   scripts/deps.sh --print-cache      print the download cache folder
+#   scripts/deps.sh --print-venv       print the Python venv's folder (installs nothing)
 #
-# Three sources: Debian packages (apt, needs root), the Kafka broker's jars
-# (Maven Central, through deploy/kafka/pom.xml) and the buf CLI (npm). The
-# last two go to ${XDG_CACHE_HOME:-~/.cache}/shop (SHOP_CACHE_DIR overrides),
+# Four sources: Debian packages (apt, needs root), the Kafka broker's jars
+# (Maven Central, through deploy/kafka/pom.xml), the buf CLI (npm) and the
+# Python packages of deploy/python/requirements.txt (PyPI, into a venv). The
+# last three go to ${XDG_CACHE_HOME:-~/.cache}/shop (SHOP_CACHE_DIR overrides),
 # into versioned folders with a stamp file written only after success, so an
 # interrupted download is redone on the next run.
 set -euo pipefail
@@ -24,7 +26,7 @@ DEBIAN_PACKAGES=(
 	librdkafka-dev libmariadb-dev mariadb-server mariadb-client libyaml-dev
 	libcriterion-dev libjansson-dev libsodium-dev libjwt-dev
 	libcurl4-openssl-dev libmicrohttpd-dev uuid-dev kcat grpc-proto
-	clang libclang-rt-14-dev python3-aiosmtpd valgrind pkg-config
+	clang libclang-rt-14-dev python3-aiosmtpd python3-venv valgrind pkg-config
 	clang-format cmake make gcc git curl procps iproute2
 )
 
@@ -128,6 +130,27 @@ install_buf() {
 	printf '%s\n' "$SHOP_BUF_VERSION" >"$SHOP_BUF_STAMP"
 }
 
+# The venv is made with the python3 on PATH (Debian's needs python3-venv,
+# which install_debian_packages adds); the stamp is written only after
+# every package installed, so an interrupted install starts over.
+install_venv() {
+	shop_venv_ok && return 0
+	INSTALLED=yes
+	local py log=$SHOP_CACHE_DIR/venv-pip.log
+	py=$(command -v python3) || shop_die "deps: python3 not found"
+	shop_log "deps: installing the Python packages of deploy/python/requirements.txt into $SHOP_VENV"
+	rm -rf -- "$SHOP_VENV"
+	mkdir -p -- "$SHOP_CACHE_DIR"
+	if ! "$py" -m venv "$SHOP_VENV" >"$log" 2>&1 ||
+		! "$SHOP_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+			-r "$SHOP_PY_REQUIREMENTS" >>"$log" 2>&1; then
+		tail -n 40 -- "$log" >&2
+		rm -rf -- "$SHOP_VENV"
+		shop_die "deps: could not make the Python venv of deploy/python/requirements.txt (log: $log)"
+	fi
+	sha256sum "$SHOP_PY_REQUIREMENTS" >"$SHOP_VENV_STAMP"
+}
+
 main() {
 	case ${1:-} in
 	"") ;;
@@ -137,6 +160,10 @@ main() {
 		;;
 	--print-kafka-libs)
 		printf '%s\n' "$SHOP_KAFKA_LIBS"
+		return 0
+		;;
+	--print-venv)
+		printf '%s\n' "$SHOP_VENV"
 		return 0
 		;;
 	--print-cache)
@@ -156,6 +183,7 @@ main() {
 	install_debian_packages
 	install_kafka_libs
 	install_buf
+	install_venv
 	if [[ $INSTALLED == no ]]; then
 		shop_log "deps: all present"
 	else

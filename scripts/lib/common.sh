@@ -23,6 +23,12 @@ SHOP_BUF_HOME="$SHOP_CACHE_DIR/buf-$SHOP_BUF_VERSION"
 SHOP_BUF_BIN="$SHOP_BUF_HOME/node_modules/.bin/buf"
 SHOP_BUF_STAMP="$SHOP_BUF_HOME/.complete"
 
+# The Python venv for Shop's Python parts and their tests: one folder per
+# content of deploy/python/requirements.txt, made by scripts/deps.sh.
+SHOP_PY_REQUIREMENTS="$SHOP_REPO/deploy/python/requirements.txt"
+SHOP_VENV="$SHOP_CACHE_DIR/venv-$(sha256sum "$SHOP_PY_REQUIREMENTS" | cut -c 1-12)"
+SHOP_VENV_STAMP="$SHOP_VENV/.complete"
+
 # Oldest Java the broker runs on.
 SHOP_JAVA_MIN=17
 
@@ -55,6 +61,10 @@ shop_kafka_pom_sum() {
 shop_kafka_libs_ok() {
 	[[ -f $SHOP_KAFKA_STAMP && -d $SHOP_KAFKA_LIBS ]] &&
 		[[ $(<"$SHOP_KAFKA_STAMP") == "$(shop_kafka_pom_sum)" ]]
+}
+
+shop_venv_ok() {
+	[[ -f $SHOP_VENV_STAMP && -x $SHOP_VENV/bin/python ]]
 }
 
 shop_buf_ok() {
