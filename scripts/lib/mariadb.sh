@@ -15,6 +15,8 @@
 #   by address: 127.0.0.1 over TCP, localhost over the socket);
 #   max_connections=500 (every service instance keeps a small pool);
 #   innodb_buffer_pool_size=256M; local_infile off.
+# - SHOP_MYSQL_SERVER_OPTS adds server options for one start (split on
+#   blanks), e.g. "--performance-schema=ON" to read statement digests.
 # - tmpdir is the instance's own (<mysql dir>/tmp), not the shared /tmp:
 #   several instances on one machine (make test beside the fault matrix)
 #   once failed mariadb-install-db on a temporary table of /tmp.
@@ -137,11 +139,13 @@ mariadb_start() {
 	((EUID == 0)) && as_root=(--user=root)
 	# setsid: its own session, so a Ctrl-C or hang-up of the calling terminal
 	# does not reach it. 9>&- : it must not inherit infra.sh's lock.
+	# shellcheck disable=SC2086 # SHOP_MYSQL_SERVER_OPTS is a list on purpose.
 	setsid mariadbd --no-defaults --datadir="$MYSQL_DATA" "${as_root[@]}" \
 		--port="$MYSQL_PORT" --bind-address=127.0.0.1 --socket="$MYSQL_SOCK" \
 		--pid-file="$MYSQL_PID" --log-error="$MYSQL_LOG" --tmpdir="$MYSQL_DIR/tmp" \
 		"${MYSQL_INNODB_OPTS[@]}" \
 		--max-connections=500 \
+		${SHOP_MYSQL_SERVER_OPTS:-} \
 		--character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
 		--transaction-isolation=READ-COMMITTED \
 		--skip-name-resolve --local-infile=0 \
