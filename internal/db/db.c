@@ -1,5 +1,7 @@
 #include "db/db.h"
 
+#include "db/db_internal.h"
+
 #include <errmsg.h>
 #include <errno.h>
 #include <mysql.h>
@@ -12,22 +14,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-typedef struct stmt_entry {
-  char *sql;
-  MYSQL_STMT *stmt;
-  struct stmt_entry *next;
-} stmt_entry;
-
-struct db_conn {
-  MYSQL *my;
-  db_params p;
-  char *host, *user, *password, *database;
-  stmt_entry *stmts;
-  bool in_tx;
-  bool broken; /* the link died; reopen before the next statement */
-  uint64_t reconnects;
-};
 
 typedef struct db_cell {
   bool null;
@@ -43,9 +29,7 @@ struct db_rows {
   db_cell *cells; /* nrows * ncols */
 };
 
-static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *errbuf, size_t errlen, const char *fmt, ...) {
+void db_seterr(char *errbuf, size_t errlen, const char *fmt, ...) {
   if (errbuf == NULL || errlen == 0) return;
   va_list ap;
   va_start(ap, fmt);
@@ -100,21 +84,23 @@ static status_code map_error(unsigned e) {
 }
 
 static void stmts_clear(db_conn *c) {
-  stmt_entry *e = c->stmts;
-  while (e != NULL) {
-    stmt_entry *next = e->next;
-    if (e->stmt != NULL) mysql_stmt_close(e->stmt);
-    free(e->sql);
-    free(e);
-    e = next;
+  for (size_t b = 0; b < DB_STMT_BUCKETS; b++) {
+    stmt_entry *e = c->stmts[b];
+    while (e != NULL) {
+      stmt_entry *next = e->next;
+      if (e->stmt != NULL) mysql_stmt_close(e->stmt);
+      free(e->sql);
+      free(e);
+      e = next;
+    }
+    c->stmts[b] = NULL;
   }
-  c->stmts = NULL;
 }
 
 static status_code open_once(db_conn *c, char *errbuf, size_t errlen) {
   MYSQL *my = mysql_init(NULL);
   if (my == NULL) {
-    seterr(errbuf, errlen, "mysql_init: out of memory");
+    db_seterr(errbuf, errlen, "mysql_init: out of memory");
     return STATUS_INTERNAL;
   }
   unsigned int timeout_s = (unsigned)((c->p.connect_timeout_ms + 999) / 1000);
@@ -126,8 +112,8 @@ static status_code open_once(db_conn *c, char *errbuf, size_t errlen) {
   if (mysql_real_connect(my, c->host, c->user, c->password, c->database, (unsigned)c->p.port, NULL,
                          CLIENT_MULTI_STATEMENTS) == NULL) {
     unsigned e = mysql_errno(my);
-    seterr(errbuf, errlen, "connect to %s:%d as %s: %s", c->host, c->p.port, c->user,
-           mysql_error(my));
+    db_seterr(errbuf, errlen, "connect to %s:%d as %s: %s", c->host, c->p.port, c->user,
+              mysql_error(my));
     mysql_close(my);
     return is_link_error(e) ? STATUS_UNAVAILABLE : map_error(e);
   }
@@ -160,19 +146,19 @@ static status_code open_with_retry(db_conn *c, int retry_ms, char *errbuf, size_
   }
 }
 
-static char *dup_or_null(const char *s) { return s != NULL ? strdup(s) : NULL; }
+char *db_strdup_or_null(const char *s) { return s != NULL ? strdup(s) : NULL; }
 
 status_code db_connect(db_conn **out, const db_params *p, char *errbuf, size_t errlen) {
   db_conn *c = calloc(1, sizeof *c);
   if (c == NULL) {
-    seterr(errbuf, errlen, "out of memory");
+    db_seterr(errbuf, errlen, "out of memory");
     return STATUS_INTERNAL;
   }
   c->p = *p;
-  c->host = dup_or_null(p->host != NULL ? p->host : "127.0.0.1");
-  c->user = dup_or_null(p->user);
-  c->password = dup_or_null(p->password);
-  c->database = dup_or_null(p->database);
+  c->host = db_strdup_or_null(p->host != NULL ? p->host : "127.0.0.1");
+  c->user = db_strdup_or_null(p->user);
+  c->password = db_strdup_or_null(p->password);
+  c->database = db_strdup_or_null(p->database);
   c->p.host = c->host;
   c->p.user = c->user;
   c->p.password = c->password;
@@ -189,6 +175,7 @@ status_code db_connect(db_conn **out, const db_params *p, char *errbuf, size_t e
 void db_close(db_conn *c) {
   if (c == NULL) return;
   stmts_clear(c);
+  db_defer_free(c);
   if (c->my != NULL) mysql_close(c->my);
   free(c->host);
   free(c->user);
@@ -215,30 +202,44 @@ static status_code revive(db_conn *c, char *errbuf, size_t errlen) {
 }
 
 /* Records a failure of the link or the statement and returns its status. */
-static status_code fail_with(db_conn *c, unsigned e, const char *msg, const char *sql, char *errbuf,
-                             size_t errlen) {
-  seterr(errbuf, errlen, "mysql %u: %s [%.120s]", e, msg, sql);
+status_code db_fail_with(db_conn *c, unsigned e, const char *msg, const char *sql, char *errbuf,
+                         size_t errlen) {
+  db_seterr(errbuf, errlen, "mysql %u: %s [%.120s]", e, msg, sql);
   if (is_link_error(e)) {
     c->broken = true;
     c->in_tx = false;
+    db_defer_reset(c);
   }
   return map_error(e);
 }
 
+/* FNV-1a of the statement text: the cache's bucket. */
+static uint64_t sql_hash(const char *sql) {
+  uint64_t h = 1469598103934665603ULL;
+  for (const unsigned char *p = (const unsigned char *)sql; *p != '\0'; p++) {
+    h ^= *p;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+/* The connection's prepared statement for sql, prepared on first use. */
 static status_code get_stmt(db_conn *c, const char *sql, MYSQL_STMT **out, char *errbuf,
                             size_t errlen) {
-  for (stmt_entry *e = c->stmts; e != NULL; e = e->next) {
-    if (strcmp(e->sql, sql) == 0) {
+  uint64_t h = sql_hash(sql);
+  stmt_entry **bucket = &c->stmts[h % DB_STMT_BUCKETS];
+  for (stmt_entry *e = *bucket; e != NULL; e = e->next) {
+    if (e->hash == h && strcmp(e->sql, sql) == 0) {
       *out = e->stmt;
       return STATUS_OK;
     }
   }
   MYSQL_STMT *stmt = mysql_stmt_init(c->my);
   if (stmt == NULL)
-    return fail_with(c, mysql_errno(c->my), mysql_error(c->my), sql, errbuf, errlen);
+    return db_fail_with(c, mysql_errno(c->my), mysql_error(c->my), sql, errbuf, errlen);
   if (mysql_stmt_prepare(stmt, sql, (unsigned long)strlen(sql)) != 0) {
     status_code st =
-        fail_with(c, mysql_stmt_errno(stmt), mysql_stmt_error(stmt), sql, errbuf, errlen);
+        db_fail_with(c, mysql_stmt_errno(stmt), mysql_stmt_error(stmt), sql, errbuf, errlen);
     mysql_stmt_close(stmt);
     return st;
   }
@@ -248,12 +249,13 @@ static status_code get_stmt(db_conn *c, const char *sql, MYSQL_STMT **out, char 
   if (e == NULL || (e->sql = strdup(sql)) == NULL) {
     free(e);
     mysql_stmt_close(stmt);
-    seterr(errbuf, errlen, "out of memory");
+    db_seterr(errbuf, errlen, "out of memory");
     return STATUS_INTERNAL;
   }
+  e->hash = h;
   e->stmt = stmt;
-  e->next = c->stmts;
-  c->stmts = e;
+  e->next = *bucket;
+  *bucket = e;
   *out = stmt;
   return STATUS_OK;
 }
@@ -271,22 +273,50 @@ static bool retry_is_safe(unsigned e, const char *sql) {
   return strncasecmp(sql, "SELECT", 6) == 0;
 }
 
+static status_code run_bound(db_conn *c, const char *sql, const db_value *params, size_t n,
+                             MYSQL_BIND *binds, unsigned long *lens, MYSQL_STMT **out, char *errbuf,
+                             size_t errlen);
+
 /* Prepares (or reuses) and executes sql with params. */
 static status_code run_stmt(db_conn *c, const char *sql, const db_value *params, size_t n,
                             MYSQL_STMT **out, char *errbuf, size_t errlen) {
-  MYSQL_BIND binds[64];
-  unsigned long lens[64];
-  if (n > 64) {
-    seterr(errbuf, errlen, "too many parameters (%zu)", n);
+  MYSQL_BIND small_binds[64];
+  unsigned long small_lens[64];
+  MYSQL_BIND *binds = small_binds;
+  unsigned long *lens = small_lens;
+  if (n > DB_MAX_PARAMS) {
+    db_seterr(errbuf, errlen, "too many parameters (%zu, at most %d)", n, DB_MAX_PARAMS);
     return STATUS_INTERNAL;
   }
-  /* fail_with() clears in_tx when the link dies, so decide on retrying from
+  if (n > 64) {
+    binds = malloc(n * sizeof *binds);
+    lens = malloc(n * sizeof *lens);
+    if (binds == NULL || lens == NULL) {
+      free(binds);
+      free(lens);
+      db_seterr(errbuf, errlen, "out of memory binding %zu parameters", n);
+      return STATUS_INTERNAL;
+    }
+  }
+  status_code st = run_bound(c, sql, params, n, binds, lens, out, errbuf, errlen);
+  if (binds != small_binds) {
+    free(binds);
+    free(lens);
+  }
+  return st;
+}
+
+/* run_stmt with the caller's bind arrays of n entries. */
+static status_code run_bound(db_conn *c, const char *sql, const db_value *params, size_t n,
+                             MYSQL_BIND *binds, unsigned long *lens, MYSQL_STMT **out, char *errbuf,
+                             size_t errlen) {
+  /* db_fail_with() clears in_tx when the link dies, so decide on retrying from
    * the state the call started in. */
   const bool in_tx = c->in_tx;
   for (int attempt = 0;; attempt++) {
     if (c->broken || c->my == NULL) {
       if (in_tx) {
-        seterr(errbuf, errlen, "connection lost inside the transaction");
+        db_seterr(errbuf, errlen, "connection lost inside the transaction");
         return STATUS_UNAVAILABLE;
       }
       status_code st = revive(c, errbuf, errlen);
@@ -297,8 +327,8 @@ static status_code run_stmt(db_conn *c, const char *sql, const db_value *params,
     if (st == STATUS_UNAVAILABLE && !in_tx && attempt == 0) continue;
     if (st != STATUS_OK) return st;
     if (mysql_stmt_param_count(stmt) != n) {
-      seterr(errbuf, errlen, "statement wants %lu parameters, got %zu [%.120s]",
-             mysql_stmt_param_count(stmt), n, sql);
+      db_seterr(errbuf, errlen, "statement wants %lu parameters, got %zu [%.120s]",
+                mysql_stmt_param_count(stmt), n, sql);
       return STATUS_INTERNAL;
     }
     memset(binds, 0, sizeof(MYSQL_BIND) * (n > 0 ? n : 1));
@@ -325,7 +355,7 @@ static status_code run_stmt(db_conn *c, const char *sql, const db_value *params,
     }
     if ((n > 0 && mysql_stmt_bind_param(stmt, binds) != 0) || mysql_stmt_execute(stmt) != 0) {
       unsigned e = mysql_stmt_errno(stmt);
-      st = fail_with(c, e, mysql_stmt_error(stmt), sql, errbuf, errlen);
+      st = db_fail_with(c, e, mysql_stmt_error(stmt), sql, errbuf, errlen);
       if (st == STATUS_UNAVAILABLE && !in_tx && attempt == 0 && retry_is_safe(e, sql)) {
         /* Outside a transaction, a read, or a statement that certainly never
          * ran: reopen and try once more. */
@@ -378,12 +408,12 @@ status_code db_query(db_conn *c, const char *sql, const db_value *params, size_t
   } *cols = NULL;
   MYSQL_RES *meta = mysql_stmt_result_metadata(stmt);
   if (meta == NULL) {
-    seterr(errbuf, errlen, "statement returns no rows [%.120s]", sql);
+    db_seterr(errbuf, errlen, "statement returns no rows [%.120s]", sql);
     st = STATUS_INTERNAL;
     goto out;
   }
   if (mysql_stmt_store_result(stmt) != 0) {
-    st = fail_with(c, mysql_stmt_errno(stmt), mysql_stmt_error(stmt), sql, errbuf, errlen);
+    st = db_fail_with(c, mysql_stmt_errno(stmt), mysql_stmt_error(stmt), sql, errbuf, errlen);
     goto out;
   }
   unsigned ncols = mysql_num_fields(meta);
@@ -414,7 +444,7 @@ status_code db_query(db_conn *c, const char *sql, const db_value *params, size_t
     }
   }
   if (ncols > 0 && mysql_stmt_bind_result(stmt, binds) != 0) {
-    st = fail_with(c, mysql_stmt_errno(stmt), mysql_stmt_error(stmt), sql, errbuf, errlen);
+    st = db_fail_with(c, mysql_stmt_errno(stmt), mysql_stmt_error(stmt), sql, errbuf, errlen);
     goto out;
   }
   size_t row = 0;
@@ -422,7 +452,7 @@ status_code db_query(db_conn *c, const char *sql, const db_value *params, size_t
     int rc = mysql_stmt_fetch(stmt);
     if (rc == MYSQL_NO_DATA) break;
     if (rc == 1) {
-      st = fail_with(c, mysql_stmt_errno(stmt), mysql_stmt_error(stmt), sql, errbuf, errlen);
+      st = db_fail_with(c, mysql_stmt_errno(stmt), mysql_stmt_error(stmt), sql, errbuf, errlen);
       goto out;
     }
     if (row >= nrows) break;
@@ -448,7 +478,7 @@ status_code db_query(db_conn *c, const char *sql, const db_value *params, size_t
   st = STATUS_OK;
   goto out;
 oom:
-  seterr(errbuf, errlen, "out of memory reading rows");
+  db_seterr(errbuf, errlen, "out of memory reading rows");
   st = STATUS_INTERNAL;
 out:
   if (cols != NULL) {
@@ -503,7 +533,7 @@ status_code db_query_i64(db_conn *c, const char *sql, const db_value *params, si
   if (st != STATUS_OK) return st;
   if (!db_rows_next(r)) {
     db_rows_free(r);
-    seterr(errbuf, errlen, "no row");
+    db_seterr(errbuf, errlen, "no row");
     return STATUS_NOT_FOUND;
   }
   *out = db_rows_i64(r, 0);
@@ -513,9 +543,9 @@ status_code db_query_i64(db_conn *c, const char *sql, const db_value *params, si
 
 /* Runs a statement without parameters outside the prepared-statement cache
  * (transaction control and migrations: no input travels in these). */
-static status_code plain(db_conn *c, const char *sql, char *errbuf, size_t errlen) {
+status_code db_plain(db_conn *c, const char *sql, char *errbuf, size_t errlen) {
   if (mysql_real_query(c->my, sql, (unsigned long)strlen(sql)) != 0) {
-    return fail_with(c, mysql_errno(c->my), mysql_error(c->my), sql, errbuf, errlen);
+    return db_fail_with(c, mysql_errno(c->my), mysql_error(c->my), sql, errbuf, errlen);
   }
   /* Drain every result (multi-statement text in migrations). */
   for (;;) {
@@ -523,7 +553,8 @@ static status_code plain(db_conn *c, const char *sql, char *errbuf, size_t errle
     if (res != NULL) mysql_free_result(res);
     int more = mysql_next_result(c->my);
     if (more == -1) break;
-    if (more > 0) return fail_with(c, mysql_errno(c->my), mysql_error(c->my), sql, errbuf, errlen);
+    if (more > 0)
+      return db_fail_with(c, mysql_errno(c->my), mysql_error(c->my), sql, errbuf, errlen);
   }
   return STATUS_OK;
 }
@@ -533,24 +564,36 @@ status_code db_begin(db_conn *c, char *errbuf, size_t errlen) {
     status_code st = revive(c, errbuf, errlen);
     if (st != STATUS_OK) return st;
   }
-  status_code st = plain(c, "START TRANSACTION", errbuf, errlen);
+  status_code st = db_plain(c, "START TRANSACTION", errbuf, errlen);
   if (st == STATUS_UNAVAILABLE) {
     st = revive(c, errbuf, errlen);
-    if (st == STATUS_OK) st = plain(c, "START TRANSACTION", errbuf, errlen);
+    if (st == STATUS_OK) st = db_plain(c, "START TRANSACTION", errbuf, errlen);
   }
-  if (st == STATUS_OK) c->in_tx = true;
+  if (st == STATUS_OK) {
+    db_defer_reset(c);
+    c->in_tx = true;
+  }
   return st;
 }
 
 status_code db_commit(db_conn *c, char *errbuf, size_t errlen) {
   if (c->broken || c->my == NULL) {
     c->in_tx = false;
-    seterr(errbuf, errlen, "connection lost inside the transaction");
+    db_defer_reset(c);
+    db_seterr(errbuf, errlen, "connection lost inside the transaction");
     return STATUS_UNAVAILABLE;
   }
+  status_code fst = db_defer_flush(c, errbuf, errlen);
+  db_defer_reset(c);
+  if (fst != STATUS_OK) {
+    if (!c->broken && c->my != NULL) mysql_rollback(c->my);
+    c->in_tx = false;
+    return fst;
+  }
   if (mysql_commit(c->my) != 0) {
-    status_code st = fail_with(c, mysql_errno(c->my), mysql_error(c->my), "COMMIT", errbuf, errlen);
-    if (!c->broken) plain(c, "ROLLBACK", NULL, 0);
+    status_code st =
+        db_fail_with(c, mysql_errno(c->my), mysql_error(c->my), "COMMIT", errbuf, errlen);
+    if (!c->broken) db_plain(c, "ROLLBACK", NULL, 0);
     c->in_tx = false;
     return st;
   }
@@ -561,6 +604,7 @@ status_code db_commit(db_conn *c, char *errbuf, size_t errlen) {
 void db_rollback(db_conn *c) {
   if (c->my != NULL && !c->broken) mysql_rollback(c->my);
   c->in_tx = false;
+  db_defer_reset(c);
 }
 
 status_code db_tx_run(db_conn *c, db_tx_fn fn, void *arg, int max_attempts, char *errbuf,
@@ -603,193 +647,4 @@ status_code db_lock_release(db_conn *c, const char *name, char *errbuf, size_t e
   int64_t ignored;
   status_code st = db_query_i64(c, "SELECT RELEASE_LOCK(?)", p, 1, &ignored, errbuf, errlen);
   return st == STATUS_NOT_FOUND ? STATUS_OK : st;
-}
-
-static void sha256_hex(const char *text, char out[65]) {
-  unsigned char h[crypto_hash_sha256_BYTES];
-  crypto_hash_sha256(h, (const unsigned char *)text, strlen(text));
-  sodium_bin2hex(out, 65, h, sizeof h);
-}
-
-status_code db_migrate(db_conn *c, const char *component, const db_migration *migs, size_t n,
-                       int *applied, char *errbuf, size_t errlen) {
-  if (applied != NULL) *applied = 0;
-  if (sodium_init() < 0) {
-    seterr(errbuf, errlen, "libsodium failed to initialise");
-    return STATUS_INTERNAL;
-  }
-  status_code st = plain(c,
-                         "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                         " component VARCHAR(64) NOT NULL,"
-                         " version INT NOT NULL,"
-                         " name VARCHAR(255) NOT NULL,"
-                         " checksum CHAR(64) NOT NULL,"
-                         " applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),"
-                         " PRIMARY KEY (component, version))",
-                         errbuf, errlen);
-  if (st != STATUS_OK) return st;
-  char lock[128];
-  snprintf(lock, sizeof lock, "shop.migrate.%s", c->database != NULL ? c->database : "");
-  bool got = false;
-  st = db_lock_try(c, lock, 60, &got, errbuf, errlen);
-  if (st != STATUS_OK) return st;
-  if (!got) {
-    seterr(errbuf, errlen, "timed out waiting for the migration lock %s", lock);
-    return STATUS_UNAVAILABLE;
-  }
-  int prev = 0;
-  for (size_t i = 0; i < n; i++) {
-    const db_migration *m = &migs[i];
-    if (m->version <= prev) {
-      seterr(errbuf, errlen, "migration %s: versions must increase", m->name);
-      st = STATUS_FAILED_PRECONDITION;
-      goto out;
-    }
-    prev = m->version;
-    char sum[65];
-    sha256_hex(m->sql, sum);
-    db_value key[2] = {DB_STR(component), DB_I64(m->version)};
-    db_rows *r;
-    st = db_query(c, "SELECT checksum FROM schema_migrations WHERE component = ? AND version = ?",
-                  key, 2, &r, errbuf, errlen);
-    if (st != STATUS_OK) goto out;
-    bool have = db_rows_next(r);
-    bool same = have && strcmp(db_rows_str(r, 0, NULL), sum) == 0;
-    db_rows_free(r);
-    if (have && !same) {
-      seterr(errbuf, errlen, "migration %s/%s was changed after it was applied", component,
-             m->name);
-      st = STATUS_FAILED_PRECONDITION;
-      goto out;
-    }
-    if (have) continue;
-    st = plain(c, m->sql, errbuf, errlen);
-    if (st != STATUS_OK) {
-      char detail[512];
-      snprintf(detail, sizeof detail, "%s", errbuf != NULL ? errbuf : "");
-      seterr(errbuf, errlen, "migration %s/%s failed: %s", component, m->name, detail);
-      goto out;
-    }
-    db_value rec[4] = {DB_STR(component), DB_I64(m->version), DB_STR(m->name), DB_STR(sum)};
-    st = db_exec(c,
-                 "INSERT INTO schema_migrations (component, version, name, checksum)"
-                 " VALUES (?, ?, ?, ?)",
-                 rec, 4, NULL, NULL, errbuf, errlen);
-    if (st != STATUS_OK) goto out;
-    if (applied != NULL) (*applied)++;
-  }
-  st = STATUS_OK;
-out:
-  db_lock_release(c, lock, NULL, 0);
-  return st;
-}
-
-bool db_password_from_dir(const char *secrets_dir, const char *account, char *buf, size_t len,
-                          char *errbuf, size_t errlen) {
-  char path[1024];
-  snprintf(path, sizeof path, "%s/%s", secrets_dir, account);
-  FILE *f = fopen(path, "rb");
-  if (f == NULL) {
-    seterr(errbuf, errlen, "cannot read the password of %s from %s: %s", account, path,
-           strerror(errno));
-    return false;
-  }
-  size_t n = fread(buf, 1, len - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = '\0';
-  return true;
-}
-
-/* --- pool ------------------------------------------------------------------ */
-
-struct db_pool {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  db_params p;
-  char *host, *user, *password, *database;
-  int size, made;
-  db_conn **idle;
-  int nidle;
-};
-
-status_code db_pool_create(db_pool **out, const db_params *p, int size, char *errbuf,
-                           size_t errlen) {
-  db_pool *pool = calloc(1, sizeof *pool);
-  if (pool == NULL || (pool->idle = calloc((size_t)size, sizeof(db_conn *))) == NULL) {
-    free(pool);
-    seterr(errbuf, errlen, "out of memory");
-    return STATUS_INTERNAL;
-  }
-  pthread_mutex_init(&pool->mu, NULL);
-  pthread_cond_init(&pool->cv, NULL);
-  pool->p = *p;
-  pool->host = dup_or_null(p->host);
-  pool->user = dup_or_null(p->user);
-  pool->password = dup_or_null(p->password);
-  pool->database = dup_or_null(p->database);
-  pool->p.host = pool->host;
-  pool->p.user = pool->user;
-  pool->p.password = pool->password;
-  pool->p.database = pool->database;
-  pool->size = size;
-  /* One connection up front proves the parameters, with the start-up retry. */
-  db_conn *first;
-  status_code st = db_connect(&first, &pool->p, errbuf, errlen);
-  if (st != STATUS_OK) {
-    db_pool_destroy(pool);
-    return st;
-  }
-  pool->made = 1;
-  pool->idle[pool->nidle++] = first;
-  *out = pool;
-  return STATUS_OK;
-}
-
-void db_pool_destroy(db_pool *pool) {
-  if (pool == NULL) return;
-  for (int i = 0; i < pool->nidle; i++) db_close(pool->idle[i]);
-  free(pool->idle);
-  free(pool->host);
-  free(pool->user);
-  free(pool->password);
-  free(pool->database);
-  pthread_mutex_destroy(&pool->mu);
-  pthread_cond_destroy(&pool->cv);
-  free(pool);
-}
-
-status_code db_pool_get(db_pool *pool, db_conn **out, char *errbuf, size_t errlen) {
-  pthread_mutex_lock(&pool->mu);
-  for (;;) {
-    if (pool->nidle > 0) {
-      *out = pool->idle[--pool->nidle];
-      pthread_mutex_unlock(&pool->mu);
-      return STATUS_OK;
-    }
-    if (pool->made < pool->size) {
-      pool->made++;
-      pthread_mutex_unlock(&pool->mu);
-      db_params once = pool->p;
-      once.connect_retry_ms = 0;
-      status_code st = db_connect(out, &once, errbuf, errlen);
-      if (st != STATUS_OK) {
-        pthread_mutex_lock(&pool->mu);
-        pool->made--;
-        pthread_cond_signal(&pool->cv);
-        pthread_mutex_unlock(&pool->mu);
-      }
-      return st;
-    }
-    pthread_cond_wait(&pool->cv, &pool->mu);
-  }
-}
-
-void db_pool_put(db_pool *pool, db_conn *c) {
-  if (c == NULL) return;
-  if (db_in_tx(c)) db_rollback(c);
-  pthread_mutex_lock(&pool->mu);
-  pool->idle[pool->nidle++] = c;
-  pthread_cond_signal(&pool->cv);
-  pthread_mutex_unlock(&pool->mu);
 }

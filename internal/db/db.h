@@ -67,6 +67,9 @@ status_code db_connect(db_conn **out, const db_params *p, char *errbuf, size_t e
 /* Closes the connection and its statements; NULL is fine. */
 void db_close(db_conn *c);
 
+/* Parameters one statement may bind at most (the protocol's limit). */
+#define DB_MAX_PARAMS 65535
+
 /* Runs a statement that returns no rows. affected and last_id may be NULL. */
 status_code db_exec(db_conn *c, const char *sql, const db_value *params, size_t nparams,
                     uint64_t *affected, uint64_t *last_id, char *errbuf, size_t errlen);
@@ -97,6 +100,24 @@ status_code db_commit(db_conn *c, char *errbuf, size_t errlen);
 /* Rolls back; safe to call when no transaction is open or the link died. */
 void db_rollback(db_conn *c);
 bool db_in_tx(const db_conn *c);
+
+/*
+ * Queues one row for a multi-row INSERT sent at the commit of the open
+ * transaction on tx: insert_into is the statement's head without VALUES
+ * ("INSERT INTO outbox (event_id, topic, envelope)", the same text for
+ * every row of a table) and row its n values (copied). db_commit sends the
+ * queued rows first, in the order they were queued, each table's rows in as
+ * few statements as the parameter limit allows (tables in the order of
+ * their first row), then commits; a rollback, a lost link or the next
+ * db_begin drops them. A queued row is not visible to the transaction's
+ * own statements before the commit, and its insert cannot fail a check the
+ * caller needs to see at once: use it for rows nothing in the transaction
+ * reads back (outbox rows, log rows). An error sending them fails the
+ * commit with the database's status (the transaction is rolled back).
+ * FAILED_PRECONDITION outside a transaction.
+ */
+status_code db_insert_later(db_conn *tx, const char *insert_into, const db_value *row, size_t n,
+                            char *errbuf, size_t errlen);
 
 /* Runs fn inside a transaction, committing when fn returns STATUS_OK and
  * rolling back otherwise. ABORTED (deadlock) and UNAVAILABLE (lost link) are

@@ -276,3 +276,114 @@ Test(db, a_pool_hands_each_thread_its_own_connection) {
   db_pool_put(pool, b);
   db_pool_destroy(pool);
 }
+
+static int64_t count_rows(db_conn *c, const char *table) {
+  char sql[256];
+  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", table);
+  int64_t n = -1;
+  cr_assert_eq(db_query_i64(c, sql, NULL, 0, &n, err, sizeof err), STATUS_OK, "%s", err);
+  return n;
+}
+
+Test(db, rows_inserted_later_arrive_at_the_commit_in_order_in_few_statements) {
+  db_conn *c = testenv_db_connect("shop_test", "shop_test");
+  db_conn *other = testenv_db_connect("shop_test", "shop_test");
+  char t[64], head[128], sql[256];
+  make_table(c, t, sizeof t);
+  snprintf(head, sizeof head, "INSERT INTO %s (id, sku, note, data)", t);
+  cr_assert_eq(db_begin(c, err, sizeof err), STATUS_OK, "%s", err);
+  /* 300 rows: more than one statement holds (128), with text and bytes
+   * that must survive the queue's growth. */
+  for (int i = 0; i < 300; i++) {
+    char sku[32], note[64];
+    unsigned char blob[3] = {(unsigned char)i, 0x00, 0xfe};
+    snprintf(sku, sizeof sku, "S-%03d", i);
+    snprintf(note, sizeof note, "note %d", i);
+    db_value row[4] = {DB_I64(i), DB_STR(sku), i % 7 == 0 ? DB_NULLV : DB_STR(note),
+                       DB_BLOB(blob, sizeof blob)};
+    cr_assert_eq(db_insert_later(c, head, row, 4, err, sizeof err), STATUS_OK, "%s", err);
+  }
+  /* Nothing has been sent yet: the transaction itself does not see them. */
+  cr_assert_eq(count_rows(c, t), 0);
+  cr_assert_eq(db_commit(c, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(count_rows(other, t), 300);
+  snprintf(sql, sizeof sql, "SELECT id, sku, note, data FROM %s ORDER BY id", t);
+  db_rows *r;
+  cr_assert_eq(db_query(other, sql, NULL, 0, &r, err, sizeof err), STATUS_OK, "%s", err);
+  for (int i = 0; i < 300; i++) {
+    cr_assert(db_rows_next(r));
+    char sku[32];
+    snprintf(sku, sizeof sku, "S-%03d", i);
+    cr_assert_eq(db_rows_i64(r, 0), i);
+    cr_assert_str_eq(db_rows_str(r, 1, NULL), sku);
+    cr_assert_eq(db_rows_is_null(r, 2), i % 7 == 0);
+    size_t n;
+    const unsigned char *b = (const unsigned char *)db_rows_str(r, 3, &n);
+    cr_assert_eq(n, 3);
+    cr_assert(b[0] == (unsigned char)i && b[1] == 0x00 && b[2] == 0xfe);
+  }
+  db_rows_free(r);
+  drop_table(c, t);
+  db_close(other);
+  db_close(c);
+}
+
+Test(db, rows_inserted_later_are_dropped_by_a_rollback_and_need_a_transaction) {
+  db_conn *c = testenv_db_connect("shop_test", "shop_test");
+  char t[64], head[128];
+  make_table(c, t, sizeof t);
+  snprintf(head, sizeof head, "INSERT INTO %s (id, sku)", t);
+  db_value row[2] = {DB_I64(1), DB_STR("one")};
+  cr_assert_eq(db_insert_later(c, head, row, 2, err, sizeof err), STATUS_FAILED_PRECONDITION);
+  cr_assert_eq(db_begin(c, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(db_insert_later(c, head, row, 2, err, sizeof err), STATUS_OK, "%s", err);
+  db_rollback(c);
+  /* The next transaction starts with an empty queue. */
+  cr_assert_eq(db_begin(c, err, sizeof err), STATUS_OK, "%s", err);
+  db_value row2[2] = {DB_I64(2), DB_STR("two")};
+  cr_assert_eq(db_insert_later(c, head, row2, 2, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(db_commit(c, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(count_rows(c, t), 1);
+  drop_table(c, t);
+  db_close(c);
+}
+
+Test(db, a_duplicate_among_rows_inserted_later_fails_the_commit_and_rolls_everything_back) {
+  db_conn *c = testenv_db_connect("shop_test", "shop_test");
+  char t[64], head[128], sql[256];
+  make_table(c, t, sizeof t);
+  snprintf(head, sizeof head, "INSERT INTO %s (id, sku)", t);
+  snprintf(sql, sizeof sql, "INSERT INTO %s (id, sku) VALUES (?, ?)", t);
+  cr_assert_eq(db_begin(c, err, sizeof err), STATUS_OK, "%s", err);
+  db_value now[2] = {DB_I64(1), DB_STR("direct")};
+  exec_ok(c, sql, now, 2);
+  db_value a[2] = {DB_I64(2), DB_STR("later")}, b[2] = {DB_I64(3), DB_STR("later")};
+  cr_assert_eq(db_insert_later(c, head, a, 2, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(db_insert_later(c, head, b, 2, err, sizeof err), STATUS_OK, "%s", err);
+  status_code st = db_commit(c, err, sizeof err);
+  cr_assert_eq(st, STATUS_ALREADY_EXISTS, "%s: %s", status_name(st), err);
+  cr_assert_not(db_in_tx(c));
+  cr_assert_eq(count_rows(c, t), 0, "the direct row went with the rollback");
+  drop_table(c, t);
+  db_close(c);
+}
+
+Test(db, a_statement_may_bind_more_than_sixty_four_values) {
+  db_conn *c = testenv_db_connect("shop_test", "shop_test");
+  char t[64];
+  make_table(c, t, sizeof t);
+  char sql[8192];
+  size_t o = (size_t)snprintf(sql, sizeof sql, "INSERT INTO %s (id, sku) VALUES ", t);
+  db_value p[200];
+  char skus[100][16];
+  for (int i = 0; i < 100; i++) {
+    o += (size_t)snprintf(sql + o, sizeof sql - o, "%s(?, ?)", i ? ", " : "");
+    snprintf(skus[i], sizeof skus[i], "k%d", i);
+    p[2 * i] = DB_I64(i);
+    p[2 * i + 1] = DB_STR(skus[i]);
+  }
+  exec_ok(c, sql, p, 200);
+  cr_assert_eq(count_rows(c, t), 100);
+  drop_table(c, t);
+  db_close(c);
+}
