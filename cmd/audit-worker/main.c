@@ -24,16 +24,13 @@ static void teardown_cb(app *a, void *arg) { audit_ctx_destroy(arg); }
 int main(int argc, char **argv) {
   static audit_ctx ctx;
   const app_migrations migs[] = {{"audit", audit_migrations, audit_migrations_count}};
-  const app_consumer consumer = {.group = TOPOLOGY_GROUP_AUDIT_WORKER,
-                                 .handler = audit_handle_cb,
-                                 .committed = audit_committed_cb};
   const app_spec spec = {
       .name = "audit-worker",
       .db_account = "shop_audit",
       .migrations = migs,
       .n_migrations = 1,
       .endpoint = app_endpoint_audit_query,
-      .consumer = &consumer,
+      .consumer = &audit_consumer,
       .append_only = true,
       .setup = setup_cb,
       .teardown = teardown_cb,

@@ -12,7 +12,7 @@
 #include "topology/topology.h"
 
 static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
-  inventory_ctx_init(arg, app_cfg(a), app_name(a), outbox_sink_of(app_relay(a)));
+  inventory_ctx_init(arg, app_cfg(a), app_name(a), outbox_sink_of(app_relay(a), app_name(a)));
   return STATUS_OK;
 }
 
@@ -28,16 +28,13 @@ static void housekeeping_cb(app *a, db_conn *db, void *arg) {
 int main(int argc, char **argv) {
   static inventory_ctx ctx;
   const app_migrations migs[] = {{"inventory", inventory_migrations, inventory_migrations_count}};
-  const app_consumer consumer = {.group = TOPOLOGY_GROUP_INVENTORY_WORKER,
-                                 .handler = inventory_handle_cb,
-                                 .committed = inventory_committed_cb};
   const app_spec spec = {
       .name = "inventory-worker",
       .db_account = "shop_inventory",
       .migrations = migs,
       .n_migrations = 1,
       .relay = true,
-      .consumer = &consumer,
+      .consumer = &inventory_consumer,
       .setup = setup_cb,
       .housekeeping = housekeeping_cb,
       .housekeeping_interval_s = 1,

@@ -32,7 +32,7 @@ static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
   st = notify_webhook_create(&p->push, SHOP__NOTIFICATION__V1__CHANNEL__CHANNEL_PUSH,
                              cfg->notify.push_url, cfg->notify.timeout_ms, errbuf, errlen);
   if (st != STATUS_OK) return st;
-  notify_ctx_init(&p->ctx, cfg, app_name(a), app_db(a), outbox_sink_of(app_relay(a)));
+  notify_ctx_init(&p->ctx, cfg, app_name(a), app_db(a), outbox_sink_of(app_relay(a), app_name(a)));
   p->ctx.email = notify_smtp_channel(p->smtp);
   p->ctx.sms = notify_webhook_channel(p->sms);
   p->ctx.push = notify_webhook_channel(p->push);
@@ -57,16 +57,13 @@ int main(int argc, char **argv) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   const app_migrations migs[] = {
       {"notification", notification_migrations, notification_migrations_count}};
-  const app_consumer consumer = {.group = TOPOLOGY_GROUP_NOTIFICATION_WORKER,
-                                 .handler = notify_handle_cb,
-                                 .committed = notify_committed_cb};
   const app_spec spec = {
       .name = "notification-worker",
       .db_account = "shop_notification",
       .migrations = migs,
       .n_migrations = 1,
       .relay = true,
-      .consumer = &consumer,
+      .consumer = &notify_consumer,
       .setup = setup_cb,
       .teardown = teardown_cb,
       .arg = &p,

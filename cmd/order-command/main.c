@@ -50,9 +50,6 @@ static void teardown_cb(app *a, void *arg) {
 int main(int argc, char **argv) {
   static program p;
   const app_migrations migs[] = {{"order", order_migrations, order_migrations_count}};
-  const app_consumer consumer = {.group = TOPOLOGY_GROUP_ORDER_SAGA,
-                                 .handler = order_saga_handle_cb,
-                                 .committed = order_saga_committed_cb};
   const app_spec spec = {
       .name = "order-command",
       .db_account = "shop_order",
@@ -60,7 +57,7 @@ int main(int argc, char **argv) {
       .n_migrations = 1,
       .endpoint = app_endpoint_order_command,
       .relay = true,
-      .consumer = &consumer,
+      .consumer = &order_saga_consumer,
       .setup = setup_cb,
       .teardown = teardown_cb,
       .arg = &p,

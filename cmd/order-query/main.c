@@ -21,16 +21,13 @@ int main(int argc, char **argv) {
   static order_query_ctx ctx;
   const app_migrations migs[] = {
       {"order_read", order_read_migrations, order_read_migrations_count}};
-  const app_consumer consumer = {.group = TOPOLOGY_GROUP_ORDER_QUERY,
-                                 .handler = order_projection_apply_cb,
-                                 .committed = order_projection_committed_cb};
   const app_spec spec = {
       .name = "order-query",
       .db_account = "shop_order_read",
       .migrations = migs,
       .n_migrations = 1,
       .endpoint = app_endpoint_order_query,
-      .consumer = &consumer,
+      .consumer = &order_projection_consumer,
       .setup = setup_cb,
       .teardown = teardown_cb,
       .metrics = order_read_metrics_cb,

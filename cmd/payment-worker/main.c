@@ -24,7 +24,7 @@ static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
   if (st != STATUS_OK) return st;
   log_info(NULL, "payment-worker: simulated card processor in %s (latency %d ms, failures %d/1000)",
            o.state_dir, o.latency_ms, o.failure_permille);
-  payment_ctx_init(&p->ctx, app_cfg(a), app_name(a), outbox_sink_of(app_relay(a)),
+  payment_ctx_init(&p->ctx, app_cfg(a), app_name(a), outbox_sink_of(app_relay(a), app_name(a)),
                    payment_sim_gateway(p->sim));
   return STATUS_OK;
 }
@@ -38,16 +38,13 @@ static void teardown_cb(app *a, void *arg) {
 int main(int argc, char **argv) {
   static program p;
   const app_migrations migs[] = {{"payment", payment_migrations, payment_migrations_count}};
-  const app_consumer consumer = {.group = TOPOLOGY_GROUP_PAYMENT_WORKER,
-                                 .handler = payment_handle_cb,
-                                 .committed = payment_committed_cb};
   const app_spec spec = {
       .name = "payment-worker",
       .db_account = "shop_payment",
       .migrations = migs,
       .n_migrations = 1,
       .relay = true,
-      .consumer = &consumer,
+      .consumer = &payment_consumer,
       .setup = setup_cb,
       .teardown = teardown_cb,
       .arg = &p,

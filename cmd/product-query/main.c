@@ -24,16 +24,13 @@ int main(int argc, char **argv) {
   product_query_ctx ctx;
   const app_migrations migs[] = {
       {"product_read", product_read_migrations, product_read_migrations_count}};
-  const app_consumer consumer = {.group = TOPOLOGY_GROUP_PRODUCT_QUERY,
-                                 .handler = product_projection_apply_cb,
-                                 .committed = product_projection_committed_cb};
   const app_spec spec = {
       .name = "product-query",
       .db_account = "shop_product_read",
       .migrations = migs,
       .n_migrations = 1,
       .endpoint = app_endpoint_product_query,
-      .consumer = &consumer,
+      .consumer = &product_projection_consumer,
       .setup = setup_cb,
       .teardown = teardown_cb,
       .arg = &ctx,

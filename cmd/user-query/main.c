@@ -20,16 +20,13 @@ static void teardown_cb(app *a, void *arg) { user_query_ctx_destroy(arg); }
 int main(int argc, char **argv) {
   user_query_ctx ctx;
   const app_migrations migs[] = {{"user_read", user_read_migrations, user_read_migrations_count}};
-  const app_consumer consumer = {.group = TOPOLOGY_GROUP_USER_QUERY,
-                                 .handler = user_projection_apply_cb,
-                                 .committed = user_projection_committed_cb};
   const app_spec spec = {
       .name = "user-query",
       .db_account = "shop_user_read",
       .migrations = migs,
       .n_migrations = 1,
       .endpoint = app_endpoint_user_query,
-      .consumer = &consumer,
+      .consumer = &user_projection_consumer,
       .setup = setup_cb,
       .teardown = teardown_cb,
       .arg = &ctx,

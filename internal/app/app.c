@@ -154,14 +154,10 @@ static status_code app_make_relay(app *a, char *errbuf, size_t errlen) {
 }
 
 static status_code app_make_consumer(app *a, char *errbuf, size_t errlen) {
-  const app_consumer *ac = a->spec->consumer;
   consumer_opts o;
-  consumer_opts_init(&o, a->cfg);
-  o.group = ac->group;
+  consumer_opts_init(&o, a->cfg, a->spec->consumer);
   o.db = &a->dbp;
-  o.handler = ac->handler;
   o.handler_arg = a->spec->arg;
-  o.committed = ac->committed;
   o.committed_arg = a->spec->arg;
   o.relay = a->relay;
   if (a->spec->append_only) o.purge_interval_ms = 0;

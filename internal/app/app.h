@@ -113,17 +113,6 @@ typedef void (*app_teardown_fn)(app *a, void *arg);
  * Errors are the hook's to log. */
 typedef void (*app_housekeeping_fn)(app *a, db_conn *db, void *arg);
 
-/* The consumer a program runs, if any. group names the consumer group
- * (topology.h); the subscribed topics are the group's. The callbacks are
- * passed to the events consumer as they are (see events/consumer.h), with
- * spec->arg as their arg. The consumer nudges the program's relay, if
- * any. */
-typedef struct app_consumer {
-  const char *group;
-  consumer_handler_cb handler;
-  consumer_committed_cb committed; /* may be NULL */
-} app_consumer;
-
 /* Called on each scrape of /metrics, on an admin HTTP thread, with a
  * connection of the pool (no transaction open): sets the program's own
  * gauges computed from its database (orders by state, say). Only for
@@ -138,7 +127,9 @@ typedef struct app_spec {
   size_t n_migrations;
   app_endpoint_fn endpoint;         /* NULL: no RPC server */
   bool relay;                       /* run an outbox relay on db_account's database */
-  const app_consumer *consumer;     /* NULL: no consumer */
+  const consumer_spec *consumer;    /* the domain's consumer (events/consumer.h); its
+                                       apply functions, handler and committed
+                                       callback get arg; it nudges the relay */
   app_setup_fn setup;               /* may be NULL */
   app_teardown_fn teardown;         /* may be NULL */
   app_housekeeping_fn housekeeping; /* may be NULL */

@@ -17,14 +17,13 @@
  * subject, sequence, event_time_ms, correlation_id, traceparent, key, data,
  * recorded_ms. (audit_row_hash computes it.)
  *
- * One writer at a time: audit_append takes GET_LOCK('shop.audit.chain') on
- * a connection of its own for the duration of its own short transaction
- * (read the head, insert the rows, commit, release), so two audit-worker
- * instances interleave whole batches and the chain stays linear. Because
- * that transaction is not the consumer's inbox transaction, the event id's
- * unique key is what makes an append idempotent: ids already in the log are
- * skipped, so a redelivery after a crash between the two commits changes
- * nothing.
+ * One writer at a time: the consumer takes GET_LOCK('shop.audit.chain')
+ * on its own connection for each batch's transaction (read the head, queue
+ * the rows, commit with the inbox rows, release when it ended), so two
+ * audit-worker instances interleave whole batches and the chain stays
+ * linear. The event id's unique key also makes an append idempotent
+ * beyond the inbox: ids already in the log are skipped (one lookup per
+ * batch), so a replay with an emptied inbox changes nothing.
  *
  * The runtime account (shop_audit) has SELECT and INSERT only. The consumer
  * framework's periodic purge of processed_events (a DELETE) is therefore
@@ -122,12 +121,16 @@ void audit_ctx_destroy(audit_ctx *ctx);
 status_code audit_append(db_conn *c, const consumer_msg *msgs, size_t n, int lock_timeout_s,
                          int *added, char *errbuf, size_t errlen);
 
-/* Consumer handler (arg: audit_ctx *): audit_append on a pool connection.
- * The inbox transaction on tx is left alone. */
-status_code audit_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
+/* Appends the events of msgs not yet in the log (nor earlier in msgs), in
+ * order, inside the open transaction on c; the caller holds the chain
+ * lock. The rows go with the commit (db_insert_later). */
+status_code audit_append_tx(db_conn *c, const consumer_msg *msgs, size_t n, int *added,
                             char *errbuf, size_t errlen);
-/* Wakes consistency waiters. */
-void audit_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
+
+/* The audit log's consumer (group "audit-worker", arg: audit_ctx *): every
+ * event of every domain topic, undecoded (the log knows no domain), in the
+ * consumer's own transaction under the chain lock. */
+extern const consumer_spec audit_consumer;
 
 /* The result of a chain check. */
 typedef struct audit_verify_result {

@@ -2,11 +2,13 @@
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "audit/audit.h"
 #include "log/log.h"
 #include "shop/audit/v1/queries.pb-c.h"
+#include "topology/topology.h"
 
 static void hash_field(crypto_hash_sha256_state *st, const void *p, size_t len) {
   uint8_t be[8];
@@ -83,21 +85,56 @@ static status_code read_head(db_conn *c, int64_t *row_id, uint8_t hash[AUDIT_HAS
   return STATUS_OK;
 }
 
-static status_code append_tx(db_conn *c, const consumer_msg *msgs, size_t n, int *added,
+/* The event ids of msgs already in the log (a redelivery, a replay after
+ * the inbox was emptied), or earlier in msgs: seen[i] is true for them. One
+ * lookup per SEEN_CHUNK events. */
+#define SEEN_CHUNK 32
+static status_code find_seen(db_conn *c, const consumer_msg *msgs, size_t n, bool *seen,
                              char *errbuf, size_t errlen) {
+  static const char sql[] =
+      "SELECT event_id FROM audit_log WHERE event_id IN (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+      " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+  _Static_assert(SEEN_CHUNK == 32, "sql holds 32 ids");
+  for (size_t i = 0; i < n; i++) {
+    seen[i] = false;
+    for (size_t j = 0; j < i && !seen[i]; j++)
+      seen[i] = strcmp(msgs[j].env->id, msgs[i].env->id) == 0;
+  }
+  for (size_t base = 0; base < n; base += SEEN_CHUNK) {
+    size_t cnt = n - base < SEEN_CHUNK ? n - base : SEEN_CHUNK;
+    db_value p[SEEN_CHUNK];
+    for (size_t j = 0; j < SEEN_CHUNK; j++) p[j] = DB_STR(msgs[base + (j < cnt ? j : 0)].env->id);
+    db_rows *r = NULL;
+    status_code st = db_query(c, sql, p, SEEN_CHUNK, &r, errbuf, errlen);
+    if (st != STATUS_OK) return st;
+    while (db_rows_next(r)) {
+      const char *id = db_rows_str(r, 0, NULL);
+      for (size_t j = base; j < base + cnt; j++)
+        if (strcmp(msgs[j].env->id, id) == 0) seen[j] = true;
+    }
+    db_rows_free(r);
+  }
+  return STATUS_OK;
+}
+
+status_code audit_append_tx(db_conn *c, const consumer_msg *msgs, size_t n, int *added,
+                            char *errbuf, size_t errlen) {
+  int dummy = 0;
+  if (added == NULL) added = &dummy;
+  *added = 0;
+  bool *seen = calloc(n > 0 ? n : 1, sizeof *seen);
+  if (seen == NULL) {
+    snprintf(errbuf, errlen, "out of memory");
+    return STATUS_INTERNAL;
+  }
   int64_t head = 0;
   uint8_t prev[AUDIT_HASH_SIZE];
-  status_code st = read_head(c, &head, prev, errbuf, errlen);
-  if (st != STATUS_OK) return st;
+  status_code st = find_seen(c, msgs, n, seen, errbuf, errlen);
+  if (st == STATUS_OK) st = read_head(c, &head, prev, errbuf, errlen);
   int64_t now = svc_now_ms();
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0; st == STATUS_OK && i < n; i++) {
+    if (seen[i]) continue;
     const events_envelope *ev = msgs[i].env;
-    int64_t seen = 0;
-    db_value q[1] = {DB_STR(ev->id)};
-    st = db_query_i64(c, "SELECT row_id FROM audit_log WHERE event_id = ?", q, 1, &seen, errbuf,
-                      errlen);
-    if (st == STATUS_OK) continue; /* already in the log: a redelivery */
-    if (st != STATUS_NOT_FOUND) return st;
     audit_row row = {
         .row_id = head + 1,
         .event_id = ev->id,
@@ -139,19 +176,19 @@ static status_code append_tx(db_conn *c, const consumer_msg *msgs, size_t n, int
         DB_BLOB(prev, AUDIT_HASH_SIZE),
         DB_BLOB(h, AUDIT_HASH_SIZE),
     };
-    st =
-        db_exec(c,
-                "INSERT INTO audit_log (row_id, event_id, topic, kpartition, koffset, type, source,"
-                " actor, subject, sequence, event_time_ms, correlation_id, traceparent, ev_key,"
-                " data, recorded_ms, prev_hash, hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                p, 18, NULL, NULL, errbuf, errlen);
-    if (st != STATUS_OK) return st;
+    /* Every row of the batch in as few statements as the commit allows. */
+    st = db_insert_later(c,
+                         "INSERT INTO audit_log (row_id, event_id, topic, kpartition, koffset,"
+                         " type, source, actor, subject, sequence, event_time_ms, correlation_id,"
+                         " traceparent, ev_key, data, recorded_ms, prev_hash, hash)",
+                         p, 18, errbuf, errlen);
+    if (st != STATUS_OK) break;
     head++;
     memcpy(prev, h, AUDIT_HASH_SIZE);
     (*added)++;
   }
-  return STATUS_OK;
+  free(seen);
+  return st;
 }
 
 status_code audit_append(db_conn *c, const consumer_msg *msgs, size_t n, int lock_timeout_s,
@@ -168,7 +205,7 @@ status_code audit_append(db_conn *c, const consumer_msg *msgs, size_t n, int loc
   }
   st = db_begin(c, errbuf, errlen);
   if (st == STATUS_OK) {
-    st = append_tx(c, msgs, n, added, errbuf, errlen);
+    st = audit_append_tx(c, msgs, n, added, errbuf, errlen);
     if (st == STATUS_OK) st = db_commit(c, errbuf, errlen);
     if (st != STATUS_OK) {
       db_rollback(c);
@@ -180,15 +217,21 @@ status_code audit_append(db_conn *c, const consumer_msg *msgs, size_t n, int loc
   return st;
 }
 
-status_code audit_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                            char *errbuf, size_t errlen) {
+/* The consumer's batch, in its own transaction (with its inbox rows): the
+ * chain lock is taken on the consumer's connection for the batch and given
+ * back when the transaction ended (ended_cb), so instances interleave
+ * whole batches. */
+static status_code audit_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
+                                   char *errbuf, size_t errlen) {
   audit_ctx *ctx = arg;
-  db_conn *c = NULL;
-  status_code st = db_pool_get(ctx->db, &c, errbuf, errlen);
-  if (st != STATUS_OK) return STATUS_UNAVAILABLE;
+  bool got = false;
+  status_code st = db_lock_try(tx, AUDIT_CHAIN_LOCK, ctx->lock_timeout_s, &got, errbuf, errlen);
+  if (st == STATUS_OK && !got) {
+    snprintf(errbuf, errlen, "audit: another writer holds %s", AUDIT_CHAIN_LOCK);
+    st = STATUS_UNAVAILABLE;
+  }
   int added = 0;
-  st = audit_append(c, msgs, n, ctx->lock_timeout_s, &added, errbuf, errlen);
-  db_pool_put(ctx->db, c);
+  if (st == STATUS_OK) st = audit_append_tx(tx, msgs, n, &added, errbuf, errlen);
   /* Every failure here is the database's (or the lock's): never a reason
    * to dead-letter an event the log must hold. */
   if (st != STATUS_OK) return STATUS_UNAVAILABLE;
@@ -196,10 +239,20 @@ status_code audit_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, voi
   return STATUS_OK;
 }
 
-void audit_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
+static void audit_ended_cb(db_conn *db, void *arg) {
+  char err[256];
+  (void)db_lock_release(db, AUDIT_CHAIN_LOCK, err, sizeof err);
+}
+
+static void audit_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
   audit_ctx *ctx = arg;
   svc_notifier_notify(&ctx->notifier);
 }
+
+const consumer_spec audit_consumer = {.group = TOPOLOGY_GROUP_AUDIT_WORKER,
+                                      .handler = audit_handle_cb,
+                                      .committed = audit_committed_cb,
+                                      .ended = audit_ended_cb};
 
 static void hex(const uint8_t *h, size_t n, char *out) {
   static const char d[] = "0123456789abcdef";

@@ -1,7 +1,7 @@
 /* Rebuild of the order read model from the audit log alone (audit.h,
  * RebuildOrderProjection): the order, payment and inventory rows of the log
  * are replayed, in chain order, through order-query's own projection
- * (order_projection_apply_cb) into the shop_scratch database; then the
+ * (order_projection_consumer) into the shop_scratch database; then the
  * rebuilt and the live read model are both read through OrderQueryService
  * (the rebuilt one served in-process on inproc:// by order-query's own
  * handlers, the live one at endpoints.order_query), ListOrdersByStatus for
@@ -81,7 +81,7 @@ static status_code replay(db_conn *a, db_conn *s, order_query_ctx *qctx, int64_t
                         .topic = e.topic,
                         .partition = (int32_t)db_rows_i64(r, 3),
                         .offset = db_rows_i64(r, 4)};
-      st = order_projection_apply_cb(s, &m, 1, qctx, errbuf, errlen);
+      st = consumer_spec_apply(s, &order_projection_consumer, &m, 1, qctx, errbuf, errlen);
       n++;
     }
     db_rows_free(r);

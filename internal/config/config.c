@@ -50,7 +50,9 @@ static const cfg_key cfg_table[] = {
     I("kafka.heartbeat_ms", kafka.heartbeat_ms, 100, 60000, 3000),
     I("kafka.max_retries", kafka.max_retries, 1, 100, 5),
     I("kafka.retry_backoff_ms", kafka.retry_backoff_ms, 1, 600000, 200),
-    I("kafka.batch_size", kafka.batch_size, 1, 10000, 10),
+    I("kafka.batch_size", kafka.batch_size, 1, 10000, 256),
+    I("kafka.fetch_wait_max_ms", kafka.fetch_wait_max_ms, 0, 10000, 100),
+    I("kafka.fetch_min_bytes", kafka.fetch_min_bytes, 1, 104857600, 1),
     I("kafka.outbox_retention_s", kafka.outbox_retention_s, 1, 31536000, 604800),
     I("kafka.processed_retention_s", kafka.processed_retention_s, 1, 31536000, 604800),
 

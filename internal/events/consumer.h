@@ -2,26 +2,49 @@
  * consumer: how every Shop worker and projection consumes events
  * (DESIGN.md, "Events on Kafka"): at least once, with an inbox.
  *
+ * A consumer is described by a consumer_spec: its group and the table of
+ * the event types it takes, each with the pure check of its decoded
+ * message and the function that applies it. The table is the one dispatch:
+ * the topics the group subscribes to follow from the types (an event's
+ * topic follows from its package, topology.h), an event of a type the
+ * table does not hold is skipped before any database work, and each taken
+ * event reaches the apply function of its type, decoded and checked.
+ *
+ *   static const consumer_event_type types[] = {
+ *       {&shop__order__v1__order_created__descriptor, created_check, reserve_apply},
+ *       {&shop__order__v1__order_cancelled__descriptor, NULL, release_apply},
+ *   };
+ *   const consumer_spec inventory_consumer = {.group = TOPOLOGY_GROUP_INVENTORY_WORKER,
+ *                                             .types = types, .n_types = 2};
+ *
  *   consumer_opts o;
- *   consumer_opts_init(&o, cfg);                  // brokers, timeouts, retries
- *   o.group = TOPOLOGY_GROUP_INVENTORY_WORKER;     // topics from topology
+ *   consumer_opts_init(&o, cfg, &inventory_consumer);   // brokers, timeouts, retries
  *   o.db = &db_params_of_shop_inventory;
- *   o.handler = inventory_apply_cb; o.handler_arg = &ctx;
- *   o.relay = ctx.relay;                            // if the handler appends
+ *   o.arg = &ctx;
+ *   o.relay = ctx.relay;                            // nudged after each commit
  *   consumer_create(&c, &o, errbuf, errlen);
  *   consumer_run(c, errbuf, errlen);  // or consumer_start() for a thread
  *   ... on SIGTERM: consumer_stop(c); ... consumer_destroy(c);
  *
+ * A spec without a table takes every event of its topics undecoded, as one
+ * batch handler (the audit log, which knows no domain; the framework's own
+ * tests).
+ *
  * For each batch of records polled (up to batch_size, from any of the
- * assigned partitions, in the order the partitions hold them):
+ * assigned partitions, in the order the partitions hold them; under load a
+ * batch is whatever arrived while the previous one committed):
  *
  *   1. Records that do not decode (events_envelope_decode: no ce_id, no
  *      ce_type, ...) are poison: they go straight to the dead-letter topic
- *      (dlt_attempts "0").
+ *      (dlt_attempts "0"). So do events of a taken type whose data does
+ *      not decode or whose check refuses them: no retry can change a pure
+ *      check. Events of types the table does not take are done at once:
+ *      no database round trip.
  *   2. One transaction: the event ids already in processed_events for
  *      this group are skipped (the handler never sees them), the new ids
- *      are inserted, the handler runs with the new events (it may append
- *      outbox rows in the same transaction), commit.
+ *      are inserted (one multi-row statement), each new event is applied
+ *      (lower `pass` first, else in batch order; it may append outbox
+ *      rows in the same transaction), commit.
  *   3. Only after the commit are the offsets stored (librdkafka's
  *      enable.auto.offset.store=false); librdkafka's auto-commit sends the
  *      stored offsets every second and at revoke and close. Chosen over
@@ -82,7 +105,8 @@
 /* One event handed to a handler. Everything is borrowed for the duration
  * of the call. */
 typedef struct consumer_msg {
-  const events_envelope *env; /* decoded; env->data is the record's value */
+  const events_envelope *env;  /* decoded; env->data is the record's value */
+  const ProtobufCMessage *msg; /* env->data decoded as its type (table mode); NULL otherwise */
   const char *topic;
   int32_t partition;
   int64_t offset;
@@ -96,34 +120,32 @@ typedef struct consumer_msg {
 typedef status_code (*consumer_handler_cb)(db_conn *tx, const consumer_msg *msgs, size_t n,
                                            void *arg, char *errbuf, size_t errlen);
 
-/* A handler that treats each event on its own: applies one event in the
- * open transaction tx (arg as given to consumer_apply_each). */
-typedef status_code (*consumer_apply_one_cb)(db_conn *tx, const events_envelope *ev, void *arg,
-                                             char *errbuf, size_t errlen);
+/* Applies one decoded and checked event (m->msg is its message) inside the
+ * open transaction on tx; the same contract as consumer_handler_cb. The
+ * event is the thread's current log scope while it runs. */
+typedef status_code (*consumer_apply_cb)(db_conn *tx, const consumer_msg *m, void *arg,
+                                         char *errbuf, size_t errlen);
 
-/* The body of a consumer_handler_cb for such handlers: applies msgs in
- * order with apply_one and stops at the first status that is not OK. */
-status_code consumer_apply_each(db_conn *tx, const consumer_msg *msgs, size_t n,
-                                consumer_apply_one_cb apply_one, void *arg, char *errbuf,
-                                size_t errlen);
-
-/* One event type a consumer takes, and the pure check of its decoded
- * message that runs before any database work (NULL: none). A check
- * returns NULL when the event is usable, else why not. */
+/* One event type a consumer takes: the pure check of its decoded message
+ * that runs before any database work (NULL: none; it returns NULL when the
+ * event is usable, else why not), and the function that applies it. */
 typedef struct consumer_event_type {
   const ProtobufCMessageDescriptor *desc;
   const char *(*check)(const ProtobufCMessage *m, const events_envelope *ev);
+  consumer_apply_cb apply;
+  int pass; /* within one batch, events of a lower pass are applied first */
 } consumer_event_type;
 
 /*
  * Decodes ev as the one of types whose full name is its ce_type, and runs
- * that type's check: a handler's decode and checks before the database,
- * pure (tests/fuzz runs every consumer's table through it). Returns
+ * that type's check: the framework's decode and checks before the
+ * database, pure (tests/fuzz runs every consumer's table through it).
+ * Returns
  *   - OK with *out NULL: a type the consumer does not take (skip it);
  *   - OK with *out the message (free with protobuf_c_message_free_unpacked)
  *     and *which its index in types;
- *   - INVALID_ARGUMENT (a rejection: no retry can help) when the data does
- *     not decode or the check refuses it, with the reason in errbuf.
+ *   - INVALID_ARGUMENT when the data does not decode or the check refuses
+ *     it, with the reason in errbuf.
  */
 status_code consumer_event_decode(const events_envelope *ev, const consumer_event_type *types,
                                   size_t n, ProtobufCMessage **out, size_t *which, char *errbuf,
@@ -133,19 +155,56 @@ status_code consumer_event_decode(const events_envelope *ev, const consumer_even
  * (for waiters and metrics); on the consumer's thread; must not block. */
 typedef void (*consumer_committed_cb)(const consumer_msg *msgs, size_t n, void *arg);
 
+/* Called on the consumer's thread after each transaction of the consumer
+ * ended (committed or rolled back), with its connection (no transaction
+ * open; it may run statements): the audit log releases its chain lock
+ * here. Must not fail. */
+typedef void (*consumer_ended_cb)(db_conn *db, void *arg);
+
+/* What a consumer takes and does, written once by its domain. */
+typedef struct consumer_spec {
+  const char *group;                /* group.id: one of TOPOLOGY_GROUP_* */
+  const consumer_event_type *types; /* the table (n_types entries), or NULL: */
+  size_t n_types;
+  consumer_handler_cb handler; /* every event of `topics`, as batches */
+  const char *const *topics;   /* with handler: NULL means every domain topic */
+  size_t topic_count;
+  consumer_committed_cb committed; /* may be NULL */
+  consumer_ended_cb ended;         /* may be NULL */
+} consumer_spec;
+
+/* The topics a spec subscribes to: the distinct topics of its types, in
+ * table order (or its handler's topics). Writes at most max pointers to
+ * static topic names into out; returns how many there are, or 0 when a
+ * type has no domain topic. */
+size_t consumer_spec_topics(const consumer_spec *spec, const char **out, size_t max);
+
+/* Applies msgs (their env only) as the consumer of spec would, inside the
+ * open transaction tx, without Kafka and without the inbox: a table's
+ * types are decoded and checked (a refused event is INVALID_ARGUMENT),
+ * types it does not take skipped, the rest applied pass by pass; a handler
+ * gets them all. For rebuilding a read model from a log of events. */
+status_code consumer_spec_apply(db_conn *tx, const consumer_spec *spec, const consumer_msg *msgs,
+                                size_t n, void *arg, char *errbuf, size_t errlen);
+
 typedef struct consumer_opts {
   const char *brokers;
   const char *group;         /* group.id: one of TOPOLOGY_GROUP_* */
-  const char *const *topics; /* NULL: the group's topics in topology */
+  const char *const *topics; /* NULL: from the types (or every domain topic) */
   size_t topic_count;
-  const char *client_id;       /* NULL: the group */
-  const db_params *db;         /* the consumer's own connection (copied) */
-  consumer_handler_cb handler; /* required */
-  void *handler_arg;
+  const char *client_id;            /* NULL: the group */
+  const db_params *db;              /* the consumer's own connection (copied) */
+  const consumer_event_type *types; /* table mode (n_types), or */
+  size_t n_types;
+  consumer_handler_cb handler;     /* a batch handler; one of the two is required */
+  void *handler_arg;               /* the apply functions' and the handler's arg */
   consumer_committed_cb committed; /* may be NULL */
   void *committed_arg;
+  consumer_ended_cb ended;   /* may be NULL; gets handler_arg */
   outbox_relay *relay;       /* nudged after each commit; may be NULL */
-  int batch_size;            /* events per transaction; default 10 */
+  int batch_size;            /* events per transaction at most; default 256 */
+  int fetch_wait_max_ms;     /* the broker holds a fetch this long for ... */
+  int fetch_min_bytes;       /* ... this many bytes; defaults 100 ms, 1 */
   int max_retries;           /* handler attempts alone before the DLT; 5 */
   int retry_backoff_ms;      /* first backoff; doubles up to 10x; 200 */
   int session_timeout_ms;    /* default 45000 (tests use ~6000) */
@@ -156,12 +215,14 @@ typedef struct consumer_opts {
   int poll_timeout_ms;       /* wait for records (and stop); 100 */
 } consumer_opts;
 
-/* Defaults, then cfg's kafka section when cfg is not NULL. */
-void consumer_opts_init(consumer_opts *o, const shop_cfg *cfg);
+/* Defaults, then cfg's kafka section when cfg is not NULL, then spec's
+ * group, table or handler and committed callback when spec is not NULL. */
+void consumer_opts_init(consumer_opts *o, const shop_cfg *cfg, const consumer_spec *spec);
 
 /* Counters, for metrics and tests. */
 typedef struct consumer_stats {
   int64_t applied;       /* events handed to the handler and committed */
+  int64_t skipped;       /* events of types the consumer does not take */
   int64_t duplicates;    /* events skipped as already processed */
   int64_t dead_lettered; /* records sent to the DLT */
   int64_t batches;       /* committed transactions */
@@ -180,7 +241,8 @@ bool consumer_status_transient(status_code st);
 
 /* Makes the consumer: validates the options, connects to the database
  * (retrying for db->connect_retry_ms) and creates the Kafka consumer (no
- * subscription yet). The options, the strings and the db params are
+ * subscription yet; consumer_run creates the group's dead-letter topics,
+ * then subscribes). The options, the strings and the db params are
  * copied; handler_arg, committed_arg and relay are borrowed and must
  * outlive the consumer. On success *out owns it. */
 status_code consumer_create(consumer **out, const consumer_opts *o, char *errbuf, size_t errlen);

@@ -157,7 +157,7 @@ void events_envelope_free(events_envelope *ev);
 /* Makes the handling of ev the calling thread's current log scope (log.h):
  * trace id from ev's traceparent, event_id ev's id; events appended inside
  * carry ev's traceparent. ev must outlive the scope; leave it with
- * log_scope_leave(s). consumer_apply_each does this around each event; a
+ * log_scope_leave(s). The consumer does this around each event; a
  * handler that loops over its batch itself does it too. */
 void events_log_scope_enter(log_scope *s, const events_envelope *ev);
 
@@ -176,10 +176,15 @@ status_code events_migrate(db_conn *c, int *applied, char *errbuf, size_t errlen
 /* --- Topics ------------------------------------------------------------- */
 
 /* Creates a topic with replication factor 1 and no time-based retention,
- * waiting up to timeout_ms. A topic that already exists is success. For
- * tools and tests: Shop's own topics come from shop-admin. */
+ * waiting up to timeout_ms. A topic that already exists is success. */
 status_code events_topic_create(const char *brokers, const char *topic, int partitions,
                                 int timeout_ms, char *errbuf, size_t errlen);
+
+/* Creates several topics (at most 64) in one request, as events_topic_create
+ * does one: the domain topics (shop-admin) and a consumer's dead-letter
+ * topics (consumer_run). */
+status_code events_topics_create(const char *brokers, const char *const *topics, size_t count,
+                                 int partitions, int timeout_ms, char *errbuf, size_t errlen);
 
 /* Deletes a topic (tests clean up after themselves). An unknown topic is
  * success. */

@@ -186,8 +186,16 @@ int events_kafka_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout
 
 typedef enum { ADMIN_CREATE, ADMIN_DELETE } admin_op;
 
-static status_code admin_run(const char *brokers, admin_op op, const char *topic, int partitions,
-                             int timeout_ms, char *errbuf, size_t errlen) {
+#define ADMIN_TOPICS_MAX 64
+
+static status_code admin_run(const char *brokers, admin_op op, const char *const *topics,
+                             size_t count, int partitions, int timeout_ms, char *errbuf,
+                             size_t errlen) {
+  if (count == 0) return STATUS_OK;
+  if (count > ADMIN_TOPICS_MAX) {
+    events_seterr(errbuf, errlen, "topics: at most %d in one call", ADMIN_TOPICS_MAX);
+    return STATUS_INVALID_ARGUMENT;
+  }
   if (timeout_ms <= 0) timeout_ms = 30000;
   rd_kafka_conf_t *conf = events_kafka_conf_new(brokers, "shop-events-admin", errbuf, errlen);
   if (conf == NULL) return STATUS_INVALID_ARGUMENT;
@@ -199,36 +207,44 @@ static status_code admin_run(const char *brokers, admin_op op, const char *topic
     return STATUS_INTERNAL;
   }
   status_code st = STATUS_INTERNAL;
-  rd_kafka_NewTopic_t *nt = NULL;
-  rd_kafka_DeleteTopic_t *dt = NULL;
+  rd_kafka_NewTopic_t *nt[ADMIN_TOPICS_MAX] = {0};
+  rd_kafka_DeleteTopic_t *dt[ADMIN_TOPICS_MAX] = {0};
   rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
   rd_kafka_event_t *ev = NULL;
   rd_kafka_AdminOptions_t *ao = rd_kafka_AdminOptions_new(
       rk, op == ADMIN_CREATE ? RD_KAFKA_ADMIN_OP_CREATETOPICS : RD_KAFKA_ADMIN_OP_DELETETOPICS);
   rd_kafka_AdminOptions_set_request_timeout(ao, timeout_ms, NULL, 0);
   rd_kafka_AdminOptions_set_operation_timeout(ao, timeout_ms, NULL, 0);
-  if (op == ADMIN_CREATE) {
-    nt = rd_kafka_NewTopic_new(topic, partitions, 1, why, sizeof why);
-    if (nt == NULL) {
-      events_seterr(errbuf, errlen, "topic %s: %s", topic, why);
-      st = STATUS_INVALID_ARGUMENT;
-      goto out;
+  for (size_t i = 0; i < count; i++) {
+    if (op == ADMIN_CREATE) {
+      nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, 1, why, sizeof why);
+      if (nt[i] == NULL) {
+        events_seterr(errbuf, errlen, "topic %s: %s", topics[i], why);
+        st = STATUS_INVALID_ARGUMENT;
+        goto out;
+      }
+      /* Events are kept for good (read models are rebuilt from them), and
+       * never compacted away: every version of an aggregate matters. */
+      rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "-1");
+      rd_kafka_NewTopic_set_config(nt[i], "retention.bytes", "-1");
+      rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", "delete");
+    } else {
+      dt[i] = rd_kafka_DeleteTopic_new(topics[i]);
     }
-    rd_kafka_NewTopic_set_config(nt, "retention.ms", "-1");
-    rd_kafka_CreateTopics(rk, &nt, 1, ao, q);
-  } else {
-    dt = rd_kafka_DeleteTopic_new(topic);
-    rd_kafka_DeleteTopics(rk, &dt, 1, ao, q);
   }
+  if (op == ADMIN_CREATE)
+    rd_kafka_CreateTopics(rk, nt, count, ao, q);
+  else
+    rd_kafka_DeleteTopics(rk, dt, count, ao, q);
   ev = rd_kafka_queue_poll(q, timeout_ms + 2000);
   if (ev == NULL) {
-    events_seterr(errbuf, errlen, "topic %s: no answer from the brokers in %d ms", topic,
+    events_seterr(errbuf, errlen, "topic %s: no answer from the brokers in %d ms", topics[0],
                   timeout_ms);
     st = STATUS_DEADLINE_EXCEEDED;
     goto out;
   }
   if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    events_seterr(errbuf, errlen, "topic %s: %s", topic, rd_kafka_event_error_string(ev));
+    events_seterr(errbuf, errlen, "topic %s: %s", topics[0], rd_kafka_event_error_string(ev));
     st = STATUS_UNAVAILABLE;
     goto out;
   }
@@ -246,29 +262,37 @@ static status_code admin_run(const char *brokers, admin_op op, const char *topic
       continue;
     }
     const char *msg = rd_kafka_topic_result_error_string(res[i]);
-    events_seterr(errbuf, errlen, "topic %s: %s", topic, msg != NULL ? msg : rd_kafka_err2str(e));
+    events_seterr(errbuf, errlen, "topic %s: %s", rd_kafka_topic_result_name(res[i]),
+                  msg != NULL ? msg : rd_kafka_err2str(e));
     st = e == RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION || e == RD_KAFKA_RESP_ERR_INVALID_PARTITIONS
              ? STATUS_INVALID_ARGUMENT
              : STATUS_UNAVAILABLE;
   }
 out:
   if (ev != NULL) rd_kafka_event_destroy(ev);
-  if (nt != NULL) rd_kafka_NewTopic_destroy(nt);
-  if (dt != NULL) rd_kafka_DeleteTopic_destroy(dt);
+  for (size_t i = 0; i < count; i++) {
+    if (nt[i] != NULL) rd_kafka_NewTopic_destroy(nt[i]);
+    if (dt[i] != NULL) rd_kafka_DeleteTopic_destroy(dt[i]);
+  }
   rd_kafka_AdminOptions_destroy(ao);
   rd_kafka_queue_destroy(q);
   rd_kafka_destroy(rk);
   return st;
 }
 
+status_code events_topics_create(const char *brokers, const char *const *topics, size_t count,
+                                 int partitions, int timeout_ms, char *errbuf, size_t errlen) {
+  return admin_run(brokers, ADMIN_CREATE, topics, count, partitions, timeout_ms, errbuf, errlen);
+}
+
 status_code events_topic_create(const char *brokers, const char *topic, int partitions,
                                 int timeout_ms, char *errbuf, size_t errlen) {
-  return admin_run(brokers, ADMIN_CREATE, topic, partitions, timeout_ms, errbuf, errlen);
+  return admin_run(brokers, ADMIN_CREATE, &topic, 1, partitions, timeout_ms, errbuf, errlen);
 }
 
 status_code events_topic_delete(const char *brokers, const char *topic, int timeout_ms,
                                 char *errbuf, size_t errlen) {
-  return admin_run(brokers, ADMIN_DELETE, topic, 0, timeout_ms, errbuf, errlen);
+  return admin_run(brokers, ADMIN_DELETE, &topic, 1, 0, timeout_ms, errbuf, errlen);
 }
 
 bool events_shutdown_wait(int timeout_ms) { return rd_kafka_wait_destroyed(timeout_ms) == 0; }

@@ -6,7 +6,7 @@
  * A command handler:
  *
  *   db_begin(tx) ... change the aggregate (row locked, version checked) ...
- *   outbox_append(tx, &env, NULL, errbuf, errlen);   // same transaction
+ *   outbox_emit(&sink, tx, &cause, id, version, &event.base, ...);  // same transaction
  *   db_commit(tx);
  *   outbox_relay_nudge(ctx->relay);                    // low latency
  *
@@ -60,8 +60,9 @@ typedef struct outbox_relay outbox_relay;
 
 /*
  * Appends ev to the outbox inside the caller's open transaction on tx (the
- * caller owns the transaction; nothing is committed here). ev is borrowed
- * for the call. Fills in what
+ * caller owns the transaction; nothing is committed here): the row is sent
+ * with the commit, every row of the transaction in as few statements as
+ * possible (db_insert_later). ev is borrowed for the call. Fills in what
  * the envelope leaves empty: the id (a new UUIDv7) and the time (now); the
  * envelope itself is not changed. id_out (may be NULL) receives the id
  * that was generated; it is left alone when ev->id was set. Errors: FAILED_PRECONDITION when tx has
@@ -77,7 +78,9 @@ status_code outbox_append(db_conn *tx, const events_envelope *ev, char id_out[EV
  * The event bus as domain code sees it (CONVENTIONS: infrastructure behind
  * a small function-pointer table): append in the caller's transaction,
  * then say the transaction committed. outbox_sink_of() gives the real one;
- * a domain test may pass a fake that records the envelopes.
+ * a domain test may pass a fake that records the envelopes. program names
+ * the emitter (ce_source "/shop/<program>", and the actor of what no user
+ * did).
  */
 typedef struct outbox_sink {
   /* outbox_append(tx, ev, NULL, errbuf, errlen) for the real sink. */
@@ -86,33 +89,37 @@ typedef struct outbox_sink {
   /* After the caller's commit: outbox_relay_nudge for the real sink. */
   void (*committed_cb)(void *self);
   void *self;
+  const char *program;
 } outbox_sink;
 
-/* The real sink, nudging relay (may be NULL: the relay then finds the rows
- * within its poll interval). */
-outbox_sink outbox_sink_of(outbox_relay *relay);
+/* The real sink of program, nudging relay (may be NULL: the relay then
+ * finds the rows within its poll interval). program is borrowed. */
+outbox_sink outbox_sink_of(outbox_relay *relay, const char *program);
 
-/* The attributes of one typed event that a handler, worker or saga emits
- * (see outbox_append_message). Strings are borrowed; NULL reads as "". */
-typedef struct outbox_message {
-  const char *program;        /* the emitter: ce_source is "/shop/<program>" */
-  const char *topic;          /* a TOPOLOGY_TOPIC_* */
-  const char *aggregate_id;   /* ce_subject and the record key */
-  int64_t version;            /* ce_sequence: the aggregate's version */
+/* What caused an event: who acted, the correlation it carries on and the
+ * trace it continues. Strings are borrowed; NULL reads as "". There are
+ * two ways to make one: command_cause() (internal/command) for an event
+ * caused by a call, outbox_cause_of_event() for an event caused by an
+ * event. */
+typedef struct outbox_cause {
   const char *actor;          /* ce_actor; NULL or "": the program */
   const char *correlation_id; /* ce_correlationid */
-  const char *traceparent;    /* the trace the event continues */
-} outbox_message;
+  const char *traceparent;    /* "": the current log scope's (log.h) */
+} outbox_cause;
 
-/* The correlation id an event caused by cause carries on: cause's own
- * correlation id, or cause's id when it has none. cause may be NULL (""). */
-const char *outbox_cause_correlation(const events_envelope *cause);
+/* The cause an event handled by a consumer (or a timer acting for it)
+ * hands on: actor the program, cause's correlation id (its own id when it
+ * has none), its traceparent. cause may be NULL (a timer): all empty. */
+outbox_cause outbox_cause_of_event(const events_envelope *cause);
 
-/* Packs m (its type, ce_type, is m's full name) into an envelope with o's
- * attributes and appends it through sink, or with outbox_append() when
- * sink is NULL, in the caller's open transaction tx. */
-status_code outbox_append_message(const outbox_sink *sink, db_conn *tx, const outbox_message *o,
-                                  const ProtobufCMessage *m, char *errbuf, size_t errlen);
+/* Emits m for aggregate_id at version (ce_sequence) through sink, in the
+ * caller's open transaction tx: ce_type is m's full name and the topic
+ * follows from its package (topology_topic_of_type), ce_subject and the
+ * key are aggregate_id. The one way Shop's code builds an outgoing event.
+ * INVALID_ARGUMENT when m's package has no domain topic. */
+status_code outbox_emit(const outbox_sink *sink, db_conn *tx, const outbox_cause *cause,
+                        const char *aggregate_id, int64_t version, const ProtobufCMessage *m,
+                        char *errbuf, size_t errlen);
 
 /* The number of unsent rows (the backlog, for metrics) and, if parked is
  * not NULL, of parked ones. Any connection to the service's database. */

@@ -65,13 +65,8 @@ static int64_t now_ms(const inventory_ctx *ctx) {
 static status_code emit(db_conn *tx, const inventory_ctx *ctx, const events_envelope *cause,
                         const char *key, int64_t seq, const ProtobufCMessage *m, char *errbuf,
                         size_t errlen) {
-  const outbox_message o = {.program = ctx->program,
-                            .topic = TOPOLOGY_TOPIC_INVENTORY,
-                            .aggregate_id = key,
-                            .version = seq,
-                            .correlation_id = outbox_cause_correlation(cause),
-                            .traceparent = cause != NULL ? cause->traceparent : NULL};
-  status_code st = outbox_append_message(&ctx->sink, tx, &o, m, errbuf, errlen);
+  const outbox_cause c = outbox_cause_of_event(cause);
+  status_code st = outbox_emit(&ctx->sink, tx, &c, key, seq, m, errbuf, errlen);
   /* One line per decision (not per stock level change), under the
    * current scope's trace. */
   if (st == STATUS_OK && m->descriptor != &shop__inventory__v1__stock_level_changed__descriptor)
@@ -604,99 +599,71 @@ static const char *created_check(const ProtobufCMessage *m, const events_envelop
   return NULL;
 }
 
-const consumer_event_type inventory_product_events[] = {
-    {&shop__product__v1__product_created__descriptor, created_check},
-    {&shop__product__v1__stock_adjusted__descriptor, NULL},
-    {&shop__product__v1__inventory_rule_changed__descriptor, NULL},
-    {&shop__product__v1__product_archived__descriptor, NULL},
+static status_code product_created_apply(db_conn *tx, const consumer_msg *m, void *arg,
+                                         char *errbuf, size_t errlen) {
+  return inventory_product_created(tx, arg, m->env, (const void *)m->msg, errbuf, errlen);
+}
+
+static status_code stock_adjusted_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                        size_t errlen) {
+  return inventory_restock(tx, arg, m->env, (const void *)m->msg, errbuf, errlen);
+}
+
+static status_code rule_changed_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                      size_t errlen) {
+  const Shop__Product__V1__InventoryRuleChanged *e = (const void *)m->msg;
+  return inventory_rule_changed(tx, e->product_id, e->inventory_rule, m->env->sequence, errbuf,
+                                errlen);
+}
+
+static status_code archived_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                  size_t errlen) {
+  const Shop__Product__V1__ProductArchived *e = (const void *)m->msg;
+  return inventory_product_archived(tx, e->product_id, errbuf, errlen);
+}
+
+static status_code order_created_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                       size_t errlen) {
+  const Shop__Order__V1__OrderCreated *e = (const void *)m->msg;
+  inventory_line l[INVENTORY_MAX_LINES];
+  size_t n = e->n_lines <= INVENTORY_MAX_LINES ? e->n_lines : 0;
+  for (size_t i = 0; i < n; i++) {
+    l[i].product_id = e->lines[i]->product_id;
+    l[i].quantity = e->lines[i]->quantity;
+  }
+  inventory_outcome out;
+  return inventory_reserve(tx, arg, m->env, e->order_id, l, n, &out, errbuf, errlen);
+}
+
+static status_code order_cancelled_apply(db_conn *tx, const consumer_msg *m, void *arg,
+                                         char *errbuf, size_t errlen) {
+  const Shop__Order__V1__OrderCancelled *e = (const void *)m->msg;
+  return inventory_release(tx, arg, m->env, e->order_id, NULL, errbuf, errlen);
+}
+
+static status_code order_shipped_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                       size_t errlen) {
+  const Shop__Order__V1__OrderShipped *e = (const void *)m->msg;
+  return inventory_ship(tx, arg, m->env, e->order_id, NULL, errbuf, errlen);
+}
+
+/* Product events (pass 0) before order events (pass 1) of a batch: an
+ * order for a product created in the same batch finds it. Each topic in
+ * its order. */
+static const consumer_event_type inventory_types[] = {
+    {&shop__product__v1__product_created__descriptor, created_check, product_created_apply, 0},
+    {&shop__product__v1__stock_adjusted__descriptor, NULL, stock_adjusted_apply, 0},
+    {&shop__product__v1__inventory_rule_changed__descriptor, NULL, rule_changed_apply, 0},
+    {&shop__product__v1__product_archived__descriptor, NULL, archived_apply, 0},
+    {&shop__order__v1__order_created__descriptor, NULL, order_created_apply, 1},
+    {&shop__order__v1__order_cancelled__descriptor, NULL, order_cancelled_apply, 1},
+    {&shop__order__v1__order_shipped__descriptor, NULL, order_shipped_apply, 1},
 };
-const size_t inventory_product_events_count =
-    sizeof inventory_product_events / sizeof inventory_product_events[0];
 
-const consumer_event_type inventory_order_events[] = {
-    {&shop__order__v1__order_created__descriptor, NULL},
-    {&shop__order__v1__order_cancelled__descriptor, NULL},
-    {&shop__order__v1__order_shipped__descriptor, NULL},
-};
-const size_t inventory_order_events_count =
-    sizeof inventory_order_events / sizeof inventory_order_events[0];
-
-#define IS(m, desc) ((m)->descriptor == &(desc))
-
-static status_code handle_product(db_conn *tx, const inventory_ctx *ctx, const events_envelope *ev,
-                                  char *errbuf, size_t errlen) {
-  ProtobufCMessage *m = NULL;
-  size_t k = 0;
-  status_code st = consumer_event_decode(ev, inventory_product_events,
-                                         inventory_product_events_count, &m, &k, errbuf, errlen);
-  if (st != STATUS_OK || m == NULL) return st;
-  if (IS(m, shop__product__v1__product_created__descriptor)) {
-    st = inventory_product_created(tx, ctx, ev, (const void *)m, errbuf, errlen);
-  } else if (IS(m, shop__product__v1__stock_adjusted__descriptor)) {
-    st = inventory_restock(tx, ctx, ev, (const void *)m, errbuf, errlen);
-  } else if (IS(m, shop__product__v1__inventory_rule_changed__descriptor)) {
-    const Shop__Product__V1__InventoryRuleChanged *e = (const void *)m;
-    st = inventory_rule_changed(tx, e->product_id, e->inventory_rule, ev->sequence, errbuf, errlen);
-  } else {
-    const Shop__Product__V1__ProductArchived *e = (const void *)m;
-    st = inventory_product_archived(tx, e->product_id, errbuf, errlen);
-  }
-  protobuf_c_message_free_unpacked(m, NULL);
-  return st;
-}
-
-static status_code handle_order(db_conn *tx, const inventory_ctx *ctx, const events_envelope *ev,
-                                char *errbuf, size_t errlen) {
-  ProtobufCMessage *m = NULL;
-  size_t k = 0;
-  status_code st = consumer_event_decode(ev, inventory_order_events, inventory_order_events_count,
-                                         &m, &k, errbuf, errlen);
-  if (st != STATUS_OK || m == NULL) return st;
-  if (IS(m, shop__order__v1__order_created__descriptor)) {
-    const Shop__Order__V1__OrderCreated *e = (const void *)m;
-    inventory_line l[INVENTORY_MAX_LINES];
-    size_t n = e->n_lines <= INVENTORY_MAX_LINES ? e->n_lines : 0;
-    for (size_t i = 0; i < n; i++) {
-      l[i].product_id = e->lines[i]->product_id;
-      l[i].quantity = e->lines[i]->quantity;
-    }
-    inventory_outcome out;
-    st = inventory_reserve(tx, ctx, ev, e->order_id, l, n, &out, errbuf, errlen);
-  } else if (IS(m, shop__order__v1__order_cancelled__descriptor)) {
-    const Shop__Order__V1__OrderCancelled *e = (const void *)m;
-    st = inventory_release(tx, ctx, ev, e->order_id, NULL, errbuf, errlen);
-  } else {
-    const Shop__Order__V1__OrderShipped *e = (const void *)m;
-    st = inventory_ship(tx, ctx, ev, e->order_id, NULL, errbuf, errlen);
-  }
-  protobuf_c_message_free_unpacked(m, NULL);
-  return st;
-}
-
-status_code inventory_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                                char *errbuf, size_t errlen) {
-  const inventory_ctx *ctx = arg;
-  /* Product events first, then order events; each topic in its order. */
-  for (int pass = 0; pass < 2; pass++) {
-    for (size_t i = 0; i < n; i++) {
-      const events_envelope *ev = msgs[i].env;
-      bool product = strcmp(msgs[i].topic, TOPOLOGY_TOPIC_PRODUCT) == 0;
-      if (product != (pass == 0)) continue;
-      log_scope scope;
-      events_log_scope_enter(&scope, ev);
-      status_code st = product ? handle_product(tx, ctx, ev, errbuf, errlen)
-                               : handle_order(tx, ctx, ev, errbuf, errlen);
-      log_scope_leave(&scope);
-      if (st != STATUS_OK) return st;
-    }
-  }
-  return STATUS_OK;
-}
-
-void inventory_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
-  const inventory_ctx *ctx = arg;
-  if (ctx->sink.committed_cb != NULL) ctx->sink.committed_cb(ctx->sink.self);
-}
+const consumer_spec inventory_consumer = {
+    .group = TOPOLOGY_GROUP_INVENTORY_WORKER,
+    .types = inventory_types,
+    .n_types = sizeof inventory_types / sizeof inventory_types[0]};
 
 typedef struct expire_arg {
   const inventory_ctx *ctx;

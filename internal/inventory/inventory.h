@@ -3,7 +3,7 @@
  * inventory-worker (database shop_inventory, consumer group
  * "inventory-worker" on shop.product.events.v1 and shop.order.events.v1).
  *
- * Follow an order: OrderCreated reaches inventory_handle_cb, which calls
+ * Follow an order: OrderCreated reaches inventory_consumer's table, which calls
  * inventory_reserve: in the consumer's transaction it locks the order's
  * stock rows (in product id order, so two reservations never deadlock on
  * each other), checks every line, and either moves every line from
@@ -169,22 +169,10 @@ status_code inventory_product_archived(db_conn *tx, const char *product_id, char
 
 /* ---- The worker ------------------------------------------------------------------- */
 
-/* The consumer handler of group "inventory-worker" (arg: an inventory_ctx).
- * Within a batch, product events are applied before order events (each
- * topic keeps its own order), so an order and its product arriving
- * together do not wait. Other event types are skipped; an event that does
- * not decode is rejected (and dead-lettered by the consumer). */
-/* The product and order event types it takes, with their checks before
- * the database (see consumer_event_decode). */
-extern const consumer_event_type inventory_product_events[];
-extern const size_t inventory_product_events_count;
-extern const consumer_event_type inventory_order_events[];
-extern const size_t inventory_order_events_count;
-status_code inventory_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                                char *errbuf, size_t errlen);
-
-/* After a commit: wakes the relay (ctx->sink.committed_cb). */
-void inventory_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
+/* The consumer of group "inventory-worker" (arg: an inventory_ctx): product
+ * events (stock rows, restocks, rules, archiving) before order events
+ * (reserve, release, ship) of each batch. */
+extern const consumer_spec inventory_consumer;
 
 /* Rejects, each in a transaction of its own on c (no transaction open),
  * the reservations that have waited unknown_product_wait_ms for an

@@ -18,7 +18,7 @@
  * so that code which logs without a log_ctx still names what it works for:
  *   - the RPC server around each call: request_id and the caller's
  *     traceparent (trace_id is taken from it);
- *   - the event consumer around each event's handler (consumer_apply_each
+ *   - the event consumer around each event's handler (the consumer framework
  *     and the handlers that loop themselves): the event's traceparent and
  *     event_id = the event's id;
  *   - timers (the order deadline sweeper) around each aggregate they act

@@ -116,14 +116,9 @@ typedef struct notify_ctx {
 void notify_ctx_init(notify_ctx *ctx, const shop_cfg *cfg, const char *program, db_pool *db,
                      outbox_sink sink);
 
-/* The event types the worker decodes (InventoryLow goes to the admin as
- * it is), with their checks before the database (consumer_event_decode). */
-extern const consumer_event_type notify_events[];
-extern const size_t notify_events_count;
-
-/* Consumer handler (arg: notify_ctx *). */
-status_code notify_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                             char *errbuf, size_t errlen);
-void notify_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
+/* The consumer of group "notification-worker" (arg: notify_ctx *): user
+ * events keep the contacts; order and payment events mail their customer,
+ * InventoryLow the admin. */
+extern const consumer_spec notify_consumer;
 
 #endif

@@ -58,12 +58,7 @@ typedef struct target {
 static status_code emit(notify_ctx *ctx, db_conn *tx, const target *t, const char *nid, bool sent,
                         int attempts, const char *last_error, bool permanent, char *errbuf,
                         size_t errlen) {
-  outbox_message o = {.program = ctx->program,
-                      .topic = TOPOLOGY_TOPIC_NOTIFICATION,
-                      .aggregate_id = nid,
-                      .version = 1,
-                      .correlation_id = outbox_cause_correlation(t->ev),
-                      .traceparent = t->ev->traceparent};
+  const outbox_cause cause = outbox_cause_of_event(t->ev);
   if (sent) {
     Shop__Notification__V1__NotificationSent m = SHOP__NOTIFICATION__V1__NOTIFICATION_SENT__INIT;
     m.notification_id = (char *)nid;
@@ -73,7 +68,7 @@ static status_code emit(notify_ctx *ctx, db_conn *tx, const target *t, const cha
     m.recipient = (char *)t->recipient;
     m.user_id = (char *)t->user_id;
     m.attempts = attempts;
-    return outbox_append_message(&ctx->sink, tx, &o, &m.base, errbuf, errlen);
+    return outbox_emit(&ctx->sink, tx, &cause, nid, 1, &m.base, errbuf, errlen);
   }
   Shop__Notification__V1__NotificationFailed m = SHOP__NOTIFICATION__V1__NOTIFICATION_FAILED__INIT;
   m.notification_id = (char *)nid;
@@ -87,7 +82,7 @@ static status_code emit(notify_ctx *ctx, db_conn *tx, const target *t, const cha
   snprintf(le, sizeof le, "%s", last_error != NULL ? last_error : "");
   m.last_error = le;
   m.permanent = permanent;
-  return outbox_append_message(&ctx->sink, tx, &o, &m.base, errbuf, errlen);
+  return outbox_emit(&ctx->sink, tx, &cause, nid, 1, &m.base, errbuf, errlen);
 }
 
 static status_code record(db_conn *rc, const target *t, const char *nid, int status, int attempts,
@@ -260,51 +255,45 @@ static status_code upsert_contact(db_conn *tx, const char *user_id, const char *
       p, 9, NULL, NULL, errbuf, errlen);
 }
 
-const consumer_event_type notify_events[] = {
-    {&shop__user__v1__user_registered__descriptor, NULL},
-    {&shop__user__v1__user_profile_updated__descriptor, NULL},
-    {&shop__order__v1__order_confirmed__descriptor, NULL},
-    {&shop__order__v1__order_cancelled__descriptor, NULL},
-    {&shop__order__v1__order_shipped__descriptor, NULL},
-    {&shop__payment__v1__payment_failed__descriptor, NULL},
-    {&shop__payment__v1__payment_refunded__descriptor, NULL},
-};
-const size_t notify_events_count = sizeof notify_events / sizeof notify_events[0];
-
-static status_code handle_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
-                              size_t errlen) {
+/* InventoryLow goes to the admin; the template reads the event itself. */
+static status_code low_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                             size_t errlen) {
   notify_ctx *ctx = arg;
-  if (strcmp(ev->type, shop__inventory__v1__inventory_low__descriptor.name) == 0) {
-    /* To the admin; the template reads the event itself. */
-    target t = {ev, &ctx->email, ctx->admin_email, "", "admin"};
-    return deliver(ctx, tx, &t, errbuf, errlen);
-  }
-  ProtobufCMessage *m = NULL;
-  size_t k = 0;
+  target t = {m->env, &ctx->email, ctx->admin_email, "", "admin"};
+  return deliver(ctx, tx, &t, errbuf, errlen);
+}
+
+static status_code registered_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                    size_t errlen) {
+  const Shop__User__V1__UserRegistered *e = (const void *)m->msg;
   status_code st =
-      consumer_event_decode(ev, notify_events, notify_events_count, &m, &k, errbuf, errlen);
-  if (st != STATUS_OK || m == NULL) return st;
-  if (m->descriptor == &shop__user__v1__user_registered__descriptor) {
-    const Shop__User__V1__UserRegistered *e = (const void *)m;
-    st = upsert_contact(tx, e->user_id, e->email, e->profile, ev->sequence, errbuf, errlen);
-    if (st == STATUS_OK) st = to_user(ctx, tx, ev, e->user_id, errbuf, errlen);
-  } else if (m->descriptor == &shop__user__v1__user_profile_updated__descriptor) {
-    const Shop__User__V1__UserProfileUpdated *e = (const void *)m;
-    st = upsert_contact(tx, e->user_id, NULL, e->profile, ev->sequence, errbuf, errlen);
-  } else {
-    /* Order and payment events: to the customer they name. */
-    st = to_user(ctx, tx, ev, svc_message_string(m, "customer_id"), errbuf, errlen);
-  }
-  protobuf_c_message_free_unpacked(m, NULL);
-  return st;
+      upsert_contact(tx, e->user_id, e->email, e->profile, m->env->sequence, errbuf, errlen);
+  return st == STATUS_OK ? to_user(arg, tx, m->env, e->user_id, errbuf, errlen) : st;
 }
 
-status_code notify_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                             char *errbuf, size_t errlen) {
-  return consumer_apply_each(tx, msgs, n, handle_one, arg, errbuf, errlen);
+static status_code profile_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                 size_t errlen) {
+  const Shop__User__V1__UserProfileUpdated *e = (const void *)m->msg;
+  return upsert_contact(tx, e->user_id, NULL, e->profile, m->env->sequence, errbuf, errlen);
 }
 
-void notify_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
-  notify_ctx *ctx = arg;
-  if (ctx->sink.committed_cb != NULL) ctx->sink.committed_cb(ctx->sink.self);
+/* Order and payment events: to the customer they name. */
+static status_code customer_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                  size_t errlen) {
+  return to_user(arg, tx, m->env, svc_message_string(m->msg, "customer_id"), errbuf, errlen);
 }
+
+static const consumer_event_type notify_types[] = {
+    {&shop__user__v1__user_registered__descriptor, NULL, registered_apply, 0},
+    {&shop__user__v1__user_profile_updated__descriptor, NULL, profile_apply, 0},
+    {&shop__order__v1__order_confirmed__descriptor, NULL, customer_apply, 0},
+    {&shop__order__v1__order_cancelled__descriptor, NULL, customer_apply, 0},
+    {&shop__order__v1__order_shipped__descriptor, NULL, customer_apply, 0},
+    {&shop__payment__v1__payment_failed__descriptor, NULL, customer_apply, 0},
+    {&shop__payment__v1__payment_refunded__descriptor, NULL, customer_apply, 0},
+    {&shop__inventory__v1__inventory_low__descriptor, NULL, low_apply, 0},
+};
+
+const consumer_spec notify_consumer = {.group = TOPOLOGY_GROUP_NOTIFICATION_WORKER,
+                                       .types = notify_types,
+                                       .n_types = sizeof notify_types / sizeof notify_types[0]};

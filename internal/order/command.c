@@ -32,7 +32,7 @@ void order_ctx_init(order_ctx *ctx, const shop_cfg *cfg, const char *program, db
   ctx->currency = cfg != NULL ? cfg->catalog.currency : "EUR";
   ctx->db = db;
   ctx->relay = relay;
-  ctx->sink = outbox_sink_of(relay);
+  ctx->sink = outbox_sink_of(relay, program);
   ctx->catalog = catalog;
   ctx->deadline_ms = (cfg != NULL ? cfg->order.deadline_s : 900) * (int64_t)1000;
   ctx->now_ms_cb = real_now_ms;
@@ -66,10 +66,18 @@ status_code order_row_lock(db_conn *tx, const char *order_id, order_row *out, ch
   out->deadline_ms = db_rows_i64(r, 7);
   snprintf(out->traceparent, sizeof out->traceparent, "%s", db_rows_str(r, 8, NULL));
   db_rows_free(r);
-  st = db_query(tx,
-                "SELECT product_id, quantity, unit_price, line_total, sku, product_name FROM "
-                "order_lines WHERE order_id = ? ORDER BY line_no",
-                v, 1, &r, errbuf, errlen);
+  return STATUS_OK;
+}
+
+status_code order_row_lines(db_conn *tx, order_row *out, char *errbuf, size_t errlen) {
+  if (out->lines != NULL) return STATUS_OK;
+  db_value v[1] = {DB_STR(out->order_id)};
+  db_rows *r = NULL;
+  status_code st =
+      db_query(tx,
+               "SELECT product_id, quantity, unit_price, line_total, sku, product_name FROM "
+               "order_lines WHERE order_id = ? ORDER BY line_no",
+               v, 1, &r, errbuf, errlen);
   if (st != STATUS_OK) return st;
   size_t n = db_rows_count(r);
   out->lines = calloc(n > 0 ? n : 1, sizeof *out->lines);
@@ -101,27 +109,30 @@ void order_row_free(order_row *r) {
 status_code order_row_save(db_conn *tx, const order_ctx *ctx, const order_row *r, int cancel_reason,
                            const char *cancel_text, const char *carrier, const char *tracking,
                            char *errbuf, size_t errlen) {
-  db_value v[6] = {DB_I64(r->state.status), DB_I64(r->state.stock),    DB_I64(r->state.payment),
-                   DB_I64(r->version),      DB_I64(order_now_ms(ctx)), DB_STR(r->order_id)};
-  status_code st = db_exec(tx,
-                           "UPDATE orders SET status = ?, stock_state = ?, payment_state = ?, "
-                           "version = ?, updated_ms = ? WHERE order_id = ?",
-                           v, 6, NULL, NULL, errbuf, errlen);
-  if (st == STATUS_OK && cancel_reason != 0) {
-    db_value c[3] = {DB_I64(cancel_reason), DB_STR(cancel_text != NULL ? cancel_text : ""),
-                     DB_STR(r->order_id)};
-    st = db_exec(tx,
-                 "UPDATE orders SET cancel_reason = ?, cancel_reason_text = LEFT(?, 2000) WHERE "
-                 "order_id = ?",
-                 c, 3, NULL, NULL, errbuf, errlen);
-  }
-  if (st == STATUS_OK && (carrier != NULL || tracking != NULL)) {
-    db_value c[3] = {DB_STR(carrier != NULL ? carrier : ""),
-                     DB_STR(tracking != NULL ? tracking : ""), DB_STR(r->order_id)};
-    st = db_exec(tx, "UPDATE orders SET carrier = ?, tracking_number = ? WHERE order_id = ?", c, 3,
-                 NULL, NULL, errbuf, errlen);
-  }
-  return st;
+  /* One statement whatever changes: the cancel reason and the shipping
+   * details only when given. */
+  int ship = carrier != NULL || tracking != NULL;
+  db_value v[14] = {DB_I64(r->state.status),
+                    DB_I64(r->state.stock),
+                    DB_I64(r->state.payment),
+                    DB_I64(r->version),
+                    DB_I64(order_now_ms(ctx)),
+                    DB_I64(cancel_reason),
+                    DB_I64(cancel_reason),
+                    DB_I64(cancel_reason),
+                    DB_STR(cancel_text != NULL ? cancel_text : ""),
+                    DB_I64(ship),
+                    DB_STR(carrier != NULL ? carrier : ""),
+                    DB_I64(ship),
+                    DB_STR(tracking != NULL ? tracking : ""),
+                    DB_STR(r->order_id)};
+  return db_exec(tx,
+                 "UPDATE orders SET status = ?, stock_state = ?, payment_state = ?, version = ?,"
+                 " updated_ms = ?, cancel_reason = IF(? <> 0, ?, cancel_reason),"
+                 " cancel_reason_text = IF(? <> 0, LEFT(?, 2000), cancel_reason_text),"
+                 " carrier = IF(? <> 0, ?, carrier), tracking_number = IF(? <> 0, ?,"
+                 " tracking_number) WHERE order_id = ?",
+                 v, 14, NULL, NULL, errbuf, errlen);
 }
 
 bool order_pb_lines_make(order_pb_lines *pb, const order_line *lines, size_t n, int64_t total,
@@ -166,22 +177,11 @@ void order_pb_lines_free(order_pb_lines *pb) {
   memset(pb, 0, sizeof *pb);
 }
 
-status_code order_emit(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
-                       const char *order_id, int64_t version, const ProtobufCMessage *m,
-                       char *errbuf, size_t errlen) {
-  const outbox_message o = {.program = ctx->program,
-                            .topic = TOPOLOGY_TOPIC_ORDER,
-                            .aggregate_id = order_id,
-                            .version = version,
-                            .actor = origin != NULL ? origin->actor : NULL,
-                            .correlation_id = origin != NULL ? origin->correlation_id : NULL,
-                            .traceparent = origin != NULL ? origin->traceparent : NULL};
-  return outbox_append_message(&ctx->sink, tx, &o, m, errbuf, errlen);
-}
-
-status_code order_emit_cancelled(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
-                                 const order_row *r, int previous_status, int reason,
-                                 const char *text, char *errbuf, size_t errlen) {
+status_code order_emit_cancelled(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
+                                 order_row *r, int previous_status, int reason, const char *text,
+                                 char *errbuf, size_t errlen) {
+  status_code st = order_row_lines(tx, r, errbuf, errlen);
+  if (st != STATUS_OK) return st;
   order_pb_lines pb;
   if (!order_pb_lines_make(&pb, r->lines, r->n_lines, r->total, r->currency)) {
     snprintf(errbuf, errlen, "out of memory");
@@ -196,14 +196,14 @@ status_code order_emit_cancelled(db_conn *tx, const order_ctx *ctx, const order_
   ev.n_lines = pb.n;
   ev.lines = pb.ptrs;
   ev.total = &pb.total;
-  status_code st = order_emit(tx, ctx, origin, r->order_id, r->version, &ev.base, errbuf, errlen);
+  st = outbox_emit(&ctx->sink, tx, origin, r->order_id, r->version, &ev.base, errbuf, errlen);
   order_pb_lines_free(&pb);
   return st;
 }
 
 /* ---- Operations ---------------------------------------------------------------------------- */
 
-status_code order_place(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+status_code order_place(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
                         const order_new *n, char order_id[37], int64_t *deadline_ms, char *errbuf,
                         size_t errlen) {
   events_uuid_v7(order_id);
@@ -249,10 +249,12 @@ status_code order_place(db_conn *tx, const order_ctx *ctx, const order_origin *o
                       DB_STR(l->product_id), DB_I64(l->quantity),
                       DB_I64(l->unit_price), DB_I64(l->line_total),
                       DB_STR(l->sku),        DB_STR(l->name)};
-    st = db_exec(tx,
-                 "INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price, "
-                 "line_total, sku, product_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                 lv, 8, NULL, NULL, errbuf, errlen);
+    /* Nothing reads them in this transaction: sent with the commit, one
+     * statement for every line. */
+    st = db_insert_later(tx,
+                         "INSERT INTO order_lines (order_id, line_no, product_id, quantity,"
+                         " unit_price, line_total, sku, product_name)",
+                         lv, 8, errbuf, errlen);
     if (st != STATUS_OK) return st;
   }
   order_pb_lines pb;
@@ -272,12 +274,12 @@ status_code order_place(db_conn *tx, const order_ctx *ctx, const order_origin *o
   ev.shipping_address = (order_address *)n->address;
   ev.idempotency_key = (char *)n->idempotency_key;
   ev.deadline = &dl;
-  st = order_emit(tx, ctx, origin, order_id, 1, &ev.base, errbuf, errlen);
+  st = outbox_emit(&ctx->sink, tx, origin, order_id, 1, &ev.base, errbuf, errlen);
   order_pb_lines_free(&pb);
   return st;
 }
 
-status_code order_cancel(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+status_code order_cancel(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
                          const order_who *who, const char *order_id, const char *reason_text,
                          svc_outcome *out, int64_t *version, char *errbuf, size_t errlen) {
   order_row r;
@@ -313,7 +315,7 @@ status_code order_cancel(db_conn *tx, const order_ctx *ctx, const order_origin *
   return st;
 }
 
-status_code order_ship(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+status_code order_ship(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
                        const char *order_id, const char *carrier, const char *tracking,
                        svc_outcome *out, int64_t *version, char *errbuf, size_t errlen) {
   order_row r;
@@ -336,6 +338,7 @@ status_code order_ship(db_conn *tx, const order_ctx *ctx, const order_origin *or
   r.state.status = ORDER_ST(SHIPPED);
   r.version++;
   st = order_row_save(tx, ctx, &r, 0, NULL, carrier, tracking, errbuf, errlen);
+  if (st == STATUS_OK) st = order_row_lines(tx, &r, errbuf, errlen);
   order_pb_lines pb = {0};
   if (st == STATUS_OK && !order_pb_lines_make(&pb, r.lines, r.n_lines, r.total, r.currency)) {
     snprintf(errbuf, errlen, "out of memory");
@@ -349,7 +352,7 @@ status_code order_ship(db_conn *tx, const order_ctx *ctx, const order_origin *or
     ev.lines = pb.ptrs;
     ev.carrier = (char *)(carrier != NULL ? carrier : "");
     ev.tracking_number = (char *)(tracking != NULL ? tracking : "");
-    st = order_emit(tx, ctx, origin, r.order_id, r.version, &ev.base, errbuf, errlen);
+    st = outbox_emit(&ctx->sink, tx, origin, r.order_id, r.version, &ev.base, errbuf, errlen);
   }
   order_pb_lines_free(&pb);
   *version = r.version;
@@ -360,8 +363,8 @@ status_code order_ship(db_conn *tx, const order_ctx *ctx, const order_origin *or
 /* ---- Handlers ----------------------------------------------------------------------------------
  */
 
-static order_origin origin_of(const rpc_call *call) {
-  return (order_origin){.actor = rpc_call_user_id(call),
+static outbox_cause origin_of(const rpc_call *call) {
+  return (outbox_cause){.actor = rpc_call_user_id(call),
                         .correlation_id = rpc_call_request_id(call),
                         .traceparent = rpc_call_traceparent(call)};
 }
@@ -430,7 +433,7 @@ static status_code create_apply(db_conn *tx, void *arg, svc_outcome *out, char *
     svc_fail(out, code, v.field, "%s", msg);
     return STATUS_OK;
   }
-  order_origin origin = origin_of(j->call);
+  outbox_cause origin = origin_of(j->call);
   order_new n = {.customer_id = rpc_call_user_id(j->call),
                  .idempotency_key = rpc_call_idempotency_key(j->call),
                  .payment_token = j->in->payment_token,
@@ -522,7 +525,7 @@ typedef struct change_job {
 static status_code change_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
                                 size_t errlen) {
   change_job *j = arg;
-  order_origin origin = origin_of(j->call);
+  outbox_cause origin = origin_of(j->call);
   status_code st;
   if (j->ship) {
     st = order_ship(tx, j->ctx, &origin, j->order_id, j->carrier, j->tracking, out, &j->version,

@@ -16,10 +16,10 @@
  * (order_price: never from the client), inserts the order and its lines,
  * and appends OrderCreated. The relay publishes it on shop.order.events.v1;
  * inventory-worker reserves and payment-worker authorizes, in parallel;
- * their answers come back to the saga (saga.c, order_saga_handle_cb), which
+ * their answers come back to the saga (saga.c, order_saga_consumer), which
  * folds them into the order (order_saga_apply, pure) and appends
  * OrderConfirmed or OrderCancelled; order-query projects all of it
- * (order_projection_apply_cb) for GetOrder and the lists.
+ * (order_projection_consumer) for GetOrder and the lists.
  *
  * The lifecycle (DESIGN.md, "Order lifecycle"):
  *   PENDING --InventoryReserved + PaymentAuthorized--> CONFIRMED
@@ -239,16 +239,9 @@ typedef struct order_ctx {
   void *clock_self;
 } order_ctx;
 
-/* Fills ctx (sink = outbox_sink_of(relay), the real clock). */
+/* Fills ctx (sink = outbox_sink_of(relay, program), the real clock). */
 void order_ctx_init(order_ctx *ctx, const shop_cfg *cfg, const char *program, db_pool *db,
                     outbox_relay *relay, order_catalog catalog);
-
-/* Where an event comes from: its actor, correlation id and trace. */
-typedef struct order_origin {
-  const char *actor;
-  const char *correlation_id;
-  const char *traceparent;
-} order_origin;
 
 /* A new order, priced. Strings and lines are borrowed. */
 typedef struct order_new {
@@ -264,7 +257,7 @@ typedef struct order_new {
 /* Inserts a PENDING order (a new UUIDv7 in order_id) with its lines and
  * deadline, and appends OrderCreated, in tx. *deadline_ms gets the
  * deadline. */
-status_code order_place(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+status_code order_place(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
                         const order_new *n, char order_id[37], int64_t *deadline_ms, char *errbuf,
                         size_t errlen);
 
@@ -277,13 +270,13 @@ typedef struct order_who {
 /* CancelOrder in tx: NOT_FOUND (unknown, or someone else's order for a
  * customer), FAILED_PRECONDITION (naming the state) in *out, or CANCELLED
  * with OrderCancelled appended; *version is the order's new version. */
-status_code order_cancel(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+status_code order_cancel(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
                          const order_who *who, const char *order_id, const char *reason_text,
                          svc_outcome *out, int64_t *version, char *errbuf, size_t errlen);
 
 /* ShipOrder in tx (the caller is an admin): NOT_FOUND or
  * FAILED_PRECONDITION in *out, or SHIPPED with OrderShipped appended. */
-status_code order_ship(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+status_code order_ship(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
                        const char *order_id, const char *carrier, const char *tracking,
                        svc_outcome *out, int64_t *version, char *errbuf, size_t errlen);
 
@@ -296,16 +289,14 @@ status_code order_cmd_register(rpc_server *s, order_ctx *ctx, char *errbuf, size
 /* Applies one saga input to order_id in tx (the order row locked), and
  * appends the event the step calls for. An unknown order is logged and
  * skipped. text is the human-readable detail for a cancellation. */
-status_code order_saga_step_apply(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+status_code order_saga_step_apply(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
                                   const char *order_id, order_saga_input in, const char *text,
                                   char *errbuf, size_t errlen);
 
-/* The consumer handler of group "order-saga" (arg: the order_ctx):
- * InventoryReserved/Rejected, PaymentAuthorized/Failed/Captured; other
- * types are skipped. */
-status_code order_saga_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                                 char *errbuf, size_t errlen);
-void order_saga_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
+/* The saga's consumer (group "order-saga", arg: the order_ctx):
+ * InventoryReserved/Rejected, PaymentAuthorized/Failed/Captured, each one
+ * saga step. */
+extern const consumer_spec order_saga_consumer;
 
 /* Cancels (CANCEL_REASON_DEADLINE_EXCEEDED), each in a transaction of its
  * own on c (no transaction open), up to 100 PENDING orders whose deadline
@@ -342,22 +333,13 @@ void order_query_ctx_destroy(order_query_ctx *ctx);
  * authenticated caller; ListOrdersByStatus, ListStuckOrders admin only). */
 status_code order_query_register(rpc_server *s, order_query_ctx *ctx, char *errbuf, size_t errlen);
 
-/* The consumer handler of group "order-query" (arg: the order_query_ctx):
- * order events (projection "order", the order's version), payment events
- * ("order.payment", the payment's version) and reservation events
- * ("order.stock", the reservation's version); stock-level events are
- * skipped. An event for an order not yet created makes a hidden row that
+/* order-query's consumer (group "order-query", arg: the
+ * order_query_ctx): order events (the order's version), payment events (the
+ * payment's version) and reservation events (the reservation's version),
+ * each part of the row kept at its own version; stock-level events are not
+ * taken. An event for an order not yet created makes a hidden row that
  * OrderCreated completes. */
-status_code order_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                                      char *errbuf, size_t errlen);
-void order_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
-/* The event types the projection takes, with their checks before the
- * database (see consumer_event_decode). */
-extern const consumer_event_type order_projection_events[];
-extern const size_t order_projection_events_count;
-/* The event types the saga (order_saga_handle_cb) takes. */
-extern const consumer_event_type order_saga_events[];
-extern const size_t order_saga_events_count;
+extern const consumer_spec order_projection_consumer;
 
 /* /metrics of order-query (app_spec.metrics; metrics.c): sets the gauge
  * shop_orders{state="PENDING"|"CONFIRMED"|"SHIPPED"|"CANCELLED"}, the

@@ -7,7 +7,8 @@
 
 #include "order/order.h"
 
-/* An orders row with its lines (heap; order_row_free). */
+/* An orders row and, once order_row_lines loaded them, its lines (heap;
+ * order_row_free). */
 typedef struct order_row {
   char order_id[37];
   char customer_id[ORDER_CUSTOMER_MAX + 1];
@@ -21,10 +22,13 @@ typedef struct order_row {
   order_line *lines;
 } order_row;
 
-/* Locks and loads the order (FOR UPDATE) with its lines. NOT_FOUND when
- * there is none. */
+/* Locks and loads the order (FOR UPDATE), without its lines. NOT_FOUND
+ * when there is none. */
 status_code order_row_lock(db_conn *tx, const char *order_id, order_row *out, char *errbuf,
                            size_t errlen);
+/* Loads the lines of a locked row (the events that carry them need them;
+ * most saga steps do not). */
+status_code order_row_lines(db_conn *tx, order_row *r, char *errbuf, size_t errlen);
 void order_row_free(order_row *r);
 
 /* Writes the row's status, saga state and version back (plus the cancel
@@ -48,16 +52,11 @@ bool order_pb_lines_make(order_pb_lines *pb, const order_line *lines, size_t n, 
                          const char *currency);
 void order_pb_lines_free(order_pb_lines *pb);
 
-/* Appends an order event (topic shop.order.events.v1, key and subject the
- * order id, sequence = version) through ctx->sink in tx. */
-status_code order_emit(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
-                       const char *order_id, int64_t version, const ProtobufCMessage *m,
-                       char *errbuf, size_t errlen);
-
-/* Appends OrderCancelled for r (already at its new version). */
-status_code order_emit_cancelled(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
-                                 const order_row *r, int previous_status, int reason,
-                                 const char *text, char *errbuf, size_t errlen);
+/* Appends OrderCancelled for r (already at its new version; its lines are
+ * loaded here). */
+status_code order_emit_cancelled(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
+                                 order_row *r, int previous_status, int reason, const char *text,
+                                 char *errbuf, size_t errlen);
 
 int64_t order_now_ms(const order_ctx *ctx);
 

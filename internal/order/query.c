@@ -10,191 +10,224 @@
  * reservation's version). Each stream's events of one order are in one
  * partition, in order; the projection versions drop duplicates and
  * replays. */
-#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "events/projection.h"
 #include "log/log.h"
 #include "order/order.h"
 #include "shop/inventory/v1/events.pb-c.h"
 #include "shop/payment/v1/events.pb-c.h"
+#include "topology/topology.h"
 
 typedef Shop__Order__V1__OrderQueryService_Service order_query_service;
 
 #define PAY(name) SHOP__PAYMENT__V1__PAYMENT_STATUS__PAYMENT_STATUS_##name
 #define RES(name) SHOP__INVENTORY__V1__RESERVATION_STATUS__RESERVATION_STATUS_##name
-#define IS(ev, desc) (strcmp((ev)->type, (desc).name) == 0)
 
 /* ---- Projection --------------------------------------------------------------------------------
  */
 
-/* Makes sure the row exists and moves updated_ms. */
-static status_code row_touch(db_conn *tx, const char *id, const events_envelope *ev, char *errbuf,
-                             size_t errlen) {
-  db_value v[2] = {DB_STR(id), DB_I64(svc_event_time_ms(ev))};
-  return db_exec(tx,
-                 "INSERT INTO orders_view (order_id, updated_ms) VALUES (?, ?) ON DUPLICATE KEY "
-                 "UPDATE updated_ms = GREATEST(updated_ms, VALUES(updated_ms))",
-                 v, 2, NULL, NULL, errbuf, errlen);
+/* Each event is one statement: the row is made if it is not there (a
+ * payment or inventory event ahead of OrderCreated makes a hidden one), and
+ * each column of the event's part is set only when the event is newer than
+ * that part's version, which moves last (MariaDB assigns left to right, so
+ * the guards read the old version). updated_ms takes the newest event time
+ * of any part. */
+#define GUARD(col, vcol) col " = IF(VALUES(" vcol ") > " vcol ", VALUES(" col "), " col ")"
+#define TAIL(vcol)                                                                                 \
+  "updated_ms = GREATEST(updated_ms, VALUES(updated_ms)), " vcol " = GREATEST(" vcol               \
+  ", VALUES(" vcol "))"
+
+static status_code created_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                 size_t errlen) {
+  /* The read model keeps neither the payment token nor the key. */
+  Shop__Order__V1__OrderCreated copy = *(const Shop__Order__V1__OrderCreated *)m->msg;
+  copy.payment_token = "";
+  copy.idempotency_key = "";
+  size_t n = protobuf_c_message_get_packed_size(&copy.base);
+  uint8_t *buf = malloc(n > 0 ? n : 1);
+  if (buf == NULL) {
+    snprintf(errbuf, errlen, "out of memory");
+    return STATUS_INTERNAL;
+  }
+  protobuf_c_message_pack(&copy.base, buf);
+  int64_t t = svc_event_time_ms(m->env);
+  int64_t deadline =
+      copy.deadline != NULL ? copy.deadline->seconds * 1000 + copy.deadline->nanos / 1000000 : 0;
+  db_value v[10] = {DB_STR(copy.order_id),
+                    DB_STR(copy.customer_id),
+                    DB_I64(ORDER_ST(PENDING)),
+                    DB_I64(copy.total != NULL ? copy.total->units : 0),
+                    DB_STR(copy.total != NULL ? copy.total->currency : ""),
+                    DB_BLOB(buf, n),
+                    DB_I64(t > 0 ? t : 1),
+                    DB_I64(deadline),
+                    DB_I64(m->env->sequence),
+                    DB_I64(t)};
+  status_code st = db_exec(
+      tx,
+      "INSERT INTO orders_view (order_id, customer_id, status, total_units, currency, details,"
+      " created_ms, deadline_ms, version, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+      " ON DUPLICATE KEY UPDATE " GUARD("customer_id", "version") ", " GUARD("status", "version")
+      ", " GUARD("total_units", "version") ", " GUARD("currency", "version") ", " GUARD(
+          "details", "version") ", " GUARD("created_ms", "version") ", " GUARD("deadline_ms",
+                                                                                "version") ", " TAIL("version"),
+      v, 10, NULL, NULL, errbuf, errlen);
+  free(buf);
+  return st;
 }
 
-typedef struct part_arg {
-  const char *id;
-  const ProtobufCMessage *m;
-} part_arg;
-
-static status_code order_cb(db_conn *tx, const events_envelope *ev, int64_t version, void *arg,
-                            char *errbuf, size_t errlen) {
-  const part_arg *a = arg;
-  const ProtobufCMessage *m = a->m;
-  if (m->descriptor == &shop__order__v1__order_created__descriptor) {
-    /* The read model keeps neither the payment token nor the key. */
-    Shop__Order__V1__OrderCreated copy = *(const Shop__Order__V1__OrderCreated *)m;
-    copy.payment_token = "";
-    copy.idempotency_key = "";
-    size_t n = protobuf_c_message_get_packed_size(&copy.base);
-    uint8_t *buf = malloc(n > 0 ? n : 1);
-    if (buf == NULL) {
-      snprintf(errbuf, errlen, "out of memory");
-      return STATUS_INTERNAL;
-    }
-    protobuf_c_message_pack(&copy.base, buf);
-    int64_t t = svc_event_time_ms(ev);
-    int64_t deadline =
-        copy.deadline != NULL ? copy.deadline->seconds * 1000 + copy.deadline->nanos / 1000000 : 0;
-    db_value v[9] = {DB_STR(copy.customer_id),
-                     DB_I64(ORDER_ST(PENDING)),
-                     DB_I64(copy.total != NULL ? copy.total->units : 0),
-                     DB_STR(copy.total != NULL ? copy.total->currency : ""),
-                     DB_BLOB(buf, n),
-                     DB_I64(t > 0 ? t : 1),
-                     DB_I64(deadline),
-                     DB_I64(version),
-                     DB_STR(a->id)};
-    status_code st = db_exec(tx,
-                             "UPDATE orders_view SET customer_id = ?, status = ?, total_units = "
-                             "?, currency = ?, details = ?, created_ms = ?, deadline_ms = ?, "
-                             "version = ? WHERE order_id = ?",
-                             v, 9, NULL, NULL, errbuf, errlen);
-    free(buf);
-    return st;
-  }
-  if (m->descriptor == &shop__order__v1__order_confirmed__descriptor) {
-    db_value v[3] = {DB_I64(ORDER_ST(CONFIRMED)), DB_I64(version), DB_STR(a->id)};
-    return db_exec(tx, "UPDATE orders_view SET status = ?, version = ? WHERE order_id = ?", v, 3,
-                   NULL, NULL, errbuf, errlen);
-  }
-  if (m->descriptor == &shop__order__v1__order_cancelled__descriptor) {
-    const Shop__Order__V1__OrderCancelled *e = (const void *)m;
-    db_value v[5] = {DB_I64(ORDER_ST(CANCELLED)), DB_I64(e->reason), DB_STR(e->reason_text),
-                     DB_I64(version), DB_STR(a->id)};
-    return db_exec(tx,
-                   "UPDATE orders_view SET status = ?, cancel_reason = ?, cancel_reason_text = "
-                   "LEFT(?, 2000), version = ? WHERE order_id = ?",
-                   v, 5, NULL, NULL, errbuf, errlen);
-  }
-  const Shop__Order__V1__OrderShipped *e = (const void *)m;
-  db_value v[5] = {DB_I64(ORDER_ST(SHIPPED)), DB_STR(e->carrier), DB_STR(e->tracking_number),
-                   DB_I64(version), DB_STR(a->id)};
+static status_code confirmed_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                   size_t errlen) {
+  const Shop__Order__V1__OrderConfirmed *e = (const void *)m->msg;
+  db_value v[4] = {DB_STR(e->order_id), DB_I64(ORDER_ST(CONFIRMED)), DB_I64(m->env->sequence),
+                   DB_I64(svc_event_time_ms(m->env))};
   return db_exec(tx,
-                 "UPDATE orders_view SET status = ?, carrier = LEFT(?, 400), tracking_number = "
-                 "LEFT(?, 400), version = ? WHERE order_id = ?",
-                 v, 5, NULL, NULL, errbuf, errlen);
+                 "INSERT INTO orders_view (order_id, status, version, updated_ms) VALUES (?, ?, ?,"
+                 " ?) ON DUPLICATE KEY UPDATE " GUARD("status", "version") ", " TAIL("version"),
+                 v, 4, NULL, NULL, errbuf, errlen);
 }
 
-static status_code payment_cb(db_conn *tx, const events_envelope *ev, int64_t version, void *arg,
-                              char *errbuf, size_t errlen) {
-  const part_arg *a = arg;
-  const ProtobufCMessage *m = a->m;
-  const ProtobufCMessageDescriptor *d = m->descriptor;
-  if (d == &shop__payment__v1__payment_authorized__descriptor) {
-    const Shop__Payment__V1__PaymentAuthorized *e = (const void *)m;
-    db_value v[4] = {DB_I64(PAY(AUTHORIZED)), DB_I64(e->amount != NULL ? e->amount->units : 0),
-                     DB_STR(e->authorization_id), DB_STR(a->id)};
-    return db_exec(tx,
-                   "UPDATE orders_view SET payment_status = ?, authorized_units = ?, "
-                   "authorization_id = ? WHERE order_id = ?",
-                   v, 4, NULL, NULL, errbuf, errlen);
-  }
-  if (d == &shop__payment__v1__payment_captured__descriptor) {
-    const Shop__Payment__V1__PaymentCaptured *e = (const void *)m;
-    db_value v[3] = {DB_I64(PAY(CAPTURED)), DB_I64(e->amount != NULL ? e->amount->units : 0),
-                     DB_STR(a->id)};
-    return db_exec(tx,
-                   "UPDATE orders_view SET payment_status = ?, captured_units = ? WHERE order_id = "
-                   "?",
-                   v, 3, NULL, NULL, errbuf, errlen);
-  }
-  if (d == &shop__payment__v1__payment_voided__descriptor) {
-    db_value v[2] = {DB_I64(PAY(VOIDED)), DB_STR(a->id)};
-    return db_exec(tx, "UPDATE orders_view SET payment_status = ? WHERE order_id = ?", v, 2, NULL,
-                   NULL, errbuf, errlen);
-  }
-  if (d == &shop__payment__v1__payment_refunded__descriptor) {
-    const Shop__Payment__V1__PaymentRefunded *e = (const void *)m;
-    db_value v[3] = {DB_I64(PAY(REFUNDED)), DB_I64(e->amount != NULL ? e->amount->units : 0),
-                     DB_STR(a->id)};
-    return db_exec(tx,
-                   "UPDATE orders_view SET payment_status = ?, refunded_units = ? WHERE order_id = "
-                   "?",
-                   v, 3, NULL, NULL, errbuf, errlen);
-  }
-  const Shop__Payment__V1__PaymentFailed *e = (const void *)m;
+static status_code cancelled_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                   size_t errlen) {
+  const Shop__Order__V1__OrderCancelled *e = (const void *)m->msg;
+  db_value v[6] = {DB_STR(e->order_id),      DB_I64(ORDER_ST(CANCELLED)),
+                   DB_I64(e->reason),        DB_STR(e->reason_text),
+                   DB_I64(m->env->sequence), DB_I64(svc_event_time_ms(m->env))};
+  return db_exec(
+      tx,
+      "INSERT INTO orders_view (order_id, status, cancel_reason, cancel_reason_text,"
+      " version, updated_ms) VALUES (?, ?, ?, LEFT(?, 2000), ?, ?) ON DUPLICATE KEY"
+      " UPDATE " GUARD("status", "version") ", " GUARD("cancel_reason", "version") ", " GUARD(
+          "cancel_reason_text", "version") ", " TAIL("version"),
+      v, 6, NULL, NULL, errbuf, errlen);
+}
+
+static status_code shipped_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                 size_t errlen) {
+  const Shop__Order__V1__OrderShipped *e = (const void *)m->msg;
+  db_value v[6] = {DB_STR(e->order_id),      DB_I64(ORDER_ST(SHIPPED)),
+                   DB_STR(e->carrier),       DB_STR(e->tracking_number),
+                   DB_I64(m->env->sequence), DB_I64(svc_event_time_ms(m->env))};
+  return db_exec(tx,
+                 "INSERT INTO orders_view (order_id, status, carrier, tracking_number, version,"
+                 " updated_ms) VALUES (?, ?, LEFT(?, 400), LEFT(?, 400), ?, ?) ON DUPLICATE KEY"
+                 " UPDATE " GUARD("status", "version") ", " GUARD("carrier", "version") ", " GUARD(
+                     "tracking_number", "version") ", " TAIL("version"),
+                 v, 6, NULL, NULL, errbuf, errlen);
+}
+
+/* A payment event that sets its status and one amount (amount_sql is
+ * PAYMENT_SQL of the amount's column). */
+static status_code payment_set(db_conn *tx, const consumer_msg *m, int status,
+                               const char *amount_sql, int64_t amount, char *errbuf,
+                               size_t errlen) {
+  const char *id = svc_message_string(m->msg, "order_id");
+  db_value v[5] = {DB_STR(id), DB_I64(status), DB_I64(amount), DB_I64(m->env->sequence),
+                   DB_I64(svc_event_time_ms(m->env))};
+  return db_exec(tx, amount_sql, v, 5, NULL, NULL, errbuf, errlen);
+}
+
+#define PAYMENT_SQL(col)                                                                           \
+  "INSERT INTO orders_view (order_id, payment_status, " col                                        \
+  ", payment_version, updated_ms)"                                                                 \
+  " VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE " GUARD(                                        \
+      "payment_status",                                                                            \
+      "payment_version") ", " GUARD(col, "payment_version") ", " TAIL("payment_version")
+
+static status_code authorized_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                    size_t errlen) {
+  const Shop__Payment__V1__PaymentAuthorized *e = (const void *)m->msg;
+  db_value v[6] = {DB_STR(e->order_id),
+                   DB_I64(PAY(AUTHORIZED)),
+                   DB_I64(e->amount != NULL ? e->amount->units : 0),
+                   DB_STR(e->authorization_id),
+                   DB_I64(m->env->sequence),
+                   DB_I64(svc_event_time_ms(m->env))};
+  return db_exec(tx,
+                 "INSERT INTO orders_view (order_id, payment_status, authorized_units,"
+                 " authorization_id, payment_version, updated_ms) VALUES (?, ?, ?, ?, ?, ?) ON"
+                 " DUPLICATE KEY UPDATE " GUARD("payment_status", "payment_version") ", " GUARD(
+                     "authorized_units",
+                     "payment_version") ", " GUARD("authorization_id",
+                                                   "payment_version") ", " TAIL("payment_version"),
+                 v, 6, NULL, NULL, errbuf, errlen);
+}
+
+static status_code captured_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                  size_t errlen) {
+  const Shop__Payment__V1__PaymentCaptured *e = (const void *)m->msg;
+  return payment_set(tx, m, PAY(CAPTURED), PAYMENT_SQL("captured_units"),
+                     e->amount != NULL ? e->amount->units : 0, errbuf, errlen);
+}
+
+static status_code refunded_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                  size_t errlen) {
+  const Shop__Payment__V1__PaymentRefunded *e = (const void *)m->msg;
+  return payment_set(tx, m, PAY(REFUNDED), PAYMENT_SQL("refunded_units"),
+                     e->amount != NULL ? e->amount->units : 0, errbuf, errlen);
+}
+
+static status_code voided_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                size_t errlen) {
+  const char *id = svc_message_string(m->msg, "order_id");
+  db_value v[4] = {DB_STR(id), DB_I64(PAY(VOIDED)), DB_I64(m->env->sequence),
+                   DB_I64(svc_event_time_ms(m->env))};
+  return db_exec(tx,
+                 "INSERT INTO orders_view (order_id, payment_status, payment_version, updated_ms)"
+                 " VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE " GUARD(
+                     "payment_status", "payment_version") ", " TAIL("payment_version"),
+                 v, 4, NULL, NULL, errbuf, errlen);
+}
+
+static status_code payment_failed_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                        size_t errlen) {
+  const Shop__Payment__V1__PaymentFailed *e = (const void *)m->msg;
   int status = 0; /* VOID and REFUND failures keep the status */
   if (e->operation == SHOP__PAYMENT__V1__PAYMENT_OPERATION__PAYMENT_OPERATION_AUTHORIZE)
     status = PAY(FAILED);
   else if (e->operation == SHOP__PAYMENT__V1__PAYMENT_OPERATION__PAYMENT_OPERATION_CAPTURE)
     status = PAY(CAPTURE_FAILED);
-  db_value v[5] = {DB_I64(status), DB_I64(status), DB_I64(e->reason), DB_STR(e->reason_text),
-                   DB_STR(a->id)};
+  db_value v[7] = {
+      DB_STR(e->order_id),    DB_I64(status),           DB_I64(e->reason),
+      DB_STR(e->reason_text), DB_I64(m->env->sequence), DB_I64(svc_event_time_ms(m->env)),
+      DB_I64(status)};
   return db_exec(tx,
-                 "UPDATE orders_view SET payment_status = IF(? = 0, payment_status, ?), "
-                 "payment_failure_reason = ?, payment_failure_text = LEFT(?, 500) WHERE order_id "
-                 "= ?",
-                 v, 5, NULL, NULL, errbuf, errlen);
+                 "INSERT INTO orders_view (order_id, payment_status, payment_failure_reason,"
+                 " payment_failure_text, payment_version, updated_ms) VALUES (?, ?, ?,"
+                 " LEFT(?, 500), ?, ?) ON DUPLICATE KEY UPDATE payment_status ="
+                 " IF(VALUES(payment_version) > payment_version AND ? <> 0,"
+                 " VALUES(payment_status), payment_status), " GUARD(
+                     "payment_failure_reason",
+                     "payment_version") ", " GUARD("payment_failure_text",
+                                                   "payment_version") ", " TAIL("payment_version"),
+                 v, 7, NULL, NULL, errbuf, errlen);
 }
 
-static status_code stock_cb(db_conn *tx, const events_envelope *ev, int64_t version, void *arg,
-                            char *errbuf, size_t errlen) {
-  const part_arg *a = arg;
-  const ProtobufCMessageDescriptor *d = a->m->descriptor;
+/* A reservation event: its status, and for a rejection the rejected
+ * lines (the packed event). */
+static status_code stock_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                               size_t errlen) {
+  const ProtobufCMessageDescriptor *d = m->msg->descriptor;
   int status = d == &shop__inventory__v1__inventory_reserved__descriptor   ? RES(RESERVED)
                : d == &shop__inventory__v1__inventory_rejected__descriptor ? RES(REJECTED)
                : d == &shop__inventory__v1__inventory_released__descriptor ? RES(RELEASED)
                                                                            : RES(SHIPPED);
-  if (status == RES(REJECTED)) {
-    db_value v[3] = {DB_I64(status), DB_BLOB(ev->data.data, ev->data.len), DB_STR(a->id)};
-    return db_exec(tx,
-                   "UPDATE orders_view SET stock_status = ?, rejected_lines = ? WHERE order_id = ?",
-                   v, 3, NULL, NULL, errbuf, errlen);
-  }
-  db_value v[2] = {DB_I64(status), DB_STR(a->id)};
-  return db_exec(tx, "UPDATE orders_view SET stock_status = ? WHERE order_id = ?", v, 2, NULL, NULL,
-                 errbuf, errlen);
+  bool rejected = status == RES(REJECTED);
+  db_value v[5] = {DB_STR(svc_message_string(m->msg, "order_id")), DB_I64(status),
+                   rejected ? DB_BLOB(m->env->data.data, m->env->data.len) : DB_NULLV,
+                   DB_I64(m->env->sequence), DB_I64(svc_event_time_ms(m->env))};
+  return db_exec(
+      tx,
+      "INSERT INTO orders_view (order_id, stock_status, rejected_lines, stock_version,"
+      " updated_ms) VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE " GUARD(
+          "stock_status", "stock_version") ", rejected_lines = IF(VALUES(stock_version) >"
+                                           " stock_version AND VALUES(rejected_lines) IS NOT"
+                                           " NULL, VALUES(rejected_lines), rejected_lines), " TAIL("stock_version"),
+      v, 5, NULL, NULL, errbuf, errlen);
 }
-
-static const struct {
-  const ProtobufCMessageDescriptor *d;
-  const char *projection;
-  projection_apply_cb cb;
-} handled[] = {
-    {&shop__order__v1__order_created__descriptor, "order", order_cb},
-    {&shop__order__v1__order_confirmed__descriptor, "order", order_cb},
-    {&shop__order__v1__order_cancelled__descriptor, "order", order_cb},
-    {&shop__order__v1__order_shipped__descriptor, "order", order_cb},
-    {&shop__payment__v1__payment_authorized__descriptor, "order.payment", payment_cb},
-    {&shop__payment__v1__payment_failed__descriptor, "order.payment", payment_cb},
-    {&shop__payment__v1__payment_captured__descriptor, "order.payment", payment_cb},
-    {&shop__payment__v1__payment_voided__descriptor, "order.payment", payment_cb},
-    {&shop__payment__v1__payment_refunded__descriptor, "order.payment", payment_cb},
-    {&shop__inventory__v1__inventory_reserved__descriptor, "order.stock", stock_cb},
-    {&shop__inventory__v1__inventory_rejected__descriptor, "order.stock", stock_cb},
-    {&shop__inventory__v1__inventory_released__descriptor, "order.stock", stock_cb},
-    {&shop__inventory__v1__inventory_shipped__descriptor, "order.stock", stock_cb},
-};
 
 /* Every one of these events has the order id as its first field. */
 static const char *order_event_check(const ProtobufCMessage *m, const events_envelope *ev) {
@@ -204,53 +237,34 @@ static const char *order_event_check(const ProtobufCMessage *m, const events_env
   return NULL;
 }
 
-#define N_HANDLED (sizeof handled / sizeof handled[0])
-const consumer_event_type order_projection_events[N_HANDLED] = {
-    {&shop__order__v1__order_created__descriptor, order_event_check},
-    {&shop__order__v1__order_confirmed__descriptor, order_event_check},
-    {&shop__order__v1__order_cancelled__descriptor, order_event_check},
-    {&shop__order__v1__order_shipped__descriptor, order_event_check},
-    {&shop__payment__v1__payment_authorized__descriptor, order_event_check},
-    {&shop__payment__v1__payment_failed__descriptor, order_event_check},
-    {&shop__payment__v1__payment_captured__descriptor, order_event_check},
-    {&shop__payment__v1__payment_voided__descriptor, order_event_check},
-    {&shop__payment__v1__payment_refunded__descriptor, order_event_check},
-    {&shop__inventory__v1__inventory_reserved__descriptor, order_event_check},
-    {&shop__inventory__v1__inventory_rejected__descriptor, order_event_check},
-    {&shop__inventory__v1__inventory_released__descriptor, order_event_check},
-    {&shop__inventory__v1__inventory_shipped__descriptor, order_event_check},
-};
-const size_t order_projection_events_count = N_HANDLED;
-
-/* Stock levels, InventoryLow and newer types are skipped. */
-static status_code apply_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
-                             size_t errlen) {
-  ProtobufCMessage *m = NULL;
-  size_t k = 0;
-  status_code st =
-      consumer_event_decode(ev, order_projection_events, N_HANDLED, &m, &k, errbuf, errlen);
-  if (st != STATUS_OK || m == NULL) return st;
-  /* order_projection_events and handled are in the same order. */
-  assert(handled[k].d == m->descriptor);
-  const char *id = svc_message_string(m, "order_id");
-  part_arg a = {.id = id, .m = m};
-  st = row_touch(tx, id, ev, errbuf, errlen);
-  if (st == STATUS_OK)
-    st = projection_apply_state(tx, handled[k].projection, id, ev->sequence, ev, handled[k].cb, &a,
-                                NULL, errbuf, errlen);
-  protobuf_c_message_free_unpacked(m, NULL);
-  return st;
-}
-
-status_code order_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                                      char *errbuf, size_t errlen) {
-  return consumer_apply_each(tx, msgs, n, apply_one, arg, errbuf, errlen);
-}
-
-void order_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
+/* Wakes the consistency waits of the orders whose version an order event
+ * moved (payment and stock events move no token's version). */
+static void projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
   order_query_ctx *ctx = arg;
   svc_notifier_notify(&ctx->notifier);
 }
+
+static const consumer_event_type projection_types[] = {
+    {&shop__order__v1__order_created__descriptor, order_event_check, created_apply, 0},
+    {&shop__order__v1__order_confirmed__descriptor, order_event_check, confirmed_apply, 0},
+    {&shop__order__v1__order_cancelled__descriptor, order_event_check, cancelled_apply, 0},
+    {&shop__order__v1__order_shipped__descriptor, order_event_check, shipped_apply, 0},
+    {&shop__payment__v1__payment_authorized__descriptor, order_event_check, authorized_apply, 0},
+    {&shop__payment__v1__payment_failed__descriptor, order_event_check, payment_failed_apply, 0},
+    {&shop__payment__v1__payment_captured__descriptor, order_event_check, captured_apply, 0},
+    {&shop__payment__v1__payment_voided__descriptor, order_event_check, voided_apply, 0},
+    {&shop__payment__v1__payment_refunded__descriptor, order_event_check, refunded_apply, 0},
+    {&shop__inventory__v1__inventory_reserved__descriptor, order_event_check, stock_apply, 0},
+    {&shop__inventory__v1__inventory_rejected__descriptor, order_event_check, stock_apply, 0},
+    {&shop__inventory__v1__inventory_released__descriptor, order_event_check, stock_apply, 0},
+    {&shop__inventory__v1__inventory_shipped__descriptor, order_event_check, stock_apply, 0},
+};
+
+const consumer_spec order_projection_consumer = {
+    .group = TOPOLOGY_GROUP_ORDER_QUERY,
+    .types = projection_types,
+    .n_types = sizeof projection_types / sizeof projection_types[0],
+    .committed = projection_committed_cb};
 
 /* ---- Reading ------------------------------------------------------------------------------- */
 

@@ -12,6 +12,7 @@
 #include "order/order_internal.h"
 #include "shop/inventory/v1/events.pb-c.h"
 #include "shop/payment/v1/events.pb-c.h"
+#include "topology/topology.h"
 
 #define SWEEP_BATCH 100
 #define SWEEPER_LOCK "shop.order.sweeper"
@@ -19,7 +20,7 @@
 /* ---- One step ---------------------------------------------------------------------------------
  */
 
-status_code order_saga_step_apply(db_conn *tx, const order_ctx *ctx, const order_origin *origin,
+status_code order_saga_step_apply(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
                                   const char *order_id, order_saga_input in, const char *text,
                                   char *errbuf, size_t errlen) {
   order_row r;
@@ -44,6 +45,8 @@ status_code order_saga_step_apply(db_conn *tx, const order_ctx *ctx, const order
   if (step.emit != 0) r.version++;
   st = order_row_save(tx, ctx, &r, step.emit == ORDER_ST(CANCELLED) ? step.cancel_reason : 0, text,
                       NULL, NULL, errbuf, errlen);
+  if (st == STATUS_OK && step.emit == ORDER_ST(CONFIRMED))
+    st = order_row_lines(tx, &r, errbuf, errlen);
   if (st == STATUS_OK && step.emit == ORDER_ST(CONFIRMED)) {
     order_pb_lines pb;
     if (!order_pb_lines_make(&pb, r.lines, r.n_lines, r.total, r.currency)) {
@@ -56,7 +59,7 @@ status_code order_saga_step_apply(db_conn *tx, const order_ctx *ctx, const order
       ev.n_lines = pb.n;
       ev.lines = pb.ptrs;
       ev.total = &pb.total;
-      st = order_emit(tx, ctx, origin, r.order_id, r.version, &ev.base, errbuf, errlen);
+      st = outbox_emit(&ctx->sink, tx, origin, r.order_id, r.version, &ev.base, errbuf, errlen);
       order_pb_lines_free(&pb);
     }
     if (st == STATUS_OK) log_info(NULL, "order %s confirmed", r.order_id);
@@ -102,76 +105,76 @@ static void rejected_text(const Shop__Inventory__V1__InventoryRejected *e, char 
   }
 }
 
-const consumer_event_type order_saga_events[] = {
-    {&shop__inventory__v1__inventory_reserved__descriptor, NULL},
-    {&shop__inventory__v1__inventory_rejected__descriptor, NULL},
-    {&shop__payment__v1__payment_authorized__descriptor, NULL},
-    {&shop__payment__v1__payment_captured__descriptor, NULL},
-    {&shop__payment__v1__payment_failed__descriptor, NULL},
-};
-const size_t order_saga_events_count = sizeof order_saga_events / sizeof order_saga_events[0];
-
-#define IS(m, desc) ((m)->descriptor == &(desc))
-
-static status_code saga_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
-                            size_t errlen) {
+/* One saga step for the event m, caused by it. */
+static status_code step(db_conn *tx, const consumer_msg *m, void *arg, order_saga_input in,
+                        const char *order_id, const char *text, char *errbuf, size_t errlen) {
   const order_ctx *ctx = arg;
-  order_origin origin = {.actor = ctx->program,
-                         .correlation_id = ev->correlation_id != NULL && ev->correlation_id[0]
-                                               ? ev->correlation_id
-                                               : ev->id,
-                         .traceparent = ev->traceparent};
-  ProtobufCMessage *m = NULL;
-  size_t k = 0;
-  status_code st =
-      consumer_event_decode(ev, order_saga_events, order_saga_events_count, &m, &k, errbuf, errlen);
-  if (st != STATUS_OK || m == NULL) return st;
-  const char *order_id = svc_message_string(m, "order_id");
-  if (IS(m, shop__inventory__v1__inventory_reserved__descriptor)) {
-    st = order_saga_step_apply(tx, ctx, &origin, order_id, ORDER_SAGA_RESERVED, NULL, errbuf,
-                               errlen);
-  } else if (IS(m, shop__inventory__v1__inventory_rejected__descriptor)) {
-    char text[1500];
-    rejected_text((const Shop__Inventory__V1__InventoryRejected *)m, text, sizeof text);
-    st = order_saga_step_apply(tx, ctx, &origin, order_id, ORDER_SAGA_REJECTED, text, errbuf,
-                               errlen);
-  } else if (IS(m, shop__payment__v1__payment_authorized__descriptor)) {
-    st = order_saga_step_apply(tx, ctx, &origin, order_id, ORDER_SAGA_AUTHORIZED, NULL, errbuf,
-                               errlen);
-  } else if (IS(m, shop__payment__v1__payment_captured__descriptor)) {
-    st = order_saga_step_apply(tx, ctx, &origin, order_id, ORDER_SAGA_CAPTURED, NULL, errbuf,
-                               errlen);
-  } else {
-    const Shop__Payment__V1__PaymentFailed *e = (const void *)m;
-    order_saga_input in = 0;
-    if (e->operation == SHOP__PAYMENT__V1__PAYMENT_OPERATION__PAYMENT_OPERATION_AUTHORIZE)
-      in = ORDER_SAGA_AUTH_FAILED;
-    else if (e->operation == SHOP__PAYMENT__V1__PAYMENT_OPERATION__PAYMENT_OPERATION_CAPTURE)
-      in = ORDER_SAGA_CAPTURE_FAILED;
-    if (in != 0) {
-      char text[400];
-      snprintf(text, sizeof text, "payment %s failed: %s",
-               in == ORDER_SAGA_AUTH_FAILED ? "authorization" : "capture",
-               e->reason_text[0] != '\0' ? e->reason_text : "declined");
-      st = order_saga_step_apply(tx, ctx, &origin, e->order_id, in, text, errbuf, errlen);
-    }
-  }
-  protobuf_c_message_free_unpacked(m, NULL);
-  return st;
+  outbox_cause cause = outbox_cause_of_event(m->env);
+  return order_saga_step_apply(tx, ctx, &cause, order_id, in, text, errbuf, errlen);
 }
 
-status_code order_saga_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                                 char *errbuf, size_t errlen) {
-  return consumer_apply_each(tx, msgs, n, saga_one, arg, errbuf, errlen);
+static status_code reserved_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                  size_t errlen) {
+  const Shop__Inventory__V1__InventoryReserved *e = (const void *)m->msg;
+  return step(tx, m, arg, ORDER_SAGA_RESERVED, e->order_id, NULL, errbuf, errlen);
 }
 
-void order_saga_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
-  const order_ctx *ctx = arg;
-  /* The saga's step committed (with its outbox rows, if it moved the
-   * order on); the relay has not been woken for them. */
+static status_code rejected_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                  size_t errlen) {
+  const Shop__Inventory__V1__InventoryRejected *e = (const void *)m->msg;
+  char text[1500];
+  rejected_text(e, text, sizeof text);
+  return step(tx, m, arg, ORDER_SAGA_REJECTED, e->order_id, text, errbuf, errlen);
+}
+
+static status_code authorized_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                    size_t errlen) {
+  const Shop__Payment__V1__PaymentAuthorized *e = (const void *)m->msg;
+  return step(tx, m, arg, ORDER_SAGA_AUTHORIZED, e->order_id, NULL, errbuf, errlen);
+}
+
+static status_code captured_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                  size_t errlen) {
+  const Shop__Payment__V1__PaymentCaptured *e = (const void *)m->msg;
+  return step(tx, m, arg, ORDER_SAGA_CAPTURED, e->order_id, NULL, errbuf, errlen);
+}
+
+/* A failed authorization or capture moves the order; a failed void or
+ * refund (an operator's matter) does not. */
+static status_code failed_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                size_t errlen) {
+  const Shop__Payment__V1__PaymentFailed *e = (const void *)m->msg;
+  order_saga_input in = 0;
+  if (e->operation == SHOP__PAYMENT__V1__PAYMENT_OPERATION__PAYMENT_OPERATION_AUTHORIZE)
+    in = ORDER_SAGA_AUTH_FAILED;
+  else if (e->operation == SHOP__PAYMENT__V1__PAYMENT_OPERATION__PAYMENT_OPERATION_CAPTURE)
+    in = ORDER_SAGA_CAPTURE_FAILED;
+  if (in == 0) return STATUS_OK;
+  char text[400];
+  snprintf(text, sizeof text, "payment %s failed: %s",
+           in == ORDER_SAGA_AUTH_FAILED ? "authorization" : "capture",
+           e->reason_text[0] != '\0' ? e->reason_text : "declined");
+  return step(tx, m, arg, in, e->order_id, text, errbuf, errlen);
+}
+
+/* The saga's step committed (with its outbox rows, if it moved the order
+ * on); the consumer wakes the relay right after this. */
+static void saga_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
   crash_point("saga.after_commit");
-  if (ctx->sink.committed_cb != NULL) ctx->sink.committed_cb(ctx->sink.self);
 }
+
+static const consumer_event_type saga_types[] = {
+    {&shop__inventory__v1__inventory_reserved__descriptor, NULL, reserved_apply, 0},
+    {&shop__inventory__v1__inventory_rejected__descriptor, NULL, rejected_apply, 0},
+    {&shop__payment__v1__payment_authorized__descriptor, NULL, authorized_apply, 0},
+    {&shop__payment__v1__payment_captured__descriptor, NULL, captured_apply, 0},
+    {&shop__payment__v1__payment_failed__descriptor, NULL, failed_apply, 0},
+};
+
+const consumer_spec order_saga_consumer = {.group = TOPOLOGY_GROUP_ORDER_SAGA,
+                                           .types = saga_types,
+                                           .n_types = sizeof saga_types / sizeof saga_types[0],
+                                           .committed = saga_committed_cb};
 
 /* ---- The sweeper ------------------------------------------------------------------------------
  */
@@ -202,8 +205,7 @@ static status_code sweep_one_cb(db_conn *c, void *arg, char *errbuf, size_t errl
     log_traceparent_child(NULL, a->traceparent);
   log_scope scope;
   log_scope_enter(&scope, NULL, a->traceparent, NULL);
-  order_origin origin = {
-      .actor = a->ctx->program, .correlation_id = a->order_id, .traceparent = a->traceparent};
+  outbox_cause origin = {.correlation_id = a->order_id, .traceparent = a->traceparent};
   char text[160];
   snprintf(text, sizeof text, "no answer from inventory or payment before the order's deadline");
   st = order_saga_step_apply(c, a->ctx, &origin, a->order_id, ORDER_SAGA_DEADLINE, text, errbuf,

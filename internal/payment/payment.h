@@ -2,7 +2,7 @@
  * payment: the money side of orders, for payment-worker (database
  * shop_payment, consumer group "payment-worker" on shop.order.events.v1).
  *
- * Follow an order: OrderCreated reaches payment_handle_cb, which calls
+ * Follow an order: OrderCreated reaches payment_consumer's table, which calls
  * payment_authorize: in the consumer's transaction it inserts the order's
  * payments row, asks the gateway to authorize (a hold) the order's total
  * against its payment token, records the attempt, and appends
@@ -205,13 +205,10 @@ status_code payment_capture(db_conn *tx, const payment_ctx *ctx, const events_en
 status_code payment_compensate(db_conn *tx, const payment_ctx *ctx, const events_envelope *cause,
                                const char *order_id, char *errbuf, size_t errlen);
 
-/* The consumer handler of group "payment-worker" (arg: a payment_ctx):
- * OrderCreated, OrderConfirmed, OrderCancelled; other types are skipped. */
-extern const consumer_event_type payment_events[]; /* with their checks */
-extern const size_t payment_events_count;
-status_code payment_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                              char *errbuf, size_t errlen);
-void payment_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
+/* The consumer of group "payment-worker" (arg: a payment_ctx):
+ * OrderCreated authorizes, OrderConfirmed captures, OrderCancelled voids or
+ * refunds. */
+extern const consumer_spec payment_consumer;
 
 /* ---- Reading (tests, tools) ------------------------------------------------------------ */
 

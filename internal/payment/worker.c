@@ -59,13 +59,8 @@ static void sleep_ms(const payment_ctx *ctx, int ms) {
 static status_code emit(db_conn *tx, const payment_ctx *ctx, const events_envelope *cause,
                         const char *order_id, int64_t seq, const ProtobufCMessage *m, char *errbuf,
                         size_t errlen) {
-  const outbox_message o = {.program = ctx->program,
-                            .topic = TOPOLOGY_TOPIC_PAYMENT,
-                            .aggregate_id = order_id,
-                            .version = seq,
-                            .correlation_id = outbox_cause_correlation(cause),
-                            .traceparent = cause != NULL ? cause->traceparent : NULL};
-  status_code st = outbox_append_message(&ctx->sink, tx, &o, m, errbuf, errlen);
+  const outbox_cause c = outbox_cause_of_event(cause);
+  status_code st = outbox_emit(&ctx->sink, tx, &c, order_id, seq, m, errbuf, errlen);
   /* One line per decision, under the current scope's trace. */
   if (st == STATUS_OK)
     log_info(NULL, "payment: %s for order %s (version %lld)", m->descriptor->short_name, order_id,
@@ -377,50 +372,39 @@ static const char *created_check(const ProtobufCMessage *m, const events_envelop
   return NULL;
 }
 
-const consumer_event_type payment_events[] = {
-    {&shop__order__v1__order_created__descriptor, created_check},
-    {&shop__order__v1__order_confirmed__descriptor, NULL},
-    {&shop__order__v1__order_cancelled__descriptor, NULL},
+static status_code created_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                 size_t errlen) {
+  const Shop__Order__V1__OrderCreated *e = (const void *)m->msg;
+  payment_order o = {.order_id = e->order_id,
+                     .customer_id = e->customer_id,
+                     .idempotency_key = e->idempotency_key,
+                     .token = e->payment_token,
+                     .amount = e->total->units,
+                     .currency = e->total->currency};
+  return payment_authorize(tx, arg, m->env, &o, errbuf, errlen);
+}
+
+static status_code confirmed_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                   size_t errlen) {
+  const Shop__Order__V1__OrderConfirmed *e = (const void *)m->msg;
+  return payment_capture(tx, arg, m->env, e->order_id, errbuf, errlen);
+}
+
+static status_code cancelled_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                   size_t errlen) {
+  const Shop__Order__V1__OrderCancelled *e = (const void *)m->msg;
+  return payment_compensate(tx, arg, m->env, e->order_id, errbuf, errlen);
+}
+
+static const consumer_event_type payment_types[] = {
+    {&shop__order__v1__order_created__descriptor, created_check, created_apply, 0},
+    {&shop__order__v1__order_confirmed__descriptor, NULL, confirmed_apply, 0},
+    {&shop__order__v1__order_cancelled__descriptor, NULL, cancelled_apply, 0},
 };
-const size_t payment_events_count = sizeof payment_events / sizeof payment_events[0];
 
-static status_code handle_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
-                              size_t errlen) {
-  const payment_ctx *ctx = arg;
-  ProtobufCMessage *m = NULL;
-  size_t k = 0;
-  status_code st =
-      consumer_event_decode(ev, payment_events, payment_events_count, &m, &k, errbuf, errlen);
-  if (st != STATUS_OK || m == NULL) return st;
-  if (m->descriptor == &shop__order__v1__order_created__descriptor) {
-    const Shop__Order__V1__OrderCreated *e = (const void *)m;
-    payment_order o = {.order_id = e->order_id,
-                       .customer_id = e->customer_id,
-                       .idempotency_key = e->idempotency_key,
-                       .token = e->payment_token,
-                       .amount = e->total->units,
-                       .currency = e->total->currency};
-    st = payment_authorize(tx, ctx, ev, &o, errbuf, errlen);
-  } else if (m->descriptor == &shop__order__v1__order_confirmed__descriptor) {
-    st = payment_capture(tx, ctx, ev, ((const Shop__Order__V1__OrderConfirmed *)m)->order_id,
-                         errbuf, errlen);
-  } else {
-    st = payment_compensate(tx, ctx, ev, ((const Shop__Order__V1__OrderCancelled *)m)->order_id,
-                            errbuf, errlen);
-  }
-  protobuf_c_message_free_unpacked(m, NULL);
-  return st;
-}
-
-status_code payment_handle_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                              char *errbuf, size_t errlen) {
-  return consumer_apply_each(tx, msgs, n, handle_one, arg, errbuf, errlen);
-}
-
-void payment_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
-  const payment_ctx *ctx = arg;
-  if (ctx->sink.committed_cb != NULL) ctx->sink.committed_cb(ctx->sink.self);
-}
+const consumer_spec payment_consumer = {.group = TOPOLOGY_GROUP_PAYMENT_WORKER,
+                                        .types = payment_types,
+                                        .n_types = sizeof payment_types / sizeof payment_types[0]};
 
 /* ---- Reading -------------------------------------------------------------------------------- */
 

@@ -10,7 +10,7 @@
  * idempotency record, inserts the products row and appends ProductCreated
  * to the outbox; the relay publishes it on shop.product.events.v1;
  * product-query's consumer (group "product-query") applies it to
- * products_view (product_projection_apply_cb, query.c), where GetProduct
+ * products_view (product_projection_consumer, query.c), where GetProduct
  * and ListProducts read it.
  *
  * Rules (rules.c), pure and tested on their own:
@@ -152,16 +152,9 @@ void product_query_ctx_destroy(product_query_ctx *ctx);
 status_code product_query_register(rpc_server *s, product_query_ctx *ctx, char *errbuf,
                                    size_t errlen);
 
-/* The consumer handler of group "product-query" (arg: the
- * product_query_ctx): product events and StockLevelChanged; other types
- * are skipped. */
-status_code product_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                                        char *errbuf, size_t errlen);
-/* The event types the projection takes, with their checks before the
- * database (see consumer_event_decode). */
-extern const consumer_event_type product_projection_events[];
-extern const size_t product_projection_events_count;
-void product_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
+/* product-query's consumer (group "product-query", arg: the
+ * product_query_ctx): product events and StockLevelChanged. */
+extern const consumer_spec product_projection_consumer;
 
 extern const db_migration product_read_migrations[];
 extern const size_t product_read_migrations_count;

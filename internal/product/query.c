@@ -14,9 +14,10 @@
  * ProductCreated (possible only after a dead letter): not shown.
  *
  * Stock lives in its own table, keyed by product id and versioned by the
- * stock version of StockLevelChanged ("product.stock"), because the
- * inventory worker's events may arrive before the product's own. Until the
- * first report, available = received = the initial stock. */
+ * stock version of StockLevelChanged, because the
+ * inventory worker's events may arrive before the product's own; its own
+ * version column is the stock version. Until the first report, available
+ * = received = the initial stock. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include "log/log.h"
 #include "product/product.h"
 #include "shop/inventory/v1/events.pb-c.h"
+#include "topology/topology.h"
 
 typedef Shop__Product__V1__ProductQueryService_Service product_query_service;
 
@@ -45,7 +47,6 @@ typedef struct part_arg {
   const Shop__Product__V1__ProductDetails *details;
   const Shop__Common__V1__Money *price;
   const Shop__Product__V1__InventoryRule *rule;
-  const Shop__Inventory__V1__StockLevel *level;
 } part_arg;
 
 static status_code details_cb(db_conn *tx, const events_envelope *ev, int64_t version, void *arg,
@@ -80,20 +81,6 @@ static status_code rule_cb(db_conn *tx, const events_envelope *ev, int64_t versi
                  v, 3, NULL, NULL, errbuf, errlen);
 }
 
-static status_code stock_cb(db_conn *tx, const events_envelope *ev, int64_t version, void *arg,
-                            char *errbuf, size_t errlen) {
-  const part_arg *a = arg;
-  const Shop__Inventory__V1__StockLevel *l = a->level;
-  db_value v[6] = {DB_STR(a->id),      DB_I64(l->available), DB_I64(l->reserved),
-                   DB_I64(l->shipped), DB_I64(l->received),  DB_I64(version)};
-  return db_exec(tx,
-                 "INSERT INTO product_stock (product_id, available, reserved, shipped, received, "
-                 "version) VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE available = "
-                 "VALUES(available), reserved = VALUES(reserved), shipped = VALUES(shipped), "
-                 "received = VALUES(received), version = VALUES(version)",
-                 v, 6, NULL, NULL, errbuf, errlen);
-}
-
 static status_code part(db_conn *tx, const char *name, const events_envelope *ev,
                         projection_apply_cb cb, part_arg *a, char *errbuf, size_t errlen) {
   return projection_apply_state(tx, name, a->id, ev->sequence, ev, cb, a, NULL, errbuf, errlen);
@@ -120,50 +107,73 @@ static status_code apply_created(db_conn *tx, const events_envelope *ev,
   return part(tx, "product.rule", ev, rule_cb, &a, errbuf, errlen);
 }
 
-/* Applies one product event (topic shop.product.events.v1). */
-static status_code apply_product(db_conn *tx, const events_envelope *ev,
-                                 const ProtobufCMessageDescriptor *d, ProtobufCMessage *m,
-                                 char *errbuf, size_t errlen) {
-  if (d == &shop__product__v1__product_created__descriptor)
-    return apply_created(tx, ev, (const void *)m, errbuf, errlen);
-  status_code st;
-  if (d == &shop__product__v1__product_updated__descriptor) {
-    const Shop__Product__V1__ProductUpdated *e = (const void *)m;
-    part_arg a = {.id = e->product_id, .details = e->details};
-    if ((st = view_bump(tx, a.id, ev->sequence, svc_event_time_ms(ev), errbuf, errlen)) !=
-        STATUS_OK)
-      return st;
-    return part(tx, "product.details", ev, details_cb, &a, errbuf, errlen);
-  }
-  if (d == &shop__product__v1__price_changed__descriptor) {
-    const Shop__Product__V1__PriceChanged *e = (const void *)m;
-    part_arg a = {.id = e->product_id, .price = e->price};
-    if ((st = view_bump(tx, a.id, ev->sequence, svc_event_time_ms(ev), errbuf, errlen)) !=
-        STATUS_OK)
-      return st;
-    return part(tx, "product.price", ev, price_cb, &a, errbuf, errlen);
-  }
-  if (d == &shop__product__v1__inventory_rule_changed__descriptor) {
-    const Shop__Product__V1__InventoryRuleChanged *e = (const void *)m;
-    part_arg a = {.id = e->product_id, .rule = e->inventory_rule};
-    if ((st = view_bump(tx, a.id, ev->sequence, svc_event_time_ms(ev), errbuf, errlen)) !=
-        STATUS_OK)
-      return st;
-    return part(tx, "product.rule", ev, rule_cb, &a, errbuf, errlen);
-  }
-  if (d == &shop__product__v1__product_archived__descriptor) {
-    const Shop__Product__V1__ProductArchived *e = (const void *)m;
-    if ((st = view_bump(tx, e->product_id, ev->sequence, svc_event_time_ms(ev), errbuf, errlen)) !=
-        STATUS_OK)
-      return st;
-    db_value v[1] = {DB_STR(e->product_id)};
-    return db_exec(tx, "UPDATE products_view SET archived = 1 WHERE product_id = ?", v, 1, NULL,
-                   NULL, errbuf, errlen);
-  }
-  /* StockAdjusted: the inventory worker applies it; here only the
-   * product's version moves. */
-  const Shop__Product__V1__StockAdjusted *e = (const void *)m;
-  return view_bump(tx, e->product_id, ev->sequence, svc_event_time_ms(ev), errbuf, errlen);
+static status_code created_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                 size_t errlen) {
+  return apply_created(tx, m->env, (const void *)m->msg, errbuf, errlen);
+}
+
+static status_code updated_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                 size_t errlen) {
+  const Shop__Product__V1__ProductUpdated *e = (const void *)m->msg;
+  part_arg a = {.id = e->product_id, .details = e->details};
+  status_code st = view_bump(tx, a.id, m->env->sequence, svc_event_time_ms(m->env), errbuf, errlen);
+  return st == STATUS_OK ? part(tx, "product.details", m->env, details_cb, &a, errbuf, errlen) : st;
+}
+
+static status_code price_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                               size_t errlen) {
+  const Shop__Product__V1__PriceChanged *e = (const void *)m->msg;
+  part_arg a = {.id = e->product_id, .price = e->price};
+  status_code st = view_bump(tx, a.id, m->env->sequence, svc_event_time_ms(m->env), errbuf, errlen);
+  return st == STATUS_OK ? part(tx, "product.price", m->env, price_cb, &a, errbuf, errlen) : st;
+}
+
+static status_code rule_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                              size_t errlen) {
+  const Shop__Product__V1__InventoryRuleChanged *e = (const void *)m->msg;
+  part_arg a = {.id = e->product_id, .rule = e->inventory_rule};
+  status_code st = view_bump(tx, a.id, m->env->sequence, svc_event_time_ms(m->env), errbuf, errlen);
+  return st == STATUS_OK ? part(tx, "product.rule", m->env, rule_cb, &a, errbuf, errlen) : st;
+}
+
+static status_code archived_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                  size_t errlen) {
+  const Shop__Product__V1__ProductArchived *e = (const void *)m->msg;
+  status_code st =
+      view_bump(tx, e->product_id, m->env->sequence, svc_event_time_ms(m->env), errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  db_value v[1] = {DB_STR(e->product_id)};
+  return db_exec(tx, "UPDATE products_view SET archived = 1 WHERE product_id = ?", v, 1, NULL, NULL,
+                 errbuf, errlen);
+}
+
+/* StockAdjusted: the inventory worker applies it; here only the product's
+ * version moves. */
+static status_code adjusted_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                  size_t errlen) {
+  const Shop__Product__V1__StockAdjusted *e = (const void *)m->msg;
+  return view_bump(tx, e->product_id, m->env->sequence, svc_event_time_ms(m->env), errbuf, errlen);
+}
+
+/* The level StockLevelChanged carries, if newer than the row's: one
+ * statement guarded by product_stock.version (assigned last: the guards
+ * read the old one). */
+static status_code level_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                               size_t errlen) {
+  const Shop__Inventory__V1__StockLevelChanged *e = (const void *)m->msg;
+  const Shop__Inventory__V1__StockLevel *l = e->level;
+  int64_t version = l->version > 0 ? l->version : m->env->sequence;
+  db_value v[6] = {DB_STR(e->product_id), DB_I64(l->available), DB_I64(l->reserved),
+                   DB_I64(l->shipped),    DB_I64(l->received),  DB_I64(version)};
+  return db_exec(tx,
+                 "INSERT INTO product_stock (product_id, available, reserved, shipped, received,"
+                 " version) VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE"
+                 " available = IF(VALUES(version) > version, VALUES(available), available),"
+                 " reserved = IF(VALUES(version) > version, VALUES(reserved), reserved),"
+                 " shipped = IF(VALUES(version) > version, VALUES(shipped), shipped),"
+                 " received = IF(VALUES(version) > version, VALUES(received), received),"
+                 " version = GREATEST(version, VALUES(version))",
+                 v, 6, NULL, NULL, errbuf, errlen);
 }
 
 /* Every product event's first field is the product id. */
@@ -182,49 +192,27 @@ static const char *stock_level_check(const ProtobufCMessage *m, const events_env
   return NULL;
 }
 
-const consumer_event_type product_projection_events[] = {
-    {&shop__product__v1__product_created__descriptor, product_event_check},
-    {&shop__product__v1__product_updated__descriptor, product_event_check},
-    {&shop__product__v1__price_changed__descriptor, product_event_check},
-    {&shop__product__v1__inventory_rule_changed__descriptor, product_event_check},
-    {&shop__product__v1__product_archived__descriptor, product_event_check},
-    {&shop__product__v1__stock_adjusted__descriptor, product_event_check},
-    {&shop__inventory__v1__stock_level_changed__descriptor, stock_level_check},
-};
-const size_t product_projection_events_count =
-    sizeof product_projection_events / sizeof product_projection_events[0];
-
-/* Reservations, InventoryLow and newer types are skipped. */
-static status_code apply_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
-                             size_t errlen) {
-  ProtobufCMessage *m = NULL;
-  size_t k = 0;
-  status_code st = consumer_event_decode(ev, product_projection_events,
-                                         product_projection_events_count, &m, &k, errbuf, errlen);
-  if (st != STATUS_OK || m == NULL) return st;
-  const ProtobufCMessageDescriptor *d = m->descriptor;
-  if (d == &shop__inventory__v1__stock_level_changed__descriptor) {
-    const Shop__Inventory__V1__StockLevelChanged *e = (const void *)m;
-    int64_t version = e->level->version > 0 ? e->level->version : ev->sequence;
-    part_arg a = {.id = e->product_id, .level = e->level};
-    st = projection_apply_state(tx, "product.stock", a.id, version, ev, stock_cb, &a, NULL, errbuf,
-                                errlen);
-  } else {
-    st = apply_product(tx, ev, d, m, errbuf, errlen);
-  }
-  protobuf_c_message_free_unpacked(m, NULL);
-  return st;
-}
-
-status_code product_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                                        char *errbuf, size_t errlen) {
-  return consumer_apply_each(tx, msgs, n, apply_one, arg, errbuf, errlen);
-}
-
-void product_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
+static void projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
   product_query_ctx *ctx = arg;
   svc_notifier_notify(&ctx->notifier);
 }
+
+/* Reservations and InventoryLow are not taken. */
+static const consumer_event_type projection_types[] = {
+    {&shop__product__v1__product_created__descriptor, product_event_check, created_apply, 0},
+    {&shop__product__v1__product_updated__descriptor, product_event_check, updated_apply, 0},
+    {&shop__product__v1__price_changed__descriptor, product_event_check, price_apply, 0},
+    {&shop__product__v1__inventory_rule_changed__descriptor, product_event_check, rule_apply, 0},
+    {&shop__product__v1__product_archived__descriptor, product_event_check, archived_apply, 0},
+    {&shop__product__v1__stock_adjusted__descriptor, product_event_check, adjusted_apply, 0},
+    {&shop__inventory__v1__stock_level_changed__descriptor, stock_level_check, level_apply, 0},
+};
+
+const consumer_spec product_projection_consumer = {
+    .group = TOPOLOGY_GROUP_PRODUCT_QUERY,
+    .types = projection_types,
+    .n_types = sizeof projection_types / sizeof projection_types[0],
+    .committed = projection_committed_cb};
 
 /* ---- Reading ------------------------------------------------------------------------------- */
 

@@ -312,16 +312,14 @@ status_code svc_event_append(db_conn *tx, const rpc_call *call, const char *prog
                              const char *topic, const char *aggregate_id, int64_t version,
                              const ProtobufCMessage *event, const char *actor, char *errbuf,
                              size_t errlen) {
+  (void)topic; /* follows from the event's package */
   if (actor == NULL || actor[0] == '\0')
     actor = call != NULL && rpc_call_authenticated(call) ? rpc_call_user_id(call) : program;
-  const outbox_message o = {.program = program,
-                            .topic = topic,
-                            .aggregate_id = aggregate_id,
-                            .version = version,
-                            .actor = actor,
-                            .correlation_id = call != NULL ? rpc_call_request_id(call) : NULL,
-                            .traceparent = call != NULL ? rpc_call_traceparent(call) : NULL};
-  return outbox_append_message(NULL, tx, &o, event, errbuf, errlen);
+  const outbox_cause cause = {.actor = actor,
+                              .correlation_id = call != NULL ? rpc_call_request_id(call) : NULL,
+                              .traceparent = call != NULL ? rpc_call_traceparent(call) : NULL};
+  const outbox_sink sink = outbox_sink_of(NULL, program);
+  return outbox_emit(&sink, tx, &cause, aggregate_id, version, event, errbuf, errlen);
 }
 
 /* ---- Read-your-writes ---------------------------------------------------------- */

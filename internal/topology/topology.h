@@ -11,10 +11,16 @@
  * TOPOLOGY_DOMAIN_PARTITIONS partitions and no time-based retention (a read
  * model can always be rebuilt from them).
  *
- * Consumer groups: one per worker or projection; a group lists the domain
- * topics it subscribes to. A message that still fails after bounded retries
- * goes to the dead-letter topic "<topic>.<group>.dlt" of that topic and
- * group (one DLT per subscription, TOPOLOGY_DLT_PARTITIONS partitions).
+ * An event's topic follows from its type: the events of package
+ * shop.<domain>.v<N> go to shop.<domain>.events.v<N>
+ * (topology_topic_of_type). So a consumer group's subscriptions follow from
+ * the event types it takes (events/consumer.h derives them), and are
+ * written nowhere else.
+ *
+ * Consumer groups: one per worker or projection, named here. A message that
+ * still fails after bounded retries goes to the dead-letter topic
+ * "<topic>.<group>.dlt" of that topic and group (one DLT per subscription,
+ * TOPOLOGY_DLT_PARTITIONS partitions; the consumer creates its own).
  */
 #ifndef SHOP_TOPOLOGY_H
 #define SHOP_TOPOLOGY_H
@@ -47,13 +53,6 @@
 /* Longest legal Kafka topic name. */
 #define TOPOLOGY_TOPIC_NAME_MAX 249
 
-/* A consumer group and the domain topics it subscribes to. */
-typedef struct topology_group {
-  const char *name;          /* group id, e.g. "order-saga" */
-  const char *const *topics; /* topic_count domain topic names */
-  size_t topic_count;
-} topology_group;
-
 /* Number of domain topics. */
 size_t topology_topic_count(void);
 
@@ -64,27 +63,17 @@ const char *topology_topic(size_t i);
 /* Whether name is one of the domain topics (not a DLT). name may be NULL. */
 int topology_topic_known(const char *name);
 
-/* Number of consumer groups. */
-size_t topology_group_count(void);
-
-/* The i-th consumer group, in a fixed order; NULL when
- * i >= topology_group_count(). */
-const topology_group *topology_group_at(size_t i);
-
-/* The consumer group called name, or NULL when there is none (or name is
- * NULL). */
-const topology_group *topology_group_find(const char *name);
-
-/* Whether group g subscribes to topic. Either may be NULL (answer 0). */
-int topology_group_subscribes(const topology_group *g, const char *topic);
+/* The domain topic of an event type (a protobuf full name such as
+ * "shop.order.v1.OrderCreated"): "shop.order.events.v1". NULL when type is
+ * NULL or names no package of a domain topic. */
+const char *topology_topic_of_type(const char *type);
 
 /*
  * Writes the dead-letter topic name "<topic>.<group>.dlt" into buf.
  * Returns its length (without the NUL) on success. Returns -1, with buf set
  * to "" when len > 0, when an argument is NULL or empty, when the name
  * would not fit in len bytes, or when it would be longer than
- * TOPOLOGY_TOPIC_NAME_MAX. It does not check that group subscribes to topic
- * (see topology_group_subscribes). A buffer of TOPOLOGY_TOPIC_NAME_MAX + 1
+ * TOPOLOGY_TOPIC_NAME_MAX. A buffer of TOPOLOGY_TOPIC_NAME_MAX + 1
  * bytes always suffices.
  */
 int topology_dlt_name(char *buf, size_t len, const char *topic, const char *group);

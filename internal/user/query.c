@@ -15,6 +15,7 @@
 
 #include "events/projection.h"
 #include "log/log.h"
+#include "topology/topology.h"
 #include "user/user.h"
 
 typedef Shop__User__V1__UserQueryService_Service user_query_service;
@@ -92,57 +93,50 @@ static const char *sequence_check(const ProtobufCMessage *m, const events_envelo
   return ev->sequence < 1 ? "without a sequence" : NULL;
 }
 
-const consumer_event_type user_projection_events[] = {
-    {&shop__user__v1__user_registered__descriptor, sequence_check},
-    {&shop__user__v1__user_profile_updated__descriptor, sequence_check},
-    {&shop__user__v1__user_role_changed__descriptor, sequence_check},
-    {&shop__user__v1__password_changed__descriptor, sequence_check},
-};
-const size_t user_projection_events_count =
-    sizeof user_projection_events / sizeof user_projection_events[0];
+static status_code registered_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                    size_t errlen) {
+  return apply_registered(tx, m->env, (const void *)m->msg, errbuf, errlen);
+}
 
-/* Applies one event; unknown types are skipped. */
-static status_code apply_one(db_conn *tx, const events_envelope *ev, void *arg, char *errbuf,
-                             size_t errlen) {
-  ProtobufCMessage *m = NULL;
-  size_t k = 0;
-  status_code st = consumer_event_decode(ev, user_projection_events, user_projection_events_count,
-                                         &m, &k, errbuf, errlen);
-  if (st != STATUS_OK) return st;
-  if (m == NULL) {
-    log_debug(&(log_ctx){.event_id = ev->id}, "user-query: skipping event type %s", ev->type);
-    return STATUS_OK;
-  }
-  const ProtobufCMessageDescriptor *d = m->descriptor;
-  if (d == &shop__user__v1__user_registered__descriptor) {
-    st = apply_registered(tx, ev, (const Shop__User__V1__UserRegistered *)m, errbuf, errlen);
-  } else if (d == &shop__user__v1__user_profile_updated__descriptor) {
-    const Shop__User__V1__UserProfileUpdated *e = (const void *)m;
-    part_arg a = {.user_id = e->user_id, .profile = e->profile};
-    st = projection_apply_state(tx, "user.profile", e->user_id, ev->sequence, ev, profile_cb, &a,
+static status_code profile_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                 size_t errlen) {
+  const Shop__User__V1__UserProfileUpdated *e = (const void *)m->msg;
+  part_arg a = {.user_id = e->user_id, .profile = e->profile};
+  return projection_apply_state(tx, "user.profile", e->user_id, m->env->sequence, m->env,
+                                profile_cb, &a, NULL, errbuf, errlen);
+}
+
+static status_code role_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                              size_t errlen) {
+  const Shop__User__V1__UserRoleChanged *e = (const void *)m->msg;
+  part_arg a = {.user_id = e->user_id, .role = (int)e->role};
+  return projection_apply_state(tx, "user.role", e->user_id, m->env->sequence, m->env, role_cb, &a,
                                 NULL, errbuf, errlen);
-  } else if (d == &shop__user__v1__user_role_changed__descriptor) {
-    const Shop__User__V1__UserRoleChanged *e = (const void *)m;
-    part_arg a = {.user_id = e->user_id, .role = (int)e->role};
-    st = projection_apply_state(tx, "user.role", e->user_id, ev->sequence, ev, role_cb, &a, NULL,
-                                errbuf, errlen);
-  } else {
-    const Shop__User__V1__PasswordChanged *e = (const void *)m;
-    st = view_bump(tx, e->user_id, ev->sequence, svc_event_time_ms(ev), errbuf, errlen);
-  }
-  protobuf_c_message_free_unpacked(m, NULL);
-  return st;
 }
 
-status_code user_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                                     char *errbuf, size_t errlen) {
-  return consumer_apply_each(tx, msgs, n, apply_one, arg, errbuf, errlen);
+static status_code password_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
+                                  size_t errlen) {
+  const Shop__User__V1__PasswordChanged *e = (const void *)m->msg;
+  return view_bump(tx, e->user_id, m->env->sequence, svc_event_time_ms(m->env), errbuf, errlen);
 }
 
-void user_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
+static void projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
   user_query_ctx *ctx = arg;
   svc_notifier_notify(&ctx->notifier);
 }
+
+static const consumer_event_type projection_types[] = {
+    {&shop__user__v1__user_registered__descriptor, sequence_check, registered_apply, 0},
+    {&shop__user__v1__user_profile_updated__descriptor, sequence_check, profile_apply, 0},
+    {&shop__user__v1__user_role_changed__descriptor, sequence_check, role_apply, 0},
+    {&shop__user__v1__password_changed__descriptor, sequence_check, password_apply, 0},
+};
+
+const consumer_spec user_projection_consumer = {
+    .group = TOPOLOGY_GROUP_USER_QUERY,
+    .types = projection_types,
+    .n_types = sizeof projection_types / sizeof projection_types[0],
+    .committed = projection_committed_cb};
 
 /* ---- Reading the view ------------------------------------------------------------ */
 

@@ -10,7 +10,7 @@
  * idempotency record, inserts the users row and appends UserRegistered to
  * the outbox. The relay publishes it on shop.user.events.v1; user-query's
  * consumer (group "user-query") applies it to users_view
- * (user_projection_apply_cb, query.c), and GetMe with the reply's
+ * (user_projection_consumer, query.c), and GetMe with the reply's
  * consistency token waits for that version.
  *
  * Rules (rules.c), pure and tested on their own:
@@ -259,19 +259,9 @@ void user_query_ctx_destroy(user_query_ctx *ctx);
 /* Registers UserQueryService on s; ctx must outlive the server. */
 status_code user_query_register(rpc_server *s, user_query_ctx *ctx, char *errbuf, size_t errlen);
 
-/* The consumer handler of group "user-query" (arg: the user_query_ctx):
- * applies user events to users_view in the consumer's transaction. Events
- * of unknown types are skipped (a newer producer). */
-status_code user_projection_apply_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
-                                     char *errbuf, size_t errlen);
-
-/* The event types the projection takes, with their checks before the
- * database (see consumer_event_decode). */
-extern const consumer_event_type user_projection_events[];
-extern const size_t user_projection_events_count;
-
-/* The consumer's committed callback: wakes queries waiting for a version. */
-void user_projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg);
+/* user-query's consumer (group "user-query", arg: the user_query_ctx): user
+ * events, each part of a user at its own version. */
+extern const consumer_spec user_projection_consumer;
 
 /* The query side's migrations (component "user_read"). */
 extern const db_migration user_read_migrations[];

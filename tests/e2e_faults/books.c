@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "audit/audit.h"
 #include "e2e_orders/ostack.h"
 #include "events/events.h"
 #include "events/outbox.h"
@@ -268,10 +269,10 @@ static void read_order_topic(book *b, size_t *redelivered) {
 
 /* The audit log has every event up to now: what reconcile reads. */
 static void audit_caught_up(void) {
-  const topology_group *g = topology_group_find(TOPOLOGY_GROUP_AUDIT_WORKER);
-  cr_assert_not_null(g);
+  const char *topics[16];
+  size_t n = consumer_spec_topics(&audit_consumer, topics, 16);
   bool ok = false;
-  OSTACK_WAIT(ok, ostack_group_caught_up(g->name, g->topics, g->topic_count), 120000);
+  OSTACK_WAIT(ok, ostack_group_caught_up(audit_consumer.group, topics, n), 120000);
   cr_assert(ok, "the audit-worker did not catch up");
 }
 

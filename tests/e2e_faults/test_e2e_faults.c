@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "consumers/consumers.h"
 #include "e2e_faults/books.h"
 #include "e2e_orders/ostack.h"
 #include "events/events.h"
@@ -413,10 +414,17 @@ static const char *const checked_dbs[] = {"shop_order",   "shop_order_read", "sh
                                           "shop_audit"};
 #define N_DBS (sizeof checked_dbs / sizeof checked_dbs[0])
 
-static bool caught_up(const char *group) {
-  const topology_group *g = topology_group_find(group);
+/* The topics group reads (from its spec) into out. */
+static size_t group_topics(const char *group, const char **out, size_t max) {
+  const consumer_spec *g = consumers_find(group);
   cr_assert_not_null(g, "%s", group);
-  return ostack_group_caught_up(g->name, g->topics, g->topic_count);
+  return consumer_spec_topics(g, out, max);
+}
+
+static bool caught_up(const char *group) {
+  const char *topics[16];
+  size_t n = group_topics(group, topics, 16);
+  return ostack_group_caught_up(group, topics, n);
 }
 
 static bool quiet(void) {
@@ -547,10 +555,11 @@ Test(s3_replay, every_group_reset_and_replayed_on_a_quiet_stack_leaves_every_tab
                    STATUS_OK, "%s", err);
       db_close(db);
     }
-    const topology_group *g = topology_group_find(groups[i].group);
+    const char *topics[16];
+    size_t nt = group_topics(groups[i].group, topics, 16);
     OSTACK_WAIT(ok,
-                full() ? ostack_group_rewind_earliest(g->name, g->topics, g->topic_count)
-                       : ostack_group_rewind(g->name, g->topics, g->topic_count),
+                full() ? ostack_group_rewind_earliest(groups[i].group, topics, nt)
+                       : ostack_group_rewind(groups[i].group, topics, nt),
                 60000);
     cr_assert(ok, "could not reset %s", groups[i].group);
   }
@@ -597,8 +606,8 @@ static assigned assigned_since(const char *program, const char *group, long offs
   const char *dir = getenv("SHOP_LOG_DIR");
   snprintf(path, sizeof path, "%s/e2e-%s.log", dir != NULL ? dir : "/tmp", program);
   snprintf(needle, sizeof needle, "consumer %s: assigned ", group);
-  const topology_group *g = topology_group_find(group);
-  int total = (int)g->topic_count * TOPOLOGY_DOMAIN_PARTITIONS;
+  const char *topics[16];
+  int total = (int)group_topics(group, topics, 16) * TOPOLOGY_DOMAIN_PARTITIONS;
   FILE *f = fopen(path, "r");
   if (f == NULL) return a;
   fseek(f, offset, SEEK_SET);

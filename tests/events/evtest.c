@@ -278,7 +278,7 @@ int64_t evtest_unsent(db_conn *c, const char *topic) {
 
 void evtest_consumer_opts(consumer_opts *o, const char *group, const char *const *topics,
                           size_t ntopics) {
-  consumer_opts_init(o, NULL);
+  consumer_opts_init(o, NULL, NULL);
   o->brokers = testenv_kafka_brokers();
   o->group = group;
   o->topics = topics;

@@ -39,6 +39,7 @@
 #include "audit/audit.h"
 #include "auth/auth.h"
 #include "config/config.h"
+#include "consumers/consumers.h"
 #include "db/db.h"
 #include "events/events.h"
 #include "reconcile/reconcile.h"
@@ -326,20 +327,21 @@ static int64_t faults_backlog(void) {
 static int64_t consumer_lag(void) {
   char err[512];
   int64_t lag = 0;
-  for (size_t g = 0; g < topology_group_count(); g++) {
-    const topology_group *grp = topology_group_at(g);
+  for (size_t g = 0; g < consumers_all_count; g++) {
+    const consumer_spec *grp = consumers_all[g];
+    const char *topics[16];
+    size_t ntopics = consumer_spec_topics(grp, topics, 16);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (rd_kafka_conf_set(conf, "bootstrap.servers", cfg->kafka.brokers, err, sizeof err) ||
-        rd_kafka_conf_set(conf, "group.id", grp->name, err, sizeof err) ||
+        rd_kafka_conf_set(conf, "group.id", grp->group, err, sizeof err) ||
         rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err))
       die("kafka conf", err);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
     if (rk == NULL) die("kafka", err);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(64);
-    for (size_t t = 0; t < topology_topic_count(); t++) {
-      if (!topology_group_subscribes(grp, topology_topic(t))) continue;
+    for (size_t t = 0; t < ntopics; t++) {
       for (int p = 0; p < TOPOLOGY_DOMAIN_PARTITIONS; p++)
-        rd_kafka_topic_partition_list_add(l, topology_topic(t), p);
+        rd_kafka_topic_partition_list_add(l, topics[t], p);
     }
     if (rd_kafka_committed(rk, l, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR) lag = -1;
     for (int i = 0; lag >= 0 && i < l->cnt; i++) {

@@ -27,36 +27,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "consumers/consumers.h"
 #include "events/consumer.h"
 #include "events/events.h"
-#include "inventory/inventory.h"
-#include "notification/notification.h"
-#include "order/order.h"
-#include "payment/payment.h"
-#include "product/product.h"
-#include "user/user.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-typedef struct fz_consumer {
-  const char *name;
-  const consumer_event_type *types;
-  const size_t *count;
-} fz_consumer;
-
-static const fz_consumer fz_consumers[] = {
-    {"user-query", user_projection_events, &user_projection_events_count},
-    {"product-query", product_projection_events, &product_projection_events_count},
-    {"order-query", order_projection_events, &order_projection_events_count},
-    {"order-saga", order_saga_events, &order_saga_events_count},
-    {"inventory-products", inventory_product_events, &inventory_product_events_count},
-    {"inventory-orders", inventory_order_events, &inventory_order_events_count},
-    {"payment-worker", payment_events, &payment_events_count},
-    {"notification-worker", notify_events, &notify_events_count},
-};
-#define N_CONSUMERS (sizeof fz_consumers / sizeof fz_consumers[0])
-
+/* Every consumer that decodes (the audit log takes records undecoded). */
+typedef consumer_spec fz_consumer;
 /* Every (consumer, type) pair, for the first input byte. */
 static struct {
   const fz_consumer *c;
@@ -67,10 +46,10 @@ static size_t fz_n_pairs;
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
-  for (size_t i = 0; i < N_CONSUMERS; i++)
-    for (size_t k = 0; k < *fz_consumers[i].count; k++) {
+  for (size_t i = 0; i < consumers_all_count; i++)
+    for (size_t k = 0; k < consumers_all[i]->n_types; k++) {
       if (fz_n_pairs == sizeof fz_pairs / sizeof fz_pairs[0]) abort();
-      fz_pairs[fz_n_pairs].c = &fz_consumers[i];
+      fz_pairs[fz_n_pairs].c = consumers_all[i];
       fz_pairs[fz_n_pairs++].k = k;
     }
   return 0;
@@ -80,14 +59,14 @@ static void run_consumer(const fz_consumer *c, const events_envelope *ev) {
   ProtobufCMessage *m = NULL;
   size_t k = 0;
   char err[512] = "";
-  status_code st = consumer_event_decode(ev, c->types, *c->count, &m, &k, err, sizeof err);
+  status_code st = consumer_event_decode(ev, c->types, c->n_types, &m, &k, err, sizeof err);
   if (st == STATUS_INVALID_ARGUMENT) {
     if (m != NULL || err[0] == '\0') abort();
     return;
   }
   if (st != STATUS_OK) abort();
   if (m == NULL) return; /* a type this consumer does not take */
-  if (k >= *c->count || m->descriptor != c->types[k].desc ||
+  if (k >= c->n_types || m->descriptor != c->types[k].desc ||
       strcmp(ev->type, m->descriptor->name) != 0)
     abort();
   if (c->types[k].check != NULL && c->types[k].check(m, ev) != NULL) abort();
@@ -109,7 +88,8 @@ static void run_record(const events_record *rec, const fz_consumer *only) {
   if (only != NULL) {
     run_consumer(only, ev);
   } else {
-    for (size_t i = 0; i < N_CONSUMERS; i++) run_consumer(&fz_consumers[i], ev);
+    for (size_t i = 0; i < consumers_all_count; i++)
+      if (consumers_all[i]->types != NULL) run_consumer(consumers_all[i], ev);
   }
   events_envelope_free(ev);
 }

@@ -7,36 +7,17 @@
  *   build/tests/events_gen_corpus tests/fuzz/corpus/events
  *
  * The pairs are numbered as events_fuzz numbers them: the consumers'
- * tables in the order events_fuzz.c lists them. */
+ * tables in the order of consumers_all (consumers.h). */
 #include <protobuf-c/protobuf-c.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "consumers/consumers.h"
 #include "events/consumer.h"
-#include "inventory/inventory.h"
-#include "notification/notification.h"
-#include "order/order.h"
-#include "payment/payment.h"
-#include "product/product.h"
-#include "user/user.h"
 
 #define ID "0190c3c2-7e4a-7b3c-8f00-1234567890ab"
-
-static const struct {
-  const consumer_event_type *types;
-  const size_t *count;
-} consumers[] = {
-    {user_projection_events, &user_projection_events_count},
-    {product_projection_events, &product_projection_events_count},
-    {order_projection_events, &order_projection_events_count},
-    {order_saga_events, &order_saga_events_count},
-    {inventory_product_events, &inventory_product_events_count},
-    {inventory_order_events, &inventory_order_events_count},
-    {payment_events, &payment_events_count},
-    {notify_events, &notify_events_count},
-};
 
 static char *str_for(const ProtobufCFieldDescriptor *f) {
   const char *n = f->name;
@@ -136,9 +117,9 @@ int main(int argc, char **argv) {
   mkdir(argv[1], 0755);
   unsigned pair = 0;
   static uint8_t buf[65536];
-  for (size_t c = 0; c < sizeof consumers / sizeof consumers[0]; c++) {
-    for (size_t k = 0; k < *consumers[c].count; k++, pair++) {
-      const ProtobufCMessageDescriptor *d = consumers[c].types[k].desc;
+  for (size_t c = 0; c < consumers_all_count; c++) {
+    for (size_t k = 0; k < consumers_all[c]->n_types; k++, pair++) {
+      const ProtobufCMessageDescriptor *d = consumers_all[c]->types[k].desc;
       ProtobufCMessage *m = calloc(1, d->sizeof_message);
       protobuf_c_message_init(d, m);
       fill(m, 0);

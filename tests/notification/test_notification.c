@@ -160,7 +160,7 @@ static status_code handle_tx(db_conn *c, void *arg, char *errbuf, size_t errlen)
   consumer_msg msgs[8];
   for (size_t i = 0; i < h->n; i++)
     msgs[i] = (consumer_msg){.env = &h->e[i].env, .topic = "t", .partition = 0, .offset = 0};
-  return notify_handle_cb(c, msgs, h->n, &ctx, errbuf, errlen);
+  return consumer_spec_apply(c, &notify_consumer, msgs, h->n, &ctx, errbuf, errlen);
 }
 
 /* Runs the handler over events in one transaction; returns its status. */

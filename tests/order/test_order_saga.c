@@ -37,7 +37,7 @@ static void teardown(void) { db_close(db); }
 
 TestSuite(order_ops, .init = setup, .fini = teardown, .timeout = 60);
 
-static const order_origin origin = {.actor = "tester", .correlation_id = "corr"};
+static const outbox_cause origin = {.actor = "tester", .correlation_id = "corr"};
 
 typedef struct op {
   enum { PLACE, STEP, CANCEL, SHIP } kind;

@@ -497,7 +497,7 @@ static consumer *consumer_new(const char *topic) {
   char group[64];
   snprintf(group, sizeof group, "bench-%ld-%ld", (long)getpid(), (long)now_ns() % 100000);
   consumer_opts o;
-  consumer_opts_init(&o, NULL);
+  consumer_opts_init(&o, NULL, NULL);
   o.brokers = B.brokers;
   o.group = group;
   o.topics = topics;
