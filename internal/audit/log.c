@@ -246,7 +246,7 @@ static void audit_ended_cb(db_conn *db, void *arg) {
 
 static void audit_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
   audit_ctx *ctx = arg;
-  svc_notifier_notify(&ctx->notifier);
+  svc_notifier_committed(&ctx->notifier, msgs, n, NULL);
 }
 
 const consumer_spec audit_consumer = {.group = TOPOLOGY_GROUP_AUDIT_WORKER,

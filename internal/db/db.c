@@ -322,7 +322,7 @@ static status_code run_bound(db_conn *c, const char *sql, const db_value *params
       status_code st = revive(c, errbuf, errlen);
       if (st != STATUS_OK) return st;
     }
-    MYSQL_STMT *stmt;
+    MYSQL_STMT *stmt = NULL;
     status_code st = get_stmt(c, sql, &stmt, errbuf, errlen);
     if (st == STATUS_UNAVAILABLE && !in_tx && attempt == 0) continue;
     if (st != STATUS_OK) return st;

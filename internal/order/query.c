@@ -241,7 +241,7 @@ static const char *order_event_check(const ProtobufCMessage *m, const events_env
  * moved (payment and stock events move no token's version). */
 static void projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
   order_query_ctx *ctx = arg;
-  svc_notifier_notify(&ctx->notifier);
+  svc_notifier_committed(&ctx->notifier, msgs, n, TOPOLOGY_TOPIC_ORDER);
 }
 
 static const consumer_event_type projection_types[] = {

@@ -194,7 +194,7 @@ static const char *stock_level_check(const ProtobufCMessage *m, const events_env
 
 static void projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
   product_query_ctx *ctx = arg;
-  svc_notifier_notify(&ctx->notifier);
+  svc_notifier_committed(&ctx->notifier, msgs, n, TOPOLOGY_TOPIC_PRODUCT);
 }
 
 /* Reservations and InventoryLow are not taken. */

@@ -332,18 +332,50 @@ void svc_notifier_init(svc_notifier *n) {
   pthread_cond_init(&n->cv, &a);
   pthread_condattr_destroy(&a);
   n->generation = 0;
+  n->slots = calloc(SVC_NOTIFIER_SLOTS, sizeof *n->slots);
 }
 
 void svc_notifier_destroy(svc_notifier *n) {
   pthread_mutex_destroy(&n->mu);
   pthread_cond_destroy(&n->cv);
+  free(n->slots);
+  n->slots = NULL;
 }
 
-void svc_notifier_notify(svc_notifier *n) {
+static size_t slot_of(const char *id) {
+  uint64_t h = 1469598103934665603ULL;
+  for (const unsigned char *p = (const unsigned char *)id; *p != '\0'; p++) {
+    h ^= *p;
+    h *= 1099511628211ULL;
+  }
+  return (size_t)(h % SVC_NOTIFIER_SLOTS);
+}
+
+void svc_notifier_committed(svc_notifier *n, const consumer_msg *msgs, size_t count,
+                            const char *topic) {
   pthread_mutex_lock(&n->mu);
+  for (size_t i = 0; n->slots != NULL && i < count; i++) {
+    const events_envelope *ev = msgs[i].env;
+    if (topic != NULL && (msgs[i].topic == NULL || strcmp(msgs[i].topic, topic) != 0)) continue;
+    if (ev->subject == NULL || ev->subject[0] == '\0' || strlen(ev->subject) >= 65) continue;
+    svc_notifier_slot *s = &n->slots[slot_of(ev->subject)];
+    if (strcmp(s->id, ev->subject) != 0) {
+      snprintf(s->id, sizeof s->id, "%s", ev->subject);
+      s->version = 0;
+    }
+    if (ev->sequence > s->version) s->version = ev->sequence;
+  }
   n->generation++;
   pthread_cond_broadcast(&n->cv);
   pthread_mutex_unlock(&n->mu);
+}
+
+int64_t svc_notifier_version(svc_notifier *n, const char *id) {
+  pthread_mutex_lock(&n->mu);
+  const svc_notifier_slot *s = n->slots != NULL ? &n->slots[slot_of(id)] : NULL;
+  int64_t v = s != NULL && strcmp(s->id, id) == 0 ? s->version : 0;
+  pthread_mutex_unlock(&n->mu);
+  return v;
 }
 
 static int64_t mono_ms(void) {
@@ -352,8 +384,13 @@ static int64_t mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Sleeps until the notifier moves past seen or ms pass. */
-static void notifier_wait(svc_notifier *n, uint64_t seen, int64_t ms) {
+/* The database is looked at again at least this often while waiting, for
+ * an aggregate whose slot another one took. */
+#define SVC_WAIT_RECHECK_MS 250
+
+/* Waits until the notifier holds version want of id (true), or until ms
+ * passed (false). */
+static bool notifier_wait_for(svc_notifier *n, const char *id, int64_t want, int64_t ms) {
   struct timespec until;
   clock_gettime(CLOCK_MONOTONIC, &until);
   until.tv_sec += ms / 1000;
@@ -362,16 +399,35 @@ static void notifier_wait(svc_notifier *n, uint64_t seen, int64_t ms) {
     until.tv_sec++;
     until.tv_nsec -= 1000000000L;
   }
+  const svc_notifier_slot *s = n->slots != NULL ? &n->slots[slot_of(id)] : NULL;
+  bool there = false;
   pthread_mutex_lock(&n->mu);
-  while (n->generation == seen) {
-    if (pthread_cond_timedwait(&n->cv, &n->mu, &until) == ETIMEDOUT) break;
+  for (;;) {
+    there = s != NULL && strcmp(s->id, id) == 0 && s->version >= want;
+    if (there) break;
+    if (pthread_cond_timedwait(&n->cv, &n->mu, &until) == ETIMEDOUT) {
+      there = s != NULL && strcmp(s->id, id) == 0 && s->version >= want;
+      break;
+    }
   }
   pthread_mutex_unlock(&n->mu);
+  return there;
 }
 
-/* The projection is looked at again at least this often, in case a
- * notification came between the read and the wait. */
-#define SVC_WAIT_SLICE_MS 20
+/* Reads the projected version of id on a pooled connection. */
+static bool read_version(rpc_call *call, db_pool *db, svc_version_fn version_fn, const char *id,
+                         int64_t *have) {
+  char err[512] = "";
+  db_conn *c = NULL;
+  if (!svc_db_get(call, db, &c)) return false;
+  status_code st = version_fn(c, id, have, err, sizeof err);
+  db_pool_put(db, c);
+  if (st != STATUS_OK) {
+    svc_db_failed(call, st, "reading the projection's version", err);
+    return false;
+  }
+  return true;
+}
 
 bool svc_consistency_wait(rpc_call *call, db_pool *db, svc_notifier *n,
                           const Shop__Common__V1__ReadConsistency *rc, svc_version_fn version_fn) {
@@ -396,40 +452,22 @@ bool svc_consistency_wait(rpc_call *call, db_pool *db, svc_notifier *n,
   int64_t budget = rpc_call_remaining_ms(call) - 50;
   if (rc->wait_ms > 0 && rc->wait_ms < budget) budget = rc->wait_ms;
   int64_t deadline = mono_ms() + (budget > 0 ? budget : 0);
-
-  char err[512] = "";
-  db_conn *c = NULL;
-  if (!svc_db_get(call, db, &c)) return false;
-  status_code st;
   int64_t have = 0;
-  bool ok = false;
   for (;;) {
-    pthread_mutex_lock(&n->mu);
-    uint64_t seen = n->generation;
-    pthread_mutex_unlock(&n->mu);
-    st = version_fn(c, t->aggregate_id, &have, err, sizeof err);
-    if (st != STATUS_OK) {
-      svc_db_failed(call, st, "reading the projection's version", err);
-      break;
-    }
-    if (have >= t->version) {
-      ok = true;
-      break;
-    }
+    if (!read_version(call, db, version_fn, t->aggregate_id, &have)) return false;
+    if (have >= t->version) return true;
     int64_t left = deadline - mono_ms();
-    if (left <= 0) {
-      rpc_call_set_status(call, STATUS_FAILED_PRECONDITION,
-                          "projection of %s is at version %lld, token asks for %lld",
-                          t->aggregate_id, (long long)have, (long long)t->version);
-      rpc_call_add_field_violation(call, "consistency.token.version",
-                                   "the projection has version %lld", (long long)have);
-      rpc_call_set_projection(call, t->aggregate_id, have);
-      break;
-    }
-    notifier_wait(n, seen, left < SVC_WAIT_SLICE_MS ? left : SVC_WAIT_SLICE_MS);
+    if (left <= 0) break;
+    notifier_wait_for(n, t->aggregate_id, t->version,
+                      left < SVC_WAIT_RECHECK_MS ? left : SVC_WAIT_RECHECK_MS);
   }
-  db_pool_put(db, c);
-  return ok;
+  rpc_call_set_status(call, STATUS_FAILED_PRECONDITION,
+                      "projection of %s is at version %lld, token asks for %lld", t->aggregate_id,
+                      (long long)have, (long long)t->version);
+  rpc_call_add_field_violation(call, "consistency.token.version", "the projection has version %lld",
+                               (long long)have);
+  rpc_call_set_projection(call, t->aggregate_id, have);
+  return false;
 }
 
 /* ---- Pages ------------------------------------------------------------------- */

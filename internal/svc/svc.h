@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "db/db.h"
+#include "events/consumer.h"
 #include "events/outbox.h"
 #include "rpc/rpc.h"
 #include "shop/common/v1/common.pb-c.h"
@@ -186,17 +187,34 @@ bool svc_list_page(rpc_call *call, db_pool *pool, const char *count_sql,
 
 /* ---- Read-your-writes ---------------------------------------------------------- */
 
-/* Wakes waiting queries when the process's projection committed. */
+/* What a query side's projection committed lately, for the queries that
+ * wait on a consistency token: the newest version seen per aggregate, in a
+ * fixed table (a later aggregate may take an older one's slot: a waiter
+ * that finds its slot taken looks at the database again after a while),
+ * and a condition variable the projection broadcasts on after each
+ * commit. */
+#define SVC_NOTIFIER_SLOTS 4096
+typedef struct svc_notifier_slot {
+  char id[65];
+  int64_t version;
+} svc_notifier_slot;
 typedef struct svc_notifier {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   uint64_t generation;
+  svc_notifier_slot *slots; /* SVC_NOTIFIER_SLOTS */
 } svc_notifier;
 
 void svc_notifier_init(svc_notifier *n);
 void svc_notifier_destroy(svc_notifier *n);
-/* Call after a projection transaction committed. */
-void svc_notifier_notify(svc_notifier *n);
+/* Call after a projection transaction committed: records (ce_subject,
+ * ce_sequence) of each event of msgs whose topic is topic (NULL: every
+ * event) as its aggregate's version, then wakes the waiters. */
+void svc_notifier_committed(svc_notifier *n, const consumer_msg *msgs, size_t count,
+                            const char *topic);
+/* The newest version of id the notifier holds (0: none, or its slot was
+ * taken by another aggregate since). */
+int64_t svc_notifier_version(svc_notifier *n, const char *id);
 
 /* Reads the projected version of one aggregate (0 when it has none yet). */
 typedef status_code (*svc_version_fn)(db_conn *c, const char *aggregate_id, int64_t *version,
@@ -206,9 +224,13 @@ typedef status_code (*svc_version_fn)(db_conn *c, const char *aggregate_id, int6
  * Honours a query's ReadConsistency (may be NULL): without a token, true
  * at once. With one, checks the token (INVALID_ARGUMENT on the call for a
  * malformed id or a version < 1), then reads the projected version with
- * version_fn until it reaches the token's, waiting on the notifier (and
- * looking again at least every few milliseconds) for at most wait_ms, or
- * the call's remaining budget when wait_ms is 0, whichever ends first.
+ * version_fn; while it is short of the token's, waits on the notifier
+ * until the projection commits the version (read once more from the
+ * database to answer), for at most wait_ms, or the call's remaining
+ * budget when wait_ms is 0, whichever ends first. The wait holds no
+ * database connection, and the database is read again only when the
+ * notifier has the version, when the aggregate's slot was taken by
+ * another one (every SVC_WAIT_RECHECK_MS), or at the end.
  * True when the projection is there; false with FAILED_PRECONDITION on
  * the call ("projection of <id> is at version N, token asks for M", a
  * violation on consistency.token.version and Status.projection naming the

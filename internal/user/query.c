@@ -122,7 +122,7 @@ static status_code password_apply(db_conn *tx, const consumer_msg *m, void *arg,
 
 static void projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
   user_query_ctx *ctx = arg;
-  svc_notifier_notify(&ctx->notifier);
+  svc_notifier_committed(&ctx->notifier, msgs, n, TOPOLOGY_TOPIC_USER);
 }
 
 static const consumer_event_type projection_types[] = {

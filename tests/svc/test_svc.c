@@ -64,3 +64,31 @@ Test(svc_time, milliseconds_to_timestamp) {
   cr_assert_eq(t.nanos, 123000000);
   cr_assert_gt(svc_now_ms(), 1700000000000LL);
 }
+
+static consumer_msg notify_msg(events_envelope *e, const char *topic, const char *id, int64_t seq) {
+  shop__events__v1__event_envelope__init(e);
+  e->subject = (char *)id;
+  e->sequence = seq;
+  return (consumer_msg){.env = e, .topic = topic};
+}
+
+Test(svc_notifier, keeps_the_newest_version_of_each_aggregate_of_its_topic) {
+  svc_notifier n;
+  svc_notifier_init(&n);
+  const char *a = "0190c3c2-7e4a-7b3c-8f00-1234567890aa",
+             *b = "0190c3c2-7e4a-7b3c-8f00-1234567890bb";
+  events_envelope e[4];
+  consumer_msg m[4] = {notify_msg(&e[0], "shop.order.events.v1", a, 2),
+                       notify_msg(&e[1], "shop.payment.events.v1", a, 9),
+                       notify_msg(&e[2], "shop.order.events.v1", a, 1),
+                       notify_msg(&e[3], "shop.order.events.v1", b, 5)};
+  svc_notifier_committed(&n, m, 4, "shop.order.events.v1");
+  cr_assert_eq(svc_notifier_version(&n, a), 2,
+               "an older event does not lower it, another "
+               "topic's does not count");
+  cr_assert_eq(svc_notifier_version(&n, b), 5);
+  cr_assert_eq(svc_notifier_version(&n, "0190c3c2-7e4a-7b3c-8f00-1234567890cc"), 0);
+  svc_notifier_committed(&n, m + 1, 1, NULL);
+  cr_assert_eq(svc_notifier_version(&n, a), 9, "no topic: every event counts");
+  svc_notifier_destroy(&n);
+}
