@@ -186,6 +186,7 @@ void db_close(db_conn *c) {
 
 uint64_t db_reconnects(const db_conn *c) { return c->reconnects; }
 bool db_in_tx(const db_conn *c) { return c->in_tx; }
+bool db_link_lost(const db_conn *c) { return c->broken; }
 
 /* Reopens a connection whose link died. Only outside a transaction: inside
  * one, the caller must retry the whole transaction. */

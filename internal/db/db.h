@@ -100,6 +100,9 @@ status_code db_commit(db_conn *c, char *errbuf, size_t errlen);
 /* Rolls back; safe to call when no transaction is open or the link died. */
 void db_rollback(db_conn *c);
 bool db_in_tx(const db_conn *c);
+/* Whether the link died (the open transaction with it): the next
+ * statement outside a transaction reopens it. */
+bool db_link_lost(const db_conn *c);
 
 /*
  * Queues one row for a multi-row INSERT sent at the commit of the open
@@ -114,7 +117,8 @@ bool db_in_tx(const db_conn *c);
  * caller needs to see at once: use it for rows nothing in the transaction
  * reads back (outbox rows, log rows). An error sending them fails the
  * commit with the database's status (the transaction is rolled back).
- * FAILED_PRECONDITION outside a transaction.
+ * FAILED_PRECONDITION outside a transaction; UNAVAILABLE when the link
+ * died with the transaction (retry the whole transaction).
  */
 status_code db_insert_later(db_conn *tx, const char *insert_into, const db_value *row, size_t n,
                             char *errbuf, size_t errlen);

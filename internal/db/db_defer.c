@@ -65,6 +65,10 @@ static defer_table *table_for(db_defer *d, const char *head, size_t n) {
 status_code db_insert_later(db_conn *tx, const char *insert_into, const db_value *row, size_t n,
                             char *errbuf, size_t errlen) {
   if (!db_in_tx(tx)) {
+    if (tx->broken) {
+      db_seterr(errbuf, errlen, "connection lost inside the transaction");
+      return STATUS_UNAVAILABLE;
+    }
     db_seterr(errbuf, errlen, "db_insert_later needs an open transaction");
     return STATUS_FAILED_PRECONDITION;
   }

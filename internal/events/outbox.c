@@ -18,6 +18,10 @@ static bool str_empty(const char *s) { return s == NULL || s[0] == '\0'; }
 status_code outbox_append(db_conn *tx, const events_envelope *ev, char id_out[EVENTS_ID_SIZE],
                           char *errbuf, size_t errlen) {
   if (!db_in_tx(tx)) {
+    if (db_link_lost(tx)) {
+      events_seterr(errbuf, errlen, "connection lost inside the transaction");
+      return STATUS_UNAVAILABLE;
+    }
     events_seterr(errbuf, errlen, "outbox_append needs an open transaction on its connection");
     return STATUS_FAILED_PRECONDITION;
   }

@@ -387,3 +387,26 @@ Test(db, a_statement_may_bind_more_than_sixty_four_values) {
   drop_table(c, t);
   db_close(c);
 }
+
+Test(db, a_row_inserted_later_after_the_link_died_is_unavailable_not_misuse) {
+  db_conn *c = testenv_db_connect("shop_test", "shop_test");
+  db_conn *killer = testenv_db_connect("shop_test", "shop_test");
+  char t[64], head[128];
+  make_table(c, t, sizeof t);
+  snprintf(head, sizeof head, "INSERT INTO %s (id, sku)", t);
+  cr_assert_eq(db_begin(c, err, sizeof err), STATUS_OK, "%s", err);
+  int64_t id = -1;
+  cr_assert_eq(db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id, err, sizeof err), STATUS_OK);
+  char kill[64];
+  snprintf(kill, sizeof kill, "KILL %lld", (long long)id);
+  exec_ok(killer, kill, NULL, 0);
+  /* The next statement finds the link gone... */
+  cr_assert_eq(db_query_i64(c, "SELECT 1", NULL, 0, &id, err, sizeof err), STATUS_UNAVAILABLE);
+  /* ...and a queued row says so too: the caller retries the transaction. */
+  db_value row[2] = {DB_I64(1), DB_STR("one")};
+  status_code st = db_insert_later(c, head, row, 2, err, sizeof err);
+  cr_assert_eq(st, STATUS_UNAVAILABLE, "%s: %s", status_name(st), err);
+  drop_table(killer, t);
+  db_close(killer);
+  db_close(c);
+}
