@@ -13,7 +13,10 @@
 - NNG's own resend (NNG_OPT_REQ_RESENDTIME) is set past ``max_timeout``.
 - With no server connected a call fails at once with UNAVAILABLE (the
   channel watches its pipes), and calls in flight when the last pipe drops
-  fail with UNAVAILABLE too; both are retried like any UNAVAILABLE.
+  fail with UNAVAILABLE too; both are retried like any UNAVAILABLE. Only
+  the first call of a new channel first waits up to ``connect_timeout``
+  (within its budget) for the first connection, which the C client leaves
+  to its caller (shopctl waits for it after opening a client).
 - A request frame over ``max_message_bytes`` is refused with
   RESOURCE_EXHAUSTED before it is sent (NNG would drop the connection).
 - An undecodable reply, or one for another request id, is INTERNAL.
@@ -160,6 +163,7 @@ class Channel:
         resend: Optional[float] = None,
         reconnect_min: float = 0.01,
         reconnect_max: float = 1.0,
+        connect_timeout: float = 1.0,
     ) -> None:
         if timeout <= 0 or max_timeout <= 0 or retry_backoff <= 0 or retry_max < 0:
             raise ValueError("timeouts and backoff must be > 0, retry_max >= 0")
@@ -180,6 +184,8 @@ class Channel:
         self._free: List[_Ctx] = []
         self._all: List[_Ctx] = []
         self._pipes = 0
+        self._ever_connected = False
+        self.connect_timeout = connect_timeout
         self._calls = self._attempts = self._retries = 0
         self._closed = False
         resend_ms = int(resend * 1000) if resend else self.max_timeout_ms + RESEND_MARGIN_MS
@@ -216,6 +222,7 @@ class Channel:
     def _pipe_added(self, _pipe: object) -> None:
         with self._lock:
             self._pipes += 1
+            self._ever_connected = True
 
     def _pipe_removed(self, _pipe: object) -> None:
         with self._lock:
@@ -390,6 +397,12 @@ class Channel:
                                 method=method, request_id=request_id)
             authorization = f"Bearer {token}"
         metadata = list((opts.metadata or {}).items())
+        if not self._ever_connected:
+            # A new channel dials in the background: its first call waits
+            # for that first connection (within its budget), as shopctl
+            # waits after opening its client. Later, a channel with no
+            # server fails at once (UNAVAILABLE, retried).
+            self.wait_connected(min(self.connect_timeout, (deadline - _now_ms()) / 1000.0))
         max_retries = self.retry_max if opts.retry else 0
         backoff = self.retry_backoff_ms
         attempt = 1

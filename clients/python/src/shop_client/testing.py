@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import pynng
 from google.protobuf.message import DecodeError, Message
@@ -54,7 +54,7 @@ class Request(NamedTuple):
     idempotency_key: str
     attempt: int
     caller: str
-    metadata: Sequence[Tuple[str, str]]
+    metadata: Dict[str, str]
     payload: bytes
     decodable: bool
 
@@ -105,10 +105,10 @@ class FakeServer:
                 env = decode_request(frame)
                 req = Request(frame, env.method, env.request_id, env.timeout_ms,
                               env.authorization, env.traceparent, env.idempotency_key,
-                              env.attempt, env.caller, list(env.metadata.items()), env.payload,
+                              env.attempt, env.caller, dict(env.metadata), env.payload,
                               True)
             except DecodeError:
-                req = Request(frame, "", "", 0, "", "", "", 0, "", [], b"", False)
+                req = Request(frame, "", "", 0, "", "", "", 0, "", {}, b"", False)
             self.requests.append(req)
             try:
                 out = self.handler(req)
