@@ -202,9 +202,9 @@ class Generator:
                 sdoc += "\n\n" + wrap("Streaming methods are not callable over NNG's one "
                                         "request, one reply: " + ", ".join(skipped) + ".")
             body = [f"class {s.name}(ServiceStub):\n", docstring(sdoc, "    "), "\n"]
-            body.append(f'    NAME = "{full}"\n')
-            body.append(f'    KEY = "{service_key(s.name)}"\n')
-            body.append("    METHODS: Dict[str, Method] = {\n")
+            body.append(f'    NAME: ClassVar[str] = "{full}"\n')
+            body.append(f'    KEY: ClassVar[str] = "{service_key(s.name)}"\n')
+            body.append("    METHODS: ClassVar[Dict[str, Method]] = {\n")
             for m in s.method:
                 if m.client_streaming or m.server_streaming:
                     continue
@@ -249,7 +249,7 @@ class Generator:
                 )
             classes.append("".join(body))
         head = [HEADER.format(src=f.name), "from __future__ import annotations\n\n",
-                "from typing import Dict, Mapping, Optional\n\n",
+                "from typing import ClassVar, Dict, Mapping, Optional\n\n",
                 "from shop_client._stub import CallOptions, Method, ServiceStub\n"]
         for mod, alias in imports.items():
             pkg, _, leaf = mod.rpartition(".")

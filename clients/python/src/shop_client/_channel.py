@@ -32,8 +32,8 @@ import time
 import weakref
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
-import pynng
-from pynng import ffi, lib
+import pynng  # type: ignore[import-untyped]
+from pynng import ffi, lib  # type: ignore[import-untyped]
 
 from shop_client._status import Code, ShopError
 from shop_client._wire import decode_response, encode_request

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import time
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Type, Union
 
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
@@ -44,7 +44,7 @@ def _load_modules() -> None:
         _loaded = True
 
 
-def message_class(full_name: str) -> Optional[type]:
+def message_class(full_name: str) -> Optional[Type[Message]]:
     """The generated class of a protobuf full name ("shop.order.v1.OrderCreated"),
     or None."""
     _load_modules()
@@ -52,7 +52,8 @@ def message_class(full_name: str) -> Optional[type]:
         desc = descriptor_pool.Default().FindMessageTypeByName(full_name)
     except KeyError:
         return None
-    return message_factory.GetMessageClass(desc)
+    cls: Type[Message] = message_factory.GetMessageClass(desc)
+    return cls
 
 
 class Event(NamedTuple):
@@ -88,8 +89,8 @@ def _parse_time(s: str) -> Optional[_dt.datetime]:
         return None
 
 
-def decode_record(topic: str, partition: int, offset: int, key: Optional[bytes],
-                  value: Optional[bytes], headers: Iterable[Any], timestamp_ms: int) -> Event:
+def decode_record(topic: str, partition: int, offset: int, key: Any, value: Any,
+                  headers: Any, timestamp_ms: int) -> Event:
     """An Event from a record's parts (headers as (name, bytes) pairs)."""
     h: Dict[str, str] = {}
     for name, v in headers or []:
@@ -184,8 +185,9 @@ class EventReader:
                     continue
                 last = time.monotonic()
                 ts = msg.timestamp()
-                ev = decode_record(msg.topic(), msg.partition(), msg.offset(), msg.key(),
-                                   msg.value(), msg.headers(), ts[1] if ts else -1)
+                ev = decode_record(msg.topic() or "", msg.partition() or 0, msg.offset() or 0,
+                                   msg.key(), msg.value(), msg.headers() or [],
+                                   ts[1] if ts else -1)
                 if self.types is None or ev.type in self.types:
                     n += 1
                     yield ev

@@ -21,7 +21,7 @@ import re
 import threading
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-import pynng
+import pynng  # type: ignore[import-untyped]
 from google.protobuf.message import DecodeError, Message
 
 from shop_client._status import Code
