@@ -1,4 +1,4 @@
-"""Fixtures of the Python client's tests (tests/python/README.md).
+"""Fixtures of the Python client's tests (clients/python/README.md, "Tests").
 
 run.sh starts the test profile's Shop programs and puts the generated
 client (build/python) on PYTHONPATH; the stack tests read the endpoints,

@@ -2,7 +2,6 @@
 real MariaDB and Kafka; tests/python/run.sh starts them)."""
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from typing import List
@@ -281,10 +280,3 @@ def test_the_access_token_is_refreshed_before_expiry_and_after_a_refusal(shop, r
         shop.user_query.get_me(user.GetMeRequest())
     assert e.value.code == Code.UNAUTHENTICATED
 
-
-def test_a_deadline_shorter_than_the_work_is_deadline_exceeded(shop, run_id):
-    assert shop.channel("product_query").health() == "SERVING"
-    with pytest.raises(ShopError) as e:
-        shop.product_query.list_products(product.ListProductsRequest(text=secrets.token_hex(4)),
-                                         timeout=0.001)
-    assert e.value.code == Code.DEADLINE_EXCEEDED
