@@ -21,6 +21,12 @@ def place(shop: shop_client.Shop, product_id: str) -> str:
     got = shop.order_query.get_order(order.GetOrderRequest(
         order_id=r.order_id, consistency=shop_client.read_after(r.consistency, 2.0)))
     return got.order.order_id + str(status)
+
+
+def journey() -> str:
+    with shop_client.Shop.from_config("config/shop.yaml") as shop:
+        login = shop.login("ada@example.com", "pw")
+        return login.user_id + place(shop, "p1")
 '''
 
 BAD = '''
@@ -33,6 +39,7 @@ def place(shop: shop_client.Shop) -> None:
     r.order_idd
     shop.order_command.cancel_ordr(order.CancelOrderRequest())
     shop.order_command.create_order(order.GetOrderRequest())
+    shop_client.Shop.from_config().order_comand
 '''
 
 
@@ -56,8 +63,9 @@ def test_each_misspelt_method_field_or_message_is_an_error(tmp_path):
     errors = [ln for ln in p.stdout.splitlines() if ": error:" in ln]
     assert all(ln.startswith(str(tmp_path / "bad.py")) for ln in errors), p.stdout
     lines = sorted(int(ln.split(":")[1]) for ln in errors)
-    assert lines == [7, 8, 9, 10], p.stdout
+    assert lines == [7, 8, 9, 10, 11], p.stdout
     assert 'did you mean "payment_token"' in p.stdout
     assert 'maybe "order_id"' in p.stdout
     assert 'maybe "cancel_order"' in p.stdout
+    assert 'maybe "order_command"' in p.stdout
     assert 'expected "CreateOrderRequest | None"' in p.stdout

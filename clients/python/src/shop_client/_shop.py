@@ -7,14 +7,18 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Type, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Type, TypeVar, Union
 
 from shop_client._channel import Channel, Credentials
 from shop_client._session import Session
 from shop_client._status import ShopError
 from shop_client._stub import ServiceStub
 
+if TYPE_CHECKING:
+    from shop_client.pb.shop.user.v1.commands_pb2 import LoginResponse
+
 S = TypeVar("S", bound=ServiceStub)
+T = TypeVar("T", bound="ShopBase")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # rpc.* keys of the config that set a channel's defaults, as
@@ -96,8 +100,8 @@ class ShopBase:
         self._stubs: Dict[str, ServiceStub] = {}
 
     @classmethod
-    def from_config(cls: Type["ShopBase"], path: Union[str, Path, None] = None,
-                    **channel_options: Any) -> Any:
+    def from_config(cls: Type[T], path: Union[str, Path, None] = None,
+                    **channel_options: Any) -> T:
         """A Shop on the endpoints of a config file (see read_config), with
         the channel defaults of its rpc section; channel_options win."""
         cfg = read_config(path)
@@ -130,7 +134,8 @@ class ShopBase:
                 stub = self._stubs.setdefault(key, stub)
         return stub  # type: ignore[return-value]
 
-    def login(self, email: str, password: str, *, refresh_margin: Optional[float] = None) -> Any:
+    def login(self, email: str, password: str, *,
+              refresh_margin: Optional[float] = None) -> "LoginResponse":
         """Logs in on the user_command endpoint; every later call of this
         Shop carries the session's token (refreshed on its own). Returns
         the LoginResponse."""
@@ -162,7 +167,7 @@ class ShopBase:
         for ch in chans:
             ch.close()
 
-    def __enter__(self) -> Any:
+    def __enter__(self: T) -> T:
         return self
 
     def __exit__(self, *exc: object) -> None:
