@@ -1,21 +1,20 @@
 # Build helpers shared by every CMakeLists.txt of Shop.
 
 set(SHOP_GEN_DIR ${PROJECT_SOURCE_DIR}/gen)
-set(SHOP_HEALTH_PROTO_ROOT /usr/share/grpc-proto)
 
 # shop_generate_protos(): the one rule that writes gen/. Runs protoc-c once
-# over every .proto under proto/ (plus the gRPC health proto from Debian's
-# grpc-proto package) and builds the static library shop_proto. It also
+# over every .proto under proto/ (the gRPC health proto included: proto/
+# keeps its own copy, proto/grpc/health/v1/health.proto) and builds the
+# static library shop_proto. It also
 # writes the compiled FileDescriptorSet, embedded as shop_descriptor_set[] in
 # the library shop_descriptors, for the reflection method.
 function(shop_generate_protos)
   file(GLOB_RECURSE protos RELATIVE ${PROJECT_SOURCE_DIR}/proto CONFIGURE_DEPENDS
        ${PROJECT_SOURCE_DIR}/proto/*.proto)
   list(SORT protos)
-  set(health grpc/health/v1/health.proto)
   set(outputs)
   set(inputs)
-  foreach(p ${protos} ${health})
+  foreach(p ${protos})
     string(REGEX REPLACE "\\.proto$" "" stem ${p})
     list(APPEND outputs ${SHOP_GEN_DIR}/${stem}.pb-c.c ${SHOP_GEN_DIR}/${stem}.pb-c.h)
   endforeach()
@@ -26,11 +25,10 @@ function(shop_generate_protos)
   add_custom_command(
     OUTPUT ${outputs} ${desc}
     COMMAND ${CMAKE_COMMAND} -E make_directory ${SHOP_GEN_DIR}
-    COMMAND ${PROTOC_C} --c_out=${SHOP_GEN_DIR} -I${PROJECT_SOURCE_DIR}/proto
-            -I${SHOP_HEALTH_PROTO_ROOT} ${protos} ${health}
+    COMMAND ${PROTOC_C} --c_out=${SHOP_GEN_DIR} -I${PROJECT_SOURCE_DIR}/proto ${protos}
     COMMAND ${PROTOC} --descriptor_set_out=${desc} --include_imports
-            -I${PROJECT_SOURCE_DIR}/proto -I${SHOP_HEALTH_PROTO_ROOT} ${protos} ${health}
-    DEPENDS ${inputs} ${SHOP_HEALTH_PROTO_ROOT}/${health}
+            -I${PROJECT_SOURCE_DIR}/proto ${protos}
+    DEPENDS ${inputs}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
     COMMENT "protoc-c: proto/ -> gen/"
     VERBATIM)

@@ -104,6 +104,21 @@ Test(rpc_envelope, error_response_with_details_round_trips_byte_for_byte) {
   free(b);
 }
 
+Test(rpc_envelope, projection_response_round_trips_byte_for_byte) {
+  size_t n;
+  uint8_t *b = load("response_projection.bin", &n);
+  Shop__Rpc__V1__ResponseEnvelope *e = shop__rpc__v1__response_envelope__unpack(NULL, n, b);
+  cr_assert_not_null(e);
+  cr_assert_eq(e->status->code, STATUS_FAILED_PRECONDITION);
+  cr_assert_not_null(e->status->projection);
+  cr_assert_str_eq(e->status->projection->aggregate_id, "0190c3c2-7a1b-7c3d-8e4f-0123456789ab");
+  cr_assert_eq(e->status->projection->version, 3);
+  cr_assert_null(e->status->retry_info);
+  assert_same_bytes(&e->base, b, n);
+  shop__rpc__v1__response_envelope__free_unpacked(e, NULL);
+  free(b);
+}
+
 Test(rpc_envelope, undecodable_response_round_trips_byte_for_byte) {
   size_t n;
   uint8_t *b = load("response_undecodable.bin", &n);
