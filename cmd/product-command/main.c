@@ -24,7 +24,6 @@ int main(int argc, char **argv) {
       .db_account = "shop_product",
       .migrations = migs,
       .n_migrations = 1,
-      .endpoint = app_endpoint_product_command,
       .relay = true,
       .setup = setup_cb,
       .arg = &ctx,

@@ -32,7 +32,6 @@ int main(int argc, char **argv) {
       .db_account = "shop_product_read",
       .migrations = migs,
       .n_migrations = 1,
-      .endpoint = app_endpoint_product_query,
       .consumer = &consumer,
       .setup = setup_cb,
       .teardown = teardown_cb,

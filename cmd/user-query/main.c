@@ -28,7 +28,6 @@ int main(int argc, char **argv) {
       .db_account = "shop_user_read",
       .migrations = migs,
       .n_migrations = 1,
-      .endpoint = app_endpoint_user_query,
       .consumer = &consumer,
       .setup = setup_cb,
       .teardown = teardown_cb,

@@ -30,6 +30,8 @@ typedef struct cli_opts {
   const char *password_file;
   int64_t timeout_ms;
   bool password_stdin;
+  bool print_config;     /* --print-config [KEY] */
+  const char *print_key; /* its KEY, or NULL */
   bool from_beginning;
   bool json;
   long max;

@@ -40,7 +40,8 @@ void cli_usage(FILE *f) {
       "  --server URL  --config PATH  --timeout MS|Ns  -H key:value\n"
       "  --idempotency-key KEY  --profile NAME  --password-stdin  --password-file PATH\n"
       "  --brokers HOST:PORT  --from-beginning  --max N  --event-id ID\n"
-      "  --settle SECONDS  --json  --since UNIX_MS|10m  --sku-prefix P  --database NAME\n",
+      "  --settle SECONDS  --json  --since UNIX_MS|10m  --sku-prefix P  --database NAME\n"
+      "  --print-config [KEY]           the effective config (or one key's value), then exit\n",
       f);
 }
 
@@ -100,24 +101,8 @@ bool cli_method_resolve(const char *text, const ProtobufCServiceDescriptor **svc
 /* The configured endpoint of a service, or NULL. */
 const char *cli_service_endpoint(const shop_cfg *cfg, const char *service) {
   if (cfg == NULL) return NULL;
-  static const struct {
-    const char *svc;
-    size_t off;
-  } map[] = {
-      {"shop.user.v1.UserCommandService", offsetof(shop_cfg, endpoints.user_command)},
-      {"shop.user.v1.UserQueryService", offsetof(shop_cfg, endpoints.user_query)},
-      {"shop.product.v1.ProductCommandService", offsetof(shop_cfg, endpoints.product_command)},
-      {"shop.product.v1.ProductQueryService", offsetof(shop_cfg, endpoints.product_query)},
-      {"shop.order.v1.OrderCommandService", offsetof(shop_cfg, endpoints.order_command)},
-      {"shop.order.v1.OrderQueryService", offsetof(shop_cfg, endpoints.order_query)},
-      {"shop.audit.v1.AuditQueryService", offsetof(shop_cfg, endpoints.audit_query)},
-  };
-  for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-    if (strcmp(map[i].svc, service) == 0) {
-      const char *url = *(char *const *)((const char *)cfg + map[i].off);
-      return url != NULL && url[0] ? url : NULL;
-    }
-  return NULL;
+  const char *url = config_service_endpoint(cfg, service);
+  return url != NULL && url[0] ? url : NULL;
 }
 
 static status_code client_open_wait(rpc_client **cli, const cli_opts *o, const char *url,
@@ -342,7 +327,10 @@ static int parse_args(cli_opts *o, int argc, char **argv) {
       TAKE(event_id);
     else if (strcmp(a, "--password-file") == 0)
       TAKE(password_file);
-    else if (strcmp(a, "--password-stdin") == 0)
+    else if (strcmp(a, "--print-config") == 0) {
+      o->print_config = true;
+      if (next != NULL && next[0] != '-') o->print_key = next, i++;
+    } else if (strcmp(a, "--password-stdin") == 0)
       o->password_stdin = true;
     else if (strcmp(a, "--from-beginning") == 0)
       o->from_beginning = true;
@@ -399,22 +387,24 @@ static int parse_args(cli_opts *o, int argc, char **argv) {
 int cli_main(int argc, char **argv) {
   cli_opts o = {0};
   int code = parse_args(&o, argc, argv);
-  if (code == 0 && o.n_args == 0) {
+  if (code == 0 && o.n_args == 0 && !o.print_config) {
     cli_usage(stderr);
     code = 2;
   }
   if (code != 0) goto out;
-  /* Config: --config, else $SHOP_CONFIG, else config/shop.yaml if present. */
-  const char *path = o.config_path ? o.config_path : getenv("SHOP_CONFIG");
-  if (path != NULL && path[0] == '\0') path = NULL;
-  if (path == NULL && access("config/shop.yaml", R_OK) == 0) path = "config/shop.yaml";
-  if (path != NULL) {
+  /* Config: as every program finds it (config_path_find). */
+  const char *path = config_path_find(argc, argv);
+  if (path != NULL || o.print_config) {
     char err[512];
     if (config_load(&o.cfg, path, err, sizeof err) != 0) {
       fprintf(stderr, "shopctl: %s\n", err);
       code = 2;
       goto out;
     }
+  }
+  if (o.print_config) {
+    code = config_print(o.cfg, o.print_key, stdout);
+    goto out;
   }
   static const struct {
     const char *name;

@@ -60,13 +60,6 @@ static void cond_init_mono(pthread_cond_t *cv) {
   pthread_condattr_destroy(&a);
 }
 
-static void seterr(char *errbuf, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(errbuf, errlen, fmt, ap);
-  va_end(ap);
-}
-
 void loadgen_lat_push(lat_vec *l, double ms) {
   if (l->n == l->cap) {
     size_t cap = l->cap ? 2 * l->cap : 4096;
@@ -135,7 +128,7 @@ static status_code client_open(rpc_client **out, const shop_cfg *cfg, const char
   status_code st = rpc_client_create(out, &co, errbuf, errlen);
   if (st != STATUS_OK) return st;
   if (!rpc_client_wait_connected(*out, 10000)) {
-    seterr(errbuf, errlen, "no connection to %s within 10 s", url);
+    status_seterr(errbuf, errlen, "no connection to %s within 10 s", url);
     return STATUS_UNAVAILABLE;
   }
   return STATUS_OK;
@@ -148,7 +141,7 @@ status_code loadgen_call(rpc_client *c, const ProtobufCServiceDescriptor *d, con
   rpc_status st;
   status_code code = rpc_client_call_sync(c, d, method, in, out, &co, &st);
   if (code != STATUS_OK)
-    seterr(errbuf, errlen, "%s: %s: %s", method, status_name(code), st.message);
+    status_seterr(errbuf, errlen, "%s: %s: %s", method, status_name(code), st.message);
   rpc_status_clear(&st);
   return code;
 }
@@ -244,7 +237,7 @@ status_code loadgen_setup(loadgen **out, const loadgen_opts *opts, char *errbuf,
   if (o.cfg == NULL || (o.mode == LOADGEN_CLOSED && o.customers <= 0) ||
       (o.mode == LOADGEN_OPEN && o.rate <= 0) || o.lines > o.products || o.lines > 100 ||
       o.accounts < 1 || o.accounts > LG_ACCOUNTS_MAX) {
-    seterr(errbuf, errlen,
+    status_seterr(errbuf, errlen,
            "bad options: a rate or customers > 0, lines <= products and <= 100, "
            "1..%d accounts",
            LG_ACCOUNTS_MAX);
@@ -252,7 +245,7 @@ status_code loadgen_setup(loadgen **out, const loadgen_opts *opts, char *errbuf,
   }
   loadgen *lg = calloc(1, sizeof *lg);
   if (lg == NULL) {
-    seterr(errbuf, errlen, "out of memory");
+    status_seterr(errbuf, errlen, "out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   lg->o = o;
@@ -272,14 +265,12 @@ status_code loadgen_setup(loadgen **out, const loadgen_opts *opts, char *errbuf,
     free(lg->products);
     free(lg->accounts);
     free(lg);
-    seterr(errbuf, errlen, "out of memory");
+    status_seterr(errbuf, errlen, "out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   *out = lg;
   const shop_cfg *cfg = o.cfg;
-  status_code st = auth_keys_create(&lg->keys, cfg->auth.jwt_key,
-                                    cfg->auth.jwt_key != NULL ? strlen(cfg->auth.jwt_key) : 0,
-                                    cfg->auth.issuer, cfg->auth.access_ttl_s, errbuf, errlen);
+  status_code st = auth_keys_from_cfg(&lg->keys, cfg, errbuf, errlen);
   if (st != STATUS_OK) return st;
   char admin[EVENTS_ID_SIZE];
   events_uuid_v7(admin);
@@ -375,7 +366,7 @@ status_code loadgen_run(loadgen *lg, loadgen_report *rep, char *errbuf, size_t e
       if (pthread_create(&senders[n_threads], NULL, loadgen_sender_main, lg) != 0) break;
   }
   if (n_threads == 0) {
-    seterr(errbuf, errlen, "could not start threads");
+    status_seterr(errbuf, errlen, "could not start threads");
     rc = STATUS_RESOURCE_EXHAUSTED;
   }
 
