@@ -1,13 +1,17 @@
 /*
  * shop-admin: operator tasks on Shop's Kafka cluster.
  *
- *   shop-admin topics --brokers HOST:PORT [--partitions N] [--timeout-ms N]
+ *   shop-admin topics [--brokers HOST:PORT] [--partitions N] [--timeout-ms N]
  *       Creates every domain topic (N partitions, default 6) and every
  *       dead-letter topic (1 partition), replication factor 1, no
  *       time-based retention, cleanup.policy=delete. A topic that already
  *       exists counts as success (its settings are left as they are).
+ *       --brokers defaults to kafka.brokers of the config (found as every
+ *       program finds it: --config PATH, $SHOP_CONFIG, config/shop.yaml).
  *   shop-admin topics --list
  *       Prints the names of all those topics, domain topics first.
+ *   shop-admin [--config PATH] --print-config [KEY]
+ *       The effective config, or one key's value (config_print).
  *
  * Exit status: 0 on success, 1 on failure, 2 on bad usage.
  */
@@ -16,11 +20,12 @@
 #endif
 
 #include <errno.h>
-#include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "config/config.h"
+#include "events/events.h"
 #include "topology/topology.h"
 
 #define ADMIN_DEFAULT_TIMEOUT_MS 30000
@@ -39,8 +44,10 @@ typedef struct admin_plan {
 
 static void usage(FILE *out) {
   fputs(
-      "usage: shop-admin topics --brokers HOST:PORT [--partitions N] [--timeout-ms N]\n"
+      "usage: shop-admin topics [--brokers HOST:PORT] [--config PATH] [--partitions N]\n"
+      "                         [--timeout-ms N]\n"
       "       shop-admin topics --list\n"
+      "       shop-admin [--config PATH] --print-config [KEY]\n"
       "\n"
       "Creates (or lists) Shop's domain topics and dead-letter topics.\n",
       out);
@@ -94,115 +101,47 @@ static int parse_int(const char *flag, const char *s, int min, int max, int *out
   return 0;
 }
 
-/* Creates the plan's topics; prints one line per topic and a summary. */
+/* Creates the plan's topics (events_topics_create); prints one line per
+ * topic created and a summary. */
 static int admin_create_topics(const char *brokers, const admin_plan *plan, int timeout_ms) {
-  char errstr[512];
-  rd_kafka_t *rk = NULL;
-  rd_kafka_NewTopic_t **newt = NULL;
-  rd_kafka_AdminOptions_t *opts = NULL;
-  rd_kafka_queue_t *queue = NULL;
-  rd_kafka_event_t *ev = NULL;
-  int rc = -1;
-
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr)) !=
-          RD_KAFKA_CONF_OK ||
-      rd_kafka_conf_set(conf, "client.id", "shop-admin", errstr, sizeof(errstr)) !=
-          RD_KAFKA_CONF_OK) {
-    fprintf(stderr, "shop-admin: %s\n", errstr);
-    rd_kafka_conf_destroy(conf);
-    return -1;
-  }
-  /* On success rd_kafka_new owns conf; on failure the caller still does. */
-  rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-  if (rk == NULL) {
-    fprintf(stderr, "shop-admin: %s\n", errstr);
-    rd_kafka_conf_destroy(conf);
-    return -1;
-  }
-
-  newt = calloc(plan->count, sizeof(*newt));
-  if (newt == NULL) {
+  events_topic_spec *specs = calloc(plan->count, sizeof *specs);
+  if (specs == NULL) {
     fprintf(stderr, "shop-admin: out of memory\n");
-    goto out;
+    return -1;
   }
-  for (size_t i = 0; i < plan->count; i++) {
-    newt[i] = rd_kafka_NewTopic_new(plan->topics[i].name, plan->topics[i].partitions, 1, errstr,
-                                    sizeof(errstr));
-    if (newt[i] == NULL) {
-      fprintf(stderr, "shop-admin: %s: %s\n", plan->topics[i].name, errstr);
-      goto out;
-    }
-    /* Events are kept for good (read models are rebuilt from them), and
-     * never compacted away: every version of an aggregate matters. */
-    if (rd_kafka_NewTopic_set_config(newt[i], "retention.ms", "-1") ||
-        rd_kafka_NewTopic_set_config(newt[i], "retention.bytes", "-1") ||
-        rd_kafka_NewTopic_set_config(newt[i], "cleanup.policy", "delete")) {
-      fprintf(stderr, "shop-admin: %s: cannot set topic config\n", plan->topics[i].name);
-      goto out;
-    }
-  }
-
-  opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-  if (rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, errstr, sizeof(errstr)) ||
-      rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, errstr, sizeof(errstr))) {
-    fprintf(stderr, "shop-admin: %s\n", errstr);
-    goto out;
-  }
-  queue = rd_kafka_queue_new(rk);
-  rd_kafka_CreateTopics(rk, newt, plan->count, opts, queue);
-
-  /* The result arrives within the request timeout; the extra second covers
-   * the local bookkeeping around it. */
-  ev = rd_kafka_queue_poll(queue, timeout_ms + 1000);
-  if (ev == NULL) {
-    fprintf(stderr, "shop-admin: no answer from %s within %d ms\n", brokers, timeout_ms);
-    goto out;
-  }
-  if (rd_kafka_event_error(ev)) {
-    fprintf(stderr, "shop-admin: creating topics on %s failed: %s\n", brokers,
-            rd_kafka_event_error_string(ev));
-    goto out;
-  }
-  const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
-  if (res == NULL) {
-    fprintf(stderr, "shop-admin: unexpected event %s\n", rd_kafka_event_name(ev));
-    goto out;
-  }
-  size_t n = 0;
-  const rd_kafka_topic_result_t **results = rd_kafka_CreateTopics_result_topics(res, &n);
+  for (size_t i = 0; i < plan->count; i++)
+    specs[i] =
+        (events_topic_spec){.name = plan->topics[i].name, .partitions = plan->topics[i].partitions};
+  char err[512];
+  status_code st = events_topics_create(brokers, specs, plan->count, timeout_ms, err, sizeof err);
   size_t created = 0, existed = 0, failed = 0;
-  for (size_t i = 0; i < n; i++) {
-    const char *name = rd_kafka_topic_result_name(results[i]);
-    rd_kafka_resp_err_t err = rd_kafka_topic_result_error(results[i]);
-    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+  for (size_t i = 0; i < plan->count; i++) {
+    if (specs[i].result == EVENTS_TOPIC_DONE) {
       created++;
-      printf("created  %s\n", name);
-    } else if (err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+      printf("created  %s\n", specs[i].name);
+    } else if (specs[i].result == EVENTS_TOPIC_ALREADY) {
       existed++;
     } else {
       failed++;
-      const char *msg = rd_kafka_topic_result_error_string(results[i]);
-      fprintf(stderr, "shop-admin: %s: %s (%s)\n", name, msg != NULL ? msg : "",
-              rd_kafka_err2name(err));
     }
   }
+  if (st != STATUS_OK) fprintf(stderr, "shop-admin: %s (%s)\n", err, status_name(st));
   printf("topics on %s: %zu created, %zu already there, %zu failed (%zu domain, %zu dead-letter)\n",
          brokers, created, existed, failed, topology_topic_count(),
          plan->count - topology_topic_count());
-  rc = (failed == 0 && n == plan->count) ? 0 : -1;
+  free(specs);
+  events_shutdown_wait(10000);
+  return st == STATUS_OK && failed == 0 ? 0 : -1;
+}
 
-out:
-  if (ev != NULL) rd_kafka_event_destroy(ev);
-  if (queue != NULL) rd_kafka_queue_destroy(queue);
-  if (opts != NULL) rd_kafka_AdminOptions_destroy(opts);
-  if (newt != NULL) {
-    for (size_t i = 0; i < plan->count; i++)
-      if (newt[i] != NULL) rd_kafka_NewTopic_destroy(newt[i]);
-    free(newt);
+/* The config, found as every program finds it. 0, or -1 (said). */
+static int load_cfg(shop_cfg **cfg, int argc, char **argv) {
+  char err[512];
+  if (config_load(cfg, config_path_find(argc, argv), err, sizeof err) != 0) {
+    fprintf(stderr, "shop-admin: %s\n", err);
+    return -1;
   }
-  rd_kafka_destroy(rk);
-  return rc;
+  return 0;
 }
 
 static int cmd_topics(int argc, char **argv) {
@@ -211,7 +150,7 @@ static int cmd_topics(int argc, char **argv) {
   int timeout_ms = ADMIN_DEFAULT_TIMEOUT_MS;
   int list = 0;
 
-  for (int i = 0; i < argc; i++) {
+  for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *next = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "--list") == 0) {
@@ -219,6 +158,8 @@ static int cmd_topics(int argc, char **argv) {
     } else if (strcmp(a, "--brokers") == 0 && next != NULL) {
       brokers = next;
       i++;
+    } else if (strcmp(a, "--config") == 0 && next != NULL) {
+      i++; /* config_path_find reads it */
     } else if (strcmp(a, "--partitions") == 0) {
       if (parse_int(a, next, 1, 1000, &partitions) != 0) return 2;
       i++;
@@ -234,14 +175,23 @@ static int cmd_topics(int argc, char **argv) {
       return 2;
     }
   }
+  shop_cfg *cfg = NULL;
+  if (!list && brokers == NULL) {
+    if (load_cfg(&cfg, argc, argv) != 0) return 2;
+    brokers = cfg->kafka.brokers;
+  }
   if (!list && (brokers == NULL || brokers[0] == '\0')) {
-    fprintf(stderr, "shop-admin: topics needs --brokers HOST:PORT (or --list)\n");
+    fprintf(stderr, "shop-admin: topics needs --brokers HOST:PORT (or kafka.brokers, or --list)\n");
     usage(stderr);
+    config_free(cfg);
     return 2;
   }
 
   admin_plan plan;
-  if (admin_plan_build(&plan, partitions) != 0) return 1;
+  if (admin_plan_build(&plan, partitions) != 0) {
+    config_free(cfg);
+    return 1;
+  }
   int rc = 0;
   if (list) {
     for (size_t i = 0; i < plan.count; i++) printf("%s\n", plan.topics[i].name);
@@ -250,11 +200,20 @@ static int cmd_topics(int argc, char **argv) {
     rc = 1;
   }
   admin_plan_free(&plan);
+  config_free(cfg);
   return rc;
 }
 
 int main(int argc, char **argv) {
-  if (argc >= 2 && strcmp(argv[1], "topics") == 0) return cmd_topics(argc - 2, argv + 2);
+  if (argc >= 2 && strcmp(argv[1], "topics") == 0) return cmd_topics(argc - 1, argv + 1);
+  const char *key;
+  if (config_print_arg(argc, argv, &key)) {
+    shop_cfg *cfg;
+    if (load_cfg(&cfg, argc, argv) != 0) return 2;
+    int rc = config_print(cfg, key, stdout);
+    config_free(cfg);
+    return rc;
+  }
   if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
     usage(stdout);
     return 0;
