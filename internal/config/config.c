@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "money/money.h"
 #include "status/status.h"
 
 /* Where a program in a checkout finds its config without being told. */
@@ -98,7 +99,10 @@ static const cfg_key cfg_table[] = {
     I("auth.password_opslimit", auth.password_opslimit, 1, 64, 2),
     I("auth.password_memlimit_kib", auth.password_memlimit_kib, 8, 4194304, 19456),
 
-    S("catalog.currency", catalog.currency, "EUR"),
+    /* Checked here, so that no program starts with a currency no price
+     * can have. */
+    {"catalog.currency", CFG_STR, offsetof(shop_cfg, catalog.currency), 0, 0, "EUR", false, NULL,
+     money_currency_check},
 
     /* Orders, inventory and payment (issue 6; see internal/order, inventory, payment). */
     I("order.deadline_s", order.deadline_s, 1, 604800, 900),
@@ -244,6 +248,12 @@ static int set_value(shop_cfg *cfg, const cfg_key *k, bool from_file_suffix, con
       free(val);
       return -1;
     }
+  }
+  const char *why = k->check != NULL ? k->check(val) : NULL;
+  if (why != NULL) {
+    status_seterr(errbuf, errlen, "%s: %s: \"%s\" %s", where, k->path, val, why);
+    free(val);
+    return -1;
   }
   char **slot = str_slot(cfg, k);
   free(*slot);

@@ -543,10 +543,3 @@ void product_cmd_ctx_init(product_cmd_ctx *ctx, const shop_cfg *cfg, const char 
   ctx->db = db;
   ctx->relay = relay;
 }
-
-status_code product_currency_config_check(const shop_cfg *cfg, char *errbuf, size_t errlen) {
-  const char *why = product_currency_check(cfg->catalog.currency, cfg->catalog.currency);
-  if (why == NULL) return STATUS_OK;
-  snprintf(errbuf, errlen, "catalog.currency: %s", why);
-  return STATUS_INVALID_ARGUMENT;
-}

@@ -312,3 +312,12 @@ Test(config, print_config_is_found_with_or_without_a_key) {
   char *c[] = {"prog", "--config", "c.yaml", NULL};
   cr_assert_not(config_print_arg(3, c, &key));
 }
+
+Test(config, a_currency_that_is_no_iso_4217_code_stops_loading) {
+  const char *path = write_file("cur.yaml", "catalog:\n  currency: eur\n");
+  shop_cfg *cfg;
+  char err[256];
+  cr_assert_eq(config_load(&cfg, path, err, sizeof err), -1);
+  cr_assert_not_null(strstr(err, "cur.yaml:2: catalog.currency: \"eur\" must be an ISO 4217 code"),
+                     "%s", err);
+}
