@@ -531,7 +531,7 @@ static product_cmd_service product_cmd_svc =
 
 status_code product_cmd_register(rpc_server *s, product_cmd_ctx *ctx, char *errbuf, size_t errlen) {
   /* Every method: admin only, and a command. */
-  rpc_service_opts o = {.default_policy = RPC_ADMIN | RPC_COMMAND, .ctx = ctx};
+  rpc_service_opts o = {.default_policy = RPC_ADMIN, .ctx = ctx};
   return rpc_server_register(s, &product_cmd_svc.base, &o, errbuf, errlen);
 }
 

@@ -150,7 +150,9 @@ bool rpc_method_path_split(const char *path, const char **svc, size_t *svc_len, 
 typedef struct rpc_call rpc_call;
 
 /* Access policy of a method. The zero value is RPC_AUTHENTICATED, so a
- * forgotten policy is never public. RPC_COMMAND may be or-ed onto any. */
+ * forgotten policy is never public. RPC_COMMAND may be or-ed onto any;
+ * every method of a service named *CommandService gets it at
+ * registration, whatever its row says (rpc_service_is_command). */
 enum {
   RPC_AUTHENTICATED = 0, /* a valid token is required */
   RPC_PUBLIC = 1,        /* no token needed; a valid token still sets the identity,
@@ -243,6 +245,10 @@ typedef struct rpc_method_policy {
   const char *method;
   unsigned flags;
 } rpc_method_policy;
+
+/* True for a service whose name ends in "CommandService": all its methods
+ * are commands (RPC_COMMAND). */
+bool rpc_service_is_command(const ProtobufCServiceDescriptor *d);
 
 typedef struct rpc_service_opts {
   unsigned default_policy;           /* for methods not in the table */

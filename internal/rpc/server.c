@@ -118,6 +118,12 @@ void rpc_server_opts_from_cfg(rpc_server_opts *o, const shop_cfg *cfg, const cha
   o->drain_grace_ms = cfg->rpc.drain_grace_ms;
 }
 
+bool rpc_service_is_command(const ProtobufCServiceDescriptor *d) {
+  static const char suffix[] = "CommandService";
+  size_t n = strlen(d->short_name), k = sizeof suffix - 1;
+  return n >= k && strcmp(d->short_name + n - k, suffix) == 0;
+}
+
 static status_code register_entry(rpc_server *s, ProtobufCService *svc, const rpc_service_opts *o,
                                   char *errbuf, size_t errlen) {
   const ProtobufCServiceDescriptor *d = svc != NULL ? svc->descriptor : NULL;
@@ -146,6 +152,10 @@ static status_code register_entry(rpc_server *s, ProtobufCService *svc, const rp
     }
     pol[m - d->methods] = o->policies[i].flags;
   }
+  /* Every method of a <Domain>CommandService is a command (proto/README.md):
+   * the name says so, so no policy row has to. */
+  if (rpc_service_is_command(d))
+    for (unsigned i = 0; i < d->n_methods; i++) pol[i] |= RPC_COMMAND;
   rpc_service_entry *n = realloc(s->svcs, (s->n_svcs + 1) * sizeof *n);
   if (n == NULL) goto oom;
   s->svcs = n;

@@ -337,17 +337,17 @@ static void user_cmd_set_role(user_cmd_service *svc, const role_req *in,
 static user_cmd_service user_cmd_svc = SHOP__USER__V1__USER_COMMAND_SERVICE__INIT(user_cmd_);
 
 static const rpc_method_policy user_cmd_policies[] = {
-    {"RegisterUser", RPC_PUBLIC | RPC_COMMAND},
-    {"Login", RPC_PUBLIC | RPC_COMMAND},
-    {"RefreshToken", RPC_PUBLIC | RPC_COMMAND},
-    {"Logout", RPC_PUBLIC | RPC_COMMAND},
-    {"UpdateProfile", RPC_AUTHENTICATED | RPC_COMMAND},
-    {"ChangePassword", RPC_AUTHENTICATED | RPC_COMMAND},
-    {"SetRole", RPC_ADMIN | RPC_COMMAND},
+    {"RegisterUser", RPC_PUBLIC},
+    {"Login", RPC_PUBLIC},
+    {"RefreshToken", RPC_PUBLIC},
+    {"Logout", RPC_PUBLIC},
+    {"UpdateProfile", RPC_AUTHENTICATED},
+    {"ChangePassword", RPC_AUTHENTICATED},
+    {"SetRole", RPC_ADMIN},
 };
 
 status_code user_cmd_register(rpc_server *s, user_cmd_ctx *ctx, char *errbuf, size_t errlen) {
-  rpc_service_opts o = {.default_policy = RPC_ADMIN | RPC_COMMAND,
+  rpc_service_opts o = {.default_policy = RPC_ADMIN,
                         .policies = user_cmd_policies,
                         .n_policies = sizeof user_cmd_policies / sizeof user_cmd_policies[0],
                         .ctx = ctx};
