@@ -128,11 +128,11 @@ static status_code register_entry(rpc_server *s, ProtobufCService *svc, const rp
                                   char *errbuf, size_t errlen) {
   const ProtobufCServiceDescriptor *d = svc != NULL ? svc->descriptor : NULL;
   if (d == NULL || d->magic != PROTOBUF_C__SERVICE_DESCRIPTOR_MAGIC) {
-    rpc_seterr(errbuf, errlen, "rpc: not a protoc-c service");
+    status_seterr(errbuf, errlen, "rpc: not a protoc-c service");
     return STATUS_INVALID_ARGUMENT;
   }
   if (rpc_server_find_service(s, d->name, strlen(d->name)) != NULL) {
-    rpc_seterr(errbuf, errlen, "rpc: service %s registered twice", d->name);
+    status_seterr(errbuf, errlen, "rpc: service %s registered twice", d->name);
     return STATUS_INVALID_ARGUMENT;
   }
   unsigned def = o != NULL ? o->default_policy : RPC_AUTHENTICATED;
@@ -145,7 +145,7 @@ static status_code register_entry(rpc_server *s, ProtobufCService *svc, const rp
             ? protobuf_c_service_descriptor_get_method_by_name(d, o->policies[i].method)
             : NULL;
     if (m == NULL) {
-      rpc_seterr(errbuf, errlen, "rpc: policy names method %s, which %s does not have",
+      status_seterr(errbuf, errlen, "rpc: policy names method %s, which %s does not have",
                  o->policies[i].method ? o->policies[i].method : "(null)", d->name);
       free(pol);
       return STATUS_INVALID_ARGUMENT;
@@ -163,14 +163,14 @@ static status_code register_entry(rpc_server *s, ProtobufCService *svc, const rp
   return STATUS_OK;
 oom:
   free(pol);
-  rpc_seterr(errbuf, errlen, "rpc: out of memory");
+  status_seterr(errbuf, errlen, "rpc: out of memory");
   return STATUS_RESOURCE_EXHAUSTED;
 }
 
 status_code rpc_server_register(rpc_server *s, ProtobufCService *svc, const rpc_service_opts *o,
                                 char *errbuf, size_t errlen) {
   if (s->started) {
-    rpc_seterr(errbuf, errlen, "rpc: register services before rpc_server_start");
+    status_seterr(errbuf, errlen, "rpc: register services before rpc_server_start");
     return STATUS_FAILED_PRECONDITION;
   }
   return register_entry(s, svc, o, errbuf, errlen);
@@ -179,12 +179,12 @@ status_code rpc_server_register(rpc_server *s, ProtobufCService *svc, const rpc_
 status_code rpc_server_add_interceptor(rpc_server *s, const rpc_server_interceptor *ic,
                                        char *errbuf, size_t errlen) {
   if (s->started || ic == NULL || ic->fn == NULL) {
-    rpc_seterr(errbuf, errlen, "rpc: add interceptors (with a function) before rpc_server_start");
+    status_seterr(errbuf, errlen, "rpc: add interceptors (with a function) before rpc_server_start");
     return STATUS_FAILED_PRECONDITION;
   }
   rpc_server_interceptor *n = realloc(s->ics, (s->n_ics + 1) * sizeof *n);
   if (n == NULL) {
-    rpc_seterr(errbuf, errlen, "rpc: out of memory");
+    status_seterr(errbuf, errlen, "rpc: out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   s->ics = n;
@@ -195,7 +195,7 @@ status_code rpc_server_add_interceptor(rpc_server *s, const rpc_server_intercept
 static bool opts_valid(const rpc_server_opts *o, char *errbuf, size_t errlen) {
   if (o->workers < 1 || o->queue_size < 1 || o->max_message_bytes < 1024 ||
       o->default_timeout_ms < 1 || o->max_timeout_ms < 1 || o->drain_grace_ms < 0) {
-    rpc_seterr(errbuf, errlen,
+    status_seterr(errbuf, errlen,
                "rpc: server options out of range (workers, queue_size >= 1; "
                "max_message_bytes >= 1024; timeouts >= 1 ms)");
     return false;
@@ -209,7 +209,7 @@ status_code rpc_server_create(rpc_server **out, const rpc_server_opts *o, char *
   if (o == NULL || !opts_valid(o, errbuf, errlen)) return STATUS_INVALID_ARGUMENT;
   rpc_server *s = calloc(1, sizeof *s);
   if (s == NULL) {
-    rpc_seterr(errbuf, errlen, "rpc: out of memory");
+    status_seterr(errbuf, errlen, "rpc: out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   s->o = *o;
@@ -241,19 +241,19 @@ status_code rpc_server_create(rpc_server **out, const rpc_server_opts *o, char *
   int rv = nng_rep0_open(&s->sock);
   if (rv != 0) {
     rc = map_nng(rv);
-    rpc_seterr(errbuf, errlen, "rpc: opening the REP socket: %s", nng_strerror(rv));
+    status_seterr(errbuf, errlen, "rpc: opening the REP socket: %s", nng_strerror(rv));
     goto fail;
   }
   s->sock_open = true;
   if ((rv = nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, (size_t)o->max_message_bytes)) != 0) {
     rc = map_nng(rv);
-    rpc_seterr(errbuf, errlen, "rpc: setting recv-size-max: %s", nng_strerror(rv));
+    status_seterr(errbuf, errlen, "rpc: setting recv-size-max: %s", nng_strerror(rv));
     goto fail;
   }
   *out = s;
   return STATUS_OK;
 fail:
-  if (rc == STATUS_RESOURCE_EXHAUSTED) rpc_seterr(errbuf, errlen, "rpc: out of memory");
+  if (rc == STATUS_RESOURCE_EXHAUSTED) status_seterr(errbuf, errlen, "rpc: out of memory");
   rpc_server_destroy(s);
   return rc;
 }
@@ -262,7 +262,7 @@ status_code rpc_server_listen(rpc_server *s, const char *url, char *errbuf, size
   nng_listener l;
   int rv = nng_listen(s->sock, url, &l, 0);
   if (rv != 0) {
-    rpc_seterr(errbuf, errlen, "rpc: listen on %s: %s", url, nng_strerror(rv));
+    status_seterr(errbuf, errlen, "rpc: listen on %s: %s", url, nng_strerror(rv));
     return map_nng(rv);
   }
   int port = 0;
@@ -275,7 +275,7 @@ int rpc_server_port(const rpc_server *s) { return s->port; }
 
 status_code rpc_server_start(rpc_server *s, char *errbuf, size_t errlen) {
   if (s->started) {
-    rpc_seterr(errbuf, errlen, "rpc: server already started");
+    status_seterr(errbuf, errlen, "rpc: server already started");
     return STATUS_FAILED_PRECONDITION;
   }
   for (size_t i = 0; s->pm != NULL && i < s->n_svcs; i++) {
@@ -288,7 +288,7 @@ status_code rpc_server_start(rpc_server *s, char *errbuf, size_t errlen) {
   s->slots = calloc(n, sizeof *s->slots);
   s->workers = calloc((size_t)s->o.workers, sizeof *s->workers);
   if (s->slots == NULL || s->workers == NULL) {
-    rpc_seterr(errbuf, errlen, "rpc: out of memory");
+    status_seterr(errbuf, errlen, "rpc: out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   s->started = true; /* from here rpc_server_destroy undoes what follows */
@@ -301,7 +301,7 @@ status_code rpc_server_start(rpc_server *s, char *errbuf, size_t errlen) {
       sl->ctx_open = rv == 0;
     }
     if (rv != 0) {
-      rpc_seterr(errbuf, errlen, "rpc: opening receiver %zu: %s", i, nng_strerror(rv));
+      status_seterr(errbuf, errlen, "rpc: opening receiver %zu: %s", i, nng_strerror(rv));
       s->n_slots = i + 1;
       return map_nng(rv);
     }
@@ -313,7 +313,7 @@ status_code rpc_server_start(rpc_server *s, char *errbuf, size_t errlen) {
     pthread_cond_init(&w->cv, NULL);
     if (pthread_create(&w->thread, NULL, rpc_worker_main, w) != 0) {
       pthread_cond_destroy(&w->cv);
-      rpc_seterr(errbuf, errlen, "rpc: cannot start worker thread %d", i);
+      status_seterr(errbuf, errlen, "rpc: cannot start worker thread %d", i);
       return STATUS_RESOURCE_EXHAUSTED;
     }
     s->n_workers++;

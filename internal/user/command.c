@@ -359,7 +359,7 @@ status_code user_cmd_ctx_init(user_cmd_ctx *ctx, const shop_cfg *cfg, const char
                               size_t errlen) {
   memset(ctx, 0, sizeof *ctx);
   if (sodium_init() < 0) {
-    snprintf(errbuf, errlen, "libsodium failed to initialise");
+    status_seterr(errbuf, errlen, "libsodium failed to initialise");
     return STATUS_INTERNAL;
   }
   ctx->cfg = cfg;
@@ -376,7 +376,7 @@ status_code user_cmd_ctx_init(user_cmd_ctx *ctx, const shop_cfg *cfg, const char
   sodium_bin2hex(pw, sizeof pw, rnd, sizeof rnd);
   status_code st = user_password_hash(&ctx->pwhash, pw, ctx->dummy_hash);
   sodium_memzero(pw, sizeof pw);
-  if (st != STATUS_OK) snprintf(errbuf, errlen, "argon2id hashing failed (out of memory?)");
+  if (st != STATUS_OK) status_seterr(errbuf, errlen, "argon2id hashing failed (out of memory?)");
   return st;
 }
 
@@ -419,16 +419,16 @@ status_code user_bootstrap_admin(user_cmd_ctx *ctx, char *errbuf, size_t errlen)
   admin_job j = {.ctx = ctx};
   const char *why = user_email_normalize(cfg->auth.admin_email, j.u.email, sizeof j.u.email);
   if (why != NULL) {
-    snprintf(errbuf, errlen, "auth.admin_email: %s", why);
+    status_seterr(errbuf, errlen, "auth.admin_email: %s", why);
     return STATUS_INVALID_ARGUMENT;
   }
   const char *pw = cfg->auth.admin_password != NULL ? cfg->auth.admin_password : "";
   if ((why = user_password_check(pw, j.u.email)) != NULL) {
-    snprintf(errbuf, errlen, "auth.admin_password: %s", why);
+    status_seterr(errbuf, errlen, "auth.admin_password: %s", why);
     return STATUS_INVALID_ARGUMENT;
   }
   if ((why = user_name_check(cfg->auth.admin_name)) != NULL) {
-    snprintf(errbuf, errlen, "auth.admin_name: %s", why);
+    status_seterr(errbuf, errlen, "auth.admin_name: %s", why);
     return STATUS_INVALID_ARGUMENT;
   }
   user_email_key(j.u.email, j.u.email_key, sizeof j.u.email_key);
@@ -436,7 +436,7 @@ status_code user_bootstrap_admin(user_cmd_ctx *ctx, char *errbuf, size_t errlen)
   j.u.role = ROLE_ADMIN;
   j.u.notify_email = true;
   if (user_password_hash(&ctx->pwhash, pw, j.u.hash) != STATUS_OK) {
-    snprintf(errbuf, errlen, "argon2id hashing failed");
+    status_seterr(errbuf, errlen, "argon2id hashing failed");
     return STATUS_INTERNAL;
   }
   db_conn *c = NULL;
