@@ -112,7 +112,7 @@ static int admin_create_topics(const char *brokers, const admin_plan *plan, int 
   for (size_t i = 0; i < plan->count; i++)
     specs[i] =
         (events_topic_spec){.name = plan->topics[i].name, .partitions = plan->topics[i].partitions};
-  char err[512];
+  char err[STATUS_ERRBUF_SIZE];
   status_code st = events_topics_create(brokers, specs, plan->count, timeout_ms, err, sizeof err);
   size_t created = 0, existed = 0, failed = 0;
   for (size_t i = 0; i < plan->count; i++) {
@@ -136,7 +136,7 @@ static int admin_create_topics(const char *brokers, const admin_plan *plan, int 
 
 /* The config, found as every program finds it. 0, or -1 (said). */
 static int load_cfg(shop_cfg **cfg, int argc, char **argv) {
-  char err[512];
+  char err[STATUS_ERRBUF_SIZE];
   if (config_load(cfg, config_path_find(argc, argv), err, sizeof err) != 0) {
     fprintf(stderr, "shop-admin: %s\n", err);
     return -1;

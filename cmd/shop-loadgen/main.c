@@ -196,7 +196,7 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  char err[1024];
+  char err[STATUS_ERRBUF_SIZE];
   shop_cfg *cfg = NULL;
   if (config_load(&cfg, config_path, err, sizeof err) != 0) {
     fprintf(stderr, "shop-loadgen: %s\n", err);

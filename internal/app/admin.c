@@ -67,7 +67,7 @@ static enum MHD_Result admin_request_cb(void *cls, struct MHD_Connection *conn, 
     return reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n", "GET, HEAD");
   if (strcmp(url, "/livez") == 0) return reply_text(conn, MHD_HTTP_OK, "ok\n", NULL);
   if (strcmp(url, "/readyz") == 0) {
-    char why[512];
+    char why[STATUS_ERRBUF_SIZE];
     why[0] = '\0';
     if (ad->ready(ad->ready_arg, why, sizeof why - 1))
       return reply_text(conn, MHD_HTTP_OK, "ok\n", NULL);

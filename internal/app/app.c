@@ -183,7 +183,7 @@ static void *app_housekeeping_main(void *arg) {
     pthread_mutex_unlock(&a->hk_mu);
     if (stop) return NULL;
 
-    char err[512];
+    char err[STATUS_ERRBUF_SIZE];
     db_conn *c = NULL;
     if (db_pool_get(a->db, &c, err, sizeof err) != STATUS_OK) {
       log_warn(NULL, "%s: housekeeping: no database connection: %s", a->spec->name, err);
@@ -331,7 +331,7 @@ int app_main(const app_spec *spec, int argc, char **argv) {
     fprintf(stderr, "%s: not a program of internal/config/programs.list\n", spec->name);
     return 2;
   }
-  char err[1024] = "";
+  char err[STATUS_ERRBUF_SIZE] = "";
   shop_cfg *cfg = NULL;
   if (config_load(&cfg, config_path_find(argc, argv), err, sizeof err) != 0) {
     fprintf(stderr, "%s: %s\n", spec->name, err);

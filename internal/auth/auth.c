@@ -83,7 +83,7 @@ status_code auth_keys_from_cfg(auth_keys **out, const shop_cfg *cfg, char *errbu
            config_source_text(cfg));
     return STATUS_FAILED_PRECONDITION;
   }
-  char why[256];
+  char why[STATUS_ERRBUF_SIZE];
   status_code st = auth_keys_create(out, key, strlen(key), cfg->auth.issuer, cfg->auth.access_ttl_s,
                                     why, sizeof why);
   if (st != STATUS_OK)

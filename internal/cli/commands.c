@@ -108,7 +108,7 @@ const char *cli_service_endpoint(const shop_cfg *cfg, const char *service) {
 static status_code client_open_wait(rpc_client **cli, const cli_opts *o, const char *url,
                                     int wait_ms) {
   rpc_client_opts co;
-  char err[256];
+  char err[STATUS_ERRBUF_SIZE];
   if (o->cfg != NULL) {
     rpc_client_opts_from_cfg(&co, o->cfg, url, "shopctl");
   } else {
@@ -184,7 +184,7 @@ static int cmd_call(cli_opts *o) {
   json_t *in = o->n_args == 3 ? json_loads(o->args[2], 0, &je) : json_loadf(stdin, 0, &je);
   if (in == NULL)
     return cli_fail_code(STATUS_INVALID_ARGUMENT, "request is not JSON: %s%s", je.text, "");
-  char err[512];
+  char err[STATUS_ERRBUF_SIZE];
   uint8_t *req;
   size_t req_len;
   status_code rc = cli_json_to_bytes(&req, &req_len, m->input, in, err, sizeof err);
@@ -395,7 +395,7 @@ int cli_main(int argc, char **argv) {
   /* Config: as every program finds it (config_path_find). */
   const char *path = config_path_find(argc, argv);
   if (path != NULL || o.print_config) {
-    char err[512];
+    char err[STATUS_ERRBUF_SIZE];
     if (config_load(&o.cfg, path, err, sizeof err) != 0) {
       fprintf(stderr, "shopctl: %s\n", err);
       code = 2;

@@ -81,7 +81,7 @@ int cli_cmd_reconcile(cli_opts *o) {
   if (o->since != NULL && !parse_since(o->since, &ro.since_ms))
     return fprintf(stderr, "shopctl: bad --since %s (Unix ms, or 90s, 10m, 2h, 1d)\n", o->since), 2;
   reconcile_report r;
-  char err[512];
+  char err[STATUS_ERRBUF_SIZE];
   status_code rc = reconcile_run(o->cfg, &ro, &r, err, sizeof err);
   if (rc != STATUS_OK) {
     fprintf(stderr, "ERROR: %s: reconcile: %s\n", status_name(rc), err);
@@ -142,7 +142,7 @@ int cli_cmd_rebuild_projection(cli_opts *o) {
       (Shop__Audit__V1__RebuildOrderProjectionResponse *)resp;
   if (o->json) {
     json_t *j;
-    char err[256];
+    char err[STATUS_ERRBUF_SIZE];
     if (cli_json_from_message(&j, resp, err, sizeof err) == STATUS_OK) {
       cli_print_json(j);
       json_decref(j);

@@ -36,7 +36,7 @@ static const char *brokers_of(const cli_opts *o) {
 
 static json_t *event_json(const char *type, const void *value, size_t len) {
   const ProtobufCMessageDescriptor *d = type ? cli_message_find(type) : NULL;
-  char err[256];
+  char err[STATUS_ERRBUF_SIZE];
   json_t *j = NULL;
   if (d != NULL && cli_json_from_bytes(&j, d, value, len, err, sizeof err) == STATUS_OK) return j;
   char *b = cli_base64_encode(value, len);
@@ -94,7 +94,7 @@ int cli_cmd_events_tail(cli_opts *o) {
     return cli_fail_code(STATUS_INVALID_ARGUMENT, "no brokers: give --brokers or --config%s%s", "",
                          "");
   const char *topic = o->args[2];
-  char err[512];
+  char err[STATUS_ERRBUF_SIZE];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   /* No group: tail reads without committing anything, by assignment. */
   if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err) != RD_KAFKA_CONF_OK ||
@@ -201,7 +201,7 @@ int cli_cmd_dlt(cli_opts *o) {
   if (brokers == NULL)
     return cli_fail_code(STATUS_INVALID_ARGUMENT, "no brokers: give --brokers or --config%s%s", "",
                          "");
-  char err[512] = "";
+  char err[STATUS_ERRBUF_SIZE] = "";
   status_code rc;
   int timeout = o->timeout_ms > 0 ? (int)o->timeout_ms : 30000;
   if (strcmp(o->args[1], "list") == 0) {

@@ -211,7 +211,7 @@ static int set_value(shop_cfg *cfg, const cfg_key *k, bool from_file_suffix, con
     return -1;
   }
   if (from_file_suffix) {
-    char why[512];
+    char why[STATUS_ERRBUF_SIZE];
     char *secret = read_secret_file(val, why, sizeof why);
     free(val);
     if (secret == NULL) {

@@ -213,7 +213,7 @@ void rpc_server_ic_auth(rpc_call *c, void *arg) {
     return;
   }
   const char *h = c->env->authorization;
-  char why[128] = "missing token";
+  char why[STATUS_ERRBUF_SIZE] = "missing token";
   if (h[0] != '\0') {
     if (strncasecmp(h, "Bearer ", 7) != 0) {
       snprintf(why, sizeof why, "authorization is not a bearer token");

@@ -455,7 +455,7 @@ status_code user_bootstrap_admin(user_cmd_ctx *ctx, char *errbuf, size_t errlen)
 /* ---- Housekeeping ------------------------------------------------------------------------ */
 
 void user_cmd_housekeeping(db_conn *c, user_cmd_ctx *ctx) {
-  char err[512];
+  char err[STATUS_ERRBUF_SIZE];
   int64_t day_ago = svc_now_ms() - 86400LL * 1000;
   db_value p[1] = {DB_I64(day_ago)};
   uint64_t n = 0, m = 0;

@@ -103,7 +103,7 @@ void user_cmd_login(user_cmd_service *svc, const login_req *in,
   if (svc_vlist_apply(call, &v) > 0) return;
   user_email_key(email, key, sizeof key);
 
-  char err[512];
+  char err[STATUS_ERRBUF_SIZE];
   db_conn *c = NULL;
   if (!svc_db_get(call, ctx->db, &c)) return;
   status_code st;
