@@ -24,7 +24,7 @@ struct app_admin {
   int fd;
   int port;
   metrics_registry *reg;
-  app_ready_fn ready;
+  app_admin_ready_cb ready;
   void *ready_arg;
 };
 
@@ -112,7 +112,8 @@ static int admin_bind(const char *host, int port, int *bound, char *errbuf, size
 }
 
 status_code app_admin_start(app_admin **out, const char *host, int port, metrics_registry *reg,
-                            app_ready_fn ready, void *ready_arg, char *errbuf, size_t errlen) {
+                            app_admin_ready_cb ready, void *ready_arg, char *errbuf,
+                            size_t errlen) {
   *out = NULL;
   app_admin *ad = calloc(1, sizeof *ad);
   if (ad == NULL) {

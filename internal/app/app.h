@@ -106,16 +106,16 @@ typedef struct app_migrations {
  * before anything starts: register services with app_server(), build the
  * domain context. A non-OK status stops start-up (exit 1) with errbuf
  * logged. Runs on the main thread. */
-typedef status_code (*app_setup_fn)(app *a, void *arg, char *errbuf, size_t errlen);
+typedef status_code (*app_setup_cb)(app *a, void *arg, char *errbuf, size_t errlen);
 
 /* Called once after the server, the consumer and the relay have stopped
  * (also when start-up failed after setup succeeded). */
-typedef void (*app_teardown_fn)(app *a, void *arg);
+typedef void (*app_teardown_cb)(app *a, void *arg);
 
 /* Called every housekeeping_interval_s on the housekeeping thread, with a
  * connection of the pool (no transaction open): purge what has expired.
  * Errors are the hook's to log. */
-typedef void (*app_housekeeping_fn)(app *a, db_conn *db, void *arg);
+typedef void (*app_housekeeping_cb)(app *a, db_conn *db, void *arg);
 
 /* The consumer a program runs, if any. group names the consumer group
  * (topology.h); the subscribed topics are the group's. The callbacks are
@@ -133,7 +133,7 @@ typedef struct app_consumer {
  * gauges computed from its database (orders by state, say). Only for
  * programs with db_account. Errors are the hook's to log (or to leave a
  * gauge stale). */
-typedef void (*app_metrics_fn)(db_conn *db, metrics_registry *reg, void *arg);
+typedef void (*app_metrics_cb)(db_conn *db, metrics_registry *reg, void *arg);
 
 typedef struct app_spec {
   const char *name;                 /* program name (a row of internal/config/programs.list,
@@ -144,15 +144,15 @@ typedef struct app_spec {
   size_t n_migrations;
   bool relay;                       /* run an outbox relay on db_account's database */
   const app_consumer *consumer;     /* NULL: no consumer */
-  app_setup_fn setup;               /* may be NULL */
-  app_teardown_fn teardown;         /* may be NULL */
-  app_housekeeping_fn housekeeping; /* may be NULL */
+  app_setup_cb setup;               /* may be NULL */
+  app_teardown_cb teardown;         /* may be NULL */
+  app_housekeeping_cb housekeeping; /* may be NULL */
   int housekeeping_interval_s;      /* 0: 60 */
   bool append_only;                 /* db_account may not DELETE (audit): neither the
                                        idempotency records nor the consumer's
                                        processed ids are purged; they grow with
                                        the append-only log they guard */
-  app_metrics_fn metrics;           /* may be NULL */
+  app_metrics_cb metrics;           /* may be NULL */
   void *arg;                        /* handed to the hooks */
 } app_spec;
 

@@ -338,7 +338,7 @@ static status_code md_add(rpc_client_req *r, const char *k, const char *v) {
   return STATUS_OK;
 }
 
-static status_code ic_deadline(rpc_client_req *r, void *arg) {
+static status_code ic_deadline_cb(rpc_client_req *r, void *arg) {
   rpc_client *c = r->c;
   int64_t now = rpc_now_ms();
   int64_t t = r->opts->timeout_ms > 0 ? r->opts->timeout_ms : c->o.default_timeout_ms;
@@ -355,7 +355,7 @@ static status_code ic_deadline(rpc_client_req *r, void *arg) {
   return rpc_client_req_proceed(r);
 }
 
-static status_code ic_metadata(rpc_client_req *r, void *arg) {
+static status_code ic_metadata_cb(rpc_client_req *r, void *arg) {
   rpc_client *c = r->c;
   const rpc_call_opts *o = r->opts;
   if (o->request_id != NULL && o->request_id[0] != '\0')
@@ -394,7 +394,7 @@ static status_code ic_metadata(rpc_client_req *r, void *arg) {
   return rpc_client_req_proceed(r);
 }
 
-static status_code ic_retry(rpc_client_req *r, void *arg) {
+static status_code ic_retry_cb(rpc_client_req *r, void *arg) {
   rpc_client *c = r->c;
   int max = r->opts->no_retry ? 0 : c->o.retry_max;
   int64_t backoff = c->o.retry_backoff_ms;
@@ -412,7 +412,7 @@ static status_code ic_retry(rpc_client_req *r, void *arg) {
   }
 }
 
-static status_code ic_metrics(rpc_client_req *r, void *arg) {
+static status_code ic_metrics_cb(rpc_client_req *r, void *arg) {
   atomic_fetch_add_explicit(&r->c->st_attempts, 1, memory_order_relaxed);
   return rpc_client_req_proceed(r);
 }
@@ -658,8 +658,8 @@ status_code rpc_client_create(rpc_client **out, const rpc_client_opts *o, char *
   if (o == NULL || o->max_message_bytes < 1024 || o->default_timeout_ms < 1 ||
       o->max_timeout_ms < 1 || o->retry_max < 0 || o->retry_backoff_ms < 1) {
     status_seterr(errbuf, errlen,
-               "rpc: client options out of range (max_message_bytes >= 1024, timeouts and "
-               "backoff >= 1 ms, retry_max >= 0)");
+                  "rpc: client options out of range (max_message_bytes >= 1024, timeouts and "
+                  "backoff >= 1 ms, retry_max >= 0)");
     return STATUS_INVALID_ARGUMENT;
   }
   rpc_client *c = calloc(1, sizeof *c);
@@ -674,10 +674,10 @@ status_code rpc_client_create(rpc_client **out, const rpc_client_opts *o, char *
   atomic_store(&c->rand, rpc_rand_seed());
   c->caller = strdup(o->caller != NULL ? o->caller : "");
   static const rpc_client_interceptor builtins[] = {
-      {"deadline", ic_deadline, NULL},
-      {"metadata", ic_metadata, NULL},
-      {"retry", ic_retry, NULL},
-      {"metrics", ic_metrics, NULL},
+      {"deadline", ic_deadline_cb, NULL},
+      {"metadata", ic_metadata_cb, NULL},
+      {"retry", ic_retry_cb, NULL},
+      {"metrics", ic_metrics_cb, NULL},
   };
   c->ics = malloc(sizeof builtins);
   status_code rc = STATUS_RESOURCE_EXHAUSTED;

@@ -259,10 +259,10 @@ typedef struct rpc_service_opts {
 
 /* A server interceptor runs around the rest of the chain: it calls
  * rpc_call_proceed(call) to go on, or sets a status and returns to stop. */
-typedef void (*rpc_server_interceptor_fn)(rpc_call *call, void *arg);
+typedef void (*rpc_server_interceptor_cb)(rpc_call *call, void *arg);
 typedef struct rpc_server_interceptor {
   const char *name;
-  rpc_server_interceptor_fn fn;
+  rpc_server_interceptor_cb fn;
   void *arg;
 } rpc_server_interceptor;
 
@@ -442,10 +442,10 @@ status_code rpc_client_call_raw(rpc_client *c, const char *method_path, const vo
  * rpc_client_req_proceed() (possibly several times, as retry does) and
  * returns its status, or returns a status without proceeding. */
 typedef struct rpc_client_req rpc_client_req;
-typedef status_code (*rpc_client_interceptor_fn)(rpc_client_req *req, void *arg);
+typedef status_code (*rpc_client_interceptor_cb)(rpc_client_req *req, void *arg);
 typedef struct rpc_client_interceptor {
   const char *name;
-  rpc_client_interceptor_fn fn;
+  rpc_client_interceptor_cb fn;
   void *arg;
 } rpc_client_interceptor;
 

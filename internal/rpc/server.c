@@ -146,7 +146,7 @@ static status_code register_entry(rpc_server *s, ProtobufCService *svc, const rp
             : NULL;
     if (m == NULL) {
       status_seterr(errbuf, errlen, "rpc: policy names method %s, which %s does not have",
-                 o->policies[i].method ? o->policies[i].method : "(null)", d->name);
+                    o->policies[i].method ? o->policies[i].method : "(null)", d->name);
       free(pol);
       return STATUS_INVALID_ARGUMENT;
     }
@@ -179,7 +179,8 @@ status_code rpc_server_register(rpc_server *s, ProtobufCService *svc, const rpc_
 status_code rpc_server_add_interceptor(rpc_server *s, const rpc_server_interceptor *ic,
                                        char *errbuf, size_t errlen) {
   if (s->started || ic == NULL || ic->fn == NULL) {
-    status_seterr(errbuf, errlen, "rpc: add interceptors (with a function) before rpc_server_start");
+    status_seterr(errbuf, errlen,
+                  "rpc: add interceptors (with a function) before rpc_server_start");
     return STATUS_FAILED_PRECONDITION;
   }
   rpc_server_interceptor *n = realloc(s->ics, (s->n_ics + 1) * sizeof *n);
@@ -196,8 +197,8 @@ static bool opts_valid(const rpc_server_opts *o, char *errbuf, size_t errlen) {
   if (o->workers < 1 || o->queue_size < 1 || o->max_message_bytes < 1024 ||
       o->default_timeout_ms < 1 || o->max_timeout_ms < 1 || o->drain_grace_ms < 0) {
     status_seterr(errbuf, errlen,
-               "rpc: server options out of range (workers, queue_size >= 1; "
-               "max_message_bytes >= 1024; timeouts >= 1 ms)");
+                  "rpc: server options out of range (workers, queue_size >= 1; "
+                  "max_message_bytes >= 1024; timeouts >= 1 ms)");
     return false;
   }
   return true;
@@ -222,9 +223,11 @@ status_code rpc_server_create(rpc_server **out, const rpc_server_opts *o, char *
   if (s->name == NULL) goto fail;
 
   static const rpc_server_interceptor builtins[] = {
-      {"logging", rpc_server_ic_logging, NULL},   {"metrics", rpc_server_ic_metrics, NULL},
-      {"deadline", rpc_server_ic_deadline, NULL}, {"authentication", rpc_server_ic_auth, NULL},
-      {"recover", rpc_server_ic_recover, NULL},
+      {"logging", rpc_server_ic_logging_cb, NULL},
+      {"metrics", rpc_server_ic_metrics_cb, NULL},
+      {"deadline", rpc_server_ic_deadline_cb, NULL},
+      {"authentication", rpc_server_ic_auth_cb, NULL},
+      {"recover", rpc_server_ic_recover_cb, NULL},
   };
   s->ics = malloc(sizeof builtins);
   if (s->ics == NULL) goto fail;

@@ -92,7 +92,7 @@ void rpc_call_put_stored_reply(rpc_call *c, status_code code, const char *messag
 
 /* ---- dispatch ------------------------------------------------------------------ */
 
-static void server_closure(const ProtobufCMessage *msg, void *data) {
+static void server_closure_cb(const ProtobufCMessage *msg, void *data) {
   rpc_call *c = data;
   if (c->replied) {
     log_warn(&(log_ctx){.request_id = c->env->request_id, .trace_id = c->trace_id},
@@ -149,7 +149,7 @@ static void server_dispatch(rpc_call *c) {
   while (r > peak && !atomic_compare_exchange_weak(&s->st_peak, &peak, r)) {
   }
   ProtobufCService *svc = c->svc->svc;
-  svc->invoke(svc, c->method_index, in, server_closure, c);
+  svc->invoke(svc, c->method_index, in, server_closure_cb, c);
   atomic_fetch_sub(&s->st_running, 1);
   protobuf_c_message_free_unpacked(in, NULL);
 }
@@ -169,7 +169,7 @@ void rpc_call_proceed(rpc_call *c) {
 
 /* ---- built-in interceptors ----------------------------------------------------- */
 
-void rpc_server_ic_logging(rpc_call *c, void *arg) {
+void rpc_server_ic_logging_cb(rpc_call *c, void *arg) {
   int64_t t0 = rpc_now_us();
   rpc_call_proceed(c);
   status_code code = c->st.code;
@@ -186,7 +186,7 @@ void rpc_server_ic_logging(rpc_call *c, void *arg) {
               c->st.message[0] ? ": " : "", c->st.message);
 }
 
-void rpc_server_ic_metrics(rpc_call *c, void *arg) {
+void rpc_server_ic_metrics_cb(rpc_call *c, void *arg) {
   const char *svc = RPC_METRICS_UNKNOWN, *method = RPC_METRICS_UNKNOWN;
   if (c->srv->pm != NULL)
     rpc_server_metrics_labels(c->srv, c->env->method, strlen(c->env->method), &svc, &method);
@@ -197,7 +197,7 @@ void rpc_server_ic_metrics(rpc_call *c, void *arg) {
   rpc_server_count_reply(c->srv, c->st.code);
 }
 
-void rpc_server_ic_deadline(rpc_call *c, void *arg) {
+void rpc_server_ic_deadline_cb(rpc_call *c, void *arg) {
   if (rpc_call_remaining_ms(c) <= 0) {
     rpc_call_set_status(c, STATUS_DEADLINE_EXCEEDED, "deadline exceeded before the handler ran");
     return;
@@ -205,7 +205,7 @@ void rpc_server_ic_deadline(rpc_call *c, void *arg) {
   rpc_call_proceed(c);
 }
 
-void rpc_server_ic_auth(rpc_call *c, void *arg) {
+void rpc_server_ic_auth_cb(rpc_call *c, void *arg) {
   rpc_server *s = c->srv;
   unsigned access = c->policy & RPC_ACCESS_MASK;
   if (c->method == NULL) { /* dispatch answers UNIMPLEMENTED */
@@ -241,7 +241,7 @@ void rpc_server_ic_auth(rpc_call *c, void *arg) {
 }
 
 /* The INTERNAL set here is logged once, by the logging interceptor. */
-void rpc_server_ic_recover(rpc_call *c, void *arg) {
+void rpc_server_ic_recover_cb(rpc_call *c, void *arg) {
   rpc_call_proceed(c);
   if (!status_is_valid((int)c->st.code)) {
     int bad = (int)c->st.code;

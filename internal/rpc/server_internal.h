@@ -134,11 +134,11 @@ void rpc_server_metrics_reject(rpc_server *s, const rpc_str *method, status_code
 
 /* ---- server_call.c: the built-in interceptors, in the order they run ---------- */
 
-void rpc_server_ic_logging(rpc_call *c, void *arg);
-void rpc_server_ic_metrics(rpc_call *c, void *arg);
-void rpc_server_ic_deadline(rpc_call *c, void *arg);
-void rpc_server_ic_auth(rpc_call *c, void *arg);
-void rpc_server_ic_recover(rpc_call *c, void *arg);
+void rpc_server_ic_logging_cb(rpc_call *c, void *arg);
+void rpc_server_ic_metrics_cb(rpc_call *c, void *arg);
+void rpc_server_ic_deadline_cb(rpc_call *c, void *arg);
+void rpc_server_ic_auth_cb(rpc_call *c, void *arg);
+void rpc_server_ic_recover_cb(rpc_call *c, void *arg);
 
 /* ---- server_io.c: receivers and workers --------------------------------------- */
 

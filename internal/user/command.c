@@ -19,8 +19,8 @@ typedef struct register_job {
   Shop__Common__V1__ConsistencyToken token;
 } register_job;
 
-static status_code register_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
-                                  size_t errlen) {
+static status_code register_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                     size_t errlen) {
   register_job *j = arg;
   events_uuid_v7(j->u.user_id);
   /* Self-registration: the new user is the actor. */
@@ -71,7 +71,7 @@ static void user_cmd_register_user(user_cmd_service *svc, const register_req *in
   svc_command cmd = {.call = call,
                      .db = ctx->db,
                      .relay = ctx->relay,
-                     .apply = register_apply,
+                     .apply = register_apply_cb,
                      .arg = &j,
                      .reply = &j.reply.base,
                      .idempotent = true};
@@ -94,8 +94,8 @@ typedef struct profile_job {
   Shop__Common__V1__ConsistencyToken token;
 } profile_job;
 
-static status_code profile_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
-                                 size_t errlen) {
+static status_code profile_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                    size_t errlen) {
   profile_job *j = arg;
   const profile_req *in = j->in;
   status_code st = user_load(tx, SQL_USER_BY_ID_LOCK, j->target, &j->u, errbuf, errlen);
@@ -166,7 +166,7 @@ static void user_cmd_update_profile(user_cmd_service *svc, const profile_req *in
   svc_command cmd = {.call = call,
                      .db = ctx->db,
                      .relay = ctx->relay,
-                     .apply = profile_apply,
+                     .apply = profile_apply_cb,
                      .arg = &j,
                      .reply = &j.reply.base,
                      .idempotent = true};
@@ -186,8 +186,8 @@ typedef struct password_job {
   Shop__Common__V1__ConsistencyToken token;
 } password_job;
 
-static status_code password_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
-                                  size_t errlen) {
+static status_code password_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                     size_t errlen) {
   password_job *j = arg;
   const user_cmd_ctx *ctx = j->ctx;
   status_code st =
@@ -249,7 +249,7 @@ static void user_cmd_change_password(user_cmd_service *svc, const password_req *
   svc_command cmd = {.call = call,
                      .db = ctx->db,
                      .relay = ctx->relay,
-                     .apply = password_apply,
+                     .apply = password_apply_cb,
                      .arg = &j,
                      .reply = &j.reply.base,
                      .idempotent = true};
@@ -272,8 +272,8 @@ typedef struct role_job {
   Shop__Common__V1__ConsistencyToken token;
 } role_job;
 
-static status_code role_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
-                              size_t errlen) {
+static status_code role_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                 size_t errlen) {
   role_job *j = arg;
   status_code st = user_load(tx, SQL_USER_BY_ID_LOCK, j->in->user_id, &j->u, errbuf, errlen);
   if (st == STATUS_NOT_FOUND) {
@@ -324,7 +324,7 @@ static void user_cmd_set_role(user_cmd_service *svc, const role_req *in,
   svc_command cmd = {.call = call,
                      .db = ctx->db,
                      .relay = ctx->relay,
-                     .apply = role_apply,
+                     .apply = role_apply_cb,
                      .arg = &j,
                      .reply = &j.reply.base,
                      .idempotent = true};
@@ -390,7 +390,7 @@ typedef struct admin_job {
   const char *outcome;
 } admin_job;
 
-static status_code admin_apply(db_conn *tx, void *arg, char *errbuf, size_t errlen) {
+static status_code admin_apply_cb(db_conn *tx, void *arg, char *errbuf, size_t errlen) {
   admin_job *j = arg;
   user_row cur;
   status_code st = user_load(tx, SQL_USER_BY_KEY_LOCK, j->u.email_key, &cur, errbuf, errlen);
@@ -442,7 +442,7 @@ status_code user_bootstrap_admin(user_cmd_ctx *ctx, char *errbuf, size_t errlen)
   db_conn *c = NULL;
   status_code st = db_pool_get(ctx->db, &c, errbuf, errlen);
   if (st == STATUS_OK) {
-    st = db_tx_run(c, admin_apply, &j, 5, errbuf, errlen);
+    st = db_tx_run(c, admin_apply_cb, &j, 5, errbuf, errlen);
     db_pool_put(ctx->db, c);
   }
   sodium_memzero(j.u.hash, sizeof j.u.hash);

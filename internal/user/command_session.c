@@ -22,8 +22,8 @@ typedef struct login_job {
   Shop__Common__V1__ConsistencyToken token;
 } login_job;
 
-static status_code login_fail_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
-                                    size_t errlen) {
+static status_code login_fail_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                       size_t errlen) {
   login_job *j = arg;
   status_code st = user_throttle_row_fail(tx, j->ctx, j->email_key, errbuf, errlen);
   if (st != STATUS_OK) return st;
@@ -31,8 +31,8 @@ static status_code login_fail_apply(db_conn *tx, void *arg, svc_outcome *out, ch
   return STATUS_OK;
 }
 
-static status_code login_ok_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
-                                  size_t errlen) {
+static status_code login_ok_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                     size_t errlen) {
   login_job *j = arg;
   const user_cmd_ctx *ctx = j->ctx;
   char user_id[SVC_ID_SIZE];
@@ -143,7 +143,7 @@ void user_cmd_login(user_cmd_service *svc, const login_req *in,
   svc_command cmd = {.call = call,
                      .db = ctx->db,
                      .relay = NULL,
-                     .apply = ok ? login_ok_apply : login_fail_apply,
+                     .apply = ok ? login_ok_apply_cb : login_fail_apply_cb,
                      .arg = &j,
                      .reply = &j.reply.base,
                      .idempotent = false};
@@ -171,8 +171,8 @@ typedef struct refresh_job {
   Shop__Common__V1__ConsistencyToken token;
 } refresh_job;
 
-static status_code refresh_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
-                                 size_t errlen) {
+static status_code refresh_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                    size_t errlen) {
   refresh_job *j = arg;
   const user_cmd_ctx *ctx = j->ctx;
   const char *by_hash = "SELECT " SESSION_COLS " FROM refresh_tokens WHERE token_hash = ?";
@@ -275,7 +275,7 @@ void user_cmd_refresh_token(user_cmd_service *svc, const refresh_req *in,
   svc_command cmd = {.call = call,
                      .db = ctx->db,
                      .relay = NULL,
-                     .apply = refresh_apply,
+                     .apply = refresh_apply_cb,
                      .arg = &j,
                      .reply = &j.reply.base,
                      .idempotent = false};
@@ -295,8 +295,8 @@ typedef struct logout_job {
   Shop__Common__V1__ConsistencyToken token;
 } logout_job;
 
-static status_code logout_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
-                                size_t errlen) {
+static status_code logout_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                   size_t errlen) {
   logout_job *j = arg;
   session_row s;
   status_code st =
@@ -340,7 +340,7 @@ void user_cmd_logout(user_cmd_service *svc, const logout_req *in,
   svc_command cmd = {.call = call,
                      .db = ctx->db,
                      .relay = NULL,
-                     .apply = logout_apply,
+                     .apply = logout_apply_cb,
                      .arg = &j,
                      .reply = &j.reply.base,
                      .idempotent = true};
