@@ -102,8 +102,7 @@ for spec in "${rounds[@]}"; do
 	for arm in $spec; do
 		name=${arm%%=*}
 		if faults_crashed "$name" "${FAULTS_OFF[$name]}"; then
-			crash_at=$(faults_log_since "$name" "${FAULTS_OFF[$name]}" | grep -b 'crash: SHOP_CRASH_AT reached' | cut -d: -f1 | sed -n 1p)
-			faults_wait_serving "$name" "$((FAULTS_OFF[$name] + crash_at))" 90 || true
+			faults_wait_ready "$name" "${FAULTS_PID[$name]:-}" 90 || true
 		fi
 	done
 	quiet=$(faults_quiet 240) || failed=1

@@ -7,15 +7,18 @@
 #
 # NAME... limits the command to those programs (default: all of them);
 # restart is stop then start; list prints the programs, in start order.
+# The programs are those of internal/config/programs.list, started in this
+# order: the query sides first (so that a command's events find their
+# projections listening), then the command sides, then the workers.
 # Each program runs under scripts/lib/supervise.sh, which restarts it with
 # backoff when it dies and logs each restart. start is idempotent (a running
-# program is left alone) and waits until each program logs "<name>:
-# serving" (time limit 60 s; the log's tail is printed on failure). stop
-# sends SIGTERM to the supervisor, which passes it on (the programs drain
-# and exit 0); SIGKILL after 30 s. Pid files (the supervisors'):
-# <run dir>/pids/<name>.pid; logs: <run dir>/logs/<name>.log. status shows
-# each program's metrics URL (admin.<name> of the config; /livez and
-# /readyz on the same port).
+# program is left alone) and waits until each program answers 200 on its
+# /readyz (its admin address from its own --print-config; time limit 60 s;
+# the log's tail is printed on failure). stop sends SIGTERM to the
+# supervisor, which passes it on (the programs drain and exit 0); SIGKILL
+# after 30 s. Pid files (the supervisors'): <run dir>/pids/<name>.pid;
+# logs: <run dir>/logs/<name>.log. status shows each program's metrics URL
+# (/livez and /readyz on the same port).
 # Per-program environment: <run dir>/env/<name>.env (every start) and
 # <run dir>/env/<name>.once.env (the next start only), see
 # scripts/lib/supervise.sh.
@@ -26,10 +29,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 # shellcheck source=scripts/lib/proc.sh
 source "$SHOP_REPO/scripts/lib/proc.sh"
 
-# In start order: the query sides first, so that a command's events find
-# their projections listening; workers last.
-SHOP_PROGRAMS=(user-query user-command product-query product-command
-	order-query order-command inventory-worker payment-worker notification-worker audit-worker)
+# In start order (see above).
+mapfile -t SHOP_PROGRAMS < <(shop_programs | grep -- '-query$'; shop_programs | grep -- '-command$'
+	shop_programs | grep -v -- '-query$' | grep -v -- '-command$')
 
 usage() {
 	sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
@@ -67,20 +69,16 @@ export SHOP_SUPERVISE_ENV_DIR=$SHOP_RUN_DIR/env
 
 mark_of() { printf '%s --config %s' "$bindir/$1" "$config"; }
 
-# The admin HTTP address of a program: SHOP_ADMIN__<NAME> from the
-# environment, else admin.<name> of the config (host admin.host).
-admin_value() {
-	local key=$1 var=SHOP_ADMIN__${1^^}
-	if [[ -n ${!var:-} ]]; then
-		printf '%s' "${!var}"
-		return
-	fi
-	awk -v k="$key" '/^admin:/ { s = 1; next } /^[^ #]/ { s = 0 } s && $1 == k ":" { print $2; exit }' "$config"
+admin_url_of() { shop_admin_url "$bindir/$1" "$1" "$config"; }
+
+# The supervisor's child (the program itself) answers 200 on /readyz.
+ready() {
+	local sup=$1 name=$2 url=$3 child
+	child=$(pgrep -P "$sup" -f "bin/$name " | sed -n 1p) && [[ -n $child ]] && shop_ready "$url" "$child"
 }
-metrics_url_of() { printf 'http://%s:%s/metrics' "$(admin_value host)" "$(admin_value "${1//-/_}")"; }
 
 start_one() {
-	local name=$1 bin=$bindir/$1 log=$SHOP_LOG_DIR/$1.log pidfile=$piddir/$1.pid pid offset
+	local name=$1 bin=$bindir/$1 log=$SHOP_LOG_DIR/$1.log pidfile=$piddir/$1.pid pid url
 	if [[ ! -x $bin ]]; then
 		shop_log "$name: not built ($bin), skipped"
 		return 0
@@ -89,19 +87,17 @@ start_one() {
 		shop_log "$name: already running (pid $pid)"
 		return 0
 	fi
-	offset=$(stat -c %s "$log" 2>/dev/null || echo 0)
+	url=$(admin_url_of "$name") || return 1
 	setsid "$SHOP_REPO/scripts/lib/supervise.sh" "$name" "$log" "$bin" --config "$config" \
 		</dev/null >>"$log" 2>&1 &
 	pid=$!
 	printf '%s\n' "$pid" >"$pidfile"
-	local serving="\"$name: serving"
-	if ! proc_wait 60 "$pid" "$(mark_of "$name")" \
-		bash -c 'tail -c "+$(($2 + 1))" "$1" 2>/dev/null | grep -qF -- "$3"' _ "$log" "$offset" "$serving"; then
+	if ! proc_wait 60 "$pid" "$(mark_of "$name")" ready "$pid" "$name" "$url"; then
 		shop_warn "$name: did not start; the end of $log:"
 		tail -n 20 "$log" >&2 || true
 		return 1
 	fi
-	shop_log "$name: serving (pid $pid, log $log)"
+	shop_log "$name: ready (pid $pid, $url/readyz, log $log)"
 }
 
 stop_all() {
@@ -132,7 +128,7 @@ status)
 	down=0
 	for p in "${SHOP_PROGRAMS[@]}"; do
 		if pid=$(proc_pid_ours "$piddir/$p.pid" "$(mark_of "$p")"); then
-			shop_log "$p: running (pid $pid, metrics $(metrics_url_of "$p"))"
+			shop_log "$p: running (pid $pid, metrics $(admin_url_of "$p")/metrics)"
 		else
 			shop_log "$p: stopped"
 			down=1

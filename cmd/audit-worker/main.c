@@ -29,7 +29,6 @@ int main(int argc, char **argv) {
       .db_account = "shop_audit",
       .migrations = migs,
       .n_migrations = 1,
-      .endpoint = app_endpoint_audit_query,
       .consumer = &audit_consumer,
       .append_only = true,
       .setup = setup_cb,

@@ -55,7 +55,6 @@ int main(int argc, char **argv) {
       .db_account = "shop_order",
       .migrations = migs,
       .n_migrations = 1,
-      .endpoint = app_endpoint_order_command,
       .relay = true,
       .consumer = &order_saga_consumer,
       .setup = setup_cb,

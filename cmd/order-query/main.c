@@ -26,7 +26,6 @@ int main(int argc, char **argv) {
       .db_account = "shop_order_read",
       .migrations = migs,
       .n_migrations = 1,
-      .endpoint = app_endpoint_order_query,
       .consumer = &order_projection_consumer,
       .setup = setup_cb,
       .teardown = teardown_cb,

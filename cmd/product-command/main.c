@@ -10,8 +10,6 @@
 
 static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
   product_cmd_ctx *ctx = arg;
-  status_code st = product_currency_config_check(app_cfg(a), errbuf, errlen);
-  if (st != STATUS_OK) return st;
   product_cmd_ctx_init(ctx, app_cfg(a), app_name(a), app_db(a), app_relay(a));
   return product_cmd_register(app_server(a), ctx, errbuf, errlen);
 }
@@ -24,7 +22,6 @@ int main(int argc, char **argv) {
       .db_account = "shop_product",
       .migrations = migs,
       .n_migrations = 1,
-      .endpoint = app_endpoint_product_command,
       .relay = true,
       .setup = setup_cb,
       .arg = &ctx,

@@ -12,8 +12,6 @@
 
 static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
   product_query_ctx *ctx = arg;
-  status_code st = product_currency_config_check(app_cfg(a), errbuf, errlen);
-  if (st != STATUS_OK) return st;
   product_query_ctx_init(ctx, app_cfg(a), app_db(a));
   return product_query_register(app_server(a), ctx, errbuf, errlen);
 }
@@ -29,7 +27,6 @@ int main(int argc, char **argv) {
       .db_account = "shop_product_read",
       .migrations = migs,
       .n_migrations = 1,
-      .endpoint = app_endpoint_product_query,
       .consumer = &product_projection_consumer,
       .setup = setup_cb,
       .teardown = teardown_cb,

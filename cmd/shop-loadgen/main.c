@@ -8,7 +8,10 @@
  *                [--senders W] [--products P] [--lines L] [--no-register]
  *                [--run-dir DIR] [--settle S] [--no-reconcile | --reconcile-all]
  *                [--shopctl PATH] [--json]
+ *   shop-loadgen [--config PATH] --print-config [KEY]
  *
+ * The config is found as every program finds it (config_path_find:
+ * --config, $SHOP_CONFIG, else config/shop.yaml in the current folder).
  * The books check runs `shopctl reconcile --settle S --json`, narrowed
  * with --sku-prefix to the orders of this run's products; --reconcile-all
  * checks every order and product of the stack.
@@ -37,6 +40,8 @@ static void usage(FILE *f) {
           "                    [--senders W] [--products P] [--lines L] [--no-register]\n"
           "                    [--run-dir DIR] [--settle S] [--no-reconcile | --reconcile-all]\n"
           "                    [--shopctl PATH] [--json]\n"
+          "       shop-loadgen [--config PATH] --print-config [KEY]\n"
+          "  --config PATH   else $SHOP_CONFIG, else config/shop.yaml here\n"
           "  --customers N   closed loop: N customers, each waits for its order's\n"
           "                  completion (or only for the reply with --no-wait)\n"
           "  --rate R        open loop: R orders/s whatever the replies\n"
@@ -131,7 +136,9 @@ static char *reconcile_run_cmd(const char *shopctl, const char *config, int sett
 
 int main(int argc, char **argv) {
   loadgen_opts o = {.warmup_s = -1, .register_users = true};
-  const char *config_path = config_path_from_args(argc, argv);
+  const char *config_path = config_path_find(argc, argv);
+  const char *print_key = NULL;
+  bool print_config = config_print_arg(argc, argv, &print_key);
   const char *shopctl = NULL;
   bool json = false, reconcile = true, reconcile_all = false;
   int settle = 10;
@@ -154,6 +161,8 @@ int main(int argc, char **argv) {
       return 0;
     } else if (has && strcmp(a, "--config") == 0) {
       i++;
+    } else if (strcmp(a, "--print-config") == 0) {
+      if (print_key != NULL) i++;
     } else if (has && strcmp(a, "--customers") == 0) {
       o.mode = LOADGEN_CLOSED, o.customers = atoi(v), i++;
     } else if (has && strcmp(a, "--rate") == 0) {
@@ -183,15 +192,20 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  if ((o.customers <= 0 && o.rate <= 0) || settle < 0) {
+  if (!print_config && ((o.customers <= 0 && o.rate <= 0) || settle < 0)) {
     usage(stderr);
     return 2;
   }
-  char err[1024];
+  char err[STATUS_ERRBUF_SIZE];
   shop_cfg *cfg = NULL;
   if (config_load(&cfg, config_path, err, sizeof err) != 0) {
     fprintf(stderr, "shop-loadgen: %s\n", err);
     return 1;
+  }
+  if (print_config) {
+    int prc = config_print(cfg, print_key, stdout);
+    config_free(cfg);
+    return prc;
   }
   log_setup("shop-loadgen", LOG_LEVEL_WARN, NULL);
   o.cfg = cfg;

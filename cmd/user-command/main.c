@@ -30,7 +30,6 @@ int main(int argc, char **argv) {
       .db_account = "shop_user",
       .migrations = migs,
       .n_migrations = 1,
-      .endpoint = app_endpoint_user_command,
       .relay = true,
       .setup = setup_cb,
       .teardown = teardown_cb,

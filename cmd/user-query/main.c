@@ -25,7 +25,6 @@ int main(int argc, char **argv) {
       .db_account = "shop_user_read",
       .migrations = migs,
       .n_migrations = 1,
-      .endpoint = app_endpoint_user_query,
       .consumer = &user_projection_consumer,
       .setup = setup_cb,
       .teardown = teardown_cb,

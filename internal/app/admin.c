@@ -17,13 +17,14 @@
 /* The content type of the Prometheus text format 0.0.4. */
 #define ADMIN_METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
 #define ADMIN_CONNECTION_TIMEOUT_S 30
+#define ADMIN_PID_HEADER "X-Shop-Pid"
 
 struct app_admin {
   struct MHD_Daemon *d;
   int fd;
   int port;
   metrics_registry *reg;
-  app_ready_fn ready;
+  app_admin_ready_cb ready;
   void *ready_arg;
 };
 
@@ -38,6 +39,12 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned code, const c
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
   MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
   if (allow != NULL) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+  /* Which process answered: a script waiting for a restarted program to
+   * be ready tells the new run from the old one (and from a stranger on
+   * the port) by it. */
+  char pid[24];
+  snprintf(pid, sizeof pid, "%ld", (long)getpid());
+  MHD_add_response_header(r, ADMIN_PID_HEADER, pid);
   enum MHD_Result ret = MHD_queue_response(conn, code, r);
   MHD_destroy_response(r);
   return ret;
@@ -60,7 +67,7 @@ static enum MHD_Result admin_request_cb(void *cls, struct MHD_Connection *conn, 
     return reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n", "GET, HEAD");
   if (strcmp(url, "/livez") == 0) return reply_text(conn, MHD_HTTP_OK, "ok\n", NULL);
   if (strcmp(url, "/readyz") == 0) {
-    char why[512];
+    char why[STATUS_ERRBUF_SIZE];
     why[0] = '\0';
     if (ad->ready(ad->ready_arg, why, sizeof why - 1))
       return reply_text(conn, MHD_HTTP_OK, "ok\n", NULL);
@@ -83,18 +90,18 @@ static int admin_bind(const char *host, int port, int *bound, char *errbuf, size
   sa.sin_family = AF_INET;
   sa.sin_port = htons((uint16_t)port);
   if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-    snprintf(errbuf, errlen, "admin.host %s is not an IPv4 address", host);
+    status_seterr(errbuf, errlen, "admin.host %s is not an IPv4 address", host);
     return -1;
   }
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    snprintf(errbuf, errlen, "admin socket: %s", strerror(errno));
+    status_seterr(errbuf, errlen, "admin socket: %s", strerror(errno));
     return -1;
   }
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 64) != 0) {
-    snprintf(errbuf, errlen, "admin port %s:%d: %s", host, port, strerror(errno));
+    status_seterr(errbuf, errlen, "admin port %s:%d: %s", host, port, strerror(errno));
     close(fd);
     return -1;
   }
@@ -105,11 +112,12 @@ static int admin_bind(const char *host, int port, int *bound, char *errbuf, size
 }
 
 status_code app_admin_start(app_admin **out, const char *host, int port, metrics_registry *reg,
-                            app_ready_fn ready, void *ready_arg, char *errbuf, size_t errlen) {
+                            app_admin_ready_cb ready, void *ready_arg, char *errbuf,
+                            size_t errlen) {
   *out = NULL;
   app_admin *ad = calloc(1, sizeof *ad);
   if (ad == NULL) {
-    snprintf(errbuf, errlen, "out of memory");
+    status_seterr(errbuf, errlen, "out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   ad->reg = reg;
@@ -125,7 +133,7 @@ status_code app_admin_start(app_admin **out, const char *host, int port, metrics
                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ADMIN_CONNECTION_TIMEOUT_S,
                            MHD_OPTION_END);
   if (ad->d == NULL) {
-    snprintf(errbuf, errlen, "admin HTTP server on %s:%d did not start", host, ad->port);
+    status_seterr(errbuf, errlen, "admin HTTP server on %s:%d did not start", host, ad->port);
     close(ad->fd);
     free(ad);
     return STATUS_INTERNAL;

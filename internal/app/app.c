@@ -20,8 +20,9 @@
 
 struct app {
   const app_spec *spec;
+  const config_program *prog; /* spec->name's row of programs.list */
   shop_cfg *cfg;
-  const char *listen; /* --listen, or the endpoint from the config */
+  const char *listen; /* --listen, or the endpoint from the config; NULL: no RPC */
   bool listen_arg;    /* --listen was given */
   char db_password[256];
   db_params dbp;
@@ -59,16 +60,6 @@ const db_params *app_db_params(const app *a) { return &a->dbp; }
 metrics_registry *app_metrics(app *a) { return a->reg; }
 int app_admin_port_get(const app *a) { return app_admin_port(a->admin); }
 
-const char *app_endpoint_user_command(const shop_cfg *cfg) { return cfg->endpoints.user_command; }
-const char *app_endpoint_user_query(const shop_cfg *cfg) { return cfg->endpoints.user_query; }
-const char *app_endpoint_product_command(const shop_cfg *cfg) {
-  return cfg->endpoints.product_command;
-}
-const char *app_endpoint_product_query(const shop_cfg *cfg) { return cfg->endpoints.product_query; }
-const char *app_endpoint_order_command(const shop_cfg *cfg) { return cfg->endpoints.order_command; }
-const char *app_endpoint_order_query(const shop_cfg *cfg) { return cfg->endpoints.order_query; }
-const char *app_endpoint_audit_query(const shop_cfg *cfg) { return cfg->endpoints.audit_query; }
-
 /* ---- start-up steps ------------------------------------------------------------ */
 
 static void params_from_cfg(db_params *p, const shop_cfg *cfg, const char *account,
@@ -101,7 +92,7 @@ static status_code app_migrate(app *a, char *errbuf, size_t errlen) {
   memset(pw, 0, sizeof pw);
   if (st != STATUS_OK) return st;
   int applied = 0, total = 0;
-  if (s->endpoint != NULL) {
+  if (a->prog->endpoint != NULL) {
     st = db_migrate(c, "rpc", rpc_migrations, rpc_migrations_count, &applied, errbuf, errlen);
     total += applied;
   }
@@ -133,14 +124,7 @@ static status_code app_open_db(app *a, char *errbuf, size_t errlen) {
 }
 
 static status_code app_load_keys(app *a, char *errbuf, size_t errlen) {
-  const char *key = a->cfg->auth.jwt_key;
-  if (key == NULL || key[0] == '\0') {
-    snprintf(errbuf, errlen,
-             "auth.jwt_key is not set (give auth.jwt_key_file or SHOP_AUTH__JWT_KEY_FILE)");
-    return STATUS_FAILED_PRECONDITION;
-  }
-  return auth_keys_create(&a->keys, key, strlen(key), a->cfg->auth.issuer,
-                          a->cfg->auth.access_ttl_s, errbuf, errlen);
+  return auth_keys_from_cfg(&a->keys, a->cfg, errbuf, errlen);
 }
 
 static status_code app_make_relay(app *a, char *errbuf, size_t errlen) {
@@ -195,13 +179,13 @@ static void *app_housekeeping_main(void *arg) {
     pthread_mutex_unlock(&a->hk_mu);
     if (stop) return NULL;
 
-    char err[512];
+    char err[STATUS_ERRBUF_SIZE];
     db_conn *c = NULL;
     if (db_pool_get(a->db, &c, err, sizeof err) != STATUS_OK) {
       log_warn(NULL, "%s: housekeeping: no database connection: %s", a->spec->name, err);
       continue;
     }
-    if (a->spec->endpoint != NULL && !a->spec->append_only) {
+    if (a->prog->endpoint != NULL && !a->spec->append_only) {
       uint64_t n = 0;
       if (rpc_idem_purge(c, a->cfg->rpc.idempotency_retention_s, 1000, &n, err, sizeof err) !=
           STATUS_OK)
@@ -218,7 +202,7 @@ static void *app_housekeeping_main(void *arg) {
 static status_code app_housekeeping_start(app *a, char *errbuf, size_t errlen) {
   if (a->db == NULL) return STATUS_OK;
   if (pthread_create(&a->hk_thread, NULL, app_housekeeping_main, a) != 0) {
-    snprintf(errbuf, errlen, "cannot start the housekeeping thread");
+    status_seterr(errbuf, errlen, "cannot start the housekeeping thread");
     return STATUS_INTERNAL;
   }
   a->hk_started = true;
@@ -262,6 +246,10 @@ static bool args_ok(int argc, char **argv) {
       i++;
       continue;
     }
+    if (strcmp(argv[i], "--print-config") == 0) {
+      if (i + 1 < argc && argv[i + 1][0] != '-') i++;
+      continue;
+    }
     return false;
   }
   return true;
@@ -300,33 +288,10 @@ static void app_stop_all(app *a) {
   a->reg = NULL;
 }
 
-/* admin.<program> from the config ("order-command" -> admin.order_command);
- * 0 for a program without one. */
-static int app_admin_port_cfg(const shop_cfg *cfg, const char *name) {
-  static const struct {
-    const char *name;
-    size_t off;
-  } ports[] = {
-      {"user-command", offsetof(shop_cfg, admin.user_command)},
-      {"user-query", offsetof(shop_cfg, admin.user_query)},
-      {"product-command", offsetof(shop_cfg, admin.product_command)},
-      {"product-query", offsetof(shop_cfg, admin.product_query)},
-      {"order-command", offsetof(shop_cfg, admin.order_command)},
-      {"order-query", offsetof(shop_cfg, admin.order_query)},
-      {"inventory-worker", offsetof(shop_cfg, admin.inventory_worker)},
-      {"payment-worker", offsetof(shop_cfg, admin.payment_worker)},
-      {"notification-worker", offsetof(shop_cfg, admin.notification_worker)},
-      {"audit-worker", offsetof(shop_cfg, admin.audit_worker)},
-  };
-  for (size_t i = 0; i < sizeof ports / sizeof ports[0]; i++)
-    if (strcmp(ports[i].name, name) == 0) return *(const int *)((const char *)cfg + ports[i].off);
-  return 0;
-}
-
 /* --admin-port, else the config's port (0 with --listen). -1: bad value. */
 static int app_admin_port_pick(const app *a, int argc, char **argv) {
   const char *v = arg_value(argc, argv, "--admin-port");
-  if (v == NULL) return a->listen_arg ? 0 : app_admin_port_cfg(a->cfg, a->spec->name);
+  if (v == NULL) return a->listen_arg ? 0 : config_program_admin_port(a->cfg, a->prog);
   char *end;
   errno = 0;
   long p = strtol(v, &end, 10);
@@ -337,12 +302,12 @@ static int app_admin_port_pick(const app *a, int argc, char **argv) {
 static status_code app_admin_up(app *a, int argc, char **argv, char *errbuf, size_t errlen) {
   if (metrics_registry_create(&a->reg) != STATUS_OK ||
       metrics_collector_add(a->reg, app_collect_cb, &a->obs) != STATUS_OK) {
-    snprintf(errbuf, errlen, "out of memory");
+    status_seterr(errbuf, errlen, "out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   int port = app_admin_port_pick(a, argc, argv);
   if (port < 0) {
-    snprintf(errbuf, errlen, "--admin-port must be a port number (0-65535)");
+    status_seterr(errbuf, errlen, "--admin-port must be a port number (0-65535)");
     return STATUS_INVALID_ARGUMENT;
   }
   return app_admin_start(&a->admin, a->cfg->admin.host, port, a->reg, app_ready_cb, &a->obs, errbuf,
@@ -352,23 +317,38 @@ static status_code app_admin_up(app *a, int argc, char **argv, char *errbuf, siz
 int app_main(const app_spec *spec, int argc, char **argv) {
   rpc_signals_block();
   if (!args_ok(argc, argv)) {
-    fprintf(stderr, "usage: %s [--config PATH] [--listen URL] [--admin-port N]\n", spec->name);
+    fprintf(stderr,
+            "usage: %s [--config PATH] [--listen URL] [--admin-port N] [--print-config [KEY]]\n",
+            spec->name);
     return 2;
   }
-  char err[1024] = "";
-  app a = {.spec = spec};
-  pthread_mutex_init(&a.hk_mu, NULL);
-  pthread_cond_init(&a.hk_cv, NULL);
-  if (config_load(&a.cfg, config_path_from_args(argc, argv), err, sizeof err) != 0) {
+  const config_program *prog = config_program_find(spec->name);
+  if (prog == NULL) {
+    fprintf(stderr, "%s: not a program of internal/config/programs.list\n", spec->name);
+    return 2;
+  }
+  char err[STATUS_ERRBUF_SIZE] = "";
+  shop_cfg *cfg = NULL;
+  if (config_load(&cfg, config_path_find(argc, argv), err, sizeof err) != 0) {
     fprintf(stderr, "%s: %s\n", spec->name, err);
     return 2;
   }
+  const char *print_key;
+  if (config_print_arg(argc, argv, &print_key)) {
+    int prc = config_print(cfg, print_key, stdout);
+    config_free(cfg);
+    return prc;
+  }
+  app a = {.spec = spec, .prog = prog, .cfg = cfg};
+  pthread_mutex_init(&a.hk_mu, NULL);
+  pthread_cond_init(&a.hk_cv, NULL);
   log_level lvl = LOG_LEVEL_INFO;
   log_level_parse(a.cfg->log.level, &lvl);
   log_setup(spec->name, lvl, NULL);
   a.listen = arg_value(argc, argv, "--listen");
   a.listen_arg = a.listen != NULL;
-  if (a.listen == NULL && spec->endpoint != NULL) a.listen = spec->endpoint(a.cfg);
+  if (a.listen == NULL) a.listen = config_program_endpoint(a.cfg, prog);
+  if (prog->endpoint == NULL) a.listen = NULL; /* a worker serves no RPC, --listen or not */
   a.obs.name = spec->name;
   a.obs.group = spec->consumer != NULL ? spec->consumer->group : NULL;
   a.obs.metrics = spec->metrics;
@@ -401,7 +381,7 @@ int app_main(const app_spec *spec, int argc, char **argv) {
     log_error(NULL, "%s: outbox relay: %s", spec->name, err);
     goto out;
   }
-  if (spec->endpoint != NULL && (st = app_make_server(&a, err, sizeof err)) != STATUS_OK) {
+  if (a.listen != NULL && (st = app_make_server(&a, err, sizeof err)) != STATUS_OK) {
     log_error(NULL, "%s: rpc server on %s: %s", spec->name, a.listen, err);
     goto out;
   }

@@ -6,7 +6,6 @@
  *     static const app_spec spec = {
  *         .name = "user-command",
  *         .db_account = "shop_user",
- *         .endpoint = app_endpoint_user_command,
  *         .migrations = user_migrations_table, .n_migrations = 1,
  *         .relay = true,
  *         .setup = user_command_setup_cb, .teardown = user_command_teardown_cb,
@@ -17,12 +16,17 @@
  * app_main() does, in this order:
  *   1. blocks SIGTERM and SIGINT (before any thread exists, so that every
  *      thread inherits the mask and only the main thread takes them);
- *   2. parses the command line: --config PATH (else $SHOP_CONFIG),
- *      --listen URL (overrides the endpoint from the config; tests run a
- *      second instance with it) and --admin-port N (the admin HTTP port;
- *      0 picks a free one; default: admin.<program> from the config, or 0
- *      when --listen is given, so a second instance never clashes);
- *   3. loads the config and sets up logging (service = spec->name), then
+ *   2. parses the command line: --config PATH (else $SHOP_CONFIG, else
+ *      config/shop.yaml in the current folder: config_path_find),
+ *      --print-config [KEY] (prints the effective config, or one key's
+ *      value, and exits 0: config_print), --listen URL (overrides the
+ *      endpoint from the config; tests run a second instance with it) and --admin-port N (the admin
+ * HTTP port; 0 picks a free one; default: admin.<program> from the config, or 0 when --listen is
+ * given, so a second instance never clashes);
+ *   3. finds spec->name in internal/config/programs.list (which says
+ *      whether it serves RPC, on which endpoints.<key>, and its
+ *      admin.<key>); loads the config and sets up logging (service =
+ *      spec->name), then
  *      starts the admin HTTP server on admin.host (see "Admin HTTP"
  *      below); a port in use stops start-up (exit 1) with the address;
  *   4. when db_account is set: applies the migrations as the migration
@@ -32,11 +36,12 @@
  *      or a consumer, then the program's own components, in the order
  *      given; then opens a pool of mysql.pool_size connections as the
  *      service's own account (the database has the account's name);
- *   5. loads the JWT key (auth.jwt_key): RPC servers verify tokens with it;
+ *   5. loads the JWT key (auth.jwt_key, auth_keys_from_cfg: a missing or
+ *      short key names the config file): RPC servers verify tokens with it;
  *   6. creates the outbox relay (spec->relay) and the RPC server
- *      (spec->endpoint), then calls spec->setup, which registers the
- *      services and may do start-up work (the first admin, say), then
- *      creates the consumer (spec->consumer);
+ *      (when programs.list gives the program an endpoint), then calls spec->setup, which registers
+ * the services and may do start-up work (the first admin, say), then creates the consumer
+ * (spec->consumer);
  *   7. starts the relay, the consumer (spec->consumer), the housekeeping
  *      thread and the RPC server, and logs "serving" with the RPC
  *      endpoint and the admin port ("serving on tcp://... admin
@@ -59,7 +64,9 @@
  *                 shop_consumer_lag{group,topic,partition}, shop_events_*,
  *                 shop_outbox_*, shop_rpc_server_*, shop_ready, and what
  *                 the program adds (spec->metrics, app_metrics());
- *   other paths 404, other methods 405. HEAD works like GET.
+ *   other paths 404, other methods 405. HEAD works like GET. Every reply
+ *   carries "X-Shop-Pid: <pid>", the process that answered (scripts wait
+ *   for a restarted program's own 200 on /readyz by it).
  * The admin server stops after the RPC server drained, before anything it
  * reads is freed.
  *
@@ -95,64 +102,53 @@ typedef struct app_migrations {
   size_t count;
 } app_migrations;
 
-/* The endpoint a program serves on, picked from the config. */
-typedef const char *(*app_endpoint_fn)(const shop_cfg *cfg);
-
 /* Called once after the database, the relay and the server exist and
  * before anything starts: register services with app_server(), build the
  * domain context. A non-OK status stops start-up (exit 1) with errbuf
  * logged. Runs on the main thread. */
-typedef status_code (*app_setup_fn)(app *a, void *arg, char *errbuf, size_t errlen);
+typedef status_code (*app_setup_cb)(app *a, void *arg, char *errbuf, size_t errlen);
 
 /* Called once after the server, the consumer and the relay have stopped
  * (also when start-up failed after setup succeeded). */
-typedef void (*app_teardown_fn)(app *a, void *arg);
+typedef void (*app_teardown_cb)(app *a, void *arg);
 
 /* Called every housekeeping_interval_s on the housekeeping thread, with a
  * connection of the pool (no transaction open): purge what has expired.
  * Errors are the hook's to log. */
-typedef void (*app_housekeeping_fn)(app *a, db_conn *db, void *arg);
+typedef void (*app_housekeeping_cb)(app *a, db_conn *db, void *arg);
 
 /* Called on each scrape of /metrics, on an admin HTTP thread, with a
  * connection of the pool (no transaction open): sets the program's own
  * gauges computed from its database (orders by state, say). Only for
  * programs with db_account. Errors are the hook's to log (or to leave a
  * gauge stale). */
-typedef void (*app_metrics_fn)(db_conn *db, metrics_registry *reg, void *arg);
+typedef void (*app_metrics_cb)(db_conn *db, metrics_registry *reg, void *arg);
 
 typedef struct app_spec {
-  const char *name;                 /* program name: logs, RPC caller, event source */
+  const char *name;                 /* program name (a row of internal/config/programs.list,
+                                       which gives its endpoint and admin port): logs, RPC
+                                       caller, event source */
   const char *db_account;           /* account and database ("shop_user"); NULL: none */
   const app_migrations *migrations; /* the program's own, applied after rpc/events */
   size_t n_migrations;
-  app_endpoint_fn endpoint;         /* NULL: no RPC server */
   bool relay;                       /* run an outbox relay on db_account's database */
   const consumer_spec *consumer;    /* the domain's consumer (events/consumer.h); its
                                        apply functions, handler and committed
                                        callback get arg; it nudges the relay */
-  app_setup_fn setup;               /* may be NULL */
-  app_teardown_fn teardown;         /* may be NULL */
-  app_housekeeping_fn housekeeping; /* may be NULL */
+  app_setup_cb setup;               /* may be NULL */
+  app_teardown_cb teardown;         /* may be NULL */
+  app_housekeeping_cb housekeeping; /* may be NULL */
   int housekeeping_interval_s;      /* 0: 60 */
   bool append_only;                 /* db_account may not DELETE (audit): neither the
                                        idempotency records nor the consumer's
                                        processed ids are purged; they grow with
                                        the append-only log they guard */
-  app_metrics_fn metrics;           /* may be NULL */
+  app_metrics_cb metrics;           /* may be NULL */
   void *arg;                        /* handed to the hooks */
 } app_spec;
 
 /* Runs the program as described above. Returns the process exit status. */
 int app_main(const app_spec *spec, int argc, char **argv);
-
-/* Endpoint pickers for app_spec.endpoint. */
-const char *app_endpoint_user_command(const shop_cfg *cfg);
-const char *app_endpoint_user_query(const shop_cfg *cfg);
-const char *app_endpoint_product_command(const shop_cfg *cfg);
-const char *app_endpoint_product_query(const shop_cfg *cfg);
-const char *app_endpoint_order_command(const shop_cfg *cfg);
-const char *app_endpoint_order_query(const shop_cfg *cfg);
-const char *app_endpoint_audit_query(const shop_cfg *cfg);
 
 /* Accessors, valid from setup to teardown. */
 const char *app_name(const app *a);

@@ -22,7 +22,7 @@ typedef struct app_admin app_admin;
 
 /* True when the program is ready; otherwise a short reason in why. Runs on
  * a connection thread of the admin server. */
-typedef bool (*app_ready_fn)(void *arg, char *why, size_t len);
+typedef bool (*app_admin_ready_cb)(void *arg, char *why, size_t len);
 
 /* Binds host:port (0: ephemeral) and serves GET /livez (200 "ok" while
  * the process runs), /readyz (200, or 503 with ready's reason) and
@@ -31,7 +31,7 @@ typedef bool (*app_ready_fn)(void *arg, char *why, size_t len);
  * borrowed until app_admin_stop. Errors: UNAVAILABLE (the port is taken,
  * said in errbuf), INTERNAL. */
 status_code app_admin_start(app_admin **out, const char *host, int port, metrics_registry *reg,
-                            app_ready_fn ready, void *ready_arg, char *errbuf, size_t errlen);
+                            app_admin_ready_cb ready, void *ready_arg, char *errbuf, size_t errlen);
 /* The bound port. */
 int app_admin_port(const app_admin *ad);
 /* Stops serving and waits for running requests. NULL is fine. */
@@ -54,7 +54,7 @@ typedef struct app_observed {
   atomic_bool stopping; /* a signal came */
 } app_observed;
 
-/* app_ready_fn over an app_observed: the database answers, the RPC server
+/* app_admin_ready_cb over an app_observed: the database answers, the RPC server
  * serves (not draining), the consumer has partitions, the relay runs. */
 bool app_ready_cb(void *arg, char *why, size_t len);
 /* metrics_collect_cb over an app_observed: consumer lag and counters,

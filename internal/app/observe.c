@@ -12,7 +12,7 @@
 
 static bool db_ok(db_pool *pool, char *why, size_t len) {
   db_conn *c = NULL;
-  char err[256];
+  char err[STATUS_ERRBUF_SIZE];
   if (db_pool_get(pool, &c, err, sizeof err) != STATUS_OK) {
     snprintf(why, len, "database: %s", err);
     return false;
@@ -102,7 +102,7 @@ static void collect_relay(metrics_registry *reg, app_observed *o, db_conn *db) {
   put(reg, METRICS_GAUGE, "shop_outbox_relay_active", "1 when this relay holds its outbox's lock.",
       r, v, rs.active ? 1 : 0);
   if (db == NULL) return;
-  char err[256];
+  char err[STATUS_ERRBUF_SIZE];
   int64_t unsent = 0, parked = 0, age_ms = 0;
   if (outbox_backlog(db, &unsent, &parked, err, sizeof err) == STATUS_OK) {
     put(reg, METRICS_GAUGE, "shop_outbox_unsent", "Outbox rows not yet published.", r, v,
@@ -126,14 +126,14 @@ static void collect_server(metrics_registry *reg, app_observed *o) {
 
 void app_collect_cb(metrics_registry *reg, void *arg) {
   app_observed *o = arg;
-  char why[256];
+  char why[STATUS_ERRBUF_SIZE];
   put(reg, METRICS_GAUGE, "shop_ready", "1 when /readyz answers 200, else 0.", NULL, NULL,
       app_ready_cb(o, why, sizeof why) ? 1 : 0);
   if (!atomic_load(&o->up)) return;
   if (o->srv != NULL) collect_server(reg, o);
   if (o->cons != NULL) collect_consumer(reg, o);
   db_conn *db = NULL;
-  char err[256];
+  char err[STATUS_ERRBUF_SIZE];
   if (o->db != NULL && db_pool_get(o->db, &db, err, sizeof err) != STATUS_OK) db = NULL;
   if (o->relay != NULL) collect_relay(reg, o, db);
   if (db != NULL && o->metrics != NULL) o->metrics(db, reg, o->arg);

@@ -16,16 +16,6 @@ struct auth_keys {
   int ttl_s;
 };
 
-static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *errbuf, size_t errlen, const char *fmt, ...) {
-  if (errbuf == NULL || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(errbuf, errlen, fmt, ap);
-  va_end(ap);
-}
-
 const char *auth_role_name(auth_role role) {
   switch (role) {
   case AUTH_ROLE_CUSTOMER:
@@ -48,23 +38,23 @@ status_code auth_keys_create(auth_keys **out, const void *key, size_t keylen, co
                              int ttl_s, char *errbuf, size_t errlen) {
   *out = NULL;
   if (key == NULL || keylen < AUTH_MIN_KEY_BYTES) {
-    seterr(errbuf, errlen, "auth: the signing key must be at least %d bytes", AUTH_MIN_KEY_BYTES);
+    status_seterr(errbuf, errlen, "auth: the signing key must be at least %d bytes", AUTH_MIN_KEY_BYTES);
     return STATUS_INVALID_ARGUMENT;
   }
   if (keylen > 4096) {
-    seterr(errbuf, errlen, "auth: the signing key is longer than 4096 bytes");
+    status_seterr(errbuf, errlen, "auth: the signing key is longer than 4096 bytes");
     return STATUS_INVALID_ARGUMENT;
   }
   if (issuer == NULL || issuer[0] == '\0' || strlen(issuer) > AUTH_ISS_MAX) {
-    seterr(errbuf, errlen, "auth: the issuer must be 1..%d characters", AUTH_ISS_MAX);
+    status_seterr(errbuf, errlen, "auth: the issuer must be 1..%d characters", AUTH_ISS_MAX);
     return STATUS_INVALID_ARGUMENT;
   }
   if (ttl_s <= 0) {
-    seterr(errbuf, errlen, "auth: the token lifetime must be positive");
+    status_seterr(errbuf, errlen, "auth: the token lifetime must be positive");
     return STATUS_INVALID_ARGUMENT;
   }
   if (sodium_init() < 0) {
-    seterr(errbuf, errlen, "auth: libsodium failed to initialise");
+    status_seterr(errbuf, errlen, "auth: libsodium failed to initialise");
     return STATUS_INTERNAL;
   }
   auth_keys *k = calloc(1, sizeof *k);
@@ -79,8 +69,26 @@ status_code auth_keys_create(auth_keys **out, const void *key, size_t keylen, co
   return STATUS_OK;
 oom:
   auth_keys_destroy(k);
-  seterr(errbuf, errlen, "auth: out of memory");
+  status_seterr(errbuf, errlen, "auth: out of memory");
   return STATUS_RESOURCE_EXHAUSTED;
+}
+
+status_code auth_keys_from_cfg(auth_keys **out, const shop_cfg *cfg, char *errbuf, size_t errlen) {
+  *out = NULL;
+  const char *key = cfg->auth.jwt_key;
+  if (key == NULL || key[0] == '\0') {
+    status_seterr(errbuf, errlen,
+           "auth.jwt_key is not set in %s (give auth.jwt_key_file, SHOP_AUTH__JWT_KEY_FILE or "
+           "SHOP_AUTH__JWT_KEY)",
+           config_source_text(cfg));
+    return STATUS_FAILED_PRECONDITION;
+  }
+  char why[STATUS_ERRBUF_SIZE];
+  status_code st = auth_keys_create(out, key, strlen(key), cfg->auth.issuer, cfg->auth.access_ttl_s,
+                                    why, sizeof why);
+  if (st != STATUS_OK)
+    status_seterr(errbuf, errlen, "%s (auth.jwt_key of %s)", why, config_source_text(cfg));
+  return st;
 }
 
 void auth_keys_destroy(auth_keys *k) {
@@ -98,11 +106,11 @@ static int64_t now_or(int64_t now) { return now != 0 ? now : (int64_t)time(NULL)
 status_code auth_token_sign(const auth_keys *k, const char *sub, auth_role role, int64_t now,
                             char *buf, size_t buflen, char *errbuf, size_t errlen) {
   if (sub == NULL || sub[0] == '\0' || strlen(sub) > AUTH_SUB_MAX) {
-    seterr(errbuf, errlen, "auth: sub must be 1..%d characters", AUTH_SUB_MAX);
+    status_seterr(errbuf, errlen, "auth: sub must be 1..%d characters", AUTH_SUB_MAX);
     return STATUS_INVALID_ARGUMENT;
   }
   if (role != AUTH_ROLE_CUSTOMER && role != AUTH_ROLE_ADMIN) {
-    seterr(errbuf, errlen, "auth: a token needs the customer or admin role");
+    status_seterr(errbuf, errlen, "auth: a token needs the customer or admin role");
     return STATUS_INVALID_ARGUMENT;
   }
   now = now_or(now);
@@ -127,13 +135,13 @@ status_code auth_token_sign(const auth_keys *k, const char *sub, auth_role role,
   size_t n = strlen(tok);
   if (n + 1 > buflen) {
     rc = STATUS_RESOURCE_EXHAUSTED;
-    seterr(errbuf, errlen, "auth: token of %zu bytes does not fit the buffer", n);
+    status_seterr(errbuf, errlen, "auth: token of %zu bytes does not fit the buffer", n);
     goto out;
   }
   memcpy(buf, tok, n + 1);
   rc = STATUS_OK;
 out:
-  if (rc == STATUS_INTERNAL) seterr(errbuf, errlen, "auth: libjwt failed to sign the token");
+  if (rc == STATUS_INTERNAL) status_seterr(errbuf, errlen, "auth: libjwt failed to sign the token");
   free(tok);
   jwt_free(jwt);
   return rc;
@@ -162,11 +170,11 @@ status_code auth_token_verify(const auth_keys *k, const char *token, int64_t now
                               char *errbuf, size_t errlen) {
   memset(out, 0, sizeof *out);
   if (token == NULL || token[0] == '\0') {
-    seterr(errbuf, errlen, "missing token");
+    status_seterr(errbuf, errlen, "missing token");
     return STATUS_UNAUTHENTICATED;
   }
   if (strlen(token) > AUTH_TOKEN_MAX) {
-    seterr(errbuf, errlen, "token too long");
+    status_seterr(errbuf, errlen, "token too long");
     return STATUS_UNAUTHENTICATED;
   }
   now = now_or(now);
@@ -176,27 +184,27 @@ status_code auth_token_verify(const auth_keys *k, const char *token, int64_t now
    * algorithm is pinned below, after decoding, so a token claiming "none"
    * or another algorithm is refused even if libjwt accepted it. */
   if (jwt_decode(&jwt, token, k->key, (int)k->keylen) != 0 || jwt == NULL) {
-    seterr(errbuf, errlen, "bad token or signature");
+    status_seterr(errbuf, errlen, "bad token or signature");
     goto out;
   }
   if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
-    seterr(errbuf, errlen, "token algorithm not allowed");
+    status_seterr(errbuf, errlen, "token algorithm not allowed");
     goto out;
   }
   if (!copy_claim(jwt, "iss", out->iss, AUTH_ISS_MAX) || strcmp(out->iss, k->issuer) != 0) {
-    seterr(errbuf, errlen, "token issuer not accepted");
+    status_seterr(errbuf, errlen, "token issuer not accepted");
     goto out;
   }
   if (!int_claim(jwt, "exp", &out->exp) || !int_claim(jwt, "iat", &out->iat)) {
-    seterr(errbuf, errlen, "token lacks exp or iat");
+    status_seterr(errbuf, errlen, "token lacks exp or iat");
     goto out;
   }
   if (out->exp <= now) {
-    seterr(errbuf, errlen, "token expired");
+    status_seterr(errbuf, errlen, "token expired");
     goto out;
   }
   if (out->iat > now + AUTH_CLOCK_SKEW_S) {
-    seterr(errbuf, errlen, "token issued in the future");
+    status_seterr(errbuf, errlen, "token issued in the future");
     goto out;
   }
   char role[16];
@@ -204,7 +212,7 @@ status_code auth_token_verify(const auth_keys *k, const char *token, int64_t now
       !copy_claim(jwt, "jti", out->jti, AUTH_JTI_MAX) ||
       !copy_claim(jwt, "role", role, sizeof role - 1) ||
       (out->role = auth_role_parse(role)) == AUTH_ROLE_NONE) {
-    seterr(errbuf, errlen, "token lacks sub, jti or a known role");
+    status_seterr(errbuf, errlen, "token lacks sub, jti or a known role");
     goto out;
   }
   rc = STATUS_OK;

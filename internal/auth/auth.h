@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/config.h"
 #include "status/status.h"
 
 #define AUTH_MIN_KEY_BYTES 32
@@ -66,6 +67,13 @@ typedef struct auth_keys auth_keys;
  * INVALID_ARGUMENT with the reason in errbuf. */
 status_code auth_keys_create(auth_keys **out, const void *key, size_t keylen, const char *issuer,
                              int ttl_s, char *errbuf, size_t errlen);
+
+/* auth_keys_create with the config's auth.jwt_key, auth.issuer and
+ * auth.access_ttl_s: what every program that signs or verifies tokens
+ * does. A key that is missing or too short fails with FAILED_PRECONDITION
+ * or INVALID_ARGUMENT and errbuf naming the config file it read
+ * (config_source_text) and how to give the key. */
+status_code auth_keys_from_cfg(auth_keys **out, const shop_cfg *cfg, char *errbuf, size_t errlen);
 
 /* Wipes and frees the keys; NULL is fine. */
 void auth_keys_destroy(auth_keys *k);

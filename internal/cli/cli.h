@@ -44,14 +44,14 @@ extern const ProtobufCServiceDescriptor *const cli_service_registry[];
  * a leading dot allowed), or NULL. */
 const ProtobufCMessageDescriptor *cli_message_find(const char *full_name);
 
-/* Converts m to a new JSON object. On success *out is owned by the caller
+/* Converts m to a new JSON object. On success the caller owns *out
  * (json_decref). Errors: RESOURCE_EXHAUSTED (memory). */
 status_code cli_json_from_message(json_t **out, const ProtobufCMessage *m, char *errbuf,
                                   size_t errlen);
 
-/* Builds a new message of type desc from a JSON object. On success *out is
- * owned by the caller (protobuf_c_message_free_unpacked(*out, NULL)); on
- * error *out is NULL and errbuf names the path. */
+/* Builds a new message of type desc from a JSON object. On success the
+ * caller owns *out (protobuf_c_message_free_unpacked(*out, NULL)); on error
+ * *out is NULL and errbuf names the path. */
 status_code cli_json_to_message(ProtobufCMessage **out, const ProtobufCMessageDescriptor *desc,
                                 const json_t *j, char *errbuf, size_t errlen);
 

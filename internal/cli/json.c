@@ -285,7 +285,7 @@ status_code cli_json_from_message(json_t **out, const ProtobufCMessage *m, char 
                                   size_t errlen) {
   *out = message_to_json(m);
   if (*out == NULL) {
-    snprintf(errbuf, errlen, "out of memory");
+    status_seterr(errbuf, errlen, "out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   return STATUS_OK;
@@ -296,7 +296,7 @@ status_code cli_json_from_bytes(json_t **out, const ProtobufCMessageDescriptor *
   *out = NULL;
   ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, data);
   if (m == NULL) {
-    snprintf(errbuf, errlen, "bytes do not decode as %s", desc->name);
+    status_seterr(errbuf, errlen, "bytes do not decode as %s", desc->name);
     return STATUS_INVALID_ARGUMENT;
   }
   status_code rc = cli_json_from_message(out, m, errbuf, errlen);
@@ -537,12 +537,12 @@ status_code cli_json_to_message(ProtobufCMessage **out, const ProtobufCMessageDe
   *out = NULL;
   jctx c = {.errbuf = errbuf, .errlen = errlen};
   if (!json_is_object(j)) {
-    snprintf(errbuf, errlen, "%s must be a JSON object", desc->name);
+    status_seterr(errbuf, errlen, "%s must be a JSON object", desc->name);
     return STATUS_INVALID_ARGUMENT;
   }
   ProtobufCMessage *m = malloc(desc->sizeof_message);
   if (m == NULL) {
-    snprintf(errbuf, errlen, "out of memory");
+    status_seterr(errbuf, errlen, "out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   protobuf_c_message_init(desc, m);
@@ -565,7 +565,7 @@ status_code cli_json_to_bytes(uint8_t **out, size_t *out_len,
   *out = malloc(n ? n : 1);
   if (*out == NULL) {
     protobuf_c_message_free_unpacked(m, NULL);
-    snprintf(errbuf, errlen, "out of memory");
+    status_seterr(errbuf, errlen, "out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   *out_len = protobuf_c_message_pack(m, *out);

@@ -44,7 +44,7 @@ static rpc_client *seed_client(const shop_cfg *cfg, const char *url) {
   rpc_client_opts_from_cfg(&o, cfg, url, "shopctl-seed");
   if (o.max_timeout_ms < SEED_TIMEOUT_MS) o.max_timeout_ms = SEED_TIMEOUT_MS;
   rpc_client *c = NULL;
-  char err[256];
+  char err[STATUS_ERRBUF_SIZE];
   if (rpc_client_create(&c, &o, err, sizeof err) != STATUS_OK) {
     fprintf(stderr, "ERROR: %s: %s\n", url, err);
     return NULL;

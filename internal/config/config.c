@@ -7,7 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
+
+#include "money/money.h"
+#include "status/status.h"
+
+/* Where a program in a checkout finds its config without being told. */
+#define CONFIG_DEFAULT_PATH "config/shop.yaml"
 
 extern char **environ;
 
@@ -23,19 +30,20 @@ typedef struct cfg_key {
   const char *def;
   bool secret;
   const char *const *choices; /* NULL-terminated, for enumerated strings */
+  const char *(*check)(const char *value); /* NULL, or why a string value is bad */
 } cfg_key;
 
 #define S(path, field, def)                                                                        \
-  { path, CFG_STR, offsetof(shop_cfg, field), 0, 0, def, false, NULL }
+  { path, CFG_STR, offsetof(shop_cfg, field), 0, 0, def, false, NULL, NULL }
 #define SECRET(path, field)                                                                        \
-  { path, CFG_STR, offsetof(shop_cfg, field), 0, 0, "", true, NULL }
+  { path, CFG_STR, offsetof(shop_cfg, field), 0, 0, "", true, NULL, NULL }
 #define I(path, field, min, max, def)                                                              \
-  { path, CFG_INT, offsetof(shop_cfg, field), min, max, #def, false, NULL }
+  { path, CFG_INT, offsetof(shop_cfg, field), min, max, #def, false, NULL, NULL }
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
 static const cfg_key cfg_table[] = {
-    {"log.level", CFG_STR, offsetof(shop_cfg, log.level), 0, 0, "info", false, log_levels},
+    {"log.level", CFG_STR, offsetof(shop_cfg, log.level), 0, 0, "info", false, log_levels, NULL},
 
     S("mysql.host", mysql.host, "127.0.0.1"),
     I("mysql.port", mysql.port, 1, 65535, 13306),
@@ -56,28 +64,22 @@ static const cfg_key cfg_table[] = {
     I("kafka.outbox_retention_s", kafka.outbox_retention_s, 1, 31536000, 604800),
     I("kafka.processed_retention_s", kafka.processed_retention_s, 1, 31536000, 604800),
 
-    S("endpoints.user_command", endpoints.user_command, "tcp://127.0.0.1:17001"),
-    S("endpoints.user_query", endpoints.user_query, "tcp://127.0.0.1:17002"),
-    S("endpoints.product_command", endpoints.product_command, "tcp://127.0.0.1:17003"),
-    S("endpoints.product_query", endpoints.product_query, "tcp://127.0.0.1:17004"),
-    S("endpoints.order_command", endpoints.order_command, "tcp://127.0.0.1:17005"),
-    S("endpoints.order_query", endpoints.order_query, "tcp://127.0.0.1:17006"),
-    S("endpoints.audit_query", endpoints.audit_query, "tcp://127.0.0.1:17007"),
+    /* The programs' endpoints and admin ports (programs.list): empty and
+     * -1 are resolved from port_base after loading (resolve_programs). */
+    S("endpoints.host", endpoints.host, "127.0.0.1"),
+    I("endpoints.port_base", endpoints.port_base, 1, 65535, 17001),
+#define X(key, name, service) S("endpoints." #key, endpoints.key, ""),
+    SHOP_ENDPOINT_LIST(X)
+#undef X
 
     /* Admin HTTP: /metrics, /livez, /readyz (internal/app). */
     S("admin.host", admin.host, "127.0.0.1"),
-    I("admin.user_command", admin.user_command, 0, 65535, 19101),
-    I("admin.user_query", admin.user_query, 0, 65535, 19102),
-    I("admin.product_command", admin.product_command, 0, 65535, 19103),
-    I("admin.product_query", admin.product_query, 0, 65535, 19104),
-    I("admin.order_command", admin.order_command, 0, 65535, 19105),
-    I("admin.order_query", admin.order_query, 0, 65535, 19106),
-    I("admin.inventory_worker", admin.inventory_worker, 0, 65535, 19107),
-    I("admin.payment_worker", admin.payment_worker, 0, 65535, 19108),
-    I("admin.notification_worker", admin.notification_worker, 0, 65535, 19109),
-    I("admin.audit_worker", admin.audit_worker, 0, 65535, 19110),
+    I("admin.port_base", admin.port_base, 1, 65535, 19101),
+#define X(key, name, endpoint, service) I("admin." #key, admin.key, -1, 65535, -1),
+    SHOP_PROGRAM_LIST(X)
+#undef X
 
-    I("rpc.workers", rpc.workers, 1, 1024, 16),
+        I("rpc.workers", rpc.workers, 1, 1024, 16),
     I("rpc.queue_size", rpc.queue_size, 1, 1000000, 1024),
     I("rpc.max_message_bytes", rpc.max_message_bytes, 1024, 1073741824, 4194304),
     I("rpc.default_timeout_ms", rpc.default_timeout_ms, 1, 3600000, 5000),
@@ -99,7 +101,10 @@ static const cfg_key cfg_table[] = {
     I("auth.password_opslimit", auth.password_opslimit, 1, 64, 2),
     I("auth.password_memlimit_kib", auth.password_memlimit_kib, 8, 4194304, 19456),
 
-    S("catalog.currency", catalog.currency, "EUR"),
+    /* Checked here, so that no program starts with a currency no price
+     * can have. */
+    {"catalog.currency", CFG_STR, offsetof(shop_cfg, catalog.currency), 0, 0, "EUR", false, NULL,
+     money_currency_check},
 
     /* Orders, inventory and payment (issue 6; see internal/order, inventory, payment). */
     I("order.deadline_s", order.deadline_s, 1, 604800, 900),
@@ -131,15 +136,6 @@ static char **str_slot(shop_cfg *cfg, const cfg_key *k) {
   return (char **)((char *)cfg + k->offset);
 }
 static int *int_slot(shop_cfg *cfg, const cfg_key *k) { return (int *)((char *)cfg + k->offset); }
-
-static void fail(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(char *errbuf, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  if (errbuf != NULL && errlen > 0) vsnprintf(errbuf, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* Expands ${VAR} and ${VAR:-default} from the environment. Returns a new
  * string or NULL on a malformed reference. */
@@ -213,15 +209,15 @@ static int set_value(shop_cfg *cfg, const cfg_key *k, bool from_file_suffix, con
                      const char *where, char *errbuf, size_t errlen) {
   char *val = expand_env(raw);
   if (val == NULL) {
-    fail(errbuf, errlen, "%s: %s: malformed ${...} reference", where, k->path);
+    status_seterr(errbuf, errlen, "%s: %s: malformed ${...} reference", where, k->path);
     return -1;
   }
   if (from_file_suffix) {
-    char why[512];
+    char why[STATUS_ERRBUF_SIZE];
     char *secret = read_secret_file(val, why, sizeof why);
     free(val);
     if (secret == NULL) {
-      fail(errbuf, errlen, "%s: %s_file: %s", where, k->path, why);
+      status_seterr(errbuf, errlen, "%s: %s_file: %s", where, k->path, why);
       return -1;
     }
     val = secret;
@@ -232,12 +228,12 @@ static int set_value(shop_cfg *cfg, const cfg_key *k, bool from_file_suffix, con
     long long v = strtoll(val, &end, 10);
     bool bad = errno != 0 || end == val || *end != '\0';
     if (bad) {
-      fail(errbuf, errlen, "%s: %s: \"%s\" is not an integer", where, k->path, val);
+      status_seterr(errbuf, errlen, "%s: %s: \"%s\" is not an integer", where, k->path, val);
       free(val);
       return -1;
     }
     if (v < k->min || v > k->max) {
-      fail(errbuf, errlen, "%s: %s: %lld is out of range [%lld, %lld]", where, k->path, v, k->min,
+      status_seterr(errbuf, errlen, "%s: %s: %lld is out of range [%lld, %lld]", where, k->path, v, k->min,
            k->max);
       free(val);
       return -1;
@@ -250,10 +246,16 @@ static int set_value(shop_cfg *cfg, const cfg_key *k, bool from_file_suffix, con
     bool ok = false;
     for (const char *const *c = k->choices; *c != NULL; c++) ok = ok || strcmp(*c, val) == 0;
     if (!ok) {
-      fail(errbuf, errlen, "%s: %s: \"%s\" is not one of the allowed values", where, k->path, val);
+      status_seterr(errbuf, errlen, "%s: %s: \"%s\" is not one of the allowed values", where, k->path, val);
       free(val);
       return -1;
     }
+  }
+  const char *why = k->check != NULL ? k->check(val) : NULL;
+  if (why != NULL) {
+    status_seterr(errbuf, errlen, "%s: %s: \"%s\" %s", where, k->path, val, why);
+    free(val);
+    return -1;
   }
   char **slot = str_slot(cfg, k);
   free(*slot);
@@ -283,7 +285,7 @@ static const cfg_key *find_key(const char *path, bool *file_suffix) {
 static int load_yaml(shop_cfg *cfg, const char *path, char *errbuf, size_t errlen) {
   FILE *f = fopen(path, "rb");
   if (f == NULL) {
-    fail(errbuf, errlen, "%s: cannot open: %s", path, strerror(errno));
+    status_seterr(errbuf, errlen, "%s: cannot open: %s", path, strerror(errno));
     return -1;
   }
   yaml_parser_t parser;
@@ -300,7 +302,7 @@ static int load_yaml(shop_cfg *cfg, const char *path, char *errbuf, size_t errle
   while (!done) {
     yaml_event_t ev;
     if (!yaml_parser_parse(&parser, &ev)) {
-      fail(errbuf, errlen, "%s:%zu: %s", path, parser.problem_mark.line + 1,
+      status_seterr(errbuf, errlen, "%s:%zu: %s", path, parser.problem_mark.line + 1,
            parser.problem != NULL ? parser.problem : "YAML syntax error");
       goto out;
     }
@@ -311,13 +313,13 @@ static int load_yaml(shop_cfg *cfg, const char *path, char *errbuf, size_t errle
       break;
     case YAML_MAPPING_START_EVENT:
       if (depth >= 2) {
-        fail(errbuf, errlen, "%s:%zu: %s.%s: nesting deeper than section.key", path, line, section,
+        status_seterr(errbuf, errlen, "%s:%zu: %s.%s: nesting deeper than section.key", path, line, section,
              key);
         yaml_event_delete(&ev);
         goto out;
       }
       if (depth == 1 && want_key) {
-        fail(errbuf, errlen, "%s:%zu: a mapping cannot be a key", path, line);
+        status_seterr(errbuf, errlen, "%s:%zu: a mapping cannot be a key", path, line);
         yaml_event_delete(&ev);
         goto out;
       }
@@ -329,7 +331,7 @@ static int load_yaml(shop_cfg *cfg, const char *path, char *errbuf, size_t errle
       want_key = true;
       break;
     case YAML_SEQUENCE_START_EVENT:
-      fail(errbuf, errlen, "%s:%zu: lists are not supported here", path, line);
+      status_seterr(errbuf, errlen, "%s:%zu: lists are not supported here", path, line);
       yaml_event_delete(&ev);
       goto out;
     case YAML_SCALAR_EVENT: {
@@ -339,7 +341,7 @@ static int load_yaml(shop_cfg *cfg, const char *path, char *errbuf, size_t errle
           snprintf(section, sizeof section, "%s", text);
           want_key = false;
         } else {
-          fail(errbuf, errlen, "%s:%zu: %s: expected a mapping of keys, not a value", path, line,
+          status_seterr(errbuf, errlen, "%s:%zu: %s: expected a mapping of keys, not a value", path, line,
                section);
           yaml_event_delete(&ev);
           goto out;
@@ -356,7 +358,7 @@ static int load_yaml(shop_cfg *cfg, const char *path, char *errbuf, size_t errle
           char where[512];
           snprintf(where, sizeof where, "%s:%zu", path, line);
           if (k == NULL) {
-            fail(errbuf, errlen, "%s: %s: unknown key", where, full);
+            status_seterr(errbuf, errlen, "%s: %s: unknown key", where, full);
             yaml_event_delete(&ev);
             goto out;
           }
@@ -409,7 +411,7 @@ static int load_env(shop_cfg *cfg, char *errbuf, size_t errlen) {
     char where[300];
     snprintf(where, sizeof where, "environment %s", name);
     if (k == NULL) {
-      fail(errbuf, errlen, "%s: %s: unknown key", where, path);
+      status_seterr(errbuf, errlen, "%s: %s: unknown key", where, path);
       return -1;
     }
     if (set_value(cfg, k, file_suffix, eq + 1, where, errbuf, errlen) != 0) return -1;
@@ -417,10 +419,51 @@ static int load_env(shop_cfg *cfg, char *errbuf, size_t errlen) {
   return 0;
 }
 
+/* Gives each program whose endpoint is empty tcp://host:port_base+i, and
+ * each admin port of -1 port_base+i (i: its place in programs.list). */
+static int resolve_programs(shop_cfg *cfg, char *errbuf, size_t errlen) {
+  int i = 0;
+#define X(key, name, service)                                                                      \
+  if (cfg->endpoints.key[0] == '\0') {                                                             \
+    int port = cfg->endpoints.port_base + i;                                                       \
+    if (port > 65535) {                                                                            \
+      status_seterr(errbuf, errlen, "endpoints.port_base: %d leaves no port for endpoints." #key,           \
+           cfg->endpoints.port_base);                                                              \
+      return -1;                                                                                   \
+    }                                                                                              \
+    char url[300];                                                                                 \
+    snprintf(url, sizeof url, "tcp://%s:%d", cfg->endpoints.host, port);                           \
+    char *dup = strdup(url);                                                                       \
+    if (dup == NULL) {                                                                             \
+      status_seterr(errbuf, errlen, "out of memory");                                                       \
+      return -1;                                                                                   \
+    }                                                                                              \
+    free(cfg->endpoints.key);                                                                      \
+    cfg->endpoints.key = dup;                                                                      \
+  }                                                                                                \
+  i++;
+  SHOP_ENDPOINT_LIST(X)
+#undef X
+  i = 0;
+#define X(key, name, endpoint, service)                                                            \
+  if (cfg->admin.key < 0) {                                                                        \
+    cfg->admin.key = cfg->admin.port_base + i;                                                     \
+    if (cfg->admin.key > 65535) {                                                                  \
+      status_seterr(errbuf, errlen, "admin.port_base: %d leaves no port for admin." #key,                   \
+           cfg->admin.port_base);                                                                  \
+      return -1;                                                                                   \
+    }                                                                                              \
+  }                                                                                                \
+  i++;
+  SHOP_PROGRAM_LIST(X)
+#undef X
+  return 0;
+}
+
 int config_load(shop_cfg **out, const char *path, char *errbuf, size_t errlen) {
   shop_cfg *cfg = calloc(1, sizeof *cfg);
   if (cfg == NULL) {
-    fail(errbuf, errlen, "out of memory");
+    status_seterr(errbuf, errlen, "out of memory");
     return -1;
   }
   for (size_t i = 0; i < CFG_COUNT; i++) {
@@ -433,8 +476,13 @@ int config_load(shop_cfg **out, const char *path, char *errbuf, size_t errlen) {
     config_free(cfg);
     return -1;
   }
-  if (load_env(cfg, errbuf, errlen) != 0) {
+  if (load_env(cfg, errbuf, errlen) != 0 || resolve_programs(cfg, errbuf, errlen) != 0) {
     config_free(cfg);
+    return -1;
+  }
+  if (path != NULL && (cfg->source = strdup(path)) == NULL) {
+    config_free(cfg);
+    status_seterr(errbuf, errlen, "out of memory");
     return -1;
   }
   *out = cfg;
@@ -446,15 +494,24 @@ void config_free(shop_cfg *cfg) {
   for (size_t i = 0; i < CFG_COUNT; i++) {
     if (cfg_table[i].type == CFG_STR) free(*str_slot(cfg, &cfg_table[i]));
   }
+  free(cfg->source);
   free(cfg);
 }
 
-const char *config_path_from_args(int argc, char **argv) {
+const char *config_path_find(int argc, char **argv) {
   for (int i = 1; i + 1 < argc; i++) {
     if (strcmp(argv[i], "--config") == 0) return argv[i + 1];
   }
   const char *env = getenv("SHOP_CONFIG");
-  return env != NULL && env[0] != '\0' ? env : NULL;
+  if (env != NULL && env[0] != '\0') return env;
+  return access(CONFIG_DEFAULT_PATH, R_OK) == 0 ? CONFIG_DEFAULT_PATH : NULL;
+}
+
+const char *config_source_text(const shop_cfg *cfg) {
+  return cfg != NULL && cfg->source != NULL
+             ? cfg->source
+             : "no config file (give --config PATH or $SHOP_CONFIG, or run in the folder that "
+               "holds " CONFIG_DEFAULT_PATH ")";
 }
 
 size_t config_dump(const shop_cfg *cfg, char *buf, size_t len) {
@@ -485,4 +542,43 @@ size_t config_dump(const shop_cfg *cfg, char *buf, size_t len) {
     need += (size_t)n;
   }
   return need;
+}
+
+int config_print(const shop_cfg *cfg, const char *key, FILE *f) {
+  if (key == NULL) {
+    size_t n = config_dump(cfg, NULL, 0);
+    char *buf = malloc(n + 1);
+    if (buf == NULL) {
+      fprintf(stderr, "--print-config: out of memory\n");
+      return 2;
+    }
+    config_dump(cfg, buf, n + 1);
+    fputs(buf, f);
+    free(buf);
+    return 0;
+  }
+  bool file_suffix;
+  const cfg_key *k = find_key(key, &file_suffix);
+  if (k == NULL || file_suffix) {
+    fprintf(stderr, "--print-config: %s: unknown key\n", key);
+    return 2;
+  }
+  if (k->type == CFG_INT) {
+    fprintf(f, "%d\n", *int_slot((shop_cfg *)cfg, k));
+  } else {
+    const char *v = *str_slot((shop_cfg *)cfg, k);
+    if (k->secret) v = (v != NULL && v[0] != '\0') ? "***" : "";
+    fprintf(f, "%s\n", v != NULL ? v : "");
+  }
+  return 0;
+}
+
+bool config_print_arg(int argc, char **argv, const char **key) {
+  *key = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--print-config") != 0) continue;
+    if (i + 1 < argc && argv[i + 1][0] != '-') *key = argv[i + 1];
+    return true;
+  }
+  return false;
 }

@@ -22,8 +22,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+
+#include "config/programs_gen.h"
 
 typedef struct shop_cfg {
+  /* The file the config was read from (NULL: none, defaults and
+   * environment only), for messages that name it. Not a key. */
+  char *source;
   struct {
     char *level; /* debug | info | warn | error */
   } log;
@@ -48,30 +54,29 @@ typedef struct shop_cfg {
     int outbox_retention_s;
     int processed_retention_s;
   } kafka;
+  /* The programs' keys come from internal/config/programs.list (through
+   * config/programs_gen.h): one endpoints.<key> per program that serves
+   * RPC, one admin.<key> per program. */
   struct {
-    char *user_command;
-    char *user_query;
-    char *product_command;
-    char *product_query;
-    char *order_command;
-    char *order_query;
-    char *audit_query;
+    /* An endpoint left empty is tcp://host:port_base + the program's place
+     * among the endpoints of programs.list (user_command +0 .. audit_query
+     * +6). */
+    char *host;
+    int port_base;
+#define X(key, name, service) char *key;
+    SHOP_ENDPOINT_LIST(X)
+#undef X
   } endpoints;
   struct {
     /* Each program's admin HTTP port (/metrics, /livez, /readyz), on host.
-     * 0: an ephemeral port (logged). A program started with --listen
+     * 0: an ephemeral port (logged); -1 (the default): port_base + the
+     * program's place in programs.list. A program started with --listen
      * takes an ephemeral one unless --admin-port says otherwise. */
     char *host;
-    int user_command;
-    int user_query;
-    int product_command;
-    int product_query;
-    int order_command;
-    int order_query;
-    int inventory_worker;
-    int payment_worker;
-    int notification_worker;
-    int audit_worker;
+    int port_base;
+#define X(key, name, endpoint, service) int key;
+    SHOP_PROGRAM_LIST(X)
+#undef X
   } admin;
   struct {
     int workers;           /* server handler threads */
@@ -147,12 +152,51 @@ int config_load(shop_cfg **out, const char *path, char *errbuf, size_t errlen);
 /* Frees a config; NULL is fine. */
 void config_free(shop_cfg *cfg);
 
-/* The config file to use: argv "--config PATH" if present, else $SHOP_CONFIG,
- * else NULL. */
-const char *config_path_from_args(int argc, char **argv);
+/* The config file a program reads, the same way for every program: argv
+ * "--config PATH" if present, else $SHOP_CONFIG (when not empty), else
+ * config/shop.yaml when the current folder holds one (a checkout after
+ * `make run`), else NULL (defaults and environment only). */
+const char *config_path_find(int argc, char **argv);
+
+/* Where the config came from, for messages: its file, or "no config file
+ * (give --config PATH or $SHOP_CONFIG)". */
+const char *config_source_text(const shop_cfg *cfg);
 
 /* Writes the effective config as YAML to buf, secrets masked as "***".
  * Returns the length that was needed (as snprintf does). */
 size_t config_dump(const shop_cfg *cfg, char *buf, size_t len);
+
+/* --print-config [KEY], shared by every program: writes the effective
+ * config (after the environment overrides, secrets masked) to f as YAML,
+ * or, with key ("admin.port_base"), that key's value alone on one line, so
+ * that scripts read a value instead of parsing YAML. Returns 0, or 2 (an
+ * unknown key, said on stderr). */
+int config_print(const shop_cfg *cfg, const char *key, FILE *f);
+
+/* Finds "--print-config [KEY]" in argv: true when present, with *key the
+ * KEY (NULL when none follows or the next argument is an option). */
+bool config_print_arg(int argc, char **argv, const char **key);
+
+/* ---- the programs (programs.list; programs.c) ------------------------------ */
+
+typedef struct config_program {
+  const char *name;     /* "order-command": cmd/<name>, logs, admin.<key> */
+  const char *key;      /* "order_command": admin.<key> */
+  const char *endpoint; /* endpoints.<endpoint>; NULL: serves no RPC */
+  const char *service;  /* the service it serves there; NULL: none */
+} config_program;
+
+/* Every program, in the list's order; *n gets the count. */
+const config_program *config_programs(size_t *n);
+/* The program of that name, or NULL. */
+const config_program *config_program_find(const char *name);
+/* The program's endpoint URL in cfg (borrowed), or NULL when it serves no
+ * RPC. */
+const char *config_program_endpoint(const shop_cfg *cfg, const config_program *p);
+/* The program's admin HTTP port in cfg. */
+int config_program_admin_port(const shop_cfg *cfg, const config_program *p);
+/* The endpoint of the program that serves service (a full name,
+ * "shop.order.v1.OrderQueryService"), borrowed; NULL when none does. */
+const char *config_service_endpoint(const shop_cfg *cfg, const char *service);
 
 #endif

@@ -112,14 +112,14 @@ bool consumer_dlt_send(consumer *c, item *it, const char *error, int attempts) {
 
 status_code consumer_dlt_topics_create(consumer *c, char *errbuf, size_t errlen) {
   char names[64][TOPOLOGY_TOPIC_NAME_MAX + 1];
-  const char *ptrs[64];
+  events_topic_spec specs[64];
   size_t n = 0;
   for (size_t i = 0; i < c->ntopics && n < 64; i++) {
     if (topology_dlt_name(names[n], sizeof names[n], c->topics[i], c->group) < 0) continue;
-    ptrs[n] = names[n];
+    specs[n] = (events_topic_spec){.name = names[n], .partitions = TOPOLOGY_DLT_PARTITIONS};
     n++;
   }
-  return events_topics_create(c->brokers, ptrs, n, TOPOLOGY_DLT_PARTITIONS, 10000, errbuf, errlen);
+  return events_topics_create(c->brokers, specs, n, 10000, errbuf, errlen);
 }
 
 void consumer_dlt_close(consumer *c) {

@@ -175,16 +175,31 @@ status_code events_migrate(db_conn *c, int *applied, char *errbuf, size_t errlen
 
 /* --- Topics ------------------------------------------------------------- */
 
-/* Creates a topic with replication factor 1 and no time-based retention,
- * waiting up to timeout_ms. A topic that already exists is success. */
+/* One topic of events_topics_create: name and partitions in, result out. */
+typedef enum events_topic_result {
+  EVENTS_TOPIC_FAILED = -1, /* see the status and errbuf */
+  EVENTS_TOPIC_ALREADY = 0, /* it existed (its settings are left as they are) */
+  EVENTS_TOPIC_DONE = 1,    /* created */
+} events_topic_result;
+typedef struct events_topic_spec {
+  const char *name; /* borrowed */
+  int partitions;
+  events_topic_result result;
+} events_topic_spec;
+
+/* Creates the n topics in one admin request, each with replication
+ * factor 1, no time- or size-based retention and cleanup.policy=delete,
+ * waiting up to timeout_ms. A topic that already exists is success (its
+ * settings are left as they are). Each spec's result says what happened to
+ * it; the status and errbuf are the first failure's. What shop-admin
+ * creates Shop's topics with. */
+status_code events_topics_create(const char *brokers, events_topic_spec *topics, size_t n,
+                                 int timeout_ms, char *errbuf, size_t errlen);
+
+/* events_topics_create of one topic (tools and tests). */
 status_code events_topic_create(const char *brokers, const char *topic, int partitions,
                                 int timeout_ms, char *errbuf, size_t errlen);
 
-/* Creates several topics (at most 64) in one request, as events_topic_create
- * does one: the domain topics (shop-admin) and a consumer's dead-letter
- * topics (consumer_run). */
-status_code events_topics_create(const char *brokers, const char *const *topics, size_t count,
-                                 int partitions, int timeout_ms, char *errbuf, size_t errlen);
 
 /* Deletes a topic (tests clean up after themselves). An unknown topic is
  * success. */

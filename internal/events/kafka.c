@@ -186,17 +186,13 @@ int events_kafka_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout
 
 typedef enum { ADMIN_CREATE, ADMIN_DELETE } admin_op;
 
-#define ADMIN_TOPICS_MAX 64
-
-static status_code admin_run(const char *brokers, admin_op op, const char *const *topics,
-                             size_t count, int partitions, int timeout_ms, char *errbuf,
-                             size_t errlen) {
-  if (count == 0) return STATUS_OK;
-  if (count > ADMIN_TOPICS_MAX) {
-    events_seterr(errbuf, errlen, "topics: at most %d in one call", ADMIN_TOPICS_MAX);
-    return STATUS_INVALID_ARGUMENT;
-  }
+/* Creates or deletes the n topics in one admin request. Each topic's
+ * outcome goes to its spec's result; the status is the first failure's. */
+static status_code admin_run(const char *brokers, admin_op op, events_topic_spec *topics, size_t n,
+                             int timeout_ms, char *errbuf, size_t errlen) {
   if (timeout_ms <= 0) timeout_ms = 30000;
+  for (size_t i = 0; i < n; i++) topics[i].result = EVENTS_TOPIC_FAILED;
+  if (n == 0) return STATUS_OK;
   rd_kafka_conf_t *conf = events_kafka_conf_new(brokers, "shop-events-admin", errbuf, errlen);
   if (conf == NULL) return STATUS_INVALID_ARGUMENT;
   char why[512];
@@ -207,92 +203,112 @@ static status_code admin_run(const char *brokers, admin_op op, const char *const
     return STATUS_INTERNAL;
   }
   status_code st = STATUS_INTERNAL;
-  rd_kafka_NewTopic_t *nt[ADMIN_TOPICS_MAX] = {0};
-  rd_kafka_DeleteTopic_t *dt[ADMIN_TOPICS_MAX] = {0};
+  rd_kafka_NewTopic_t **nt = calloc(n, sizeof *nt);
+  rd_kafka_DeleteTopic_t **dt = calloc(n, sizeof *dt);
   rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
   rd_kafka_event_t *ev = NULL;
   rd_kafka_AdminOptions_t *ao = rd_kafka_AdminOptions_new(
       rk, op == ADMIN_CREATE ? RD_KAFKA_ADMIN_OP_CREATETOPICS : RD_KAFKA_ADMIN_OP_DELETETOPICS);
+  if (nt == NULL || dt == NULL) {
+    events_seterr(errbuf, errlen, "out of memory");
+    st = STATUS_RESOURCE_EXHAUSTED;
+    goto out;
+  }
   rd_kafka_AdminOptions_set_request_timeout(ao, timeout_ms, NULL, 0);
   rd_kafka_AdminOptions_set_operation_timeout(ao, timeout_ms, NULL, 0);
-  for (size_t i = 0; i < count; i++) {
-    if (op == ADMIN_CREATE) {
-      nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, 1, why, sizeof why);
+  if (op == ADMIN_CREATE) {
+    for (size_t i = 0; i < n; i++) {
+      nt[i] = rd_kafka_NewTopic_new(topics[i].name, topics[i].partitions, 1, why, sizeof why);
       if (nt[i] == NULL) {
-        events_seterr(errbuf, errlen, "topic %s: %s", topics[i], why);
+        events_seterr(errbuf, errlen, "topic %s: %s", topics[i].name, why);
         st = STATUS_INVALID_ARGUMENT;
         goto out;
       }
       /* Events are kept for good (read models are rebuilt from them), and
        * never compacted away: every version of an aggregate matters. */
-      rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "-1");
-      rd_kafka_NewTopic_set_config(nt[i], "retention.bytes", "-1");
-      rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", "delete");
-    } else {
-      dt[i] = rd_kafka_DeleteTopic_new(topics[i]);
+      if (rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "-1") ||
+          rd_kafka_NewTopic_set_config(nt[i], "retention.bytes", "-1") ||
+          rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", "delete")) {
+        events_seterr(errbuf, errlen, "topic %s: cannot set its config", topics[i].name);
+        goto out;
+      }
     }
+    rd_kafka_CreateTopics(rk, nt, n, ao, q);
+  } else {
+    for (size_t i = 0; i < n; i++) dt[i] = rd_kafka_DeleteTopic_new(topics[i].name);
+    rd_kafka_DeleteTopics(rk, dt, n, ao, q);
   }
-  if (op == ADMIN_CREATE)
-    rd_kafka_CreateTopics(rk, nt, count, ao, q);
-  else
-    rd_kafka_DeleteTopics(rk, dt, count, ao, q);
   ev = rd_kafka_queue_poll(q, timeout_ms + 2000);
   if (ev == NULL) {
-    events_seterr(errbuf, errlen, "topic %s: no answer from the brokers in %d ms", topics[0],
-                  timeout_ms);
+    events_seterr(errbuf, errlen, "topic %s%s: no answer from the brokers in %d ms", topics[0].name,
+                  n > 1 ? " and others" : "", timeout_ms);
     st = STATUS_DEADLINE_EXCEEDED;
     goto out;
   }
   if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    events_seterr(errbuf, errlen, "topic %s: %s", topics[0], rd_kafka_event_error_string(ev));
+    events_seterr(errbuf, errlen, "topic %s%s: %s", topics[0].name, n > 1 ? " and others" : "",
+                  rd_kafka_event_error_string(ev));
     st = STATUS_UNAVAILABLE;
     goto out;
   }
-  size_t n = 0;
+  size_t nres = 0;
   const rd_kafka_topic_result_t **res =
       op == ADMIN_CREATE
-          ? rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n)
-          : rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
-  st = STATUS_OK;
-  for (size_t i = 0; i < n; i++) {
-    rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
-    if (e == RD_KAFKA_RESP_ERR_NO_ERROR ||
-        (op == ADMIN_CREATE && e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) ||
-        (op == ADMIN_DELETE && e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)) {
+          ? rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &nres)
+          : rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &nres);
+  st = nres == n ? STATUS_OK : STATUS_INTERNAL;
+  if (st != STATUS_OK) events_seterr(errbuf, errlen, "%zu topic results for %zu topics", nres, n);
+  for (size_t r = 0; r < nres; r++) {
+    const char *name = rd_kafka_topic_result_name(res[r]);
+    events_topic_spec *t = NULL;
+    for (size_t i = 0; i < n && t == NULL; i++)
+      if (strcmp(topics[i].name, name) == 0) t = &topics[i];
+    rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[r]);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (t != NULL) t->result = EVENTS_TOPIC_DONE;
       continue;
     }
-    const char *msg = rd_kafka_topic_result_error_string(res[i]);
-    events_seterr(errbuf, errlen, "topic %s: %s", rd_kafka_topic_result_name(res[i]),
-                  msg != NULL ? msg : rd_kafka_err2str(e));
+    if ((op == ADMIN_CREATE && e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) ||
+        (op == ADMIN_DELETE && e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)) {
+      if (t != NULL) t->result = EVENTS_TOPIC_ALREADY;
+      continue;
+    }
+    if (st != STATUS_OK) continue; /* the first failure is the one reported */
+    const char *msg = rd_kafka_topic_result_error_string(res[r]);
+    events_seterr(errbuf, errlen, "topic %s: %s", name, msg != NULL ? msg : rd_kafka_err2str(e));
     st = e == RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION || e == RD_KAFKA_RESP_ERR_INVALID_PARTITIONS
              ? STATUS_INVALID_ARGUMENT
              : STATUS_UNAVAILABLE;
   }
 out:
   if (ev != NULL) rd_kafka_event_destroy(ev);
-  for (size_t i = 0; i < count; i++) {
+  for (size_t i = 0; i < n && nt != NULL; i++)
     if (nt[i] != NULL) rd_kafka_NewTopic_destroy(nt[i]);
+  for (size_t i = 0; i < n && dt != NULL; i++)
     if (dt[i] != NULL) rd_kafka_DeleteTopic_destroy(dt[i]);
-  }
+  free(nt);
+  free(dt);
   rd_kafka_AdminOptions_destroy(ao);
   rd_kafka_queue_destroy(q);
   rd_kafka_destroy(rk);
   return st;
 }
 
-status_code events_topics_create(const char *brokers, const char *const *topics, size_t count,
-                                 int partitions, int timeout_ms, char *errbuf, size_t errlen) {
-  return admin_run(brokers, ADMIN_CREATE, topics, count, partitions, timeout_ms, errbuf, errlen);
+status_code events_topics_create(const char *brokers, events_topic_spec *topics, size_t n,
+                                 int timeout_ms, char *errbuf, size_t errlen) {
+  return admin_run(brokers, ADMIN_CREATE, topics, n, timeout_ms, errbuf, errlen);
 }
 
 status_code events_topic_create(const char *brokers, const char *topic, int partitions,
                                 int timeout_ms, char *errbuf, size_t errlen) {
-  return admin_run(brokers, ADMIN_CREATE, &topic, 1, partitions, timeout_ms, errbuf, errlen);
+  events_topic_spec t = {.name = topic, .partitions = partitions};
+  return admin_run(brokers, ADMIN_CREATE, &t, 1, timeout_ms, errbuf, errlen);
 }
 
 status_code events_topic_delete(const char *brokers, const char *topic, int timeout_ms,
                                 char *errbuf, size_t errlen) {
-  return admin_run(brokers, ADMIN_DELETE, &topic, 1, 0, timeout_ms, errbuf, errlen);
+  events_topic_spec t = {.name = topic};
+  return admin_run(brokers, ADMIN_DELETE, &t, 1, timeout_ms, errbuf, errlen);
 }
 
 bool events_shutdown_wait(int timeout_ms) { return rd_kafka_wait_destroyed(timeout_ms) == 0; }

@@ -594,13 +594,13 @@ static void order_cmd_ship_order(order_cmd_service *svc,
 static order_cmd_service order_cmd_svc = SHOP__ORDER__V1__ORDER_COMMAND_SERVICE__INIT(order_cmd_);
 
 static const rpc_method_policy order_cmd_policies[] = {
-    {"CreateOrder", RPC_AUTHENTICATED | RPC_COMMAND},
-    {"CancelOrder", RPC_AUTHENTICATED | RPC_COMMAND},
-    {"ShipOrder", RPC_ADMIN | RPC_COMMAND},
+    {"CreateOrder", RPC_AUTHENTICATED},
+    {"CancelOrder", RPC_AUTHENTICATED},
+    {"ShipOrder", RPC_ADMIN},
 };
 
 status_code order_cmd_register(rpc_server *s, order_ctx *ctx, char *errbuf, size_t errlen) {
-  rpc_service_opts o = {.default_policy = RPC_AUTHENTICATED | RPC_COMMAND,
+  rpc_service_opts o = {.default_policy = RPC_AUTHENTICATED,
                         .policies = order_cmd_policies,
                         .n_policies = sizeof order_cmd_policies / sizeof order_cmd_policies[0],
                         .ctx = ctx};

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "money/money.h"
 #include "order/order.h"
 
 /* ---- Request checks -------------------------------------------------------------------- */
@@ -60,11 +61,6 @@ static const char *phone_check(const char *s) {
   return NULL;
 }
 
-static bool currency_code(const char *c) {
-  return c != NULL && strlen(c) == 3 && c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z' &&
-         c[2] >= 'A' && c[2] <= 'Z';
-}
-
 size_t order_create_check(const order_create_req *in, order_violation *out, size_t max) {
   vlist l = {.out = out, .max = max};
   char field[64];
@@ -102,8 +98,7 @@ size_t order_create_check(const order_create_req *in, order_violation *out, size
   }
   if (in->expected_total != NULL) {
     if (in->expected_total->units < 0) add(&l, "expected_total.units", "must not be negative");
-    if (!currency_code(in->expected_total->currency))
-      add(&l, "expected_total.currency", "must be an ISO 4217 code");
+    add(&l, "expected_total.currency", money_currency_check(in->expected_total->currency));
   }
   return l.n;
 }

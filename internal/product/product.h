@@ -132,9 +132,6 @@ void product_cmd_ctx_init(product_cmd_ctx *ctx, const shop_cfg *cfg, const char 
  * command); ctx must outlive the server. */
 status_code product_cmd_register(rpc_server *s, product_cmd_ctx *ctx, char *errbuf, size_t errlen);
 
-/* Checks catalog.currency at start-up (three upper-case letters). */
-status_code product_currency_config_check(const shop_cfg *cfg, char *errbuf, size_t errlen);
-
 extern const db_migration product_migrations[];
 extern const size_t product_migrations_count;
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "money/money.h"
 #include "product/product.h"
 
 const char *product_sku_check(const char *sku) {
@@ -43,10 +44,8 @@ const char *product_category_check(const char *category) {
 }
 
 const char *product_currency_check(const char *currency, const char *shop) {
-  if (currency == NULL || currency[0] == '\0') return "must not be empty";
-  if (strlen(currency) != 3 || !isupper((unsigned char)currency[0]) ||
-      !isupper((unsigned char)currency[1]) || !isupper((unsigned char)currency[2]))
-    return "must be an ISO 4217 code of three upper-case letters";
+  const char *why = money_currency_check(currency);
+  if (why != NULL) return why;
   if (strcmp(currency, shop) != 0) return "must be the shop's currency";
   return NULL;
 }

@@ -268,7 +268,7 @@ static status_code check_orders(db_conn *c, const books *b, const reconcile_opts
     st = check_order(r, &f, now, grace);
   }
   db_rows_free(rows);
-  if (st == STATUS_RESOURCE_EXHAUSTED) snprintf(errbuf, errlen, "out of memory");
+  if (st == STATUS_RESOURCE_EXHAUSTED) status_seterr(errbuf, errlen, "out of memory");
   return st;
 }
 
@@ -333,7 +333,7 @@ static status_code check_products(db_conn *c, const books *b, const reconcile_op
     if (w.n > 0) st = add(r, RECONCILE_PRODUCT, id, "%s: %s", sku, w.s);
   }
   db_rows_free(rows);
-  if (st == STATUS_RESOURCE_EXHAUSTED) snprintf(errbuf, errlen, "out of memory");
+  if (st == STATUS_RESOURCE_EXHAUSTED) status_seterr(errbuf, errlen, "out of memory");
   return st;
 }
 
@@ -400,7 +400,7 @@ status_code reconcile_run(const shop_cfg *cfg, const reconcile_opts *opts, recon
   books b = {"shop_order", "shop_payment", "shop_inventory", "shop_product", "shop_audit"};
   if (o.database != NULL && o.database[0] != '\0') {
     if (!ident_ok(o.database)) {
-      snprintf(errbuf, errlen, "database name '%s' is not [a-z0-9_]+", o.database);
+      status_seterr(errbuf, errlen, "database name '%s' is not [a-z0-9_]+", o.database);
       return STATUS_INVALID_ARGUMENT;
     }
     b = (books){o.database, o.database, o.database, o.database, o.database};

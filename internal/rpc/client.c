@@ -338,7 +338,7 @@ static status_code md_add(rpc_client_req *r, const char *k, const char *v) {
   return STATUS_OK;
 }
 
-static status_code ic_deadline(rpc_client_req *r, void *arg) {
+static status_code ic_deadline_cb(rpc_client_req *r, void *arg) {
   rpc_client *c = r->c;
   int64_t now = rpc_now_ms();
   int64_t t = r->opts->timeout_ms > 0 ? r->opts->timeout_ms : c->o.default_timeout_ms;
@@ -355,7 +355,7 @@ static status_code ic_deadline(rpc_client_req *r, void *arg) {
   return rpc_client_req_proceed(r);
 }
 
-static status_code ic_metadata(rpc_client_req *r, void *arg) {
+static status_code ic_metadata_cb(rpc_client_req *r, void *arg) {
   rpc_client *c = r->c;
   const rpc_call_opts *o = r->opts;
   if (o->request_id != NULL && o->request_id[0] != '\0')
@@ -394,7 +394,7 @@ static status_code ic_metadata(rpc_client_req *r, void *arg) {
   return rpc_client_req_proceed(r);
 }
 
-static status_code ic_retry(rpc_client_req *r, void *arg) {
+static status_code ic_retry_cb(rpc_client_req *r, void *arg) {
   rpc_client *c = r->c;
   int max = r->opts->no_retry ? 0 : c->o.retry_max;
   int64_t backoff = c->o.retry_backoff_ms;
@@ -412,7 +412,7 @@ static status_code ic_retry(rpc_client_req *r, void *arg) {
   }
 }
 
-static status_code ic_metrics(rpc_client_req *r, void *arg) {
+static status_code ic_metrics_cb(rpc_client_req *r, void *arg) {
   atomic_fetch_add_explicit(&r->c->st_attempts, 1, memory_order_relaxed);
   return rpc_client_req_proceed(r);
 }
@@ -420,12 +420,12 @@ static status_code ic_metrics(rpc_client_req *r, void *arg) {
 status_code rpc_client_add_interceptor(rpc_client *c, const rpc_client_interceptor *ic,
                                        char *errbuf, size_t errlen) {
   if (atomic_load(&c->called) || ic == NULL || ic->fn == NULL) {
-    rpc_seterr(errbuf, errlen, "rpc: add interceptors (with a function) before the first call");
+    status_seterr(errbuf, errlen, "rpc: add interceptors (with a function) before the first call");
     return STATUS_FAILED_PRECONDITION;
   }
   rpc_client_interceptor *n = realloc(c->ics, (c->n_ics + 1) * sizeof *n);
   if (n == NULL) {
-    rpc_seterr(errbuf, errlen, "rpc: out of memory");
+    status_seterr(errbuf, errlen, "rpc: out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   c->ics = n;
@@ -585,12 +585,12 @@ status_code rpc_stub_create(ProtobufCService **out, rpc_client *c,
                             const ProtobufCServiceDescriptor *desc, char *errbuf, size_t errlen) {
   *out = NULL;
   if (desc == NULL || desc->magic != PROTOBUF_C__SERVICE_DESCRIPTOR_MAGIC) {
-    rpc_seterr(errbuf, errlen, "rpc: not a protoc-c service descriptor");
+    status_seterr(errbuf, errlen, "rpc: not a protoc-c service descriptor");
     return STATUS_INVALID_ARGUMENT;
   }
   rpc_stub *sb = calloc(1, sizeof *sb);
   if (sb == NULL) {
-    rpc_seterr(errbuf, errlen, "rpc: out of memory");
+    status_seterr(errbuf, errlen, "rpc: out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   sb->base.descriptor = desc;
@@ -622,7 +622,7 @@ void rpc_client_opts_from_cfg(rpc_client_opts *o, const shop_cfg *cfg, const cha
 status_code rpc_client_dial(rpc_client *c, const char *url, char *errbuf, size_t errlen) {
   int rv = nng_dial(c->sock, url, NULL, NNG_FLAG_NONBLOCK);
   if (rv != 0) {
-    rpc_seterr(errbuf, errlen, "rpc: dial %s: %s", url, nng_strerror(rv));
+    status_seterr(errbuf, errlen, "rpc: dial %s: %s", url, nng_strerror(rv));
     return rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP || rv == NNG_EINVAL ? STATUS_INVALID_ARGUMENT
                                                                          : STATUS_UNAVAILABLE;
   }
@@ -640,7 +640,7 @@ static status_code dial_list(rpc_client *c, const char *list, char *errbuf, size
     while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
     char url[512];
     if (len == 0 || len >= sizeof url) {
-      rpc_seterr(errbuf, errlen, "rpc: bad endpoint list \"%.200s\"", list);
+      status_seterr(errbuf, errlen, "rpc: bad endpoint list \"%.200s\"", list);
       return STATUS_INVALID_ARGUMENT;
     }
     memcpy(url, p, len);
@@ -657,14 +657,14 @@ status_code rpc_client_create(rpc_client **out, const rpc_client_opts *o, char *
   *out = NULL;
   if (o == NULL || o->max_message_bytes < 1024 || o->default_timeout_ms < 1 ||
       o->max_timeout_ms < 1 || o->retry_max < 0 || o->retry_backoff_ms < 1) {
-    rpc_seterr(errbuf, errlen,
-               "rpc: client options out of range (max_message_bytes >= 1024, timeouts and "
-               "backoff >= 1 ms, retry_max >= 0)");
+    status_seterr(errbuf, errlen,
+                  "rpc: client options out of range (max_message_bytes >= 1024, timeouts and "
+                  "backoff >= 1 ms, retry_max >= 0)");
     return STATUS_INVALID_ARGUMENT;
   }
   rpc_client *c = calloc(1, sizeof *c);
   if (c == NULL) {
-    rpc_seterr(errbuf, errlen, "rpc: out of memory");
+    status_seterr(errbuf, errlen, "rpc: out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   c->o = *o;
@@ -674,15 +674,15 @@ status_code rpc_client_create(rpc_client **out, const rpc_client_opts *o, char *
   atomic_store(&c->rand, rpc_rand_seed());
   c->caller = strdup(o->caller != NULL ? o->caller : "");
   static const rpc_client_interceptor builtins[] = {
-      {"deadline", ic_deadline, NULL},
-      {"metadata", ic_metadata, NULL},
-      {"retry", ic_retry, NULL},
-      {"metrics", ic_metrics, NULL},
+      {"deadline", ic_deadline_cb, NULL},
+      {"metadata", ic_metadata_cb, NULL},
+      {"retry", ic_retry_cb, NULL},
+      {"metrics", ic_metrics_cb, NULL},
   };
   c->ics = malloc(sizeof builtins);
   status_code rc = STATUS_RESOURCE_EXHAUSTED;
   if (c->caller == NULL || c->ics == NULL) {
-    rpc_seterr(errbuf, errlen, "rpc: out of memory");
+    status_seterr(errbuf, errlen, "rpc: out of memory");
     goto fail;
   }
   memcpy(c->ics, builtins, sizeof builtins);
@@ -691,7 +691,7 @@ status_code rpc_client_create(rpc_client **out, const rpc_client_opts *o, char *
   int rv = nng_req0_open(&c->sock);
   if (rv != 0) {
     rc = STATUS_INTERNAL;
-    rpc_seterr(errbuf, errlen, "rpc: opening the REQ socket: %s", nng_strerror(rv));
+    status_seterr(errbuf, errlen, "rpc: opening the REQ socket: %s", nng_strerror(rv));
     goto fail;
   }
   c->sock_open = true;
@@ -706,7 +706,7 @@ status_code rpc_client_create(rpc_client **out, const rpc_client_opts *o, char *
       (rv = nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, pipe_cb, c)) != 0 ||
       (rv = nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, pipe_cb, c)) != 0) {
     rc = STATUS_INTERNAL;
-    rpc_seterr(errbuf, errlen, "rpc: setting up the REQ socket: %s", nng_strerror(rv));
+    status_seterr(errbuf, errlen, "rpc: setting up the REQ socket: %s", nng_strerror(rv));
     goto fail;
   }
   if (o->url != NULL && (rc = dial_list(c, o->url, errbuf, errlen)) != STATUS_OK) goto fail;

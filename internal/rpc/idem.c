@@ -42,11 +42,11 @@ status_code rpc_idem_begin(rpc_call *call, db_conn *db, bool *replayed, char *er
     rpc_call_set_status(call, STATUS_INVALID_ARGUMENT, "%s needs an idempotency key",
                         rpc_call_method(call));
     rpc_call_add_field_violation(call, "idempotency_key", "required");
-    rpc_seterr(errbuf, errlen, "no idempotency key");
+    status_seterr(errbuf, errlen, "no idempotency key");
     return STATUS_INVALID_ARGUMENT;
   }
   if (sodium_init() < 0) {
-    rpc_seterr(errbuf, errlen, "libsodium failed to initialise");
+    status_seterr(errbuf, errlen, "libsodium failed to initialise");
     return STATUS_INTERNAL;
   }
   char scope[SCOPE_MAX + 1];
@@ -77,7 +77,7 @@ status_code rpc_idem_begin(rpc_call *call, db_conn *db, bool *replayed, char *er
   if (!db_rows_next(r)) {
     /* Purged between the two statements: try the transaction again. */
     db_rows_free(r);
-    rpc_seterr(errbuf, errlen, "idempotency record vanished");
+    status_seterr(errbuf, errlen, "idempotency record vanished");
     return STATUS_ABORTED;
   }
   size_t hlen = 0, mlen = 0, plen = 0;
@@ -91,13 +91,13 @@ status_code rpc_idem_begin(rpc_call *call, db_conn *db, bool *replayed, char *er
                         "idempotency key reused with a different request");
     rpc_call_add_field_violation(call, "idempotency_key",
                                  "already used for a different request to %s", method);
-    rpc_seterr(errbuf, errlen, "idempotency key reused with a different request");
+    status_seterr(errbuf, errlen, "idempotency key reused with a different request");
     return STATUS_FAILED_PRECONDITION;
   }
   if (code < 0 || !status_is_valid((int)code)) {
     db_rows_free(r);
     rpc_call_set_status(call, STATUS_INTERNAL, "the earlier run of this command stored no reply");
-    rpc_seterr(errbuf, errlen, "idempotency record without a reply");
+    status_seterr(errbuf, errlen, "idempotency record without a reply");
     return STATUS_INTERNAL;
   }
   char text[RPC_MESSAGE_MAX];
@@ -119,7 +119,7 @@ status_code rpc_idem_record(rpc_call *call, db_conn *db, const ProtobufCMessage 
     n = protobuf_c_message_get_packed_size(reply);
     buf = n <= sizeof stackbuf ? stackbuf : malloc(n);
     if (buf == NULL) {
-      rpc_seterr(errbuf, errlen, "out of memory");
+      status_seterr(errbuf, errlen, "out of memory");
       return STATUS_RESOURCE_EXHAUSTED;
     }
     protobuf_c_message_pack(reply, buf);
@@ -138,7 +138,7 @@ status_code rpc_idem_record(rpc_call *call, db_conn *db, const ProtobufCMessage 
                            p, 6, &affected, NULL, errbuf, errlen);
   if (buf != stackbuf) free(buf);
   if (rc == STATUS_OK && affected != 1) {
-    rpc_seterr(errbuf, errlen, "rpc_idem_record without rpc_idem_begin in this transaction");
+    status_seterr(errbuf, errlen, "rpc_idem_record without rpc_idem_begin in this transaction");
     rc = STATUS_FAILED_PRECONDITION;
   }
   return rc;

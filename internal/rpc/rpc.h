@@ -150,7 +150,9 @@ bool rpc_method_path_split(const char *path, const char **svc, size_t *svc_len, 
 typedef struct rpc_call rpc_call;
 
 /* Access policy of a method. The zero value is RPC_AUTHENTICATED, so a
- * forgotten policy is never public. RPC_COMMAND may be or-ed onto any. */
+ * forgotten policy is never public. RPC_COMMAND may be or-ed onto any;
+ * every method of a service named *CommandService gets it at
+ * registration, whatever its row says (rpc_service_is_command). */
 enum {
   RPC_AUTHENTICATED = 0, /* a valid token is required */
   RPC_PUBLIC = 1,        /* no token needed; a valid token still sets the identity,
@@ -244,6 +246,10 @@ typedef struct rpc_method_policy {
   unsigned flags;
 } rpc_method_policy;
 
+/* True for a service whose name ends in "CommandService": all its methods
+ * are commands (RPC_COMMAND). */
+bool rpc_service_is_command(const ProtobufCServiceDescriptor *d);
+
 typedef struct rpc_service_opts {
   unsigned default_policy;           /* for methods not in the table */
   const rpc_method_policy *policies; /* borrowed, must outlive the server */
@@ -253,10 +259,10 @@ typedef struct rpc_service_opts {
 
 /* A server interceptor runs around the rest of the chain: it calls
  * rpc_call_proceed(call) to go on, or sets a status and returns to stop. */
-typedef void (*rpc_server_interceptor_fn)(rpc_call *call, void *arg);
+typedef void (*rpc_server_interceptor_cb)(rpc_call *call, void *arg);
 typedef struct rpc_server_interceptor {
   const char *name;
-  rpc_server_interceptor_fn fn;
+  rpc_server_interceptor_cb fn;
   void *arg;
 } rpc_server_interceptor;
 
@@ -436,10 +442,10 @@ status_code rpc_client_call_raw(rpc_client *c, const char *method_path, const vo
  * rpc_client_req_proceed() (possibly several times, as retry does) and
  * returns its status, or returns a status without proceeding. */
 typedef struct rpc_client_req rpc_client_req;
-typedef status_code (*rpc_client_interceptor_fn)(rpc_client_req *req, void *arg);
+typedef status_code (*rpc_client_interceptor_cb)(rpc_client_req *req, void *arg);
 typedef struct rpc_client_interceptor {
   const char *name;
-  rpc_client_interceptor_fn fn;
+  rpc_client_interceptor_cb fn;
   void *arg;
 } rpc_client_interceptor;
 

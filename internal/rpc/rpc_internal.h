@@ -41,9 +41,6 @@ void rpc_sleep_ms(int64_t ms);
 uint64_t rpc_rand_seed(void);
 uint64_t rpc_rand64(_Atomic uint64_t *state);
 
-void rpc_seterr(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 void rpc_status_setv(rpc_status *st, status_code code, const char *fmt, va_list ap);
 void rpc_status_set(rpc_status *st, status_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -12,14 +12,6 @@
 
 #include "rpc/rpc_internal.h"
 
-void rpc_seterr(char *errbuf, size_t errlen, const char *fmt, ...) {
-  if (errbuf == NULL || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(errbuf, errlen, fmt, ap);
-  va_end(ap);
-}
-
 void rpc_strlcpy(char *dst, size_t dstlen, const char *s, size_t n) {
   if (dstlen == 0) return;
   if (s == NULL) n = 0;

@@ -1,6 +1,7 @@
 #include "status/status.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <strings.h>
 
 static const struct {
@@ -36,3 +37,15 @@ bool status_from_name(const char *name, status_code *out) {
 }
 
 int status_exit_code(int code) { return status_is_valid(code) ? code : STATUS_UNKNOWN; }
+
+void status_vseterr(char *errbuf, size_t errlen, const char *fmt, va_list ap) {
+  if (errbuf == NULL || errlen == 0) return;
+  vsnprintf(errbuf, errlen, fmt, ap);
+}
+
+void status_seterr(char *errbuf, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  status_vseterr(errbuf, errlen, fmt, ap);
+  va_end(ap);
+}

@@ -10,7 +10,9 @@
 #ifndef SHOP_STATUS_H
 #define SHOP_STATUS_H
 
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 /* X(NAME, number, default text) */
 #define STATUS_MAP(X)                                                                              \
@@ -54,5 +56,21 @@ bool status_from_name(const char *name, status_code *out);
 /* Process exit code for a status, as shopctl uses it: 0 for OK, else the code
  * number itself (1..16). */
 int status_exit_code(int code);
+
+/* ---- errbuf/errlen (docs/CONVENTIONS.md) ------------------------------------ */
+
+/* The size of a caller's buffer for an error's detail: every
+ * `char err[STATUS_ERRBUF_SIZE]` holds what a callee and the layers it
+ * prefixes write ("set-up: auth: ... (auth.jwt_key of config/shop.yaml)"). */
+#define STATUS_ERRBUF_SIZE 512
+
+/* Writes the formatted detail into the caller's buffer (errbuf, errlen),
+ * cut to fit and always NUL-terminated; nothing when errbuf is NULL or
+ * errlen is 0. The one helper behind every "char *errbuf, size_t errlen"
+ * parameter. Thread-safe. */
+void status_seterr(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void status_vseterr(char *errbuf, size_t errlen, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 #endif

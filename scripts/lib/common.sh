@@ -71,34 +71,56 @@ shop_buf_ok() {
 	[[ -f $SHOP_BUF_STAMP && -x $SHOP_BUF_BIN ]]
 }
 
-# The programs that serve RPC, with their endpoint key, and every program
-# with an admin HTTP port, in the order of their ports (config keys).
-SHOP_RPC_KEYS=(user_command user_query product_command product_query order_command order_query
-	audit_query)
-SHOP_ADMIN_KEYS=(user_command user_query product_command product_query order_command order_query
-	inventory_worker payment_worker notification_worker audit_worker)
+# Shop's programs, one name a line, in the order of
+# internal/config/programs.list (the one list of them; see its header).
+SHOP_PROGRAMS_LIST=$SHOP_REPO/internal/config/programs.list
+shop_programs() {
+	sed -n 's/^\([a-z][a-z0-9-]*\)[[:space:]].*/\1/p' "$SHOP_PROGRAMS_LIST"
+}
 
 # shop_ports_env BASE: exports the ports of a whole Shop stack laid out
 # from BASE, as environment overrides of the config (SHOP_<SECTION>__<KEY>)
 # and of scripts/infra.sh: +0 MariaDB, +1/+2 Kafka (broker, controller),
-# +11.. the RPC endpoints (SHOP_RPC_KEYS), +25 the SMTP sink, +26 the
-# webhook sink, +40.. the admin HTTP ports (SHOP_ADMIN_KEYS). The fault
-# scenarios, the benchmark and a test run with SHOP_TEST_PORT_BASE use it,
-# so that several stacks (worktrees, say) run side by side.
+# +11.. the RPC endpoints (endpoints.port_base: one per program with an
+# endpoint, in the order of internal/config/programs.list), +25 the SMTP
+# sink, +26 the webhook sink, +40.. the admin HTTP ports (admin.port_base,
+# one per program). The fault scenarios, the benchmark and a test run with
+# SHOP_TEST_PORT_BASE use it, so that several stacks (worktrees, say) run
+# side by side.
 shop_ports_env() {
-	local base=$1 i key
+	local base=$1
 	[[ $base =~ ^[0-9]+$ ]] && ((base >= 1024 && base + 50 <= 65535)) ||
 		shop_die "ports: bad port base '$base'"
 	export SHOP_MYSQL_PORT=$base SHOP_KAFKA_PORT=$((base + 1)) SHOP_KAFKA_CONTROLLER_PORT=$((base + 2))
-	for i in "${!SHOP_RPC_KEYS[@]}"; do
-		key=${SHOP_RPC_KEYS[i]}
-		export "SHOP_ENDPOINTS__${key^^}=tcp://127.0.0.1:$((base + 11 + i))"
-	done
+	export SHOP_ENDPOINTS__HOST=127.0.0.1 SHOP_ENDPOINTS__PORT_BASE=$((base + 11))
 	export SHOP_NOTIFY__SMTP_URL=smtp://127.0.0.1:$((base + 25))
 	export SHOP_NOTIFY__SMS_URL=http://127.0.0.1:$((base + 26))/sms
 	export SHOP_NOTIFY__PUSH_URL=http://127.0.0.1:$((base + 26))/push
-	for i in "${!SHOP_ADMIN_KEYS[@]}"; do
-		key=${SHOP_ADMIN_KEYS[i]}
-		export "SHOP_ADMIN__${key^^}=$((base + 40 + i))"
-	done
+	export SHOP_ADMIN__PORT_BASE=$((base + 40))
+}
+
+# shop_admin_url BIN NAME [CONFIG]: http://host:port of program NAME's
+# admin server, as NAME itself reads its config (BIN --print-config: the
+# file, then the environment of the caller). Fails, said, when the port is
+# 0 (ephemeral: no address to probe).
+shop_admin_url() {
+	local bin=$1 name=$2 cfg=() host port
+	[[ -n ${3:-} ]] && cfg=(--config "$3")
+	host=$("$bin" "${cfg[@]}" --print-config admin.host) &&
+		port=$("$bin" "${cfg[@]}" --print-config "admin.${name//-/_}") || return 1
+	if ((port <= 0)); then
+		shop_warn "$name: admin.${name//-/_} is 0 (ephemeral): no address to probe"
+		return 1
+	fi
+	printf 'http://%s:%s\n' "$host" "$port"
+}
+
+# shop_ready URL PID: true when URL/readyz answers 200 and the answer comes
+# from process PID (the X-Shop-Pid header every Shop program sends), so
+# that neither the run before a restart nor another process on the port
+# is taken for the one we wait for.
+shop_ready() {
+	local head
+	head=$(curl -s -o /dev/null -D - --max-time 2 "$1/readyz" 2>/dev/null | tr -d '\r') || return 1
+	[[ $head == "HTTP/"*" 200"* ]] && grep -qix "x-shop-pid: $2" <<<"$head"
 }

@@ -16,11 +16,13 @@
 #   faults_mark NAME        the current size of NAME's log (an offset)
 #   faults_arm NAME=SPEC... restarts each NAME once with SHOP_CRASH_AT=SPEC
 #                           (<point>:<n>), all at once; the restart after
-#                           the crash runs clean. Offsets in FAULTS_OFF
+#                           the crash runs clean. Log offsets in FAULTS_OFF,
+#                           the armed runs' pids in FAULTS_PID
 #   faults_crashed NAME OFF true once NAME's log says the point aborted it
 #   faults_fired NAME OFF SPEC  the same, or the relay's rebuild for relay.fatal
 #   faults_restarts NAME OFF  supervisor restarts of NAME since OFF
-#   faults_wait_serving NAME OFF SECONDS  a "NAME: serving" line since OFF
+#   faults_wait_ready NAME OLDPID SECONDS  NAME runs as a process other than
+#                           OLDPID and that process answers 200 on /readyz
 #   faults_wait SECONDS CMD...            CMD until it succeeds, bounded
 #   faults_load ARGS...     faults-load load (orders through the RPC layer)
 #   faults_quiet SECONDS    faults-load quiet: no lag, backlog or pending
@@ -55,7 +57,7 @@ faults_up() {
 	rm -f "$SHOP_RUN_DIR"/env/*.once.env
 	faults_sink_start smtp "$FAULTS_SINK_PORT_SMTP"
 	faults_sink_start http "$FAULTS_SINK_PORT_HTTP"
-	# Every program at once (each services.sh waits for its own "serving"):
+	# Every program at once (each services.sh waits for its own /readyz):
 	# on two cores this halves the start-up of ten sanitized programs.
 	local p pids=() rc=0
 	for p in $("$SHOP_REPO/scripts/services.sh" list --profile test); do
@@ -119,9 +121,20 @@ faults_restarts() {
 	echo "${n:-0}"
 }
 
-faults_serving_since() { faults_log_has "$1" "$2" "\"$1: serving"; }
+# faults_ready_after NAME OLDPID: the supervisor runs NAME as a process
+# other than OLDPID (so the run before has ended: the supervisor starts
+# the next one only then) and that process answers 200 on /readyz.
+faults_ready_after() {
+	local child
+	child=$(faults_child "$1") && [[ -n $child && $child != "$2" ]] &&
+		shop_ready "${FAULTS_URL[$1]}" "$child"
+}
 
-faults_wait_serving() { faults_wait "$3" faults_serving_since "$1" "$2"; }
+faults_wait_ready() {
+	[[ -n ${FAULTS_URL[$1]:-} ]] || FAULTS_URL[$1]=$(shop_admin_url "$FAULTS_BUILD/bin/$1" "$1") || return 1
+	faults_wait "$3" faults_ready_after "$1" "${2:-}"
+}
+declare -gA FAULTS_URL=()
 
 # The supervisor's child: the program itself.
 faults_child() {
@@ -132,24 +145,29 @@ faults_child() {
 
 # faults_arm NAME=SPEC...: writes each program's once-only environment
 # (SHOP_CRASH_AT=SPEC), ends the running programs with SIGTERM (they drain;
-# a clean exit restarts after 1 s), and waits until each armed run serves.
-# Sets FAULTS_OFF[NAME] to the log offset after which the armed run's lines
-# are.
-declare -gA FAULTS_OFF=()
+# a clean exit restarts after 1 s), and waits until each armed run is
+# ready (/readyz). Sets FAULTS_OFF[NAME] to the log offset after which the
+# armed run's lines are, and FAULTS_PID[NAME] to the armed run's pid.
+declare -gA FAULTS_OFF=() FAULTS_PID=()
 faults_arm() {
 	local arm name child
-	FAULTS_OFF=()
+	FAULTS_OFF=() FAULTS_PID=()
+	declare -A old=()
 	for arm in "$@"; do
 		name=${arm%%=*}
 		printf 'SHOP_CRASH_AT=%s\n' "${arm#*=}" >"$SHOP_RUN_DIR/env/$name.once.env"
 		FAULTS_OFF[$name]=$(faults_mark "$name")
 		child=$(faults_child "$name") || shop_die "faults: $name is not running"
+		old[$name]=$child
 		kill -TERM "$child"
 	done
 	for arm in "$@"; do
 		name=${arm%%=*}
-		faults_wait_serving "$name" "${FAULTS_OFF[$name]}" 120 ||
-			shop_die "faults: $name did not serve again after arming ${arm#*=} (see $SHOP_LOG_DIR/$name.log)"
+		faults_wait_ready "$name" "${old[$name]}" 120 ||
+			shop_die "faults: $name was not ready again after arming ${arm#*=} (see $SHOP_LOG_DIR/$name.log)"
+		# A run that crashed already (before it was seen ready) leaves no
+		# pid: then any ready run after it is the restart.
+		faults_crashed "$name" "${FAULTS_OFF[$name]}" || FAULTS_PID[$name]=$(faults_child "$name")
 	done
 }
 

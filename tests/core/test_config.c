@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -14,6 +15,11 @@ static void setup(void) {
   /* Tests must not see the suite's own overrides. */
   unsetenv("SHOP_MYSQL__PORT");
   unsetenv("SHOP_LOG__LEVEL");
+  unsetenv("SHOP_ENDPOINTS__HOST");
+  unsetenv("SHOP_ENDPOINTS__PORT_BASE");
+  unsetenv("SHOP_ADMIN__PORT_BASE");
+  unsetenv("SHOP_ENDPOINTS__ORDER_QUERY");
+  unsetenv("SHOP_ADMIN__AUDIT_WORKER");
 }
 
 static void teardown(void) {
@@ -170,7 +176,148 @@ Test(config, a_missing_secret_file_is_an_error) {
 Test(config, the_path_comes_from_the_command_line_before_the_environment) {
   char *argv[] = {"prog", "--config", "/etc/a.yaml", NULL};
   setenv("SHOP_CONFIG", "/etc/b.yaml", 1);
-  cr_assert_str_eq(config_path_from_args(3, argv), "/etc/a.yaml");
-  cr_assert_str_eq(config_path_from_args(1, argv), "/etc/b.yaml");
+  cr_assert_str_eq(config_path_find(3, argv), "/etc/a.yaml");
+  cr_assert_str_eq(config_path_find(1, argv), "/etc/b.yaml");
   unsetenv("SHOP_CONFIG");
+}
+
+Test(config, the_path_falls_back_to_config_shop_yaml_in_the_current_folder) {
+  char *argv[] = {"prog", NULL};
+  unsetenv("SHOP_CONFIG");
+  char here[4096];
+  cr_assert_not_null(getcwd(here, sizeof here));
+  cr_assert_eq(chdir(tmpdir), 0);
+  cr_assert_null(config_path_find(1, argv), "no config/shop.yaml here yet");
+  cr_assert_eq(mkdir("config", 0700), 0);
+  FILE *f = fopen("config/shop.yaml", "w");
+  cr_assert_not_null(f);
+  fclose(f);
+  cr_assert_str_eq(config_path_find(1, argv), "config/shop.yaml");
+  setenv("SHOP_CONFIG", "/etc/b.yaml", 1);
+  cr_assert_str_eq(config_path_find(1, argv), "/etc/b.yaml", "$SHOP_CONFIG comes first");
+  unsetenv("SHOP_CONFIG");
+  cr_assert_eq(chdir(here), 0);
+}
+
+Test(config, the_config_remembers_the_file_it_read) {
+  const char *path = write_file("src.yaml", "log:\n  level: warn\n");
+  shop_cfg *cfg;
+  char err[256];
+  cr_assert_eq(config_load(&cfg, path, err, sizeof err), 0, "%s", err);
+  cr_assert_str_eq(config_source_text(cfg), path);
+  config_free(cfg);
+  cr_assert_eq(config_load(&cfg, NULL, err, sizeof err), 0, "%s", err);
+  cr_assert_not_null(strstr(config_source_text(cfg), "no config file"));
+  config_free(cfg);
+}
+
+Test(config, program_ports_follow_from_their_place_in_programs_list) {
+  const char *path = write_file("ports.yaml",
+                                "endpoints:\n  port_base: 30001\nadmin:\n  port_base: "
+                                "30101\n  order_query: 0\n");
+  shop_cfg *cfg;
+  char err[256];
+  cr_assert_eq(config_load(&cfg, path, err, sizeof err), 0, "%s", err);
+  cr_assert_str_eq(cfg->endpoints.user_command, "tcp://127.0.0.1:30001");
+  cr_assert_str_eq(cfg->endpoints.order_query, "tcp://127.0.0.1:30006");
+  cr_assert_str_eq(cfg->endpoints.audit_query, "tcp://127.0.0.1:30007");
+  cr_assert_eq(cfg->admin.user_command, 30101);
+  cr_assert_eq(cfg->admin.order_query, 0, "a key of its own wins (0: ephemeral)");
+  cr_assert_eq(cfg->admin.audit_worker, 30110);
+  config_free(cfg);
+}
+
+Test(config, a_program_key_in_the_environment_overrides_the_derived_port) {
+  setenv("SHOP_ENDPOINTS__ORDER_QUERY", "tcp://127.0.0.1:1234", 1);
+  setenv("SHOP_ADMIN__AUDIT_WORKER", "4321", 1);
+  setenv("SHOP_ADMIN__PORT_BASE", "40000", 1);
+  shop_cfg *cfg;
+  char err[256];
+  cr_assert_eq(config_load(&cfg, NULL, err, sizeof err), 0, "%s", err);
+  cr_assert_str_eq(cfg->endpoints.order_query, "tcp://127.0.0.1:1234");
+  cr_assert_str_eq(cfg->endpoints.order_command, "tcp://127.0.0.1:17005");
+  cr_assert_eq(cfg->admin.audit_worker, 4321);
+  cr_assert_eq(cfg->admin.payment_worker, 40007);
+  config_free(cfg);
+}
+
+Test(config, a_port_base_that_runs_past_65535_is_an_error) {
+  const char *path = write_file("hi.yaml", "admin:\n  port_base: 65530\n");
+  shop_cfg *cfg;
+  char err[256];
+  cr_assert_eq(config_load(&cfg, path, err, sizeof err), -1);
+  cr_assert_not_null(strstr(err, "admin.port_base"), "%s", err);
+}
+
+Test(config, every_program_of_the_list_has_its_keys) {
+  shop_cfg *cfg;
+  char err[256];
+  cr_assert_eq(config_load(&cfg, NULL, err, sizeof err), 0, "%s", err);
+  size_t n;
+  const config_program *p = config_programs(&n);
+  cr_assert_eq(n, 10);
+  int rpc = 0;
+  for (size_t i = 0; i < n; i++) {
+    cr_assert_eq(config_program_find(p[i].name), &p[i]);
+    cr_assert_eq(config_program_admin_port(cfg, &p[i]), 19101 + (int)i, "%s", p[i].name);
+    const char *url = config_program_endpoint(cfg, &p[i]);
+    if (p[i].service == NULL) {
+      cr_assert_null(url, "%s serves no RPC", p[i].name);
+      continue;
+    }
+    char want[64];
+    snprintf(want, sizeof want, "tcp://127.0.0.1:%d", 17001 + rpc++);
+    cr_assert_str_eq(url, want, "%s", p[i].name);
+    cr_assert_eq(config_service_endpoint(cfg, p[i].service), url);
+  }
+  cr_assert_eq(rpc, 7);
+  cr_assert_str_eq(config_program_find("audit-worker")->service, "shop.audit.v1.AuditQueryService");
+  cr_assert_null(config_program_find("shop-echo"));
+  cr_assert_null(config_service_endpoint(cfg, "shop.nothing.v1.NoService"));
+  config_free(cfg);
+}
+
+Test(config, print_config_gives_one_value_or_the_whole_yaml_with_secrets_masked) {
+  setenv("SHOP_AUTH__JWT_KEY", "a-secret-that-must-not-be-printed-0123456789", 1);
+  shop_cfg *cfg;
+  char err[256];
+  cr_assert_eq(config_load(&cfg, NULL, err, sizeof err), 0, "%s", err);
+  unsetenv("SHOP_AUTH__JWT_KEY");
+  char buf[16384];
+  FILE *f = fmemopen(buf, sizeof buf, "w");
+  cr_assert_eq(config_print(cfg, "admin.order_command", f), 0);
+  cr_assert_eq(config_print(cfg, "auth.jwt_key", f), 0);
+  cr_assert_eq(config_print(cfg, "endpoints.user_query", f), 0);
+  fclose(f);
+  cr_assert_str_eq(buf, "19105\n***\ntcp://127.0.0.1:17002\n");
+  f = fmemopen(buf, sizeof buf, "w");
+  cr_assert_eq(config_print(cfg, NULL, f), 0);
+  fclose(f);
+  cr_assert_not_null(
+      strstr(buf, "admin:\n  host: \"127.0.0.1\"\n  port_base: 19101\n  user_command: 19101\n"),
+      "%s", buf);
+  cr_assert_null(strstr(buf, "a-secret"));
+  cr_assert_eq(config_print(cfg, "no.such_key", stderr), 2);
+  config_free(cfg);
+}
+
+Test(config, print_config_is_found_with_or_without_a_key) {
+  const char *key = "x";
+  char *a[] = {"prog", "--config", "c.yaml", "--print-config", "admin.host", NULL};
+  cr_assert(config_print_arg(5, a, &key));
+  cr_assert_str_eq(key, "admin.host");
+  char *b[] = {"prog", "--print-config", "--config", "c.yaml", NULL};
+  cr_assert(config_print_arg(4, b, &key));
+  cr_assert_null(key);
+  char *c[] = {"prog", "--config", "c.yaml", NULL};
+  cr_assert_not(config_print_arg(3, c, &key));
+}
+
+Test(config, a_currency_that_is_no_iso_4217_code_stops_loading) {
+  const char *path = write_file("cur.yaml", "catalog:\n  currency: eur\n");
+  shop_cfg *cfg;
+  char err[256];
+  cr_assert_eq(config_load(&cfg, path, err, sizeof err), -1);
+  cr_assert_not_null(strstr(err, "cur.yaml:2: catalog.currency: \"eur\" must be an ISO 4217 code"),
+                     "%s", err);
 }
