@@ -97,6 +97,7 @@ void consumer_opts_init(consumer_opts *o, const shop_cfg *cfg, const consumer_sp
     o->topic_count = spec->topic_count;
     o->committed = spec->committed;
     o->ended = spec->ended;
+    o->before_commit = spec->before_commit;
   }
 }
 

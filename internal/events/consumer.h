@@ -161,6 +161,14 @@ typedef void (*consumer_committed_cb)(const consumer_msg *msgs, size_t n, void *
  * here. Must not fail. */
 typedef void (*consumer_ended_cb)(db_conn *db, void *arg);
 
+/* Called in each transaction of the consumer after its events were
+ * applied and before the commit, with the transaction's connection: what
+ * the events did outside the database is made durable here (payment's
+ * gateway answers). A status that is not OK rolls the transaction back
+ * as the handler's would. */
+typedef status_code (*consumer_before_commit_cb)(db_conn *tx, void *arg, char *errbuf,
+                                                 size_t errlen);
+
 /* What a consumer takes and does, written once by its domain. */
 typedef struct consumer_spec {
   const char *group;                /* group.id: one of TOPOLOGY_GROUP_* */
@@ -169,8 +177,9 @@ typedef struct consumer_spec {
   consumer_handler_cb handler; /* every event of `topics`, as batches */
   const char *const *topics;   /* with handler: NULL means every domain topic */
   size_t topic_count;
-  consumer_committed_cb committed; /* may be NULL */
-  consumer_ended_cb ended;         /* may be NULL */
+  consumer_committed_cb committed;         /* may be NULL */
+  consumer_before_commit_cb before_commit; /* may be NULL */
+  consumer_ended_cb ended;                 /* may be NULL */
 } consumer_spec;
 
 /* The topics a spec subscribes to: the distinct topics of its types, in
@@ -200,19 +209,20 @@ typedef struct consumer_opts {
   void *handler_arg;               /* the apply functions' and the handler's arg */
   consumer_committed_cb committed; /* may be NULL */
   void *committed_arg;
-  consumer_ended_cb ended;   /* may be NULL; gets handler_arg */
-  outbox_relay *relay;       /* nudged after each commit; may be NULL */
-  int batch_size;            /* events per transaction at most; default 256 */
-  int fetch_wait_max_ms;     /* the broker holds a fetch this long for ... */
-  int fetch_min_bytes;       /* ... this many bytes; defaults 100 ms, 1 */
-  int max_retries;           /* handler attempts alone before the DLT; 5 */
-  int retry_backoff_ms;      /* first backoff; doubles up to 10x; 200 */
-  int session_timeout_ms;    /* default 45000 (tests use ~6000) */
-  int heartbeat_ms;          /* default 3000 (tests use 1000) */
-  int processed_retention_s; /* default 7 days */
-  int purge_interval_ms;     /* default 60000; 0: never (an account that may not
-                                DELETE, as the append-only audit one) */
-  int poll_timeout_ms;       /* wait for records (and stop); 100 */
+  consumer_before_commit_cb before_commit; /* may be NULL; gets handler_arg */
+  consumer_ended_cb ended;                 /* may be NULL; gets handler_arg */
+  outbox_relay *relay;                     /* nudged after each commit; may be NULL */
+  int batch_size;                          /* events per transaction at most; default 256 */
+  int fetch_wait_max_ms;                   /* the broker holds a fetch this long for ... */
+  int fetch_min_bytes;                     /* ... this many bytes; defaults 100 ms, 1 */
+  int max_retries;                         /* handler attempts alone before the DLT; 5 */
+  int retry_backoff_ms;                    /* first backoff; doubles up to 10x; 200 */
+  int session_timeout_ms;                  /* default 45000 (tests use ~6000) */
+  int heartbeat_ms;                        /* default 3000 (tests use 1000) */
+  int processed_retention_s;               /* default 7 days */
+  int purge_interval_ms;                   /* default 60000; 0: never (an account that may not
+                                              DELETE, as the append-only audit one) */
+  int poll_timeout_ms;                     /* wait for records (and stop); 100 */
 } consumer_opts;
 
 /* Defaults, then cfg's kafka section when cfg is not NULL, then spec's

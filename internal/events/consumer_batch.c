@@ -218,6 +218,8 @@ static tx_outcome run_tx_body(consumer *c, const size_t *idx, size_t k, status_c
     errbuf[0] = '\0';
     st = c->o.types != NULL ? apply_table(c, n, errbuf, errlen)
                             : c->o.handler(c->db, c->msgs, n, c->o.handler_arg, errbuf, errlen);
+    if (st == STATUS_OK && c->o.before_commit != NULL)
+      st = c->o.before_commit(c->db, c->o.handler_arg, errbuf, errlen);
     if (st != STATUS_OK) {
       bool link_lost = !db_in_tx(c->db);
       db_rollback(c->db);

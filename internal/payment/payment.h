@@ -96,9 +96,13 @@ typedef struct payment_gw_result {
 } payment_gw_result;
 
 /* A card gateway. call_cb performs op and fills *res; it must be
- * idempotent per request.idempotency_key. Thread-safe for the sim. */
+ * idempotent per request.idempotency_key. sync_cb (NULL: the gateway's
+ * answers are durable when given) makes every answer given so far durable:
+ * the worker calls it before it commits what those answers decided, so a
+ * batch of operations is synced once. Thread-safe for the sim. */
 typedef struct payment_gateway {
   void (*call_cb)(void *self, payment_op op, const payment_gw_request *req, payment_gw_result *res);
+  status_code (*sync_cb)(void *self, char *errbuf, size_t errlen);
   void *self;
 } payment_gateway;
 
@@ -131,9 +135,12 @@ typedef struct payment_gateway {
  * the same key, must get the stored answer and not do it twice.
  *
  * Idempotency records and the ledger (authorizations, captures) live in
- * state_dir as one small file each, written atomically (temporary file,
- * fsync, rename) under an exclusive flock of state_dir/lock: they survive a
- * restart of the worker. A key seen before returns its first answer (for
+ * one append-only journal, state_dir/journal, one line per state, written
+ * under an exclusive flock of state_dir/lock (each call first reads what
+ * other processes sharing the folder appended), and made durable by
+ * payment_sim_sync (fdatasync; the gateway's sync_cb): they survive a
+ * restart of the worker. An older folder's files (keys/, ledger/) are
+ * moved into an empty journal when the sim starts. A key seen before returns its first answer (for
  * the same operation and amount; a different request under a used key is
  * DECLINED with AUTHORIZATION_INVALID, as a real processor refuses it).
  */
@@ -159,6 +166,10 @@ void payment_sim_opts_from_cfg(payment_sim_opts *o, const shop_cfg *cfg);
 status_code payment_sim_create(payment_sim **out, const payment_sim_opts *o, char *errbuf,
                                size_t errlen);
 void payment_sim_destroy(payment_sim *s);
+
+/* Makes every answer given so far durable (fdatasync of the journal).
+ * UNAVAILABLE when the disk refuses. Thread-safe. */
+status_code payment_sim_sync(payment_sim *s, char *errbuf, size_t errlen);
 
 /* The sim as a gateway (borrows s). */
 payment_gateway payment_sim_gateway(payment_sim *s);

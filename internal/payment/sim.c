@@ -1,5 +1,6 @@
 /* The simulated card processor: rules, latency, failures, and its own
  * file-backed idempotency records and ledger. See payment.h. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -18,6 +19,20 @@
 #define SIM_PATH_MAX 1024
 #define SIM_FILE_MAX 4096
 
+/* name -> "field=value" lines: the newest state of each record or ledger
+ * entry (open addressing, linear probing, grows at half full). */
+typedef struct sim_entry {
+  char *name, *text;
+} sim_entry;
+typedef struct sim_map {
+  sim_entry *e;
+  size_t cap, n;
+} sim_map;
+
+static bool journal_catch_up(payment_sim *s);
+static bool import_files(payment_sim *s);
+static void map_free(sim_map *m);
+
 struct payment_sim {
   char dir[SIM_PATH_MAX];
   int latency_ms;
@@ -29,8 +44,14 @@ struct payment_sim {
   void *clock_self;
   pthread_mutex_t mu; /* threads of this process */
   int lock_fd;        /* flock: other processes sharing the folder */
+  int journal_fd;     /* O_APPEND: every record and ledger entry, in order */
+  off_t journal_read; /* read (ours and others') up to here */
+  bool dirty;         /* written since the last fdatasync */
+  sim_map records;    /* idempotency records by the hex SHA-256 of their key */
+  sim_map ledger;     /* authorizations and captures by id */
+  char *out;          /* this call's journal lines */
+  size_t out_len, out_cap;
   int64_t performed[5];
-  unsigned tmp_counter;
 };
 
 const char *payment_op_name(payment_op op) {
@@ -111,26 +132,40 @@ status_code payment_sim_create(payment_sim **out, const payment_sim_opts *o, cha
   s->clock_self = o->clock_self;
   char path[SIM_PATH_MAX + 32];
   bool ok = mkdirs(s->dir) == 0;
-  snprintf(path, sizeof path, "%s/keys", s->dir);
-  ok = ok && mkdirs(path) == 0;
-  snprintf(path, sizeof path, "%s/ledger", s->dir);
-  ok = ok && mkdirs(path) == 0;
   snprintf(path, sizeof path, "%s/lock", s->dir);
   s->lock_fd = ok ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
-  if (s->lock_fd < 0) {
+  snprintf(path, sizeof path, "%s/journal", s->dir);
+  s->journal_fd = s->lock_fd >= 0 ? open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600) : -1;
+  if (s->lock_fd < 0 || s->journal_fd < 0) {
     snprintf(errbuf, errlen, "payment sim: cannot use %s: %s", s->dir, strerror(errno));
+    if (s->lock_fd >= 0) close(s->lock_fd);
     free(s);
     return STATUS_INTERNAL;
   }
   pthread_mutex_init(&s->mu, NULL);
+  while (flock(s->lock_fd, LOCK_EX) != 0 && errno == EINTR) {
+  }
+  bool loaded = journal_catch_up(s) && import_files(s);
+  flock(s->lock_fd, LOCK_UN);
+  if (!loaded) {
+    snprintf(errbuf, errlen, "payment sim: cannot read the journal in %s: %s", s->dir,
+             strerror(errno));
+    payment_sim_destroy(s);
+    return STATUS_INTERNAL;
+  }
   *out = s;
   return STATUS_OK;
 }
 
 void payment_sim_destroy(payment_sim *s) {
   if (s == NULL) return;
+  if (s->dirty) fdatasync(s->journal_fd);
+  close(s->journal_fd);
   close(s->lock_fd);
   pthread_mutex_destroy(&s->mu);
+  map_free(&s->records);
+  map_free(&s->ledger);
+  free(s->out);
   free(s);
 }
 
@@ -140,19 +175,242 @@ void payment_sim_performed(payment_sim *s, int64_t out[5]) {
   pthread_mutex_unlock(&s->mu);
 }
 
-/* ---- Files: "name=value" lines ----------------------------------------------------- */
+/* ---- State: "name=value" lines, kept in one journal ----------------------------------- */
+
+/*
+ * Every idempotency record and every state of a ledger entry is one line of
+ * state_dir/journal: "<map><TAB><name><TAB><field=value TAB ...>\n" (map K
+ * for records, L for the ledger; values hold no tab or line break). The
+ * newest line of a name is its state. A call appends its lines in one
+ * write(2) under the folder's flock, after reading what other processes
+ * appended since; the maps in memory follow the file. fdatasync comes in
+ * payment_sim_sync (the worker calls it before it commits what the answers
+ * decided), so a batch of calls costs one.
+ */
 
 typedef struct kv {
   char text[SIM_FILE_MAX];
 } kv;
 
-static bool kv_read(const char *path, kv *f) {
-  FILE *fp = fopen(path, "r");
-  if (fp == NULL) return false;
-  size_t n = fread(f->text, 1, sizeof f->text - 1, fp);
-  fclose(fp);
-  f->text[n] = '\0';
+static uint64_t name_hash(const char *name) {
+  uint64_t h = 1469598103934665603ULL;
+  for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++) {
+    h ^= *p;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+static sim_entry *map_slot(sim_map *m, const char *name) {
+  size_t i = (size_t)(name_hash(name) & (m->cap - 1));
+  while (m->e[i].name != NULL && strcmp(m->e[i].name, name) != 0) i = (i + 1) & (m->cap - 1);
+  return &m->e[i];
+}
+
+static bool map_grow(sim_map *m) {
+  size_t cap = m->cap ? m->cap * 2 : 1024;
+  sim_entry *old = m->e;
+  size_t oldcap = m->cap;
+  m->e = calloc(cap, sizeof *m->e);
+  if (m->e == NULL) {
+    m->e = old;
+    return false;
+  }
+  m->cap = cap;
+  for (size_t i = 0; i < oldcap; i++)
+    if (old[i].name != NULL) *map_slot(m, old[i].name) = old[i];
+  free(old);
   return true;
+}
+
+/* Sets name's text (copied). */
+static bool map_put(sim_map *m, const char *name, const char *text, size_t len) {
+  if ((m->n + 1) * 2 > m->cap && !map_grow(m)) return false;
+  sim_entry *e = map_slot(m, name);
+  char *t = malloc(len + 1);
+  if (t == NULL) return false;
+  memcpy(t, text, len);
+  t[len] = '\0';
+  if (e->name == NULL) {
+    if ((e->name = strdup(name)) == NULL) {
+      free(t);
+      return false;
+    }
+    m->n++;
+  }
+  free(e->text);
+  e->text = t;
+  return true;
+}
+
+static void map_free(sim_map *m) {
+  for (size_t i = 0; i < m->cap; i++) {
+    free(m->e[i].name);
+    free(m->e[i].text);
+  }
+  free(m->e);
+  memset(m, 0, sizeof *m);
+}
+
+/* The state of name in map m into f ("name=value" lines); false when m has
+ * none. */
+static bool kv_read(payment_sim *s, sim_map *m, const char *name, kv *f) {
+  (void)s;
+  if (m->cap == 0) return false;
+  const sim_entry *e = map_slot(m, name);
+  if (e->name == NULL) return false;
+  snprintf(f->text, sizeof f->text, "%s", e->text);
+  return true;
+}
+
+/* Applies one journal line (without its '\n'). */
+static bool journal_apply(payment_sim *s, char *line, size_t len) {
+  if (len < 3 || line[1] != '\t') return true; /* not ours: skip */
+  sim_map *m = line[0] == 'K' ? &s->records : line[0] == 'L' ? &s->ledger : NULL;
+  char *name = line + 2, *tab = memchr(name, '\t', len - 2);
+  if (m == NULL || tab == NULL) return true;
+  *tab = '\0';
+  char *text = tab + 1;
+  size_t tlen = len - (size_t)(text - line);
+  for (size_t i = 0; i < tlen; i++)
+    if (text[i] == '\t') text[i] = '\n';
+  return map_put(m, name, text, tlen);
+}
+
+/* Applies the lines in buf[0..n) (whole lines); returns the bytes used. */
+static size_t journal_apply_all(payment_sim *s, char *buf, size_t n, bool *ok) {
+  size_t used = 0;
+  for (;;) {
+    char *nl = memchr(buf + used, '\n', n - used);
+    if (nl == NULL) break;
+    size_t len = (size_t)(nl - (buf + used));
+    if (!journal_apply(s, buf + used, len)) *ok = false;
+    used += len + 1;
+  }
+  return used;
+}
+
+/* Reads what was appended since journal_read (by this process or
+ * another). Under the folder's lock. */
+static bool journal_catch_up(payment_sim *s) {
+  struct stat st;
+  if (fstat(s->journal_fd, &st) != 0) return false;
+  if (st.st_size <= s->journal_read) return true;
+  size_t want = (size_t)(st.st_size - s->journal_read);
+  char *buf = malloc(want + 1);
+  if (buf == NULL) return false;
+  size_t got = 0;
+  while (got < want) {
+    ssize_t r = pread(s->journal_fd, buf + got, want - got, s->journal_read + (off_t)got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  bool ok = true;
+  size_t used = journal_apply_all(s, buf, got, &ok);
+  s->journal_read += (off_t)used;
+  free(buf);
+  return ok;
+}
+
+/* Queues the state text of name (K: a record, L: a ledger entry) for the
+ * call's write. */
+static void stage(payment_sim *s, char map, const char *name, const char *text) {
+  size_t nl = strlen(name), tl = strlen(text);
+  size_t need = s->out_len + nl + tl + 5;
+  if (need > s->out_cap) {
+    size_t cap = s->out_cap ? s->out_cap : 1024;
+    while (cap < need) cap *= 2;
+    char *p = realloc(s->out, cap);
+    if (p == NULL) {
+      s->out_len = (size_t)-1; /* the write fails: the call is transient */
+      return;
+    }
+    s->out = p;
+    s->out_cap = cap;
+  }
+  if (s->out_len == (size_t)-1) return;
+  char *o = s->out + s->out_len;
+  *o++ = map;
+  *o++ = '\t';
+  memcpy(o, name, nl);
+  o += nl;
+  *o++ = '\t';
+  for (size_t i = 0; i < tl; i++) *o++ = text[i] == '\n' ? '\t' : text[i];
+  /* A text ends with its last line's '\n', now the line's end. */
+  if (tl == 0 || text[tl - 1] != '\n')
+    *o++ = '\n';
+  else
+    o[-1] = '\n';
+  s->out_len = (size_t)(o - s->out);
+}
+
+/* Appends the call's lines, then applies them to the maps. False (nothing
+ * changed) when they could not be written. */
+static bool journal_commit(payment_sim *s) {
+  bool ok = s->out_len != (size_t)-1;
+  size_t done = 0;
+  while (ok && done < s->out_len) {
+    ssize_t w = write(s->journal_fd, s->out + done, s->out_len - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0)
+      ok = false;
+    else
+      done += (size_t)w;
+  }
+  if (ok && s->out_len > 0) {
+    s->dirty = true;
+    ok = journal_catch_up(s);
+  } else if (!ok && done > 0) {
+    /* A torn tail: the lines after the last whole one are skipped by every
+     * reader (journal_apply_all stops at the last '\n'). */
+    journal_catch_up(s);
+  }
+  s->out_len = 0;
+  return ok;
+}
+
+status_code payment_sim_sync(payment_sim *s, char *errbuf, size_t errlen) {
+  pthread_mutex_lock(&s->mu);
+  bool ok = !s->dirty || fdatasync(s->journal_fd) == 0;
+  if (ok) s->dirty = false;
+  pthread_mutex_unlock(&s->mu);
+  if (!ok) {
+    snprintf(errbuf, errlen, "payment sim: fdatasync of the journal: %s", strerror(errno));
+    return STATUS_UNAVAILABLE;
+  }
+  return STATUS_OK;
+}
+
+/* Moves the state of an older sim (a file per record in keys/ and per
+ * ledger entry in ledger/) into an empty journal, once. */
+static bool import_dir(payment_sim *s, const char *sub, char map) {
+  char path[SIM_PATH_MAX + 80];
+  snprintf(path, sizeof path, "%s/%s", s->dir, sub);
+  DIR *d = opendir(path);
+  if (d == NULL) return errno == ENOENT;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.') continue;
+    char file[SIM_PATH_MAX + 400];
+    snprintf(file, sizeof file, "%s/%s", path, de->d_name);
+    FILE *fp = fopen(file, "r");
+    if (fp == NULL) continue;
+    kv f;
+    size_t n = fread(f.text, 1, sizeof f.text - 1, fp);
+    fclose(fp);
+    f.text[n] = '\0';
+    stage(s, map, de->d_name, f.text);
+  }
+  closedir(d);
+  return true;
+}
+
+static bool import_files(payment_sim *s) {
+  if (s->journal_read > 0) return true;
+  if (!import_dir(s, "keys", 'K') || !import_dir(s, "ledger", 'L')) return false;
+  if (s->out_len == 0) return true;
+  return journal_commit(s) && fdatasync(s->journal_fd) == 0 && (s->dirty = false, true);
 }
 
 /* The value of name in f, copied to out ("" when missing). */
@@ -180,39 +438,11 @@ static int64_t kv_i64(const kv *f, const char *name) {
   return strtoll(v, NULL, 10);
 }
 
-/* Writes text to path atomically: a temporary file, fsync, rename, and an
- * fsync of the folder, so a crash leaves the old file or the new one. */
-static bool file_write(payment_sim *s, const char *path, const char *text) {
-  char tmp[SIM_PATH_MAX + 64];
-  snprintf(tmp, sizeof tmp, "%s/.tmp-%d-%u", s->dir, (int)getpid(), ++s->tmp_counter);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  size_t len = strlen(text);
-  bool ok = write(fd, text, len) == (ssize_t)len && fsync(fd) == 0;
-  ok = close(fd) == 0 && ok;
-  ok = ok && rename(tmp, path) == 0;
-  if (!ok) {
-    unlink(tmp);
-    return false;
-  }
-  char dir[SIM_PATH_MAX + 32];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (slash != NULL) *slash = '\0';
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
-  return true;
-}
-
-static void key_path(const payment_sim *s, const char *key, char *out, size_t len) {
+/* A record's name: the hex SHA-256 of its key. */
+static void key_name(const char *key, char *out, size_t len) {
   unsigned char h[crypto_hash_sha256_BYTES];
   crypto_hash_sha256(h, (const unsigned char *)key, strlen(key));
-  char hex[crypto_hash_sha256_BYTES * 2 + 1];
-  sodium_bin2hex(hex, sizeof hex, h, sizeof h);
-  snprintf(out, len, "%s/keys/%s", s->dir, hex);
+  sodium_bin2hex(out, len, h, sizeof h);
 }
 
 static bool ref_valid(const char *ref) {
@@ -220,10 +450,6 @@ static bool ref_valid(const char *ref) {
   for (const char *p = ref; *p != '\0'; p++)
     if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_')) return false;
   return true;
-}
-
-static void ledger_path(const payment_sim *s, const char *ref, char *out, size_t len) {
-  snprintf(out, len, "%s/ledger/%s", s->dir, ref);
 }
 
 static void new_ref(char *out, const char *prefix) {
@@ -238,7 +464,7 @@ static void new_ref(char *out, const char *prefix) {
 static void one_line(char *out, size_t len, const char *in) {
   size_t o = 0;
   for (const char *p = in != NULL ? in : ""; *p != '\0' && o + 1 < len; p++)
-    out[o++] = (*p == '\n' || *p == '\r') ? ' ' : *p;
+    out[o++] = (*p == '\n' || *p == '\r' || *p == '\t') ? ' ' : *p;
   out[o] = '\0';
 }
 
@@ -295,15 +521,16 @@ static bool currency_accepted(const payment_sim *s, const char *c) {
 static void ledger_write_auth(payment_sim *s, const char *ref, const payment_gw_request *req,
                               const char *state, bool capture_fail, const char *capture,
                               payment_gw_result *res) {
-  char path[SIM_PATH_MAX + 80], text[SIM_FILE_MAX], key[PAYMENT_KEY_MAX + 1];
+  char text[SIM_FILE_MAX], key[PAYMENT_KEY_MAX + 1], currency[8];
   one_line(key, sizeof key, req->idempotency_key);
+  one_line(currency, sizeof currency, req->currency);
   snprintf(text, sizeof text,
            "kind=authorization\nkey=%s\namount=%lld\ncurrency=%s\nstate=%s\ncapture_fail=%d\n"
            "capture=%s\n",
-           key, (long long)req->amount, req->currency != NULL ? req->currency : "", state,
-           capture_fail ? 1 : 0, capture != NULL ? capture : "");
-  ledger_path(s, ref, path, sizeof path);
-  if (!file_write(s, path, text)) transient(res, "gateway storage failure");
+           key, (long long)req->amount, currency, state, capture_fail ? 1 : 0,
+           capture != NULL ? capture : "");
+  (void)res;
+  stage(s, 'L', ref, text);
 }
 
 static void authorize(payment_sim *s, const payment_gw_request *req, payment_gw_result *res) {
@@ -327,13 +554,12 @@ static void authorize(payment_sim *s, const payment_gw_request *req, payment_gw_
 /* Loads an authorization for capture or void; declines when it is not
  * open. */
 static bool auth_open(payment_sim *s, const char *ref, kv *f, payment_gw_result *res) {
-  char path[SIM_PATH_MAX + 80], kind[32], state[32];
+  char kind[32], state[32];
   if (!ref_valid(ref)) {
     decline(res, R(AUTHORIZATION_INVALID), "unknown authorization");
     return false;
   }
-  ledger_path(s, ref, path, sizeof path);
-  if (!kv_read(path, f)) {
+  if (!kv_read(s, &s->ledger, ref, f)) {
     decline(res, R(AUTHORIZATION_INVALID), "unknown authorization");
     return false;
   }
@@ -361,7 +587,7 @@ static void capture(payment_sim *s, const payment_gw_request *req, payment_gw_re
   if (!auth_open(s, req->reference, &f, res)) return;
   if (kv_i64(&f, "capture_fail") != 0) DECLINE(res, R(DECLINED), "the issuer refused the capture");
   int64_t amount = kv_i64(&f, "amount");
-  char cap[PAYMENT_REF_MAX], path[SIM_PATH_MAX + 80], text[SIM_FILE_MAX];
+  char cap[PAYMENT_REF_MAX], text[SIM_FILE_MAX];
   char key[PAYMENT_KEY_MAX + 1], currency[8];
   new_ref(cap, "cap");
   one_line(key, sizeof key, req->idempotency_key);
@@ -370,8 +596,7 @@ static void capture(payment_sim *s, const payment_gw_request *req, payment_gw_re
            "kind=capture\nkey=%s\nauthorization=%s\namount=%lld\ncurrency=%s\nstate=captured\n"
            "refund=\n",
            key, req->reference, (long long)amount, currency);
-  ledger_path(s, cap, path, sizeof path);
-  if (!file_write(s, path, text)) TRANSIENT(res, "gateway storage failure");
+  stage(s, 'L', cap, text);
   rewrite_auth(s, req->reference, &f, "captured", cap, res);
   if (res->outcome == PAYMENT_GW_TRANSIENT) return;
   res->outcome = PAYMENT_GW_APPROVED;
@@ -390,11 +615,11 @@ static void void_auth(payment_sim *s, const payment_gw_request *req, payment_gw_
 }
 
 static void refund(payment_sim *s, const payment_gw_request *req, payment_gw_result *res) {
-  char path[SIM_PATH_MAX + 80], kind[32], state[32], text[SIM_FILE_MAX];
+  char kind[32], state[32], text[SIM_FILE_MAX];
   kv f;
   if (!ref_valid(req->reference)) DECLINE(res, R(AUTHORIZATION_INVALID), "unknown capture");
-  ledger_path(s, req->reference, path, sizeof path);
-  if (!kv_read(path, &f)) DECLINE(res, R(AUTHORIZATION_INVALID), "unknown capture");
+  if (!kv_read(s, &s->ledger, req->reference, &f))
+    DECLINE(res, R(AUTHORIZATION_INVALID), "unknown capture");
   kv_get(&f, "kind", kind, sizeof kind);
   kv_get(&f, "state", state, sizeof state);
   if (strcmp(kind, "capture") != 0 || strcmp(state, "captured") != 0)
@@ -408,7 +633,7 @@ static void refund(payment_sim *s, const payment_gw_request *req, payment_gw_res
            "kind=capture\nkey=%s\nauthorization=%s\namount=%lld\ncurrency=%s\nstate=refunded\n"
            "refund=%s\n",
            key, auth, (long long)kv_i64(&f, "amount"), currency, re);
-  if (!file_write(s, path, text)) TRANSIENT(res, "gateway storage failure");
+  stage(s, 'L', req->reference, text);
   res->outcome = PAYMENT_GW_APPROVED;
   snprintf(res->reference, sizeof res->reference, "%s", re);
   snprintf(res->message, sizeof res->message, "refunded");
@@ -416,7 +641,7 @@ static void refund(payment_sim *s, const payment_gw_request *req, payment_gw_res
 
 /* ---- The gateway call ------------------------------------------------------------------ */
 
-static void record_write(payment_sim *s, const char *path, payment_op op,
+static void record_write(payment_sim *s, const char *name, payment_op op,
                          const payment_gw_request *req, const payment_gw_result *res) {
   char text[SIM_FILE_MAX], msg[256], key[PAYMENT_KEY_MAX + 1];
   one_line(msg, sizeof msg, res->message);
@@ -425,9 +650,7 @@ static void record_write(payment_sim *s, const char *path, payment_op op,
            "key=%s\nop=%d\namount=%lld\noutcome=%d\nreason=%d\nreference=%s\nmessage=%s\n", key,
            (int)op, (long long)req->amount, (int)res->outcome, (int)res->reason, res->reference,
            msg);
-  /* A record that cannot be written makes the answer unknown: transient,
-   * and the retry finds the ledger as this call left it. */
-  file_write(s, path, text);
+  stage(s, 'K', name, text);
 }
 
 static void sim_call_cb(void *self, payment_op op, const payment_gw_request *req,
@@ -446,13 +669,15 @@ static void sim_call_cb(void *self, payment_op op, const payment_gw_request *req
       strlen(req->idempotency_key) > PAYMENT_KEY_MAX)
     DECLINE(res, R(AUTHORIZATION_INVALID), "an idempotency key is required");
 
-  char path[SIM_PATH_MAX + 80];
-  key_path(s, req->idempotency_key, path, sizeof path);
+  char name[crypto_hash_sha256_BYTES * 2 + 1];
+  key_name(req->idempotency_key, name, sizeof name);
   pthread_mutex_lock(&s->mu);
   while (flock(s->lock_fd, LOCK_EX) != 0 && errno == EINTR) {
   }
   kv f;
-  if (kv_read(path, &f)) {
+  if (!journal_catch_up(s)) {
+    transient(res, "gateway storage failure (reading the journal)");
+  } else if (kv_read(s, &s->records, name, &f)) {
     if (kv_i64(&f, "op") != (int64_t)op || kv_i64(&f, "amount") != req->amount) {
       decline(res, R(AUTHORIZATION_INVALID), "the idempotency key was used for another request");
     } else {
@@ -479,9 +704,14 @@ static void sim_call_cb(void *self, payment_op op, const payment_gw_request *req
       decline(res, R(UNSPECIFIED), "unknown operation");
       break;
     }
-    if (res->outcome != PAYMENT_GW_TRANSIENT) {
-      record_write(s, path, op, req, res);
-      if (res->outcome == PAYMENT_GW_APPROVED && op >= 1 && op <= 4) s->performed[op]++;
+    /* The record and the ledger lines of the call go out together, or
+     * nothing does: a call that cannot write is transient, and its retry
+     * finds the state as it was. */
+    if (res->outcome != PAYMENT_GW_TRANSIENT) record_write(s, name, op, req, res);
+    if (!journal_commit(s)) {
+      transient(res, "gateway storage failure");
+    } else if (res->outcome == PAYMENT_GW_APPROVED && op >= 1 && op <= 4) {
+      s->performed[op]++;
     }
   }
   flock(s->lock_fd, LOCK_UN);
@@ -493,6 +723,10 @@ static void sim_call_cb(void *self, payment_op op, const payment_gw_request *req
   }
 }
 
+static status_code sim_sync_cb(void *self, char *errbuf, size_t errlen) {
+  return payment_sim_sync(self, errbuf, errlen);
+}
+
 payment_gateway payment_sim_gateway(payment_sim *s) {
-  return (payment_gateway){.call_cb = sim_call_cb, .self = s};
+  return (payment_gateway){.call_cb = sim_call_cb, .sync_cb = sim_sync_cb, .self = s};
 }

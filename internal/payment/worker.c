@@ -153,16 +153,19 @@ static status_code gw_call(db_conn *tx, const payment_ctx *ctx, const pay *p, pa
     int64_t t0 = now_ms(ctx);
     ctx->gw.call_cb(ctx->gw.self, op, &req, res);
     int64_t took = now_ms(ctx) - t0;
+    char message[257];
+    snprintf(message, sizeof message, "%s", res->message); /* the column holds 256 */
     db_value v[11] = {
-        DB_STR(p->order_id),  DB_I64(op),           DB_I64(attempt),     DB_STR(key),
-        DB_I64(p->r.amount),  DB_I64(res->outcome), DB_I64(res->reason), DB_STR(res->reference),
-        DB_STR(res->message), DB_I64(took),         DB_I64(now_ms(ctx))};
-    status_code st = db_exec(tx,
-                             "INSERT INTO payment_attempts (order_id, operation, attempt, "
-                             "gateway_key, amount_units, outcome, reason, reference, message, "
-                             "latency_ms, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, LEFT(?, "
-                             "256), ?, ?)",
-                             v, 11, NULL, NULL, errbuf, errlen);
+        DB_STR(p->order_id), DB_I64(op),           DB_I64(attempt),     DB_STR(key),
+        DB_I64(p->r.amount), DB_I64(res->outcome), DB_I64(res->reason), DB_STR(res->reference),
+        DB_STR(message),     DB_I64(took),         DB_I64(now_ms(ctx))};
+    /* Nothing in the transaction reads the attempts back: they go with
+     * the commit, every attempt of the batch in one statement. */
+    status_code st = db_insert_later(tx,
+                                     "INSERT INTO payment_attempts (order_id, operation, attempt,"
+                                     " gateway_key, amount_units, outcome, reason, reference,"
+                                     " message, latency_ms, created_ms)",
+                                     v, 11, errbuf, errlen);
     if (st != STATUS_OK) return st;
     if (res->outcome != PAYMENT_GW_TRANSIENT || attempt > ctx->retry_max) break;
     log_warn(NULL, "payment %s of order %s: transient gateway failure (attempt %d): %s",
@@ -272,37 +275,48 @@ status_code payment_authorize(db_conn *tx, const payment_ctx *ctx, const events_
     snprintf(p.gateway_key, sizeof p.gateway_key, "%s/%s", o->idempotency_key, o->order_id);
   else
     snprintf(p.gateway_key, sizeof p.gateway_key, "order/%s", o->order_id);
-  p.r.status = PS(PENDING);
-  int64_t t = now_ms(ctx);
-  db_value v[8] = {
-      DB_STR(o->order_id), DB_STR(p.customer_id), DB_I64(p.r.status), DB_I64(p.r.amount),
-      DB_STR(p.currency),  DB_STR(p.gateway_key), DB_I64(t),          DB_I64(t)};
-  st = db_exec(tx,
-               "INSERT INTO payments (order_id, customer_id, status, version, amount_units, "
-               "currency, gateway_key, created_ms, updated_ms) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
-               v, 8, NULL, NULL, errbuf, errlen);
-  if (st == STATUS_ALREADY_EXISTS) return STATUS_ABORTED; /* another instance: start again */
-  if (st != STATUS_OK) return st;
+  /* The gateway first (idempotent by the order's key), then the row with
+   * what it decided: one INSERT, no placeholder to update. Two instances
+   * meeting on one order both get the same answer; the second INSERT is a
+   * duplicate and its transaction starts again (and finds the row). */
   payment_gw_result res;
   st = gw_call(tx, ctx, &p, PAYMENT_OP_AUTHORIZE, o->token, NULL, &res, errbuf, errlen);
   if (st != STATUS_OK) return st;
+  bool approved = res.outcome == PAYMENT_GW_APPROVED;
+  p.r.status = approved ? PS(AUTHORIZED) : PS(FAILED);
+  p.r.version = 1;
+  if (approved)
+    snprintf(p.r.authorization_id, PAYMENT_REF_MAX, "%s", res.reference);
+  else
+    p.r.failure_reason = failure_reason(&res);
+  int64_t t = now_ms(ctx);
+  db_value v[11] = {DB_STR(o->order_id),
+                    DB_STR(p.customer_id),
+                    DB_I64(p.r.status),
+                    DB_I64(p.r.amount),
+                    DB_STR(p.currency),
+                    DB_STR(p.gateway_key),
+                    DB_STR(p.r.authorization_id),
+                    DB_I64(p.r.failure_reason),
+                    DB_STR(approved ? "" : res.message),
+                    DB_I64(t),
+                    DB_I64(t)};
+  st = db_exec(tx,
+               "INSERT INTO payments (order_id, customer_id, status, version, amount_units,"
+               " currency, gateway_key, authorization_id, failure_reason, failure_text,"
+               " created_ms, updated_ms) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, LEFT(?, 500), ?, ?)",
+               v, 11, NULL, NULL, errbuf, errlen);
+  if (st == STATUS_ALREADY_EXISTS) return STATUS_ABORTED; /* another instance: start again */
+  if (st != STATUS_OK) return st;
+  if (!approved) return emit_failed(tx, ctx, cause, &p, PAYMENT_OP_AUTHORIZE, &res, errbuf, errlen);
   Shop__Common__V1__Money m;
   money(&m, &p);
-  if (res.outcome == PAYMENT_GW_APPROVED) {
-    p.r.status = PS(AUTHORIZED);
-    snprintf(p.r.authorization_id, PAYMENT_REF_MAX, "%s", res.reference);
-    if ((st = pay_save(tx, ctx, &p, NULL, errbuf, errlen)) != STATUS_OK) return st;
-    Shop__Payment__V1__PaymentAuthorized ev = SHOP__PAYMENT__V1__PAYMENT_AUTHORIZED__INIT;
-    ev.order_id = p.order_id;
-    ev.customer_id = p.customer_id;
-    ev.amount = &m;
-    ev.authorization_id = p.r.authorization_id;
-    return emit(tx, ctx, cause, p.order_id, p.r.version, &ev.base, errbuf, errlen);
-  }
-  p.r.status = PS(FAILED);
-  p.r.failure_reason = failure_reason(&res);
-  if ((st = pay_save(tx, ctx, &p, res.message, errbuf, errlen)) != STATUS_OK) return st;
-  return emit_failed(tx, ctx, cause, &p, PAYMENT_OP_AUTHORIZE, &res, errbuf, errlen);
+  Shop__Payment__V1__PaymentAuthorized ev = SHOP__PAYMENT__V1__PAYMENT_AUTHORIZED__INIT;
+  ev.order_id = p.order_id;
+  ev.customer_id = p.customer_id;
+  ev.amount = &m;
+  ev.authorization_id = p.r.authorization_id;
+  return emit(tx, ctx, cause, p.order_id, p.r.version, &ev.base, errbuf, errlen);
 }
 
 status_code payment_capture(db_conn *tx, const payment_ctx *ctx, const events_envelope *cause,
@@ -402,9 +416,19 @@ static const consumer_event_type payment_types[] = {
     {&shop__order__v1__order_cancelled__descriptor, NULL, cancelled_apply, 0},
 };
 
+/* The gateway's answers of the batch are made durable before the commit
+ * records them: one sync per batch. */
+static status_code before_commit_cb(db_conn *tx, void *arg, char *errbuf, size_t errlen) {
+  const payment_ctx *ctx = arg;
+  if (ctx->gw.sync_cb == NULL) return STATUS_OK;
+  status_code st = ctx->gw.sync_cb(ctx->gw.self, errbuf, errlen);
+  return st == STATUS_OK ? st : STATUS_UNAVAILABLE;
+}
+
 const consumer_spec payment_consumer = {.group = TOPOLOGY_GROUP_PAYMENT_WORKER,
                                         .types = payment_types,
-                                        .n_types = sizeof payment_types / sizeof payment_types[0]};
+                                        .n_types = sizeof payment_types / sizeof payment_types[0],
+                                        .before_commit = before_commit_cb};
 
 /* ---- Reading -------------------------------------------------------------------------------- */
 

@@ -859,15 +859,16 @@ static void q(db_conn *c, const char *sql, const db_value *v, size_t nv, int64_t
   db_rows_free(r);
 }
 
-static long ledger_files(void) {
-  char path[1024];
-  snprintf(path, sizeof path, "%s/ledger", ostack_cfg()->payment.state_dir);
-  DIR *d = opendir(path);
-  if (d == NULL) return -1;
+/* The ledger lines of the card processor's journal: every authorization,
+ * capture, void or refund appends one (payment.h). */
+static long ledger_lines(void) {
+  char path[1024], line[8192];
+  snprintf(path, sizeof path, "%s/journal", ostack_cfg()->payment.state_dir);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return -1;
   long n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.';
-  closedir(d);
+  while (fgets(line, sizeof line, f) != NULL) n += line[0] == 'L' && line[1] == '\t';
+  fclose(f);
   return n;
 }
 
@@ -907,7 +908,7 @@ static void snap(snapshot *s) {
     "COALESCE(SUM(payment_status), 0), COALESCE(SUM(stock_status), 0) FROM orders_view",
     NULL, 0, s->view, 5);
   db_close(c);
-  s->ledger = ledger_files();
+  s->ledger = ledger_lines();
 }
 
 /* The outbox rows after `after` in db, decoded: returns how many are

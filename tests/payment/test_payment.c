@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "domtest.h"
@@ -135,6 +136,71 @@ Test(payment_sim, one_key_authorizes_once_and_answers_the_same_after_a_restart) 
   payment_gw_result d = call(s, PAYMENT_OP_AUTHORIZE, "order-1/authorize", "tok_visa", 501, NULL);
   cr_assert_eq(d.outcome, PAYMENT_GW_DECLINED);
   cr_assert_eq(d.reason, FR(AUTHORIZATION_INVALID));
+  payment_sim_destroy(s);
+}
+
+Test(payment_sim, two_sims_sharing_a_folder_see_each_others_answers) {
+  /* Two payment-worker instances share the processor's folder. */
+  payment_sim *a = sim_make(0, 0), *b = sim_make(0, 0);
+  payment_gw_result x = call(a, PAYMENT_OP_AUTHORIZE, "shared/authorize", "tok_visa", 300, NULL);
+  payment_gw_result y = call(b, PAYMENT_OP_AUTHORIZE, "shared/authorize", "tok_visa", 300, NULL);
+  cr_assert_eq(x.outcome, PAYMENT_GW_APPROVED);
+  cr_assert_str_eq(x.reference, y.reference, "b answers a's authorization from the journal");
+  payment_gw_result c = call(b, PAYMENT_OP_CAPTURE, "shared/capture", NULL, 300, x.reference);
+  cr_assert_eq(c.outcome, PAYMENT_GW_APPROVED);
+  /* a learns of b's capture: the authorization is no longer open. */
+  payment_gw_result v = call(a, PAYMENT_OP_VOID, "shared/void", NULL, 300, x.reference);
+  cr_assert_eq(v.outcome, PAYMENT_GW_DECLINED);
+  cr_assert_eq(v.reason, FR(AUTHORIZATION_INVALID));
+  int64_t na[5], nb[5];
+  payment_sim_performed(a, na);
+  payment_sim_performed(b, nb);
+  cr_assert_eq(na[PAYMENT_OP_AUTHORIZE] + nb[PAYMENT_OP_AUTHORIZE], 1);
+  char err[256];
+  cr_assert_eq(payment_sim_sync(a, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(payment_sim_sync(b, err, sizeof err), STATUS_OK, "%s", err);
+  payment_sim_destroy(a);
+  payment_sim_destroy(b);
+}
+
+Test(payment_sim, an_older_folder_of_one_file_per_record_is_moved_into_the_journal) {
+  /* The layout before the journal: keys/<sha256 of the key> and
+   * ledger/<id>, "name=value" lines. */
+  char path[512];
+  snprintf(path, sizeof path, "%s/keys", dir);
+  cr_assert_eq(mkdir(path, 0700), 0);
+  snprintf(path, sizeof path, "%s/ledger", dir);
+  cr_assert_eq(mkdir(path, 0700), 0);
+  /* sha256("old/authorize") */
+  snprintf(path, sizeof path,
+           "%s/keys/9645c092f6eadbd465d9778f8cf0d683a34dd838e4963d68fe93da22376c1f35", dir);
+  FILE *f = fopen(path, "w");
+  cr_assert_not_null(f);
+  fputs(
+      "key=old/authorize\nop=1\namount=900\noutcome=1\nreason=0\nreference="
+      "auth_aaaaaaaaaaaaaaaaaaaaaaaa\nmessage=authorized\n",
+      f);
+  fclose(f);
+  snprintf(path, sizeof path, "%s/ledger/auth_aaaaaaaaaaaaaaaaaaaaaaaa", dir);
+  f = fopen(path, "w");
+  cr_assert_not_null(f);
+  fputs(
+      "kind=authorization\nkey=old/authorize\namount=900\ncurrency=EUR\nstate=open\n"
+      "capture_fail=0\ncapture=\n",
+      f);
+  fclose(f);
+  payment_sim *s = sim_make(0, 0);
+  /* The old record answers its key again... */
+  payment_gw_result a = call(s, PAYMENT_OP_AUTHORIZE, "old/authorize", "tok_visa", 900, NULL);
+  cr_assert_eq(a.outcome, PAYMENT_GW_APPROVED);
+  cr_assert_str_eq(a.reference, "auth_aaaaaaaaaaaaaaaaaaaaaaaa");
+  int64_t n[5];
+  payment_sim_performed(s, n);
+  cr_assert_eq(n[PAYMENT_OP_AUTHORIZE], 0, "answered from the imported record");
+  /* ...and the old authorization is open and can be captured. */
+  payment_gw_result c =
+      call(s, PAYMENT_OP_CAPTURE, "old/capture", NULL, 900, "auth_aaaaaaaaaaaaaaaaaaaaaaaa");
+  cr_assert_eq(c.outcome, PAYMENT_GW_APPROVED, "%s", c.message);
   payment_sim_destroy(s);
 }
 

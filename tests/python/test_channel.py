@@ -351,3 +351,24 @@ def test_read_config_expands_variables_and_applies_environment_overrides(tmp_pat
     shop = shop_client.Shop.from_config(p)
     assert shop.channel_options["timeout"] == 2.5
     shop.close()
+
+
+def test_endpoints_follow_from_the_port_base_as_the_programs_derive_them(tmp_path: Path,
+                                                                        monkeypatch):
+    for k in list(os.environ):
+        if k.startswith("SHOP_"):
+            monkeypatch.delenv(k)
+    p = tmp_path / "shop.yaml"
+    p.write_text("endpoints:\n  host: 127.0.0.1\n  port_base: 30001\n"
+                 "  order_query: tcp://10.0.0.9:1\n")
+    import shop_client
+    from shop_client._shop import endpoints_of
+
+    eps = endpoints_of(shop_client.read_config(p))
+    # internal/config/programs.list: user-command first, audit-worker's
+    # audit_query the seventh endpoint; a key of its own wins.
+    assert eps["user_command"] == "tcp://127.0.0.1:30001"
+    assert eps["product_query"] == "tcp://127.0.0.1:30004"
+    assert eps["audit_query"] == "tcp://127.0.0.1:30007"
+    assert eps["order_query"] == "tcp://10.0.0.9:1"
+    assert "host" not in eps and "port_base" not in eps

@@ -8,6 +8,9 @@ Writes into DIR/shop_client/ (DIR is a folder on sys.path):
   pb/**/<file>_shop.py       protoc-gen-shop: one class per service
   pb/**/__init__.py          protoc-gen-shop: each proto package's names
   _generated.py              protoc-gen-shop: SERVICES, PROTO_MODULES, Shop
+  _programs.py               ENDPOINT_KEYS: the endpoint keys in the order of
+                             internal/config/programs.list (a config that
+                             gives endpoints.port_base derives each from it)
 With --copy-package it first copies the hand-written package
 (src/shop_client) into DIR, so DIR is a complete, importable tree (what the
 CMake target does). The package build (setup.py) calls generate() on its
@@ -120,7 +123,24 @@ def generate(proto_dir: Path, out_dir: Path) -> List[str]:
         if rc != 0:
             raise SystemExit(f"generate: protoc failed ({rc}): {' '.join(args)}")
     rewrite_imports(pb_root, protos)
+    write_programs(proto_dir, out_dir)
     return protos
+
+
+def write_programs(proto_dir: Path, out_dir: Path) -> None:
+    """ENDPOINT_KEYS from internal/config/programs.list, the one list of the
+    programs (beside proto/ in the repository)."""
+    candidates = [proto_dir.parent / "internal" / "config" / "programs.list",
+                  HERE.parent.parent.parent / "internal" / "config" / "programs.list"]
+    listing = next((c for c in candidates if c.exists()), candidates[0])
+    keys: List[str] = []
+    for line in listing.read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and fields[1] != "-":
+            keys.append(fields[1])
+    (out_dir / "shop_client" / "_programs.py").write_text(
+        '"""Generated from internal/config/programs.list by codegen/generate.py."""\n'
+        f"ENDPOINT_KEYS = {tuple(keys)!r}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(HERE.parent / "src" / "shop_client", dst,
-                        ignore=shutil.ignore_patterns("__pycache__", "pb", "_generated.py"))
+                        ignore=shutil.ignore_patterns("__pycache__", "pb", "_generated.py", "_programs.py"))
     protos = generate(a.proto, out)
     if a.stamp:
         a.stamp.parent.mkdir(parents=True, exist_ok=True)

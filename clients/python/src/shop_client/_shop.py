@@ -67,6 +67,22 @@ def read_config(path: Union[str, Path, None] = None) -> Dict[str, Dict[str, str]
     return sections
 
 
+def endpoints_of(cfg: Dict[str, Dict[str, str]]) -> Dict[str, str]:
+    """The endpoint of each key: endpoints.<key> when the config gives one,
+    else tcp://<endpoints.host>:<endpoints.port_base + the key's place>, as
+    the C programs derive them (internal/config/programs.list)."""
+    from ._programs import ENDPOINT_KEYS
+
+    section = cfg.get("endpoints", {})
+    out = {k: v for k, v in section.items() if k not in ("host", "port_base") and v}
+    base = section.get("port_base")
+    host = section.get("host") or "127.0.0.1"
+    for i, key in enumerate(ENDPOINT_KEYS):
+        if key not in out and base:
+            out[key] = f"tcp://{host}:{int(base) + i}"
+    return out
+
+
 class _SessionRef(Credentials):
     """The Shop's current session, whatever it is when a call is made."""
 
@@ -111,7 +127,7 @@ class ShopBase:
                 n = int(cfg["rpc"][key])
                 opts[arg] = n / scale if scale else n
         opts.update(channel_options)
-        return cls(cfg.get("endpoints", {}), **opts)
+        return cls(endpoints_of(cfg), **opts)
 
     def channel(self, key: str) -> Channel:
         """The channel of an endpoint key, opened on first use."""
