@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "app/app_internal.h"
+#include "command/command.h"
 #include "events/events.h"
 #include "log/log.h"
 
@@ -93,7 +94,8 @@ static status_code app_migrate(app *a, char *errbuf, size_t errlen) {
   if (st != STATUS_OK) return st;
   int applied = 0, total = 0;
   if (a->prog->endpoint != NULL) {
-    st = db_migrate(c, "rpc", rpc_migrations, rpc_migrations_count, &applied, errbuf, errlen);
+    st = db_migrate(c, "command", command_migrations, command_migrations_count, &applied, errbuf,
+                    errlen);
     total += applied;
   }
   if (st == STATUS_OK && (s->relay || s->consumer != NULL)) {
@@ -187,7 +189,7 @@ static void *app_housekeeping_main(void *arg) {
     }
     if (a->prog->endpoint != NULL && !a->spec->append_only) {
       uint64_t n = 0;
-      if (rpc_idem_purge(c, a->cfg->rpc.idempotency_retention_s, 1000, &n, err, sizeof err) !=
+      if (command_idem_purge(c, a->cfg->rpc.idempotency_retention_s, 1000, &n, err, sizeof err) !=
           STATUS_OK)
         log_warn(NULL, "%s: purging idempotency records failed: %s", a->spec->name, err);
       else if (n > 0)

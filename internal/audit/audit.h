@@ -44,13 +44,14 @@
 #include <stdint.h>
 
 #include "auth/auth.h"
+#include "check/check.h"
 #include "config/config.h"
+#include "consistency/consistency.h"
 #include "db/db.h"
 #include "events/consumer.h"
 #include "rpc/rpc.h"
 #include "shop/audit/v1/queries.pb-c.h"
 #include "status/status.h"
-#include "svc/svc.h"
 
 extern const db_migration audit_migrations[];
 extern const size_t audit_migrations_count;
@@ -86,16 +87,17 @@ void audit_row_hash(const audit_row *row, const uint8_t prev[AUDIT_HASH_SIZE],
 /* The worker's context: the pool it appends with (its own connection per
  * batch) and the notifier the query side waits on. */
 /* AuditQueryService's checks of a request on its own (no database):
- * violations go to v (see svc_vlist); the handler answers
+ * violations go to v (see check_violations); the handler answers
  * INVALID_ARGUMENT with them when v->n > 0. Pure, so they are fuzzed
  * without a server (tests/fuzz). */
 void audit_validate_list_audit_events(const Shop__Audit__V1__ListAuditEventsRequest *in,
-                                      svc_vlist *v);
+                                      check_violations *v);
 void audit_validate_get_order_timeline(const Shop__Audit__V1__GetOrderTimelineRequest *in,
-                                       svc_vlist *v);
-void audit_validate_verify_chain(const Shop__Audit__V1__VerifyChainRequest *in, svc_vlist *v);
+                                       check_violations *v);
+void audit_validate_verify_chain(const Shop__Audit__V1__VerifyChainRequest *in,
+                                 check_violations *v);
 void audit_validate_rebuild_order_projection(
-    const Shop__Audit__V1__RebuildOrderProjectionRequest *in, svc_vlist *v);
+    const Shop__Audit__V1__RebuildOrderProjectionRequest *in, check_violations *v);
 
 typedef struct audit_ctx {
   db_pool *db;
@@ -106,7 +108,7 @@ typedef struct audit_ctx {
   const shop_cfg *cfg;
   const auth_keys *auth;
   const db_params *dbp;
-  svc_notifier notifier;
+  consistency_notifier notifier;
   int lock_timeout_s; /* GET_LOCK wait; default 10 */
   int64_t appended;   /* rows appended by this process (stats) */
 } audit_ctx;

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "audit/audit.h"
+#include "clock/clock.h"
+#include "consistency/consistency.h"
 #include "log/log.h"
 #include "shop/audit/v1/queries.pb-c.h"
 #include "topology/topology.h"
@@ -60,11 +62,11 @@ void audit_ctx_init(audit_ctx *ctx, db_pool *db) {
   memset(ctx, 0, sizeof *ctx);
   ctx->db = db;
   ctx->lock_timeout_s = 10;
-  svc_notifier_init(&ctx->notifier);
+  consistency_notifier_init(&ctx->notifier);
   if (sodium_init() < 0) log_warn(NULL, "audit: sodium_init failed");
 }
 
-void audit_ctx_destroy(audit_ctx *ctx) { svc_notifier_destroy(&ctx->notifier); }
+void audit_ctx_destroy(audit_ctx *ctx) { consistency_notifier_destroy(&ctx->notifier); }
 
 /* Reads the chain head: 0 and zero hash on an empty log. */
 static status_code read_head(db_conn *c, int64_t *row_id, uint8_t hash[AUDIT_HASH_SIZE],
@@ -131,7 +133,7 @@ status_code audit_append_tx(db_conn *c, const consumer_msg *msgs, size_t n, int 
   uint8_t prev[AUDIT_HASH_SIZE];
   status_code st = find_seen(c, msgs, n, seen, errbuf, errlen);
   if (st == STATUS_OK) st = read_head(c, &head, prev, errbuf, errlen);
-  int64_t now = svc_now_ms();
+  int64_t now = clock_now_ms();
   for (size_t i = 0; st == STATUS_OK && i < n; i++) {
     if (seen[i]) continue;
     const events_envelope *ev = msgs[i].env;
@@ -146,7 +148,7 @@ status_code audit_append_tx(db_conn *c, const consumer_msg *msgs, size_t n, int 
         .actor = ev->actor,
         .subject = ev->subject,
         .sequence = ev->sequence,
-        .event_time_ms = svc_event_time_ms(ev),
+        .event_time_ms = events_time_ms(ev),
         .correlation_id = ev->correlation_id,
         .traceparent = ev->traceparent,
         .key = ev->key,
@@ -246,7 +248,7 @@ static void audit_ended_cb(db_conn *db, void *arg) {
 
 static void audit_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
   audit_ctx *ctx = arg;
-  svc_notifier_committed(&ctx->notifier, msgs, n, NULL);
+  consistency_notifier_committed(&ctx->notifier, msgs, n, NULL);
 }
 
 const consumer_spec audit_consumer = {.group = TOPOLOGY_GROUP_AUDIT_WORKER,

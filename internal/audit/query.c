@@ -5,6 +5,11 @@
 #include <string.h>
 
 #include "audit/audit.h"
+#include "check/check.h"
+#include "clock/clock.h"
+#include "consistency/consistency.h"
+#include "handler/handler.h"
+#include "page/page.h"
 #include "shop/audit/v1/queries.pb-c.h"
 #include "topology/topology.h"
 
@@ -82,7 +87,7 @@ static bool rec_list_fill(rec_list *l, db_rows *r, bool include_data) {
     o->rec.partition = (int32_t)db_rows_i64(r, 3);
     o->rec.offset = db_rows_i64(r, 4);
     o->env.sequence = db_rows_i64(r, 9);
-    svc_timestamp_set(&o->time, db_rows_i64(r, 10));
+    clock_timestamp_set(&o->time, db_rows_i64(r, 10));
     o->env.time = &o->time;
     if (include_data) {
       size_t len = 0;
@@ -93,7 +98,7 @@ static bool rec_list_fill(rec_list *l, db_rows *r, bool include_data) {
       o->env.data.data = o->data;
       o->env.data.len = len;
     }
-    svc_timestamp_set(&o->recorded, db_rows_i64(r, 15));
+    clock_timestamp_set(&o->recorded, db_rows_i64(r, 15));
     o->rec.recorded_at = &o->recorded;
     size_t plen = 0, hlen = 0;
     const char *p = db_rows_str(r, 16, &plen);
@@ -128,38 +133,39 @@ static bool query_rows(rpc_call *call, audit_ctx *ctx, const char *sql, const db
                        size_t np, db_rows **out) {
   char err[512];
   db_conn *c = NULL;
-  if (!svc_db_get(call, ctx->db, &c)) return false;
+  if (!handler_db_get(call, ctx->db, &c)) return false;
   status_code st;
   st = db_query(c, sql, p, np, out, err, sizeof err);
   db_pool_put(ctx->db, c);
   if (st != STATUS_OK) {
-    svc_db_failed(call, st, "reading audit_log", err);
+    handler_db_failed(call, st, "reading audit_log", err);
     return false;
   }
   return true;
 }
 
 void audit_validate_list_audit_events(const Shop__Audit__V1__ListAuditEventsRequest *in,
-                                      svc_vlist *v) {
-  if (strlen(in->aggregate_id) > 255) svc_vlist_add(v, "aggregate_id", "too long");
-  if (strlen(in->type) > 255) svc_vlist_add(v, "type", "too long");
-  if (strlen(in->topic) > 255) svc_vlist_add(v, "topic", "too long");
+                                      check_violations *v) {
+  if (strlen(in->aggregate_id) > 255) check_violation_add(v, "aggregate_id", "too long");
+  if (strlen(in->type) > 255) check_violation_add(v, "type", "too long");
+  if (strlen(in->topic) > 255) check_violation_add(v, "topic", "too long");
 }
 
 void audit_validate_get_order_timeline(const Shop__Audit__V1__GetOrderTimelineRequest *in,
-                                       svc_vlist *v) {
-  if (!svc_id_valid(in->order_id)) svc_vlist_add(v, "order_id", "must be an order id");
+                                       check_violations *v) {
+  if (!check_id(in->order_id)) check_violation_add(v, "order_id", "must be an order id");
 }
 
-void audit_validate_verify_chain(const Shop__Audit__V1__VerifyChainRequest *in, svc_vlist *v) {
-  if (in->from_row_id < 0) svc_vlist_add(v, "from_row_id", "must be >= 0");
-  if (in->max_rows < 0) svc_vlist_add(v, "max_rows", "must be >= 0");
+void audit_validate_verify_chain(const Shop__Audit__V1__VerifyChainRequest *in,
+                                 check_violations *v) {
+  if (in->from_row_id < 0) check_violation_add(v, "from_row_id", "must be >= 0");
+  if (in->max_rows < 0) check_violation_add(v, "max_rows", "must be >= 0");
 }
 
 void audit_validate_rebuild_order_projection(
-    const Shop__Audit__V1__RebuildOrderProjectionRequest *in, svc_vlist *v) {
+    const Shop__Audit__V1__RebuildOrderProjectionRequest *in, check_violations *v) {
   if (in->max_differences < 0 || in->max_differences > 10000)
-    svc_vlist_add(v, "max_differences", "must be 0 to 10000");
+    check_violation_add(v, "max_differences", "must be 0 to 10000");
 }
 
 static void audit_query_list_audit_events(audit_query_service *svc,
@@ -168,11 +174,11 @@ static void audit_query_list_audit_events(audit_query_service *svc,
                                           void *data) {
   rpc_call *call = data;
   audit_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   audit_validate_list_audit_events(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   int size = 0;
-  if (!svc_page_size(call, in->page, &size)) return;
+  if (!page_size(call, in->page, &size)) return;
   int64_t from = in->from_time != NULL
                      ? in->from_time->seconds * 1000 + in->from_time->nanos / 1000000
                      : INT64_MIN;
@@ -182,11 +188,11 @@ static void audit_query_list_audit_events(audit_query_service *svc,
   char filters[1200];
   snprintf(filters, sizeof filters, "audit|agg=%s|type=%s|topic=%s|from=%" PRId64 "|until=%" PRId64,
            in->aggregate_id, in->type, in->topic, from, until);
-  svc_page_pos pos;
-  if (!svc_page_token_decode(call, in->page != NULL ? in->page->page_token : NULL, filters, &pos))
+  page_pos pos;
+  if (!page_token_decode(call, in->page != NULL ? in->page->page_token : NULL, filters, &pos))
     return;
   int64_t after = pos.n == 1 ? strtoll(pos.field[0], NULL, 10) : 0;
-  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, log_version)) return;
+  if (!consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, log_version)) return;
   db_value p[9] = {
       DB_I64(after),    DB_STR(in->aggregate_id), DB_STR(in->aggregate_id), DB_STR(in->type),
       DB_STR(in->type), DB_STR(in->topic),        DB_STR(in->topic),        DB_I64(from),
@@ -209,13 +215,13 @@ static void audit_query_list_audit_events(audit_query_service *svc,
     return;
   }
   Shop__Common__V1__PageResponse page = SHOP__COMMON__V1__PAGE_RESPONSE__INIT;
-  char token[SVC_PAGE_TOKEN_MAX] = "";
+  char token[PAGE_TOKEN_MAX] = "";
   size_t n = l.n;
   if (n > (size_t)size) {
     n = (size_t)size;
-    svc_page_pos next = {.n = 1};
+    page_pos next = {.n = 1};
     snprintf(next.field[0], sizeof next.field[0], "%" PRId64, l.items[n - 1].rec.row_id);
-    svc_page_token_encode(token, filters, &next);
+    page_token_encode(token, filters, &next);
   }
   page.next_page_token = token;
   Shop__Audit__V1__ListAuditEventsResponse resp = SHOP__AUDIT__V1__LIST_AUDIT_EVENTS_RESPONSE__INIT;
@@ -231,10 +237,10 @@ static void audit_query_get_order_timeline(
     Shop__Audit__V1__GetOrderTimelineResponse_Closure closure, void *data) {
   rpc_call *call = data;
   audit_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   audit_validate_get_order_timeline(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
-  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, log_version)) return;
+  if (handler_violations_apply(call, &v) > 0) return;
+  if (!consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, log_version)) return;
   /* Everything about an order is keyed by its id (DESIGN.md); its own
    * events also name it as their subject. */
   db_value p[5] = {DB_STR(in->order_id), DB_STR(in->order_id), DB_STR(TOPOLOGY_TOPIC_ORDER),
@@ -274,19 +280,19 @@ static void audit_query_verify_chain(audit_query_service *svc,
                                      void *data) {
   rpc_call *call = data;
   audit_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist bad = {0};
+  check_violations bad = {0};
   audit_validate_verify_chain(in, &bad);
-  if (svc_vlist_apply(call, &bad) > 0) return;
-  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, log_version)) return;
+  if (handler_violations_apply(call, &bad) > 0) return;
+  if (!consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, log_version)) return;
   char err[512];
   db_conn *c = NULL;
-  if (!svc_db_get(call, ctx->db, &c)) return;
+  if (!handler_db_get(call, ctx->db, &c)) return;
   status_code st;
   audit_verify_result v;
   st = audit_verify(c, in->from_row_id, in->max_rows, &v, err, sizeof err);
   db_pool_put(ctx->db, c);
   if (st != STATUS_OK) {
-    svc_db_failed(call, st, "verifying audit_log", err);
+    handler_db_failed(call, st, "verifying audit_log", err);
     return;
   }
   Shop__Audit__V1__VerifyChainResponse resp = SHOP__AUDIT__V1__VERIFY_CHAIN_RESPONSE__INIT;
@@ -311,10 +317,10 @@ static void audit_query_rebuild_order_projection(
     Shop__Audit__V1__RebuildOrderProjectionResponse_Closure closure, void *data) {
   rpc_call *call = data;
   audit_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   audit_validate_rebuild_order_projection(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
-  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, log_version)) return;
+  if (handler_violations_apply(call, &v) > 0) return;
+  if (!consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, log_version)) return;
   audit_rebuild_run(call, ctx, in->max_differences, closure, data);
 }
 

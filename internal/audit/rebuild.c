@@ -12,7 +12,9 @@
 #include <string.h>
 
 #include "audit/audit.h"
+#include "clock/clock.h"
 #include "order/order.h"
+#include "page/page.h"
 #include "shop/audit/v1/queries.pb-c.h"
 #include "shop/order/v1/queries.pb-c.h"
 #include "topology/topology.h"
@@ -69,7 +71,7 @@ static status_code replay(db_conn *a, db_conn *s, order_query_ctx *qctx, int64_t
       e.actor = (char *)db_rows_str(r, 7, NULL);
       e.subject = (char *)db_rows_str(r, 8, NULL);
       e.sequence = db_rows_i64(r, 9);
-      svc_timestamp_set(&ts, db_rows_i64(r, 10));
+      clock_timestamp_set(&ts, db_rows_i64(r, 10));
       e.time = &ts;
       e.correlation_id = (char *)db_rows_str(r, 11, NULL);
       e.traceparent = (char *)db_rows_str(r, 12, NULL);
@@ -122,12 +124,12 @@ static status_code read_side(rpc_client *c, const char *token, side *sd, char *e
                              size_t errlen) {
   for (int s = SHOP__ORDER__V1__ORDER_STATUS__ORDER_STATUS_PENDING;
        s <= SHOP__ORDER__V1__ORDER_STATUS__ORDER_STATUS_CANCELLED; s++) {
-    char next[SVC_PAGE_TOKEN_MAX] = "";
+    char next[PAGE_TOKEN_MAX] = "";
     for (;;) {
       Shop__Order__V1__ListOrdersByStatusRequest req =
           SHOP__ORDER__V1__LIST_ORDERS_BY_STATUS_REQUEST__INIT;
       Shop__Common__V1__PageRequest pg = SHOP__COMMON__V1__PAGE_REQUEST__INIT;
-      pg.page_size = SVC_PAGE_MAX;
+      pg.page_size = PAGE_MAX;
       pg.page_token = next;
       req.status = (Shop__Order__V1__OrderStatus)s;
       req.page = &pg;

@@ -24,7 +24,7 @@
  *                           producing a row, librdkafka is made to raise a
  *                           fatal error, as its idempotent producer does
  *                           after some long outages
- *   command.after_commit    a command (svc_command_run, every command
+ *   command.after_commit    a command (command_run, every command
  *                           service): the state change, its outbox rows
  *                           and the idempotency record committed, the
  *                           reply not yet sent and the relay not woken

@@ -649,3 +649,14 @@ status_code db_lock_release(db_conn *c, const char *name, char *errbuf, size_t e
   status_code st = db_query_i64(c, "SELECT RELEASE_LOCK(?)", p, 1, &ignored, errbuf, errlen);
   return st == STATUS_NOT_FOUND ? STATUS_OK : st;
 }
+
+void db_like_pattern(const char *text, char *out, size_t len) {
+  size_t o = 0;
+  out[o++] = '%';
+  for (const char *p = text; *p != '\0' && o + 3 < len; p++) {
+    if (*p == '!' || *p == '%' || *p == '_') out[o++] = '!';
+    out[o++] = *p;
+  }
+  out[o++] = '%';
+  out[o] = '\0';
+}

@@ -164,6 +164,11 @@ status_code db_migrate(db_conn *c, const char *component, const db_migration *mi
 bool db_password_from_dir(const char *secrets_dir, const char *account, char *buf, size_t len,
                           char *errbuf, size_t errlen);
 
+/* Writes the LIKE pattern "%text%" with '!' as the escape character (use
+ * "LIKE ? ESCAPE '!'"), so '%' and '_' in text match themselves. out must
+ * hold 2 * strlen(text) + 3 bytes; longer text is cut. */
+void db_like_pattern(const char *text, char *out, size_t len);
+
 /* A thread-safe pool of connections to one database. Connections are made
  * on demand up to size; db_pool_get blocks until one is free. */
 typedef struct db_pool db_pool;

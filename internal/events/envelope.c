@@ -435,3 +435,8 @@ void events_sleep_ms(int64_t ms) {
 void events_log_scope_enter(log_scope *s, const events_envelope *ev) {
   log_scope_enter(s, NULL, ev->traceparent, ev->id);
 }
+
+int64_t events_time_ms(const events_envelope *ev) {
+  if (ev->time == NULL) return 0;
+  return ev->time->seconds * 1000 + ev->time->nanos / 1000000;
+}

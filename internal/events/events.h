@@ -75,6 +75,9 @@ typedef Shop__Common__V1__Timestamp events_timestamp;
  */
 void events_uuid_v7(char out[EVENTS_ID_SIZE]);
 
+/* The event's time (ce_time) in Unix milliseconds; 0 when it has none. */
+int64_t events_time_ms(const events_envelope *ev);
+
 /* Sets ts to the current UTC time (CLOCK_REALTIME). */
 void events_now(events_timestamp *ts);
 
@@ -199,7 +202,6 @@ status_code events_topics_create(const char *brokers, events_topic_spec *topics,
 /* events_topics_create of one topic (tools and tests). */
 status_code events_topic_create(const char *brokers, const char *topic, int partitions,
                                 int timeout_ms, char *errbuf, size_t errlen);
-
 
 /* Deletes a topic (tests clean up after themselves). An unknown topic is
  * success. */

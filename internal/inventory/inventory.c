@@ -38,25 +38,15 @@ bool inventory_low_crossed(int64_t before, int64_t after, int64_t threshold) {
 
 /* ---- Context ---------------------------------------------------------------------- */
 
-static int64_t real_now_ms(void *self) {
-  (void)self;
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void inventory_ctx_init(inventory_ctx *ctx, const shop_cfg *cfg, const char *program,
                         outbox_sink sink) {
   memset(ctx, 0, sizeof *ctx);
   ctx->program = program;
   ctx->sink = sink;
   ctx->unknown_product_wait_ms = cfg != NULL ? cfg->inventory.unknown_product_wait_ms : 30000;
-  ctx->now_ms_cb = real_now_ms;
 }
 
-static int64_t now_ms(const inventory_ctx *ctx) {
-  return ctx->now_ms_cb != NULL ? ctx->now_ms_cb(ctx->clock_self) : real_now_ms(NULL);
-}
+static int64_t now_ms(const inventory_ctx *ctx) { return clock_now(&ctx->clock); }
 
 /* ---- Events ------------------------------------------------------------------------ */
 

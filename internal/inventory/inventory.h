@@ -56,6 +56,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clock/clock.h"
 #include "config/config.h"
 #include "db/db.h"
 #include "events/consumer.h"
@@ -78,8 +79,7 @@ typedef struct inventory_ctx {
   outbox_sink sink;                /* events go here, in the caller's transaction */
   int64_t unknown_product_wait_ms; /* how long a reservation waits for a product */
   /* Wall clock in Unix milliseconds; NULL: the real one. Tests move it. */
-  int64_t (*now_ms_cb)(void *self);
-  void *clock_self;
+  shop_clock clock; /* zeroed: the real clock */
 } inventory_ctx;
 
 /* Fills ctx from cfg (inventory.unknown_product_wait_ms) with the real

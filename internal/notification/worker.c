@@ -4,6 +4,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "check/check.h"
+#include "clock/clock.h"
 #include "log/log.h"
 #include "notification/notification.h"
 #include "shop/inventory/v1/events.pb-c.h"
@@ -11,7 +13,6 @@
 #include "shop/order/v1/events.pb-c.h"
 #include "shop/payment/v1/events.pb-c.h"
 #include "shop/user/v1/events.pb-c.h"
-#include "svc/svc.h"
 #include "topology/topology.h"
 
 enum { ST_SENT = 1, ST_FAILED = 2, ST_PENDING = 3 };
@@ -90,9 +91,9 @@ static status_code record(db_conn *rc, const target *t, const char *nid, int sta
   char le[1001];
   snprintf(le, sizeof le, "%s", last_error != NULL ? last_error : "");
   db_value p[10] = {
-      DB_STR(nid),          DB_STR(t->ev->id),   DB_STR(t->ev->type), DB_I64(t->ch->channel),
-      DB_STR(t->recipient), DB_STR(t->user_id),  DB_I64(status),      DB_I64(attempts),
-      DB_STR(le),           DB_I64(svc_now_ms())};
+      DB_STR(nid),          DB_STR(t->ev->id),     DB_STR(t->ev->type), DB_I64(t->ch->channel),
+      DB_STR(t->recipient), DB_STR(t->user_id),    DB_I64(status),      DB_I64(attempts),
+      DB_STR(le),           DB_I64(clock_now_ms())};
   return db_exec(rc,
                  "INSERT INTO notifications (notification_id, event_id, event_type, channel,"
                  " recipient, user_id, status, attempts, last_error, updated_ms)"
@@ -187,7 +188,7 @@ static status_code to_user(notify_ctx *ctx, db_conn *tx, const events_envelope *
     /* User events travel on another topic: a fresh event may overtake the
      * registration of its user. Wait a little for it (the consumer tries
      * the batch again); older events of users never seen are skipped. */
-    int64_t age = svc_now_ms() - svc_event_time_ms(ev);
+    int64_t age = clock_now_ms() - events_time_ms(ev);
     if (age < NOTIFY_CONTACT_WAIT_MS) {
       snprintf(errbuf, errlen, "waiting for the user events of %s (%s %s)", user_id, ev->type,
                ev->id);
@@ -280,7 +281,7 @@ static status_code profile_apply(db_conn *tx, const consumer_msg *m, void *arg, 
 /* Order and payment events: to the customer they name. */
 static status_code customer_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                   size_t errlen) {
-  return to_user(arg, tx, m->env, svc_message_string(m->msg, "customer_id"), errbuf, errlen);
+  return to_user(arg, tx, m->env, check_message_string(m->msg, "customer_id"), errbuf, errlen);
 }
 
 static const consumer_event_type notify_types[] = {

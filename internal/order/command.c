@@ -5,7 +5,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "check/check.h"
+#include "clock/clock.h"
+#include "command/command.h"
+#include "consistency/consistency.h"
 #include "events/events.h"
+#include "handler/handler.h"
 #include "log/log.h"
 #include "order/order_internal.h"
 #include "topology/topology.h"
@@ -14,16 +19,7 @@ typedef Shop__Order__V1__OrderCommandService_Service order_cmd_service;
 
 /* ---- Context ------------------------------------------------------------------------------ */
 
-static int64_t real_now_ms(void *self) {
-  (void)self;
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t order_now_ms(const order_ctx *ctx) {
-  return ctx->now_ms_cb != NULL ? ctx->now_ms_cb(ctx->clock_self) : real_now_ms(NULL);
-}
+int64_t order_now_ms(const order_ctx *ctx) { return clock_now(&ctx->clock); }
 
 void order_ctx_init(order_ctx *ctx, const shop_cfg *cfg, const char *program, db_pool *db,
                     outbox_relay *relay, order_catalog catalog) {
@@ -35,7 +31,6 @@ void order_ctx_init(order_ctx *ctx, const shop_cfg *cfg, const char *program, db
   ctx->sink = outbox_sink_of(relay, program);
   ctx->catalog = catalog;
   ctx->deadline_ms = (cfg != NULL ? cfg->order.deadline_s : 900) * (int64_t)1000;
-  ctx->now_ms_cb = real_now_ms;
 }
 
 /* ---- Rows and events ---------------------------------------------------------------------- */
@@ -263,7 +258,7 @@ status_code order_place(db_conn *tx, const order_ctx *ctx, const outbox_cause *o
     return STATUS_INTERNAL;
   }
   Shop__Common__V1__Timestamp dl;
-  svc_timestamp_set(&dl, deadline);
+  clock_timestamp_set(&dl, deadline);
   Shop__Order__V1__OrderCreated ev = SHOP__ORDER__V1__ORDER_CREATED__INIT;
   ev.order_id = order_id;
   ev.customer_id = (char *)n->customer_id;
@@ -281,14 +276,14 @@ status_code order_place(db_conn *tx, const order_ctx *ctx, const outbox_cause *o
 
 status_code order_cancel(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
                          const order_who *who, const char *order_id, const char *reason_text,
-                         svc_outcome *out, int64_t *version, char *errbuf, size_t errlen) {
+                         command_outcome *out, int64_t *version, char *errbuf, size_t errlen) {
   order_row r;
   status_code st = order_row_lock(tx, order_id, &r, errbuf, errlen);
   if (st == STATUS_NOT_FOUND ||
       (st == STATUS_OK && !who->admin && strcmp(r.customer_id, who->user_id) != 0)) {
     /* Someone else's order looks exactly like one that does not exist. */
     order_row_free(&r);
-    svc_fail(out, STATUS_NOT_FOUND, "order_id", "no such order");
+    command_fail(out, STATUS_NOT_FOUND, "order_id", "no such order");
     return STATUS_OK;
   }
   if (st != STATUS_OK) {
@@ -297,7 +292,7 @@ status_code order_cancel(db_conn *tx, const order_ctx *ctx, const outbox_cause *
   }
   char msg[200];
   if (!order_cancel_allowed(&r.state, msg, sizeof msg)) {
-    svc_fail(out, STATUS_FAILED_PRECONDITION, "order_id", "%s", msg);
+    command_fail(out, STATUS_FAILED_PRECONDITION, "order_id", "%s", msg);
     *version = r.version;
     order_row_free(&r);
     return STATUS_OK;
@@ -317,11 +312,11 @@ status_code order_cancel(db_conn *tx, const order_ctx *ctx, const outbox_cause *
 
 status_code order_ship(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
                        const char *order_id, const char *carrier, const char *tracking,
-                       svc_outcome *out, int64_t *version, char *errbuf, size_t errlen) {
+                       command_outcome *out, int64_t *version, char *errbuf, size_t errlen) {
   order_row r;
   status_code st = order_row_lock(tx, order_id, &r, errbuf, errlen);
   if (st == STATUS_NOT_FOUND) {
-    svc_fail(out, STATUS_NOT_FOUND, "order_id", "no such order");
+    command_fail(out, STATUS_NOT_FOUND, "order_id", "no such order");
     return STATUS_OK;
   }
   if (st != STATUS_OK) {
@@ -330,7 +325,7 @@ status_code order_ship(db_conn *tx, const order_ctx *ctx, const outbox_cause *or
   }
   char msg[200];
   if (!order_ship_allowed(&r.state, msg, sizeof msg)) {
-    svc_fail(out, STATUS_FAILED_PRECONDITION, "order_id", "%s", msg);
+    command_fail(out, STATUS_FAILED_PRECONDITION, "order_id", "%s", msg);
     *version = r.version;
     order_row_free(&r);
     return STATUS_OK;
@@ -363,22 +358,10 @@ status_code order_ship(db_conn *tx, const order_ctx *ctx, const outbox_cause *or
 /* ---- Handlers ----------------------------------------------------------------------------------
  */
 
-static outbox_cause origin_of(const rpc_call *call) {
-  return (outbox_cause){.actor = rpc_call_user_id(call),
-                        .correlation_id = rpc_call_request_id(call),
-                        .traceparent = rpc_call_traceparent(call)};
-}
-
-static void add_violations(rpc_call *call, int *bad, const order_violation *v, size_t n) {
-  for (size_t i = 0; i < n && i < RPC_MAX_VIOLATIONS; i++)
-    svc_violation(call, bad, v[i].field, v[i].why);
-}
-
 typedef struct create_job {
   const order_ctx *ctx;
   rpc_call *call;
   const order_create_req *in;
-  bool fetched;
   order_product *products;
   order_line *lines;
   int64_t total;
@@ -390,9 +373,12 @@ typedef struct create_job {
   Shop__Order__V1__CreateOrderResponse reply;
 } create_job;
 
-/* Asks the catalog for every product; a failure the caller may retry
- * goes to out. */
-static bool create_fetch(create_job *j, svc_outcome *out) {
+/* Asks the catalog for every product, before the transaction (no
+ * connection is held while product-query answers). On a failure the
+ * caller may retry, a repeat of an answered request still gets its stored
+ * reply (command_replayed); otherwise the call is answered UNAVAILABLE or
+ * DEADLINE_EXCEEDED. False when the call holds its answer. */
+static bool create_fetch(create_job *j) {
   char err[512];
   for (size_t i = 0; i < j->in->n_lines; i++) {
     err[0] = '\0';
@@ -404,36 +390,30 @@ static bool create_fetch(create_job *j, svc_outcome *out) {
                         .trace_id = rpc_call_trace_id(j->call)},
              "CreateOrder: the catalog did not answer for %s: %s (%s)", j->in->lines[i]->product_id,
              status_name(st), err);
-    if (st == STATUS_DEADLINE_EXCEEDED)
-      svc_fail(out, STATUS_DEADLINE_EXCEEDED, NULL, "the catalog did not answer in time");
-    else
-      svc_fail(out, STATUS_UNAVAILABLE, NULL, "the catalog is unavailable; try again");
-    out->retry_delay_ms = st == STATUS_DEADLINE_EXCEEDED ? -1 : 200;
+    if (command_replayed(j->call, j->ctx->db)) return false;
+    if (st == STATUS_DEADLINE_EXCEEDED) {
+      rpc_call_set_status(j->call, STATUS_DEADLINE_EXCEEDED, "the catalog did not answer in time");
+    } else {
+      rpc_call_set_status(j->call, STATUS_UNAVAILABLE, "the catalog is unavailable; try again");
+      rpc_call_set_retry_delay(j->call, 200);
+    }
     return false;
   }
   return true;
 }
 
-static status_code create_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code create_apply(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                 size_t errlen) {
   create_job *j = arg;
-  /* The catalog is asked inside the transaction, after the idempotency
-   * record is taken: a repeat of an answered request gets the stored
-   * reply without asking again, and a concurrent duplicate waits for this
-   * one. Answers are kept across a retried transaction. */
-  if (!j->fetched) {
-    if (!create_fetch(j, out)) return STATUS_OK;
-    j->fetched = true;
-  }
-  order_violation v;
+  check_violations v;
   char msg[256];
   status_code code =
       order_price(j->in, j->products, j->ctx->currency, j->lines, &j->total, &v, msg, sizeof msg);
   if (code != STATUS_OK) {
-    svc_fail(out, code, v.field, "%s", msg);
+    command_fail(out, code, v.n > 0 ? v.v[0].field : NULL, "%s", msg);
     return STATUS_OK;
   }
-  outbox_cause origin = origin_of(j->call);
+  outbox_cause origin = command_cause(j->call);
   order_new n = {.customer_id = rpc_call_user_id(j->call),
                  .idempotency_key = rpc_call_idempotency_key(j->call),
                  .payment_token = j->in->payment_token,
@@ -449,8 +429,8 @@ static status_code create_apply(db_conn *tx, void *arg, svc_outcome *out, char *
     snprintf(errbuf, errlen, "out of memory");
     return STATUS_INTERNAL;
   }
-  svc_token_set(&j->token, j->order_id, 1);
-  svc_timestamp_set(&j->deadline, j->deadline_ms);
+  consistency_token_set(&j->token, j->order_id, 1);
+  clock_timestamp_set(&j->deadline, j->deadline_ms);
   shop__order__v1__create_order_response__init(&j->reply);
   j->reply.order_id = j->order_id;
   j->reply.consistency = &j->token;
@@ -467,11 +447,9 @@ static void order_cmd_create_order(order_cmd_service *svc, const order_create_re
                                    void *data) {
   rpc_call *call = data;
   const order_ctx *ctx = rpc_call_service_ctx(call);
-  order_violation v[RPC_MAX_VIOLATIONS];
-  size_t nv = order_create_check(in, v, RPC_MAX_VIOLATIONS);
-  int bad = 0;
-  add_violations(call, &bad, v, nv);
-  if (bad > 0) return;
+  check_violations v = {0};
+  order_validate_create_order(in, &v);
+  if (handler_violations_apply(call, &v) > 0) return;
   if (strlen(rpc_call_user_id(call)) > ORDER_CUSTOMER_MAX) {
     rpc_call_set_status(call, STATUS_INVALID_ARGUMENT, "the caller's id is too long");
     return;
@@ -481,20 +459,23 @@ static void order_cmd_create_order(order_cmd_service *svc, const order_create_re
     j->products = calloc(in->n_lines, sizeof *j->products);
     j->lines = calloc(in->n_lines, sizeof *j->lines);
   }
-  if (j == NULL || j->products == NULL || j->lines == NULL) {
+  bool ready = j != NULL && j->products != NULL && j->lines != NULL;
+  if (!ready) {
     rpc_call_set_status(call, STATUS_RESOURCE_EXHAUSTED, "out of memory");
   } else {
     j->ctx = ctx;
     j->call = call;
     j->in = in;
-    svc_command cmd = {.call = call,
-                       .db = ctx->db,
-                       .relay = ctx->relay,
-                       .apply = create_apply,
-                       .arg = j,
-                       .reply = &j->reply.base,
-                       .idempotent = true};
-    if (svc_command_run(&cmd)) {
+  }
+  if (ready && create_fetch(j)) {
+    command_tx cmd = {.call = call,
+                      .db = ctx->db,
+                      .relay = ctx->relay,
+                      .apply = create_apply,
+                      .arg = j,
+                      .reply = &j->reply.base,
+                      .idempotent = true};
+    if (command_run(&cmd)) {
       log_info(
           &(log_ctx){.request_id = rpc_call_request_id(call), .trace_id = rpc_call_trace_id(call)},
           "order %s created for %s: %zu line(s), %lld %s", j->order_id, rpc_call_user_id(call),
@@ -522,10 +503,10 @@ typedef struct change_job {
   Shop__Order__V1__ShipOrderResponse ship_reply;
 } change_job;
 
-static status_code change_apply(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code change_apply(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                 size_t errlen) {
   change_job *j = arg;
-  outbox_cause origin = origin_of(j->call);
+  outbox_cause origin = command_cause(j->call);
   status_code st;
   if (j->ship) {
     st = order_ship(tx, j->ctx, &origin, j->order_id, j->carrier, j->tracking, out, &j->version,
@@ -537,7 +518,7 @@ static status_code change_apply(db_conn *tx, void *arg, svc_outcome *out, char *
                       errlen);
   }
   if (st != STATUS_OK || out->code != STATUS_OK) return st;
-  svc_token_set(&j->token, j->order_id, j->version);
+  consistency_token_set(&j->token, j->order_id, j->version);
   shop__order__v1__cancel_order_response__init(&j->cancel_reply);
   j->cancel_reply.order_id = (char *)j->order_id;
   j->cancel_reply.consistency = &j->token;
@@ -550,14 +531,14 @@ static status_code change_apply(db_conn *tx, void *arg, svc_outcome *out, char *
 }
 
 static bool change_run(change_job *j) {
-  svc_command cmd = {.call = j->call,
-                     .db = j->ctx->db,
-                     .relay = j->ctx->relay,
-                     .apply = change_apply,
-                     .arg = j,
-                     .reply = j->ship ? &j->ship_reply.base : &j->cancel_reply.base,
-                     .idempotent = true};
-  return svc_command_run(&cmd);
+  command_tx cmd = {.call = j->call,
+                    .db = j->ctx->db,
+                    .relay = j->ctx->relay,
+                    .apply = change_apply,
+                    .arg = j,
+                    .reply = j->ship ? &j->ship_reply.base : &j->cancel_reply.base,
+                    .idempotent = true};
+  return command_run(&cmd);
 }
 
 static void order_cmd_cancel_order(order_cmd_service *svc,
@@ -565,9 +546,9 @@ static void order_cmd_cancel_order(order_cmd_service *svc,
                                    Shop__Order__V1__CancelOrderResponse_Closure closure,
                                    void *data) {
   rpc_call *call = data;
-  svc_vlist v = {0};
+  check_violations v = {0};
   order_validate_cancel_order(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   change_job j = {.ctx = rpc_call_service_ctx(call),
                   .call = call,
                   .order_id = in->order_id,
@@ -579,9 +560,9 @@ static void order_cmd_ship_order(order_cmd_service *svc,
                                  const Shop__Order__V1__ShipOrderRequest *in,
                                  Shop__Order__V1__ShipOrderResponse_Closure closure, void *data) {
   rpc_call *call = data;
-  svc_vlist v = {0};
+  check_violations v = {0};
   order_validate_ship_order(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   change_job j = {.ctx = rpc_call_service_ctx(call),
                   .call = call,
                   .order_id = in->order_id,

@@ -8,11 +8,11 @@
  * here (query.c is the query side) because they share the domain's types.
  *
  * Follow CreateOrder from proto/shop/order/v1/commands.proto: the handler
- * (command.c) checks the request (order_create_check), then in one
- * transaction (svc_command_run: idempotency record, state, outbox) asks
+ * (command.c) checks the request (order_validate_create_order), asks
  * product-query for every product through the order_catalog (a
  * service-to-service GetProduct call that carries the caller's remaining
- * deadline and trace), prices the lines from the catalog's answers
+ * deadline and trace), then in one transaction (command_run: state,
+ * outbox, idempotency record) prices the lines from the catalog's answers
  * (order_price: never from the client), inserts the order and its lines,
  * and appends OrderCreated. The relay publishes it on shop.order.events.v1;
  * inventory-worker reserves and payment-worker authorizes, in parallel;
@@ -58,7 +58,11 @@
 #include <stdint.h>
 
 #include "auth/auth.h"
+#include "check/check.h"
+#include "clock/clock.h"
+#include "command/command.h"
 #include "config/config.h"
+#include "consistency/consistency.h"
 #include "db/db.h"
 #include "events/consumer.h"
 #include "events/outbox.h"
@@ -67,7 +71,6 @@
 #include "shop/order/v1/events.pb-c.h"
 #include "shop/order/v1/queries.pb-c.h"
 #include "status/status.h"
-#include "svc/svc.h"
 
 typedef Shop__Order__V1__CreateOrderRequest order_create_req;
 typedef Shop__Order__V1__ShippingAddress order_address;
@@ -87,12 +90,6 @@ typedef Shop__Order__V1__ShippingAddress order_address;
 #define ORDER_NAME_MAX 200
 #define ORDER_CUSTOMER_MAX 128
 
-/* A field violation: field is "" when nothing is wrong. */
-typedef struct order_violation {
-  char field[64];
-  const char *why;
-} order_violation;
-
 /* Checks a CreateOrderRequest on its own (no catalog): 1 to 100 lines,
  * each a product id (UUID) at most once, quantity 1..ORDER_QUANTITY_MAX;
  * a payment token of 1..256 printable ASCII characters without spaces; a
@@ -101,24 +98,25 @@ typedef struct order_violation {
  * letters, digits, ' ' and '-'), country (ISO 3166-1 alpha-2, upper
  * case), phone (empty or E.164: '+' and 7 to 15 digits); an
  * expected_total, if given, with units >= 0 and a three-letter currency.
- * Writes up to max violations to out; returns how many there are. */
-size_t order_create_check(const order_create_req *in, order_violation *out, size_t max);
+ * Violations go to v (check.h). */
+void order_validate_create_order(const order_create_req *in, check_violations *v);
 
 /* The other handlers' checks of a request on its own (no database):
- * violations go to v (see svc_vlist); the handler answers
+ * violations go to v (see check_violations); the handler answers
  * INVALID_ARGUMENT with them when v->n > 0. Pure, so they are fuzzed
  * without a server (tests/fuzz). Who may act on which order is the
  * handlers' (authorization, not validation). */
-void order_validate_cancel_order(const Shop__Order__V1__CancelOrderRequest *in, svc_vlist *v);
-void order_validate_ship_order(const Shop__Order__V1__ShipOrderRequest *in, svc_vlist *v);
-void order_validate_get_order(const Shop__Order__V1__GetOrderRequest *in, svc_vlist *v);
+void order_validate_cancel_order(const Shop__Order__V1__CancelOrderRequest *in,
+                                 check_violations *v);
+void order_validate_ship_order(const Shop__Order__V1__ShipOrderRequest *in, check_violations *v);
+void order_validate_get_order(const Shop__Order__V1__GetOrderRequest *in, check_violations *v);
 /* customer_id, or the caller's id (caller_id) when it is empty. */
 void order_validate_list_orders_by_customer(const Shop__Order__V1__ListOrdersByCustomerRequest *in,
-                                            const char *caller_id, svc_vlist *v);
+                                            const char *caller_id, check_violations *v);
 void order_validate_list_orders_by_status(const Shop__Order__V1__ListOrdersByStatusRequest *in,
-                                          svc_vlist *v);
+                                          check_violations *v);
 void order_validate_list_stuck_orders(const Shop__Order__V1__ListStuckOrdersRequest *in,
-                                      svc_vlist *v);
+                                      check_violations *v);
 
 /* What the catalog says about one product (order_catalog fills it). */
 typedef struct order_product {
@@ -150,8 +148,8 @@ typedef struct order_line {
  * max_quantity_per_order, "lines[i].quantity"), OUT_OF_RANGE (the total
  * is over ORDER_TOTAL_MAX). msg receives the message. */
 status_code order_price(const order_create_req *in, const order_product *products,
-                        const char *currency, order_line *lines, int64_t *total, order_violation *v,
-                        char *msg, size_t msglen);
+                        const char *currency, order_line *lines, int64_t *total,
+                        check_violations *v, char *msg, size_t msglen);
 
 /* The order's view of its reservation and its payment, as the saga
  * records them. */
@@ -234,9 +232,8 @@ typedef struct order_ctx {
   outbox_relay *relay; /* nudged after commands; may be NULL */
   outbox_sink sink;    /* where order events go */
   order_catalog catalog;
-  int64_t deadline_ms;              /* order.deadline_s */
-  int64_t (*now_ms_cb)(void *self); /* NULL: the real clock */
-  void *clock_self;
+  int64_t deadline_ms; /* order.deadline_s */
+  shop_clock clock;    /* zeroed: the real clock */
 } order_ctx;
 
 /* Fills ctx (sink = outbox_sink_of(relay, program), the real clock). */
@@ -272,13 +269,13 @@ typedef struct order_who {
  * with OrderCancelled appended; *version is the order's new version. */
 status_code order_cancel(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
                          const order_who *who, const char *order_id, const char *reason_text,
-                         svc_outcome *out, int64_t *version, char *errbuf, size_t errlen);
+                         command_outcome *out, int64_t *version, char *errbuf, size_t errlen);
 
 /* ShipOrder in tx (the caller is an admin): NOT_FOUND or
  * FAILED_PRECONDITION in *out, or SHIPPED with OrderShipped appended. */
 status_code order_ship(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
                        const char *order_id, const char *carrier, const char *tracking,
-                       svc_outcome *out, int64_t *version, char *errbuf, size_t errlen);
+                       command_outcome *out, int64_t *version, char *errbuf, size_t errlen);
 
 /* Registers OrderCommandService on s (every method a command;
  * ShipOrder admin only); ctx must outlive the server. */
@@ -321,9 +318,8 @@ extern const size_t order_migrations_count;
 
 typedef struct order_query_ctx {
   db_pool *db;
-  svc_notifier notifier;
-  int64_t (*now_ms_cb)(void *self); /* NULL: the real clock */
-  void *clock_self;
+  consistency_notifier notifier;
+  shop_clock clock; /* zeroed: the real clock */
 } order_query_ctx;
 
 void order_query_ctx_init(order_query_ctx *ctx, db_pool *db);

@@ -15,8 +15,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "check/check.h"
+#include "clock/clock.h"
+#include "consistency/consistency.h"
+#include "handler/handler.h"
 #include "log/log.h"
 #include "order/order.h"
+#include "page/page.h"
 #include "shop/inventory/v1/events.pb-c.h"
 #include "shop/payment/v1/events.pb-c.h"
 #include "topology/topology.h"
@@ -53,7 +58,7 @@ static status_code created_apply(db_conn *tx, const consumer_msg *m, void *arg, 
     return STATUS_INTERNAL;
   }
   protobuf_c_message_pack(&copy.base, buf);
-  int64_t t = svc_event_time_ms(m->env);
+  int64_t t = events_time_ms(m->env);
   int64_t deadline =
       copy.deadline != NULL ? copy.deadline->seconds * 1000 + copy.deadline->nanos / 1000000 : 0;
   db_value v[10] = {DB_STR(copy.order_id),
@@ -83,7 +88,7 @@ static status_code confirmed_apply(db_conn *tx, const consumer_msg *m, void *arg
                                    size_t errlen) {
   const Shop__Order__V1__OrderConfirmed *e = (const void *)m->msg;
   db_value v[4] = {DB_STR(e->order_id), DB_I64(ORDER_ST(CONFIRMED)), DB_I64(m->env->sequence),
-                   DB_I64(svc_event_time_ms(m->env))};
+                   DB_I64(events_time_ms(m->env))};
   return db_exec(tx,
                  "INSERT INTO orders_view (order_id, status, version, updated_ms) VALUES (?, ?, ?,"
                  " ?) ON DUPLICATE KEY UPDATE " GUARD("status", "version") ", " TAIL("version"),
@@ -95,7 +100,7 @@ static status_code cancelled_apply(db_conn *tx, const consumer_msg *m, void *arg
   const Shop__Order__V1__OrderCancelled *e = (const void *)m->msg;
   db_value v[6] = {DB_STR(e->order_id),      DB_I64(ORDER_ST(CANCELLED)),
                    DB_I64(e->reason),        DB_STR(e->reason_text),
-                   DB_I64(m->env->sequence), DB_I64(svc_event_time_ms(m->env))};
+                   DB_I64(m->env->sequence), DB_I64(events_time_ms(m->env))};
   return db_exec(
       tx,
       "INSERT INTO orders_view (order_id, status, cancel_reason, cancel_reason_text,"
@@ -110,7 +115,7 @@ static status_code shipped_apply(db_conn *tx, const consumer_msg *m, void *arg, 
   const Shop__Order__V1__OrderShipped *e = (const void *)m->msg;
   db_value v[6] = {DB_STR(e->order_id),      DB_I64(ORDER_ST(SHIPPED)),
                    DB_STR(e->carrier),       DB_STR(e->tracking_number),
-                   DB_I64(m->env->sequence), DB_I64(svc_event_time_ms(m->env))};
+                   DB_I64(m->env->sequence), DB_I64(events_time_ms(m->env))};
   return db_exec(tx,
                  "INSERT INTO orders_view (order_id, status, carrier, tracking_number, version,"
                  " updated_ms) VALUES (?, ?, LEFT(?, 400), LEFT(?, 400), ?, ?) ON DUPLICATE KEY"
@@ -124,9 +129,9 @@ static status_code shipped_apply(db_conn *tx, const consumer_msg *m, void *arg, 
 static status_code payment_set(db_conn *tx, const consumer_msg *m, int status,
                                const char *amount_sql, int64_t amount, char *errbuf,
                                size_t errlen) {
-  const char *id = svc_message_string(m->msg, "order_id");
+  const char *id = check_message_string(m->msg, "order_id");
   db_value v[5] = {DB_STR(id), DB_I64(status), DB_I64(amount), DB_I64(m->env->sequence),
-                   DB_I64(svc_event_time_ms(m->env))};
+                   DB_I64(events_time_ms(m->env))};
   return db_exec(tx, amount_sql, v, 5, NULL, NULL, errbuf, errlen);
 }
 
@@ -145,7 +150,7 @@ static status_code authorized_apply(db_conn *tx, const consumer_msg *m, void *ar
                    DB_I64(e->amount != NULL ? e->amount->units : 0),
                    DB_STR(e->authorization_id),
                    DB_I64(m->env->sequence),
-                   DB_I64(svc_event_time_ms(m->env))};
+                   DB_I64(events_time_ms(m->env))};
   return db_exec(tx,
                  "INSERT INTO orders_view (order_id, payment_status, authorized_units,"
                  " authorization_id, payment_version, updated_ms) VALUES (?, ?, ?, ?, ?, ?) ON"
@@ -172,9 +177,9 @@ static status_code refunded_apply(db_conn *tx, const consumer_msg *m, void *arg,
 
 static status_code voided_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                 size_t errlen) {
-  const char *id = svc_message_string(m->msg, "order_id");
+  const char *id = check_message_string(m->msg, "order_id");
   db_value v[4] = {DB_STR(id), DB_I64(PAY(VOIDED)), DB_I64(m->env->sequence),
-                   DB_I64(svc_event_time_ms(m->env))};
+                   DB_I64(events_time_ms(m->env))};
   return db_exec(tx,
                  "INSERT INTO orders_view (order_id, payment_status, payment_version, updated_ms)"
                  " VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE " GUARD(
@@ -190,10 +195,9 @@ static status_code payment_failed_apply(db_conn *tx, const consumer_msg *m, void
     status = PAY(FAILED);
   else if (e->operation == SHOP__PAYMENT__V1__PAYMENT_OPERATION__PAYMENT_OPERATION_CAPTURE)
     status = PAY(CAPTURE_FAILED);
-  db_value v[7] = {
-      DB_STR(e->order_id),    DB_I64(status),           DB_I64(e->reason),
-      DB_STR(e->reason_text), DB_I64(m->env->sequence), DB_I64(svc_event_time_ms(m->env)),
-      DB_I64(status)};
+  db_value v[7] = {DB_STR(e->order_id),    DB_I64(status),           DB_I64(e->reason),
+                   DB_STR(e->reason_text), DB_I64(m->env->sequence), DB_I64(events_time_ms(m->env)),
+                   DB_I64(status)};
   return db_exec(tx,
                  "INSERT INTO orders_view (order_id, payment_status, payment_failure_reason,"
                  " payment_failure_text, payment_version, updated_ms) VALUES (?, ?, ?,"
@@ -216,9 +220,9 @@ static status_code stock_apply(db_conn *tx, const consumer_msg *m, void *arg, ch
                : d == &shop__inventory__v1__inventory_released__descriptor ? RES(RELEASED)
                                                                            : RES(SHIPPED);
   bool rejected = status == RES(REJECTED);
-  db_value v[5] = {DB_STR(svc_message_string(m->msg, "order_id")), DB_I64(status),
+  db_value v[5] = {DB_STR(check_message_string(m->msg, "order_id")), DB_I64(status),
                    rejected ? DB_BLOB(m->env->data.data, m->env->data.len) : DB_NULLV,
-                   DB_I64(m->env->sequence), DB_I64(svc_event_time_ms(m->env))};
+                   DB_I64(m->env->sequence), DB_I64(events_time_ms(m->env))};
   return db_exec(
       tx,
       "INSERT INTO orders_view (order_id, stock_status, rejected_lines, stock_version,"
@@ -231,8 +235,8 @@ static status_code stock_apply(db_conn *tx, const consumer_msg *m, void *arg, ch
 
 /* Every one of these events has the order id as its first field. */
 static const char *order_event_check(const ProtobufCMessage *m, const events_envelope *ev) {
-  const char *id = svc_message_string(m, "order_id");
-  if (id == NULL || !svc_id_valid(id) || ev->sequence < 1)
+  const char *id = check_message_string(m, "order_id");
+  if (id == NULL || !check_id(id) || ev->sequence < 1)
     return "without a valid order id or sequence";
   return NULL;
 }
@@ -241,7 +245,7 @@ static const char *order_event_check(const ProtobufCMessage *m, const events_env
  * moved (payment and stock events move no token's version). */
 static void projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
   order_query_ctx *ctx = arg;
-  svc_notifier_committed(&ctx->notifier, msgs, n, TOPOLOGY_TOPIC_ORDER);
+  consistency_notifier_committed(&ctx->notifier, msgs, n, TOPOLOGY_TOPIC_ORDER);
 }
 
 static const consumer_event_type projection_types[] = {
@@ -363,12 +367,12 @@ static bool order_out_fill(order_out *o, const db_rows *r) {
   m->cancel_reason_text = o->cancel_text;
   m->carrier = o->carrier;
   m->tracking_number = o->tracking;
-  svc_timestamp_set(&o->created, db_rows_i64(r, 19));
-  svc_timestamp_set(&o->updated, db_rows_i64(r, 20));
+  clock_timestamp_set(&o->created, db_rows_i64(r, 19));
+  clock_timestamp_set(&o->updated, db_rows_i64(r, 20));
   m->created_at = &o->created;
   m->updated_at = &o->updated;
   if (db_rows_i64(r, 21) > 0) {
-    svc_timestamp_set(&o->deadline, db_rows_i64(r, 21));
+    clock_timestamp_set(&o->deadline, db_rows_i64(r, 21));
     m->deadline = &o->deadline;
   }
   m->version = db_rows_i64(r, 22);
@@ -389,23 +393,20 @@ static status_code view_version(db_conn *c, const char *id, int64_t *version, ch
   return st;
 }
 
-static int64_t now_ms(const order_query_ctx *ctx) {
-  if (ctx->now_ms_cb != NULL) return ctx->now_ms_cb(ctx->clock_self);
-  return svc_now_ms();
-}
+static int64_t now_ms(const order_query_ctx *ctx) { return clock_now(&ctx->clock); }
 
 static void order_query_get_order(order_query_service *svc,
                                   const Shop__Order__V1__GetOrderRequest *in,
                                   Shop__Order__V1__GetOrderResponse_Closure closure, void *data) {
   rpc_call *call = data;
   order_query_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   order_validate_get_order(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
-  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
+  if (handler_violations_apply(call, &v) > 0) return;
+  if (!consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
   char err[512];
   db_conn *c = NULL;
-  if (!svc_db_get(call, ctx->db, &c)) return;
+  if (!handler_db_get(call, ctx->db, &c)) return;
   status_code st;
   db_value p[1] = {DB_STR(in->order_id)};
   db_rows *r = NULL;
@@ -413,7 +414,7 @@ static void order_query_get_order(order_query_service *svc,
                 1, &r, err, sizeof err);
   db_pool_put(ctx->db, c);
   if (st != STATUS_OK) {
-    svc_db_failed(call, st, "reading orders_view", err);
+    handler_db_failed(call, st, "reading orders_view", err);
     return;
   }
   order_out o;
@@ -450,7 +451,7 @@ typedef struct list_page {
   Shop__Order__V1__Order **list;
   size_t n;
   Shop__Common__V1__PageResponse page;
-  char next[SVC_PAGE_TOKEN_MAX];
+  char next[PAGE_TOKEN_MAX];
 } list_page;
 
 static void list_free(list_page *p) {
@@ -466,12 +467,12 @@ static bool list_run(rpc_call *call, order_query_ctx *ctx, const list_spec *spec
                      const Shop__Common__V1__ReadConsistency *rc, list_page *out) {
   memset(out, 0, sizeof *out);
   int size = 0;
-  if (!svc_page_size(call, page, &size)) return false;
-  svc_page_pos pos;
-  if (!svc_page_token_decode(call, page != NULL ? page->page_token : NULL, spec->filters, &pos))
+  if (!page_size(call, page, &size)) return false;
+  page_pos pos;
+  if (!page_token_decode(call, page != NULL ? page->page_token : NULL, spec->filters, &pos))
     return false;
   if (pos.n != 2) pos.n = 0;
-  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, rc, view_version)) return false;
+  if (!consistency_wait(call, ctx->db, &ctx->notifier, rc, view_version)) return false;
 
   db_value params[10];
   size_t np = spec->nparams;
@@ -499,8 +500,8 @@ static bool list_run(rpc_call *call, order_query_ctx *ctx, const list_spec *spec
 
   int64_t total = 0;
   db_rows *r = NULL;
-  if (!svc_list_page(call, ctx->db, count_sql, spec->params, spec->nparams, page_sql, params, np,
-                     "listing orders_view", &total, &r))
+  if (!page_list(call, ctx->db, count_sql, spec->params, spec->nparams, page_sql, params, np,
+                 "listing orders_view", &total, &r))
     return false;
   size_t rows = db_rows_count(r);
   size_t n = rows > (size_t)size ? (size_t)size : rows;
@@ -521,10 +522,10 @@ static bool list_run(rpc_call *call, order_query_ctx *ctx, const list_spec *spec
     return false;
   }
   if (rows > (size_t)size && n > 0) {
-    svc_page_pos npos = {.n = 2};
-    snprintf(npos.field[0], SVC_PAGE_FIELD_MAX, "%lld", (long long)last_t);
-    snprintf(npos.field[1], SVC_PAGE_FIELD_MAX, "%s", out->outs[n - 1].order_id);
-    svc_page_token_encode(out->next, spec->filters, &npos);
+    page_pos npos = {.n = 2};
+    snprintf(npos.field[0], PAGE_FIELD_MAX, "%lld", (long long)last_t);
+    snprintf(npos.field[1], PAGE_FIELD_MAX, "%s", out->outs[n - 1].order_id);
+    page_token_encode(out->next, spec->filters, &npos);
   }
   shop__common__v1__page_response__init(&out->page);
   out->page.next_page_token = out->next;
@@ -538,9 +539,9 @@ static void order_query_list_orders_by_customer(
   rpc_call *call = data;
   order_query_ctx *ctx = rpc_call_service_ctx(call);
   const char *customer = in->customer_id[0] != '\0' ? in->customer_id : rpc_call_user_id(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   order_validate_list_orders_by_customer(in, rpc_call_user_id(call), &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   if (strcmp(customer, rpc_call_user_id(call)) != 0 && rpc_call_role(call) != AUTH_ROLE_ADMIN) {
     rpc_call_set_status(call, STATUS_PERMISSION_DENIED,
                         "only an admin may list another customer's orders");
@@ -569,9 +570,9 @@ static void order_query_list_orders_by_status(
     Shop__Order__V1__ListOrdersByStatusResponse_Closure closure, void *data) {
   rpc_call *call = data;
   order_query_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   order_validate_list_orders_by_status(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   char filters[64];
   snprintf(filters, sizeof filters, "orders|status=%d", (int)in->status);
   list_spec spec = {.where = "created_ms > 0 AND status = ?",
@@ -597,9 +598,9 @@ static void order_query_list_stuck_orders(order_query_service *svc,
   rpc_call *call = data;
   order_query_ctx *ctx = rpc_call_service_ctx(call);
   int s = (int)in->status;
-  svc_vlist v = {0};
+  check_violations v = {0};
   order_validate_list_stuck_orders(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   char filters[96];
   snprintf(filters, sizeof filters, "stuck|older=%lld|status=%d", (long long)in->older_than_seconds,
            s);
@@ -643,7 +644,7 @@ status_code order_query_register(rpc_server *s, order_query_ctx *ctx, char *errb
 void order_query_ctx_init(order_query_ctx *ctx, db_pool *db) {
   memset(ctx, 0, sizeof *ctx);
   ctx->db = db;
-  svc_notifier_init(&ctx->notifier);
+  consistency_notifier_init(&ctx->notifier);
 }
 
-void order_query_ctx_destroy(order_query_ctx *ctx) { svc_notifier_destroy(&ctx->notifier); }
+void order_query_ctx_destroy(order_query_ctx *ctx) { consistency_notifier_destroy(&ctx->notifier); }

@@ -3,24 +3,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "check/check.h"
 #include "money/money.h"
 #include "order/order.h"
 
 /* ---- Request checks -------------------------------------------------------------------- */
-
-typedef struct vlist {
-  order_violation *out;
-  size_t max, n;
-} vlist;
-
-static void add(vlist *l, const char *field, const char *why) {
-  if (why == NULL) return;
-  if (l->n < l->max) {
-    snprintf(l->out[l->n].field, sizeof l->out[l->n].field, "%s", field);
-    l->out[l->n].why = why;
-  }
-  l->n++;
-}
 
 static const char *token_check(const char *t) {
   size_t n = strlen(t);
@@ -32,7 +19,7 @@ static const char *token_check(const char *t) {
 }
 
 static const char *postal_check(const char *s) {
-  const char *why = svc_text_check(s, 1, 20, 0);
+  const char *why = check_text(s, 1, 20, 0);
   if (why != NULL) return why;
   for (const char *p = s; *p != '\0'; p++) {
     char c = *p;
@@ -61,99 +48,102 @@ static const char *phone_check(const char *s) {
   return NULL;
 }
 
-size_t order_create_check(const order_create_req *in, order_violation *out, size_t max) {
-  vlist l = {.out = out, .max = max};
+void order_validate_create_order(const order_create_req *in, check_violations *v) {
   char field[64];
-  if (in->n_lines == 0) add(&l, "lines", "at least one line is required");
-  if (in->n_lines > ORDER_LINES_MAX) add(&l, "lines", "must be at most 100 lines");
+  if (in->n_lines == 0) check_violation_add(v, "lines", "at least one line is required");
+  if (in->n_lines > ORDER_LINES_MAX) check_violation_add(v, "lines", "must be at most 100 lines");
   for (size_t i = 0; i < in->n_lines && i < ORDER_LINES_MAX; i++) {
     const Shop__Order__V1__CreateOrderLine *line = in->lines[i];
     snprintf(field, sizeof field, "lines[%zu].product_id", i);
-    if (!svc_id_valid(line->product_id)) {
-      add(&l, field, "must be a product id");
+    if (!check_id(line->product_id)) {
+      check_violation_add(v, field, "must be a product id");
     } else {
       for (size_t j = 0; j < i; j++)
         if (strcmp(in->lines[j]->product_id, line->product_id) == 0) {
-          add(&l, field, "names a product of an earlier line (one line per product)");
+          check_violation_add(v, field,
+                              "names a product of an earlier line (one line per product)");
           break;
         }
     }
     snprintf(field, sizeof field, "lines[%zu].quantity", i);
-    if (line->quantity < 1) add(&l, field, "must be at least 1");
-    if (line->quantity > ORDER_QUANTITY_MAX) add(&l, field, "must be at most 1000000");
+    if (line->quantity < 1) check_violation_add(v, field, "must be at least 1");
+    if (line->quantity > ORDER_QUANTITY_MAX)
+      check_violation_add(v, field, "must be at most 1000000");
   }
-  add(&l, "payment_token", token_check(in->payment_token));
+  check_violation_add(v, "payment_token", token_check(in->payment_token));
   const order_address *a = in->shipping_address;
   if (a == NULL) {
-    add(&l, "shipping_address", "is required");
+    check_violation_add(v, "shipping_address", "is required");
   } else {
-    add(&l, "shipping_address.recipient", svc_text_check(a->recipient, 1, 200, 0));
-    add(&l, "shipping_address.line1", svc_text_check(a->line1, 1, 200, 0));
-    add(&l, "shipping_address.line2", svc_text_check(a->line2, 0, 200, 0));
-    add(&l, "shipping_address.city", svc_text_check(a->city, 1, 100, 0));
-    add(&l, "shipping_address.region", svc_text_check(a->region, 0, 100, 0));
-    add(&l, "shipping_address.postal_code", postal_check(a->postal_code));
-    add(&l, "shipping_address.country", country_check(a->country));
-    add(&l, "shipping_address.phone", phone_check(a->phone));
+    check_violation_add(v, "shipping_address.recipient", check_text(a->recipient, 1, 200, 0));
+    check_violation_add(v, "shipping_address.line1", check_text(a->line1, 1, 200, 0));
+    check_violation_add(v, "shipping_address.line2", check_text(a->line2, 0, 200, 0));
+    check_violation_add(v, "shipping_address.city", check_text(a->city, 1, 100, 0));
+    check_violation_add(v, "shipping_address.region", check_text(a->region, 0, 100, 0));
+    check_violation_add(v, "shipping_address.postal_code", postal_check(a->postal_code));
+    check_violation_add(v, "shipping_address.country", country_check(a->country));
+    check_violation_add(v, "shipping_address.phone", phone_check(a->phone));
   }
   if (in->expected_total != NULL) {
-    if (in->expected_total->units < 0) add(&l, "expected_total.units", "must not be negative");
-    add(&l, "expected_total.currency", money_currency_check(in->expected_total->currency));
+    if (in->expected_total->units < 0)
+      check_violation_add(v, "expected_total.units", "must not be negative");
+    check_violation_add(v, "expected_total.currency",
+                        money_currency_check(in->expected_total->currency));
   }
-  return l.n;
 }
 
-void order_validate_cancel_order(const Shop__Order__V1__CancelOrderRequest *in, svc_vlist *v) {
-  if (!svc_id_valid(in->order_id)) svc_vlist_add(v, "order_id", "must be an order id");
-  svc_vlist_add(v, "reason", svc_text_check(in->reason, 0, ORDER_REASON_MAX, SVC_TEXT_MULTILINE));
+void order_validate_cancel_order(const Shop__Order__V1__CancelOrderRequest *in,
+                                 check_violations *v) {
+  if (!check_id(in->order_id)) check_violation_add(v, "order_id", "must be an order id");
+  check_violation_add(v, "reason",
+                      check_text(in->reason, 0, ORDER_REASON_MAX, CHECK_TEXT_MULTILINE));
 }
 
-void order_validate_ship_order(const Shop__Order__V1__ShipOrderRequest *in, svc_vlist *v) {
-  if (!svc_id_valid(in->order_id)) svc_vlist_add(v, "order_id", "must be an order id");
-  svc_vlist_add(v, "carrier", svc_text_check(in->carrier, 0, ORDER_SHIP_TEXT_MAX, 0));
-  svc_vlist_add(v, "tracking_number",
-                svc_text_check(in->tracking_number, 0, ORDER_SHIP_TEXT_MAX, 0));
+void order_validate_ship_order(const Shop__Order__V1__ShipOrderRequest *in, check_violations *v) {
+  if (!check_id(in->order_id)) check_violation_add(v, "order_id", "must be an order id");
+  check_violation_add(v, "carrier", check_text(in->carrier, 0, ORDER_SHIP_TEXT_MAX, 0));
+  check_violation_add(v, "tracking_number",
+                      check_text(in->tracking_number, 0, ORDER_SHIP_TEXT_MAX, 0));
 }
 
-void order_validate_get_order(const Shop__Order__V1__GetOrderRequest *in, svc_vlist *v) {
-  if (!svc_id_valid(in->order_id)) svc_vlist_add(v, "order_id", "must be an order id");
+void order_validate_get_order(const Shop__Order__V1__GetOrderRequest *in, check_violations *v) {
+  if (!check_id(in->order_id)) check_violation_add(v, "order_id", "must be an order id");
 }
 
 void order_validate_list_orders_by_customer(const Shop__Order__V1__ListOrdersByCustomerRequest *in,
-                                            const char *caller_id, svc_vlist *v) {
+                                            const char *caller_id, check_violations *v) {
   const char *customer = in->customer_id[0] != '\0' ? in->customer_id : caller_id;
-  svc_vlist_add(v, "customer_id", svc_text_check(customer, 1, ORDER_CUSTOMER_MAX, 0));
+  check_violation_add(v, "customer_id", check_text(customer, 1, ORDER_CUSTOMER_MAX, 0));
 }
 
 void order_validate_list_orders_by_status(const Shop__Order__V1__ListOrdersByStatusRequest *in,
-                                          svc_vlist *v) {
+                                          check_violations *v) {
   int s = (int)in->status;
   if (s < ORDER_ST(PENDING) || s > ORDER_ST(CANCELLED))
-    svc_vlist_add(v, "status", "must be a known status other than UNSPECIFIED");
+    check_violation_add(v, "status", "must be a known status other than UNSPECIFIED");
 }
 
 void order_validate_list_stuck_orders(const Shop__Order__V1__ListStuckOrdersRequest *in,
-                                      svc_vlist *v) {
+                                      check_violations *v) {
   int s = (int)in->status;
   if (in->older_than_seconds < 0 || in->older_than_seconds > 100LL * 365 * 86400)
-    svc_vlist_add(v, "older_than_seconds", "must be 0 to 100 years");
+    check_violation_add(v, "older_than_seconds", "must be 0 to 100 years");
   if (s != 0 && s != ORDER_ST(PENDING) && s != ORDER_ST(CONFIRMED))
-    svc_vlist_add(v, "status", "must be PENDING, CONFIRMED or UNSPECIFIED (both)");
+    check_violation_add(v, "status", "must be PENDING, CONFIRMED or UNSPECIFIED (both)");
 }
 
 /* ---- Pricing ------------------------------------------------------------------------------- */
 
-static status_code price_fail(order_violation *v, const char *field, const char *why,
+static status_code price_fail(check_violations *v, const char *field, const char *why,
                               status_code code, char *msg, size_t msglen) {
-  snprintf(v->field, sizeof v->field, "%s", field);
-  v->why = why;
+  check_violation_add(v, field, why);
   snprintf(msg, msglen, "%s %s", field, why);
   return code;
 }
 
 status_code order_price(const order_create_req *in, const order_product *products,
-                        const char *currency, order_line *lines, int64_t *total, order_violation *v,
-                        char *msg, size_t msglen) {
+                        const char *currency, order_line *lines, int64_t *total,
+                        check_violations *v, char *msg, size_t msglen) {
   memset(v, 0, sizeof *v);
   int64_t sum = 0;
   char field[64];
@@ -177,8 +167,7 @@ status_code order_price(const order_create_req *in, const order_product *product
       snprintf(field, sizeof field, "lines[%zu].quantity", i);
       snprintf(msg, msglen, "%s is over the product's limit of %d per order", field,
                (int)p->max_quantity_per_order);
-      snprintf(v->field, sizeof v->field, "%s", field);
-      v->why = "is over the product's per-order limit";
+      check_violation_add(v, field, "is over the product's per-order limit");
       return STATUS_INVALID_ARGUMENT;
     }
     if (strcmp(p->currency, currency) != 0 || p->price_units <= 0) {
@@ -208,8 +197,7 @@ status_code order_price(const order_create_req *in, const order_product *product
   }
   if (in->expected_total != NULL &&
       (in->expected_total->units != sum || strcmp(in->expected_total->currency, currency) != 0)) {
-    snprintf(v->field, sizeof v->field, "expected_total");
-    v->why = "differs from the catalog's total";
+    check_violation_add(v, "expected_total", "differs from the catalog's total");
     snprintf(msg, msglen, "the catalog total is %lld %s, not %lld %s (a price changed)",
              (long long)sum, currency, (long long)in->expected_total->units,
              in->expected_total->currency);

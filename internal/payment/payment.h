@@ -46,6 +46,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clock/clock.h"
 #include "config/config.h"
 #include "db/db.h"
 #include "events/consumer.h"
@@ -186,9 +187,8 @@ typedef struct payment_ctx {
   payment_gateway gw;
   int retry_max;                           /* transient retries after the first attempt */
   int retry_backoff_ms;                    /* first backoff; doubles */
-  void (*sleep_ms_cb)(void *self, int ms); /* NULL: nanosleep */
-  int64_t (*now_ms_cb)(void *self);        /* NULL: the real clock */
-  void *clock_self;
+  void (*sleep_ms_cb)(void *self, int ms); /* NULL: nanosleep; gets clock.self */
+  shop_clock clock;                        /* zeroed: the real clock */
 } payment_ctx;
 
 /* Fills ctx from cfg (payment.retry_*) with the real clock. */

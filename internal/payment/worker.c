@@ -17,13 +17,6 @@
 
 /* ---- Context ------------------------------------------------------------------------ */
 
-static int64_t real_now_ms(void *self) {
-  (void)self;
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void real_sleep_ms(void *self, int ms) {
   (void)self;
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -40,16 +33,13 @@ void payment_ctx_init(payment_ctx *ctx, const shop_cfg *cfg, const char *program
   ctx->retry_max = cfg != NULL ? cfg->payment.retry_max : 5;
   ctx->retry_backoff_ms = cfg != NULL ? cfg->payment.retry_backoff_ms : 100;
   ctx->sleep_ms_cb = real_sleep_ms;
-  ctx->now_ms_cb = real_now_ms;
 }
 
-static int64_t now_ms(const payment_ctx *ctx) {
-  return ctx->now_ms_cb != NULL ? ctx->now_ms_cb(ctx->clock_self) : real_now_ms(NULL);
-}
+static int64_t now_ms(const payment_ctx *ctx) { return clock_now(&ctx->clock); }
 
 static void sleep_ms(const payment_ctx *ctx, int ms) {
   if (ctx->sleep_ms_cb != NULL)
-    ctx->sleep_ms_cb(ctx->clock_self, ms);
+    ctx->sleep_ms_cb(ctx->clock.self, ms);
   else
     real_sleep_ms(NULL, ms);
 }

@@ -1,10 +1,15 @@
 /* product-command: the handlers of shop.product.v1.ProductCommandService.
  * Every change commits with its outbox row and idempotency record in one
- * transaction (svc_command_run). See product.h. */
+ * transaction (command_run). See product.h. */
 #include <stdio.h>
 #include <string.h>
 
+#include "check/check.h"
+#include "clock/clock.h"
+#include "command/command.h"
+#include "consistency/consistency.h"
 #include "events/events.h"
+#include "handler/handler.h"
 #include "log/log.h"
 #include "product/product.h"
 #include "topology/topology.h"
@@ -14,7 +19,7 @@ typedef Shop__Product__V1__ProductCommandService_Service product_cmd_service;
 /* ---- products rows --------------------------------------------------------------------- */
 
 typedef struct product_row {
-  char product_id[SVC_ID_SIZE];
+  char product_id[CHECK_ID_SIZE];
   char sku[PRODUCT_SKU_MAX + 1];
   char name[PRODUCT_NAME_MAX * 4 + 1];
   char description[PRODUCT_DESCRIPTION_MAX * 4 + 1];
@@ -67,22 +72,22 @@ static status_code product_lock(db_conn *tx, const char *id, product_row *p, cha
  * unknown product, an archived one (unless allowed) or a stale expected
  * version, and returns OK with *go false then. */
 static status_code product_for_change(db_conn *tx, const char *id, int64_t expected,
-                                      bool archived_ok, product_row *p, svc_outcome *out, bool *go,
-                                      char *errbuf, size_t errlen) {
+                                      bool archived_ok, product_row *p, command_outcome *out,
+                                      bool *go, char *errbuf, size_t errlen) {
   *go = false;
   status_code st = product_lock(tx, id, p, errbuf, errlen);
   if (st == STATUS_NOT_FOUND) {
-    svc_fail(out, STATUS_NOT_FOUND, "product_id", "no such product");
+    command_fail(out, STATUS_NOT_FOUND, "product_id", "no such product");
     return STATUS_OK;
   }
   if (st != STATUS_OK) return st;
   if (p->archived && !archived_ok) {
-    svc_fail(out, STATUS_FAILED_PRECONDITION, "product_id", "the product is archived");
+    command_fail(out, STATUS_FAILED_PRECONDITION, "product_id", "the product is archived");
     return STATUS_OK;
   }
   if (expected != 0 && expected != p->version) {
-    svc_fail(out, STATUS_ABORTED, "expected_version", "the product is at version %lld",
-             (long long)p->version);
+    command_fail(out, STATUS_ABORTED, "expected_version", "the product is at version %lld",
+                 (long long)p->version);
     return STATUS_OK;
   }
   *go = true;
@@ -91,7 +96,7 @@ static status_code product_for_change(db_conn *tx, const char *id, int64_t expec
 
 /* Bumps the version (and update time) of a locked product. */
 static status_code product_bump(db_conn *tx, product_row *p, char *errbuf, size_t errlen) {
-  db_value v[2] = {DB_I64(svc_now_ms()), DB_STR(p->product_id)};
+  db_value v[2] = {DB_I64(clock_now_ms()), DB_STR(p->product_id)};
   status_code st = db_exec(tx,
                            "UPDATE products SET version = version + 1, updated_ms = ? WHERE "
                            "product_id = ?",
@@ -103,8 +108,8 @@ static status_code product_bump(db_conn *tx, product_row *p, char *errbuf, size_
 static status_code emit(db_conn *tx, const product_cmd_ctx *ctx, const rpc_call *call,
                         const product_row *p, const ProtobufCMessage *ev, char *errbuf,
                         size_t errlen) {
-  return svc_event_append(tx, call, ctx->program, TOPOLOGY_TOPIC_PRODUCT, p->product_id, p->version,
-                          ev, NULL, errbuf, errlen);
+  const outbox_cause cause = command_cause(call);
+  return outbox_emit(&ctx->sink, tx, &cause, p->product_id, p->version, ev, errbuf, errlen);
 }
 
 static void details_fill(Shop__Product__V1__ProductDetails *d, const product_row *p) {
@@ -116,26 +121,26 @@ static void details_fill(Shop__Product__V1__ProductDetails *d, const product_row
 
 /* Every reply has the same shape: product id and consistency token. */
 typedef struct reply_parts {
-  char product_id[SVC_ID_SIZE];
+  char product_id[CHECK_ID_SIZE];
   Shop__Common__V1__ConsistencyToken token;
 } reply_parts;
 
 static void parts_set(reply_parts *rp, const product_row *p) {
   snprintf(rp->product_id, sizeof rp->product_id, "%s", p->product_id);
-  svc_token_set(&rp->token, rp->product_id, p->version);
+  consistency_token_set(&rp->token, rp->product_id, p->version);
 }
 
 /* Runs a command whose apply function fills a reply_parts-based reply. */
-static bool run(rpc_call *call, const product_cmd_ctx *ctx, svc_apply_fn apply, void *job,
+static bool run(rpc_call *call, const product_cmd_ctx *ctx, command_apply_cb apply, void *job,
                 const ProtobufCMessage *reply) {
-  svc_command cmd = {.call = call,
-                     .db = ctx->db,
-                     .relay = ctx->relay,
-                     .apply = apply,
-                     .arg = job,
-                     .reply = reply,
-                     .idempotent = true};
-  return svc_command_run(&cmd);
+  command_tx cmd = {.call = call,
+                    .db = ctx->db,
+                    .relay = ctx->relay,
+                    .apply = apply,
+                    .arg = job,
+                    .reply = reply,
+                    .idempotent = true};
+  return command_run(&cmd);
 }
 
 /* ---- CreateProduct ------------------------------------------------------------------------- */
@@ -149,13 +154,13 @@ typedef struct create_job {
   Shop__Product__V1__CreateProductResponse reply;
 } create_job;
 
-static status_code create_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code create_apply_cb(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                    size_t errlen) {
   create_job *j = arg;
   product_row *p = &j->p;
   events_uuid_v7(p->product_id);
   p->version = 1;
-  int64_t now = svc_now_ms();
+  int64_t now = clock_now_ms();
   db_value v[14] = {DB_STR(p->product_id),
                     DB_STR(p->sku),
                     DB_STR(p->name),
@@ -178,7 +183,7 @@ static status_code create_apply_cb(db_conn *tx, void *arg, svc_outcome *out, cha
                            "?, ?, ?, ?, ?, ?, 0, 1)",
                            v, 14, NULL, NULL, errbuf, errlen);
   if (st == STATUS_ALREADY_EXISTS) {
-    svc_fail(out, STATUS_ALREADY_EXISTS, "sku", "a product with this SKU already exists");
+    command_fail(out, STATUS_ALREADY_EXISTS, "sku", "a product with this SKU already exists");
     return STATUS_OK;
   }
   if (st != STATUS_OK) return st;
@@ -211,9 +216,9 @@ static void product_cmd_create_product(product_cmd_service *svc,
                                        void *data) {
   rpc_call *call = data;
   const product_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   product_validate_create_product(in, ctx->currency, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   create_job j = {.ctx = ctx, .call = call, .in = in};
   product_row *p = &j.p;
   snprintf(p->sku, sizeof p->sku, "%s", in->sku);
@@ -245,7 +250,7 @@ typedef struct update_job {
   Shop__Product__V1__UpdateProductResponse reply;
 } update_job;
 
-static status_code update_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code update_apply_cb(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                    size_t errlen) {
   update_job *j = arg;
   const Shop__Product__V1__UpdateProductRequest *in = j->in;
@@ -301,9 +306,9 @@ static void product_cmd_update_product(product_cmd_service *svc,
                                        void *data) {
   rpc_call *call = data;
   const product_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   product_validate_update_product(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   update_job j = {.ctx = ctx, .call = call, .in = in};
   if (run(call, ctx, update_apply_cb, &j, &j.reply.base)) closure(&j.reply, data);
 }
@@ -319,7 +324,7 @@ typedef struct archive_job {
   Shop__Product__V1__ArchiveProductResponse reply;
 } archive_job;
 
-static status_code archive_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code archive_apply_cb(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                     size_t errlen) {
   archive_job *j = arg;
   product_row *p = &j->p;
@@ -349,9 +354,9 @@ static void product_cmd_archive_product(product_cmd_service *svc,
                                         void *data) {
   rpc_call *call = data;
   const product_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   product_validate_archive_product(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   archive_job j = {.ctx = ctx, .call = call, .in = in};
   if (run(call, ctx, archive_apply_cb, &j, &j.reply.base)) closure(&j.reply, data);
 }
@@ -367,7 +372,7 @@ typedef struct price_job {
   Shop__Product__V1__SetPriceResponse reply;
 } price_job;
 
-static status_code price_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code price_apply_cb(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                   size_t errlen) {
   price_job *j = arg;
   product_row *p = &j->p;
@@ -405,9 +410,9 @@ static void product_cmd_set_price(product_cmd_service *svc,
                                   Shop__Product__V1__SetPriceResponse_Closure closure, void *data) {
   rpc_call *call = data;
   const product_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   product_validate_set_price(in, ctx->currency, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   price_job j = {.ctx = ctx, .call = call, .in = in};
   if (run(call, ctx, price_apply_cb, &j, &j.reply.base)) closure(&j.reply, data);
 }
@@ -423,7 +428,7 @@ typedef struct rule_job {
   Shop__Product__V1__SetInventoryRuleResponse reply;
 } rule_job;
 
-static status_code rule_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code rule_apply_cb(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                  size_t errlen) {
   rule_job *j = arg;
   product_row *p = &j->p;
@@ -459,9 +464,9 @@ static void product_cmd_set_inventory_rule(
     Shop__Product__V1__SetInventoryRuleResponse_Closure closure, void *data) {
   rpc_call *call = data;
   const product_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   product_validate_set_inventory_rule(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   rule_job j = {.ctx = ctx, .call = call, .in = in};
   if (run(call, ctx, rule_apply_cb, &j, &j.reply.base)) closure(&j.reply, data);
 }
@@ -477,7 +482,7 @@ typedef struct restock_job {
   Shop__Product__V1__RestockResponse reply;
 } restock_job;
 
-static status_code restock_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code restock_apply_cb(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                     size_t errlen) {
   restock_job *j = arg;
   product_row *p = &j->p;
@@ -485,8 +490,8 @@ static status_code restock_apply_cb(db_conn *tx, void *arg, svc_outcome *out, ch
   status_code st = product_for_change(tx, j->in->product_id, 0, false, p, out, &go, errbuf, errlen);
   if (st != STATUS_OK || !go) return st;
   if (p->initial_stock + p->total_restocked + j->in->quantity > PRODUCT_STOCK_MAX) {
-    svc_fail(out, STATUS_FAILED_PRECONDITION, "quantity",
-             "the product would hold more than 10^12 units");
+    command_fail(out, STATUS_FAILED_PRECONDITION, "quantity",
+                 "the product would hold more than 10^12 units");
     return STATUS_OK;
   }
   p->restock_seq++;
@@ -516,9 +521,9 @@ static void product_cmd_restock(product_cmd_service *svc,
                                 Shop__Product__V1__RestockResponse_Closure closure, void *data) {
   rpc_call *call = data;
   const product_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   product_validate_restock(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   restock_job j = {.ctx = ctx, .call = call, .in = in};
   if (run(call, ctx, restock_apply_cb, &j, &j.reply.base)) closure(&j.reply, data);
 }
@@ -542,4 +547,5 @@ void product_cmd_ctx_init(product_cmd_ctx *ctx, const shop_cfg *cfg, const char 
   ctx->currency = cfg->catalog.currency;
   ctx->db = db;
   ctx->relay = relay;
+  ctx->sink = outbox_sink_of(relay, program);
 }

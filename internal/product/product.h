@@ -6,7 +6,7 @@
  *
  * Follow CreateProduct from proto/shop/product/v1/commands.proto: the
  * handler product_cmd_create_product (command.c) checks the request with
- * the rules below, then in one transaction (svc_command_run) keeps the
+ * the rules below, then in one transaction (command_run) keeps the
  * idempotency record, inserts the products row and appends ProductCreated
  * to the outbox; the relay publishes it on shop.product.events.v1;
  * product-query's consumer (group "product-query") applies it to
@@ -45,16 +45,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "check/check.h"
+#include "command/command.h"
 #include "config/config.h"
+#include "consistency/consistency.h"
 #include "db/db.h"
 #include "events/consumer.h"
 #include "events/outbox.h"
+#include "page/page.h"
 #include "rpc/rpc.h"
 #include "shop/product/v1/commands.pb-c.h"
 #include "shop/product/v1/events.pb-c.h"
 #include "shop/product/v1/queries.pb-c.h"
 #include "status/status.h"
-#include "svc/svc.h"
 
 /* ---- Rules ------------------------------------------------------------------------ */
 
@@ -94,26 +97,27 @@ product_violation product_rule_check(const Shop__Product__V1__InventoryRule *rul
                                      const char *prefix);
 
 /* The handlers' checks of each request on its own (no database, no
- * caller): violations go to v (see svc_vlist); the handler answers
+ * caller): violations go to v (see check_violations); the handler answers
  * INVALID_ARGUMENT with them when v->n > 0. currency is the shop's
  * (catalog.currency). Pure, so they are fuzzed without a server
  * (tests/fuzz). */
 void product_validate_create_product(const Shop__Product__V1__CreateProductRequest *in,
-                                     const char *currency, svc_vlist *v);
+                                     const char *currency, check_violations *v);
 void product_validate_update_product(const Shop__Product__V1__UpdateProductRequest *in,
-                                     svc_vlist *v);
+                                     check_violations *v);
 void product_validate_archive_product(const Shop__Product__V1__ArchiveProductRequest *in,
-                                      svc_vlist *v);
+                                      check_violations *v);
 void product_validate_set_price(const Shop__Product__V1__SetPriceRequest *in, const char *currency,
-                                svc_vlist *v);
+                                check_violations *v);
 void product_validate_set_inventory_rule(const Shop__Product__V1__SetInventoryRuleRequest *in,
-                                         svc_vlist *v);
-void product_validate_restock(const Shop__Product__V1__RestockRequest *in, svc_vlist *v);
-void product_validate_get_product(const Shop__Product__V1__GetProductRequest *in, svc_vlist *v);
-/* ListProducts' filters and sort (the page size is svc_page_size's;
+                                         check_violations *v);
+void product_validate_restock(const Shop__Product__V1__RestockRequest *in, check_violations *v);
+void product_validate_get_product(const Shop__Product__V1__GetProductRequest *in,
+                                  check_violations *v);
+/* ListProducts' filters and sort (the page size is page_size's;
  * include_archived is an authorization question, the handler's). */
 void product_validate_list_products(const Shop__Product__V1__ListProductsRequest *in,
-                                    const char *currency, svc_vlist *v);
+                                    const char *currency, check_violations *v);
 
 /* ---- Command side (product-command) ------------------------------------------------- */
 
@@ -123,6 +127,7 @@ typedef struct product_cmd_ctx {
   const char *currency; /* catalog.currency */
   db_pool *db;
   outbox_relay *relay;
+  outbox_sink sink; /* where product events go (outbox_sink_of(relay, program)) */
 } product_cmd_ctx;
 
 void product_cmd_ctx_init(product_cmd_ctx *ctx, const shop_cfg *cfg, const char *program,
@@ -140,7 +145,7 @@ extern const size_t product_migrations_count;
 typedef struct product_query_ctx {
   const char *currency;
   db_pool *db;
-  svc_notifier notifier;
+  consistency_notifier notifier;
 } product_query_ctx;
 
 void product_query_ctx_init(product_query_ctx *ctx, const shop_cfg *cfg, db_pool *db);

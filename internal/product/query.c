@@ -22,8 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check/check.h"
+#include "clock/clock.h"
+#include "consistency/consistency.h"
 #include "events/projection.h"
+#include "handler/handler.h"
 #include "log/log.h"
+#include "page/page.h"
 #include "product/product.h"
 #include "shop/inventory/v1/events.pb-c.h"
 #include "topology/topology.h"
@@ -89,7 +94,7 @@ static status_code part(db_conn *tx, const char *name, const events_envelope *ev
 static status_code apply_created(db_conn *tx, const events_envelope *ev,
                                  const Shop__Product__V1__ProductCreated *e, char *errbuf,
                                  size_t errlen) {
-  int64_t t = svc_event_time_ms(ev);
+  int64_t t = events_time_ms(ev);
   status_code st = view_bump(tx, e->product_id, ev->sequence, t, errbuf, errlen);
   if (st != STATUS_OK) return st;
   db_value v[4] = {DB_STR(e->sku), DB_I64(e->initial_stock), DB_I64(t > 0 ? t : 1),
@@ -116,7 +121,7 @@ static status_code updated_apply(db_conn *tx, const consumer_msg *m, void *arg, 
                                  size_t errlen) {
   const Shop__Product__V1__ProductUpdated *e = (const void *)m->msg;
   part_arg a = {.id = e->product_id, .details = e->details};
-  status_code st = view_bump(tx, a.id, m->env->sequence, svc_event_time_ms(m->env), errbuf, errlen);
+  status_code st = view_bump(tx, a.id, m->env->sequence, events_time_ms(m->env), errbuf, errlen);
   return st == STATUS_OK ? part(tx, "product.details", m->env, details_cb, &a, errbuf, errlen) : st;
 }
 
@@ -124,7 +129,7 @@ static status_code price_apply(db_conn *tx, const consumer_msg *m, void *arg, ch
                                size_t errlen) {
   const Shop__Product__V1__PriceChanged *e = (const void *)m->msg;
   part_arg a = {.id = e->product_id, .price = e->price};
-  status_code st = view_bump(tx, a.id, m->env->sequence, svc_event_time_ms(m->env), errbuf, errlen);
+  status_code st = view_bump(tx, a.id, m->env->sequence, events_time_ms(m->env), errbuf, errlen);
   return st == STATUS_OK ? part(tx, "product.price", m->env, price_cb, &a, errbuf, errlen) : st;
 }
 
@@ -132,7 +137,7 @@ static status_code rule_apply(db_conn *tx, const consumer_msg *m, void *arg, cha
                               size_t errlen) {
   const Shop__Product__V1__InventoryRuleChanged *e = (const void *)m->msg;
   part_arg a = {.id = e->product_id, .rule = e->inventory_rule};
-  status_code st = view_bump(tx, a.id, m->env->sequence, svc_event_time_ms(m->env), errbuf, errlen);
+  status_code st = view_bump(tx, a.id, m->env->sequence, events_time_ms(m->env), errbuf, errlen);
   return st == STATUS_OK ? part(tx, "product.rule", m->env, rule_cb, &a, errbuf, errlen) : st;
 }
 
@@ -140,7 +145,7 @@ static status_code archived_apply(db_conn *tx, const consumer_msg *m, void *arg,
                                   size_t errlen) {
   const Shop__Product__V1__ProductArchived *e = (const void *)m->msg;
   status_code st =
-      view_bump(tx, e->product_id, m->env->sequence, svc_event_time_ms(m->env), errbuf, errlen);
+      view_bump(tx, e->product_id, m->env->sequence, events_time_ms(m->env), errbuf, errlen);
   if (st != STATUS_OK) return st;
   db_value v[1] = {DB_STR(e->product_id)};
   return db_exec(tx, "UPDATE products_view SET archived = 1 WHERE product_id = ?", v, 1, NULL, NULL,
@@ -152,7 +157,7 @@ static status_code archived_apply(db_conn *tx, const consumer_msg *m, void *arg,
 static status_code adjusted_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                   size_t errlen) {
   const Shop__Product__V1__StockAdjusted *e = (const void *)m->msg;
-  return view_bump(tx, e->product_id, m->env->sequence, svc_event_time_ms(m->env), errbuf, errlen);
+  return view_bump(tx, e->product_id, m->env->sequence, events_time_ms(m->env), errbuf, errlen);
 }
 
 /* The level StockLevelChanged carries, if newer than the row's: one
@@ -178,8 +183,8 @@ static status_code level_apply(db_conn *tx, const consumer_msg *m, void *arg, ch
 
 /* Every product event's first field is the product id. */
 static const char *product_event_check(const ProtobufCMessage *m, const events_envelope *ev) {
-  const char *id = svc_message_string(m, "product_id");
-  if (id == NULL || !svc_id_valid(id) || ev->sequence < 1)
+  const char *id = check_message_string(m, "product_id");
+  if (id == NULL || !check_id(id) || ev->sequence < 1)
     return "without a valid product id or sequence";
   return NULL;
 }
@@ -187,14 +192,14 @@ static const char *product_event_check(const ProtobufCMessage *m, const events_e
 static const char *stock_level_check(const ProtobufCMessage *m, const events_envelope *ev) {
   const Shop__Inventory__V1__StockLevelChanged *e = (const void *)m;
   int64_t version = e->level != NULL && e->level->version > 0 ? e->level->version : ev->sequence;
-  if (e->level == NULL || !svc_id_valid(e->product_id) || version < 1)
+  if (e->level == NULL || !check_id(e->product_id) || version < 1)
     return "StockLevelChanged without a product id, a level or a version";
   return NULL;
 }
 
 static void projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
   product_query_ctx *ctx = arg;
-  svc_notifier_committed(&ctx->notifier, msgs, n, TOPOLOGY_TOPIC_PRODUCT);
+  consistency_notifier_committed(&ctx->notifier, msgs, n, TOPOLOGY_TOPIC_PRODUCT);
 }
 
 /* Reservations and InventoryLow are not taken. */
@@ -233,7 +238,7 @@ typedef struct product_out {
   Shop__Common__V1__Timestamp created, updated;
   /* Strings are copied out of the rows. */
   char *name, *description;
-  char product_id[SVC_ID_SIZE];
+  char product_id[CHECK_ID_SIZE];
   char sku[PRODUCT_SKU_MAX + 1];
   char category[PRODUCT_CATEGORY_MAX + 1];
   char currency[4];
@@ -260,8 +265,8 @@ static bool product_out_fill(product_out *o, const db_rows *r) {
   o->price.currency = o->currency;
   o->rule.low_stock_threshold = db_rows_i64(r, 7);
   o->rule.max_quantity_per_order = (int32_t)db_rows_i64(r, 8);
-  svc_timestamp_set(&o->created, db_rows_i64(r, 10));
-  svc_timestamp_set(&o->updated, db_rows_i64(r, 11));
+  clock_timestamp_set(&o->created, db_rows_i64(r, 10));
+  clock_timestamp_set(&o->updated, db_rows_i64(r, 11));
   o->stock.available = db_rows_i64(r, 13);
   o->stock.reserved = db_rows_i64(r, 14);
   o->stock.shipped = db_rows_i64(r, 15);
@@ -305,13 +310,13 @@ static void product_query_get_product(product_query_service *svc,
                                       void *data) {
   rpc_call *call = data;
   product_query_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   product_validate_get_product(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
-  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
+  if (handler_violations_apply(call, &v) > 0) return;
+  if (!consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
   char err[512];
   db_conn *c = NULL;
-  if (!svc_db_get(call, ctx->db, &c)) return;
+  if (!handler_db_get(call, ctx->db, &c)) return;
   status_code st;
   db_value p[1] = {DB_STR(in->product_id)};
   db_rows *r = NULL;
@@ -320,7 +325,7 @@ static void product_query_get_product(product_query_service *svc,
       1, &r, err, sizeof err);
   db_pool_put(ctx->db, c);
   if (st != STATUS_OK) {
-    svc_db_failed(call, st, "reading products_view", err);
+    handler_db_failed(call, st, "reading products_view", err);
     return;
   }
   product_out o;
@@ -345,10 +350,10 @@ static void product_query_list_products(product_query_service *svc,
   rpc_call *call = data;
   product_query_ctx *ctx = rpc_call_service_ctx(call);
   int size = 0;
-  if (!svc_page_size(call, in->page, &size)) return;
-  svc_vlist v = {0};
+  if (!page_size(call, in->page, &size)) return;
+  check_violations v = {0};
   product_validate_list_products(in, ctx->currency, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   const Shop__Common__V1__Money *lo = in->min_price, *hi = in->max_price;
   int sort = (int)in->sort;
   if (in->include_archived && rpc_call_role(call) != AUTH_ROLE_ADMIN) {
@@ -365,11 +370,11 @@ static void product_query_list_products(product_query_service *svc,
   snprintf(filters, sizeof filters, "products|cat=%s|text=%s|min=%lld|max=%lld|sort=%d|arch=%d",
            in->category, in->text, lo != NULL ? (long long)lo->units : -1LL,
            hi != NULL ? (long long)hi->units : -1LL, sort, in->include_archived ? 1 : 0);
-  svc_page_pos pos;
-  if (!svc_page_token_decode(call, in->page != NULL ? in->page->page_token : NULL, filters, &pos))
+  page_pos pos;
+  if (!page_token_decode(call, in->page != NULL ? in->page->page_token : NULL, filters, &pos))
     return;
   if (pos.n != 2) pos.n = 0;
-  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
+  if (!consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
 
   /* The statement is put together from fixed pieces; every value is a
    * parameter. */
@@ -383,7 +388,7 @@ static void product_query_list_products(product_query_service *svc,
     params[np++] = DB_STR(in->category);
   }
   if (in->text[0] != '\0') {
-    svc_like_pattern(in->text, pattern, sizeof pattern);
+    db_like_pattern(in->text, pattern, sizeof pattern);
     strcat(where, " AND (p.name LIKE ? ESCAPE '!' OR p.description LIKE ? ESCAPE '!')");
     params[np++] = DB_STR(pattern);
     params[np++] = DB_STR(pattern);
@@ -424,8 +429,8 @@ static void product_query_list_products(product_query_service *svc,
 
   int64_t total = 0;
   db_rows *r = NULL;
-  if (!svc_list_page(call, ctx->db, count_sql, params, nfilter, page_sql, params, np,
-                     "listing products_view", &total, &r))
+  if (!page_list(call, ctx->db, count_sql, params, nfilter, page_sql, params, np,
+                 "listing products_view", &total, &r))
     return;
   size_t rows = db_rows_count(r);
   size_t n = rows > (size_t)size ? (size_t)size : rows;
@@ -439,16 +444,16 @@ static void product_query_list_products(product_query_service *svc,
   }
   db_rows_free(r);
   if (ok) {
-    char next[SVC_PAGE_TOKEN_MAX] = "";
+    char next[PAGE_TOKEN_MAX] = "";
     if (rows > (size_t)size && n > 0) {
-      svc_page_pos npos = {.n = 2};
+      page_pos npos = {.n = 2};
       const product_out *last = &outs[n - 1];
       if (by_price)
-        snprintf(npos.field[0], SVC_PAGE_FIELD_MAX, "%lld", (long long)last->price.units);
+        snprintf(npos.field[0], PAGE_FIELD_MAX, "%lld", (long long)last->price.units);
       else
-        snprintf(npos.field[0], SVC_PAGE_FIELD_MAX, "%s", last->name);
-      snprintf(npos.field[1], SVC_PAGE_FIELD_MAX, "%s", last->product_id);
-      svc_page_token_encode(next, filters, &npos);
+        snprintf(npos.field[0], PAGE_FIELD_MAX, "%s", last->name);
+      snprintf(npos.field[1], PAGE_FIELD_MAX, "%s", last->product_id);
+      page_token_encode(next, filters, &npos);
     }
     Shop__Common__V1__PageResponse page = SHOP__COMMON__V1__PAGE_RESPONSE__INIT;
     page.next_page_token = next;
@@ -481,7 +486,9 @@ status_code product_query_register(rpc_server *s, product_query_ctx *ctx, char *
 void product_query_ctx_init(product_query_ctx *ctx, const shop_cfg *cfg, db_pool *db) {
   ctx->currency = cfg->catalog.currency;
   ctx->db = db;
-  svc_notifier_init(&ctx->notifier);
+  consistency_notifier_init(&ctx->notifier);
 }
 
-void product_query_ctx_destroy(product_query_ctx *ctx) { svc_notifier_destroy(&ctx->notifier); }
+void product_query_ctx_destroy(product_query_ctx *ctx) {
+  consistency_notifier_destroy(&ctx->notifier);
+}

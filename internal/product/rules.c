@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "check/check.h"
 #include "money/money.h"
 #include "product/product.h"
 
@@ -19,7 +20,7 @@ const char *product_sku_check(const char *sku) {
 }
 
 const char *product_name_check(const char *name) {
-  const char *why = svc_text_check(name, 1, PRODUCT_NAME_MAX, 0);
+  const char *why = check_text(name, 1, PRODUCT_NAME_MAX, 0);
   if (why != NULL) return why;
   for (const char *p = name; *p != '\0'; p++)
     if (*p != ' ') return NULL;
@@ -27,7 +28,7 @@ const char *product_name_check(const char *name) {
 }
 
 const char *product_description_check(const char *description) {
-  return svc_text_check(description, 0, PRODUCT_DESCRIPTION_MAX, SVC_TEXT_MULTILINE);
+  return check_text(description, 0, PRODUCT_DESCRIPTION_MAX, CHECK_TEXT_MULTILINE);
 }
 
 const char *product_category_check(const char *category) {
@@ -82,107 +83,110 @@ product_violation product_rule_check(const Shop__Product__V1__InventoryRule *rul
 
 /* ---- Request checks ------------------------------------------------------------------ */
 
-static void add(svc_vlist *v, product_violation pv) {
-  if (pv.why != NULL) svc_vlist_add(v, pv.field, pv.why);
+static void add(check_violations *v, product_violation pv) {
+  if (pv.why != NULL) check_violation_add(v, pv.field, pv.why);
 }
 
-static void id_check(svc_vlist *v, const char *id) {
-  if (!svc_id_valid(id)) svc_vlist_add(v, "product_id", "must be a product id");
+static void id_check(check_violations *v, const char *id) {
+  if (!check_id(id)) check_violation_add(v, "product_id", "must be a product id");
 }
 
-static void expected_check(svc_vlist *v, int64_t version) {
-  if (version < 0) svc_vlist_add(v, "expected_version", "must not be negative");
+static void expected_check(check_violations *v, int64_t version) {
+  if (version < 0) check_violation_add(v, "expected_version", "must not be negative");
 }
 
 void product_validate_create_product(const Shop__Product__V1__CreateProductRequest *in,
-                                     const char *currency, svc_vlist *v) {
-  svc_vlist_add(v, "sku", product_sku_check(in->sku));
+                                     const char *currency, check_violations *v) {
+  check_violation_add(v, "sku", product_sku_check(in->sku));
   if (in->details == NULL) {
-    svc_vlist_add(v, "details", "is required");
+    check_violation_add(v, "details", "is required");
   } else {
-    svc_vlist_add(v, "details.name", product_name_check(in->details->name));
-    svc_vlist_add(v, "details.description", product_description_check(in->details->description));
-    svc_vlist_add(v, "details.category", product_category_check(in->details->category));
+    check_violation_add(v, "details.name", product_name_check(in->details->name));
+    check_violation_add(v, "details.description",
+                        product_description_check(in->details->description));
+    check_violation_add(v, "details.category", product_category_check(in->details->category));
   }
   add(v, product_price_check(in->price, currency, "price"));
   if (in->initial_stock < 0)
-    svc_vlist_add(v, "initial_stock", "must not be negative");
+    check_violation_add(v, "initial_stock", "must not be negative");
   else if (in->initial_stock > PRODUCT_STOCK_MAX)
-    svc_vlist_add(v, "initial_stock", "must be at most 10^12");
+    check_violation_add(v, "initial_stock", "must be at most 10^12");
   if (in->inventory_rule != NULL) add(v, product_rule_check(in->inventory_rule, "inventory_rule"));
 }
 
 void product_validate_update_product(const Shop__Product__V1__UpdateProductRequest *in,
-                                     svc_vlist *v) {
+                                     check_violations *v) {
   int given = 0;
   id_check(v, in->product_id);
   if (in->name_update_case == SHOP__PRODUCT__V1__UPDATE_PRODUCT_REQUEST__NAME_UPDATE_NAME) {
     given++;
-    svc_vlist_add(v, "name", product_name_check(in->name));
+    check_violation_add(v, "name", product_name_check(in->name));
   }
   if (in->description_update_case ==
       SHOP__PRODUCT__V1__UPDATE_PRODUCT_REQUEST__DESCRIPTION_UPDATE_DESCRIPTION) {
     given++;
-    svc_vlist_add(v, "description", product_description_check(in->description));
+    check_violation_add(v, "description", product_description_check(in->description));
   }
   if (in->category_update_case ==
       SHOP__PRODUCT__V1__UPDATE_PRODUCT_REQUEST__CATEGORY_UPDATE_CATEGORY) {
     given++;
-    svc_vlist_add(v, "category", product_category_check(in->category));
+    check_violation_add(v, "category", product_category_check(in->category));
   }
   if (given == 0)
-    svc_vlist_add(v, "name", "at least one of name, description, category is required");
+    check_violation_add(v, "name", "at least one of name, description, category is required");
   expected_check(v, in->expected_version);
 }
 
 void product_validate_archive_product(const Shop__Product__V1__ArchiveProductRequest *in,
-                                      svc_vlist *v) {
+                                      check_violations *v) {
   id_check(v, in->product_id);
 }
 
 void product_validate_set_price(const Shop__Product__V1__SetPriceRequest *in, const char *currency,
-                                svc_vlist *v) {
+                                check_violations *v) {
   id_check(v, in->product_id);
   add(v, product_price_check(in->price, currency, "price"));
   expected_check(v, in->expected_version);
 }
 
 void product_validate_set_inventory_rule(const Shop__Product__V1__SetInventoryRuleRequest *in,
-                                         svc_vlist *v) {
+                                         check_violations *v) {
   id_check(v, in->product_id);
   add(v, product_rule_check(in->inventory_rule, "inventory_rule"));
   expected_check(v, in->expected_version);
 }
 
-void product_validate_restock(const Shop__Product__V1__RestockRequest *in, svc_vlist *v) {
+void product_validate_restock(const Shop__Product__V1__RestockRequest *in, check_violations *v) {
   id_check(v, in->product_id);
   if (in->quantity <= 0)
-    svc_vlist_add(v, "quantity", "must be positive");
+    check_violation_add(v, "quantity", "must be positive");
   else if (in->quantity > PRODUCT_RESTOCK_MAX)
-    svc_vlist_add(v, "quantity", "must be at most 10^9 per restock");
-  svc_vlist_add(v, "reference", svc_text_check(in->reference, 0, PRODUCT_REFERENCE_MAX, 0));
+    check_violation_add(v, "quantity", "must be at most 10^9 per restock");
+  check_violation_add(v, "reference", check_text(in->reference, 0, PRODUCT_REFERENCE_MAX, 0));
 }
 
-void product_validate_get_product(const Shop__Product__V1__GetProductRequest *in, svc_vlist *v) {
+void product_validate_get_product(const Shop__Product__V1__GetProductRequest *in,
+                                  check_violations *v) {
   id_check(v, in->product_id);
 }
 
 void product_validate_list_products(const Shop__Product__V1__ListProductsRequest *in,
-                                    const char *currency, svc_vlist *v) {
-  if (in->category[0] != '\0') svc_vlist_add(v, "category", product_category_check(in->category));
-  svc_vlist_add(v, "text", svc_text_check(in->text, 0, PRODUCT_TEXT_FILTER_MAX, 0));
+                                    const char *currency, check_violations *v) {
+  if (in->category[0] != '\0')
+    check_violation_add(v, "category", product_category_check(in->category));
+  check_violation_add(v, "text", check_text(in->text, 0, PRODUCT_TEXT_FILTER_MAX, 0));
   const Shop__Common__V1__Money *lo = in->min_price, *hi = in->max_price;
   if (lo != NULL) {
-    if (lo->units < 0) svc_vlist_add(v, "min_price.units", "must not be negative");
-    svc_vlist_add(v, "min_price.currency", product_currency_check(lo->currency, currency));
+    if (lo->units < 0) check_violation_add(v, "min_price.units", "must not be negative");
+    check_violation_add(v, "min_price.currency", product_currency_check(lo->currency, currency));
   }
   if (hi != NULL) {
-    if (hi->units < 0) svc_vlist_add(v, "max_price.units", "must not be negative");
-    svc_vlist_add(v, "max_price.currency", product_currency_check(hi->currency, currency));
+    if (hi->units < 0) check_violation_add(v, "max_price.units", "must not be negative");
+    check_violation_add(v, "max_price.currency", product_currency_check(hi->currency, currency));
   }
   if (lo != NULL && hi != NULL && lo->units > hi->units)
-    svc_vlist_add(v, "max_price.units", "must not be below min_price.units");
+    check_violation_add(v, "max_price.units", "must not be below min_price.units");
   int sort = (int)in->sort;
   if (sort < 0 || sort > SHOP__PRODUCT__V1__PRODUCT_SORT__PRODUCT_SORT_PRICE_DESC)
-    svc_vlist_add(v, "sort", "must be a known ProductSort");
+    check_violation_add(v, "sort", "must be a known ProductSort");
 }

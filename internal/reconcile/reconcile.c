@@ -15,12 +15,12 @@
 #include <time.h>
 
 #include "audit/audit.h"
+#include "clock/clock.h"
 #include "db/db.h"
 #include "order/order.h"
 #include "shop/inventory/v1/events.pb-c.h"
 #include "shop/order/v1/events.pb-c.h"
 #include "shop/payment/v1/events.pb-c.h"
-#include "svc/svc.h"
 
 #define OS(x) SHOP__ORDER__V1__ORDER_STATUS__ORDER_STATUS_##x
 #define PS(x) SHOP__PAYMENT__V1__PAYMENT_STATUS__PAYMENT_STATUS_##x
@@ -232,7 +232,7 @@ static status_code check_orders(db_conn *c, const books *b, const reconcile_opts
   db_rows *rows = NULL;
   status_code st = db_query(c, sql, p, 3, &rows, errbuf, errlen);
   if (st != STATUS_OK) return st;
-  int64_t now = svc_now_ms();
+  int64_t now = clock_now_ms();
   while (st == STATUS_OK && db_rows_next(rows)) {
     order_facts f = {
         .id = db_rows_str(rows, 0, NULL),

@@ -71,16 +71,11 @@
  * UNAVAILABLE too. A request frame over max_message_bytes is refused with
  * RESOURCE_EXHAUSTED before it is sent.
  *
- * Idempotency. Commands (policy flag RPC_COMMAND) must carry an
- * idempotency key. rpc_idem_begin() and rpc_idem_record(), called inside the
- * command's own transaction, keep the key, scoped to the caller and the
- * method, with the SHA-256 of the request payload and the stored reply
- * (table rpc_idempotency, migrations in rpc_migrations[]). A repeat returns
- * the stored reply; the same key with a different request is refused with
- * FAILED_PRECONDITION (the key's earlier use is state the request conflicts
- * with, and a retry will not help: gRPC's meaning of FAILED_PRECONDITION).
- * Only committed records replay: a command whose transaction rolls back
- * (its error included) leaves no record, and a retry runs it again.
+ * Idempotency. Commands (every method of a *CommandService) must carry an
+ * idempotency key; the layer refuses a command without one. What the key
+ * means (one stored reply per key, scoped to the caller and the method,
+ * kept in the command's own transaction) is internal/command's: the
+ * transport knows no database.
  *
  * Threads: rpc_server_* set-up calls (register, add_interceptor, listen,
  * start) come from one thread before rpc_server_start(); afterwards
@@ -100,7 +95,6 @@
 
 #include "auth/auth.h"
 #include "config/config.h"
-#include "db/db.h"
 #include "metrics/metrics.h"
 #include "status/status.h"
 
@@ -175,6 +169,16 @@ int rpc_call_attempt(const rpc_call *c);
 const char *rpc_call_metadata(const rpc_call *c, const char *key);
 /* The typed request's bytes as received. */
 const void *rpc_call_payload(const rpc_call *c, size_t *len);
+/* The server's token keys (NULL when it has none), for the command
+ * layer's keyed request digest (internal/command). */
+const auth_keys *rpc_call_auth_keys(const rpc_call *c);
+/* The message of the call's current status. */
+const char *rpc_call_status_message(const rpc_call *c);
+/* Puts a stored reply (the packed response) and its status on the call,
+ * as the handler's own answer: the command layer's replay of a repeated
+ * request. */
+void rpc_call_put_stored_reply(rpc_call *c, status_code code, const char *message,
+                               const void *reply, size_t len);
 /* The policy flags of the method (RPC_PUBLIC ... | RPC_COMMAND). */
 unsigned rpc_call_policy(const rpc_call *c);
 /* The ctx given with the service at registration. */
@@ -466,44 +470,5 @@ typedef struct rpc_client_stats {
   uint64_t by_code[17]; /* final outcome of calls by status code */
 } rpc_client_stats;
 void rpc_client_stats_get(const rpc_client *c, rpc_client_stats *out);
-
-/* ---- Idempotent commands ---------------------------------------------------- */
-
-/* The migrations that create the idempotency table (internal/rpc/
- * migrations, embedded with shop_embed_migrations). A service applies them
- * beside its own, as their own component:
- *   db_migrate(conn, "rpc", rpc_migrations, rpc_migrations_count, NULL, err, len) */
-extern const db_migration rpc_migrations[];
-extern const size_t rpc_migrations_count;
-
-/* Starts the idempotent part of a command, inside the handler's open
- * transaction on db. The record is keyed by (scope, method, key), scope
- * being the authenticated user id, else "caller:" + the envelope's caller.
- *  - New key: inserts a placeholder row (its lock makes a concurrent
- *    duplicate wait for this transaction), *replayed = false, returns OK:
- *    apply the command, then rpc_idem_record(), then commit.
- *  - Key seen with the same request bytes: *replayed = true, returns OK and
- *    the call now holds the stored reply and status: change nothing, end the
- *    transaction and return from the handler without calling the closure.
- *  - Key seen with other request bytes: returns FAILED_PRECONDITION and sets
- *    it on the call, with a violation on "idempotency_key".
- *  - No key: INVALID_ARGUMENT, set on the call likewise.
- *  - Database errors are returned as they are (ABORTED and UNAVAILABLE mean:
- *    retry the whole transaction, as db_tx_run does); not set on the call.
- */
-status_code rpc_idem_begin(rpc_call *call, db_conn *db, bool *replayed, char *errbuf,
-                           size_t errlen);
-
-/* Stores the reply (packed) and the call's current status in the row
- * rpc_idem_begin() inserted, in the same transaction. reply may be NULL
- * for a non-OK status. */
-status_code rpc_idem_record(rpc_call *call, db_conn *db, const ProtobufCMessage *reply,
-                            char *errbuf, size_t errlen);
-
-/* Deletes up to `batch` records older than retention_s seconds per
- * statement until none is left; *deleted (may be NULL) counts them. Runs
- * outside any transaction. Services call it periodically. */
-status_code rpc_idem_purge(db_conn *db, int retention_s, int batch, uint64_t *deleted, char *errbuf,
-                           size_t errlen);
 
 #endif

@@ -72,17 +72,6 @@ void rpc_strlcpy(char *dst, size_t dstlen, const char *s, size_t n);
  * handler's downstream calls. */
 const char *rpc_call_authorization(const rpc_call *c);
 
-/* The server's token keys (NULL when it has none), for the idempotency
- * layer's keyed request digest. */
-const auth_keys *rpc_call_auth_keys(const rpc_call *c);
-
-/* The message of the call's current status. */
-const char *rpc_call_status_message(const rpc_call *c);
-
-/* Puts a stored reply and status on the call (the idempotency layer). */
-void rpc_call_put_stored_reply(rpc_call *c, status_code code, const char *message,
-                               const void *reply, size_t len);
-
 /* ---- Prometheus metrics of the server (metrics.c) ---------------------------- */
 
 /* The label value for a method or service the server does not serve (or

@@ -1,11 +1,16 @@
 /* user-command: the handlers of shop.user.v1.UserCommandService, the first
  * admin, housekeeping. Every state change commits with its outbox rows and
- * idempotency record in one transaction (svc_command_run). See user.h. */
+ * idempotency record in one transaction (command_run). See user.h. */
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "check/check.h"
+#include "clock/clock.h"
+#include "command/command.h"
+#include "consistency/consistency.h"
 #include "events/events.h"
+#include "handler/handler.h"
 #include "topology/topology.h"
 #include "user/user_internal.h"
 
@@ -19,7 +24,7 @@ typedef struct register_job {
   Shop__Common__V1__ConsistencyToken token;
 } register_job;
 
-static status_code register_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code register_apply_cb(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                      size_t errlen) {
   register_job *j = arg;
   events_uuid_v7(j->u.user_id);
@@ -28,11 +33,11 @@ static status_code register_apply_cb(db_conn *tx, void *arg, svc_outcome *out, c
       user_insert(tx, j->ctx, j->call, &j->u, rpc_call_authenticated(j->call) ? NULL : j->u.user_id,
                   errbuf, errlen);
   if (st == STATUS_ALREADY_EXISTS) {
-    svc_fail(out, STATUS_ALREADY_EXISTS, "email", "an account with this email already exists");
+    command_fail(out, STATUS_ALREADY_EXISTS, "email", "an account with this email already exists");
     return STATUS_OK;
   }
   if (st != STATUS_OK) return st;
-  svc_token_set(&j->token, j->u.user_id, 1);
+  consistency_token_set(&j->token, j->u.user_id, 1);
   shop__user__v1__register_user_response__init(&j->reply);
   j->reply.user_id = j->u.user_id;
   j->reply.consistency = &j->token;
@@ -55,9 +60,9 @@ static void user_cmd_register_user(user_cmd_service *svc, const register_req *in
   rpc_call *call = data;
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
   register_job j = {.ctx = ctx, .call = call};
-  svc_vlist v = {0};
+  check_violations v = {0};
   user_validate_register_user(in, j.u.email, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   user_email_key(j.u.email, j.u.email_key, sizeof j.u.email_key);
   snprintf(j.u.name, sizeof j.u.name, "%s", in->name);
   snprintf(j.u.phone, sizeof j.u.phone, "%s", in->phone);
@@ -68,14 +73,14 @@ static void user_cmd_register_user(user_cmd_service *svc, const register_req *in
   j.u.notify_push = np != NULL && np->push;
   /* Hashing costs tens of milliseconds: done before the transaction. */
   if (!hash_for_call(call, ctx, in->password, j.u.hash)) return;
-  svc_command cmd = {.call = call,
-                     .db = ctx->db,
-                     .relay = ctx->relay,
-                     .apply = register_apply_cb,
-                     .arg = &j,
-                     .reply = &j.reply.base,
-                     .idempotent = true};
-  if (svc_command_run(&cmd)) {
+  command_tx cmd = {.call = call,
+                    .db = ctx->db,
+                    .relay = ctx->relay,
+                    .apply = register_apply_cb,
+                    .arg = &j,
+                    .reply = &j.reply.base,
+                    .idempotent = true};
+  if (command_run(&cmd)) {
     log_info(CALL_LOG(call), "user %s registered", j.u.user_id);
     closure(&j.reply, data);
   }
@@ -94,19 +99,19 @@ typedef struct profile_job {
   Shop__Common__V1__ConsistencyToken token;
 } profile_job;
 
-static status_code profile_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code profile_apply_cb(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                     size_t errlen) {
   profile_job *j = arg;
   const profile_req *in = j->in;
   status_code st = user_load(tx, SQL_USER_BY_ID_LOCK, j->target, &j->u, errbuf, errlen);
   if (st == STATUS_NOT_FOUND) {
-    svc_fail(out, STATUS_NOT_FOUND, "user_id", "no such user");
+    command_fail(out, STATUS_NOT_FOUND, "user_id", "no such user");
     return STATUS_OK;
   }
   if (st != STATUS_OK) return st;
   if (in->expected_version != 0 && in->expected_version != j->u.version) {
-    svc_fail(out, STATUS_ABORTED, "expected_version", "the user is at version %lld",
-             (long long)j->u.version);
+    command_fail(out, STATUS_ABORTED, "expected_version", "the user is at version %lld",
+                 (long long)j->u.version);
     return STATUS_OK;
   }
   user_row next = j->u;
@@ -124,7 +129,7 @@ static status_code profile_apply_cb(db_conn *tx, void *arg, svc_outcome *out, ch
               next.notify_push == j->u.notify_push;
   if (!same) {
     db_value p[7] = {DB_STR(next.name),       DB_STR(next.phone),       DB_I64(next.notify_email),
-                     DB_I64(next.notify_sms), DB_I64(next.notify_push), DB_I64(svc_now_ms()),
+                     DB_I64(next.notify_sms), DB_I64(next.notify_push), DB_I64(clock_now_ms()),
                      DB_STR(next.user_id)};
     st = db_exec(tx,
                  "UPDATE users SET name = ?, phone = ?, notify_email = ?, notify_sms = ?, "
@@ -137,12 +142,12 @@ static status_code profile_apply_cb(db_conn *tx, void *arg, svc_outcome *out, ch
     Shop__User__V1__UserProfileUpdated ev = SHOP__USER__V1__USER_PROFILE_UPDATED__INIT;
     ev.user_id = next.user_id;
     ev.profile = &pp.profile;
-    st = svc_event_append(tx, j->call, j->ctx->program, TOPOLOGY_TOPIC_USER, next.user_id,
-                          next.version, &ev.base, NULL, errbuf, errlen);
+    st = user_event_emit(tx, j->ctx, j->call, NULL, next.user_id, next.version, &ev.base, errbuf,
+                         errlen);
     if (st != STATUS_OK) return st;
     j->u = next;
   }
-  svc_token_set(&j->token, j->u.user_id, j->u.version);
+  consistency_token_set(&j->token, j->u.user_id, j->u.version);
   shop__user__v1__update_profile_response__init(&j->reply);
   j->reply.user_id = j->u.user_id;
   j->reply.consistency = &j->token;
@@ -155,22 +160,22 @@ static void user_cmd_update_profile(user_cmd_service *svc, const profile_req *in
   rpc_call *call = data;
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
   const char *target = in->user_id[0] != '\0' ? in->user_id : rpc_call_user_id(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   user_validate_update_profile(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   if (strcmp(target, rpc_call_user_id(call)) != 0 && rpc_call_role(call) != AUTH_ROLE_ADMIN) {
     rpc_call_set_status(call, STATUS_PERMISSION_DENIED, "only an admin may change another user");
     return;
   }
   profile_job j = {.ctx = ctx, .call = call, .in = in, .target = target};
-  svc_command cmd = {.call = call,
-                     .db = ctx->db,
-                     .relay = ctx->relay,
-                     .apply = profile_apply_cb,
-                     .arg = &j,
-                     .reply = &j.reply.base,
-                     .idempotent = true};
-  if (svc_command_run(&cmd)) closure(&j.reply, data);
+  command_tx cmd = {.call = call,
+                    .db = ctx->db,
+                    .relay = ctx->relay,
+                    .apply = profile_apply_cb,
+                    .arg = &j,
+                    .reply = &j.reply.base,
+                    .idempotent = true};
+  if (command_run(&cmd)) closure(&j.reply, data);
   sodium_memzero(j.u.hash, sizeof j.u.hash);
 }
 
@@ -186,21 +191,21 @@ typedef struct password_job {
   Shop__Common__V1__ConsistencyToken token;
 } password_job;
 
-static status_code password_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code password_apply_cb(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                      size_t errlen) {
   password_job *j = arg;
   const user_cmd_ctx *ctx = j->ctx;
   status_code st =
       user_load(tx, SQL_USER_BY_ID_LOCK, rpc_call_user_id(j->call), &j->u, errbuf, errlen);
   if (st == STATUS_NOT_FOUND) {
-    svc_fail(out, STATUS_NOT_FOUND, NULL, "no such user");
+    command_fail(out, STATUS_NOT_FOUND, NULL, "no such user");
     return STATUS_OK;
   }
   if (st != STATUS_OK) return st;
   user_throttle t;
   if ((st = user_throttle_row_read(tx, j->u.email_key, false, &t, errbuf, errlen)) != STATUS_OK)
     return st;
-  int64_t locked = user_throttle_locked_ms(&t, svc_now_ms());
+  int64_t locked = user_throttle_locked_ms(&t, clock_now_ms());
   if (locked > 0) {
     user_throttle_outcome(out, locked);
     return STATUS_OK;
@@ -210,10 +215,10 @@ static status_code password_apply_cb(db_conn *tx, void *arg, svc_outcome *out, c
   if (!user_password_verify(j->u.hash, j->in->old_password)) {
     if ((st = user_throttle_row_fail(tx, ctx, j->u.email_key, errbuf, errlen)) != STATUS_OK)
       return st;
-    svc_fail(out, STATUS_UNAUTHENTICATED, "old_password", "the old password is wrong");
+    command_fail(out, STATUS_UNAUTHENTICATED, "old_password", "the old password is wrong");
     return STATUS_OK;
   }
-  int64_t now = svc_now_ms();
+  int64_t now = clock_now_ms();
   db_value p[3] = {DB_STR(j->new_hash), DB_I64(now), DB_STR(j->u.user_id)};
   st = db_exec(tx,
                "UPDATE users SET password_hash = ?, version = version + 1, updated_ms = ? WHERE "
@@ -226,10 +231,10 @@ static status_code password_apply_cb(db_conn *tx, void *arg, svc_outcome *out, c
   j->u.version++;
   Shop__User__V1__PasswordChanged ev = SHOP__USER__V1__PASSWORD_CHANGED__INIT;
   ev.user_id = j->u.user_id;
-  st = svc_event_append(tx, j->call, ctx->program, TOPOLOGY_TOPIC_USER, j->u.user_id, j->u.version,
-                        &ev.base, NULL, errbuf, errlen);
+  st =
+      user_event_emit(tx, ctx, j->call, NULL, j->u.user_id, j->u.version, &ev.base, errbuf, errlen);
   if (st != STATUS_OK) return st;
-  svc_token_set(&j->token, j->u.user_id, j->u.version);
+  consistency_token_set(&j->token, j->u.user_id, j->u.version);
   shop__user__v1__change_password_response__init(&j->reply);
   j->reply.user_id = j->u.user_id;
   j->reply.consistency = &j->token;
@@ -241,19 +246,19 @@ static void user_cmd_change_password(user_cmd_service *svc, const password_req *
                                      void *data) {
   rpc_call *call = data;
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   user_validate_change_password(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   password_job j = {.ctx = ctx, .call = call, .in = in};
   if (!hash_for_call(call, ctx, in->new_password, j.new_hash)) return;
-  svc_command cmd = {.call = call,
-                     .db = ctx->db,
-                     .relay = ctx->relay,
-                     .apply = password_apply_cb,
-                     .arg = &j,
-                     .reply = &j.reply.base,
-                     .idempotent = true};
-  if (svc_command_run(&cmd)) {
+  command_tx cmd = {.call = call,
+                    .db = ctx->db,
+                    .relay = ctx->relay,
+                    .apply = password_apply_cb,
+                    .arg = &j,
+                    .reply = &j.reply.base,
+                    .idempotent = true};
+  if (command_run(&cmd)) {
     log_info(CALL_LOG(call), "user %s changed the password", j.u.user_id);
     closure(&j.reply, data);
   }
@@ -272,18 +277,18 @@ typedef struct role_job {
   Shop__Common__V1__ConsistencyToken token;
 } role_job;
 
-static status_code role_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code role_apply_cb(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                  size_t errlen) {
   role_job *j = arg;
   status_code st = user_load(tx, SQL_USER_BY_ID_LOCK, j->in->user_id, &j->u, errbuf, errlen);
   if (st == STATUS_NOT_FOUND) {
-    svc_fail(out, STATUS_NOT_FOUND, "user_id", "no such user");
+    command_fail(out, STATUS_NOT_FOUND, "user_id", "no such user");
     return STATUS_OK;
   }
   if (st != STATUS_OK) return st;
   if (j->in->expected_version != 0 && j->in->expected_version != j->u.version) {
-    svc_fail(out, STATUS_ABORTED, "expected_version", "the user is at version %lld",
-             (long long)j->u.version);
+    command_fail(out, STATUS_ABORTED, "expected_version", "the user is at version %lld",
+                 (long long)j->u.version);
     return STATUS_OK;
   }
   int role = (int)j->in->role;
@@ -299,14 +304,14 @@ static status_code role_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char 
       size_t admins = db_rows_count(r);
       db_rows_free(r);
       if (admins <= 1) {
-        svc_fail(out, STATUS_FAILED_PRECONDITION, "role", "the last admin cannot be demoted");
+        command_fail(out, STATUS_FAILED_PRECONDITION, "role", "the last admin cannot be demoted");
         return STATUS_OK;
       }
     }
     st = user_set_role(tx, j->ctx, j->call, &j->u, role, errbuf, errlen);
     if (st != STATUS_OK) return st;
   }
-  svc_token_set(&j->token, j->u.user_id, j->u.version);
+  consistency_token_set(&j->token, j->u.user_id, j->u.version);
   shop__user__v1__set_role_response__init(&j->reply);
   j->reply.user_id = j->u.user_id;
   j->reply.consistency = &j->token;
@@ -317,18 +322,18 @@ static void user_cmd_set_role(user_cmd_service *svc, const role_req *in,
                               Shop__User__V1__SetRoleResponse_Closure closure, void *data) {
   rpc_call *call = data;
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   user_validate_set_role(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   role_job j = {.ctx = ctx, .call = call, .in = in};
-  svc_command cmd = {.call = call,
-                     .db = ctx->db,
-                     .relay = ctx->relay,
-                     .apply = role_apply_cb,
-                     .arg = &j,
-                     .reply = &j.reply.base,
-                     .idempotent = true};
-  if (svc_command_run(&cmd)) closure(&j.reply, data);
+  command_tx cmd = {.call = call,
+                    .db = ctx->db,
+                    .relay = ctx->relay,
+                    .apply = role_apply_cb,
+                    .arg = &j,
+                    .reply = &j.reply.base,
+                    .idempotent = true};
+  if (command_run(&cmd)) closure(&j.reply, data);
   sodium_memzero(j.u.hash, sizeof j.u.hash);
 }
 
@@ -366,6 +371,7 @@ status_code user_cmd_ctx_init(user_cmd_ctx *ctx, const shop_cfg *cfg, const char
   ctx->program = program;
   ctx->db = db;
   ctx->relay = relay;
+  ctx->sink = outbox_sink_of(relay, program);
   ctx->keys = keys;
   user_refresh_key_derive(cfg->auth.jwt_key, strlen(cfg->auth.jwt_key), ctx->refresh_key);
   user_pwhash_params_from_cfg(&ctx->pwhash, cfg);
@@ -456,7 +462,7 @@ status_code user_bootstrap_admin(user_cmd_ctx *ctx, char *errbuf, size_t errlen)
 
 void user_cmd_housekeeping(db_conn *c, user_cmd_ctx *ctx) {
   char err[STATUS_ERRBUF_SIZE];
-  int64_t day_ago = svc_now_ms() - 86400LL * 1000;
+  int64_t day_ago = clock_now_ms() - 86400LL * 1000;
   db_value p[1] = {DB_I64(day_ago)};
   uint64_t n = 0, m = 0;
   status_code st = db_exec(c, "DELETE FROM refresh_tokens WHERE expires_ms < ? LIMIT 10000", p, 1,

@@ -1,11 +1,16 @@
 /* user-command's session handlers: Login, RefreshToken and Logout. Every
  * state change commits with its outbox rows and idempotency record in one
- * transaction (svc_command_run). See user.h. */
+ * transaction (command_run). See user.h. */
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "check/check.h"
+#include "clock/clock.h"
+#include "command/command.h"
+#include "consistency/consistency.h"
 #include "events/events.h"
+#include "handler/handler.h"
 #include "user/user_internal.h"
 
 /* ---- Login ---------------------------------------------------------------------------- */
@@ -22,25 +27,25 @@ typedef struct login_job {
   Shop__Common__V1__ConsistencyToken token;
 } login_job;
 
-static status_code login_fail_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code login_fail_apply_cb(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                        size_t errlen) {
   login_job *j = arg;
   status_code st = user_throttle_row_fail(tx, j->ctx, j->email_key, errbuf, errlen);
   if (st != STATUS_OK) return st;
-  svc_fail(out, STATUS_UNAUTHENTICATED, NULL, "wrong email or password");
+  command_fail(out, STATUS_UNAUTHENTICATED, NULL, "wrong email or password");
   return STATUS_OK;
 }
 
-static status_code login_ok_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code login_ok_apply_cb(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                      size_t errlen) {
   login_job *j = arg;
   const user_cmd_ctx *ctx = j->ctx;
-  char user_id[SVC_ID_SIZE];
+  char user_id[CHECK_ID_SIZE];
   snprintf(user_id, sizeof user_id, "%s", j->u.user_id);
   status_code st = user_load(tx, SQL_USER_BY_ID_LOCK, user_id, &j->u, errbuf, errlen);
   if (st == STATUS_NOT_FOUND || (st == STATUS_OK && strcmp(j->u.hash, j->verified_hash) != 0)) {
     /* Gone, or the password changed while it was being checked. */
-    svc_fail(out, STATUS_UNAUTHENTICATED, NULL, "wrong email or password");
+    command_fail(out, STATUS_UNAUTHENTICATED, NULL, "wrong email or password");
     return STATUS_OK;
   }
   if (st != STATUS_OK) return st;
@@ -53,18 +58,18 @@ static status_code login_ok_apply_cb(db_conn *tx, void *arg, svc_outcome *out, c
                 "origin = 1",
                 k, 2, &r, errbuf, errlen);
   if (st != STATUS_OK) return st;
-  char prev[SVC_ID_SIZE] = "";
+  char prev[CHECK_ID_SIZE] = "";
   if (db_rows_next(r)) user_copy_col(prev, sizeof prev, r, 0);
   db_rows_free(r);
-  char token_id[SVC_ID_SIZE];
+  char token_id[CHECK_ID_SIZE];
   int64_t expires = 0;
   if (prev[0] != '\0') {
     st = user_session_load(tx, "SELECT " SESSION_COLS " FROM refresh_tokens WHERE token_id = ?",
                            DB_STR(prev), &s, errbuf, errlen);
     if (st != STATUS_OK) return st == STATUS_NOT_FOUND ? STATUS_ABORTED : st;
     if (!user_session_same_request(ctx, j->call, &s)) {
-      svc_fail(out, STATUS_FAILED_PRECONDITION, "idempotency_key",
-               "idempotency key reused with a different request");
+      command_fail(out, STATUS_FAILED_PRECONDITION, "idempotency_key",
+                   "idempotency key reused with a different request");
       return STATUS_OK;
     }
     snprintf(token_id, sizeof token_id, "%s", s.token_id);
@@ -84,7 +89,7 @@ static status_code login_ok_apply_cb(db_conn *tx, void *arg, svc_outcome *out, c
   if ((st = user_tokens_fill(&j->tok, ctx, user_id, j->u.role, token_id, expires, errbuf,
                              errlen)) != STATUS_OK)
     return st;
-  svc_token_set(&j->token, j->u.user_id, j->u.version);
+  consistency_token_set(&j->token, j->u.user_id, j->u.version);
   shop__user__v1__login_response__init(&j->reply);
   j->reply.tokens = &j->tok.tokens;
   j->reply.user_id = j->u.user_id;
@@ -98,24 +103,24 @@ void user_cmd_login(user_cmd_service *svc, const login_req *in,
   rpc_call *call = data;
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
   char email[USER_EMAIL_MAX + 1], key[USER_EMAIL_MAX + 1];
-  svc_vlist v = {0};
+  check_violations v = {0};
   user_validate_login(in, email, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   user_email_key(email, key, sizeof key);
 
   char err[STATUS_ERRBUF_SIZE];
   db_conn *c = NULL;
-  if (!svc_db_get(call, ctx->db, &c)) return;
+  if (!handler_db_get(call, ctx->db, &c)) return;
   status_code st;
   login_job j = {.ctx = ctx, .call = call, .email_key = key};
   user_throttle t;
   st = user_throttle_row_read(c, key, false, &t, err, sizeof err);
   bool known = false;
   if (st == STATUS_OK) {
-    int64_t locked = user_throttle_locked_ms(&t, svc_now_ms());
+    int64_t locked = user_throttle_locked_ms(&t, clock_now_ms());
     if (locked > 0) {
       db_pool_put(ctx->db, c);
-      svc_outcome o = {.retry_delay_ms = -1};
+      command_outcome o = {.retry_delay_ms = -1};
       user_throttle_outcome(&o, locked);
       rpc_call_set_status(call, o.code, "%s", o.message);
       rpc_call_set_retry_delay(call, o.retry_delay_ms);
@@ -127,7 +132,7 @@ void user_cmd_login(user_cmd_service *svc, const login_req *in,
   }
   db_pool_put(ctx->db, c);
   if (st != STATUS_OK) {
-    svc_db_failed(call, st, "reading the user", err);
+    handler_db_failed(call, st, "reading the user", err);
     return;
   }
   /* An unknown email costs the same verification as a known one. */
@@ -140,14 +145,14 @@ void user_cmd_login(user_cmd_service *svc, const login_req *in,
   snprintf(verified, sizeof verified, "%s", j.u.hash);
   j.verified_hash = verified;
 
-  svc_command cmd = {.call = call,
-                     .db = ctx->db,
-                     .relay = NULL,
-                     .apply = ok ? login_ok_apply_cb : login_fail_apply_cb,
-                     .arg = &j,
-                     .reply = &j.reply.base,
-                     .idempotent = false};
-  if (svc_command_run(&cmd)) {
+  command_tx cmd = {.call = call,
+                    .db = ctx->db,
+                    .relay = NULL,
+                    .apply = ok ? login_ok_apply_cb : login_fail_apply_cb,
+                    .arg = &j,
+                    .reply = &j.reply.base,
+                    .idempotent = false};
+  if (command_run(&cmd)) {
     log_info(CALL_LOG(call), "user %s logged in", j.u.user_id);
     closure(&j.reply, data);
   } else if (!ok) {
@@ -171,7 +176,7 @@ typedef struct refresh_job {
   Shop__Common__V1__ConsistencyToken token;
 } refresh_job;
 
-static status_code refresh_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code refresh_apply_cb(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                     size_t errlen) {
   refresh_job *j = arg;
   const user_cmd_ctx *ctx = j->ctx;
@@ -180,14 +185,14 @@ static status_code refresh_apply_cb(db_conn *tx, void *arg, svc_outcome *out, ch
   status_code st =
       user_session_load(tx, by_hash, DB_BLOB(j->hash, sizeof j->hash), &s, errbuf, errlen);
   if (st == STATUS_NOT_FOUND) {
-    svc_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token is not valid");
+    command_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token is not valid");
     return STATUS_OK;
   }
   if (st != STATUS_OK) return st;
   /* Lock order everywhere: the user's row, then its sessions. */
   st = user_load(tx, SQL_USER_BY_ID_LOCK, s.user_id, &j->u, errbuf, errlen);
   if (st == STATUS_NOT_FOUND) {
-    svc_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token is not valid");
+    command_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token is not valid");
     return STATUS_OK;
   }
   if (st != STATUS_OK) return st;
@@ -195,8 +200,8 @@ static status_code refresh_apply_cb(db_conn *tx, void *arg, svc_outcome *out, ch
       tx, "SELECT " SESSION_COLS " FROM refresh_tokens WHERE token_hash = ? FOR UPDATE",
       DB_BLOB(j->hash, sizeof j->hash), &s, errbuf, errlen);
   if (st != STATUS_OK) return st == STATUS_NOT_FOUND ? STATUS_ABORTED : st;
-  int64_t now = svc_now_ms();
-  char token_id[SVC_ID_SIZE];
+  int64_t now = clock_now_ms();
+  char token_id[CHECK_ID_SIZE];
   int64_t expires = 0;
   if (s.replaced_by[0] != '\0') {
     session_row next;
@@ -220,14 +225,14 @@ static status_code refresh_apply_cb(db_conn *tx, void *arg, svc_outcome *out, ch
                "spent refresh token of user %s presented again; its "
                "sessions are revoked",
                s.user_id);
-      svc_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token was already used");
+      command_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token was already used");
       return STATUS_OK;
     }
   } else if (s.revoked) {
-    svc_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token was revoked");
+    command_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token was revoked");
     return STATUS_OK;
   } else if (s.expires_ms <= now) {
-    svc_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token expired");
+    command_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token expired");
     return STATUS_OK;
   } else {
     st = user_session_insert(tx, ctx, j->call, s.user_id, s.family_id, ORIGIN_REFRESH, token_id,
@@ -241,7 +246,7 @@ static status_code refresh_apply_cb(db_conn *tx, void *arg, svc_outcome *out, ch
   if ((st = user_tokens_fill(&j->tok, ctx, j->u.user_id, j->u.role, token_id, expires, errbuf,
                              errlen)) != STATUS_OK)
     return st;
-  svc_token_set(&j->token, j->u.user_id, j->u.version);
+  consistency_token_set(&j->token, j->u.user_id, j->u.version);
   shop__user__v1__refresh_token_response__init(&j->reply);
   j->reply.tokens = &j->tok.tokens;
   j->reply.user_id = j->u.user_id;
@@ -255,9 +260,9 @@ static status_code refresh_apply_cb(db_conn *tx, void *arg, svc_outcome *out, ch
  * (UNAUTHENTICATED otherwise). On success hash holds what is stored. */
 static bool refresh_token_arg(rpc_call *call, const char *token,
                               unsigned char hash[USER_REFRESH_HASH_BYTES]) {
-  svc_vlist v = {0};
+  check_violations v = {0};
   user_validate_refresh_token(token, &v);
-  if (svc_vlist_apply(call, &v) > 0) return false;
+  if (handler_violations_apply(call, &v) > 0) return false;
   if (!user_refresh_token_shape_ok(token)) {
     rpc_call_set_status(call, STATUS_UNAUTHENTICATED, "refresh token is not valid");
     return false;
@@ -272,14 +277,14 @@ void user_cmd_refresh_token(user_cmd_service *svc, const refresh_req *in,
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
   refresh_job j = {.ctx = ctx, .call = call};
   if (!refresh_token_arg(call, in->refresh_token, j.hash)) return;
-  svc_command cmd = {.call = call,
-                     .db = ctx->db,
-                     .relay = NULL,
-                     .apply = refresh_apply_cb,
-                     .arg = &j,
-                     .reply = &j.reply.base,
-                     .idempotent = false};
-  if (svc_command_run(&cmd)) closure(&j.reply, data);
+  command_tx cmd = {.call = call,
+                    .db = ctx->db,
+                    .relay = NULL,
+                    .apply = refresh_apply_cb,
+                    .arg = &j,
+                    .reply = &j.reply.base,
+                    .idempotent = false};
+  if (command_run(&cmd)) closure(&j.reply, data);
   user_tokens_wipe(&j.tok);
   sodium_memzero(j.u.hash, sizeof j.u.hash);
 }
@@ -295,7 +300,7 @@ typedef struct logout_job {
   Shop__Common__V1__ConsistencyToken token;
 } logout_job;
 
-static status_code logout_apply_cb(db_conn *tx, void *arg, svc_outcome *out, char *errbuf,
+static status_code logout_apply_cb(db_conn *tx, void *arg, command_outcome *out, char *errbuf,
                                    size_t errlen) {
   logout_job *j = arg;
   session_row s;
@@ -303,17 +308,17 @@ static status_code logout_apply_cb(db_conn *tx, void *arg, svc_outcome *out, cha
       user_session_load(tx, "SELECT " SESSION_COLS " FROM refresh_tokens WHERE token_hash = ?",
                         DB_BLOB(j->hash, sizeof j->hash), &s, errbuf, errlen);
   if (st == STATUS_NOT_FOUND) {
-    svc_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token is not valid");
+    command_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token is not valid");
     return STATUS_OK;
   }
   if (st != STATUS_OK) return st;
   st = user_load(tx, SQL_USER_BY_ID_LOCK, s.user_id, &j->u, errbuf, errlen);
   if (st == STATUS_NOT_FOUND) {
-    svc_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token is not valid");
+    command_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token is not valid");
     return STATUS_OK;
   }
   if (st != STATUS_OK) return st;
-  int64_t now = svc_now_ms();
+  int64_t now = clock_now_ms();
   if (j->in->all_sessions) {
     st = user_sessions_revoke_all(tx, s.user_id, now, errbuf, errlen);
   } else {
@@ -324,7 +329,7 @@ static status_code logout_apply_cb(db_conn *tx, void *arg, svc_outcome *out, cha
                  p, 2, NULL, NULL, errbuf, errlen);
   }
   if (st != STATUS_OK) return st;
-  svc_token_set(&j->token, j->u.user_id, j->u.version);
+  consistency_token_set(&j->token, j->u.user_id, j->u.version);
   shop__user__v1__logout_response__init(&j->reply);
   j->reply.user_id = j->u.user_id;
   j->reply.consistency = &j->token;
@@ -337,13 +342,13 @@ void user_cmd_logout(user_cmd_service *svc, const logout_req *in,
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
   logout_job j = {.call = call, .in = in};
   if (!refresh_token_arg(call, in->refresh_token, j.hash)) return;
-  svc_command cmd = {.call = call,
-                     .db = ctx->db,
-                     .relay = NULL,
-                     .apply = logout_apply_cb,
-                     .arg = &j,
-                     .reply = &j.reply.base,
-                     .idempotent = true};
-  if (svc_command_run(&cmd)) closure(&j.reply, data);
+  command_tx cmd = {.call = call,
+                    .db = ctx->db,
+                    .relay = NULL,
+                    .apply = logout_apply_cb,
+                    .arg = &j,
+                    .reply = &j.reply.base,
+                    .idempotent = true};
+  if (command_run(&cmd)) closure(&j.reply, data);
   sodium_memzero(j.u.hash, sizeof j.u.hash);
 }

@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "check/check.h"
+#include "clock/clock.h"
+#include "command/command.h"
 #include "events/events.h"
 #include "topology/topology.h"
 #include "user/user_internal.h"
@@ -66,7 +69,7 @@ status_code user_sessions_revoke_all(db_conn *tx, const char *user_id, int64_t n
  * when the email key is taken. */
 status_code user_insert(db_conn *tx, const user_cmd_ctx *ctx, const rpc_call *call, user_row *u,
                         const char *actor, char *errbuf, size_t errlen) {
-  int64_t now = svc_now_ms();
+  int64_t now = clock_now_ms();
   u->version = 1;
   db_value p[12] = {
       DB_STR(u->user_id),    DB_STR(u->email),       DB_STR(u->email_key), DB_STR(u->hash),
@@ -85,15 +88,14 @@ status_code user_insert(db_conn *tx, const user_cmd_ctx *ctx, const rpc_call *ca
   ev.email = u->email;
   ev.role = (Shop__User__V1__Role)u->role;
   ev.profile = &pp.profile;
-  return svc_event_append(tx, call, ctx->program, TOPOLOGY_TOPIC_USER, u->user_id, 1, &ev.base,
-                          actor, errbuf, errlen);
+  return user_event_emit(tx, ctx, call, actor, u->user_id, 1, &ev.base, errbuf, errlen);
 }
 
 /* Sets a user's role (u locked, role different), revokes the user's
  * refresh tokens, appends UserRoleChanged. */
 status_code user_set_role(db_conn *tx, const user_cmd_ctx *ctx, const rpc_call *call, user_row *u,
                           int role, char *errbuf, size_t errlen) {
-  int64_t now = svc_now_ms();
+  int64_t now = clock_now_ms();
   db_value p[3] = {DB_I64(role), DB_I64(now), DB_STR(u->user_id)};
   status_code st = db_exec(tx,
                            "UPDATE users SET role = ?, version = version + 1, updated_ms = ? "
@@ -108,8 +110,15 @@ status_code user_set_role(db_conn *tx, const user_cmd_ctx *ctx, const rpc_call *
   ev.user_id = u->user_id;
   ev.role = (Shop__User__V1__Role)role;
   ev.previous_role = (Shop__User__V1__Role)previous;
-  return svc_event_append(tx, call, ctx->program, TOPOLOGY_TOPIC_USER, u->user_id, u->version,
-                          &ev.base, NULL, errbuf, errlen);
+  return user_event_emit(tx, ctx, call, NULL, u->user_id, u->version, &ev.base, errbuf, errlen);
+}
+
+status_code user_event_emit(db_conn *tx, const user_cmd_ctx *ctx, const rpc_call *call,
+                            const char *actor, const char *user_id, int64_t version,
+                            const ProtobufCMessage *ev, char *errbuf, size_t errlen) {
+  outbox_cause cause = call != NULL ? command_cause(call) : (outbox_cause){0};
+  if (actor != NULL && actor[0] != '\0') cause.actor = actor;
+  return outbox_emit(&ctx->sink, tx, &cause, user_id, version, ev, errbuf, errlen);
 }
 
 /* ---- login throttle --------------------------------------------------------------- */
@@ -150,7 +159,7 @@ status_code user_throttle_row_fail(db_conn *tx, const user_cmd_ctx *ctx, const c
   user_throttle t;
   if ((st = user_throttle_row_read(tx, email_key, true, &t, errbuf, errlen)) != STATUS_OK)
     return st;
-  user_throttle_fail(&t, svc_now_ms(), ctx->cfg->auth.login_max_failures,
+  user_throttle_fail(&t, clock_now_ms(), ctx->cfg->auth.login_max_failures,
                      ctx->cfg->auth.login_lockout_s);
   db_value p[4] = {DB_I64(t.failures), DB_I64(t.last_failure_ms), DB_I64(t.locked_until_ms),
                    DB_STR(email_key)};
@@ -167,10 +176,10 @@ status_code user_throttle_row_reset(db_conn *tx, const char *email_key, char *er
                  errlen);
 }
 
-void user_throttle_outcome(svc_outcome *out, int64_t locked_ms) {
+void user_throttle_outcome(command_outcome *out, int64_t locked_ms) {
   int64_t s = (locked_ms + 999) / 1000;
-  svc_fail(out, STATUS_RESOURCE_EXHAUSTED, NULL,
-           "too many failed logins for this account; try again in %lld s", (long long)s);
+  command_fail(out, STATUS_RESOURCE_EXHAUSTED, NULL,
+               "too many failed logins for this account; try again in %lld s", (long long)s);
   out->retry_delay_ms = locked_ms;
 }
 
@@ -216,7 +225,7 @@ void user_request_mac(const user_cmd_ctx *ctx, const rpc_call *call, unsigned ch
 /* Inserts a session of user, with its idempotency key and request MAC. */
 status_code user_session_insert(db_conn *tx, const user_cmd_ctx *ctx, const rpc_call *call,
                                 const char *user_id, const char *family_id, int origin,
-                                char token_id[SVC_ID_SIZE], int64_t *expires_ms, char *errbuf,
+                                char token_id[CHECK_ID_SIZE], int64_t *expires_ms, char *errbuf,
                                 size_t errlen) {
   events_uuid_v7(token_id);
   char token[USER_REFRESH_TOKEN_MAX];
@@ -226,7 +235,7 @@ status_code user_session_insert(db_conn *tx, const user_cmd_ctx *ctx, const rpc_
   sodium_memzero(token, sizeof token);
   unsigned char mac[32];
   user_request_mac(ctx, call, mac);
-  int64_t now = svc_now_ms();
+  int64_t now = clock_now_ms();
   *expires_ms = now + (int64_t)ctx->cfg->auth.refresh_ttl_s * 1000;
   db_value p[9] = {DB_STR(token_id),        DB_BLOB(hash, sizeof hash),
                    DB_STR(user_id),         DB_STR(family_id != NULL ? family_id : token_id),
@@ -251,15 +260,15 @@ bool user_session_same_request(const user_cmd_ctx *ctx, const rpc_call *call,
 status_code user_tokens_fill(tokens_pb *t, const user_cmd_ctx *ctx, const char *user_id, int role,
                              const char *token_id, int64_t refresh_expires_ms, char *errbuf,
                              size_t errlen) {
-  int64_t now_s = svc_now_ms() / 1000;
+  int64_t now_s = clock_now_ms() / 1000;
   status_code st =
       auth_token_sign(ctx->keys, user_id, user_role_to_auth((Shop__User__V1__Role)role), now_s,
                       t->access, sizeof t->access, errbuf, errlen);
   if (st != STATUS_OK) return st;
   user_refresh_token_make(ctx->refresh_key, token_id, t->refresh);
   shop__user__v1__auth_tokens__init(&t->tokens);
-  svc_timestamp_set(&t->access_exp, (now_s + ctx->cfg->auth.access_ttl_s) * 1000);
-  svc_timestamp_set(&t->refresh_exp, refresh_expires_ms);
+  clock_timestamp_set(&t->access_exp, (now_s + ctx->cfg->auth.access_ttl_s) * 1000);
+  clock_timestamp_set(&t->refresh_exp, refresh_expires_ms);
   t->tokens.access_token = t->access;
   t->tokens.access_token_expires_at = &t->access_exp;
   t->tokens.refresh_token = t->refresh;

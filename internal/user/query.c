@@ -13,8 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check/check.h"
+#include "clock/clock.h"
+#include "consistency/consistency.h"
 #include "events/projection.h"
+#include "handler/handler.h"
 #include "log/log.h"
+#include "page/page.h"
 #include "topology/topology.h"
 #include "user/user.h"
 
@@ -46,7 +51,7 @@ static status_code profile_cb(db_conn *tx, const events_envelope *ev, int64_t ve
   const Shop__User__V1__UserProfile *p = a->profile;
   const Shop__User__V1__NotificationPreferences *np =
       p != NULL ? p->notification_preferences : NULL;
-  status_code st = view_bump(tx, a->user_id, version, svc_event_time_ms(ev), errbuf, errlen);
+  status_code st = view_bump(tx, a->user_id, version, events_time_ms(ev), errbuf, errlen);
   if (st != STATUS_OK) return st;
   db_value v[6] = {DB_STR(p != NULL ? p->name : ""), DB_STR(p != NULL ? p->phone : ""),
                    DB_I64(np != NULL && np->email),  DB_I64(np != NULL && np->sms),
@@ -60,7 +65,7 @@ static status_code profile_cb(db_conn *tx, const events_envelope *ev, int64_t ve
 static status_code role_cb(db_conn *tx, const events_envelope *ev, int64_t version, void *arg,
                            char *errbuf, size_t errlen) {
   const part_arg *a = arg;
-  status_code st = view_bump(tx, a->user_id, version, svc_event_time_ms(ev), errbuf, errlen);
+  status_code st = view_bump(tx, a->user_id, version, events_time_ms(ev), errbuf, errlen);
   if (st != STATUS_OK) return st;
   db_value v[2] = {DB_I64(a->role), DB_STR(a->user_id)};
   return db_exec(tx, "UPDATE users_view SET role = ? WHERE user_id = ?", v, 2, NULL, NULL, errbuf,
@@ -70,11 +75,11 @@ static status_code role_cb(db_conn *tx, const events_envelope *ev, int64_t versi
 static status_code apply_registered(db_conn *tx, const events_envelope *ev,
                                     const Shop__User__V1__UserRegistered *e, char *errbuf,
                                     size_t errlen) {
-  if (!svc_id_valid(e->user_id)) {
+  if (!check_id(e->user_id)) {
     snprintf(errbuf, errlen, "UserRegistered without a valid user id");
     return STATUS_INVALID_ARGUMENT;
   }
-  int64_t t = svc_event_time_ms(ev);
+  int64_t t = events_time_ms(ev);
   status_code st = view_bump(tx, e->user_id, ev->sequence, t, errbuf, errlen);
   if (st != STATUS_OK) return st;
   db_value v[3] = {DB_STR(e->email), DB_I64(t > 0 ? t : 1), DB_STR(e->user_id)};
@@ -117,12 +122,12 @@ static status_code role_apply(db_conn *tx, const consumer_msg *m, void *arg, cha
 static status_code password_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                   size_t errlen) {
   const Shop__User__V1__PasswordChanged *e = (const void *)m->msg;
-  return view_bump(tx, e->user_id, m->env->sequence, svc_event_time_ms(m->env), errbuf, errlen);
+  return view_bump(tx, e->user_id, m->env->sequence, events_time_ms(m->env), errbuf, errlen);
 }
 
 static void projection_committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
   user_query_ctx *ctx = arg;
-  svc_notifier_committed(&ctx->notifier, msgs, n, TOPOLOGY_TOPIC_USER);
+  consistency_notifier_committed(&ctx->notifier, msgs, n, TOPOLOGY_TOPIC_USER);
 }
 
 static const consumer_event_type projection_types[] = {
@@ -150,7 +155,7 @@ typedef struct user_out {
   Shop__User__V1__UserProfile profile;
   Shop__User__V1__NotificationPreferences prefs;
   Shop__Common__V1__Timestamp registered, updated;
-  char user_id[SVC_ID_SIZE];
+  char user_id[CHECK_ID_SIZE];
   char email[USER_EMAIL_MAX + 1];
   char name[USER_NAME_MAX * 4 + 1];
   char phone[USER_PHONE_MAX + 1];
@@ -169,8 +174,8 @@ static void user_out_fill(user_out *o, const db_rows *r) {
   o->prefs.sms = db_rows_i64(r, 6) != 0;
   o->prefs.push = db_rows_i64(r, 7) != 0;
   o->registered_ms = db_rows_i64(r, 8);
-  svc_timestamp_set(&o->registered, o->registered_ms);
-  svc_timestamp_set(&o->updated, db_rows_i64(r, 9));
+  clock_timestamp_set(&o->registered, o->registered_ms);
+  clock_timestamp_set(&o->updated, db_rows_i64(r, 9));
   o->profile.name = o->name;
   o->profile.phone = o->phone;
   o->profile.notification_preferences = &o->prefs;
@@ -203,7 +208,7 @@ static bool token_names(rpc_call *call, const Shop__Common__V1__ReadConsistency 
                         const char *user_id) {
   if (rc == NULL || rc->token == NULL || strcmp(rc->token->aggregate_id, user_id) == 0) return true;
   int bad = 0;
-  svc_violation(call, &bad, "consistency.token.aggregate_id", "must name the user read");
+  handler_violation(call, &bad, "consistency.token.aggregate_id", "must name the user read");
   return false;
 }
 
@@ -212,7 +217,7 @@ static bool token_names(rpc_call *call, const Shop__Common__V1__ReadConsistency 
 static bool view_get(rpc_call *call, user_query_ctx *ctx, const char *user_id, user_out *o) {
   char err[512];
   db_conn *c = NULL;
-  if (!svc_db_get(call, ctx->db, &c)) return false;
+  if (!handler_db_get(call, ctx->db, &c)) return false;
   status_code st;
   db_value p[1] = {DB_STR(user_id)};
   db_rows *r = NULL;
@@ -220,7 +225,7 @@ static bool view_get(rpc_call *call, user_query_ctx *ctx, const char *user_id, u
                 p, 1, &r, err, sizeof err);
   db_pool_put(ctx->db, c);
   if (st != STATUS_OK) {
-    svc_db_failed(call, st, "reading users_view", err);
+    handler_db_failed(call, st, "reading users_view", err);
     return false;
   }
   bool found = db_rows_next(r);
@@ -237,7 +242,7 @@ static void user_query_get_me(user_query_service *svc, const Shop__User__V1__Get
   rpc_call *call = data;
   user_query_ctx *ctx = rpc_call_service_ctx(call);
   if (!token_names(call, in->consistency, rpc_call_user_id(call))) return;
-  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
+  if (!consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
   user_out o;
   if (!view_get(call, ctx, rpc_call_user_id(call), &o)) return;
   Shop__User__V1__GetMeResponse r = SHOP__USER__V1__GET_ME_RESPONSE__INIT;
@@ -249,15 +254,15 @@ static void user_query_get_user(user_query_service *svc, const Shop__User__V1__G
                                 Shop__User__V1__GetUserResponse_Closure closure, void *data) {
   rpc_call *call = data;
   user_query_ctx *ctx = rpc_call_service_ctx(call);
-  svc_vlist v = {0};
+  check_violations v = {0};
   user_validate_get_user(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   if (strcmp(in->user_id, rpc_call_user_id(call)) != 0 && rpc_call_role(call) != AUTH_ROLE_ADMIN) {
     rpc_call_set_status(call, STATUS_PERMISSION_DENIED, "only an admin may read another user");
     return;
   }
   if (!token_names(call, in->consistency, in->user_id)) return;
-  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
+  if (!consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
   user_out o;
   if (!view_get(call, ctx, in->user_id, &o)) return;
   Shop__User__V1__GetUserResponse r = SHOP__USER__V1__GET_USER_RESPONSE__INIT;
@@ -273,17 +278,17 @@ static void user_query_list_users(user_query_service *svc,
   rpc_call *call = data;
   user_query_ctx *ctx = rpc_call_service_ctx(call);
   int size = 0;
-  if (!svc_page_size(call, in->page, &size)) return;
-  svc_vlist v = {0};
+  if (!page_size(call, in->page, &size)) return;
+  check_violations v = {0};
   user_validate_list_users(in, &v);
-  if (svc_vlist_apply(call, &v) > 0) return;
+  if (handler_violations_apply(call, &v) > 0) return;
   char filters[LIST_TEXT_MAX * 4 + 64];
   snprintf(filters, sizeof filters, "users|role=%d|text=%s", (int)in->role, in->text);
-  svc_page_pos pos;
-  if (!svc_page_token_decode(call, in->page != NULL ? in->page->page_token : NULL, filters, &pos))
+  page_pos pos;
+  if (!page_token_decode(call, in->page != NULL ? in->page->page_token : NULL, filters, &pos))
     return;
   if (pos.n != 2) pos.n = 0;
-  if (!svc_consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
+  if (!consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
 
   /* The statement is put together from fixed pieces; every value is a
    * parameter. */
@@ -296,7 +301,7 @@ static void user_query_list_users(user_query_service *svc,
     params[np++] = DB_I64(in->role);
   }
   if (in->text[0] != '\0') {
-    svc_like_pattern(in->text, pattern, sizeof pattern);
+    db_like_pattern(in->text, pattern, sizeof pattern);
     strcat(where, " AND (email LIKE ? ESCAPE '!' OR name LIKE ? ESCAPE '!')");
     params[np++] = DB_STR(pattern);
     params[np++] = DB_STR(pattern);
@@ -321,8 +326,8 @@ static void user_query_list_users(user_query_service *svc,
 
   int64_t total = 0;
   db_rows *r = NULL;
-  if (!svc_list_page(call, ctx->db, count_sql, params, nfilter, page_sql, params, np,
-                     "listing users_view", &total, &r))
+  if (!page_list(call, ctx->db, count_sql, params, nfilter, page_sql, params, np,
+                 "listing users_view", &total, &r))
     return;
   size_t rows = db_rows_count(r);
   size_t n = rows > (size_t)size ? (size_t)size : rows;
@@ -340,12 +345,12 @@ static void user_query_list_users(user_query_service *svc,
     list[i] = &outs[i].user;
   }
   db_rows_free(r);
-  char next[SVC_PAGE_TOKEN_MAX] = "";
+  char next[PAGE_TOKEN_MAX] = "";
   if (rows > (size_t)size && n > 0) {
-    svc_page_pos np_pos = {.n = 2};
-    snprintf(np_pos.field[0], SVC_PAGE_FIELD_MAX, "%lld", (long long)outs[n - 1].registered_ms);
-    snprintf(np_pos.field[1], SVC_PAGE_FIELD_MAX, "%s", outs[n - 1].user_id);
-    svc_page_token_encode(next, filters, &np_pos);
+    page_pos np_pos = {.n = 2};
+    snprintf(np_pos.field[0], PAGE_FIELD_MAX, "%lld", (long long)outs[n - 1].registered_ms);
+    snprintf(np_pos.field[1], PAGE_FIELD_MAX, "%s", outs[n - 1].user_id);
+    page_token_encode(next, filters, &np_pos);
   }
   Shop__Common__V1__PageResponse page = SHOP__COMMON__V1__PAGE_RESPONSE__INIT;
   page.next_page_token = next;
@@ -379,7 +384,7 @@ status_code user_query_register(rpc_server *s, user_query_ctx *ctx, char *errbuf
 
 void user_query_ctx_init(user_query_ctx *ctx, db_pool *db) {
   ctx->db = db;
-  svc_notifier_init(&ctx->notifier);
+  consistency_notifier_init(&ctx->notifier);
 }
 
-void user_query_ctx_destroy(user_query_ctx *ctx) { svc_notifier_destroy(&ctx->notifier); }
+void user_query_ctx_destroy(user_query_ctx *ctx) { consistency_notifier_destroy(&ctx->notifier); }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "check/check.h"
 #include "user/user.h"
 
 /* ---- Email --------------------------------------------------------------------- */
@@ -76,7 +77,7 @@ void user_email_key(const char *normalized, char *out, size_t outlen) {
 
 const char *user_password_check(const char *pw, const char *email) {
   if (pw == NULL || pw[0] == '\0') return "must not be empty";
-  long chars = svc_utf8_chars(pw);
+  long chars = check_utf8_chars(pw);
   if (chars < 0) return "must be valid UTF-8";
   if (chars < USER_PASSWORD_MIN) return "must be at least 12 characters";
   if (chars > USER_PASSWORD_MAX) return "must be at most 128 characters";
@@ -94,7 +95,7 @@ const char *user_password_check(const char *pw, const char *email) {
 }
 
 const char *user_name_check(const char *name) {
-  const char *why = svc_text_check(name, 1, USER_NAME_MAX, 0);
+  const char *why = check_text(name, 1, USER_NAME_MAX, 0);
   if (why != NULL) return why;
   for (const char *p = name; *p != '\0'; p++)
     if (!is_space((unsigned char)*p)) return NULL;
@@ -115,67 +116,69 @@ const char *user_phone_check(const char *phone) {
 /* ---- Request checks ------------------------------------------------------------------ */
 
 void user_validate_register_user(const Shop__User__V1__RegisterUserRequest *in,
-                                 char email[USER_EMAIL_MAX + 1], svc_vlist *v) {
+                                 char email[USER_EMAIL_MAX + 1], check_violations *v) {
   size_t before = v->n;
-  svc_vlist_add(v, "email", user_email_normalize(in->email, email, USER_EMAIL_MAX + 1));
-  svc_vlist_add(v, "password",
-                user_password_check(in->password, v->n == before ? email : in->email));
-  svc_vlist_add(v, "name", user_name_check(in->name));
-  svc_vlist_add(v, "phone", user_phone_check(in->phone));
+  check_violation_add(v, "email", user_email_normalize(in->email, email, USER_EMAIL_MAX + 1));
+  check_violation_add(v, "password",
+                      user_password_check(in->password, v->n == before ? email : in->email));
+  check_violation_add(v, "name", user_name_check(in->name));
+  check_violation_add(v, "phone", user_phone_check(in->phone));
 }
 
 void user_validate_login(const Shop__User__V1__LoginRequest *in, char email[USER_EMAIL_MAX + 1],
-                         svc_vlist *v) {
-  svc_vlist_add(v, "email", user_email_normalize(in->email, email, USER_EMAIL_MAX + 1));
+                         check_violations *v) {
+  check_violation_add(v, "email", user_email_normalize(in->email, email, USER_EMAIL_MAX + 1));
   if (in->password[0] == '\0')
-    svc_vlist_add(v, "password", "must not be empty");
+    check_violation_add(v, "password", "must not be empty");
   else if (strlen(in->password) > USER_LOGIN_PASSWORD_MAX_BYTES)
-    svc_vlist_add(v, "password", "must be at most 128 characters");
+    check_violation_add(v, "password", "must be at most 128 characters");
 }
 
-void user_validate_refresh_token(const char *refresh_token, svc_vlist *v) {
+void user_validate_refresh_token(const char *refresh_token, check_violations *v) {
   if (refresh_token[0] == '\0')
-    svc_vlist_add(v, "refresh_token", "must not be empty");
+    check_violation_add(v, "refresh_token", "must not be empty");
   else if (strlen(refresh_token) >= 256)
-    svc_vlist_add(v, "refresh_token", "is too long to be a refresh token");
+    check_violation_add(v, "refresh_token", "is too long to be a refresh token");
 }
 
-void user_validate_update_profile(const Shop__User__V1__UpdateProfileRequest *in, svc_vlist *v) {
-  if (in->user_id[0] != '\0' && !svc_id_valid(in->user_id))
-    svc_vlist_add(v, "user_id", "must be a user id");
+void user_validate_update_profile(const Shop__User__V1__UpdateProfileRequest *in,
+                                  check_violations *v) {
+  if (in->user_id[0] != '\0' && !check_id(in->user_id))
+    check_violation_add(v, "user_id", "must be a user id");
   if (in->name_update_case == SHOP__USER__V1__UPDATE_PROFILE_REQUEST__NAME_UPDATE_NAME)
-    svc_vlist_add(v, "name", user_name_check(in->name));
+    check_violation_add(v, "name", user_name_check(in->name));
   if (in->phone_update_case == SHOP__USER__V1__UPDATE_PROFILE_REQUEST__PHONE_UPDATE_PHONE)
-    svc_vlist_add(v, "phone", user_phone_check(in->phone));
-  if (in->expected_version < 0) svc_vlist_add(v, "expected_version", "must not be negative");
+    check_violation_add(v, "phone", user_phone_check(in->phone));
+  if (in->expected_version < 0) check_violation_add(v, "expected_version", "must not be negative");
 }
 
-void user_validate_change_password(const Shop__User__V1__ChangePasswordRequest *in, svc_vlist *v) {
+void user_validate_change_password(const Shop__User__V1__ChangePasswordRequest *in,
+                                   check_violations *v) {
   size_t before = v->n;
-  if (in->old_password[0] == '\0') svc_vlist_add(v, "old_password", "must not be empty");
-  svc_vlist_add(v, "new_password", user_password_check(in->new_password, NULL));
+  if (in->old_password[0] == '\0') check_violation_add(v, "old_password", "must not be empty");
+  check_violation_add(v, "new_password", user_password_check(in->new_password, NULL));
   if (v->n == before && strcmp(in->old_password, in->new_password) == 0)
-    svc_vlist_add(v, "new_password", "must differ from the old password");
+    check_violation_add(v, "new_password", "must differ from the old password");
 }
 
-void user_validate_set_role(const Shop__User__V1__SetRoleRequest *in, svc_vlist *v) {
-  if (!svc_id_valid(in->user_id)) svc_vlist_add(v, "user_id", "must be a user id");
+void user_validate_set_role(const Shop__User__V1__SetRoleRequest *in, check_violations *v) {
+  if (!check_id(in->user_id)) check_violation_add(v, "user_id", "must be a user id");
   if (in->role != SHOP__USER__V1__ROLE__ROLE_CUSTOMER &&
       in->role != SHOP__USER__V1__ROLE__ROLE_ADMIN)
-    svc_vlist_add(v, "role", "must be ROLE_CUSTOMER or ROLE_ADMIN");
-  if (in->expected_version < 0) svc_vlist_add(v, "expected_version", "must not be negative");
+    check_violation_add(v, "role", "must be ROLE_CUSTOMER or ROLE_ADMIN");
+  if (in->expected_version < 0) check_violation_add(v, "expected_version", "must not be negative");
 }
 
-void user_validate_get_user(const Shop__User__V1__GetUserRequest *in, svc_vlist *v) {
-  if (!svc_id_valid(in->user_id)) svc_vlist_add(v, "user_id", "must be a user id");
+void user_validate_get_user(const Shop__User__V1__GetUserRequest *in, check_violations *v) {
+  if (!check_id(in->user_id)) check_violation_add(v, "user_id", "must be a user id");
 }
 
-void user_validate_list_users(const Shop__User__V1__ListUsersRequest *in, svc_vlist *v) {
+void user_validate_list_users(const Shop__User__V1__ListUsersRequest *in, check_violations *v) {
   if (in->role != SHOP__USER__V1__ROLE__ROLE_UNSPECIFIED &&
       in->role != SHOP__USER__V1__ROLE__ROLE_CUSTOMER &&
       in->role != SHOP__USER__V1__ROLE__ROLE_ADMIN)
-    svc_vlist_add(v, "role", "must be a known role or ROLE_UNSPECIFIED");
-  svc_vlist_add(v, "text", svc_text_check(in->text, 0, USER_LIST_TEXT_MAX, 0));
+    check_violation_add(v, "role", "must be a known role or ROLE_UNSPECIFIED");
+  check_violation_add(v, "text", check_text(in->text, 0, USER_LIST_TEXT_MAX, 0));
 }
 
 /* ---- Password hashing -------------------------------------------------------------- */
@@ -238,10 +241,10 @@ bool user_refresh_token_shape_ok(const char *token) {
   size_t n = strlen(token);
   if (n != strlen(REFRESH_PREFIX) + 36 + 1 + 43) return false;
   if (strncmp(token, REFRESH_PREFIX, strlen(REFRESH_PREFIX)) != 0) return false;
-  char id[SVC_ID_SIZE];
+  char id[CHECK_ID_SIZE];
   memcpy(id, token + 4, 36);
   id[36] = '\0';
-  if (!svc_id_valid(id) || token[40] != '.') return false;
+  if (!check_id(id) || token[40] != '.') return false;
   for (size_t i = 41; i < n; i++) {
     unsigned char c = (unsigned char)token[i];
     if (!isalnum(c) && c != '-' && c != '_') return false;

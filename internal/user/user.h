@@ -6,7 +6,7 @@
  *
  * Follow RegisterUser from proto/shop/user/v1/commands.proto: the handler
  * user_cmd_RegisterUser (command.c) checks the request with the rules below,
- * hashes the password, then in one transaction (svc_command_run) keeps the
+ * hashes the password, then in one transaction (command_run) keeps the
  * idempotency record, inserts the users row and appends UserRegistered to
  * the outbox. The relay publishes it on shop.user.events.v1; user-query's
  * consumer (group "user-query") applies it to users_view
@@ -72,16 +72,19 @@
 #include <stdint.h>
 
 #include "auth/auth.h"
+#include "check/check.h"
+#include "command/command.h"
 #include "config/config.h"
+#include "consistency/consistency.h"
 #include "db/db.h"
 #include "events/consumer.h"
 #include "events/outbox.h"
+#include "page/page.h"
 #include "rpc/rpc.h"
 #include "shop/user/v1/commands.pb-c.h"
 #include "shop/user/v1/events.pb-c.h"
 #include "shop/user/v1/queries.pb-c.h"
 #include "status/status.h"
-#include "svc/svc.h"
 
 /* ---- Rules ------------------------------------------------------------------- */
 
@@ -109,7 +112,7 @@ const char *user_phone_check(const char *phone);
 /* ---- Request checks ---------------------------------------------------------------- */
 
 /* The handlers' checks of each request on its own (no database, no
- * caller): violations go to v (see svc_vlist); the handler answers
+ * caller): violations go to v (see check_violations); the handler answers
  * INVALID_ARGUMENT with them when v->n > 0. Pure, so they are tested and
  * fuzzed without a server (tests/fuzz). */
 
@@ -118,29 +121,31 @@ const char *user_phone_check(const char *phone);
 
 /* RegisterUser: email (normalised into email), password, name, phone. */
 void user_validate_register_user(const Shop__User__V1__RegisterUserRequest *in,
-                                 char email[USER_EMAIL_MAX + 1], svc_vlist *v);
+                                 char email[USER_EMAIL_MAX + 1], check_violations *v);
 /* Login: email (normalised into email), a password of 1 to
  * USER_LOGIN_PASSWORD_MAX_BYTES bytes. */
 void user_validate_login(const Shop__User__V1__LoginRequest *in, char email[USER_EMAIL_MAX + 1],
-                         svc_vlist *v);
+                         check_violations *v);
 /* RefreshToken and Logout: a present, sanely sized token. Whether it has a
  * refresh token's shape (UNAUTHENTICATED otherwise) is
  * user_refresh_token_shape_ok, checked after. */
-void user_validate_refresh_token(const char *refresh_token, svc_vlist *v);
+void user_validate_refresh_token(const char *refresh_token, check_violations *v);
 /* UpdateProfile: user_id (empty: the caller), name and phone when set,
  * expected_version. Whether the caller may change that user is the
  * handler's. */
-void user_validate_update_profile(const Shop__User__V1__UpdateProfileRequest *in, svc_vlist *v);
+void user_validate_update_profile(const Shop__User__V1__UpdateProfileRequest *in,
+                                  check_violations *v);
 /* ChangePassword: old password present, new one acceptable and different. */
-void user_validate_change_password(const Shop__User__V1__ChangePasswordRequest *in, svc_vlist *v);
+void user_validate_change_password(const Shop__User__V1__ChangePasswordRequest *in,
+                                   check_violations *v);
 /* SetRole: user_id, role CUSTOMER or ADMIN, expected_version. */
-void user_validate_set_role(const Shop__User__V1__SetRoleRequest *in, svc_vlist *v);
+void user_validate_set_role(const Shop__User__V1__SetRoleRequest *in, check_violations *v);
 /* GetUser: user_id. */
-void user_validate_get_user(const Shop__User__V1__GetUserRequest *in, svc_vlist *v);
+void user_validate_get_user(const Shop__User__V1__GetUserRequest *in, check_violations *v);
 /* ListUsers: role (or UNSPECIFIED) and text filter (the page size is
- * svc_page_size's). */
+ * page_size's). */
 #define USER_LIST_TEXT_MAX 200
-void user_validate_list_users(const Shop__User__V1__ListUsersRequest *in, svc_vlist *v);
+void user_validate_list_users(const Shop__User__V1__ListUsersRequest *in, check_violations *v);
 
 /* ---- Passwords ----------------------------------------------------------------- */
 
@@ -214,6 +219,7 @@ typedef struct user_cmd_ctx {
   const char *program; /* event source and actor of start-up work */
   db_pool *db;
   outbox_relay *relay;
+  outbox_sink sink; /* where user events go (outbox_sink_of(relay, program)) */
   const auth_keys *keys;
   unsigned char refresh_key[USER_REFRESH_KEY_BYTES];
   user_pwhash_params pwhash;
@@ -250,7 +256,7 @@ extern const size_t user_migrations_count;
 
 typedef struct user_query_ctx {
   db_pool *db;
-  svc_notifier notifier; /* woken by the projection after each commit */
+  consistency_notifier notifier; /* woken by the projection after each commit */
 } user_query_ctx;
 
 void user_query_ctx_init(user_query_ctx *ctx, db_pool *db);

@@ -45,7 +45,7 @@ typedef Shop__User__V1__UserCommandService_Service user_cmd_service;
 /* ---- users rows (command_store.c) ------------------------------------------------ */
 
 typedef struct user_row {
-  char user_id[SVC_ID_SIZE];
+  char user_id[CHECK_ID_SIZE];
   char email[USER_EMAIL_MAX + 1];
   char email_key[USER_EMAIL_MAX + 1];
   char hash[USER_HASH_MAX];
@@ -71,12 +71,12 @@ typedef struct profile_pb {
 } profile_pb;
 
 typedef struct session_row {
-  char token_id[SVC_ID_SIZE];
-  char user_id[SVC_ID_SIZE];
-  char family_id[SVC_ID_SIZE];
+  char token_id[CHECK_ID_SIZE];
+  char user_id[CHECK_ID_SIZE];
+  char family_id[CHECK_ID_SIZE];
   int64_t expires_ms;
   bool revoked;
-  char replaced_by[SVC_ID_SIZE];
+  char replaced_by[CHECK_ID_SIZE];
   char idem_key[RPC_IDEMPOTENCY_KEY_MAX + 1];
   unsigned char request_mac[32];
   size_t request_mac_len;
@@ -128,7 +128,7 @@ status_code user_throttle_row_fail(db_conn *tx, const user_cmd_ctx *ctx, const c
 status_code user_throttle_row_reset(db_conn *tx, const char *email_key, char *errbuf,
                                     size_t errlen);
 
-void user_throttle_outcome(svc_outcome *out, int64_t locked_ms);
+void user_throttle_outcome(command_outcome *out, int64_t locked_ms);
 
 status_code user_session_load(db_conn *c, const char *sql, db_value arg, session_row *s,
                               char *errbuf, size_t errlen);
@@ -141,7 +141,7 @@ void user_request_mac(const user_cmd_ctx *ctx, const rpc_call *call, unsigned ch
 /* Inserts a session of user, with its idempotency key and request MAC. */
 status_code user_session_insert(db_conn *tx, const user_cmd_ctx *ctx, const rpc_call *call,
                                 const char *user_id, const char *family_id, int origin,
-                                char token_id[SVC_ID_SIZE], int64_t *expires_ms, char *errbuf,
+                                char token_id[CHECK_ID_SIZE], int64_t *expires_ms, char *errbuf,
                                 size_t errlen);
 
 bool user_session_same_request(const user_cmd_ctx *ctx, const rpc_call *call, const session_row *s);
@@ -160,5 +160,11 @@ void user_cmd_refresh_token(user_cmd_service *svc, const refresh_req *in,
                             Shop__User__V1__RefreshTokenResponse_Closure closure, void *data);
 void user_cmd_logout(user_cmd_service *svc, const logout_req *in,
                      Shop__User__V1__LogoutResponse_Closure closure, void *data);
+
+/* Emits a user event caused by call (NULL: start-up work) through
+ * ctx->sink; actor (may be NULL) names who acted when not the caller. */
+status_code user_event_emit(db_conn *tx, const user_cmd_ctx *ctx, const rpc_call *call,
+                            const char *actor, const char *user_id, int64_t version,
+                            const ProtobufCMessage *ev, char *errbuf, size_t errlen);
 
 #endif

@@ -20,12 +20,12 @@
 #include "e2e_orders/ostack.h"
 #include "events/events.h"
 #include "inventory/inventory.h"
+#include "page/page.h"
 #include "payment/payment.h"
 #include "shop/order/v1/commands.pb-c.h"
 #include "shop/order/v1/queries.pb-c.h"
 #include "shop/product/v1/commands.pb-c.h"
 #include "shop/product/v1/queries.pb-c.h"
-#include "svc/svc.h"
 #include "topology/topology.h"
 
 #define OCMD_SVC (&shop__order__v1__order_command_service__descriptor)
@@ -514,7 +514,7 @@ Test(orders, admins_list_orders_by_status_and_stuck_orders_page_by_page) {
   lr.status = ST(CONFIRMED);
   lr.page = &page;
   int seen = 0, pages = 0;
-  char token[SVC_PAGE_TOKEN_MAX] = "";
+  char token[PAGE_TOKEN_MAX] = "";
   int64_t last = 0;
   do {
     /* Two small pages to walk the tokens, then big ones: the list holds

@@ -7,7 +7,7 @@
  * modulo its method count), the rest is the request's protobuf bytes. The
  * target decodes them with the method's input descriptor, exactly as the
  * RPC server does, and runs the handler's pure check (the domain's
- * *_validate_* function, or order_create_check).
+ * *_validate_* function).
  *
  * Every method of the service descriptor must have a row in the table
  * below (checked at start-up, abort otherwise): a new RPC cannot go
@@ -19,7 +19,6 @@
  *     trip; see has_unknown for why unknown fields are left out);
  *   - a check is deterministic (same count twice) and every violation it
  *     keeps names a field and a reason;
- *   - order_create_check counts the same violations with room for none;
  *   - an email the user checks accepted is a fixed point of normalising. */
 #include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
@@ -29,9 +28,9 @@
 #include <string.h>
 
 #include "audit/audit.h"
+#include "check/check.h"
 #include "order/order.h"
 #include "product/product.h"
-#include "svc/svc.h"
 #include "user/user.h"
 
 #ifndef FUZZ_SERVICE
@@ -44,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FZ_CURRENCY "EUR"
 #define FZ_CALLER "0190c3c2-7e4a-7b3c-8f00-1234567890ab"
 
-typedef void (*fz_check_fn)(const ProtobufCMessage *m, svc_vlist *v);
+typedef void (*fz_check_fn)(const ProtobufCMessage *m, check_violations *v);
 
 typedef struct fz_method {
   const char *name;
@@ -66,21 +65,21 @@ static void email_fixed_point(const char *email) {
 
 /* ---- user ---------------------------------------------------------------------------------- */
 
-static void fz_register_user(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_register_user(const ProtobufCMessage *m, check_violations *v) {
   char email[USER_EMAIL_MAX + 1];
   size_t before = v->n;
   user_validate_register_user((const void *)m, email, v);
   if (v->n == before) email_fixed_point(email);
 }
 
-static void fz_login(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_login(const ProtobufCMessage *m, check_violations *v) {
   char email[USER_EMAIL_MAX + 1];
   size_t before = v->n;
   user_validate_login((const void *)m, email, v);
   if (v->n == before) email_fixed_point(email);
 }
 
-static void fz_refresh_token(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_refresh_token(const ProtobufCMessage *m, check_violations *v) {
   const Shop__User__V1__RefreshTokenRequest *in = (const void *)m;
   user_validate_refresh_token(in->refresh_token, v);
   if (v->n == 0 && user_refresh_token_shape_ok(in->refresh_token)) {
@@ -89,25 +88,25 @@ static void fz_refresh_token(const ProtobufCMessage *m, svc_vlist *v) {
   }
 }
 
-static void fz_logout(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_logout(const ProtobufCMessage *m, check_violations *v) {
   const Shop__User__V1__LogoutRequest *in = (const void *)m;
   user_validate_refresh_token(in->refresh_token, v);
   if (v->n == 0) (void)user_refresh_token_shape_ok(in->refresh_token);
 }
 
-static void fz_update_profile(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_update_profile(const ProtobufCMessage *m, check_violations *v) {
   user_validate_update_profile((const void *)m, v);
 }
-static void fz_change_password(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_change_password(const ProtobufCMessage *m, check_violations *v) {
   user_validate_change_password((const void *)m, v);
 }
-static void fz_set_role(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_set_role(const ProtobufCMessage *m, check_violations *v) {
   user_validate_set_role((const void *)m, v);
 }
-static void fz_get_user(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_get_user(const ProtobufCMessage *m, check_violations *v) {
   user_validate_get_user((const void *)m, v);
 }
-static void fz_list_users(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_list_users(const ProtobufCMessage *m, check_violations *v) {
   user_validate_list_users((const void *)m, v);
 }
 
@@ -128,28 +127,28 @@ static const fz_method user_query_methods[] = {
 
 /* ---- product ------------------------------------------------------------------------------- */
 
-static void fz_create_product(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_create_product(const ProtobufCMessage *m, check_violations *v) {
   product_validate_create_product((const void *)m, FZ_CURRENCY, v);
 }
-static void fz_update_product(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_update_product(const ProtobufCMessage *m, check_violations *v) {
   product_validate_update_product((const void *)m, v);
 }
-static void fz_archive_product(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_archive_product(const ProtobufCMessage *m, check_violations *v) {
   product_validate_archive_product((const void *)m, v);
 }
-static void fz_set_price(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_set_price(const ProtobufCMessage *m, check_violations *v) {
   product_validate_set_price((const void *)m, FZ_CURRENCY, v);
 }
-static void fz_set_inventory_rule(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_set_inventory_rule(const ProtobufCMessage *m, check_violations *v) {
   product_validate_set_inventory_rule((const void *)m, v);
 }
-static void fz_restock(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_restock(const ProtobufCMessage *m, check_violations *v) {
   product_validate_restock((const void *)m, v);
 }
-static void fz_get_product(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_get_product(const ProtobufCMessage *m, check_violations *v) {
   product_validate_get_product((const void *)m, v);
 }
-static void fz_list_products(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_list_products(const ProtobufCMessage *m, check_violations *v) {
   product_validate_list_products((const void *)m, FZ_CURRENCY, v);
 }
 
@@ -165,29 +164,25 @@ static const fz_method product_query_methods[] = {
 
 /* ---- order --------------------------------------------------------------------------------- */
 
-static void fz_create_order(const ProtobufCMessage *m, svc_vlist *v) {
-  order_violation ov[RPC_MAX_VIOLATIONS];
-  size_t n = order_create_check((const void *)m, ov, RPC_MAX_VIOLATIONS);
-  if (order_create_check((const void *)m, NULL, 0) != n) abort();
-  for (size_t i = 0; i < n && i < RPC_MAX_VIOLATIONS; i++) svc_vlist_add(v, ov[i].field, ov[i].why);
-  v->n = n;
+static void fz_create_order(const ProtobufCMessage *m, check_violations *v) {
+  order_validate_create_order((const void *)m, v);
 }
-static void fz_cancel_order(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_cancel_order(const ProtobufCMessage *m, check_violations *v) {
   order_validate_cancel_order((const void *)m, v);
 }
-static void fz_ship_order(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_ship_order(const ProtobufCMessage *m, check_violations *v) {
   order_validate_ship_order((const void *)m, v);
 }
-static void fz_get_order(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_get_order(const ProtobufCMessage *m, check_violations *v) {
   order_validate_get_order((const void *)m, v);
 }
-static void fz_list_by_customer(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_list_by_customer(const ProtobufCMessage *m, check_violations *v) {
   order_validate_list_orders_by_customer((const void *)m, FZ_CALLER, v);
 }
-static void fz_list_by_status(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_list_by_status(const ProtobufCMessage *m, check_violations *v) {
   order_validate_list_orders_by_status((const void *)m, v);
 }
-static void fz_list_stuck(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_list_stuck(const ProtobufCMessage *m, check_violations *v) {
   order_validate_list_stuck_orders((const void *)m, v);
 }
 
@@ -205,16 +200,16 @@ static const fz_method order_query_methods[] = {
 
 /* ---- audit --------------------------------------------------------------------------------- */
 
-static void fz_list_audit(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_list_audit(const ProtobufCMessage *m, check_violations *v) {
   audit_validate_list_audit_events((const void *)m, v);
 }
-static void fz_timeline(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_timeline(const ProtobufCMessage *m, check_violations *v) {
   audit_validate_get_order_timeline((const void *)m, v);
 }
-static void fz_verify(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_verify(const ProtobufCMessage *m, check_violations *v) {
   audit_validate_verify_chain((const void *)m, v);
 }
-static void fz_rebuild(const ProtobufCMessage *m, svc_vlist *v) {
+static void fz_rebuild(const ProtobufCMessage *m, check_violations *v) {
   audit_validate_rebuild_order_projection((const void *)m, v);
 }
 
@@ -262,7 +257,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   return 0;
 }
 
-static void check_vlist(const svc_vlist *v) {
+static void check_vlist(const check_violations *v) {
   for (size_t i = 0; i < v->n && i < RPC_MAX_VIOLATIONS; i++)
     if (v->v[i].field[0] == '\0' || v->v[i].why == NULL || v->v[i].why[0] == '\0') abort();
 }
@@ -324,7 +319,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (m == NULL) return 0;
   round_trip(d, m);
   if (fz_checks[k] != NULL) {
-    svc_vlist v1 = {0}, v2 = {0};
+    check_violations v1 = {0}, v2 = {0};
     fz_checks[k](m, &v1);
     fz_checks[k](m, &v2);
     if (v1.n != v2.n) abort();

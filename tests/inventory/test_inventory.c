@@ -65,7 +65,7 @@ static void setup(void) {
   db = domtest_db("inventory", inventory_migrations, inventory_migrations_count);
   inventory_ctx_init(&ctx, NULL, "inventory-test", domtest_sink());
   ctx.unknown_product_wait_ms = 5000;
-  ctx.now_ms_cb = fake_now_cb;
+  ctx.clock.now_ms_cb = fake_now_cb;
 }
 
 static void teardown(void) { db_close(db); }

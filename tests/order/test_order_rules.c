@@ -42,18 +42,24 @@ static void fixture(req_fixture *f) {
   shop__common__v1__money__init(&f->expected);
 }
 
-static bool has(const order_violation *v, size_t n, const char *field) {
-  for (size_t i = 0; i < n; i++)
-    if (strcmp(v[i].field, field) == 0) return true;
+static bool has(const check_violations *v, const char *field) {
+  for (size_t i = 0; i < v->n && i < CHECK_MAX_VIOLATIONS; i++)
+    if (strcmp(v->v[i].field, field) == 0) return true;
   return false;
+}
+
+static check_violations validate(const order_create_req *req) {
+  check_violations v = {0};
+  order_validate_create_order(req, &v);
+  return v;
 }
 
 Test(order_rules, a_complete_request_passes_the_checks) {
   req_fixture f;
   fixture(&f);
-  order_violation v[8];
-  size_t n = order_create_check(&f.req, v, 8);
-  cr_assert_eq(n, 0, "first violation: %s %s", n > 0 ? v[0].field : "", n > 0 ? v[0].why : "");
+  check_violations v = validate(&f.req);
+  cr_assert_eq(v.n, 0, "first violation: %s %s", v.n > 0 ? v.v[0].field : "",
+               v.n > 0 ? v.v[0].why : "");
 }
 
 Test(order_rules, lines_tokens_and_addresses_are_checked_field_by_field) {
@@ -65,26 +71,25 @@ Test(order_rules, lines_tokens_and_addresses_are_checked_field_by_field) {
   f.a.country = "gb";
   f.a.phone = "0207";
   f.a.postal_code = "";
-  order_violation v[8];
-  size_t n = order_create_check(&f.req, v, 8);
-  cr_assert(has(v, n, "lines[1].product_id"));
-  cr_assert(has(v, n, "lines[0].quantity"));
-  cr_assert(has(v, n, "payment_token"));
-  cr_assert(has(v, n, "shipping_address.country"));
-  cr_assert(has(v, n, "shipping_address.phone"));
-  cr_assert(has(v, n, "shipping_address.postal_code"));
+  check_violations v = validate(&f.req);
+  cr_assert(has(&v, "lines[1].product_id"));
+  cr_assert(has(&v, "lines[0].quantity"));
+  cr_assert(has(&v, "payment_token"));
+  cr_assert(has(&v, "shipping_address.country"));
+  cr_assert(has(&v, "shipping_address.phone"));
+  cr_assert(has(&v, "shipping_address.postal_code"));
 
   fixture(&f);
   f.req.n_lines = 0;
   f.req.shipping_address = NULL;
-  n = order_create_check(&f.req, v, 8);
-  cr_assert(has(v, n, "lines"));
-  cr_assert(has(v, n, "shipping_address"));
+  v = validate(&f.req);
+  cr_assert(has(&v, "lines"));
+  cr_assert(has(&v, "shipping_address"));
 
   fixture(&f);
   f.l[0].product_id = "not-a-uuid";
-  n = order_create_check(&f.req, v, 8);
-  cr_assert(has(v, n, "lines[0].product_id"));
+  v = validate(&f.req);
+  cr_assert(has(&v, "lines[0].product_id"));
 }
 
 static void product(order_product *p, int64_t price, int32_t max) {
@@ -105,7 +110,7 @@ Test(order_rules, prices_come_from_the_catalog_and_add_up_in_minor_units) {
   product(&p[1], 1, 5);
   order_line lines[2];
   int64_t total = 0;
-  order_violation v;
+  check_violations v;
   char msg[256];
   cr_assert_eq(order_price(&f.req, p, "EUR", lines, &total, &v, msg, sizeof msg), STATUS_OK, "%s",
                msg);
@@ -122,7 +127,7 @@ Test(order_rules, prices_come_from_the_catalog_and_add_up_in_minor_units) {
   f.expected.units = 3998;
   cr_assert_eq(order_price(&f.req, p, "EUR", lines, &total, &v, msg, sizeof msg),
                STATUS_FAILED_PRECONDITION);
-  cr_assert_str_eq(v.field, "expected_total");
+  cr_assert_str_eq(v.v[0].field, "expected_total");
 }
 
 Test(order_rules, unknown_archived_over_limit_and_foreign_currency_products_are_refused) {
@@ -131,13 +136,13 @@ Test(order_rules, unknown_archived_over_limit_and_foreign_currency_products_are_
   order_product p[2];
   order_line lines[2];
   int64_t total;
-  order_violation v;
+  check_violations v;
   char msg[256];
   product(&p[0], 100, 0);
   product(&p[1], 100, 0);
   p[1].found = false;
   cr_assert_eq(order_price(&f.req, p, "EUR", lines, &total, &v, msg, sizeof msg), STATUS_NOT_FOUND);
-  cr_assert_str_eq(v.field, "lines[1].product_id");
+  cr_assert_str_eq(v.v[0].field, "lines[1].product_id");
   product(&p[1], 100, 0);
   p[1].archived = true;
   cr_assert_eq(order_price(&f.req, p, "EUR", lines, &total, &v, msg, sizeof msg),
@@ -146,7 +151,7 @@ Test(order_rules, unknown_archived_over_limit_and_foreign_currency_products_are_
   product(&p[1], 100, 0);
   cr_assert_eq(order_price(&f.req, p, "EUR", lines, &total, &v, msg, sizeof msg),
                STATUS_INVALID_ARGUMENT);
-  cr_assert_str_eq(v.field, "lines[0].quantity");
+  cr_assert_str_eq(v.v[0].field, "lines[0].quantity");
   product(&p[0], 100, 0);
   snprintf(p[0].currency, sizeof p[0].currency, "USD");
   cr_assert_eq(order_price(&f.req, p, "EUR", lines, &total, &v, msg, sizeof msg),

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "command/command.h"
 #include "domtest.h"
 #include "order/order.h"
 
@@ -27,7 +28,7 @@ static void setup(void) {
   order_ctx_init(&ctx, NULL, "order-test", NULL, NULL, (order_catalog){0});
   ctx.sink = domtest_sink();
   ctx.deadline_ms = 60000;
-  ctx.now_ms_cb = fake_now_cb;
+  ctx.clock.now_ms_cb = fake_now_cb;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   fake_now = (int64_t)ts.tv_sec * 1000;
@@ -46,13 +47,13 @@ typedef struct op {
   order_saga_input in;
   const char *text;
   order_who who;
-  svc_outcome out;
+  command_outcome out;
   int64_t version, deadline;
 } op;
 
 static status_code op_cb(db_conn *tx, void *arg, char *errbuf, size_t errlen) {
   op *o = arg;
-  o->out = (svc_outcome){.code = STATUS_OK, .retry_delay_ms = -1};
+  o->out = (command_outcome){.code = STATUS_OK, .retry_delay_ms = -1};
   switch (o->kind) {
   case PLACE: {
     Shop__Order__V1__ShippingAddress a = SHOP__ORDER__V1__SHIPPING_ADDRESS__INIT;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "command/command.h"
 #include "shop/rpc/v1/rpc.pb-c.h"
 
 int64_t th_now_ms(void) {
@@ -114,31 +115,32 @@ static void thh_sleep(Shop__Testing__V1__EchoService_Service *svc,
   closure(&r, data);
 }
 
-typedef struct cmd_tx {
-  rpc_call *call;
+typedef struct cmd_job {
   const Shop__Testing__V1__CommandRequest *in;
   th_ctx *ctx;
   Shop__Testing__V1__CommandResponse *reply;
-  bool replayed;
-} cmd_tx;
+} cmd_job;
 
-static status_code cmd_tx_fn(db_conn *db, void *arg, char *errbuf, size_t errlen) {
-  cmd_tx *t = arg;
-  status_code rc = rpc_idem_begin(t->call, db, &t->replayed, errbuf, errlen);
-  if (rc != STATUS_OK || t->replayed) return rc == STATUS_OK ? STATUS_OK : rc;
-  db_value p[2] = {DB_STR(t->in->name), DB_I64(t->in->amount)};
-  rc = db_exec(db,
-               "INSERT INTO rpc_test_counter (name, total, executions) VALUES (?, ?, 1) "
-               "ON DUPLICATE KEY UPDATE total = total + VALUES(total), executions = executions + 1",
-               p, 2, NULL, NULL, errbuf, errlen);
+/* The command: counts its executions in a table, in command_run's
+ * transaction with the idempotency record. */
+static status_code cmd_apply_cb(db_conn *db, void *arg, command_outcome *out, char *errbuf,
+                                size_t errlen) {
+  cmd_job *j = arg;
+  db_value p[2] = {DB_STR(j->in->name), DB_I64(j->in->amount)};
+  status_code rc =
+      db_exec(db,
+              "INSERT INTO rpc_test_counter (name, total, executions) VALUES (?, ?, 1) "
+              "ON DUPLICATE KEY UPDATE total = total + VALUES(total), executions = "
+              "executions + 1",
+              p, 2, NULL, NULL, errbuf, errlen);
   if (rc != STATUS_OK) return rc;
-  if (t->ctx->command_delay_ms > 0) th_sleep_ms(t->ctx->command_delay_ms);
+  if (j->ctx->command_delay_ms > 0) th_sleep_ms(j->ctx->command_delay_ms);
   int64_t n = 0;
   rc = db_query_i64(db, "SELECT executions FROM rpc_test_counter WHERE name = ?", p, 1, &n, errbuf,
                     errlen);
   if (rc != STATUS_OK) return rc;
-  t->reply->executions = n;
-  return rpc_idem_record(t->call, db, &t->reply->base, errbuf, errlen);
+  j->reply->executions = n;
+  return STATUS_OK;
 }
 
 static void thh_command(Shop__Testing__V1__EchoService_Service *svc,
@@ -154,22 +156,14 @@ static void thh_command(Shop__Testing__V1__EchoService_Service *svc,
     closure(&r, data);
     return;
   }
-  char err[256] = "";
-  db_conn *db = NULL;
-  if (db_pool_get(ctx->db, &db, err, sizeof err) != STATUS_OK) {
-    rpc_call_set_status(call, STATUS_UNAVAILABLE, "database: %s", err);
-    return;
-  }
-  cmd_tx t = {.call = call, .in = in, .ctx = ctx, .reply = &r};
-  status_code rc = db_tx_run(db, cmd_tx_fn, &t, 5, err, sizeof err);
-  db_pool_put(ctx->db, db);
-  if (rc != STATUS_OK) {
-    /* rpc_idem_begin already set FAILED_PRECONDITION / INVALID_ARGUMENT. */
-    if (rpc_call_status(call) == STATUS_OK) rpc_call_set_status(call, rc, "%s", err);
-    return;
-  }
-  if (t.replayed) return; /* the call holds the stored reply */
-  closure(&r, data);
+  cmd_job j = {.in = in, .ctx = ctx, .reply = &r};
+  command_tx cmd = {.call = call,
+                    .db = ctx->db,
+                    .apply = cmd_apply_cb,
+                    .arg = &j,
+                    .reply = &r.base,
+                    .idempotent = true};
+  if (command_run(&cmd)) closure(&r, data);
 }
 
 /* ---- server and client ------------------------------------------------------------ */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "command/command.h"
 #include "harness.h"
 
 static db_params params;
@@ -46,8 +47,9 @@ static void setup(void) {
   db_env();
   db_conn *c = connect_db();
   char err[512];
-  cr_assert_eq(db_migrate(c, "rpc", rpc_migrations, rpc_migrations_count, NULL, err, sizeof err),
-               STATUS_OK, "%s", err);
+  cr_assert_eq(
+      db_migrate(c, "command", command_migrations, command_migrations_count, NULL, err, sizeof err),
+      STATUS_OK, "%s", err);
   cr_assert_eq(db_exec(c,
                        "CREATE TABLE IF NOT EXISTS rpc_test_counter (name VARCHAR(64) PRIMARY KEY,"
                        " total BIGINT NOT NULL, executions BIGINT NOT NULL)",
@@ -244,7 +246,7 @@ Test(rpc_idempotency, purge_deletes_records_past_the_retention) {
   cr_assert_eq(db_exec(c, ins, p1, 2, NULL, NULL, err, sizeof err), STATUS_OK, "%s", err);
   cr_assert_eq(db_exec(c, ins, p2, 2, NULL, NULL, err, sizeof err), STATUS_OK, "%s", err);
   uint64_t deleted = 0;
-  cr_assert_eq(rpc_idem_purge(c, 3600, 1, &deleted, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(command_idem_purge(c, 3600, 1, &deleted, err, sizeof err), STATUS_OK, "%s", err);
   cr_assert_geq(deleted, 1);
   db_value q1[1] = {DB_STR(key_old)}, q2[1] = {DB_STR(key_new)};
   int64_t n = -1;

@@ -6,7 +6,7 @@
  *
  * T threads, each with its own connection to shop_test, run for S seconds
  * the transaction order-command runs for one CreateOrder
- * (internal/order/command.c through svc_command_run), with the same
+ * (internal/order/command.c through command_run), with the same
  * tables (the rpc, events and order migrations) and prepared statements:
  *
  *   BEGIN
@@ -32,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "command/command.h"
 #include "db/db.h"
 #include "events/events.h"
 #include "order/order.h"
@@ -79,8 +80,8 @@ static void setup(void) {
   char err[512];
   db_conn *m = NULL;
   if (db_connect(&m, &B.migrate, err, sizeof err) != STATUS_OK) die("connect", err);
-  if (db_migrate(m, "rpc", rpc_migrations, rpc_migrations_count, NULL, err, sizeof err) !=
-          STATUS_OK ||
+  if (db_migrate(m, "command", command_migrations, command_migrations_count, NULL, err,
+                 sizeof err) != STATUS_OK ||
       db_migrate(m, "events", events_migrations, events_migrations_count, NULL, err, sizeof err) !=
           STATUS_OK ||
       db_migrate(m, "order", order_migrations, order_migrations_count, NULL, err, sizeof err) !=

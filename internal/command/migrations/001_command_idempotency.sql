@@ -1,7 +1,8 @@
--- Idempotency records of commands (internal/rpc, rpc_idem_*). One row per
+-- Idempotency records of commands (internal/command). One row per
 -- (scope, method, key): scope is the authenticated user id, else
--- "caller:<program>". status_code -1 marks the placeholder inserted by
--- rpc_idem_begin and replaced by rpc_idem_record in the same transaction.
+-- "caller:<program>"; inserted with the reply in the command's own
+-- transaction. (The table was first made by the rpc layer's migration of
+-- the same text: IF NOT EXISTS keeps such a database as it is.)
 -- Binary columns: keys compare byte for byte, whatever the connection's
 -- collation.
 CREATE TABLE IF NOT EXISTS rpc_idempotency (
