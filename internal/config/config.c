@@ -79,6 +79,13 @@ static const cfg_key cfg_table[] = {
     SHOP_PROGRAM_LIST(X)
 #undef X
 
+    /* The HTTP/JSON gateway (internal/gateway). */
+    S("gateway.host", gateway.host, "127.0.0.1"),
+    I("gateway.port", gateway.port, 0, 65535, 18080),
+    I("gateway.max_body_bytes", gateway.max_body_bytes, 1024, 67108864, 1048576),
+    I("gateway.max_connections", gateway.max_connections, 1, 10000, 256),
+    I("gateway.connection_timeout_s", gateway.connection_timeout_s, 1, 3600, 10),
+
         I("rpc.workers", rpc.workers, 1, 1024, 16),
     I("rpc.queue_size", rpc.queue_size, 1, 1000000, 1024),
     I("rpc.max_message_bytes", rpc.max_message_bytes, 1024, 1073741824, 4194304),
