@@ -129,7 +129,6 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned code, jso
   char *text = json_dumps(j, JSON_COMPACT);
   json_decref(j);
   if (text == NULL) return MHD_NO;
-  if (r != NULL && r->request_id == NULL) r = NULL;
   return send_body(conn, code, GW_JSON, text, strlen(text), true, r);
 }
 
