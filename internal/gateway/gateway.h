@@ -35,8 +35,9 @@
  * "message": ..., "details": [{"@type": "type.googleapis.com/
  * google.rpc.BadRequest", "fieldViolations": [...]}, ...RetryInfo]}};
  * 429 and 503 carry Retry-After. Bad HTTP input costs no RPC call: a body
- * over gateway.max_body_bytes 413 (refused from Content-Length before it
- * is read when it is given), malformed JSON 400 with line, column and
+ * over gateway.max_body_bytes 413 (refused from Content-Length before a
+ * byte of it is read; a chunked one is read to its end and dropped, since
+ * libmicrohttpd cannot answer mid-upload), malformed JSON 400 with line, column and
  * offset, a body that is not application/json 415, an unknown path 404, a
  * method the path does not have 405 with Allow, more than
  * gateway.max_connections open connections 503 (and the connection is

@@ -606,17 +606,17 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
   if (*upload_size > 0) {
     size_t n = *upload_size;
     *upload_size = 0;
-    if (rq->over) return MHD_YES;
+    if (rq->over) return MHD_YES; /* dropped */
     size_t max = (size_t)g->cfg->gateway.max_body_bytes;
     if (rq->len + n > max) {
-      /* Chunked, or a Content-Length that lied: answer now, read no more. */
+      /* Chunked: the size shows only while reading. MHD cannot answer in
+       * the middle of an upload, so the rest is read and dropped (nothing
+       * is kept), and the 413 goes out at its end. */
       rq->over = true;
-      gw_reply r = {.close = true};
-      char m[128];
-      snprintf(m, sizeof m, "the request body is larger than %d bytes",
-               g->cfg->gateway.max_body_bytes);
-      return gw_error(g, conn, 413, STATUS_INVALID_ARGUMENT, "body_too_large", "body", m, &r,
-                      method, rq->rt->pattern, &rq->t0);
+      free(rq->body);
+      rq->body = NULL;
+      rq->len = rq->cap = 0;
+      return MHD_YES;
     }
     if (rq->len + n > rq->cap) {
       size_t cap = rq->cap ? rq->cap : 4096;
@@ -631,7 +631,14 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     rq->len += n;
     return MHD_YES;
   }
-  if (rq->over) return MHD_YES;
+  if (rq->over) {
+    gw_reply r = {.close = true};
+    char m[128];
+    snprintf(m, sizeof m, "the request body is larger than %d bytes",
+             g->cfg->gateway.max_body_bytes);
+    return gw_error(g, conn, 413, STATUS_INVALID_ARGUMENT, "body_too_large", "body", m, &r, method,
+                    rq->rt->pattern, &rq->t0);
+  }
   return handle_rpc(g, conn, rq, method);
 }
 
