@@ -81,17 +81,17 @@ typedef struct gateway_segment {
 
 /* One HTTP binding of one rpc. Strings are owned by the route table. */
 typedef struct gateway_route {
-  char method[8];     /* "GET", "POST", "PUT", "PATCH", "DELETE" */
-  char *pattern;      /* the template as written: "/v1/orders/{order_id}:cancel" */
-  char *verb;         /* "cancel", or NULL */
-  char *body;         /* NULL (no body), "*" or a field name */
-  char *service;      /* "shop.order.v1.OrderCommandService" */
-  char *rpc;          /* "CancelOrder" */
-  char *input_type;   /* "shop.order.v1.CancelOrderRequest" (no leading dot) */
-  char *output_type;  /* "shop.order.v1.CancelOrderResponse" */
-  int file_index;     /* where the rpc sits in the descriptor set (for docs) */
-  int service_index;  /* FileDescriptorProto.service[...] */
-  int method_index;   /* ServiceDescriptorProto.method[...] */
+  char method[8];    /* "GET", "POST", "PUT", "PATCH", "DELETE" */
+  char *pattern;     /* the template as written: "/v1/orders/{order_id}:cancel" */
+  char *verb;        /* "cancel", or NULL */
+  char *body;        /* NULL (no body), "*" or a field name */
+  char *service;     /* "shop.order.v1.OrderCommandService" */
+  char *rpc;         /* "CancelOrder" */
+  char *input_type;  /* "shop.order.v1.CancelOrderRequest" (no leading dot) */
+  char *output_type; /* "shop.order.v1.CancelOrderResponse" */
+  int file_index;    /* where the rpc sits in the descriptor set (for docs) */
+  int service_index; /* FileDescriptorProto.service[...] */
+  int method_index;  /* ServiceDescriptorProto.method[...] */
   size_t n_segments;
   gateway_segment segments[GATEWAY_MAX_SEGMENTS];
 } gateway_route;

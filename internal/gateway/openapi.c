@@ -52,7 +52,9 @@ static bool add_type(oa *o, const oa_type *t) {
 static bool index_enum(oa *o, const file_proto *f, const char *scope, const enum_proto *e,
                        const int32_t *path, size_t n_path) {
   oa_type t = {.en = e, .file = f, .n_path = n_path};
-  snprintf(t.name, sizeof t.name, "%s%s%s", scope, scope[0] ? "." : "", e->name);
+  if (snprintf(t.name, sizeof t.name, "%s%s%s", scope, scope[0] ? "." : "", e->name) >=
+      (int)sizeof t.name)
+    return false;
   memcpy(t.path, path, n_path * sizeof *path);
   return add_type(o, &t);
 }
@@ -60,7 +62,9 @@ static bool index_enum(oa *o, const file_proto *f, const char *scope, const enum
 static bool index_msg(oa *o, const file_proto *f, const char *scope, const msg_proto *m,
                       const int32_t *path, size_t n_path) {
   oa_type t = {.msg = m, .file = f, .n_path = n_path};
-  snprintf(t.name, sizeof t.name, "%s%s%s", scope, scope[0] ? "." : "", m->name);
+  if (snprintf(t.name, sizeof t.name, "%s%s%s", scope, scope[0] ? "." : "", m->name) >=
+      (int)sizeof t.name)
+    return false;
   memcpy(t.path, path, n_path * sizeof *path);
   if (!add_type(o, &t)) return false;
   if (n_path + 2 > OA_MAX_PATH) return true;
@@ -143,8 +147,8 @@ static json_t *value_schema(oa *o, const field_proto *f) {
   case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SINT64:
   case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SFIXED64:
     /* proto3 JSON writes 64-bit integers as strings, and reads both. */
-    return json_pack("{s:[s,s],s:s,s:s}", "type", "string", "integer", "format", "int64",
-                     "pattern", "^-?[0-9]+$");
+    return json_pack("{s:[s,s],s:s,s:s}", "type", "string", "integer", "format", "int64", "pattern",
+                     "^-?[0-9]+$");
   case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_UINT64:
   case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FIXED64:
     return json_pack("{s:[s,s],s:s,s:s}", "type", "string", "integer", "format", "uint64",
@@ -277,8 +281,8 @@ static bool query_params(oa *o, const gateway_route *rt, const oa_type *t, const
     }
     json_t *schema = field_schema(o, f);
     if (schema == NULL) return false;
-    json_t *p = json_pack("{s:s,s:s,s:b,s:o}", "name", jp, "in", "query", "required", 0, "schema",
-                          schema);
+    json_t *p =
+        json_pack("{s:s,s:s,s:b,s:o}", "name", jp, "in", "query", "required", 0, "schema", schema);
     path[t->n_path] = 2, path[t->n_path + 1] = (int32_t)i;
     set_description(p, comment_at(t->file, path, t->n_path + 2));
     if (repeated) json_object_set_new(p, "explode", json_true());
@@ -330,8 +334,8 @@ static bool add_operation(oa *o, json_t *paths, const gateway_route *rt) {
     if (rt->segments[i].field == NULL) continue;
     const field_proto *f = field_by_path(o, in->msg, rt->segments[i].field);
     if (f == NULL) {
-      snprintf(o->errbuf, o->errlen, "%s/%s: path variable {%s} is not a field of %s",
-               rt->service, rt->rpc, rt->segments[i].field, in->name);
+      snprintf(o->errbuf, o->errlen, "%s/%s: path variable {%s} is not a field of %s", rt->service,
+               rt->rpc, rt->segments[i].field, in->name);
       return false;
     }
     json_t *schema = field_schema(o, f);
@@ -359,14 +363,13 @@ static bool add_operation(oa *o, json_t *paths, const gateway_route *rt) {
       schema = field_schema(o, f);
     }
     json_object_set_new(op, "requestBody",
-                        json_pack("{s:b,s:{s:{s:o}}}", "required", 1, "content",
-                                  "application/json", "schema", schema));
+                        json_pack("{s:b,s:{s:{s:o}}}", "required", 1, "content", "application/json",
+                                  "schema", schema));
   }
-  json_object_set_new(
-      op, "responses",
-      json_pack("{s:{s:s,s:{s:{s:o}}},s:{s:s}}", "200", "description", "OK", "content",
-                "application/json", "schema", ref_to(out->name), "default", "$ref",
-                "#/components/responses/Error"));
+  json_object_set_new(op, "responses",
+                      json_pack("{s:{s:s,s:{s:{s:o}}},s:{s:s}}", "200", "description", "OK",
+                                "content", "application/json", "schema", ref_to(out->name),
+                                "default", "$ref", "#/components/responses/Error"));
   char lower[8];
   size_t k = 0;
   for (; rt->method[k] && k + 1 < sizeof lower; k++) lower[k] = (char)(rt->method[k] | 0x20);
@@ -376,8 +379,8 @@ static bool add_operation(oa *o, json_t *paths, const gateway_route *rt) {
 }
 
 static json_t *header_param(const char *name, const char *desc, bool required) {
-  return json_pack("{s:s,s:s,s:b,s:s,s:{s:s}}", "name", name, "in", "header", "required",
-                   required, "description", desc, "schema", "type", "string");
+  return json_pack("{s:s,s:s,s:b,s:s,s:{s:s}}", "name", name, "in", "header", "required", required,
+                   "description", desc, "schema", "type", "string");
 }
 
 static json_t *components(json_t *schemas) {
@@ -393,11 +396,11 @@ static json_t *components(json_t *schemas) {
                 "properties", "error", "type", "object", "properties", "code", "type", "integer",
                 "format", "int32", "status", "type", "string", "message", "type", "string",
                 "details", "type", "array", "items", "type", "object"));
-  json_object_set_new(c, "responses",
-                      json_pack("{s:{s:s,s:{s:{s:{s:s}}}}}", "Error", "description",
-                                "An error (google.rpc's HTTP mapping of the gRPC status)",
-                                "content", "application/json", "schema", "$ref",
-                                "#/components/schemas/Error"));
+  json_object_set_new(
+      c, "responses",
+      json_pack("{s:{s:s,s:{s:{s:{s:s}}}}}", "Error", "description",
+                "An error (google.rpc's HTTP mapping of the gRPC status)", "content",
+                "application/json", "schema", "$ref", "#/components/schemas/Error"));
   json_t *p = json_object();
   json_object_set_new(
       p, "IdempotencyKey",
@@ -418,8 +421,9 @@ static json_t *components(json_t *schemas) {
                                    "request causes; the gateway's span comes back in the reply's "
                                    "traceparent.",
                                    false));
-  json_object_set_new(p, "RequestId",
-                      header_param("X-Request-Id", "Echoed in the reply; made when absent.", false));
+  json_object_set_new(
+      p, "RequestId",
+      header_param("X-Request-Id", "Echoed in the reply; made when absent.", false));
   json_object_set_new(c, "parameters", p);
   json_object_set_new(c, "securitySchemes",
                       json_pack("{s:{s:s,s:s,s:s,s:s}}", "bearerAuth", "type", "http", "scheme",
@@ -480,8 +484,9 @@ status_code gateway_openapi_build(json_t **out, const void *fds, size_t len, cha
   free(o.types);
   if (set != NULL) google__protobuf__file_descriptor_set__free_unpacked(set, NULL);
   gateway_routes_free(routes);
-  if (doc == NULL) return errbuf[0] && strcmp(errbuf, "out of memory") ? STATUS_INVALID_ARGUMENT
-                                                                       : STATUS_RESOURCE_EXHAUSTED;
+  if (doc == NULL)
+    return errbuf[0] && strcmp(errbuf, "out of memory") ? STATUS_INVALID_ARGUMENT
+                                                        : STATUS_RESOURCE_EXHAUSTED;
   *out = doc;
   return STATUS_OK;
 }

@@ -90,8 +90,7 @@ static bool template_parse(gateway_route *rt, const char *tpl, char *errbuf, siz
       }
       const char *eq = memchr(p, '=', (size_t)(close - p));
       size_t n = (size_t)((eq ? eq : close) - p - 1);
-      if (!field_path_ok(p + 1, n) ||
-          (eq != NULL && !(close - eq == 2 && eq[1] == '*'))) {
+      if (!field_path_ok(p + 1, n) || (eq != NULL && !(close - eq == 2 && eq[1] == '*'))) {
         snprintf(errbuf, errlen,
                  "path template \"%s\": only {field} and {field=*} variables are supported", tpl);
         return false;
@@ -207,7 +206,8 @@ static status_code add_rule(load_ctx *c, const Google__Api__HttpRule *rule, int 
     snprintf(c->errbuf, c->errlen, "%s/%s: %s", svc, c->m->name, err);
     return STATUS_INVALID_ARGUMENT;
   }
-  if (rt->body != NULL && strcmp(rt->body, "*") != 0 && !field_path_ok(rt->body, strlen(rt->body))) {
+  if (rt->body != NULL && strcmp(rt->body, "*") != 0 &&
+      !field_path_ok(rt->body, strlen(rt->body))) {
     snprintf(c->errbuf, c->errlen, "%s/%s: body \"%s\" is not a field name", svc, c->m->name,
              rt->body);
     return STATUS_INVALID_ARGUMENT;

@@ -1,10 +1,10 @@
 /* The gateway's HTTP server: a request becomes one RPC call through the
  * route table, its JSON through pbjson. See gateway.h. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
-#include <arpa/inet.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,7 +106,8 @@ static enum MHD_Result send_body(struct MHD_Connection *conn, unsigned code, con
   MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
   MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
   if (r != NULL) {
-    if (r->request_id && r->request_id[0]) MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (r->request_id && r->request_id[0])
+      MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     if (r->traceparent && r->traceparent[0])
       MHD_add_response_header(resp, "traceparent", r->traceparent);
     if (r->allow != NULL) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
@@ -142,30 +143,28 @@ static json_t *error_json(unsigned http, status_code code, const char *message,
     for (size_t i = 0; i < st->n_violations; i++)
       json_array_append_new(v, json_pack("{s:s,s:s}", "field", st->violations[i].field,
                                          "description", st->violations[i].description));
-    json_array_append_new(details, json_pack("{s:s,s:o}", "@type",
-                                             "type.googleapis.com/google.rpc.BadRequest",
-                                             "fieldViolations", v));
+    json_array_append_new(
+        details, json_pack("{s:s,s:o}", "@type", "type.googleapis.com/google.rpc.BadRequest",
+                           "fieldViolations", v));
   }
   if (st != NULL && st->retry_delay_ms >= 0) {
     char d[32];
     snprintf(d, sizeof d, "%" PRId64 ".%03" PRId64 "s", st->retry_delay_ms / 1000,
              st->retry_delay_ms % 1000);
-    json_array_append_new(details, json_pack("{s:s,s:s}", "@type",
-                                             "type.googleapis.com/google.rpc.RetryInfo",
-                                             "retryDelay", d));
+    json_array_append_new(
+        details, json_pack("{s:s,s:s}", "@type", "type.googleapis.com/google.rpc.RetryInfo",
+                           "retryDelay", d));
   }
   if (st != NULL && st->projection_id[0] != '\0') {
     char desc[128];
     snprintf(desc, sizeof desc, "the read model is at version %" PRId64, st->projection_version);
-    json_array_append_new(
-        details, json_pack("{s:s,s:[{s:s,s:s,s:s}]}", "@type",
-                           "type.googleapis.com/google.rpc.PreconditionFailure", "violations",
-                           "type", "CONSISTENCY", "subject", st->projection_id, "description",
-                           desc));
+    json_array_append_new(details, json_pack("{s:s,s:[{s:s,s:s,s:s}]}", "@type",
+                                             "type.googleapis.com/google.rpc.PreconditionFailure",
+                                             "violations", "type", "CONSISTENCY", "subject",
+                                             st->projection_id, "description", desc));
   }
-  return json_pack("{s:{s:i,s:s,s:s,s:o}}", "error", "code", (int)http, "status",
-                   status_name(code), "message", message != NULL ? message : status_text(code),
-                   "details", details);
+  return json_pack("{s:{s:i,s:s,s:s,s:o}}", "error", "code", (int)http, "status", status_name(code),
+                   "message", message != NULL ? message : status_text(code), "details", details);
 }
 
 /* An error of the gateway's own (bad HTTP input): no RPC was made. */
@@ -406,8 +405,8 @@ static enum MHD_Result handle_rpc(gateway *g, struct MHD_Connection *conn, gw_re
   const char *to = header(conn, "X-Request-Timeout");
   if (to != NULL && !gateway_parse_timeout(to, &opts.timeout_ms))
     return gw_error(g, conn, 400, STATUS_INVALID_ARGUMENT, "bad_timeout", "X-Request-Timeout",
-                    "X-Request-Timeout must be digits and a unit H, M, S, m, u or n (500m, 2S)",
-                    &r, method, rt->pattern, &rq->t0);
+                    "X-Request-Timeout must be digits and a unit H, M, S, m, u or n (500m, 2S)", &r,
+                    method, rt->pattern, &rq->t0);
 
   /* Body, path, query: one JSON object, one conversion. */
   json_t *root = NULL;
@@ -482,7 +481,8 @@ static enum MHD_Result handle_rpc(gateway *g, struct MHD_Connection *conn, gw_re
   log_scope_leave(&scope);
   observe(g, method, rt->pattern, http, &rq->t0);
   if (sc != STATUS_OK) {
-    r.retry_after_s = sc == STATUS_RESOURCE_EXHAUSTED || sc == STATUS_UNAVAILABLE ? retry_after(&st) : 0;
+    r.retry_after_s =
+        sc == STATUS_RESOURCE_EXHAUSTED || sc == STATUS_UNAVAILABLE ? retry_after(&st) : 0;
     r.www_authenticate = sc == STATUS_UNAUTHENTICATED;
     return send_json(conn, http, error_json(http, sc, st.message[0] ? st.message : NULL, &st), &r);
   }
@@ -570,7 +570,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     *con_cls = rq;
     clock_gettime(CLOCK_MONOTONIC, &rq->t0);
     for (size_t i = 0; i < sizeof gw_statics / sizeof gw_statics[0]; i++)
-      if (strcmp(url, gw_statics[i].path) == 0) return handle_static(g, conn, &gw_statics[i], method);
+      if (strcmp(url, gw_statics[i].path) == 0)
+        return handle_static(g, conn, &gw_statics[i], method);
     if (strcmp(url, "/livez") == 0 || strcmp(url, "/readyz") == 0)
       return handle_probe(g, conn, url);
     char allowed[64];
@@ -689,8 +690,7 @@ static gw_backend *backend_for(gateway *g, const char *url, char *errbuf, size_t
   return b;
 }
 
-static status_code resolve_targets(gateway *g, metrics_registry *reg, char *errbuf,
-                                   size_t errlen) {
+static status_code resolve_targets(gateway *g, metrics_registry *reg, char *errbuf, size_t errlen) {
   size_t n = gateway_routes_count(g->routes);
   g->targets = calloc(n ? n : 1, sizeof *g->targets);
   if (g->targets == NULL) return STATUS_RESOURCE_EXHAUSTED;

@@ -288,7 +288,7 @@ static json_t *message_to_json(const ProtobufCMessage *m) {
 }
 
 status_code pbjson_from_message(json_t **out, const ProtobufCMessage *m, char *errbuf,
-                                  size_t errlen) {
+                                size_t errlen) {
   *out = message_to_json(m);
   if (*out == NULL) {
     status_seterr(errbuf, errlen, "out of memory");
@@ -298,7 +298,7 @@ status_code pbjson_from_message(json_t **out, const ProtobufCMessage *m, char *e
 }
 
 status_code pbjson_from_bytes(json_t **out, const ProtobufCMessageDescriptor *desc,
-                                const void *data, size_t len, char *errbuf, size_t errlen) {
+                              const void *data, size_t len, char *errbuf, size_t errlen) {
   *out = NULL;
   ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, data);
   if (m == NULL) {
@@ -539,7 +539,7 @@ static status_code json_to_fields(jctx *c, ProtobufCMessage *m, const json_t *j)
 }
 
 status_code pbjson_to_message(ProtobufCMessage **out, const ProtobufCMessageDescriptor *desc,
-                                const json_t *j, char *errbuf, size_t errlen) {
+                              const json_t *j, char *errbuf, size_t errlen) {
   *out = NULL;
   jctx c = {.errbuf = errbuf, .errlen = errlen};
   if (!json_is_object(j)) {
@@ -561,9 +561,8 @@ status_code pbjson_to_message(ProtobufCMessage **out, const ProtobufCMessageDesc
   return STATUS_OK;
 }
 
-status_code pbjson_to_bytes(uint8_t **out, size_t *out_len,
-                              const ProtobufCMessageDescriptor *desc, const json_t *j, char *errbuf,
-                              size_t errlen) {
+status_code pbjson_to_bytes(uint8_t **out, size_t *out_len, const ProtobufCMessageDescriptor *desc,
+                            const json_t *j, char *errbuf, size_t errlen) {
   ProtobufCMessage *m;
   status_code rc = pbjson_to_message(&m, desc, j, errbuf, errlen);
   if (rc != STATUS_OK) return rc;

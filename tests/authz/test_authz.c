@@ -24,9 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pbjson/pbjson.h"
 #include "e2e_catalog/stack.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "pbjson/pbjson.h"
 #include "shop/audit/v1/queries.pb-c.h"
 #include "shop/order/v1/commands.pb-c.h"
 #include "shop/order/v1/queries.pb-c.h"

@@ -125,7 +125,8 @@ static void resp_free(resp *r) {
 static const char *hdr(const resp *r, const char *name, char *out, size_t len) {
   out[0] = '\0';
   size_t n = strlen(name);
-  for (const char *line = r->headers; *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : "") {
+  for (const char *line = r->headers; *line;
+       line = strchr(line, '\n') ? strchr(line, '\n') + 1 : "") {
     if (strncasecmp(line, name, n) == 0 && line[n] == ':') {
       const char *v = line + n + 1;
       while (*v == ' ') v++;
@@ -429,9 +430,9 @@ Test(gateway, every_route_reaches_its_rpc_and_answers_200) {
   /* Every route of the descriptor set has a row, and every row a route. */
   gateway_routes *routes;
   char err[256];
-  cr_assert_eq(gateway_routes_load(&routes, shop_descriptor_set, shop_descriptor_set_len, err,
-                                   sizeof err),
-               STATUS_OK, "%s", err);
+  cr_assert_eq(
+      gateway_routes_load(&routes, shop_descriptor_set, shop_descriptor_set_len, err, sizeof err),
+      STATUS_OK, "%s", err);
   for (size_t i = 0; i < gateway_routes_count(routes); i++) {
     const gateway_route *rt = gateway_routes_at(routes, i);
     bool found = false;
@@ -847,7 +848,7 @@ Test(gateway, commands_need_an_idempotency_key_and_a_repeat_replays) {
   register_user(&cust);
   hdrs h;
   resp r;
-  char path[128], first[sizeof ((resp *)0)->body];
+  char path[128], first[sizeof((resp *)0)->body];
   snprintf(path, sizeof path, "/v1/users/%s", cust.id);
   http(&r, "PATCH", path, "{\"name\":\"No Key\"}", with(&h, cust.token, false));
   cr_assert_eq(r.code, 400, "%s", r.body);
@@ -892,9 +893,9 @@ Test(gateway, openapi_json_lists_every_route_and_passes_a_validator) {
   json_t *paths = json_object_get(r.json, "paths");
   gateway_routes *routes;
   char err[256];
-  cr_assert_eq(gateway_routes_load(&routes, shop_descriptor_set, shop_descriptor_set_len, err,
-                                   sizeof err),
-               STATUS_OK);
+  cr_assert_eq(
+      gateway_routes_load(&routes, shop_descriptor_set, shop_descriptor_set_len, err, sizeof err),
+      STATUS_OK);
   for (size_t i = 0; i < gateway_routes_count(routes); i++) {
     const gateway_route *rt = gateway_routes_at(routes, i);
     char m[8];
@@ -937,18 +938,17 @@ Test(gateway, the_storefront_in_chromium_logs_in_orders_and_sees_confirmed, .tim
   register_user(&cust);
   char p[64], sku[64];
   product(&adm, 20, p, sku);
-  char py[1100], dir[1024], shots[1100], logp[1200], script[1200], url[64], out[16384],
-      err[256];
+  char py[1100], dir[1024], shots[1100], logp[1200], script[1200], url[64], out[16384], err[256];
   venv_python(py, sizeof py);
   build_dir(dir, sizeof dir);
   snprintf(shots, sizeof shots, "%s/storefront-screenshots", dir);
   snprintf(logp, sizeof logp, "%s/storefront-test.log", dir);
   snprintf(script, sizeof script, "%s/tests/gateway/storefront.py", SHOP_SOURCE_DIR);
   snprintf(url, sizeof url, "http://127.0.0.1:%d", port());
-  const char *argv[] = {script,         "--url",          url,         "--email",
-                        cust.email,     "--password",     cust.password, "--sku",
-                        sku,            "--admin-email",  adm.email,   "--admin-password",
-                        adm.password,   "--shots",        shots,       NULL};
+  const char *argv[] = {script,       "--url",         url,           "--email",
+                        cust.email,   "--password",    cust.password, "--sku",
+                        sku,          "--admin-email", adm.email,     "--admin-password",
+                        adm.password, "--shots",       shots,         NULL};
   proc_opts o = {.path = py, .argv = argv, .log_path = logp};
   int code = -1;
   cr_assert_eq(proc_run(&o, 240000, &code, out, sizeof out, err, sizeof err), STATUS_OK, "%s", err);

@@ -224,8 +224,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench-gateway: %s\n", b.lat_ms ? err : "out of memory");
     goto out;
   }
-  snprintf(b.url, sizeof b.url, "http://%s:%d/v1/products/%s", cfg->gateway.host,
-           cfg->gateway.port, b.product_id);
+  snprintf(b.url, sizeof b.url, "http://%s:%d/v1/products/%s", cfg->gateway.host, cfg->gateway.port,
+           b.product_id);
   printf("{\"bench\":\"gateway\",\"seconds\":%d,\"runs\":[", b.seconds);
   const int threads[] = {1, 8};
   for (size_t i = 0; i < 2; i++) {
