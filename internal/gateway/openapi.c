@@ -49,24 +49,27 @@ static bool add_type(oa *o, const oa_type *t) {
   return true;
 }
 
+/* Names t scope.name and places it at path; false when the name is too
+ * long. */
+static bool type_place(oa_type *t, const file_proto *f, const char *scope, const char *name,
+                       const int32_t *path, size_t n_path) {
+  t->file = f;
+  t->n_path = n_path;
+  memcpy(t->path, path, n_path * sizeof *path);
+  return snprintf(t->name, sizeof t->name, "%s%s%s", scope, scope[0] ? "." : "", name) <
+         (int)sizeof t->name;
+}
+
 static bool index_enum(oa *o, const file_proto *f, const char *scope, const enum_proto *e,
                        const int32_t *path, size_t n_path) {
-  oa_type t = {.en = e, .file = f, .n_path = n_path};
-  if (snprintf(t.name, sizeof t.name, "%s%s%s", scope, scope[0] ? "." : "", e->name) >=
-      (int)sizeof t.name)
-    return false;
-  memcpy(t.path, path, n_path * sizeof *path);
-  return add_type(o, &t);
+  oa_type t = {.en = e};
+  return type_place(&t, f, scope, e->name, path, n_path) && add_type(o, &t);
 }
 
 static bool index_msg(oa *o, const file_proto *f, const char *scope, const msg_proto *m,
                       const int32_t *path, size_t n_path) {
-  oa_type t = {.msg = m, .file = f, .n_path = n_path};
-  if (snprintf(t.name, sizeof t.name, "%s%s%s", scope, scope[0] ? "." : "", m->name) >=
-      (int)sizeof t.name)
-    return false;
-  memcpy(t.path, path, n_path * sizeof *path);
-  if (!add_type(o, &t)) return false;
+  oa_type t = {.msg = m};
+  if (!type_place(&t, f, scope, m->name, path, n_path) || !add_type(o, &t)) return false;
   if (n_path + 2 > OA_MAX_PATH) return true;
   int32_t sub[OA_MAX_PATH];
   memcpy(sub, path, n_path * sizeof *path);

@@ -169,6 +169,20 @@ static bool has_detail(const resp *r, const char *type) {
   return false;
 }
 
+/* Makes the request and checks its error reply: the HTTP code, the
+ * google.rpc status name and, when field is not NULL, the first field
+ * violation. */
+static void expect_error(int p, const char *method, const char *path, const char *body,
+                         const char *const *headers, long code, const char *status,
+                         const char *field) {
+  resp r;
+  http_at(&r, p, method, path, body, headers);
+  cr_assert_eq(r.code, code, "%s %s: %ld %s", method, path, r.code, r.body);
+  cr_assert_str_eq(err_status(&r), status, "%s", r.body);
+  if (field != NULL) cr_assert_str_eq(violation(&r), field, "%s", r.body);
+  resp_free(&r);
+}
+
 /* Headers with a bearer token and a fresh idempotency key. */
 typedef struct hdrs {
   char auth[AUTH_TOKEN_MAX + 32];
@@ -496,19 +510,13 @@ Test(gateway, permission_denied_is_403) {
   user cust;
   register_user(&cust);
   hdrs h;
-  resp r;
-  http(&r, "GET", "/v1/users", NULL, with(&h, cust.token, false));
-  cr_assert_eq(r.code, 403, "%s", r.body);
-  cr_assert_str_eq(err_status(&r), "PERMISSION_DENIED");
-  resp_free(&r);
+  expect_error(port(), "GET", "/v1/users", NULL, with(&h, cust.token, false), 403,
+               "PERMISSION_DENIED", NULL);
 }
 
 Test(gateway, not_found_is_404) {
-  resp r;
-  http(&r, "GET", "/v1/products/01a00000-0000-7000-8000-000000000000", NULL, NULL);
-  cr_assert_eq(r.code, 404, "%s", r.body);
-  cr_assert_str_eq(err_status(&r), "NOT_FOUND");
-  resp_free(&r);
+  expect_error(port(), "GET", "/v1/products/01a00000-0000-7000-8000-000000000000", NULL, NULL, 404,
+               "NOT_FOUND", NULL);
 }
 
 Test(gateway, already_exists_and_aborted_are_409) {
@@ -521,19 +529,12 @@ Test(gateway, already_exists_and_aborted_are_409) {
            "\"price\":{\"units\":\"100\",\"currency\":\"EUR\"}}",
            sku);
   hdrs h;
-  resp r;
-  http(&r, "POST", "/v1/products", body, with(&h, adm.token, true));
-  cr_assert_eq(r.code, 409, "%s", r.body);
-  cr_assert_str_eq(err_status(&r), "ALREADY_EXISTS");
-  resp_free(&r);
+  expect_error(port(), "POST", "/v1/products", body, with(&h, adm.token, true), 409,
+               "ALREADY_EXISTS", NULL);
   char path[128];
   snprintf(path, sizeof path, "/v1/products/%s", id);
-  http(&r, "PATCH", path, "{\"name\":\"Renamed\",\"expectedVersion\":\"99\"}",
-       with(&h, adm.token, true));
-  cr_assert_eq(r.code, 409, "%s", r.body);
-  cr_assert_str_eq(err_status(&r), "ABORTED");
-  cr_assert_str_eq(violation(&r), "expected_version");
-  resp_free(&r);
+  expect_error(port(), "PATCH", path, "{\"name\":\"Renamed\",\"expectedVersion\":\"99\"}",
+               with(&h, adm.token, true), 409, "ABORTED", "expected_version");
 }
 
 Test(gateway, failed_precondition_is_400_and_an_unreached_consistency_token_412) {
@@ -554,16 +555,11 @@ Test(gateway, failed_precondition_is_400_and_an_unreached_consistency_token_412)
   cr_assert_eq(r.code, 200, "%s", r.body);
   resp_free(&r);
   /* The same key with another request. */
-  http(&r, "POST", path, "{\"reason\":\"two\"}", k1);
-  cr_assert_eq(r.code, 400, "%s", r.body);
-  cr_assert_str_eq(err_status(&r), "FAILED_PRECONDITION");
-  cr_assert_str_eq(violation(&r), "idempotency_key");
-  resp_free(&r);
+  expect_error(port(), "POST", path, "{\"reason\":\"two\"}", k1, 400, "FAILED_PRECONDITION",
+               "idempotency_key");
   /* Cancelling a cancelled order. */
-  http(&r, "POST", path, "{}", with(&h, cust.token, true));
-  cr_assert_eq(r.code, 400, "%s", r.body);
-  cr_assert_str_eq(err_status(&r), "FAILED_PRECONDITION");
-  resp_free(&r);
+  expect_error(port(), "POST", path, "{}", with(&h, cust.token, true), 400, "FAILED_PRECONDITION",
+               NULL);
   snprintf(path, sizeof path,
            "/v1/orders/%s?consistency.token.aggregateId=%s&consistency.token.version=99"
            "&consistency.waitMs=100",
@@ -653,10 +649,8 @@ Test(gateway, unavailable_is_503_and_readyz_names_the_backend) {
   admin(&adm);
   hdrs h;
   resp r;
-  http_at(&r, p, "GET", "/v1/audit/events", NULL, with(&h, adm.token, false));
-  cr_assert_eq(r.code, 503, "%s", r.body);
-  cr_assert_str_eq(err_status(&r), "UNAVAILABLE");
-  resp_free(&r);
+  expect_error(p, "GET", "/v1/audit/events", NULL, with(&h, adm.token, false), 503, "UNAVAILABLE",
+               NULL);
   http_at(&r, p, "GET", "/readyz", NULL, NULL);
   cr_assert_eq(r.code, 503, "%s", r.body);
   cr_assert(strstr(r.body, "no connection to tcp://127.0.0.1:") != NULL, "%s", r.body);
@@ -742,10 +736,7 @@ Test(gateway, a_body_that_is_not_json_is_415) {
 Test(gateway, unknown_paths_are_404_and_wrong_methods_405_with_allow) {
   resp r;
   char allow[64];
-  http(&r, "GET", "/v1/nothing/here", NULL, NULL);
-  cr_assert_eq(r.code, 404, "%s", r.body);
-  cr_assert_str_eq(err_status(&r), "NOT_FOUND");
-  resp_free(&r);
+  expect_error(port(), "GET", "/v1/nothing/here", NULL, NULL, 404, "NOT_FOUND", NULL);
   http(&r, "DELETE", "/v1/products", NULL, NULL);
   cr_assert_eq(r.code, 405, "%s", r.body);
   hdr(&r, "Allow", allow, sizeof allow);
