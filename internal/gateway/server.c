@@ -714,7 +714,6 @@ static status_code resolve_targets(gateway *g, metrics_registry *reg, char *errb
     t->backend = backend_for(g, url, errbuf, errlen);
     if (t->backend == NULL) return STATUS_INTERNAL;
   }
-  (void)reg;
   return STATUS_OK;
 }
 
@@ -750,7 +749,7 @@ status_code gateway_create(gateway **out, const gateway_opts *opts, char *errbuf
   metrics_make(g, opts->metrics);
   status_code st =
       gateway_routes_load(&g->routes, shop_descriptor_set, shop_descriptor_set_len, errbuf, errlen);
-  if (st == STATUS_OK) st = resolve_targets(g, opts->metrics, errbuf, errlen);
+  if (st == STATUS_OK) st = resolve_targets(g, errbuf, errlen);
   if (st != STATUS_OK) {
     gateway_destroy(g);
     return st;

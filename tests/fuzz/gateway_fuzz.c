@@ -21,8 +21,8 @@ static gateway_routes *routes;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   char err[256];
-  if (gateway_routes_load(&routes, shop_descriptor_set, shop_descriptor_set_len, err,
-                          sizeof err) != STATUS_OK)
+  if (gateway_routes_load(&routes, shop_descriptor_set, shop_descriptor_set_len, err, sizeof err) !=
+      STATUS_OK)
     abort();
   return 0;
 }

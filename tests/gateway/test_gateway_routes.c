@@ -17,9 +17,9 @@ extern const size_t shop_descriptor_set_len;
 static gateway_routes *load(void) {
   gateway_routes *r = NULL;
   char err[256] = "";
-  cr_assert_eq(gateway_routes_load(&r, shop_descriptor_set, shop_descriptor_set_len, err,
-                                   sizeof err),
-               STATUS_OK, "%s", err);
+  cr_assert_eq(
+      gateway_routes_load(&r, shop_descriptor_set, shop_descriptor_set_len, err, sizeof err),
+      STATUS_OK, "%s", err);
   return r;
 }
 
@@ -89,8 +89,8 @@ Test(gateway_routes, a_known_path_with_another_method_lists_the_allowed_ones) {
   char allowed[64];
   cr_assert_null(gateway_routes_match(r, "DELETE", "/v1/products/p1", &v, allowed, sizeof allowed));
   cr_assert(strstr(allowed, "GET") && strstr(allowed, "PATCH"), "%s", allowed);
-  cr_assert_null(gateway_routes_match(r, "GET", "/v1/products/p1/extra", &v, allowed,
-                                      sizeof allowed));
+  cr_assert_null(
+      gateway_routes_match(r, "GET", "/v1/products/p1/extra", &v, allowed, sizeof allowed));
   cr_assert_str_eq(allowed, "");
   cr_assert_null(gateway_routes_match(r, "GET", "/v1/products/", &v, allowed, sizeof allowed));
   cr_assert_null(gateway_routes_match(r, "GET", "v1/products", &v, allowed, sizeof allowed));
@@ -226,8 +226,8 @@ Test(gateway_routes, a_hand_made_rule_loads_with_its_service_and_types) {
 }
 
 Test(gateway_routes, unsupported_templates_are_refused_with_the_rpc_named) {
-  const char *bad[] = {"v1/no-slash", "/v1/{a=things/*}", "/v1/{open", "/v1//x", "/v1/x/",
-                       "/v1/x:verb/y", "/v1/pre{a}", "/v1/{1a}"};
+  const char *bad[] = {"v1/no-slash", "/v1/{a=things/*}", "/v1/{open",  "/v1//x",
+                       "/v1/x/",      "/v1/x:verb/y",     "/v1/pre{a}", "/v1/{1a}"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     gateway_routes *r = NULL;
     char err[256] = "";
@@ -245,9 +245,9 @@ Test(gateway_routes, unsupported_templates_are_refused_with_the_rpc_named) {
 Test(gateway_routes, the_openapi_document_names_every_operation_once) {
   json_t *doc = NULL;
   char err[256] = "";
-  cr_assert_eq(gateway_openapi_build(&doc, shop_descriptor_set, shop_descriptor_set_len, err,
-                                     sizeof err),
-               STATUS_OK, "%s", err);
+  cr_assert_eq(
+      gateway_openapi_build(&doc, shop_descriptor_set, shop_descriptor_set_len, err, sizeof err),
+      STATUS_OK, "%s", err);
   cr_assert_str_eq(json_string_value(json_object_get(doc, "openapi")), "3.1.0");
   json_t *paths = json_object_get(doc, "paths");
   const char *p;
@@ -258,8 +258,7 @@ Test(gateway_routes, the_openapi_document_names_every_operation_once) {
   json_t *get = json_object_get(json_object_get(paths, "/v1/orders/{order_id}"), "get");
   cr_assert_str_eq(json_string_value(json_object_get(get, "operationId")),
                    "OrderQueryService_GetOrder");
-  cr_assert_not_null(json_object_get(json_object_get(json_object_get(doc, "components"),
-                                                     "schemas"),
+  cr_assert_not_null(json_object_get(json_object_get(json_object_get(doc, "components"), "schemas"),
                                      "shop.order.v1.Order"));
   json_decref(doc);
 }
