@@ -690,7 +690,7 @@ static gw_backend *backend_for(gateway *g, const char *url, char *errbuf, size_t
   return b;
 }
 
-static status_code resolve_targets(gateway *g, metrics_registry *reg, char *errbuf, size_t errlen) {
+static status_code resolve_targets(gateway *g, char *errbuf, size_t errlen) {
   size_t n = gateway_routes_count(g->routes);
   g->targets = calloc(n ? n : 1, sizeof *g->targets);
   if (g->targets == NULL) return STATUS_RESOURCE_EXHAUSTED;
