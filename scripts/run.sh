@@ -45,8 +45,10 @@ if [[ ! -s $seed_out ]]; then
 fi
 mug=$(awk '$1 == "product" && $2 == "DEMO-MUG" {print $3}' "$seed_out" 2>/dev/null || true)
 rel_bin=${shopctl#"$repo"/}
-gw_port=${SHOP_GATEWAY__PORT:-$(awk '/^gateway:/ { s = 1; next } /^[^ #]/ { s = 0 } s && $1 == "port:" { print $2; exit }' config/shop.yaml)}
-gw=http://127.0.0.1:$gw_port
+# The gateway's address as the gateway itself reads its config (the file,
+# then the environment).
+gw_bin=$repo/$build/bin/shop-gateway
+gw=http://$("$gw_bin" --config config/shop.yaml --print-config gateway.host):$("$gw_bin" --config config/shop.yaml --print-config gateway.port)
 rel_run=${SHOP_RUN_DIR#"$repo"/}
 
 cat <<MSG

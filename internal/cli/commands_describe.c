@@ -124,7 +124,8 @@ int cli_cmd_list(cli_opts *o) {
     for (unsigned i = 0; i < s->n_methods; i++) printf("%s.%s\n", s->name, s->methods[i].name);
     return 0;
   }
-  for (size_t i = 0; pbjson_service_registry[i] != NULL; i++) puts(pbjson_service_registry[i]->name);
+  for (size_t i = 0; pbjson_service_registry[i] != NULL; i++)
+    puts(pbjson_service_registry[i]->name);
   return 0;
 }
 
