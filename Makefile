@@ -84,7 +84,7 @@ proto-check:
 # pass of the same targets (<target>_fuzz_short).
 FUZZ_RUNS ?= 1000000
 FUZZ_TARGETS ?= rpc_envelope user_command user_query product_command product_query \
-                order_command order_query audit_query events
+                order_command order_query audit_query events gateway
 fuzz: deps
 	cmake -S . -B $(FUZZ_DIR) -DCMAKE_C_COMPILER=clang -DSHOP_FUZZ=ON -DSHOP_SANITIZE=ON $(CMAKE_FLAGS)
 	cmake --build $(FUZZ_DIR) -j $(JOBS) --target $(addsuffix _fuzz,$(FUZZ_TARGETS))

@@ -2,19 +2,26 @@
 
 set(SHOP_GEN_DIR ${PROJECT_SOURCE_DIR}/gen)
 
+# google/protobuf/descriptor.proto, which the vendored google/api/
+# annotations.proto extends (Debian's libprotobuf-dev): compiled too, so that
+# the gateway can read each method's google.api.http option out of the
+# descriptor set.
+set(SHOP_PROTOBUF_PROTO_ROOT /usr/include)
+
 # shop_generate_protos(): the one rule that writes gen/. Runs protoc-c once
 # over every .proto under proto/ (the gRPC health proto included: proto/
-# keeps its own copy, proto/grpc/health/v1/health.proto) and builds the
-# static library shop_proto. It also
+# keeps its own copy, proto/grpc/health/v1/health.proto; and descriptor.proto
+# from SHOP_PROTOBUF_PROTO_ROOT) and builds the static library shop_proto. It also
 # writes the compiled FileDescriptorSet, embedded as shop_descriptor_set[] in
 # the library shop_descriptors, for the reflection method.
 function(shop_generate_protos)
   file(GLOB_RECURSE protos RELATIVE ${PROJECT_SOURCE_DIR}/proto CONFIGURE_DEPENDS
        ${PROJECT_SOURCE_DIR}/proto/*.proto)
   list(SORT protos)
+  set(descriptor google/protobuf/descriptor.proto)
   set(outputs)
   set(inputs)
-  foreach(p ${protos})
+  foreach(p ${protos} ${descriptor})
     string(REGEX REPLACE "\\.proto$" "" stem ${p})
     list(APPEND outputs ${SHOP_GEN_DIR}/${stem}.pb-c.c ${SHOP_GEN_DIR}/${stem}.pb-c.h)
   endforeach()
@@ -22,13 +29,20 @@ function(shop_generate_protos)
     list(APPEND inputs ${PROJECT_SOURCE_DIR}/proto/${p})
   endforeach()
   set(desc ${CMAKE_BINARY_DIR}/shop_descriptors.pb)
+  # The same with the proto comments (source info), for the OpenAPI
+  # generator's descriptions; not embedded anywhere.
+  set(desc_doc ${CMAKE_BINARY_DIR}/shop_descriptors_doc.pb)
+  set(SHOP_DESCRIPTOR_SET_DOC ${desc_doc} PARENT_SCOPE)
   add_custom_command(
-    OUTPUT ${outputs} ${desc}
+    OUTPUT ${outputs} ${desc} ${desc_doc}
     COMMAND ${CMAKE_COMMAND} -E make_directory ${SHOP_GEN_DIR}
-    COMMAND ${PROTOC_C} --c_out=${SHOP_GEN_DIR} -I${PROJECT_SOURCE_DIR}/proto ${protos}
+    COMMAND ${PROTOC_C} --c_out=${SHOP_GEN_DIR} -I${PROJECT_SOURCE_DIR}/proto
+            -I${SHOP_PROTOBUF_PROTO_ROOT} ${protos} ${descriptor}
     COMMAND ${PROTOC} --descriptor_set_out=${desc} --include_imports
-            -I${PROJECT_SOURCE_DIR}/proto ${protos}
-    DEPENDS ${inputs}
+            -I${PROJECT_SOURCE_DIR}/proto -I${SHOP_PROTOBUF_PROTO_ROOT} ${protos}
+    COMMAND ${PROTOC} --descriptor_set_out=${desc_doc} --include_imports --include_source_info
+            -I${PROJECT_SOURCE_DIR}/proto -I${SHOP_PROTOBUF_PROTO_ROOT} ${protos}
+    DEPENDS ${inputs} ${SHOP_PROTOBUF_PROTO_ROOT}/${descriptor}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
     COMMENT "protoc-c: proto/ -> gen/"
     VERBATIM)
@@ -41,7 +55,7 @@ function(shop_generate_protos)
   # One target owns the generation: with the Makefile generator, two
   # targets that depend on the same custom command's outputs would each run
   # it, racing each other in a parallel build.
-  add_custom_target(shop_proto_gen DEPENDS ${outputs} ${desc})
+  add_custom_target(shop_proto_gen DEPENDS ${outputs} ${desc} ${desc_doc})
   add_library(shop_proto STATIC ${srcs})
   add_dependencies(shop_proto shop_proto_gen)
   target_include_directories(shop_proto PUBLIC ${SHOP_GEN_DIR})

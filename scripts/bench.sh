@@ -8,7 +8,8 @@
 #    (notification and audit workers included, an SMTP sink for the mail)
 #    under its own run folder and ports, from config/shop.yaml.
 # 2. bench-rpc (RPC layer vs raw NNG), bench-events (event path vs raw
-#    librdkafka), bench-mariadb (CreateOrder's transaction on raw MariaDB).
+#    librdkafka), bench-gateway (GetProduct through shop-gateway vs the
+#    same RPC direct), bench-mariadb (CreateOrder's transaction on raw MariaDB).
 # 3. shop-loadgen against the stack: the most orders/s sustained end to
 #    end (closed loop, each customer waits for CONFIRMED, customers doubled
 #    until the rate stops growing); completion p99 at half that rate (open
@@ -21,8 +22,8 @@
 #   BENCH_RUN_DIR [.shop/bench]  BENCH_PORT_BASE [24500, below the
 #   kernel's ephemeral range]: the layout of shop_ports_env
 #   (scripts/lib/common.sh): MariaDB base+0, Kafka base+1/+2, RPC
-#   endpoints base+11..+17, SMTP sink base+25, admin HTTP ports
-#   base+40..+49
+#   endpoints base+11..+17, SMTP sink base+25, the gateway's HTTP
+#   base+30, admin HTTP ports base+40..+50
 #   BENCH_DURATION [10] BENCH_WARMUP [3] seconds per load run;
 #   BENCH_REPEAT [3]: runs of each final figure (the median is shown);
 #   BENCH_CUSTOMERS ["8 16 32 64 128"]: the closed-loop steps;
@@ -95,6 +96,12 @@ if [[ $skip != *" events "* ]]; then
 	"$bin/bench-events" >"$results/bench-events.txt" 2>&1 || shop_warn "bench-events failed (see $results/bench-events.txt)"
 fi
 
+if [[ $skip != *" gateway "* ]]; then
+	shop_log "bench: bench-gateway, ${duration}s per path"
+	"$bin/bench-gateway" --seconds "$duration" >"$results/gateway.json" 2>"$results/gateway.err" ||
+		shop_warn "bench-gateway failed (see $results/gateway.err)"
+fi
+
 shop_log "bench: bench-mariadb, $conc threads, $repeat x ${duration}s"
 for ((i = 1; i <= repeat; i++)); do
 	"$bin/bench-mariadb" --threads "$conc" --seconds "$duration" --json >"$results/mariadb-$i.json"
@@ -160,6 +167,14 @@ def f(x, unit=""):
 rows = []
 def row(name, value, base, ratio, aim, met):
     rows.append((name, value, base, ratio, aim, "" if met is None else ("met" if met else "MISSED")))
+
+# bench-gateway: one JSON object, GetProduct through the gateway vs direct.
+g = load(os.path.join(res, "gateway.json"))
+for r in (g or {}).get("runs", []):
+    gw, d = r["gateway"], r["direct"]
+    row(f"GetProduct via gateway, {r['threads']} concurrent (bench-gateway)",
+        f"{gw['per_s']:.0f}/s p50 {gw['p50_ms']:.2f} ms", f"{d['per_s']:.0f}/s p50 {d['p50_ms']:.2f} ms RPC",
+        f"{r['throughput_ratio']:.2f}x", "", None)
 
 # bench-rpc: the 16-way rows.
 try:

@@ -25,7 +25,7 @@ DEBIAN_PACKAGES=(
 	libnng-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
 	librdkafka-dev libmariadb-dev mariadb-server mariadb-client libyaml-dev
 	libcriterion-dev libjansson-dev libsodium-dev libjwt-dev
-	libcurl4-openssl-dev libmicrohttpd-dev uuid-dev kcat
+	libcurl4-openssl-dev libmicrohttpd-dev uuid-dev kcat libprotobuf-dev chromium chromium-driver
 	clang libclang-rt-14-dev python3-aiosmtpd python3-venv valgrind pkg-config
 	clang-format cmake make gcc git curl procps iproute2
 )

@@ -13,7 +13,7 @@ if [[ -n ${SHOP_RUN_PORT_BASE:-} ]]; then
 	# The demo has no SMS or push receiver (config/shop.yaml).
 	unset SHOP_NOTIFY__SMS_URL SHOP_NOTIFY__PUSH_URL
 	if [[ ${1:-} == --print-env ]]; then
-		env | grep -E '^SHOP_(MYSQL_PORT|KAFKA_PORT|KAFKA_CONTROLLER_PORT|ENDPOINTS__|ADMIN__|NOTIFY__SMTP)' |
+		env | grep -E '^SHOP_(MYSQL_PORT|KAFKA_PORT|KAFKA_CONTROLLER_PORT|ENDPOINTS__|ADMIN__|GATEWAY__|NOTIFY__SMTP)' |
 			sed 's/^/export /'
 		printf 'export SHOP_KAFKA_BROKERS=127.0.0.1:%s\n' "$SHOP_KAFKA_PORT"
 		exit 0
@@ -45,13 +45,19 @@ if [[ ! -s $seed_out ]]; then
 fi
 mug=$(awk '$1 == "product" && $2 == "DEMO-MUG" {print $3}' "$seed_out" 2>/dev/null || true)
 rel_bin=${shopctl#"$repo"/}
+# The gateway's address as the gateway itself reads its config (the file,
+# then the environment).
+gw_bin=$repo/$build/bin/shop-gateway
+gw=http://$("$gw_bin" --config config/shop.yaml --print-config gateway.host):$("$gw_bin" --config config/shop.yaml --print-config gateway.port)
 rel_run=${SHOP_RUN_DIR#"$repo"/}
 
 cat <<MSG
 
 Shop is up (profile run, folder $SHOP_RUN_DIR).
   RPC endpoints    see config/shop.yaml (tcp://127.0.0.1:17001..17007)
-  metrics          http://127.0.0.1:19101..19110/metrics (also /livez, /readyz; make status lists them)
+  storefront       $gw/ (browse, log in as the demo customer, order; admin view for the first admin)
+  HTTP/JSON API    $gw/v1/... (routes from proto/'s google.api.http), OpenAPI 3.1 at $gw/openapi.json
+  metrics          http://127.0.0.1:19101..19111/metrics (also /livez, /readyz; make status lists them)
   first admin      admin@shop.local, password in $rel_run/secrets/admin.password
   demo customer    customer@shop.local, password in $rel_run/secrets/customer.password
   demo catalog     $rel_run/demo-seed.txt (DEMO-MUG, DEMO-TEE, DEMO-BOOK, DEMO-STICKERS)
@@ -71,4 +77,12 @@ What to try next (from $repo):
                 # readable at once (PENDING or CONFIRMED); again a moment later: CONFIRMED, payment CAPTURED
   shopctl events tail shop.order.events.v1 --from-beginning --max 20 --timeout 5s
   shopctl reconcile --settle 10                          # money, stock, audit log: exit 0 when clean
+
+  # The same over HTTP/JSON (shop-gateway):
+  curl -s '$gw/v1/products?text=mug'
+  TOKEN=\$(curl -s -X POST $gw/v1/auth:login -H 'Idempotency-Key: '\$RANDOM -H 'Content-Type: application/json' \\
+    -d '{"email":"customer@shop.local","password":"'"\$(cat $rel_run/secrets/customer.password)"'"}' | sed -n 's/.*"accessToken": *"\([^"]*\)".*/\1/p')
+  curl -s -X POST $gw/v1/orders -H "Authorization: Bearer \$TOKEN" -H "Idempotency-Key: order-\$RANDOM" \\
+    -H 'Content-Type: application/json' -d '{"lines":[{"productId":"${mug:-<DEMO-MUG id>}","quantity":1}],"paymentToken":"tok_visa",
+    "shippingAddress":{"recipient":"Demo Customer","line1":"1 Main St","city":"Paris","postalCode":"75001","country":"FR"}}'
 MSG

@@ -354,6 +354,7 @@ int app_main(const app_spec *spec, int argc, char **argv) {
   a.obs.name = spec->name;
   a.obs.group = spec->consumer != NULL ? spec->consumer->group : NULL;
   a.obs.metrics = spec->metrics;
+  a.obs.ready = spec->ready;
   a.obs.arg = spec->arg;
 
   int rc = 1;

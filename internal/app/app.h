@@ -124,6 +124,12 @@ typedef void (*app_housekeeping_cb)(app *a, db_conn *db, void *arg);
  * gauge stale). */
 typedef void (*app_metrics_cb)(db_conn *db, metrics_registry *reg, void *arg);
 
+/* Called on each /readyz (and shop_ready scrape), on an admin HTTP thread,
+ * once everything app_main started is ready: the program's own readiness
+ * (the gateway's backends connected, say). False with a short reason in
+ * why makes /readyz 503. */
+typedef bool (*app_ready_check_cb)(void *arg, char *why, size_t len);
+
 typedef struct app_spec {
   const char *name;                 /* program name (a row of internal/config/programs.list,
                                        which gives its endpoint and admin port): logs, RPC
@@ -144,6 +150,7 @@ typedef struct app_spec {
                                        processed ids are purged; they grow with
                                        the append-only log they guard */
   app_metrics_cb metrics;           /* may be NULL */
+  app_ready_check_cb ready;         /* may be NULL */
   void *arg;                        /* handed to the hooks */
 } app_spec;
 

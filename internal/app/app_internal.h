@@ -49,13 +49,15 @@ typedef struct app_observed {
   consumer *cons;
   outbox_relay *relay;
   void (*metrics)(db_conn *db, metrics_registry *reg, void *arg);
+  bool (*ready)(void *arg, char *why, size_t len);
   void *arg;
   atomic_bool up;       /* everything started, not stopping */
   atomic_bool stopping; /* a signal came */
 } app_observed;
 
 /* app_admin_ready_cb over an app_observed: the database answers, the RPC server
- * serves (not draining), the consumer has partitions, the relay runs. */
+ * serves (not draining), the consumer has partitions, the relay runs, and
+ * then the program's own check (spec->ready). */
 bool app_ready_cb(void *arg, char *why, size_t len);
 /* metrics_collect_cb over an app_observed: consumer lag and counters,
  * outbox backlog, RPC queue, then the program's own (spec->metrics). */

@@ -43,6 +43,7 @@ bool app_ready_cb(void *arg, char *why, size_t len) {
     }
   }
   if (o->db != NULL && !db_ok(o->db, why, len)) return false;
+  if (o->ready != NULL && !o->ready(o->arg, why, len)) return false;
   return true;
 }
 

@@ -75,8 +75,8 @@ bool cli_str_ends(const char *s, const char *suffix) {
 }
 
 const ProtobufCServiceDescriptor *cli_service_find(const char *name, size_t len) {
-  for (size_t i = 0; cli_service_registry[i] != NULL; i++) {
-    const ProtobufCServiceDescriptor *s = cli_service_registry[i];
+  for (size_t i = 0; pbjson_service_registry[i] != NULL; i++) {
+    const ProtobufCServiceDescriptor *s = pbjson_service_registry[i];
     if ((strlen(s->name) == len && strncmp(s->name, name, len) == 0) ||
         (strlen(s->short_name) == len && strncmp(s->short_name, name, len) == 0))
       return s;
@@ -187,7 +187,7 @@ static int cmd_call(cli_opts *o) {
   char err[STATUS_ERRBUF_SIZE];
   uint8_t *req;
   size_t req_len;
-  status_code rc = cli_json_to_bytes(&req, &req_len, m->input, in, err, sizeof err);
+  status_code rc = pbjson_to_bytes(&req, &req_len, m->input, in, err, sizeof err);
   json_decref(in);
   if (rc != STATUS_OK) return cli_fail_code(rc, "%s%s", err, "");
   char *token = NULL;
@@ -226,7 +226,7 @@ static int cmd_call(cli_opts *o) {
     return status_exit_code(rc);
   }
   json_t *out;
-  rc = cli_json_from_bytes(&out, m->output, resp, resp_len, err, sizeof err);
+  rc = pbjson_from_bytes(&out, m->output, resp, resp_len, err, sizeof err);
   free(resp);
   if (rc != STATUS_OK) return cli_fail_code(STATUS_INTERNAL, "%s%s", err, "");
   cli_print_json(out);
@@ -274,10 +274,10 @@ static int cmd_health(cli_opts *o) {
     return cli_fail_code(STATUS_INVALID_ARGUMENT,
                          "no config: give --server URL or --config PATH%s%s", "", "");
   int worst = 0;
-  for (size_t i = 0; cli_service_registry[i] != NULL; i++) {
-    const char *url = cli_service_endpoint(o->cfg, cli_service_registry[i]->name);
+  for (size_t i = 0; pbjson_service_registry[i] != NULL; i++) {
+    const char *url = cli_service_endpoint(o->cfg, pbjson_service_registry[i]->name);
     if (url == NULL) continue;
-    int code = health_one(o, cli_service_registry[i]->name, url);
+    int code = health_one(o, pbjson_service_registry[i]->name, url);
     if (code != 0) worst = code;
   }
   return worst;

@@ -143,7 +143,7 @@ int cli_cmd_rebuild_projection(cli_opts *o) {
   if (o->json) {
     json_t *j;
     char err[STATUS_ERRBUF_SIZE];
-    if (cli_json_from_message(&j, resp, err, sizeof err) == STATUS_OK) {
+    if (pbjson_from_message(&j, resp, err, sizeof err) == STATUS_OK) {
       cli_print_json(j);
       json_decref(j);
     }

@@ -124,7 +124,8 @@ int cli_cmd_list(cli_opts *o) {
     for (unsigned i = 0; i < s->n_methods; i++) printf("%s.%s\n", s->name, s->methods[i].name);
     return 0;
   }
-  for (size_t i = 0; cli_service_registry[i] != NULL; i++) puts(cli_service_registry[i]->name);
+  for (size_t i = 0; pbjson_service_registry[i] != NULL; i++)
+    puts(pbjson_service_registry[i]->name);
   return 0;
 }
 
@@ -164,7 +165,7 @@ static void describe_method(const ProtobufCServiceDescriptor *s,
 }
 
 static void describe_message_named(const char *name) {
-  const ProtobufCMessageDescriptor *d = cli_message_find(name);
+  const ProtobufCMessageDescriptor *d = pbjson_message_find(name);
   if (d != NULL)
     describe_message(d);
   else
@@ -202,7 +203,7 @@ static int describe_remote(cli_opts *o, const char *what) {
       goto out;
     }
   }
-  const ProtobufCMessageDescriptor *md = cli_message_find(what);
+  const ProtobufCMessageDescriptor *md = pbjson_message_find(what);
   if (md != NULL)
     describe_message(md);
   else
@@ -231,7 +232,7 @@ int cli_cmd_describe(cli_opts *o) {
     describe_method(s, m);
     describe_message(m->input);
     describe_message(m->output);
-  } else if ((md = cli_message_find(what)) != NULL) {
+  } else if ((md = pbjson_message_find(what)) != NULL) {
     describe_message(md);
   } else {
     return cli_fail_code(STATUS_NOT_FOUND, "no service, method or message named %s%s", what, "");

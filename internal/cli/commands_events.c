@@ -35,11 +35,11 @@ static const char *brokers_of(const cli_opts *o) {
 }
 
 static json_t *event_json(const char *type, const void *value, size_t len) {
-  const ProtobufCMessageDescriptor *d = type ? cli_message_find(type) : NULL;
+  const ProtobufCMessageDescriptor *d = type ? pbjson_message_find(type) : NULL;
   char err[STATUS_ERRBUF_SIZE];
   json_t *j = NULL;
-  if (d != NULL && cli_json_from_bytes(&j, d, value, len, err, sizeof err) == STATUS_OK) return j;
-  char *b = cli_base64_encode(value, len);
+  if (d != NULL && pbjson_from_bytes(&j, d, value, len, err, sizeof err) == STATUS_OK) return j;
+  char *b = pbjson_base64_encode(value, len);
   j = json_pack("{s:s}", "valueBase64", b ? b : "");
   free(b);
   return j;

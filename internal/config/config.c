@@ -29,7 +29,7 @@ typedef struct cfg_key {
   long long min, max;
   const char *def;
   bool secret;
-  const char *const *choices; /* NULL-terminated, for enumerated strings */
+  const char *const *choices;              /* NULL-terminated, for enumerated strings */
   const char *(*check)(const char *value); /* NULL, or why a string value is bad */
 } cfg_key;
 
@@ -79,7 +79,14 @@ static const cfg_key cfg_table[] = {
     SHOP_PROGRAM_LIST(X)
 #undef X
 
-        I("rpc.workers", rpc.workers, 1, 1024, 16),
+    /* The HTTP/JSON gateway (internal/gateway). */
+    S("gateway.host", gateway.host, "127.0.0.1"),
+    I("gateway.port", gateway.port, 0, 65535, 18080),
+    I("gateway.max_body_bytes", gateway.max_body_bytes, 1024, 67108864, 1048576),
+    I("gateway.max_connections", gateway.max_connections, 1, 10000, 256),
+    I("gateway.connection_timeout_s", gateway.connection_timeout_s, 1, 3600, 10),
+
+    I("rpc.workers", rpc.workers, 1, 1024, 16),
     I("rpc.queue_size", rpc.queue_size, 1, 1000000, 1024),
     I("rpc.max_message_bytes", rpc.max_message_bytes, 1024, 1073741824, 4194304),
     I("rpc.default_timeout_ms", rpc.default_timeout_ms, 1, 3600000, 5000),
@@ -233,8 +240,8 @@ static int set_value(shop_cfg *cfg, const cfg_key *k, bool from_file_suffix, con
       return -1;
     }
     if (v < k->min || v > k->max) {
-      status_seterr(errbuf, errlen, "%s: %s: %lld is out of range [%lld, %lld]", where, k->path, v, k->min,
-           k->max);
+      status_seterr(errbuf, errlen, "%s: %s: %lld is out of range [%lld, %lld]", where, k->path, v,
+                    k->min, k->max);
       free(val);
       return -1;
     }
@@ -246,7 +253,8 @@ static int set_value(shop_cfg *cfg, const cfg_key *k, bool from_file_suffix, con
     bool ok = false;
     for (const char *const *c = k->choices; *c != NULL; c++) ok = ok || strcmp(*c, val) == 0;
     if (!ok) {
-      status_seterr(errbuf, errlen, "%s: %s: \"%s\" is not one of the allowed values", where, k->path, val);
+      status_seterr(errbuf, errlen, "%s: %s: \"%s\" is not one of the allowed values", where,
+                    k->path, val);
       free(val);
       return -1;
     }
@@ -303,7 +311,7 @@ static int load_yaml(shop_cfg *cfg, const char *path, char *errbuf, size_t errle
     yaml_event_t ev;
     if (!yaml_parser_parse(&parser, &ev)) {
       status_seterr(errbuf, errlen, "%s:%zu: %s", path, parser.problem_mark.line + 1,
-           parser.problem != NULL ? parser.problem : "YAML syntax error");
+                    parser.problem != NULL ? parser.problem : "YAML syntax error");
       goto out;
     }
     size_t line = ev.start_mark.line + 1;
@@ -313,8 +321,8 @@ static int load_yaml(shop_cfg *cfg, const char *path, char *errbuf, size_t errle
       break;
     case YAML_MAPPING_START_EVENT:
       if (depth >= 2) {
-        status_seterr(errbuf, errlen, "%s:%zu: %s.%s: nesting deeper than section.key", path, line, section,
-             key);
+        status_seterr(errbuf, errlen, "%s:%zu: %s.%s: nesting deeper than section.key", path, line,
+                      section, key);
         yaml_event_delete(&ev);
         goto out;
       }
@@ -341,8 +349,8 @@ static int load_yaml(shop_cfg *cfg, const char *path, char *errbuf, size_t errle
           snprintf(section, sizeof section, "%s", text);
           want_key = false;
         } else {
-          status_seterr(errbuf, errlen, "%s:%zu: %s: expected a mapping of keys, not a value", path, line,
-               section);
+          status_seterr(errbuf, errlen, "%s:%zu: %s: expected a mapping of keys, not a value", path,
+                        line, section);
           yaml_event_delete(&ev);
           goto out;
         }
@@ -427,15 +435,15 @@ static int resolve_programs(shop_cfg *cfg, char *errbuf, size_t errlen) {
   if (cfg->endpoints.key[0] == '\0') {                                                             \
     int port = cfg->endpoints.port_base + i;                                                       \
     if (port > 65535) {                                                                            \
-      status_seterr(errbuf, errlen, "endpoints.port_base: %d leaves no port for endpoints." #key,           \
-           cfg->endpoints.port_base);                                                              \
+      status_seterr(errbuf, errlen, "endpoints.port_base: %d leaves no port for endpoints." #key,  \
+                    cfg->endpoints.port_base);                                                     \
       return -1;                                                                                   \
     }                                                                                              \
     char url[300];                                                                                 \
     snprintf(url, sizeof url, "tcp://%s:%d", cfg->endpoints.host, port);                           \
     char *dup = strdup(url);                                                                       \
     if (dup == NULL) {                                                                             \
-      status_seterr(errbuf, errlen, "out of memory");                                                       \
+      status_seterr(errbuf, errlen, "out of memory");                                              \
       return -1;                                                                                   \
     }                                                                                              \
     free(cfg->endpoints.key);                                                                      \
@@ -449,8 +457,8 @@ static int resolve_programs(shop_cfg *cfg, char *errbuf, size_t errlen) {
   if (cfg->admin.key < 0) {                                                                        \
     cfg->admin.key = cfg->admin.port_base + i;                                                     \
     if (cfg->admin.key > 65535) {                                                                  \
-      status_seterr(errbuf, errlen, "admin.port_base: %d leaves no port for admin." #key,                   \
-           cfg->admin.port_base);                                                                  \
+      status_seterr(errbuf, errlen, "admin.port_base: %d leaves no port for admin." #key,          \
+                    cfg->admin.port_base);                                                         \
       return -1;                                                                                   \
     }                                                                                              \
   }                                                                                                \

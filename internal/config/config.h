@@ -79,6 +79,14 @@ typedef struct shop_cfg {
 #undef X
   } admin;
   struct {
+    /* shop-gateway's HTTP/JSON listener (internal/gateway). */
+    char *host;
+    int port;                 /* 0: an ephemeral port (logged) */
+    int max_body_bytes;       /* larger request bodies are 413 */
+    int max_connections;      /* past it a new connection gets 503 and is closed */
+    int connection_timeout_s; /* an idle or stalled connection is closed after it */
+  } gateway;
+  struct {
     int workers;           /* server handler threads */
     int queue_size;        /* calls waiting for a worker before RESOURCE_EXHAUSTED */
     int max_message_bytes; /* largest request or response frame */

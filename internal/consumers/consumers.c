@@ -12,14 +12,10 @@
 #include "user/user.h"
 
 const consumer_spec *const consumers_all[] = {
-    &user_projection_consumer,
-    &product_projection_consumer,
-    &order_projection_consumer,
-    &order_saga_consumer,
-    &inventory_consumer,
-    &payment_consumer,
-    &notify_consumer,
-    &audit_consumer,
+    &user_projection_consumer,  &product_projection_consumer,
+    &order_projection_consumer, &order_saga_consumer,
+    &inventory_consumer,        &payment_consumer,
+    &notify_consumer,           &audit_consumer,
 };
 const size_t consumers_all_count = sizeof consumers_all / sizeof consumers_all[0];
 

@@ -83,8 +83,8 @@ shop_programs() {
 # and of scripts/infra.sh: +0 MariaDB, +1/+2 Kafka (broker, controller),
 # +11.. the RPC endpoints (endpoints.port_base: one per program with an
 # endpoint, in the order of internal/config/programs.list), +25 the SMTP
-# sink, +26 the webhook sink, +40.. the admin HTTP ports (admin.port_base,
-# one per program). The fault scenarios, the benchmark and a test run with
+# sink, +26 the webhook sink, +30 the gateway's HTTP, +40.. the admin HTTP
+# ports (admin.port_base, one per program). The fault scenarios, the benchmark and a test run with
 # SHOP_TEST_PORT_BASE use it, so that several stacks (worktrees, say) run
 # side by side.
 shop_ports_env() {
@@ -96,6 +96,7 @@ shop_ports_env() {
 	export SHOP_NOTIFY__SMTP_URL=smtp://127.0.0.1:$((base + 25))
 	export SHOP_NOTIFY__SMS_URL=http://127.0.0.1:$((base + 26))/sms
 	export SHOP_NOTIFY__PUSH_URL=http://127.0.0.1:$((base + 26))/push
+	export SHOP_GATEWAY__PORT=$((base + 30))
 	export SHOP_ADMIN__PORT_BASE=$((base + 40))
 }
 

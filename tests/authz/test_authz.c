@@ -24,9 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
 #include "e2e_catalog/stack.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "pbjson/pbjson.h"
 #include "shop/audit/v1/queries.pb-c.h"
 #include "shop/order/v1/commands.pb-c.h"
 #include "shop/order/v1/queries.pb-c.h"
@@ -592,15 +592,15 @@ static const row *row_of(const char *service, const char *method) {
 }
 
 static const ProtobufCServiceDescriptor *service_of(const char *name) {
-  for (size_t i = 0; cli_service_registry[i] != NULL; i++)
-    if (strcmp(cli_service_registry[i]->name, name) == 0) return cli_service_registry[i];
+  for (size_t i = 0; pbjson_service_registry[i] != NULL; i++)
+    if (strcmp(pbjson_service_registry[i]->name, name) == 0) return pbjson_service_registry[i];
   return NULL;
 }
 
 Test(authz, every_method_of_every_service_has_a_row) {
   size_t methods = 0;
-  for (size_t i = 0; cli_service_registry[i] != NULL; i++) {
-    const ProtobufCServiceDescriptor *d = cli_service_registry[i];
+  for (size_t i = 0; pbjson_service_registry[i] != NULL; i++) {
+    const ProtobufCServiceDescriptor *d = pbjson_service_registry[i];
     if (is_not_served(d->name)) continue;
     for (unsigned k = 0; k < d->n_methods; k++, methods++)
       cr_expect_not_null(row_of(d->name, d->methods[k].name),

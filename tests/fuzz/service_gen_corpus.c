@@ -13,7 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli/cli.h"
+#include "pbjson/pbjson.h"
 
 typedef struct seed {
   const char *target;  /* directory, = FUZZ_SERVICE */
@@ -100,8 +100,8 @@ static const seed seeds[] = {
 };
 
 static const ProtobufCServiceDescriptor *service_find(const char *name) {
-  for (size_t i = 0; cli_service_registry[i] != NULL; i++)
-    if (strcmp(cli_service_registry[i]->name, name) == 0) return cli_service_registry[i];
+  for (size_t i = 0; pbjson_service_registry[i] != NULL; i++)
+    if (strcmp(pbjson_service_registry[i]->name, name) == 0) return pbjson_service_registry[i];
   return NULL;
 }
 
@@ -129,7 +129,7 @@ int main(int argc, char **argv) {
     size_t len = 0;
     char err[256];
     if (j == NULL ||
-        cli_json_to_bytes(&bytes, &len, sd->methods[k].input, j, err, sizeof err) != STATUS_OK) {
+        pbjson_to_bytes(&bytes, &len, sd->methods[k].input, j, err, sizeof err) != STATUS_OK) {
       fprintf(stderr, "%s.%s: %s\n", s->service, s->method, j == NULL ? je.text : err);
       return 1;
     }

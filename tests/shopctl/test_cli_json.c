@@ -13,17 +13,17 @@ static char err[512];
 
 /* JSON text -> message of type name -> JSON text (compact, sorted). */
 static char *round_trip(const char *name, const char *text) {
-  const ProtobufCMessageDescriptor *d = cli_message_find(name);
+  const ProtobufCMessageDescriptor *d = pbjson_message_find(name);
   cr_assert_not_null(d, "%s", name);
   json_error_t je;
   json_t *in = json_loads(text, 0, &je);
   cr_assert_not_null(in, "%s", je.text);
   uint8_t *bytes;
   size_t len;
-  cr_assert_eq(cli_json_to_bytes(&bytes, &len, d, in, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(pbjson_to_bytes(&bytes, &len, d, in, err, sizeof err), STATUS_OK, "%s", err);
   json_decref(in);
   json_t *out;
-  cr_assert_eq(cli_json_from_bytes(&out, d, bytes, len, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(pbjson_from_bytes(&out, d, bytes, len, err, sizeof err), STATUS_OK, "%s", err);
   free(bytes);
   char *s = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(out);
@@ -33,7 +33,7 @@ static char *round_trip(const char *name, const char *text) {
 static status_code parse(const char *name, const char *text, ProtobufCMessage **m) {
   json_t *in = json_loads(text, 0, NULL);
   cr_assert_not_null(in);
-  status_code rc = cli_json_to_message(m, cli_message_find(name), in, err, sizeof err);
+  status_code rc = pbjson_to_message(m, pbjson_message_find(name), in, err, sizeof err);
   json_decref(in);
   return rc;
 }
@@ -93,7 +93,7 @@ Test(cli_json, enums_by_name_and_number) {
   r.order_id = "o1";
   r.status = SHOP__ORDER__V1__ORDER_STATUS__ORDER_STATUS_PENDING;
   json_t *j;
-  cr_assert_eq(cli_json_from_message(&j, &r.base, err, sizeof err), STATUS_OK);
+  cr_assert_eq(pbjson_from_message(&j, &r.base, err, sizeof err), STATUS_OK);
   cr_assert_str_eq(json_string_value(json_object_get(j, "status")), "ORDER_STATUS_PENDING");
   json_decref(j);
   char *s = round_trip("shop.order.v1.CreateOrderResponse", "{\"status\":1}");
@@ -144,12 +144,12 @@ Test(cli_json, wrong_types_and_ranges_are_errors) {
 }
 
 Test(cli_json, registry_holds_services_and_event_types) {
-  cr_assert_not_null(cli_message_find("shop.order.v1.OrderCreated"));
-  cr_assert_not_null(cli_message_find(".shop.user.v1.UserRegistered"));
-  cr_assert_null(cli_message_find("shop.nope.v1.Nope"));
+  cr_assert_not_null(pbjson_message_find("shop.order.v1.OrderCreated"));
+  cr_assert_not_null(pbjson_message_find(".shop.user.v1.UserRegistered"));
+  cr_assert_null(pbjson_message_find("shop.nope.v1.Nope"));
   bool found = false;
-  for (size_t i = 0; cli_service_registry[i]; i++)
-    if (strcmp(cli_service_registry[i]->name, "shop.order.v1.OrderCommandService") == 0)
+  for (size_t i = 0; pbjson_service_registry[i]; i++)
+    if (strcmp(pbjson_service_registry[i]->name, "shop.order.v1.OrderCommandService") == 0)
       found = true;
   cr_assert(found);
 }

@@ -1,5 +1,5 @@
 # Writes OUTPUT: a C file with every message and service descriptor that
-# protoc-c generated under GEN, so shopctl can find a type by its full name.
+# protoc-c generated under GEN, so shopctl and the gateway can find a type by its full name.
 file(GLOB_RECURSE headers RELATIVE ${GEN} ${GEN}/*.pb-c.h)
 list(SORT headers)
 set(inc "")
@@ -19,7 +19,7 @@ foreach(h ${headers})
     endif()
   endforeach()
 endforeach()
-set(text "/* Written by internal/cli/registry.cmake at build time. */\n${inc}\n#include \"cli/cli.h\"\n\nconst ProtobufCMessageDescriptor *const cli_message_registry[] = {\n${msgs}  NULL};\nconst ProtobufCServiceDescriptor *const cli_service_registry[] = {\n${svcs}  NULL};\n")
+set(text "/* Written by internal/pbjson/registry.cmake at build time. */\n${inc}\n#include \"pbjson/pbjson.h\"\n\nconst ProtobufCMessageDescriptor *const pbjson_message_registry[] = {\n${msgs}  NULL};\nconst ProtobufCServiceDescriptor *const pbjson_service_registry[] = {\n${svcs}  NULL};\n")
 if(EXISTS ${OUTPUT})
   file(READ ${OUTPUT} old)
 endif()

@@ -5,17 +5,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "pbjson/pbjson.h"
 
 #define PATH_MAX_LEN 512
 
 #define MEMBER(m, off, type) (*(type *)((char *)(m) + (off)))
 
-const ProtobufCMessageDescriptor *cli_message_find(const char *full_name) {
+const ProtobufCMessageDescriptor *pbjson_message_find(const char *full_name) {
   if (full_name == NULL) return NULL;
   if (full_name[0] == '.') full_name++;
-  for (size_t i = 0; cli_message_registry[i] != NULL; i++)
-    if (strcmp(cli_message_registry[i]->name, full_name) == 0) return cli_message_registry[i];
+  for (size_t i = 0; pbjson_message_registry[i] != NULL; i++)
+    if (strcmp(pbjson_message_registry[i]->name, full_name) == 0) return pbjson_message_registry[i];
+  return NULL;
+}
+
+const ProtobufCServiceDescriptor *pbjson_service_find(const char *full_name) {
+  if (full_name == NULL) return NULL;
+  if (full_name[0] == '.') full_name++;
+  for (size_t i = 0; pbjson_service_registry[i] != NULL; i++)
+    if (strcmp(pbjson_service_registry[i]->name, full_name) == 0) return pbjson_service_registry[i];
   return NULL;
 }
 
@@ -23,7 +31,7 @@ const ProtobufCMessageDescriptor *cli_message_find(const char *full_name) {
 
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-char *cli_base64_encode(const void *data, size_t n) {
+char *pbjson_base64_encode(const void *data, size_t n) {
   const uint8_t *p = data;
   char *out = malloc(4 * ((n + 2) / 3) + 1);
   if (out == NULL) return NULL;
@@ -50,7 +58,7 @@ static int b64_value(char c) {
   return -1;
 }
 
-bool cli_base64_decode(const char *s, uint8_t **out, size_t *out_len) {
+bool pbjson_base64_decode(const char *s, uint8_t **out, size_t *out_len) {
   size_t n = strlen(s);
   while (n > 0 && s[n - 1] == '=') n--;
   if (n % 4 == 1) return false;
@@ -79,9 +87,7 @@ bool cli_base64_decode(const char *s, uint8_t **out, size_t *out_len) {
 
 /* ---- names ------------------------------------------------------------ */
 
-/* lowerCamelCase of a field name, as protoc's json_name: underscores
- * dropped, the letter after one upper-cased. */
-static void camel_name(const char *name, char *out, size_t len) {
+void pbjson_camel_name(const char *name, char *out, size_t len) {
   size_t o = 0;
   bool up = false;
   for (const char *p = name; *p && o + 1 < len; p++) {
@@ -95,13 +101,13 @@ static void camel_name(const char *name, char *out, size_t len) {
   out[o] = '\0';
 }
 
-static const ProtobufCFieldDescriptor *field_find(const ProtobufCMessageDescriptor *d,
+const ProtobufCFieldDescriptor *pbjson_field_find(const ProtobufCMessageDescriptor *d,
                                                   const char *key) {
   const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, key);
   if (f != NULL) return f;
   char camel[128];
   for (unsigned i = 0; i < d->n_fields; i++) {
-    camel_name(d->fields[i].name, camel, sizeof camel);
+    pbjson_camel_name(d->fields[i].name, camel, sizeof camel);
     if (strcmp(camel, key) == 0) return &d->fields[i];
   }
   return NULL;
@@ -184,7 +190,7 @@ static json_t *value_to_json(const ProtobufCFieldDescriptor *f, const void *v) {
   }
   case PROTOBUF_C_TYPE_BYTES: {
     const ProtobufCBinaryData *b = v;
-    char *s = cli_base64_encode(b->data, b->len);
+    char *s = pbjson_base64_encode(b->data, b->len);
     if (s == NULL) return NULL;
     json_t *j = json_string(s);
     free(s);
@@ -223,7 +229,7 @@ static json_t *message_to_json(const ProtobufCMessage *m) {
     const ProtobufCFieldDescriptor *f = &d->fields[i];
     const void *v = (const char *)m + f->offset;
     char name[128];
-    camel_name(f->name, name, sizeof name);
+    pbjson_camel_name(f->name, name, sizeof name);
     json_t *j = NULL;
     if (f->label == PROTOBUF_C_LABEL_REPEATED) {
       size_t n = MEMBER(m, f->quantifier_offset, size_t);
@@ -281,8 +287,8 @@ static json_t *message_to_json(const ProtobufCMessage *m) {
   return obj;
 }
 
-status_code cli_json_from_message(json_t **out, const ProtobufCMessage *m, char *errbuf,
-                                  size_t errlen) {
+status_code pbjson_from_message(json_t **out, const ProtobufCMessage *m, char *errbuf,
+                                size_t errlen) {
   *out = message_to_json(m);
   if (*out == NULL) {
     status_seterr(errbuf, errlen, "out of memory");
@@ -291,15 +297,15 @@ status_code cli_json_from_message(json_t **out, const ProtobufCMessage *m, char 
   return STATUS_OK;
 }
 
-status_code cli_json_from_bytes(json_t **out, const ProtobufCMessageDescriptor *desc,
-                                const void *data, size_t len, char *errbuf, size_t errlen) {
+status_code pbjson_from_bytes(json_t **out, const ProtobufCMessageDescriptor *desc,
+                              const void *data, size_t len, char *errbuf, size_t errlen) {
   *out = NULL;
   ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, data);
   if (m == NULL) {
     status_seterr(errbuf, errlen, "bytes do not decode as %s", desc->name);
     return STATUS_INVALID_ARGUMENT;
   }
-  status_code rc = cli_json_from_message(out, m, errbuf, errlen);
+  status_code rc = pbjson_from_message(out, m, errbuf, errlen);
   protobuf_c_message_free_unpacked(m, NULL);
   return rc;
 }
@@ -431,7 +437,7 @@ static status_code value_from_json(jctx *c, const ProtobufCFieldDescriptor *f, v
     ProtobufCBinaryData *b = v;
     uint8_t *data;
     size_t len;
-    if (!cli_base64_decode(json_string_value(j), &data, &len))
+    if (!pbjson_base64_decode(json_string_value(j), &data, &len))
       return fail(c, "%s", "not valid base64");
     free(b->data);
     b->data = data;
@@ -522,7 +528,7 @@ static status_code json_to_fields(jctx *c, ProtobufCMessage *m, const json_t *j)
   size_t base = strlen(c->path);
   json_object_foreach((json_t *)j, key, val) {
     snprintf(c->path + base, sizeof c->path - base, "%s%s", base ? "." : "", key);
-    const ProtobufCFieldDescriptor *f = field_find(m->descriptor, key);
+    const ProtobufCFieldDescriptor *f = pbjson_field_find(m->descriptor, key);
     if (f == NULL) return fail(c, "unknown field of %s", m->descriptor->name);
     if (json_is_null(val)) continue;
     status_code rc = field_from_json(c, m, f, val);
@@ -532,8 +538,8 @@ static status_code json_to_fields(jctx *c, ProtobufCMessage *m, const json_t *j)
   return STATUS_OK;
 }
 
-status_code cli_json_to_message(ProtobufCMessage **out, const ProtobufCMessageDescriptor *desc,
-                                const json_t *j, char *errbuf, size_t errlen) {
+status_code pbjson_to_message(ProtobufCMessage **out, const ProtobufCMessageDescriptor *desc,
+                              const json_t *j, char *errbuf, size_t errlen) {
   *out = NULL;
   jctx c = {.errbuf = errbuf, .errlen = errlen};
   if (!json_is_object(j)) {
@@ -555,11 +561,10 @@ status_code cli_json_to_message(ProtobufCMessage **out, const ProtobufCMessageDe
   return STATUS_OK;
 }
 
-status_code cli_json_to_bytes(uint8_t **out, size_t *out_len,
-                              const ProtobufCMessageDescriptor *desc, const json_t *j, char *errbuf,
-                              size_t errlen) {
+status_code pbjson_to_bytes(uint8_t **out, size_t *out_len, const ProtobufCMessageDescriptor *desc,
+                            const json_t *j, char *errbuf, size_t errlen) {
   ProtobufCMessage *m;
-  status_code rc = cli_json_to_message(&m, desc, j, errbuf, errlen);
+  status_code rc = pbjson_to_message(&m, desc, j, errbuf, errlen);
   if (rc != STATUS_OK) return rc;
   size_t n = protobuf_c_message_get_packed_size(m);
   *out = malloc(n ? n : 1);
