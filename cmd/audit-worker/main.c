@@ -5,17 +5,24 @@
  *
  *   audit-worker [--config PATH] [--listen URL]
  *
- * See internal/audit/audit.h and internal/app/app.h. */
+ * RebuildOrderProjection is internal/rebuild's, wired in here: the audit
+ * log knows no domain.
+ *
+ * See internal/audit/audit.h, internal/rebuild/rebuild.h and
+ * internal/app/app.h. */
 #include "app/app.h"
 #include "audit/audit.h"
-#include "topology/topology.h"
+#include "rebuild/rebuild.h"
+
+static rebuild_order_opts rebuild_opts;
 
 static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
   audit_ctx *ctx = arg;
   audit_ctx_init(ctx, app_db(a));
-  ctx->cfg = app_cfg(a);
-  ctx->auth = app_auth(a);
-  ctx->dbp = app_db_params(a);
+  rebuild_opts =
+      (rebuild_order_opts){.cfg = app_cfg(a), .auth = app_auth(a), .dbp = app_db_params(a)};
+  ctx->rebuild = rebuild_order_projection_cb;
+  ctx->rebuild_self = &rebuild_opts;
   return audit_query_register(app_server(a), ctx, errbuf, errlen);
 }
 

@@ -43,9 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "auth/auth.h"
 #include "check/check.h"
-#include "config/config.h"
 #include "consistency/consistency.h"
 #include "db/db.h"
 #include "events/consumer.h"
@@ -84,8 +82,15 @@ typedef struct audit_row {
 void audit_row_hash(const audit_row *row, const uint8_t prev[AUDIT_HASH_SIZE],
                     uint8_t out[AUDIT_HASH_SIZE]);
 
-/* The worker's context: the pool it appends with (its own connection per
- * batch) and the notifier the query side waits on. */
+/* RebuildOrderProjection is served by whoever knows the order read model
+ * (internal/rebuild; audit-worker's main wires it in): audit_ctx.rebuild
+ * runs on the RPC worker thread, sets a status on the call or runs
+ * closure. Without one the RPC answers UNIMPLEMENTED. */
+typedef struct audit_ctx audit_ctx;
+typedef void (*audit_rebuild_cb)(void *self, rpc_call *call, audit_ctx *ctx, int max_differences,
+                                 Shop__Audit__V1__RebuildOrderProjectionResponse_Closure closure,
+                                 void *data);
+
 /* AuditQueryService's checks of a request on its own (no database):
  * violations go to v (see check_violations); the handler answers
  * INVALID_ARGUMENT with them when v->n > 0. Pure, so they are fuzzed
@@ -99,19 +104,16 @@ void audit_validate_verify_chain(const Shop__Audit__V1__VerifyChainRequest *in,
 void audit_validate_rebuild_order_projection(
     const Shop__Audit__V1__RebuildOrderProjectionRequest *in, check_violations *v);
 
-typedef struct audit_ctx {
+/* The worker's context: the pool it appends with (its own connection per
+ * batch) and the notifier the query side waits on. */
+struct audit_ctx {
   db_pool *db;
-  /* For RebuildOrderProjection (all borrowed; NULL: the RPC answers
-   * FAILED_PRECONDITION): the config (secrets dir, order-query endpoint),
-   * the JWT keys (the in-process server and the admin token it calls
-   * with) and the audit account's connection parameters (host, port). */
-  const shop_cfg *cfg;
-  const auth_keys *auth;
-  const db_params *dbp;
+  audit_rebuild_cb rebuild; /* RebuildOrderProjection; may be NULL */
+  void *rebuild_self;
   consistency_notifier notifier;
   int lock_timeout_s; /* GET_LOCK wait; default 10 */
   int64_t appended;   /* rows appended by this process (stats) */
-} audit_ctx;
+};
 
 void audit_ctx_init(audit_ctx *ctx, db_pool *db);
 void audit_ctx_destroy(audit_ctx *ctx);
@@ -151,18 +153,19 @@ typedef struct audit_verify_result {
 status_code audit_verify(db_conn *c, int64_t from_row_id, int64_t max_rows,
                          audit_verify_result *out, char *errbuf, size_t errlen);
 
-/* RebuildOrderProjection: replays the log's order, payment and inventory
- * rows through order-query's projection (order/order.h) into shop_scratch
- * (as account shop_scratch; its tables are dropped and re-made first),
- * serves the result with order-query's handlers on an inproc:// server,
- * reads both it and the live order-query (endpoints.order_query) with
- * ListOrdersByStatus for every status, and answers with the differences,
- * field by field (top-level fields of shop.order.v1.Order; message values
- * are shown as "{...}"). One rebuild at a time (GET_LOCK
- * 'shop.audit.rebuild'; a second one is ABORTED). Runs on the RPC worker
- * thread; sets a status on the call or runs closure. */
-void audit_rebuild_run(rpc_call *call, audit_ctx *ctx, int max_differences,
-                       Shop__Audit__V1__RebuildOrderProjectionResponse_Closure closure, void *data);
+/* The log read back as events, for a read model rebuilt from it: the rows
+ * of the given topics (1..AUDIT_REPLAY_TOPICS_MAX), in chain order, each
+ * as the envelope a consumer read (partition and offset as recorded),
+ * handed to apply one by one inside transactions on tx of up to 500 rows
+ * each (begun and committed here; a failure rolls the open one back and
+ * is returned). log is a connection to the audit database, tx one to
+ * where the model is rebuilt. *applied counts the rows handed over. */
+#define AUDIT_REPLAY_TOPICS_MAX 16
+typedef status_code (*audit_replay_cb)(void *self, const consumer_msg *m, db_conn *tx, char *errbuf,
+                                       size_t errlen);
+status_code audit_replay(db_conn *log, const char *const *topics, size_t n_topics, db_conn *tx,
+                         audit_replay_cb apply, void *self, int64_t *applied, char *errbuf,
+                         size_t errlen);
 
 /* Registers AuditQueryService (every method admin only) on s, with ctx. */
 status_code audit_query_register(rpc_server *s, audit_ctx *ctx, char *errbuf, size_t errlen);

@@ -321,7 +321,11 @@ static void audit_query_rebuild_order_projection(
   audit_validate_rebuild_order_projection(in, &v);
   if (handler_violations_apply(call, &v) > 0) return;
   if (!consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, log_version)) return;
-  audit_rebuild_run(call, ctx, in->max_differences, closure, data);
+  if (ctx->rebuild == NULL) {
+    rpc_call_set_status(call, STATUS_UNIMPLEMENTED, "this audit-worker rebuilds no read model");
+    return;
+  }
+  ctx->rebuild(ctx->rebuild_self, call, ctx, in->max_differences, closure, data);
 }
 
 static audit_query_service audit_query_svc =

@@ -1,7 +1,7 @@
-/* Rebuild of the order read model from the audit log alone (audit.h,
- * RebuildOrderProjection): the order, payment and inventory rows of the log
- * are replayed, in chain order, through order-query's own projection
- * (order_projection_consumer) into the shop_scratch database; then the
+/* Rebuild of the order read model from the audit log alone (rebuild.h,
+ * RebuildOrderProjection): the log's rows of the topics order-query reads
+ * are replayed (audit_replay), in chain order, through order-query's own
+ * projection (order_projection_consumer) into the shop_scratch database; then the
  * rebuilt and the live read model are both read through OrderQueryService
  * (the rebuilt one served in-process on inproc:// by order-query's own
  * handlers, the live one at endpoints.order_query), ListOrdersByStatus for
@@ -11,13 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rebuild/rebuild.h"
+
 #include "audit/audit.h"
-#include "clock/clock.h"
 #include "order/order.h"
 #include "page/page.h"
 #include "shop/audit/v1/queries.pb-c.h"
 #include "shop/order/v1/queries.pb-c.h"
-#include "topology/topology.h"
 
 /* ---- Replay ---------------------------------------------------------------------------------- */
 
@@ -41,61 +41,16 @@ static status_code scratch_reset(db_conn *s, char *errbuf, size_t errlen) {
                     errbuf, errlen);
 }
 
+static status_code apply_cb(void *self, const consumer_msg *m, db_conn *tx, char *errbuf,
+                            size_t errlen) {
+  return consumer_spec_apply(tx, &order_projection_consumer, m, 1, self, errbuf, errlen);
+}
+
 static status_code replay(db_conn *a, db_conn *s, order_query_ctx *qctx, int64_t *applied,
                           char *errbuf, size_t errlen) {
-  int64_t after = 0;
-  *applied = 0;
-  for (;;) {
-    db_value p[4] = {DB_I64(after), DB_STR(TOPOLOGY_TOPIC_ORDER), DB_STR(TOPOLOGY_TOPIC_PAYMENT),
-                     DB_STR(TOPOLOGY_TOPIC_INVENTORY)};
-    db_rows *r = NULL;
-    status_code st = db_query(a,
-                              "SELECT row_id, event_id, topic, kpartition, koffset, type, source,"
-                              " actor, subject, sequence, event_time_ms, correlation_id,"
-                              " traceparent, ev_key, data FROM audit_log WHERE row_id > ?"
-                              " AND topic IN (?, ?, ?) ORDER BY row_id LIMIT 500",
-                              p, 4, &r, errbuf, errlen);
-    if (st != STATUS_OK) return st;
-    st = db_begin(s, errbuf, errlen);
-    size_t n = 0;
-    while (st == STATUS_OK && db_rows_next(r)) {
-      events_envelope e;
-      Shop__Common__V1__Timestamp ts;
-      shop__events__v1__event_envelope__init(&e);
-      shop__common__v1__timestamp__init(&ts);
-      after = db_rows_i64(r, 0);
-      e.id = (char *)db_rows_str(r, 1, NULL);
-      e.topic = (char *)db_rows_str(r, 2, NULL);
-      e.type = (char *)db_rows_str(r, 5, NULL);
-      e.source = (char *)db_rows_str(r, 6, NULL);
-      e.actor = (char *)db_rows_str(r, 7, NULL);
-      e.subject = (char *)db_rows_str(r, 8, NULL);
-      e.sequence = db_rows_i64(r, 9);
-      clock_timestamp_set(&ts, db_rows_i64(r, 10));
-      e.time = &ts;
-      e.correlation_id = (char *)db_rows_str(r, 11, NULL);
-      e.traceparent = (char *)db_rows_str(r, 12, NULL);
-      e.key = (char *)db_rows_str(r, 13, NULL);
-      size_t dl = 0;
-      e.data.data = (uint8_t *)db_rows_str(r, 14, &dl);
-      e.data.len = dl;
-      consumer_msg m = {.env = &e,
-                        .topic = e.topic,
-                        .partition = (int32_t)db_rows_i64(r, 3),
-                        .offset = db_rows_i64(r, 4)};
-      st = consumer_spec_apply(s, &order_projection_consumer, &m, 1, qctx, errbuf, errlen);
-      n++;
-    }
-    db_rows_free(r);
-    if (st == STATUS_OK) st = db_commit(s, errbuf, errlen);
-    if (st != STATUS_OK) {
-      db_rollback(s);
-      return st;
-    }
-    *applied += (int64_t)n;
-    if (n < 500) break;
-  }
-  return STATUS_OK;
+  const char *topics[AUDIT_REPLAY_TOPICS_MAX];
+  size_t nt = consumer_spec_topics(&order_projection_consumer, topics, AUDIT_REPLAY_TOPICS_MAX);
+  return audit_replay(a, topics, nt, s, apply_cb, qctx, applied, errbuf, errlen);
 }
 
 /* ---- Reading both sides ---------------------------------------------------------------------- */
@@ -334,9 +289,10 @@ static void compare_order(diffs *ds, const order_msg *rb, const order_msg *lv) {
 
 static int rebuild_seq;
 
-void audit_rebuild_run(rpc_call *call, audit_ctx *ctx, int max_differences,
-                       Shop__Audit__V1__RebuildOrderProjectionResponse_Closure closure,
-                       void *data) {
+void rebuild_order_projection_cb(void *self, rpc_call *call, audit_ctx *ctx, int max_differences,
+                                 Shop__Audit__V1__RebuildOrderProjectionResponse_Closure closure,
+                                 void *data) {
+  const rebuild_order_opts *o = self;
   char err[512] = "";
   status_code st = STATUS_OK;
   db_conn *a = NULL, *s = NULL;
@@ -348,18 +304,14 @@ void audit_rebuild_run(rpc_call *call, audit_ctx *ctx, int max_differences,
   side rs = {0}, ls = {0};
   diffs ds = {0};
   int64_t applied = 0;
-  const shop_cfg *cfg = ctx->cfg;
-  if (cfg == NULL || ctx->auth == NULL || ctx->dbp == NULL) {
-    rpc_call_set_status(call, STATUS_FAILED_PRECONDITION, "rebuild is not configured");
-    return;
-  }
+  const shop_cfg *cfg = o->cfg;
   char pw[256];
   if (!db_password_from_dir(cfg->mysql.secrets_dir, "shop_scratch", pw, sizeof pw, err,
                             sizeof err)) {
     rpc_call_set_status(call, STATUS_FAILED_PRECONDITION, "shop_scratch: %s", err);
     return;
   }
-  db_params p = *ctx->dbp;
+  db_params p = *o->dbp;
   p.user = "shop_scratch";
   p.password = pw;
   p.database = "shop_scratch";
@@ -384,7 +336,7 @@ void audit_rebuild_run(rpc_call *call, audit_ctx *ctx, int max_differences,
   /* The rebuilt model, served by order-query's own handlers in-process. */
   rpc_server_opts so;
   rpc_server_opts_from_cfg(&so, cfg, "audit-rebuild");
-  so.auth = ctx->auth;
+  so.auth = o->auth;
   so.workers = 2;
   char url[96];
   snprintf(url, sizeof url, "inproc://shop-audit-rebuild-%d",
@@ -399,7 +351,7 @@ void audit_rebuild_run(rpc_call *call, audit_ctx *ctx, int max_differences,
   rpc_client_opts_from_cfg(&co, cfg, cfg->endpoints.order_query, "audit-worker");
   if ((st = rpc_client_create(&live, &co, err, sizeof err)) != STATUS_OK) goto out;
   char token[AUTH_TOKEN_MAX];
-  if ((st = auth_token_sign(ctx->auth, "audit-worker", AUTH_ROLE_ADMIN, 0, token, sizeof token, err,
+  if ((st = auth_token_sign(o->auth, "audit-worker", AUTH_ROLE_ADMIN, 0, token, sizeof token, err,
                             sizeof err)) != STATUS_OK)
     goto out;
   if ((st = read_side(built, token, &rs, err, sizeof err)) != STATUS_OK) goto out;
