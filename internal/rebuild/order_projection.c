@@ -6,7 +6,7 @@
  * (the rebuilt one served in-process on inproc:// by order-query's own
  * handlers, the live one at endpoints.order_query), ListOrdersByStatus for
  * every status, and compared order by order, field by field. */
-#include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +16,7 @@
 #include "audit/audit.h"
 #include "order/order.h"
 #include "page/page.h"
+#include "pbjson/pbjson.h"
 #include "shop/audit/v1/queries.pb-c.h"
 #include "shop/order/v1/queries.pb-c.h"
 
@@ -164,124 +165,62 @@ static void diffs_free(diffs *ds) {
   free(ds->p);
 }
 
-/* A message holding only field f of m (a shallow copy, not to be freed). */
-static void only_field(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, void *out) {
-  const ProtobufCMessageDescriptor *d = m->descriptor;
-  d->message_init(out);
-  size_t sz;
-  switch (f->type) {
-  case PROTOBUF_C_TYPE_INT64:
-  case PROTOBUF_C_TYPE_SINT64:
-  case PROTOBUF_C_TYPE_SFIXED64:
-  case PROTOBUF_C_TYPE_UINT64:
-  case PROTOBUF_C_TYPE_FIXED64:
-  case PROTOBUF_C_TYPE_DOUBLE:
-    sz = 8;
-    break;
-  case PROTOBUF_C_TYPE_BOOL:
-    sz = sizeof(protobuf_c_boolean);
-    break;
-  case PROTOBUF_C_TYPE_STRING:
-  case PROTOBUF_C_TYPE_MESSAGE:
-    sz = sizeof(void *);
-    break;
-  case PROTOBUF_C_TYPE_BYTES:
-    sz = sizeof(ProtobufCBinaryData);
-    break;
-  default:
-    sz = 4;
-    break;
-  }
-  if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-    sz = sizeof(void *);
-    memcpy((char *)out + f->quantifier_offset, (const char *)m + f->quantifier_offset,
-           sizeof(size_t));
-  } else if (f->quantifier_offset != 0) {
-    size_t qs =
-        (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ? sizeof(uint32_t) : sizeof(protobuf_c_boolean);
-    memcpy((char *)out + f->quantifier_offset, (const char *)m + f->quantifier_offset, qs);
-  }
-  memcpy((char *)out + f->offset, (const char *)m + f->offset, sz);
+/* A top-level field's JSON value as text, "" when it is absent (proto3's
+ * default). */
+static void field_text(const json_t *v, char *out, size_t len) {
+  char *t = v != NULL ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+  snprintf(out, len, "%s", t != NULL ? t : "");
+  free(t);
 }
 
-static void field_text(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, char *out,
-                       size_t len) {
-  const char *p = (const char *)m + f->offset;
-  if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-    snprintf(out, len, "[%zu items]", *(const size_t *)((const char *)m + f->quantifier_offset));
-    return;
-  }
-  switch (f->type) {
-  case PROTOBUF_C_TYPE_STRING: {
-    const char *s = *(char *const *)p;
-    snprintf(out, len, "\"%s\"", s != NULL ? s : "");
-    return;
-  }
-  case PROTOBUF_C_TYPE_INT64:
-  case PROTOBUF_C_TYPE_SINT64:
-  case PROTOBUF_C_TYPE_SFIXED64:
-    snprintf(out, len, "\"%" PRId64 "\"", *(const int64_t *)p);
-    return;
-  case PROTOBUF_C_TYPE_UINT64:
-  case PROTOBUF_C_TYPE_FIXED64:
-    snprintf(out, len, "\"%" PRIu64 "\"", *(const uint64_t *)p);
-    return;
-  case PROTOBUF_C_TYPE_BOOL:
-    snprintf(out, len, "%s", *(const protobuf_c_boolean *)p ? "true" : "false");
-    return;
-  case PROTOBUF_C_TYPE_ENUM: {
-    const ProtobufCEnumValue *v =
-        protobuf_c_enum_descriptor_get_value(f->descriptor, *(const int *)p);
-    snprintf(out, len, "\"%s\"", v != NULL ? v->name : "?");
-    return;
-  }
-  case PROTOBUF_C_TYPE_MESSAGE:
-    snprintf(out, len, "%s", *(void *const *)p != NULL ? "{...}" : "");
-    return;
-  default:
-    snprintf(out, len, "%d", *(const int *)p);
-    return;
-  }
-}
-
-static bool packed_equal(const ProtobufCMessage *a, const ProtobufCMessage *b) {
-  size_t la = protobuf_c_message_get_packed_size(a), lb = protobuf_c_message_get_packed_size(b);
-  if (la != lb) return false;
-  uint8_t *pa = malloc(la + 1), *pb = malloc(lb + 1);
-  bool eq = pa != NULL && pb != NULL;
-  if (eq) {
-    protobuf_c_message_pack(a, pa);
-    protobuf_c_message_pack(b, pb);
-    eq = memcmp(pa, pb, la) == 0;
-  }
-  free(pa);
-  free(pb);
-  return eq;
-}
-
-static void compare_order(diffs *ds, const order_msg *rb, const order_msg *lv) {
-  if (packed_equal(&rb->base, &lv->base)) return;
-  const ProtobufCMessageDescriptor *d = rb->base.descriptor;
-  void *ta = malloc(d->sizeof_message), *tb = malloc(d->sizeof_message);
-  if (ta == NULL || tb == NULL) {
-    free(ta);
-    free(tb);
-    diff_add(ds, rb->order_id, "order", "(out of memory)", "");
-    return;
-  }
+/* Compares two JSON objects of message type d field by field, down into
+ * singular message fields, naming each differing field by its proto path
+ * (prefix + name, "payment.captured"). */
+static void compare_fields(diffs *ds, const char *order_id, const ProtobufCMessageDescriptor *d,
+                           const json_t *ja, const json_t *jb, const char *prefix) {
   for (unsigned i = 0; i < d->n_fields; i++) {
     const ProtobufCFieldDescriptor *f = &d->fields[i];
-    only_field(&rb->base, f, ta);
-    only_field(&lv->base, f, tb);
-    if (!packed_equal(ta, tb)) {
-      char a[300], b[300];
-      field_text(&rb->base, f, a, sizeof a);
-      field_text(&lv->base, f, b, sizeof b);
-      diff_add(ds, rb->order_id, f->name, a, b);
+    char key[128], path[256];
+    pbjson_camel_name(f->name, key, sizeof key);
+    snprintf(path, sizeof path, "%s%s", prefix, f->name);
+    const json_t *a = json_object_get(ja, key), *b = json_object_get(jb, key);
+    if (a == NULL && b == NULL) continue;
+    if (a != NULL && b != NULL && json_equal(a, b)) continue;
+    if (a != NULL && b != NULL && json_is_object(a) && json_is_object(b) &&
+        f->type == PROTOBUF_C_TYPE_MESSAGE && f->label != PROTOBUF_C_LABEL_REPEATED) {
+      char sub[260];
+      snprintf(sub, sizeof sub, "%s.", path);
+      compare_fields(ds, order_id, f->descriptor, a, b, sub);
+      continue;
     }
+    char ta[300], tb[300];
+    field_text(a, ta, sizeof ta);
+    field_text(b, tb, sizeof tb);
+    diff_add(ds, order_id, path, ta, tb);
   }
-  free(ta);
-  free(tb);
+}
+
+/* The two orders compared in their proto3 JSON form (the form shopctl and
+ * the gateway show). */
+static void compare_order(diffs *ds, const order_msg *rb, const order_msg *lv) {
+  json_t *ja = NULL, *jb = NULL;
+  char err[128];
+  if (pbjson_from_message(&ja, &rb->base, err, sizeof err) != STATUS_OK ||
+      pbjson_from_message(&jb, &lv->base, err, sizeof err) != STATUS_OK)
+    diff_add(ds, rb->order_id, "order", "(out of memory)", "");
+  else if (!json_equal(ja, jb))
+    compare_fields(ds, rb->order_id, rb->base.descriptor, ja, jb, "");
+  json_decref(ja);
+  json_decref(jb);
+}
+
+/* An order only one side holds: the other side's value is "". */
+static void order_missing(diffs *ds, const order_msg *o, bool rebuilt) {
+  json_t *j = NULL;
+  char err[128], t[300] = "";
+  if (pbjson_from_message(&j, &o->base, err, sizeof err) == STATUS_OK) field_text(j, t, sizeof t);
+  json_decref(j);
+  diff_add(ds, o->order_id, "order", rebuilt ? t : "", rebuilt ? "" : t);
 }
 
 /* ---- The RPC -----------------------------------------------------------------------------------
@@ -368,10 +307,10 @@ void rebuild_order_projection_cb(void *self, rpc_call *call, audit_ctx *ctx, int
   while (i < rs.n || j < ls.n) {
     int c = i == rs.n ? 1 : j == ls.n ? -1 : strcmp(rs.o[i]->order_id, ls.o[j]->order_id);
     if (c < 0) {
-      diff_add(&ds, rs.o[i]->order_id, "order", "{...}", "");
+      order_missing(&ds, rs.o[i], true);
       i++;
     } else if (c > 0) {
-      diff_add(&ds, ls.o[j]->order_id, "order", "", "{...}");
+      order_missing(&ds, ls.o[j], false);
       j++;
     } else {
       compare_order(&ds, rs.o[i], ls.o[j]);

@@ -11,10 +11,11 @@
  * its tables are dropped and re-made first), serves the result with
  * order-query's handlers on an inproc:// server, reads both it and the
  * live order-query (endpoints.order_query) with ListOrdersByStatus for
- * every status, and answers with the differences, field by field
- * (top-level fields of shop.order.v1.Order; message values are shown as
- * "{...}"). One rebuild at a time (GET_LOCK 'shop.audit.rebuild'; a second
- * one is ABORTED).
+ * every status, and answers with the differences, field by field (the
+ * proto path in shop.order.v1.Order, down into singular messages:
+ * "total.units"; values in the proto3 JSON mapping, "" where absent; field
+ * "order" for an order one side lacks). One rebuild at a time (GET_LOCK 'shop.audit.rebuild'; a
+ * second one is ABORTED).
  *
  * Thread-safety: the hook runs on an RPC worker thread; the options are
  * read only.

@@ -209,6 +209,48 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
   cr_assert_geq(rr->events_applied, (int64_t)N_FLOW);
   free_msg(rr);
 
+  /* A live row changed behind order-query's back is named, field and
+   * values, in the proto3 JSON mapping; put back, the models match. */
+  db_conn *rd = ostack_db("shop_order_read");
+  db_value ov[1] = {DB_STR(oid)};
+  db_rows *tr = NULL;
+  cr_assert_eq(db_query(rd, "SELECT total_units FROM orders_view WHERE order_id = ?", ov, 1, &tr,
+                        err, sizeof err),
+               STATUS_OK, "%s", err);
+  cr_assert(db_rows_next(tr));
+  long long total = (long long)db_rows_i64(tr, 0);
+  db_rows_free(tr);
+  uint64_t changed = 0;
+  cr_assert_eq(
+      db_exec(rd, "UPDATE orders_view SET total_units = total_units + 1 WHERE order_id = ?", ov, 1,
+              &changed, NULL, err, sizeof err),
+      STATUS_OK, "%s", err);
+  cr_assert_eq(changed, 1);
+  cr_assert_eq(ostack_call(audit_url(), AUDIT_SVC, "RebuildOrderProjection", &rq.base,
+                           (ProtobufCMessage **)&rr, adm, NULL, &st),
+               STATUS_OK, "RebuildOrderProjection: %s", st.message);
+  char want_rebuilt[32], want_live[32];
+  snprintf(want_rebuilt, sizeof want_rebuilt, "\"%lld\"", total);
+  snprintf(want_live, sizeof want_live, "\"%lld\"", total + 1);
+  cr_assert_not(rr->match);
+  cr_assert_eq(rr->difference_count, 1);
+  cr_assert_eq(rr->n_differences, 1);
+  cr_assert_str_eq(rr->differences[0]->order_id, oid);
+  cr_assert_str_eq(rr->differences[0]->field, "total.units");
+  cr_assert_str_eq(rr->differences[0]->rebuilt, want_rebuilt);
+  cr_assert_str_eq(rr->differences[0]->live, want_live);
+  free_msg(rr);
+  cr_assert_eq(db_exec(rd, "UPDATE orders_view SET total_units = ? WHERE order_id = ?",
+                       (db_value[]){DB_I64(total), DB_STR(oid)}, 2, NULL, NULL, err, sizeof err),
+               STATUS_OK, "%s", err);
+  db_close(rd);
+  cr_assert_eq(ostack_call(audit_url(), AUDIT_SVC, "RebuildOrderProjection", &rq.base,
+                           (ProtobufCMessage **)&rr, adm, NULL, &st),
+               STATUS_OK, "RebuildOrderProjection: %s", st.message);
+  cr_assert(rr->match, "%lld difference(s) after the row was put back",
+            (long long)rr->difference_count);
+  free_msg(rr);
+
   /* The run's books balance: money, stock, one OrderCreated, the chain. */
   cr_assert(ostack_books_clean(false, 30000), "reconcile found broken books (see stderr)");
 }
