@@ -3,10 +3,18 @@
 # background with its log under the run folder, after scripts/infra.sh has
 # brought MariaDB and Kafka up.
 #
-#   scripts/services.sh start|stop|restart|status|list [--profile run|test] [--build DIR] [NAME...]
+#   scripts/services.sh start|stop|restart|status|list [--profile run|test] [--build DIR] [NAME[@K]...]
 #
 # NAME... limits the command to those programs (default: all of them);
 # restart is stop then start; list prints the programs, in start order.
+# NAME@K (K = 2..9) is a further instance of NAME: it runs beside the
+# first with its own log and pid file (NAME@K), its admin port and, for a
+# program that serves RPC, its endpoint --listen moved by
+# (K-1) * SHOP_INSTANCE_PORT_STEP (default 50) from the first instance's;
+# clients reach both through an endpoint list
+# (endpoints.<key>: "tcp://h:p1,tcp://h:p2"). Consumers share their
+# group's partitions, relays their outbox's lock. stop and status also
+# cover every instance that is running.
 # The programs are those of internal/config/programs.list, started in this
 # order: the query sides first (so that a command's events find their
 # projections listening), then the command sides, then the workers.
@@ -16,7 +24,8 @@
 # /readyz (its admin address from its own --print-config; time limit 60 s;
 # the log's tail is printed on failure). stop sends SIGTERM to the
 # supervisor, which passes it on (the programs drain and exit 0); SIGKILL
-# after 30 s. Pid files (the supervisors'): <run dir>/pids/<name>.pid;
+# after 30 s. Pid files (the supervisors'): <run dir>/pids/<name>.pid, and
+# beside each the admin URL it answered on (<name>.admin, for the bench);
 # logs: <run dir>/logs/<name>.log. status shows each program's metrics URL
 # (/livez and /readyz on the same port).
 # Per-program environment: <run dir>/env/<name>.env (every start) and
@@ -48,7 +57,9 @@ while (($#)); do
 	--build) build=$2 && shift 2 ;;
 	-*) usage >&2; exit 2 ;;
 	*)
-		[[ " ${SHOP_PROGRAMS[*]} " == *" $1 "* ]] || shop_die "services: unknown program '$1'"
+		[[ $1 =~ ^([a-z][a-z0-9-]*)(@[2-9])?$ ]] || shop_die "services: bad program name '$1'"
+		[[ " ${SHOP_PROGRAMS[*]} " == *" ${BASH_REMATCH[1]} "* ]] ||
+			shop_die "services: unknown program '${BASH_REMATCH[1]}'"
 		only+=("$1")
 		shift
 		;;
@@ -67,9 +78,50 @@ piddir=$SHOP_RUN_DIR/pids
 mkdir -p "$piddir" "$SHOP_LOG_DIR" "$SHOP_RUN_DIR/env"
 export SHOP_SUPERVISE_ENV_DIR=$SHOP_RUN_DIR/env
 
-mark_of() { printf '%s --config %s' "$bindir/$1" "$config"; }
+step=${SHOP_INSTANCE_PORT_STEP:-50}
 
-admin_url_of() { shop_admin_url "$bindir/$1" "$1" "$config"; }
+# An instance NAME[@K]: its program and its K (1 for the first).
+prog_of() { printf '%s\n' "${1%@*}"; }
+inst_of() { [[ $1 == *@* ]] && printf '%s\n' "${1#*@}" || printf '1\n'; }
+
+mark_of() { printf '%s --config %s' "$bindir/$(prog_of "$1")" "$config"; }
+
+# http://host:port of an instance's admin server.
+admin_url_of() {
+	local prog k url port
+	prog=$(prog_of "$1") k=$(inst_of "$1")
+	url=$(shop_admin_url "$bindir/$prog" "$prog" "$config") || return 1
+	((k == 1)) && { printf '%s\n' "$url"; return 0; }
+	port=${url##*:}
+	printf '%s:%s\n' "${url%:*}" $((port + (k - 1) * step))
+}
+
+# The arguments an instance runs with beyond --config.
+inst_args() {
+	local prog k url ep key
+	prog=$(prog_of "$1") k=$(inst_of "$1")
+	((k == 1)) && return 0
+	url=$(admin_url_of "$1") || return 1
+	printf -- '--admin-port\n%s\n' "${url##*:}"
+	key=$(awk -v p="$prog" '$1 == p { print $2 }' "$SHOP_PROGRAMS_LIST")
+	[[ -z $key || $key == - ]] && return 0
+	ep=$("$bindir/$prog" --config "$config" --print-config "endpoints.$key") || return 1
+	[[ $ep == tcp://*:* && $ep != *,* ]] ||
+		shop_die "services: $1: endpoints.$key is '$ep'; an instance needs one tcp://host:port"
+	printf -- '--listen\n%s:%s\n' "${ep%:*}" $((${ep##*:} + (k - 1) * step))
+}
+
+# The running further instances (NAME@K) of the programs in SHOP_PROGRAMS.
+running_instances() {
+	local p f
+	for p in "${SHOP_PROGRAMS[@]}"; do
+		[[ $p == *@* ]] && continue
+		for f in "$piddir/$p"@[2-9].pid; do
+			[[ -e $f ]] && basename "$f" .pid
+		done
+	done
+	return 0
+}
 
 # The supervisor's child (the program itself) answers 200 on /readyz.
 ready() {
@@ -78,7 +130,8 @@ ready() {
 }
 
 start_one() {
-	local name=$1 bin=$bindir/$1 log=$SHOP_LOG_DIR/$1.log pidfile=$piddir/$1.pid pid url
+	local name=$1 prog bin log=$SHOP_LOG_DIR/$1.log pidfile=$piddir/$1.pid pid url args text
+	prog=$(prog_of "$name") bin=$bindir/$(prog_of "$name")
 	if [[ ! -x $bin ]]; then
 		shop_log "$name: not built ($bin), skipped"
 		return 0
@@ -88,26 +141,32 @@ start_one() {
 		return 0
 	fi
 	url=$(admin_url_of "$name") || return 1
+	args=()
+	text=$(inst_args "$name") || return 1
+	[[ -n $text ]] && mapfile -t args <<<"$text"
 	setsid "$SHOP_REPO/scripts/lib/supervise.sh" "$name" "$log" "$bin" --config "$config" \
-		</dev/null >>"$log" 2>&1 &
+		"${args[@]}" </dev/null >>"$log" 2>&1 &
 	pid=$!
 	printf '%s\n' "$pid" >"$pidfile"
-	if ! proc_wait 60 "$pid" "$(mark_of "$name")" ready "$pid" "$name" "$url"; then
+	if ! proc_wait 60 "$pid" "$(mark_of "$name")" ready "$pid" "$prog" "$url"; then
 		shop_warn "$name: did not start; the end of $log:"
 		tail -n 20 "$log" >&2 || true
 		return 1
 	fi
+	printf '%s\n' "$url" >"$piddir/$name.admin"
 	shop_log "$name: ready (pid $pid, $url/readyz, log $log)"
 }
 
 stop_all() {
-	local i p sup
-	# Reverse order: workers and command sides first.
-	for ((i = ${#SHOP_PROGRAMS[@]} - 1; i >= 0; i--)); do
-		p=${SHOP_PROGRAMS[i]}
+	local i p sup all
+	mapfile -t all < <(printf '%s\n' "${SHOP_PROGRAMS[@]}"; running_instances)
+	# Reverse order: further instances, workers and command sides first.
+	for ((i = ${#all[@]} - 1; i >= 0; i--)); do
+		p=${all[i]}
 		if [[ -e $piddir/$p.pid ]]; then
 			sup=$(proc_pid_ours "$piddir/$p.pid" "$(mark_of "$p")") || sup=
 			proc_stop "$p" "$piddir/$p.pid" "$(mark_of "$p")" 30
+			rm -f "$piddir/$p.admin"
 			# A supervisor killed after the grace period leaves its program.
 			[[ -n $sup ]] && pkill -KILL -P "$sup" 2>/dev/null || true
 		fi
@@ -126,7 +185,7 @@ restart)
 list) printf '%s\n' "${SHOP_PROGRAMS[@]}" ;;
 status)
 	down=0
-	for p in "${SHOP_PROGRAMS[@]}"; do
+	for p in "${SHOP_PROGRAMS[@]}" $(running_instances); do
 		if pid=$(proc_pid_ours "$piddir/$p.pid" "$(mark_of "$p")"); then
 			shop_log "$p: running (pid $pid, metrics $(admin_url_of "$p")/metrics)"
 		else

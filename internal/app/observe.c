@@ -70,6 +70,24 @@ static void lag_cb(const char *topic, int32_t partition, int64_t lag, void *arg)
   metrics_gauge_set(metrics_series_get(l->f, v), (double)lag);
 }
 
+/* A Kafka client's requests (librdkafka statistics), labelled by client
+ * ("consumer", "producer"). */
+static void collect_kafka(metrics_registry *reg, const char *client, const events_kafka_totals *k) {
+  static const char *const c[] = {"client", NULL};
+  const char *v[] = {client};
+  put(reg, METRICS_COUNTER, "shop_kafka_requests_total",
+      "Requests this program's Kafka client sent to the brokers (librdkafka statistics).", c, v,
+      (double)k->requests);
+  put(reg, METRICS_COUNTER, "shop_kafka_fetch_requests_total", "Fetch requests among them.", c, v,
+      (double)k->fetches);
+  put(reg, METRICS_COUNTER, "shop_kafka_produce_requests_total", "Produce requests among them.", c,
+      v, (double)k->produces);
+  put(reg, METRICS_COUNTER, "shop_kafka_sent_bytes_total", "Bytes sent to the brokers.", c, v,
+      (double)k->bytes_sent);
+  put(reg, METRICS_COUNTER, "shop_kafka_received_bytes_total", "Bytes received from the brokers.",
+      c, v, (double)k->bytes_received);
+}
+
 static void collect_consumer(metrics_registry *reg, app_observed *o) {
   static const char *const g[] = {"group", NULL};
   static const char *const gtp[] = {"group", "topic", "partition", NULL};
@@ -91,6 +109,7 @@ static void collect_consumer(metrics_registry *reg, app_observed *o) {
                                          gtp),
                .group = o->group};
   consumer_lag_foreach(o->cons, LAG_COMMITTED_TIMEOUT_MS, lag_cb, &l);
+  collect_kafka(reg, "consumer", &cs.kafka);
 }
 
 static void collect_relay(metrics_registry *reg, app_observed *o, db_conn *db) {
@@ -102,6 +121,7 @@ static void collect_relay(metrics_registry *reg, app_observed *o, db_conn *db) {
       "Outbox rows published (acknowledged by the broker).", r, v, (double)rs.sent);
   put(reg, METRICS_GAUGE, "shop_outbox_relay_active", "1 when this relay holds its outbox's lock.",
       r, v, rs.active ? 1 : 0);
+  collect_kafka(reg, "producer", &rs.kafka);
   if (db == NULL) return;
   char err[STATUS_ERRBUF_SIZE];
   int64_t unsent = 0, parked = 0, age_ms = 0;

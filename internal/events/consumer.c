@@ -36,26 +36,54 @@ status_code consumer_event_decode(const events_envelope *ev, const consumer_even
 
 status_code consumer_spec_apply(db_conn *tx, const consumer_spec *spec, const consumer_msg *msgs,
                                 size_t n, void *arg, char *errbuf, size_t errlen) {
-  if (spec->types == NULL) return spec->handler(tx, msgs, n, arg, errbuf, errlen);
-  int max_pass = 0;
-  for (size_t k = 0; k < spec->n_types; k++)
-    if (spec->types[k].pass > max_pass) max_pass = spec->types[k].pass;
   status_code st = STATUS_OK;
-  for (int pass = 0; pass <= max_pass && st == STATUS_OK; pass++) {
+  if (spec->types == NULL) {
+    st = spec->handler(tx, msgs, n, arg, errbuf, errlen);
+  } else {
+    consumer_msg *taken = calloc(n > 0 ? n : 1, sizeof *taken);
+    if (taken == NULL) {
+      events_seterr(errbuf, errlen, "out of memory");
+      return STATUS_RESOURCE_EXHAUSTED;
+    }
+    size_t nt = 0;
     for (size_t i = 0; i < n && st == STATUS_OK; i++) {
       ProtobufCMessage *m = NULL;
       size_t k = 0;
       st = consumer_event_decode(msgs[i].env, spec->types, spec->n_types, &m, &k, errbuf, errlen);
-      if (st != STATUS_OK || m == NULL) continue;
-      if (spec->types[k].pass == pass) {
-        consumer_msg one = msgs[i];
-        one.msg = m;
-        log_scope scope;
-        events_log_scope_enter(&scope, one.env);
-        st = spec->types[k].apply(tx, &one, arg, errbuf, errlen);
-        log_scope_leave(&scope);
+      if (st == STATUS_OK && m != NULL) {
+        taken[nt] = msgs[i];
+        taken[nt++].msg = m;
       }
-      protobuf_c_message_free_unpacked(m, NULL);
+    }
+    if (st == STATUS_OK && nt > 0)
+      st = consumer_table_apply(tx, spec->types, spec->n_types, spec->prepare, taken, nt, arg,
+                                errbuf, errlen);
+    for (size_t i = 0; i < nt; i++)
+      protobuf_c_message_free_unpacked((ProtobufCMessage *)taken[i].msg, NULL);
+    free(taken);
+  }
+  if (st == STATUS_OK && spec->before_commit != NULL)
+    st = spec->before_commit(tx, arg, errbuf, errlen);
+  return st;
+}
+
+status_code consumer_table_apply(db_conn *tx, const consumer_event_type *types, size_t n_types,
+                                 consumer_prepare_cb prepare, const consumer_msg *msgs, size_t n,
+                                 void *arg, char *errbuf, size_t errlen) {
+  status_code st = prepare != NULL ? prepare(tx, msgs, n, arg, errbuf, errlen) : STATUS_OK;
+  int max_pass = 0;
+  for (size_t k = 0; k < n_types; k++)
+    if (types[k].pass > max_pass) max_pass = types[k].pass;
+  for (int pass = 0; pass <= max_pass && st == STATUS_OK; pass++) {
+    for (size_t i = 0; i < n && st == STATUS_OK; i++) {
+      const consumer_event_type *t = NULL;
+      for (size_t k = 0; k < n_types && t == NULL; k++)
+        if (types[k].desc == msgs[i].msg->descriptor) t = &types[k];
+      if (t == NULL || t->pass != pass) continue;
+      log_scope scope;
+      events_log_scope_enter(&scope, msgs[i].env);
+      st = t->apply(tx, &msgs[i], arg, errbuf, errlen);
+      log_scope_leave(&scope);
     }
   }
   return st;
@@ -87,6 +115,7 @@ void consumer_opts_init(consumer_opts *o, const shop_cfg *cfg, const consumer_sp
     o->processed_retention_s = cfg->kafka.processed_retention_s;
     o->fetch_wait_max_ms = cfg->kafka.fetch_wait_max_ms;
     o->fetch_min_bytes = cfg->kafka.fetch_min_bytes;
+    o->statistics_interval_ms = cfg->kafka.statistics_interval_ms;
   }
   if (spec != NULL) {
     o->group = spec->group;
@@ -98,6 +127,7 @@ void consumer_opts_init(consumer_opts *o, const shop_cfg *cfg, const consumer_sp
     o->committed = spec->committed;
     o->ended = spec->ended;
     o->before_commit = spec->before_commit;
+    o->prepare = spec->prepare;
   }
 }
 
@@ -135,6 +165,7 @@ void consumer_stats_get(consumer *c, consumer_stats *out) {
   out->rejects = atomic_load(&c->st_rejects);
   out->transient = atomic_load(&c->st_transient);
   out->assigned = atomic_load(&c->st_assigned);
+  events_kafka_counters_get(&c->kstats, &out->kafka);
 }
 
 void consumer_stop(consumer *c) {
@@ -211,6 +242,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static char *dup_or_null(const char *s) { return s != NULL ? strdup(s) : NULL; }
 
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+  (void)rk;
+  events_kafka_stats_parse(&((consumer *)opaque)->kstats, json, len);
+  return 0; /* librdkafka frees json */
+}
+
 static bool consumer_conf(consumer *c, rd_kafka_conf_t *conf, char *errbuf, size_t errlen) {
   char session[16], heartbeat[16], wait[16], minb[16];
   snprintf(wait, sizeof wait, "%d", c->o.fetch_wait_max_ms);
@@ -228,7 +265,8 @@ static bool consumer_conf(consumer *c, rd_kafka_conf_t *conf, char *errbuf, size
          events_kafka_set(conf, "fetch.wait.max.ms", wait, errbuf, errlen) &&
          events_kafka_set(conf, "fetch.min.bytes", minb, errbuf, errlen) &&
          events_kafka_set(conf, "session.timeout.ms", session, errbuf, errlen) &&
-         events_kafka_set(conf, "heartbeat.interval.ms", heartbeat, errbuf, errlen);
+         events_kafka_set(conf, "heartbeat.interval.ms", heartbeat, errbuf, errlen) &&
+         events_kafka_stats_conf(conf, c->o.statistics_interval_ms, stats_cb, errbuf, errlen);
 }
 
 status_code consumer_create(consumer **out, const consumer_opts *o, char *errbuf, size_t errlen) {
@@ -279,8 +317,6 @@ status_code consumer_create(consumer **out, const consumer_opts *o, char *errbuf
   consumer *c = calloc(1, sizeof *c);
   if (c == NULL) goto oom;
   c->o = *o;
-  for (size_t i = 0; o->types != NULL && i < o->n_types; i++)
-    if (o->types[i].pass > c->max_pass) c->max_pass = o->types[i].pass;
   c->brokers = strdup(o->brokers);
   c->group = strdup(o->group);
   c->client_id = strdup(o->client_id != NULL ? o->client_id : o->group);

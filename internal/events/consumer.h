@@ -169,6 +169,15 @@ typedef void (*consumer_ended_cb)(db_conn *db, void *arg);
 typedef status_code (*consumer_before_commit_cb)(db_conn *tx, void *arg, char *errbuf,
                                                  size_t errlen);
 
+/* Called in each transaction of a table consumer before its events are
+ * applied, with every event the transaction will apply (decoded: msg is
+ * set), so the domain can read what they all need with one statement
+ * (the saga locks every order of the batch at once) and keep it for the
+ * apply functions; before_commit writes back, ended forgets. A status
+ * that is not OK rolls the transaction back as an apply's would. */
+typedef status_code (*consumer_prepare_cb)(db_conn *tx, const consumer_msg *msgs, size_t n,
+                                           void *arg, char *errbuf, size_t errlen);
+
 /* What a consumer takes and does, written once by its domain. */
 typedef struct consumer_spec {
   const char *group;                /* group.id: one of TOPOLOGY_GROUP_* */
@@ -178,6 +187,7 @@ typedef struct consumer_spec {
   const char *const *topics;   /* with handler: NULL means every domain topic */
   size_t topic_count;
   consumer_committed_cb committed;         /* may be NULL */
+  consumer_prepare_cb prepare;             /* table mode; may be NULL */
   consumer_before_commit_cb before_commit; /* may be NULL */
   consumer_ended_cb ended;                 /* may be NULL */
 } consumer_spec;
@@ -191,8 +201,10 @@ size_t consumer_spec_topics(const consumer_spec *spec, const char **out, size_t 
 /* Applies msgs (their env only) as the consumer of spec would, inside the
  * open transaction tx, without Kafka and without the inbox: a table's
  * types are decoded and checked (a refused event is INVALID_ARGUMENT),
- * types it does not take skipped, the rest applied pass by pass; a handler
- * gets them all. For rebuilding a read model from a log of events. */
+ * types it does not take skipped, the rest prepared and applied pass by
+ * pass; a handler gets them all; then the spec's before_commit runs (the
+ * caller commits, and calls ended if the spec has one). For rebuilding a
+ * read model from a log of events. */
 status_code consumer_spec_apply(db_conn *tx, const consumer_spec *spec, const consumer_msg *msgs,
                                 size_t n, void *arg, char *errbuf, size_t errlen);
 
@@ -209,12 +221,14 @@ typedef struct consumer_opts {
   void *handler_arg;               /* the apply functions' and the handler's arg */
   consumer_committed_cb committed; /* may be NULL */
   void *committed_arg;
+  consumer_prepare_cb prepare;             /* table mode; may be NULL; gets handler_arg */
   consumer_before_commit_cb before_commit; /* may be NULL; gets handler_arg */
   consumer_ended_cb ended;                 /* may be NULL; gets handler_arg */
   outbox_relay *relay;                     /* nudged after each commit; may be NULL */
   int batch_size;                          /* events per transaction at most; default 256 */
   int fetch_wait_max_ms;                   /* the broker holds a fetch this long for ... */
   int fetch_min_bytes;                     /* ... this many bytes; defaults 100 ms, 1 */
+  int statistics_interval_ms;              /* librdkafka statistics; 0: off */
   int max_retries;                         /* handler attempts alone before the DLT; 5 */
   int retry_backoff_ms;                    /* first backoff; doubles up to 10x; 200 */
   int session_timeout_ms;                  /* default 45000 (tests use ~6000) */
@@ -231,14 +245,15 @@ void consumer_opts_init(consumer_opts *o, const shop_cfg *cfg, const consumer_sp
 
 /* Counters, for metrics and tests. */
 typedef struct consumer_stats {
-  int64_t applied;       /* events handed to the handler and committed */
-  int64_t skipped;       /* events of types the consumer does not take */
-  int64_t duplicates;    /* events skipped as already processed */
-  int64_t dead_lettered; /* records sent to the DLT */
-  int64_t batches;       /* committed transactions */
-  int64_t rejects;       /* handler rejections (each attempt) */
-  int64_t transient;     /* transient failures (each rewind) */
-  int64_t assigned;      /* partitions assigned now */
+  int64_t applied;           /* events handed to the handler and committed */
+  int64_t skipped;           /* events of types the consumer does not take */
+  int64_t duplicates;        /* events skipped as already processed */
+  int64_t dead_lettered;     /* records sent to the DLT */
+  int64_t batches;           /* committed transactions */
+  int64_t rejects;           /* handler rejections (each attempt) */
+  int64_t transient;         /* transient failures (each rewind) */
+  int64_t assigned;          /* partitions assigned now */
+  events_kafka_totals kafka; /* the consumer's Kafka client */
 } consumer_stats;
 
 typedef struct consumer consumer;

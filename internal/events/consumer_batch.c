@@ -166,25 +166,6 @@ static status_code inbox_slow(consumer *c, const size_t *idx, size_t k, char *er
   return STATUS_OK;
 }
 
-/* Table mode: applies c->msgs[0..n) with their types' apply functions,
- * lower passes first, each event the thread's log scope while it runs. */
-static status_code apply_table(consumer *c, size_t n, char *errbuf, size_t errlen) {
-  for (int pass = 0; pass <= c->max_pass; pass++) {
-    for (size_t i = 0; i < n; i++) {
-      const consumer_event_type *t = NULL;
-      for (size_t k = 0; k < c->o.n_types && t == NULL; k++)
-        if (c->o.types[k].desc == c->msgs[i].msg->descriptor) t = &c->o.types[k];
-      if (t == NULL || t->pass != pass) continue;
-      log_scope scope;
-      events_log_scope_enter(&scope, c->msgs[i].env);
-      status_code st = t->apply(c->db, &c->msgs[i], c->o.handler_arg, errbuf, errlen);
-      log_scope_leave(&scope);
-      if (st != STATUS_OK) return st;
-    }
-  }
-  return STATUS_OK;
-}
-
 /* Runs the items idx[0..k) in one transaction. */
 static tx_outcome run_tx_body(consumer *c, const size_t *idx, size_t k, status_code *st_out,
                               char *errbuf, size_t errlen) {
@@ -216,7 +197,8 @@ static tx_outcome run_tx_body(consumer *c, const size_t *idx, size_t k, status_c
   }
   if (n > 0) {
     errbuf[0] = '\0';
-    st = c->o.types != NULL ? apply_table(c, n, errbuf, errlen)
+    st = c->o.types != NULL ? consumer_table_apply(c->db, c->o.types, c->o.n_types, c->o.prepare,
+                                                   c->msgs, n, c->o.handler_arg, errbuf, errlen)
                             : c->o.handler(c->db, c->msgs, n, c->o.handler_arg, errbuf, errlen);
     if (st == STATUS_OK && c->o.before_commit != NULL)
       st = c->o.before_commit(c->db, c->o.handler_arg, errbuf, errlen);

@@ -37,7 +37,7 @@ struct consumer {
   bool started, joined, ran;
   atomic_llong st_applied, st_skipped, st_duplicates, st_dead, st_batches, st_rejects, st_transient,
       st_assigned;
-  int max_pass; /* the highest pass of the table */
+  events_kafka_counters kstats;
 
   /* The consumer thread's own. */
   item *items;
@@ -68,5 +68,12 @@ bool consumer_dlt_send(consumer *c, item *it, const char *error, int attempts);
 /* Creates the dead-letter topic of each subscribed topic. */
 status_code consumer_dlt_topics_create(consumer *c, char *errbuf, size_t errlen);
 void consumer_dlt_close(consumer *c);
+
+/* Table mode's apply (consumer.c): prepare, then each of msgs (decoded)
+ * with its type's apply, lower passes first, each event the thread's log
+ * scope while it runs. The consumer and consumer_spec_apply both. */
+status_code consumer_table_apply(db_conn *tx, const consumer_event_type *types, size_t n_types,
+                                 consumer_prepare_cb prepare, const consumer_msg *msgs, size_t n,
+                                 void *arg, char *errbuf, size_t errlen);
 
 #endif

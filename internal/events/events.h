@@ -164,6 +164,19 @@ void events_envelope_free(events_envelope *ev);
  * handler that loops over its batch itself does it too. */
 void events_log_scope_enter(log_scope *s, const events_envelope *ev);
 
+/* --- Client statistics -------------------------------------------------- */
+
+/* What librdkafka's statistics (its STATISTICS.md) say about one Kafka
+ * client of a consumer or relay: requests sent to the brokers in all (the
+ * top-level "tx"), the Fetch and Produce requests among them (summed over
+ * the brokers' "req"), and bytes sent and received. Totals since the
+ * consumer or relay was made (a rebuilt producer's are kept), as of the
+ * last statistics emitted: kafka.statistics_interval_ms apart, all zero
+ * when that is 0. */
+typedef struct events_kafka_totals {
+  int64_t requests, fetches, produces, bytes_sent, bytes_received;
+} events_kafka_totals;
+
 /* --- Schema ------------------------------------------------------------- */
 
 /* The module's migrations (component "events"): the outbox, the

@@ -1,5 +1,7 @@
 /* librdkafka glue shared by the relay, the consumer and the dead-letter
  * tools: configuration, logging, headers, topic administration. */
+#include <jansson.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,3 +314,59 @@ status_code events_topic_delete(const char *brokers, const char *topic, int time
 }
 
 bool events_shutdown_wait(int timeout_ms) { return rd_kafka_wait_destroyed(timeout_ms) == 0; }
+
+/* --- Statistics ------------------------------------------------------------ */
+
+bool events_kafka_stats_conf(rd_kafka_conf_t *conf, int interval_ms,
+                             int (*cb)(rd_kafka_t *, char *, size_t, void *), char *errbuf,
+                             size_t errlen) {
+  if (interval_ms <= 0) return true;
+  char v[16];
+  snprintf(v, sizeof v, "%d", interval_ms);
+  if (!events_kafka_set(conf, "statistics.interval.ms", v, errbuf, errlen)) return false;
+  rd_kafka_conf_set_stats_cb(conf, cb);
+  return true;
+}
+
+enum { KS_REQUESTS, KS_FETCHES, KS_PRODUCES, KS_TX_BYTES, KS_RX_BYTES };
+
+static int64_t json_i64(const json_t *o, const char *key) {
+  const json_t *v = json_object_get(o, key);
+  return json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
+}
+
+void events_kafka_stats_parse(events_kafka_counters *c, const char *json, size_t len) {
+  json_t *root = json_loadb(json, len, 0, NULL);
+  if (!json_is_object(root)) {
+    json_decref(root);
+    return;
+  }
+  int64_t fetches = 0, produces = 0;
+  const char *name;
+  json_t *b;
+  json_object_foreach(json_object_get(root, "brokers"), name, b) {
+    const json_t *req = json_object_get(b, "req");
+    fetches += json_i64(req, "Fetch");
+    produces += json_i64(req, "Produce");
+  }
+  atomic_store(&c->now[KS_REQUESTS], json_i64(root, "tx"));
+  atomic_store(&c->now[KS_FETCHES], fetches);
+  atomic_store(&c->now[KS_PRODUCES], produces);
+  atomic_store(&c->now[KS_TX_BYTES], json_i64(root, "tx_bytes"));
+  atomic_store(&c->now[KS_RX_BYTES], json_i64(root, "rx_bytes"));
+  json_decref(root);
+}
+
+void events_kafka_counters_rebase(events_kafka_counters *c) {
+  for (int i = 0; i < 5; i++) atomic_fetch_add(&c->base[i], atomic_exchange(&c->now[i], 0));
+}
+
+void events_kafka_counters_get(events_kafka_counters *c, events_kafka_totals *out) {
+  int64_t v[5];
+  for (int i = 0; i < 5; i++) v[i] = atomic_load(&c->base[i]) + atomic_load(&c->now[i]);
+  *out = (events_kafka_totals){.requests = v[KS_REQUESTS],
+                               .fetches = v[KS_FETCHES],
+                               .produces = v[KS_PRODUCES],
+                               .bytes_sent = v[KS_TX_BYTES],
+                               .bytes_received = v[KS_RX_BYTES]};
+}

@@ -48,4 +48,30 @@ void events_kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *op
 int events_kafka_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
                                   status_code *st, char *errbuf, size_t errlen);
 
+/* A client's statistics as they arrive (events_kafka_totals): base holds
+ * the totals of earlier handles of the same owner, now those of the live
+ * one. Written by the stats callback (the thread serving the handle's
+ * queue), read by any thread. */
+typedef struct events_kafka_counters {
+  _Atomic int64_t base[5];
+  _Atomic int64_t now[5];
+} events_kafka_counters;
+
+/* Turns librdkafka's statistics on, every interval_ms (0: off; nothing is
+ * set), calling cb with the handle's opaque; cb hands the JSON to
+ * events_kafka_stats_parse. */
+bool events_kafka_stats_conf(rd_kafka_conf_t *conf, int interval_ms,
+                             int (*cb)(rd_kafka_t *, char *, size_t, void *), char *errbuf,
+                             size_t errlen);
+
+/* Reads the totals out of one statistics JSON into c->now; a JSON it
+ * cannot read changes nothing. */
+void events_kafka_stats_parse(events_kafka_counters *c, const char *json, size_t len);
+
+/* Before a handle is replaced: its totals go into the base. */
+void events_kafka_counters_rebase(events_kafka_counters *c);
+
+/* base + now. */
+void events_kafka_counters_get(events_kafka_counters *c, events_kafka_totals *out);
+
 #endif

@@ -145,33 +145,36 @@ status_code outbox_purge(db_conn *c, int retention_s, int64_t *deleted, char *er
  * service's main thread); nudge and stats_get from any. */
 
 typedef struct outbox_relay_opts {
-  const char *brokers;   /* bootstrap servers */
-  const db_params *db;   /* the relay's own connection (copied) */
-  const char *client_id; /* librdkafka client.id; NULL: "shop-outbox-relay" */
-  int poll_interval_ms;  /* look for rows at least this often; default 200 */
-  int batch_size;        /* rows per SELECT; default 500 */
-  int max_in_flight;     /* rows produced and not yet marked; default 10000 */
-  int linger_ms;         /* producer linger.ms; default 5 */
-  int retention_s;       /* keep sent rows this long; default 7 days */
-  int purge_interval_ms; /* how often to purge; default 60000 */
-  int gap_timeout_ms;    /* how long an id gap may be a late commit; default 10000 */
-  int sweep_interval_ms; /* full look for missed rows; default 5000 */
-  int stop_grace_ms;     /* at stop, wait this long for acks; default 5000 */
+  const char *brokers;        /* bootstrap servers */
+  const db_params *db;        /* the relay's own connection (copied) */
+  const char *client_id;      /* librdkafka client.id; NULL: "shop-outbox-relay" */
+  int poll_interval_ms;       /* look for rows at least this often; default 200 */
+  int batch_size;             /* rows per SELECT; default 500 */
+  int max_in_flight;          /* rows produced and not yet marked; default 10000 */
+  int linger_ms;              /* producer linger.ms; default 5 */
+  int retention_s;            /* keep sent rows this long; default 7 days */
+  int purge_interval_ms;      /* how often to purge; default 60000 */
+  int gap_timeout_ms;         /* how long an id gap may be a late commit; default 10000 */
+  int sweep_interval_ms;      /* full look for missed rows; default 5000 */
+  int stop_grace_ms;          /* at stop, wait this long for acks; default 5000 */
+  int statistics_interval_ms; /* librdkafka statistics; 0 (default): off */
 } outbox_relay_opts;
 
-/* Sets every field to its default, then takes brokers, batch size and
- * retention from cfg's kafka section when cfg is not NULL. db stays NULL. */
+/* Sets every field to its default, then takes brokers, retention and the
+ * statistics interval from cfg's kafka section when cfg is not NULL. db
+ * stays NULL. */
 void outbox_relay_opts_init(outbox_relay_opts *o, const shop_cfg *cfg);
 
 /* What a relay has done, for metrics and tests. */
 typedef struct outbox_relay_stats {
-  bool active;       /* holds the lock */
-  int64_t produced;  /* records handed to the producer (re-sends count) */
-  int64_t sent;      /* rows marked sent */
-  int64_t parked;    /* rows parked */
-  int64_t rebuilds;  /* producers replaced after a fatal or failed delivery */
-  int64_t in_flight; /* produced, not yet marked */
-  int64_t takeovers; /* times this relay took the lock */
+  bool active;               /* holds the lock */
+  int64_t produced;          /* records handed to the producer (re-sends count) */
+  int64_t sent;              /* rows marked sent */
+  int64_t parked;            /* rows parked */
+  int64_t rebuilds;          /* producers replaced after a fatal or failed delivery */
+  events_kafka_totals kafka; /* the producer's, over its rebuilds */
+  int64_t in_flight;         /* produced, not yet marked */
+  int64_t takeovers;         /* times this relay took the lock */
 } outbox_relay_stats;
 
 /* Makes a relay (no thread yet, no connection yet). The options, their

@@ -56,6 +56,7 @@ struct outbox_relay {
 
   atomic_bool st_active;
   atomic_llong st_produced, st_sent, st_parked, st_rebuilds, st_in_flight, st_takeovers;
+  events_kafka_counters kstats;
 
   /* Below: the relay thread's own. */
   db_conn *db;
@@ -92,6 +93,7 @@ void outbox_relay_opts_init(outbox_relay_opts *o, const shop_cfg *cfg) {
   if (cfg != NULL) {
     o->brokers = cfg->kafka.brokers;
     o->retention_s = cfg->kafka.outbox_retention_s;
+    o->statistics_interval_ms = cfg->kafka.statistics_interval_ms;
   }
 }
 
@@ -124,6 +126,7 @@ void outbox_relay_stats_get(outbox_relay *r, outbox_relay_stats *out) {
   out->rebuilds = atomic_load(&r->st_rebuilds);
   out->in_flight = atomic_load(&r->st_in_flight);
   out->takeovers = atomic_load(&r->st_takeovers);
+  events_kafka_counters_get(&r->kstats, &out->kafka);
 }
 
 status_code outbox_relay_create(outbox_relay **out, const outbox_relay_opts *o, char *errbuf,
@@ -252,6 +255,13 @@ static void relay_producer_destroy(outbox_relay *r) {
   rd_kafka_destroy(r->rk);
   r->rk = NULL;
   r->outstanding = 0;
+  events_kafka_counters_rebase(&r->kstats);
+}
+
+static int relay_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+  (void)rk;
+  events_kafka_stats_parse(&((outbox_relay *)opaque)->kstats, json, len);
+  return 0; /* librdkafka frees json */
 }
 
 static bool relay_producer_new(outbox_relay *r) {
@@ -260,7 +270,9 @@ static bool relay_producer_new(outbox_relay *r) {
   char qmax[24];
   snprintf(qmax, sizeof qmax, "%d", r->o.max_in_flight + 1000);
   if (conf == NULL || !events_kafka_producer_conf(conf, 0, r->o.linger_ms, err, sizeof err) ||
-      !events_kafka_set(conf, "queue.buffering.max.messages", qmax, err, sizeof err)) {
+      !events_kafka_set(conf, "queue.buffering.max.messages", qmax, err, sizeof err) ||
+      !events_kafka_stats_conf(conf, r->o.statistics_interval_ms, relay_stats_cb, err,
+                               sizeof err)) {
     if (conf != NULL) rd_kafka_conf_destroy(conf);
     log_error(NULL, "outbox: producer config: %s", err);
     return false;

@@ -238,9 +238,9 @@ status_code loadgen_setup(loadgen **out, const loadgen_opts *opts, char *errbuf,
       (o.mode == LOADGEN_OPEN && o.rate <= 0) || o.lines > o.products || o.lines > 100 ||
       o.accounts < 1 || o.accounts > LG_ACCOUNTS_MAX) {
     status_seterr(errbuf, errlen,
-           "bad options: a rate or customers > 0, lines <= products and <= 100, "
-           "1..%d accounts",
-           LG_ACCOUNTS_MAX);
+                  "bad options: a rate or customers > 0, lines <= products and <= 100, "
+                  "1..%d accounts",
+                  LG_ACCOUNTS_MAX);
     return STATUS_INVALID_ARGUMENT;
   }
   loadgen *lg = calloc(1, sizeof *lg);
@@ -332,8 +332,16 @@ status_code loadgen_run(loadgen *lg, loadgen_report *rep, char *errbuf, size_t e
     account *a = &lg->accounts[started_pollers];
     if (pthread_create(&a->poller, NULL, loadgen_poller_main, a) != 0) break;
   }
-  /* Processes whose CPU the window is charged with. */
+  /* Processes whose CPU the window is charged with, and what it cost the
+   * stack (MariaDB's and the programs' counters). */
   loadgen_cpu cpu0[LOADGEN_MAX_CPU];
+  loadgen_costs costs0 = {0}, costs1 = {0};
+  db_conn *status_db = NULL;
+  if (lg->o.run_dir != NULL) {
+    char err[256];
+    if (loadgen_costs_open(&status_db, lg->o.cfg, err, sizeof err) != STATUS_OK)
+      fprintf(stderr, "shop-loadgen: no MariaDB counters: %s\n", err);
+  }
   size_t n_cpu = 0;
   snprintf(rep->cpu[0].name, sizeof rep->cpu[0].name, "shop-loadgen");
   rep->cpu[0].pid = (long)getpid();
@@ -375,11 +383,13 @@ status_code loadgen_run(loadgen *lg, loadgen_report *rep, char *errbuf, size_t e
       loadgen_schedule(lg, t0, lg->window_start_ns);
       for (size_t i = 0; i < n_cpu; i++)
         cpu0[i] = rep->cpu[i], cpu0[i].seconds = loadgen_cpu_seconds(rep->cpu[i].pid);
+      if (lg->o.run_dir != NULL) loadgen_costs_read(status_db, rep->cpu, n_cpu, &costs0);
       loadgen_schedule(lg, lg->window_start_ns, lg->window_end_ns);
     } else {
       loadgen_sleep_until_ns(lg->window_start_ns);
       for (size_t i = 0; i < n_cpu; i++)
         cpu0[i] = rep->cpu[i], cpu0[i].seconds = loadgen_cpu_seconds(rep->cpu[i].pid);
+      if (lg->o.run_dir != NULL) loadgen_costs_read(status_db, rep->cpu, n_cpu, &costs0);
       loadgen_sleep_until_ns(lg->window_end_ns);
     }
     for (size_t i = 0; i < n_cpu; i++) {
@@ -387,7 +397,12 @@ status_code loadgen_run(loadgen *lg, loadgen_report *rep, char *errbuf, size_t e
       rep->cpu[i].seconds = s >= 0 && cpu0[i].seconds >= 0 ? s - cpu0[i].seconds : -1;
     }
     rep->n_cpu = n_cpu;
+    if (lg->o.run_dir != NULL) {
+      loadgen_costs_read(status_db, rep->cpu, n_cpu, &costs1);
+      loadgen_costs_delta(&costs1, &costs0, &rep->costs);
+    }
   }
+  db_close(status_db);
   atomic_store(&lg->stop_load, true);
   pthread_mutex_lock(&lg->qmu);
   lg->qclosed = true;

@@ -105,7 +105,40 @@ typedef struct loadgen_cpu {
   char name[48];
   long pid;
   double seconds;
+  char admin[96]; /* its admin server ("http://127.0.0.1:19105"), or "" */
 } loadgen_cpu;
+
+/* What the window cost the stack, counted by the stack itself: MariaDB's
+ * global status (statements = Questions, explicit COMMITs, InnoDB's data
+ * and redo-log fsyncs) and, summed over every program of the run folder,
+ * its Kafka clients' requests (librdkafka statistics, as of their last
+ * emission: kafka.statistics_interval_ms) and the events it published and
+ * consumed (/metrics). Deltas over the window; per order in the JSON. */
+typedef enum loadgen_cost {
+  LOADGEN_COST_STATEMENTS,
+  LOADGEN_COST_SELECTS,
+  LOADGEN_COST_INSERTS,
+  LOADGEN_COST_UPDATES,
+  LOADGEN_COST_DELETES,
+  LOADGEN_COST_COMMITS,
+  LOADGEN_COST_DATA_FSYNCS,
+  LOADGEN_COST_LOG_FSYNCS,
+  LOADGEN_COST_KAFKA_REQUESTS,
+  LOADGEN_COST_KAFKA_FETCHES,
+  LOADGEN_COST_KAFKA_PRODUCES,
+  LOADGEN_COST_EVENTS_PUBLISHED,
+  LOADGEN_COST_EVENTS_CONSUMED,
+  LOADGEN_COST_COUNT
+} loadgen_cost;
+
+typedef struct loadgen_costs {
+  bool db_ok;  /* the MariaDB counters were read at both ends */
+  int scraped; /* programs whose /metrics answered at both ends */
+  double v[LOADGEN_COST_COUNT];
+} loadgen_costs;
+
+/* The JSON key of each loadgen_cost ("statements", "kafka_requests"...). */
+extern const char *const loadgen_cost_names[LOADGEN_COST_COUNT];
 
 typedef struct loadgen_report {
   loadgen_mode mode;
@@ -126,6 +159,7 @@ typedef struct loadgen_report {
   int64_t polls;                            /* ListOrdersByCustomer calls in the window */
   size_t n_cpu;
   loadgen_cpu cpu[LOADGEN_MAX_CPU];
+  loadgen_costs costs; /* when run_dir is given */
 } loadgen_report;
 
 typedef struct loadgen loadgen;
@@ -155,8 +189,9 @@ char *loadgen_report_json(const loadgen_report *rep, const char *extra);
 double loadgen_cpu_seconds(long pid);
 
 /* The processes of a run folder (scripts/services.sh and infra.sh):
- * the program each supervisor in <dir>/pids runs, mysqld and the Kafka
- * broker. Fills up to max; returns how many. */
+ * the program each supervisor in <dir>/pids runs (with the admin URL
+ * services.sh wrote beside its pid file), mysqld and the Kafka broker.
+ * Fills up to max; returns how many. */
 size_t loadgen_processes(const char *run_dir, loadgen_cpu *out, size_t max);
 
 #endif

@@ -19,6 +19,8 @@
 #include "loadgen/loadgen.h"
 #include "rpc/rpc.h"
 
+#include "db/db.h"
+
 #define LG_ACCOUNTS_MAX 256
 #define LG_PAGE_MAX 500
 
@@ -114,5 +116,12 @@ void *loadgen_customer_main(void *arg);
 void *loadgen_sender_main(void *arg);
 /* Open loop: orders due at fixed intervals until end_ns. */
 void loadgen_schedule(loadgen *lg, int64_t start_ns, int64_t end_ns);
+
+/* The cost counters (loadgen_costs.c): a connection that may read
+ * MariaDB's global status, one snapshot, the difference of two. */
+status_code loadgen_costs_open(db_conn **out, const shop_cfg *cfg, char *errbuf, size_t errlen);
+void loadgen_costs_read(db_conn *db, const loadgen_cpu *procs, size_t n, loadgen_costs *out);
+void loadgen_costs_delta(const loadgen_costs *after, const loadgen_costs *before,
+                         loadgen_costs *out);
 
 #endif

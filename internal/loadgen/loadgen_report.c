@@ -73,6 +73,14 @@ size_t loadgen_processes(const char *run_dir, loadgen_cpu *out, size_t max) {
       if (pid <= 0) continue;
       snprintf(out[n].name, sizeof out[n].name, "%.*s", (int)(len - 4), e->d_name);
       out[n].pid = pid;
+      out[n].admin[0] = '\0';
+      snprintf(path, sizeof path, "%s/pids/%.*s.admin", run_dir, (int)(len - 4), e->d_name);
+      FILE *f = fopen(path, "r");
+      if (f != NULL) {
+        if (fgets(out[n].admin, sizeof out[n].admin, f) == NULL) out[n].admin[0] = '\0';
+        out[n].admin[strcspn(out[n].admin, "\r\n")] = '\0';
+        fclose(f);
+      }
       n++;
     }
     closedir(d);
@@ -84,12 +92,21 @@ size_t loadgen_processes(const char *run_dir, loadgen_cpu *out, size_t max) {
     if (pid <= 0) continue;
     snprintf(out[n].name, sizeof out[n].name, "%s", infra[i][0]);
     out[n].pid = pid;
+    out[n].admin[0] = '\0';
     n++;
   }
   return n;
 }
 
 /* ---- Reports ------------------------------------------------------------------------------- */
+
+/* Orders the costs are charged to: the completed ones, or the accepted
+ * ones when none is watched to completion (no wait). */
+static double cost_orders(const loadgen_report *r) {
+  return (double)(r->completed > 0 ? r->completed : r->accepted);
+}
+
+static bool costs_known(const loadgen_report *r) { return r->costs.db_ok || r->costs.scraped > 0; }
 
 void loadgen_report_print(const loadgen_report *r, FILE *f) {
   if (r->mode == LOADGEN_CLOSED)
@@ -117,6 +134,32 @@ void loadgen_report_print(const loadgen_report *r, FILE *f) {
         fprintf(f, " %s %.2f", r->cpu[i].name, 1000.0 * r->cpu[i].seconds / (double)r->completed);
     fprintf(f, "\n");
   }
+  double n = cost_orders(r);
+  if (costs_known(r) && n > 0) {
+    const double *v = r->costs.v;
+    fprintf(f,
+            "  per order: %.1f statements (%.1f SELECT, %.1f INSERT, %.1f UPDATE), %.2f commits,"
+            " %.2f fsyncs, %.1f Kafka requests (%.1f fetch, %.1f produce), %.1f events published,"
+            " %.1f consumed (%d programs)\n",
+            v[LOADGEN_COST_STATEMENTS] / n, v[LOADGEN_COST_SELECTS] / n,
+            v[LOADGEN_COST_INSERTS] / n, v[LOADGEN_COST_UPDATES] / n, v[LOADGEN_COST_COMMITS] / n,
+            v[LOADGEN_COST_DATA_FSYNCS] / n, v[LOADGEN_COST_KAFKA_REQUESTS] / n,
+            v[LOADGEN_COST_KAFKA_FETCHES] / n, v[LOADGEN_COST_KAFKA_PRODUCES] / n,
+            v[LOADGEN_COST_EVENTS_PUBLISHED] / n, v[LOADGEN_COST_EVENTS_CONSUMED] / n,
+            r->costs.scraped);
+  }
+}
+
+static json_t *costs_json(const loadgen_report *r) {
+  json_t *window = json_object(), *per = json_object();
+  double n = cost_orders(r);
+  for (size_t i = 0; i < LOADGEN_COST_COUNT; i++) {
+    json_object_set_new(window, loadgen_cost_names[i], json_real(r->costs.v[i]));
+    json_object_set_new(per, loadgen_cost_names[i],
+                        n > 0 ? json_real(r->costs.v[i] / n) : json_null());
+  }
+  return json_pack("{s:b,s:i,s:f,s:o,s:o}", "db_ok", r->costs.db_ok, "programs_scraped",
+                   r->costs.scraped, "orders", n, "window", window, "per_order", per);
 }
 
 static json_t *lat_json(const loadgen_lat *l) {
@@ -144,6 +187,7 @@ char *loadgen_report_json(const loadgen_report *r, const char *extra) {
                 "create_order", lat_json(&r->rpc), "completion", lat_json(&r->completion), "errors",
                 errors, "polls", (json_int_t)r->polls, "cpu_s", cpu);
   if (o == NULL) return NULL;
+  if (costs_known(r)) json_object_set_new(o, "costs", costs_json(r));
   if (extra != NULL) {
     json_t *x = json_loads(extra, 0, NULL);
     if (json_is_object(x)) json_object_update(o, x);
