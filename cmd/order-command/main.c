@@ -45,6 +45,7 @@ static void teardown_cb(app *a, void *arg) {
   p->sweeper = NULL;
   order_catalog_rpc_destroy(p->catalog);
   p->catalog = NULL;
+  order_ctx_destroy(&p->ctx);
 }
 
 int main(int argc, char **argv) {

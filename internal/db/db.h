@@ -123,6 +123,18 @@ bool db_link_lost(const db_conn *c);
 status_code db_insert_later(db_conn *tx, const char *insert_into, const db_value *row, size_t n,
                             char *errbuf, size_t errlen);
 
+/* Statements over a set of text keys ("WHERE order_id IN (...)") use one
+ * text with DB_KEYS_CHUNK placeholders, so one prepared statement serves
+ * every size: "... IN (" DB_KEYS_PLACEHOLDERS ")". db_keys_chunk fills
+ * params[0..DB_KEYS_CHUNK) with keys[from..n) (borrowed), repeating
+ * keys[from] where fewer are left (a repeated key changes nothing in an IN
+ * list or a CASE), and returns how many keys it took. */
+#define DB_KEYS_CHUNK 32
+#define DB_KEYS_P4 "?, ?, ?, ?"
+#define DB_KEYS_P16 DB_KEYS_P4 ", " DB_KEYS_P4 ", " DB_KEYS_P4 ", " DB_KEYS_P4
+#define DB_KEYS_PLACEHOLDERS DB_KEYS_P16 ", " DB_KEYS_P16
+size_t db_keys_chunk(db_value *params, const char *const *keys, size_t n, size_t from);
+
 /* Runs fn inside a transaction, committing when fn returns STATUS_OK and
  * rolling back otherwise. ABORTED (deadlock) and UNAVAILABLE (lost link) are
  * retried up to max_attempts with a short backoff; other codes are

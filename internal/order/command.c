@@ -31,35 +31,44 @@ void order_ctx_init(order_ctx *ctx, const shop_cfg *cfg, const char *program, db
   ctx->sink = outbox_sink_of(relay, program);
   ctx->catalog = catalog;
   ctx->deadline_ms = (cfg != NULL ? cfg->order.deadline_s : 900) * (int64_t)1000;
+  ctx->saga = order_saga_batch_new();
+}
+
+void order_ctx_destroy(order_ctx *ctx) {
+  order_saga_batch_free(ctx->saga);
+  ctx->saga = NULL;
 }
 
 /* ---- Rows and events ---------------------------------------------------------------------- */
+
+void order_row_parse(db_rows *r, order_row *out) {
+  memset(out, 0, sizeof *out);
+  snprintf(out->order_id, sizeof out->order_id, "%s", db_rows_str(r, 0, NULL));
+  snprintf(out->customer_id, sizeof out->customer_id, "%s", db_rows_str(r, 1, NULL));
+  out->state.status = (int)db_rows_i64(r, 2);
+  out->state.stock = (order_stock_state)db_rows_i64(r, 3);
+  out->state.payment = (order_payment_state)db_rows_i64(r, 4);
+  out->version = db_rows_i64(r, 5);
+  out->total = db_rows_i64(r, 6);
+  snprintf(out->currency, sizeof out->currency, "%s", db_rows_str(r, 7, NULL));
+  out->deadline_ms = db_rows_i64(r, 8);
+  snprintf(out->traceparent, sizeof out->traceparent, "%s", db_rows_str(r, 9, NULL));
+}
 
 status_code order_row_lock(db_conn *tx, const char *order_id, order_row *out, char *errbuf,
                            size_t errlen) {
   memset(out, 0, sizeof *out);
   db_value v[1] = {DB_STR(order_id)};
   db_rows *r = NULL;
-  status_code st = db_query(tx,
-                            "SELECT customer_id, status, stock_state, payment_state, version, "
-                            "total_units, currency, deadline_ms, traceparent FROM orders WHERE "
-                            "order_id = ? FOR UPDATE",
-                            v, 1, &r, errbuf, errlen);
+  status_code st =
+      db_query(tx, "SELECT " ORDER_ROW_COLUMNS " FROM orders WHERE order_id = ? FOR UPDATE", v, 1,
+               &r, errbuf, errlen);
   if (st != STATUS_OK) return st;
   if (!db_rows_next(r)) {
     db_rows_free(r);
     return STATUS_NOT_FOUND;
   }
-  snprintf(out->order_id, sizeof out->order_id, "%s", order_id);
-  snprintf(out->customer_id, sizeof out->customer_id, "%s", db_rows_str(r, 0, NULL));
-  out->state.status = (int)db_rows_i64(r, 1);
-  out->state.stock = (order_stock_state)db_rows_i64(r, 2);
-  out->state.payment = (order_payment_state)db_rows_i64(r, 3);
-  out->version = db_rows_i64(r, 4);
-  out->total = db_rows_i64(r, 5);
-  snprintf(out->currency, sizeof out->currency, "%s", db_rows_str(r, 6, NULL));
-  out->deadline_ms = db_rows_i64(r, 7);
-  snprintf(out->traceparent, sizeof out->traceparent, "%s", db_rows_str(r, 8, NULL));
+  order_row_parse(r, out);
   db_rows_free(r);
   return STATUS_OK;
 }
@@ -68,11 +77,9 @@ status_code order_row_lines(db_conn *tx, order_row *out, char *errbuf, size_t er
   if (out->lines != NULL) return STATUS_OK;
   db_value v[1] = {DB_STR(out->order_id)};
   db_rows *r = NULL;
-  status_code st =
-      db_query(tx,
-               "SELECT product_id, quantity, unit_price, line_total, sku, product_name FROM "
-               "order_lines WHERE order_id = ? ORDER BY line_no",
-               v, 1, &r, errbuf, errlen);
+  status_code st = db_query(
+      tx, "SELECT " ORDER_LINE_COLUMNS " FROM order_lines WHERE order_id = ? ORDER BY line_no", v,
+      1, &r, errbuf, errlen);
   if (st != STATUS_OK) return st;
   size_t n = db_rows_count(r);
   out->lines = calloc(n > 0 ? n : 1, sizeof *out->lines);
@@ -82,17 +89,20 @@ status_code order_row_lines(db_conn *tx, order_row *out, char *errbuf, size_t er
     return STATUS_INTERNAL;
   }
   for (size_t i = 0; i < n && db_rows_next(r); i++) {
-    order_line *l = &out->lines[i];
-    snprintf(l->product_id, sizeof l->product_id, "%s", db_rows_str(r, 0, NULL));
-    l->quantity = (int32_t)db_rows_i64(r, 1);
-    l->unit_price = db_rows_i64(r, 2);
-    l->line_total = db_rows_i64(r, 3);
-    snprintf(l->sku, sizeof l->sku, "%s", db_rows_str(r, 4, NULL));
-    snprintf(l->name, sizeof l->name, "%s", db_rows_str(r, 5, NULL));
+    order_line_parse(r, 0, &out->lines[i]);
     out->n_lines++;
   }
   db_rows_free(r);
   return STATUS_OK;
+}
+
+void order_line_parse(db_rows *r, size_t col, order_line *l) {
+  snprintf(l->product_id, sizeof l->product_id, "%s", db_rows_str(r, col, NULL));
+  l->quantity = (int32_t)db_rows_i64(r, col + 1);
+  l->unit_price = db_rows_i64(r, col + 2);
+  l->line_total = db_rows_i64(r, col + 3);
+  snprintf(l->sku, sizeof l->sku, "%s", db_rows_str(r, col + 4, NULL));
+  snprintf(l->name, sizeof l->name, "%s", db_rows_str(r, col + 5, NULL));
 }
 
 void order_row_free(order_row *r) {

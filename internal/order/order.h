@@ -234,11 +234,16 @@ typedef struct order_ctx {
   order_catalog catalog;
   int64_t deadline_ms; /* order.deadline_s */
   shop_clock clock;    /* zeroed: the real clock */
+  /* The saga consumer's current transaction (saga.c): the orders its
+   * events name, read at once and written back at once. Its thread's. */
+  struct order_saga_batch *saga;
 } order_ctx;
 
-/* Fills ctx (sink = outbox_sink_of(relay, program), the real clock). */
+/* Fills ctx (sink = outbox_sink_of(relay, program), the real clock).
+ * order_ctx_destroy frees what it made. */
 void order_ctx_init(order_ctx *ctx, const shop_cfg *cfg, const char *program, db_pool *db,
                     outbox_relay *relay, order_catalog catalog);
+void order_ctx_destroy(order_ctx *ctx);
 
 /* A new order, priced. Strings and lines are borrowed. */
 typedef struct order_new {

@@ -22,6 +22,15 @@ typedef struct order_row {
   order_line *lines;
 } order_row;
 
+/* The columns of an orders row order_row_parse reads, in its order, and
+ * the columns of a line order_line_parse reads from col on. */
+#define ORDER_ROW_COLUMNS                                                                          \
+  "order_id, customer_id, status, stock_state, payment_state, version, total_units, currency,"     \
+  " deadline_ms, traceparent"
+#define ORDER_LINE_COLUMNS "product_id, quantity, unit_price, line_total, sku, product_name"
+void order_row_parse(db_rows *r, order_row *out);
+void order_line_parse(db_rows *r, size_t col, order_line *l);
+
 /* Locks and loads the order (FOR UPDATE), without its lines. NOT_FOUND
  * when there is none. */
 status_code order_row_lock(db_conn *tx, const char *order_id, order_row *out, char *errbuf,
@@ -59,5 +68,11 @@ status_code order_emit_cancelled(db_conn *tx, const order_ctx *ctx, const outbox
                                  char *errbuf, size_t errlen);
 
 int64_t order_now_ms(const order_ctx *ctx);
+
+/* The saga consumer's batch (saga.c); NULL when memory ran out (the saga
+ * then reads and writes each order on its own). */
+typedef struct order_saga_batch order_saga_batch;
+order_saga_batch *order_saga_batch_new(void);
+void order_saga_batch_free(order_saga_batch *b);
 
 #endif

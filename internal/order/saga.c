@@ -17,60 +17,256 @@
 #define SWEEP_BATCH 100
 #define SWEEPER_LOCK "shop.order.sweeper"
 
+/* ---- The batch ---------------------------------------------------------------------------------
+ *
+ * Within one consumer transaction the saga reads every order its events
+ * name with one statement (locked: FOR UPDATE), changes the rows in memory
+ * step by step, and writes the changed ones back with one statement before
+ * the commit; the lines of confirmed orders are read at once too. A
+ * cancellation (rare: it carries a reason text) is written at once. The
+ * sweeper and the tests outside a consumer read and write each row on its
+ * own.
+ */
+
+struct order_saga_batch {
+  bool active; /* between prepare and the end of the transaction */
+  order_row *rows;
+  bool *dirty;
+  size_t n, cap;
+};
+
+order_saga_batch *order_saga_batch_new(void) { return calloc(1, sizeof(order_saga_batch)); }
+
+static void batch_clear(order_saga_batch *b) {
+  for (size_t i = 0; i < b->n; i++) order_row_free(&b->rows[i]);
+  b->n = 0;
+  b->active = false;
+}
+
+void order_saga_batch_free(order_saga_batch *b) {
+  if (b == NULL) return;
+  batch_clear(b);
+  free(b->rows);
+  free(b->dirty);
+  free(b);
+}
+
+static order_row *batch_row(order_saga_batch *b, const char *order_id) {
+  for (size_t i = 0; i < b->n; i++)
+    if (strcmp(b->rows[i].order_id, order_id) == 0) return &b->rows[i];
+  return NULL;
+}
+
+/* The lines of every row of the batch that has none yet: one statement
+ * per DB_KEYS_CHUNK orders. */
+static status_code batch_lines(db_conn *tx, order_saga_batch *b, char *errbuf, size_t errlen) {
+  const char *ids[b->n > 0 ? b->n : 1];
+  size_t k = 0;
+  for (size_t i = 0; i < b->n; i++)
+    if (b->rows[i].lines == NULL) ids[k++] = b->rows[i].order_id;
+  for (size_t from = 0; from < k;) {
+    db_value p[DB_KEYS_CHUNK];
+    from += db_keys_chunk(p, ids, k, from);
+    db_rows *r = NULL;
+    status_code st = db_query(tx,
+                              "SELECT order_id, " ORDER_LINE_COLUMNS
+                              " FROM order_lines WHERE"
+                              " order_id IN (" DB_KEYS_PLACEHOLDERS ") ORDER BY order_id, line_no",
+                              p, DB_KEYS_CHUNK, &r, errbuf, errlen);
+    if (st != STATUS_OK) return st;
+    size_t total = db_rows_count(r);
+    while (db_rows_next(r)) {
+      order_row *o = batch_row(b, db_rows_str(r, 0, NULL));
+      if (o == NULL) continue;
+      if (o->lines == NULL && (o->lines = calloc(total, sizeof *o->lines)) == NULL) {
+        db_rows_free(r);
+        snprintf(errbuf, errlen, "out of memory");
+        return STATUS_INTERNAL;
+      }
+      order_line_parse(r, 1, &o->lines[o->n_lines++]);
+    }
+    db_rows_free(r);
+  }
+  return STATUS_OK;
+}
+
+/* The order a saga event answers for. */
+static const char *event_order_id(const ProtobufCMessage *m) {
+  if (m->descriptor == &shop__inventory__v1__inventory_reserved__descriptor)
+    return ((const Shop__Inventory__V1__InventoryReserved *)m)->order_id;
+  if (m->descriptor == &shop__inventory__v1__inventory_rejected__descriptor)
+    return ((const Shop__Inventory__V1__InventoryRejected *)m)->order_id;
+  if (m->descriptor == &shop__payment__v1__payment_authorized__descriptor)
+    return ((const Shop__Payment__V1__PaymentAuthorized *)m)->order_id;
+  if (m->descriptor == &shop__payment__v1__payment_captured__descriptor)
+    return ((const Shop__Payment__V1__PaymentCaptured *)m)->order_id;
+  if (m->descriptor == &shop__payment__v1__payment_failed__descriptor)
+    return ((const Shop__Payment__V1__PaymentFailed *)m)->order_id;
+  return NULL;
+}
+
+/* Reads and locks every order the batch's events name, in one statement
+ * per DB_KEYS_CHUNK orders. */
+static status_code saga_prepare_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
+                                   char *errbuf, size_t errlen) {
+  const order_ctx *ctx = arg;
+  order_saga_batch *b = ctx->saga;
+  if (b == NULL) return STATUS_OK;
+  batch_clear(b);
+  const char *ids[n > 0 ? n : 1];
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *id = event_order_id(msgs[i].msg);
+    bool seen = id == NULL;
+    for (size_t j = 0; j < k && !seen; j++) seen = strcmp(ids[j], id) == 0;
+    if (!seen) ids[k++] = id;
+  }
+  if (k > b->cap) {
+    order_row *rows = realloc(b->rows, k * sizeof *rows);
+    if (rows != NULL) b->rows = rows;
+    bool *dirty = rows != NULL ? realloc(b->dirty, k * sizeof *dirty) : NULL;
+    if (dirty != NULL) b->dirty = dirty;
+    if (rows == NULL || dirty == NULL) return STATUS_OK; /* row by row, then */
+    b->cap = k;
+  }
+  for (size_t from = 0; from < k;) {
+    db_value p[DB_KEYS_CHUNK];
+    from += db_keys_chunk(p, ids, k, from);
+    db_rows *r = NULL;
+    status_code st = db_query(tx,
+                              "SELECT " ORDER_ROW_COLUMNS
+                              " FROM orders WHERE order_id IN"
+                              " (" DB_KEYS_PLACEHOLDERS ") ORDER BY order_id FOR UPDATE",
+                              p, DB_KEYS_CHUNK, &r, errbuf, errlen);
+    if (st != STATUS_OK) {
+      batch_clear(b);
+      return st;
+    }
+    while (db_rows_next(r) && b->n < k) {
+      order_row_parse(r, &b->rows[b->n]);
+      b->dirty[b->n++] = false;
+    }
+    db_rows_free(r);
+  }
+  b->active = true;
+  return STATUS_OK;
+}
+
+/* Writes the changed rows of the batch back: one UPDATE per DB_KEYS_CHUNK
+ * rows, each column a CASE over the order ids (padded with the first
+ * row, which writes it twice with the same values). */
+static status_code saga_before_commit_cb(db_conn *tx, void *arg, char *errbuf, size_t errlen) {
+  const order_ctx *ctx = arg;
+  order_saga_batch *b = ctx->saga;
+  if (b == NULL || !b->active) return STATUS_OK;
+  const order_row *dirty[b->n > 0 ? b->n : 1];
+  size_t k = 0;
+  for (size_t i = 0; i < b->n; i++)
+    if (b->dirty[i]) dirty[k++] = &b->rows[i];
+#define SAGA_WHEN4 "WHEN ? THEN ? WHEN ? THEN ? WHEN ? THEN ? WHEN ? THEN ? "
+#define SAGA_WHEN16 SAGA_WHEN4 SAGA_WHEN4 SAGA_WHEN4 SAGA_WHEN4
+#define SAGA_CASE "CASE order_id " SAGA_WHEN16 SAGA_WHEN16 "END"
+  _Static_assert(DB_KEYS_CHUNK == 32, "SAGA_CASE holds 32 rows");
+  static const char sql[] = "UPDATE orders SET status = " SAGA_CASE ", stock_state = " SAGA_CASE
+                            ", payment_state = " SAGA_CASE ", version = " SAGA_CASE
+                            ", updated_ms = ? WHERE order_id IN (" DB_KEYS_PLACEHOLDERS ")";
+  int64_t now = order_now_ms(ctx);
+  for (size_t from = 0; from < k; from += DB_KEYS_CHUNK) {
+    db_value p[4 * 2 * DB_KEYS_CHUNK + 1 + DB_KEYS_CHUNK];
+    size_t o = 0;
+    for (int col = 0; col < 4; col++) {
+      for (size_t j = 0; j < DB_KEYS_CHUNK; j++) {
+        const order_row *r = dirty[from + j < k ? from + j : from];
+        int64_t v = col == 0   ? r->state.status
+                    : col == 1 ? (int64_t)r->state.stock
+                    : col == 2 ? (int64_t)r->state.payment
+                               : r->version;
+        p[o++] = DB_STR(r->order_id);
+        p[o++] = DB_I64(v);
+      }
+    }
+    p[o++] = DB_I64(now);
+    for (size_t j = 0; j < DB_KEYS_CHUNK; j++)
+      p[o++] = DB_STR(dirty[from + j < k ? from + j : from]->order_id);
+    status_code st = db_exec(tx, sql, p, o, NULL, NULL, errbuf, errlen);
+    if (st != STATUS_OK) return st;
+  }
+  /* Nothing is applied after this: a step from now on (the sweeper's, a
+   * test's) reads and writes its row itself. */
+  b->active = false;
+  return STATUS_OK;
+}
+
+static void saga_ended_cb(db_conn *db, void *arg) {
+  const order_ctx *ctx = arg;
+  if (ctx->saga != NULL) batch_clear(ctx->saga);
+}
+
 /* ---- One step ---------------------------------------------------------------------------------
  */
 
 status_code order_saga_step_apply(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
                                   const char *order_id, order_saga_input in, const char *text,
                                   char *errbuf, size_t errlen) {
-  order_row r;
-  status_code st = order_row_lock(tx, order_id, &r, errbuf, errlen);
+  order_saga_batch *b = ctx->saga != NULL && ctx->saga->active ? ctx->saga : NULL;
+  order_row own = {0}, *r = &own;
+  status_code st = STATUS_NOT_FOUND;
+  if (b != NULL) {
+    if ((r = batch_row(b, order_id)) != NULL) st = STATUS_OK;
+  } else {
+    st = order_row_lock(tx, order_id, &own, errbuf, errlen);
+  }
   if (st == STATUS_NOT_FOUND) {
     log_warn(NULL, "saga: an answer (%d) for order %s, which order-command does not have", (int)in,
              order_id);
     return STATUS_OK;
   }
   if (st != STATUS_OK) {
-    order_row_free(&r);
+    order_row_free(&own);
     return st;
   }
-  order_saga_step step = order_saga_apply(r.state, in);
-  if (step.next.status == r.state.status && step.next.stock == r.state.stock &&
-      step.next.payment == r.state.payment) {
-    order_row_free(&r); /* a repeat, or an answer that comes too late: nothing changes */
+  order_saga_step step = order_saga_apply(r->state, in);
+  if (step.next.status == r->state.status && step.next.stock == r->state.stock &&
+      step.next.payment == r->state.payment) {
+    order_row_free(&own); /* a repeat, or an answer that comes too late: nothing changes */
     return STATUS_OK;
   }
-  int previous = r.state.status;
-  r.state = step.next;
-  if (step.emit != 0) r.version++;
-  st = order_row_save(tx, ctx, &r, step.emit == ORDER_ST(CANCELLED) ? step.cancel_reason : 0, text,
-                      NULL, NULL, errbuf, errlen);
+  int previous = r->state.status;
+  r->state = step.next;
+  if (step.emit != 0) r->version++;
+  if (b != NULL && step.emit != ORDER_ST(CANCELLED)) {
+    b->dirty[r - b->rows] = true; /* written in saga_before_commit_cb */
+  } else {
+    st = order_row_save(tx, ctx, r, step.emit == ORDER_ST(CANCELLED) ? step.cancel_reason : 0, text,
+                        NULL, NULL, errbuf, errlen);
+    if (b != NULL) b->dirty[r - b->rows] = false;
+  }
   if (st == STATUS_OK && step.emit == ORDER_ST(CONFIRMED))
-    st = order_row_lines(tx, &r, errbuf, errlen);
+    st = b != NULL ? batch_lines(tx, b, errbuf, errlen) : order_row_lines(tx, r, errbuf, errlen);
   if (st == STATUS_OK && step.emit == ORDER_ST(CONFIRMED)) {
     order_pb_lines pb;
-    if (!order_pb_lines_make(&pb, r.lines, r.n_lines, r.total, r.currency)) {
+    if (!order_pb_lines_make(&pb, r->lines, r->n_lines, r->total, r->currency)) {
       snprintf(errbuf, errlen, "out of memory");
       st = STATUS_INTERNAL;
     } else {
       Shop__Order__V1__OrderConfirmed ev = SHOP__ORDER__V1__ORDER_CONFIRMED__INIT;
-      ev.order_id = r.order_id;
-      ev.customer_id = r.customer_id;
+      ev.order_id = r->order_id;
+      ev.customer_id = r->customer_id;
       ev.n_lines = pb.n;
       ev.lines = pb.ptrs;
       ev.total = &pb.total;
-      st = outbox_emit(&ctx->sink, tx, origin, r.order_id, r.version, &ev.base, errbuf, errlen);
+      st = outbox_emit(&ctx->sink, tx, origin, r->order_id, r->version, &ev.base, errbuf, errlen);
       order_pb_lines_free(&pb);
     }
-    if (st == STATUS_OK) log_info(NULL, "order %s confirmed", r.order_id);
+    if (st == STATUS_OK) log_info(NULL, "order %s confirmed", r->order_id);
   } else if (st == STATUS_OK && step.emit == ORDER_ST(CANCELLED)) {
-    st = order_emit_cancelled(tx, ctx, origin, &r, previous, step.cancel_reason, text, errbuf,
+    st = order_emit_cancelled(tx, ctx, origin, r, previous, step.cancel_reason, text, errbuf,
                               errlen);
     if (st == STATUS_OK)
-      log_info(NULL, "order %s cancelled (reason %d): %s", r.order_id, step.cancel_reason,
+      log_info(NULL, "order %s cancelled (reason %d): %s", r->order_id, step.cancel_reason,
                text != NULL ? text : "");
   }
-  order_row_free(&r);
+  order_row_free(&own);
   return st;
 }
 
@@ -174,7 +370,10 @@ static const consumer_event_type saga_types[] = {
 const consumer_spec order_saga_consumer = {.group = TOPOLOGY_GROUP_ORDER_SAGA,
                                            .types = saga_types,
                                            .n_types = sizeof saga_types / sizeof saga_types[0],
-                                           .committed = saga_committed_cb};
+                                           .committed = saga_committed_cb,
+                                           .prepare = saga_prepare_cb,
+                                           .before_commit = saga_before_commit_cb,
+                                           .ended = saga_ended_cb};
 
 /* ---- The sweeper ------------------------------------------------------------------------------
  */

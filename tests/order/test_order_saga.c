@@ -11,6 +11,8 @@
 #include "command/command.h"
 #include "domtest.h"
 #include "order/order.h"
+#include "shop/inventory/v1/events.pb-c.h"
+#include "shop/payment/v1/events.pb-c.h"
 
 #define T_CREATED "shop.order.v1.OrderCreated"
 #define T_CONFIRMED "shop.order.v1.OrderConfirmed"
@@ -34,7 +36,10 @@ static void setup(void) {
   fake_now = (int64_t)ts.tv_sec * 1000;
 }
 
-static void teardown(void) { db_close(db); }
+static void teardown(void) {
+  order_ctx_destroy(&ctx);
+  db_close(db);
+}
 
 TestSuite(order_ops, .init = setup, .fini = teardown, .timeout = 60);
 
@@ -108,6 +113,12 @@ static op change(int kind, const char *id, const char *user, bool admin) {
   snprintf(o.order_id, sizeof o.order_id, "%s", id);
   domtest_tx(db, op_cb, &o);
   return o;
+}
+
+/* ShipOrder succeeds: the order is CONFIRMED and its capture was seen. */
+static void op_cb_ship_ok(const char *id) {
+  op o = change(SHIP, id, "admin", true);
+  cr_assert_eq(o.out.code, STATUS_OK, "%s", o.out.message);
 }
 
 Test(order_ops, a_placed_order_is_pending_with_its_lines_total_key_and_deadline) {
@@ -225,6 +236,125 @@ Test(order_ops, a_failed_capture_cancels_the_confirmed_order) {
   cr_assert_eq(e->reason, ORDER_CANCEL(CAPTURE_FAILED));
   cr_assert_eq(e->previous_status, ORDER_ST(CONFIRMED));
   protobuf_c_message_free_unpacked(&e->base, NULL);
+}
+
+/* ---- The saga consumer's batch ---------------------------------------------------------- */
+
+/* A saga event as the consumer hands it over: its envelope (packed data)
+ * and, for consumer_spec_apply, only env is read. */
+typedef struct saga_event {
+  events_envelope env;
+  uint8_t data[256];
+  char id[EVENTS_ID_SIZE];
+} saga_event;
+
+static void saga_event_make(saga_event *e, const ProtobufCMessage *m) {
+  shop__events__v1__event_envelope__init(&e->env);
+  domtest_id(e->id);
+  e->env.id = e->id;
+  e->env.type = (char *)m->descriptor->name;
+  e->env.source = "test";
+  e->env.correlation_id = "corr-batch";
+  cr_assert_lt(protobuf_c_message_get_packed_size(m), sizeof e->data);
+  e->env.data.len = protobuf_c_message_pack(m, e->data);
+  e->env.data.data = e->data;
+}
+
+typedef struct batch_op {
+  saga_event *events;
+  size_t n;
+} batch_op;
+
+static status_code batch_cb(db_conn *tx, void *arg, char *errbuf, size_t errlen) {
+  batch_op *b = arg;
+  consumer_msg msgs[16];
+  for (size_t i = 0; i < b->n; i++) msgs[i] = (consumer_msg){.env = &b->events[i].env};
+  return consumer_spec_apply(tx, &order_saga_consumer, msgs, b->n, &ctx, errbuf, errlen);
+}
+
+static int order_status(const char *id, int64_t *version) {
+  db_value v[1] = {DB_STR(id)};
+  db_rows *r = NULL;
+  char err[256];
+  cr_assert_eq(db_query(db, "SELECT status, version FROM orders WHERE order_id = ?", v, 1, &r, err,
+                        sizeof err),
+               STATUS_OK, "%s", err);
+  cr_assert(db_rows_next(r));
+  int st = (int)db_rows_i64(r, 0);
+  *version = db_rows_i64(r, 1);
+  db_rows_free(r);
+  return st;
+}
+
+Test(order_ops, a_batch_of_answers_for_several_orders_is_applied_as_one_by_one) {
+  char a[37], b[37], c[37], unknown[37];
+  place(a, "cust-a");
+  place(b, "cust-b");
+  place(c, "cust-c");
+  domtest_id(unknown);
+  Shop__Inventory__V1__InventoryReserved res[3];
+  Shop__Payment__V1__PaymentAuthorized auth[3];
+  const char *ids[3] = {a, b, unknown};
+  for (int i = 0; i < 3; i++) {
+    shop__inventory__v1__inventory_reserved__init(&res[i]);
+    res[i].order_id = (char *)ids[i];
+    shop__payment__v1__payment_authorized__init(&auth[i]);
+    auth[i].order_id = (char *)ids[i];
+  }
+  Shop__Inventory__V1__InventoryRejected rej = SHOP__INVENTORY__V1__INVENTORY_REJECTED__INIT;
+  rej.order_id = c;
+  Shop__Payment__V1__PaymentAuthorized auth_c = SHOP__PAYMENT__V1__PAYMENT_AUTHORIZED__INIT;
+  auth_c.order_id = c;
+  Shop__Payment__V1__PaymentCaptured cap = SHOP__PAYMENT__V1__PAYMENT_CAPTURED__INIT;
+  cap.order_id = a;
+  /* a: reserved, authorized (confirms), captured; b: authorized then
+   * reserved; c: rejected (cancels at once), then a late authorization;
+   * an order order-command does not have. */
+  const ProtobufCMessage *ms[] = {&res[0].base,  &auth[1].base, &rej.base, &auth[0].base,
+                                  &res[1].base,  &auth_c.base,  &cap.base, &res[2].base,
+                                  &auth[2].base, &res[0].base};
+  size_t n = sizeof ms / sizeof ms[0];
+  saga_event ev[sizeof ms / sizeof ms[0]];
+  for (size_t i = 0; i < n; i++) saga_event_make(&ev[i], ms[i]);
+  batch_op op = {.events = ev, .n = n};
+  domtest_tx(db, batch_cb, &op);
+
+  int64_t ver = 0;
+  cr_assert_eq(order_status(a, &ver), ORDER_ST(CONFIRMED));
+  cr_assert_eq(ver, 2);
+  cr_assert_eq(order_status(b, &ver), ORDER_ST(CONFIRMED));
+  cr_assert_eq(ver, 2);
+  cr_assert_eq(order_status(c, &ver), ORDER_ST(CANCELLED));
+  cr_assert_eq(ver, 2);
+  for (int i = 0; i < 2; i++) {
+    cr_assert_eq(domtest_count(db, ids[i], T_CONFIRMED), 1, "order %d", i);
+    int64_t seq = 0;
+    Shop__Order__V1__OrderConfirmed *e =
+        (void *)domtest_last(db, ids[i], &shop__order__v1__order_confirmed__descriptor, &seq);
+    cr_assert_eq(seq, 2);
+    cr_assert_eq(e->n_lines, 2, "the lines were read for the confirmation");
+    cr_assert_str_eq(e->lines[1]->product_name, "Pear");
+    cr_assert_eq(e->total->units, 399);
+    protobuf_c_message_free_unpacked(&e->base, NULL);
+  }
+  cr_assert_eq(domtest_count(db, c, T_CONFIRMED), 0);
+  cr_assert_eq(domtest_count(db, c, T_CANCELLED), 1);
+  /* The capture moved a's payment state (shipping needs it). */
+  op_cb_ship_ok(a);
+
+  /* The same batch again (a redelivery past the inbox) changes nothing. */
+  for (size_t i = 0; i < n; i++) saga_event_make(&ev[i], ms[i]);
+  domtest_tx(db, batch_cb, &op);
+  cr_assert_eq(domtest_count(db, a, NULL), 3, "created, confirmed, shipped");
+  cr_assert_eq(domtest_count(db, b, NULL), 2);
+  cr_assert_eq(domtest_count(db, c, NULL), 2);
+
+  /* After the batch the step works on its own again (the sweeper's path). */
+  char d[37];
+  place(d, "cust-d");
+  step(d, ORDER_SAGA_RESERVED, NULL);
+  step(d, ORDER_SAGA_AUTHORIZED, NULL);
+  cr_assert_eq(order_status(d, &ver), ORDER_ST(CONFIRMED));
 }
 
 Test(order_ops, the_sweeper_cancels_pending_orders_past_their_deadline_only) {
