@@ -238,9 +238,9 @@ status_code loadgen_setup(loadgen **out, const loadgen_opts *opts, char *errbuf,
       (o.mode == LOADGEN_OPEN && o.rate <= 0) || o.lines > o.products || o.lines > 100 ||
       o.accounts < 1 || o.accounts > LG_ACCOUNTS_MAX) {
     status_seterr(errbuf, errlen,
-           "bad options: a rate or customers > 0, lines <= products and <= 100, "
-           "1..%d accounts",
-           LG_ACCOUNTS_MAX);
+                  "bad options: a rate or customers > 0, lines <= products and <= 100, "
+                  "1..%d accounts",
+                  LG_ACCOUNTS_MAX);
     return STATUS_INVALID_ARGUMENT;
   }
   loadgen *lg = calloc(1, sizeof *lg);
