@@ -44,20 +44,21 @@ if [[ ! -s $seed_out ]]; then
 	fi
 fi
 mug=$(awk '$1 == "product" && $2 == "DEMO-MUG" {print $3}' "$seed_out" 2>/dev/null || true)
+# The addresses as the programs read them (their config and environment).
+cfg_of() { "$shopctl" --config "$repo/config/shop.yaml" --print-config "$1"; }
+first_ep=$(cfg_of endpoints.user_command) last_ep=$(cfg_of endpoints.audit_query)
+admin=http://$(cfg_of admin.host)
 rel_bin=${shopctl#"$repo"/}
-# The gateway's address as the gateway itself reads its config (the file,
-# then the environment).
-gw_bin=$repo/$build/bin/shop-gateway
-gw=http://$("$gw_bin" --config config/shop.yaml --print-config gateway.host):$("$gw_bin" --config config/shop.yaml --print-config gateway.port)
+gw=http://$(cfg_of gateway.host):$(cfg_of gateway.port)
 rel_run=${SHOP_RUN_DIR#"$repo"/}
 
 cat <<MSG
 
 Shop is up (profile run, folder $SHOP_RUN_DIR).
-  RPC endpoints    see config/shop.yaml (tcp://127.0.0.1:17001..17007)
+  RPC endpoints    $first_ep .. ${last_ep##*:} (internal/config/programs.list order; shopctl health)
   storefront       $gw/ (browse, log in as the demo customer, order; admin view for the first admin)
   HTTP/JSON API    $gw/v1/... (routes from proto/'s google.api.http), OpenAPI 3.1 at $gw/openapi.json
-  metrics          http://127.0.0.1:19101..19111/metrics (also /livez, /readyz; make status lists them)
+  metrics          $admin:$(cfg_of admin.user_command)..$(cfg_of admin.shop_gateway)/metrics (also /livez, /readyz; make status lists them)
   first admin      admin@shop.local, password in $rel_run/secrets/admin.password
   demo customer    customer@shop.local, password in $rel_run/secrets/customer.password
   demo catalog     $rel_run/demo-seed.txt (DEMO-MUG, DEMO-TEE, DEMO-BOOK, DEMO-STICKERS)

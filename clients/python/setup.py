@@ -39,6 +39,10 @@ class SdistWithProtos(sdist):
     def make_release_tree(self, base_dir: str, files: list) -> None:
         super().make_release_tree(base_dir, files)
         shutil.copytree(proto_dir(), Path(base_dir) / "proto", dirs_exist_ok=True)
+        # The program list, where codegen/generate.py looks for it beside proto/.
+        programs = proto_dir().parent / "internal" / "config" / "programs.list"
+        (Path(base_dir) / "internal" / "config").mkdir(parents=True, exist_ok=True)
+        shutil.copy(programs, Path(base_dir) / "internal" / "config" / "programs.list")
         shutil.copytree(HERE / "codegen", Path(base_dir) / "codegen", dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
 

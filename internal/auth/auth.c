@@ -38,7 +38,8 @@ status_code auth_keys_create(auth_keys **out, const void *key, size_t keylen, co
                              int ttl_s, char *errbuf, size_t errlen) {
   *out = NULL;
   if (key == NULL || keylen < AUTH_MIN_KEY_BYTES) {
-    status_seterr(errbuf, errlen, "auth: the signing key must be at least %d bytes", AUTH_MIN_KEY_BYTES);
+    status_seterr(errbuf, errlen, "auth: the signing key must be at least %d bytes",
+                  AUTH_MIN_KEY_BYTES);
     return STATUS_INVALID_ARGUMENT;
   }
   if (keylen > 4096) {
@@ -77,10 +78,11 @@ status_code auth_keys_from_cfg(auth_keys **out, const shop_cfg *cfg, char *errbu
   *out = NULL;
   const char *key = cfg->auth.jwt_key;
   if (key == NULL || key[0] == '\0') {
-    status_seterr(errbuf, errlen,
-           "auth.jwt_key is not set in %s (give auth.jwt_key_file, SHOP_AUTH__JWT_KEY_FILE or "
-           "SHOP_AUTH__JWT_KEY)",
-           config_source_text(cfg));
+    status_seterr(
+        errbuf, errlen,
+        "auth.jwt_key is not set in %s (give auth.jwt_key_file, SHOP_AUTH__JWT_KEY_FILE or "
+        "SHOP_AUTH__JWT_KEY)",
+        config_source_text(cfg));
     return STATUS_FAILED_PRECONDITION;
   }
   char why[STATUS_ERRBUF_SIZE];

@@ -53,7 +53,6 @@ void cli_usage(FILE *f);
 void cli_print_status(const rpc_status *st, const char *what);
 int cli_fail_code(status_code code, const char *fmt, const char *a, const char *b);
 void cli_print_json(const json_t *j);
-bool cli_str_ends(const char *s, const char *suffix);
 const ProtobufCServiceDescriptor *cli_service_find(const char *name, size_t len);
 /* Accepts "/pkg.Service/Method", "pkg.Service/Method", "Service.Method"
  * and "pkg.Service.Method". */

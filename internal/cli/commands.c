@@ -69,11 +69,6 @@ void cli_print_json(const json_t *j) {
   free(s);
 }
 
-bool cli_str_ends(const char *s, const char *suffix) {
-  size_t n = strlen(s), m = strlen(suffix);
-  return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
 const ProtobufCServiceDescriptor *cli_service_find(const char *name, size_t len) {
   for (size_t i = 0; pbjson_service_registry[i] != NULL; i++) {
     const ProtobufCServiceDescriptor *s = pbjson_service_registry[i];
@@ -135,6 +130,36 @@ status_code cli_client_open(rpc_client **cli, const cli_opts *o, const char *url
   return client_open_wait(cli, o, url, 3000);
 }
 
+/* True when path ("/pkg.Service/Method") names a method of a
+ * *CommandService shopctl knows. */
+static bool path_is_command(const char *path) {
+  const char *sp, *mp;
+  size_t sn, mn;
+  if (!rpc_method_path_split(path, &sp, &sn, &mp, &mn)) return false;
+  const ProtobufCServiceDescriptor *d = cli_service_find(sp, sn);
+  return d != NULL && rpc_service_is_command(d);
+}
+
+/* rpc_client_call_raw with the command line's options (timeout, -H
+ * metadata), token and idempotency key. A command called without a key
+ * gets a fresh one (a repeat with --idempotency-key returns the first
+ * reply). */
+static status_code call_raw(rpc_client *cli, const cli_opts *o, const char *path, const void *req,
+                            size_t len, const char *token, const char *idem, uint8_t **resp,
+                            size_t *resp_len, rpc_status *st) {
+  char key[EVENTS_ID_SIZE];
+  if (idem == NULL && path_is_command(path)) {
+    cli_idem_key_new(key);
+    idem = key;
+  }
+  rpc_call_opts co = {.timeout_ms = o->timeout_ms,
+                      .token = token,
+                      .idempotency_key = idem,
+                      .metadata = o->md,
+                      .n_metadata = o->n_md / 2};
+  return rpc_client_call_raw(cli, path, req, len, resp, resp_len, &co, st);
+}
+
 /* Calls method_path with a typed request; on OK *out owns the decoded
  * reply. */
 status_code cli_call_typed(rpc_client *cli, const cli_opts *o, const char *path,
@@ -145,14 +170,9 @@ status_code cli_call_typed(rpc_client *cli, const cli_opts *o, const char *path,
   uint8_t *buf = malloc(len ? len : 1);
   if (buf == NULL) return STATUS_RESOURCE_EXHAUSTED;
   protobuf_c_message_pack(in, buf);
-  rpc_call_opts co = {.timeout_ms = o->timeout_ms,
-                      .token = token,
-                      .idempotency_key = idem,
-                      .metadata = o->md,
-                      .n_metadata = o->n_md / 2};
   uint8_t *resp = NULL;
   size_t resp_len = 0;
-  status_code rc = rpc_client_call_raw(cli, path, buf, len, &resp, &resp_len, &co, st);
+  status_code rc = call_raw(cli, o, path, buf, len, token, idem, &resp, &resp_len, st);
   free(buf);
   if (rc != STATUS_OK) return rc;
   *out = protobuf_c_message_unpack(out_d, NULL, resp_len, resp);
@@ -192,12 +212,6 @@ static int cmd_call(cli_opts *o) {
   if (rc != STATUS_OK) return cli_fail_code(rc, "%s%s", err, "");
   char *token = NULL;
   cli_creds_token(o, &token);
-  char key[EVENTS_ID_SIZE];
-  const char *idem = o->idempotency_key;
-  if (idem == NULL && cli_str_ends(s->short_name, "CommandService")) {
-    cli_idem_key_new(key);
-    idem = key;
-  }
   char path[512];
   snprintf(path, sizeof path, "/%s/%s", s->name, m->name);
   rpc_client *cli;
@@ -207,15 +221,10 @@ static int cmd_call(cli_opts *o) {
     free(token);
     return status_exit_code(rc);
   }
-  rpc_call_opts co = {.timeout_ms = o->timeout_ms,
-                      .token = token,
-                      .idempotency_key = idem,
-                      .metadata = o->md,
-                      .n_metadata = o->n_md / 2};
   uint8_t *resp = NULL;
   size_t resp_len = 0;
   rpc_status st;
-  rc = rpc_client_call_raw(cli, path, req, req_len, &resp, &resp_len, &co, &st);
+  rc = call_raw(cli, o, path, req, req_len, token, o->idempotency_key, &resp, &resp_len, &st);
   free(req);
   free(token);
   rpc_client_destroy(cli);

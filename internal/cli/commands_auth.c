@@ -136,10 +136,8 @@ void cli_creds_token(const cli_opts *o, char **token) {
   req.refresh_token = (char *)refresh;
   ProtobufCMessage *resp = NULL;
   rpc_status st;
-  char key[EVENTS_ID_SIZE];
-  cli_idem_key_new(key);
   if (cli_call_typed(cli, o, "/shop.user.v1.UserCommandService/RefreshToken", &req.base,
-                     &shop__user__v1__refresh_token_response__descriptor, &resp, NULL, key,
+                     &shop__user__v1__refresh_token_response__descriptor, &resp, NULL, NULL,
                      &st) == STATUS_OK) {
     Shop__User__V1__RefreshTokenResponse *r = (Shop__User__V1__RefreshTokenResponse *)resp;
     if (r->tokens != NULL) {
@@ -209,11 +207,9 @@ int cli_cmd_login(cli_opts *o) {
   req.password = password;
   ProtobufCMessage *resp = NULL;
   rpc_status st;
-  char key[EVENTS_ID_SIZE];
-  cli_idem_key_new(key);
   rc = cli_call_typed(cli, o, "/shop.user.v1.UserCommandService/Login", &req.base,
-                      &shop__user__v1__login_response__descriptor, &resp, NULL,
-                      o->idempotency_key ? o->idempotency_key : key, &st);
+                      &shop__user__v1__login_response__descriptor, &resp, NULL, o->idempotency_key,
+                      &st);
   memset(password, 0, sizeof password);
   rpc_client_destroy(cli);
   if (rc != STATUS_OK) {
@@ -262,10 +258,8 @@ int cli_cmd_logout(cli_opts *o) {
       req.refresh_token = (char *)refresh;
       ProtobufCMessage *resp = NULL;
       rpc_status st;
-      char key[EVENTS_ID_SIZE];
-      cli_idem_key_new(key);
       if (cli_call_typed(cli, o, "/shop.user.v1.UserCommandService/Logout", &req.base,
-                         &shop__user__v1__logout_response__descriptor, &resp, NULL, key,
+                         &shop__user__v1__logout_response__descriptor, &resp, NULL, NULL,
                          &st) == STATUS_OK)
         protobuf_c_message_free_unpacked(resp, NULL);
       else

@@ -91,11 +91,10 @@ static const char *remote_service(const remote *r, const char *text, size_t len,
 
 static void print_remote_method(const char *svc, const json_t *m) {
   const char *name = json_string_value(json_object_get(m, "name"));
-  const char *shrt = strrchr(svc, '.');
   printf("rpc %s(%s) returns (%s);  // /%s/%s%s\n", name,
          json_string_value(json_object_get(m, "input")),
          json_string_value(json_object_get(m, "output")), svc, name,
-         cli_str_ends(shrt ? shrt + 1 : svc, "CommandService") ? ", command" : "");
+         rpc_service_name_is_command(svc) ? ", command" : "");
 }
 
 int cli_cmd_list(cli_opts *o) {
@@ -161,7 +160,7 @@ static void describe_message(const ProtobufCMessageDescriptor *d) {
 static void describe_method(const ProtobufCServiceDescriptor *s,
                             const ProtobufCMethodDescriptor *m) {
   printf("rpc %s(%s) returns (%s);  // /%s/%s%s\n", m->name, m->input->name, m->output->name,
-         s->name, m->name, cli_str_ends(s->short_name, "CommandService") ? ", command" : "");
+         s->name, m->name, rpc_service_is_command(s) ? ", command" : "");
 }
 
 static void describe_message_named(const char *name) {

@@ -253,6 +253,9 @@ typedef struct rpc_method_policy {
 /* True for a service whose name ends in "CommandService": all its methods
  * are commands (RPC_COMMAND). */
 bool rpc_service_is_command(const ProtobufCServiceDescriptor *d);
+/* The same from a service's name, full ("shop.user.v1.UserCommandService")
+ * or short. */
+bool rpc_service_name_is_command(const char *name);
 
 typedef struct rpc_service_opts {
   unsigned default_policy;           /* for methods not in the table */

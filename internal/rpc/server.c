@@ -118,10 +118,14 @@ void rpc_server_opts_from_cfg(rpc_server_opts *o, const shop_cfg *cfg, const cha
   o->drain_grace_ms = cfg->rpc.drain_grace_ms;
 }
 
-bool rpc_service_is_command(const ProtobufCServiceDescriptor *d) {
+bool rpc_service_name_is_command(const char *name) {
   static const char suffix[] = "CommandService";
-  size_t n = strlen(d->short_name), k = sizeof suffix - 1;
-  return n >= k && strcmp(d->short_name + n - k, suffix) == 0;
+  size_t n = strlen(name), k = sizeof suffix - 1;
+  return n >= k && strcmp(name + n - k, suffix) == 0;
+}
+
+bool rpc_service_is_command(const ProtobufCServiceDescriptor *d) {
+  return rpc_service_name_is_command(d->name);
 }
 
 static status_code register_entry(rpc_server *s, ProtobufCService *svc, const rpc_service_opts *o,

@@ -73,14 +73,7 @@ static void user_cmd_register_user(user_cmd_service *svc, const register_req *in
   j.u.notify_push = np != NULL && np->push;
   /* Hashing costs tens of milliseconds: done before the transaction. */
   if (!hash_for_call(call, ctx, in->password, j.u.hash)) return;
-  command_tx cmd = {.call = call,
-                    .db = ctx->db,
-                    .relay = ctx->relay,
-                    .apply = register_apply_cb,
-                    .arg = &j,
-                    .reply = &j.reply.base,
-                    .idempotent = true};
-  if (command_run(&cmd)) {
+  if (user_command_run(call, ctx, register_apply_cb, &j, &j.reply.base, true, true)) {
     log_info(CALL_LOG(call), "user %s registered", j.u.user_id);
     closure(&j.reply, data);
   }
@@ -168,14 +161,8 @@ static void user_cmd_update_profile(user_cmd_service *svc, const profile_req *in
     return;
   }
   profile_job j = {.ctx = ctx, .call = call, .in = in, .target = target};
-  command_tx cmd = {.call = call,
-                    .db = ctx->db,
-                    .relay = ctx->relay,
-                    .apply = profile_apply_cb,
-                    .arg = &j,
-                    .reply = &j.reply.base,
-                    .idempotent = true};
-  if (command_run(&cmd)) closure(&j.reply, data);
+  if (user_command_run(call, ctx, profile_apply_cb, &j, &j.reply.base, true, true))
+    closure(&j.reply, data);
   sodium_memzero(j.u.hash, sizeof j.u.hash);
 }
 
@@ -251,14 +238,7 @@ static void user_cmd_change_password(user_cmd_service *svc, const password_req *
   if (handler_violations_apply(call, &v) > 0) return;
   password_job j = {.ctx = ctx, .call = call, .in = in};
   if (!hash_for_call(call, ctx, in->new_password, j.new_hash)) return;
-  command_tx cmd = {.call = call,
-                    .db = ctx->db,
-                    .relay = ctx->relay,
-                    .apply = password_apply_cb,
-                    .arg = &j,
-                    .reply = &j.reply.base,
-                    .idempotent = true};
-  if (command_run(&cmd)) {
+  if (user_command_run(call, ctx, password_apply_cb, &j, &j.reply.base, true, true)) {
     log_info(CALL_LOG(call), "user %s changed the password", j.u.user_id);
     closure(&j.reply, data);
   }
@@ -326,14 +306,8 @@ static void user_cmd_set_role(user_cmd_service *svc, const role_req *in,
   user_validate_set_role(in, &v);
   if (handler_violations_apply(call, &v) > 0) return;
   role_job j = {.ctx = ctx, .call = call, .in = in};
-  command_tx cmd = {.call = call,
-                    .db = ctx->db,
-                    .relay = ctx->relay,
-                    .apply = role_apply_cb,
-                    .arg = &j,
-                    .reply = &j.reply.base,
-                    .idempotent = true};
-  if (command_run(&cmd)) closure(&j.reply, data);
+  if (user_command_run(call, ctx, role_apply_cb, &j, &j.reply.base, true, true))
+    closure(&j.reply, data);
   sodium_memzero(j.u.hash, sizeof j.u.hash);
 }
 

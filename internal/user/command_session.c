@@ -145,14 +145,8 @@ void user_cmd_login(user_cmd_service *svc, const login_req *in,
   snprintf(verified, sizeof verified, "%s", j.u.hash);
   j.verified_hash = verified;
 
-  command_tx cmd = {.call = call,
-                    .db = ctx->db,
-                    .relay = NULL,
-                    .apply = ok ? login_ok_apply_cb : login_fail_apply_cb,
-                    .arg = &j,
-                    .reply = &j.reply.base,
-                    .idempotent = false};
-  if (command_run(&cmd)) {
+  if (user_command_run(call, ctx, ok ? login_ok_apply_cb : login_fail_apply_cb, &j, &j.reply.base,
+                       false, false)) {
     log_info(CALL_LOG(call), "user %s logged in", j.u.user_id);
     closure(&j.reply, data);
   } else if (!ok) {
@@ -162,6 +156,23 @@ void user_cmd_login(user_cmd_service *svc, const login_req *in,
   sodium_memzero(&j.u.hash, sizeof j.u.hash);
   sodium_memzero(verified, sizeof verified);
   sodium_memzero(rehash, sizeof rehash);
+}
+
+/* The session of a refresh token (by its hash) and its user's row, locked
+ * (lock order everywhere: the user's row, then its sessions). When either
+ * is gone, out says UNAUTHENTICATED and the status is OK. */
+static status_code token_session(db_conn *tx, const unsigned char hash[USER_REFRESH_HASH_BYTES],
+                                 session_row *s, user_row *u, command_outcome *out, char *errbuf,
+                                 size_t errlen) {
+  status_code st =
+      user_session_load(tx, "SELECT " SESSION_COLS " FROM refresh_tokens WHERE token_hash = ?",
+                        DB_BLOB(hash, USER_REFRESH_HASH_BYTES), s, errbuf, errlen);
+  if (st == STATUS_OK) st = user_load(tx, SQL_USER_BY_ID_LOCK, s->user_id, u, errbuf, errlen);
+  if (st == STATUS_NOT_FOUND) {
+    command_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token is not valid");
+    return STATUS_OK;
+  }
+  return st;
 }
 
 /* ---- RefreshToken ---------------------------------------------------------------------- */
@@ -180,22 +191,9 @@ static status_code refresh_apply_cb(db_conn *tx, void *arg, command_outcome *out
                                     size_t errlen) {
   refresh_job *j = arg;
   const user_cmd_ctx *ctx = j->ctx;
-  const char *by_hash = "SELECT " SESSION_COLS " FROM refresh_tokens WHERE token_hash = ?";
   session_row s;
-  status_code st =
-      user_session_load(tx, by_hash, DB_BLOB(j->hash, sizeof j->hash), &s, errbuf, errlen);
-  if (st == STATUS_NOT_FOUND) {
-    command_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token is not valid");
-    return STATUS_OK;
-  }
-  if (st != STATUS_OK) return st;
-  /* Lock order everywhere: the user's row, then its sessions. */
-  st = user_load(tx, SQL_USER_BY_ID_LOCK, s.user_id, &j->u, errbuf, errlen);
-  if (st == STATUS_NOT_FOUND) {
-    command_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token is not valid");
-    return STATUS_OK;
-  }
-  if (st != STATUS_OK) return st;
+  status_code st = token_session(tx, j->hash, &s, &j->u, out, errbuf, errlen);
+  if (st != STATUS_OK || out->code != STATUS_OK) return st;
   st = user_session_load(
       tx, "SELECT " SESSION_COLS " FROM refresh_tokens WHERE token_hash = ? FOR UPDATE",
       DB_BLOB(j->hash, sizeof j->hash), &s, errbuf, errlen);
@@ -277,14 +275,8 @@ void user_cmd_refresh_token(user_cmd_service *svc, const refresh_req *in,
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
   refresh_job j = {.ctx = ctx, .call = call};
   if (!refresh_token_arg(call, in->refresh_token, j.hash)) return;
-  command_tx cmd = {.call = call,
-                    .db = ctx->db,
-                    .relay = NULL,
-                    .apply = refresh_apply_cb,
-                    .arg = &j,
-                    .reply = &j.reply.base,
-                    .idempotent = false};
-  if (command_run(&cmd)) closure(&j.reply, data);
+  if (user_command_run(call, ctx, refresh_apply_cb, &j, &j.reply.base, false, false))
+    closure(&j.reply, data);
   user_tokens_wipe(&j.tok);
   sodium_memzero(j.u.hash, sizeof j.u.hash);
 }
@@ -304,20 +296,8 @@ static status_code logout_apply_cb(db_conn *tx, void *arg, command_outcome *out,
                                    size_t errlen) {
   logout_job *j = arg;
   session_row s;
-  status_code st =
-      user_session_load(tx, "SELECT " SESSION_COLS " FROM refresh_tokens WHERE token_hash = ?",
-                        DB_BLOB(j->hash, sizeof j->hash), &s, errbuf, errlen);
-  if (st == STATUS_NOT_FOUND) {
-    command_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token is not valid");
-    return STATUS_OK;
-  }
-  if (st != STATUS_OK) return st;
-  st = user_load(tx, SQL_USER_BY_ID_LOCK, s.user_id, &j->u, errbuf, errlen);
-  if (st == STATUS_NOT_FOUND) {
-    command_fail(out, STATUS_UNAUTHENTICATED, NULL, "refresh token is not valid");
-    return STATUS_OK;
-  }
-  if (st != STATUS_OK) return st;
+  status_code st = token_session(tx, j->hash, &s, &j->u, out, errbuf, errlen);
+  if (st != STATUS_OK || out->code != STATUS_OK) return st;
   int64_t now = clock_now_ms();
   if (j->in->all_sessions) {
     st = user_sessions_revoke_all(tx, s.user_id, now, errbuf, errlen);
@@ -342,13 +322,7 @@ void user_cmd_logout(user_cmd_service *svc, const logout_req *in,
   const user_cmd_ctx *ctx = rpc_call_service_ctx(call);
   logout_job j = {.call = call, .in = in};
   if (!refresh_token_arg(call, in->refresh_token, j.hash)) return;
-  command_tx cmd = {.call = call,
-                    .db = ctx->db,
-                    .relay = NULL,
-                    .apply = logout_apply_cb,
-                    .arg = &j,
-                    .reply = &j.reply.base,
-                    .idempotent = true};
-  if (command_run(&cmd)) closure(&j.reply, data);
+  if (user_command_run(call, ctx, logout_apply_cb, &j, &j.reply.base, false, true))
+    closure(&j.reply, data);
   sodium_memzero(j.u.hash, sizeof j.u.hash);
 }

@@ -17,17 +17,27 @@ void user_copy_col(char *dst, size_t len, const db_rows *r, unsigned col) {
   snprintf(dst, len, "%s", db_rows_str(r, col, NULL));
 }
 
+/* Runs sql (one parameter) and steps to its first row: on OK the caller
+ * owns *r, positioned on that row; NOT_FOUND (nothing to free) when there
+ * is none. */
+static status_code query_one(db_conn *c, const char *sql, db_value arg, db_rows **r, char *errbuf,
+                             size_t errlen) {
+  status_code st = db_query(c, sql, &arg, 1, r, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  if (!db_rows_next(*r)) {
+    db_rows_free(*r);
+    *r = NULL;
+    return STATUS_NOT_FOUND;
+  }
+  return STATUS_OK;
+}
+
 /* Loads one user with sql (one parameter). NOT_FOUND when there is none. */
 status_code user_load(db_conn *c, const char *sql, const char *arg, user_row *u, char *errbuf,
                       size_t errlen) {
-  db_value p[1] = {DB_STR(arg)};
   db_rows *r = NULL;
-  status_code st = db_query(c, sql, p, 1, &r, errbuf, errlen);
+  status_code st = query_one(c, sql, DB_STR(arg), &r, errbuf, errlen);
   if (st != STATUS_OK) return st;
-  if (!db_rows_next(r)) {
-    db_rows_free(r);
-    return STATUS_NOT_FOUND;
-  }
   user_copy_col(u->user_id, sizeof u->user_id, r, 0);
   user_copy_col(u->email, sizeof u->email, r, 1);
   user_copy_col(u->email_key, sizeof u->email_key, r, 2);
@@ -188,12 +198,8 @@ void user_throttle_outcome(command_outcome *out, int64_t locked_ms) {
 status_code user_session_load(db_conn *c, const char *sql, db_value arg, session_row *s,
                               char *errbuf, size_t errlen) {
   db_rows *r = NULL;
-  status_code st = db_query(c, sql, &arg, 1, &r, errbuf, errlen);
+  status_code st = query_one(c, sql, arg, &r, errbuf, errlen);
   if (st != STATUS_OK) return st;
-  if (!db_rows_next(r)) {
-    db_rows_free(r);
-    return STATUS_NOT_FOUND;
-  }
   user_copy_col(s->token_id, sizeof s->token_id, r, 0);
   user_copy_col(s->user_id, sizeof s->user_id, r, 1);
   user_copy_col(s->family_id, sizeof s->family_id, r, 2);
@@ -277,3 +283,15 @@ status_code user_tokens_fill(tokens_pb *t, const user_cmd_ctx *ctx, const char *
 }
 
 void user_tokens_wipe(tokens_pb *t) { sodium_memzero(t, sizeof *t); }
+
+bool user_command_run(rpc_call *call, const user_cmd_ctx *ctx, command_apply_cb apply, void *job,
+                      const ProtobufCMessage *reply, bool appends_events, bool idempotent) {
+  command_tx cmd = {.call = call,
+                    .db = ctx->db,
+                    .relay = appends_events ? ctx->relay : NULL,
+                    .apply = apply,
+                    .arg = job,
+                    .reply = reply,
+                    .idempotent = idempotent};
+  return command_run(&cmd);
+}

@@ -152,6 +152,14 @@ status_code user_tokens_fill(tokens_pb *t, const user_cmd_ctx *ctx, const char *
 
 void user_tokens_wipe(tokens_pb *t);
 
+/* Runs apply(job) as the call's command transaction (command_run) on
+ * ctx's pool and fills reply: with appends_events, ctx's relay is nudged
+ * after the commit; with idempotent, the call's idempotency record is kept
+ * (false for Login and RefreshToken, whose replies hold tokens: their
+ * sessions remember the key instead). */
+bool user_command_run(rpc_call *call, const user_cmd_ctx *ctx, command_apply_cb apply, void *job,
+                      const ProtobufCMessage *reply, bool appends_events, bool idempotent);
+
 /* ---- the handlers of command_session.c (command.c registers them) ------------------ */
 
 void user_cmd_login(user_cmd_service *svc, const login_req *in,

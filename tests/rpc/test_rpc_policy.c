@@ -27,10 +27,10 @@ static void any_invoke(ProtobufCService *svc, unsigned idx, const ProtobufCMessa
 }
 
 static rpc_server *srv;
-static ProtobufCService cmd_svc = {.descriptor = &shop__product__v1__product_command_service__descriptor,
-                                   .invoke = any_invoke};
-static ProtobufCService query_svc = {.descriptor = &shop__product__v1__product_query_service__descriptor,
-                                     .invoke = any_invoke};
+static ProtobufCService cmd_svc = {
+    .descriptor = &shop__product__v1__product_command_service__descriptor, .invoke = any_invoke};
+static ProtobufCService query_svc = {
+    .descriptor = &shop__product__v1__product_query_service__descriptor, .invoke = any_invoke};
 
 static void up(void) {
   rpc_server_opts o = {.name = "policy-test",
