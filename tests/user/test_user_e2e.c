@@ -11,9 +11,9 @@
 
 #include "auth/auth.h"
 #include "config/config.h"
-#include "e2e_catalog/stack.h"
 #include "shop/user/v1/commands.pb-c.h"
 #include "shop/user/v1/queries.pb-c.h"
+#include "support/stack.h"
 
 #define CMD "user-command"
 #define QRY "user-query"
@@ -94,6 +94,13 @@ static login_resp *do_login(const char *email, const char *password) {
   return r;
 }
 
+/* A fresh user (email from who), registered and logged in. */
+static login_resp *new_user(char email[128], const char *who) {
+  unique_email(email, 128, who);
+  do_register(email, NULL);
+  return do_login(email, PASSWORD);
+}
+
 static login_resp *admin_login(void) {
   char pw[256];
   stack_admin_password(pw, sizeof pw);
@@ -111,6 +118,22 @@ static status_code try_refresh(const char *refresh, const char *k,
   Shop__User__V1__RefreshTokenRequest req = SHOP__USER__V1__REFRESH_TOKEN_REQUEST__INIT;
   req.refresh_token = (char *)refresh;
   return stack_call(CMD, CMD_SVC, "RefreshToken", &req.base, (ProtobufCMessage **)out, NULL, k, st);
+}
+
+/* A refresh with key (NULL: a fresh one) that must succeed; the caller
+ * frees the reply. */
+static Shop__User__V1__RefreshTokenResponse *refresh_ok(const char *refresh, const char *k) {
+  Shop__User__V1__RefreshTokenResponse *r = NULL;
+  rpc_status st;
+  cr_assert_eq(try_refresh(refresh, k != NULL ? k : key(), &r, &st), STATUS_OK,
+               "RefreshToken: %s %s", status_name(st.code), st.message);
+  return r;
+}
+
+/* A refresh token that no longer works; st (may be NULL) gets why. */
+static void refresh_refused(const char *refresh, rpc_status *st) {
+  rpc_status local;
+  cr_assert_eq(try_refresh(refresh, key(), NULL, st != NULL ? st : &local), STATUS_UNAUTHENTICATED);
 }
 
 static Shop__User__V1__GetMeResponse *get_me(const char *token,
@@ -237,25 +260,22 @@ Test(users, text_that_looks_like_sql_is_stored_verbatim) {
 
 Test(users, refresh_rotates_and_logout_revokes_the_refresh_token) {
   char email[128];
-  unique_email(email, sizeof email, "refresh");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
-  Shop__User__V1__RefreshTokenResponse *r = NULL;
+  login_resp *l = new_user(email, "refresh");
+  Shop__User__V1__RefreshTokenResponse *r = refresh_ok(l->tokens->refresh_token, NULL);
   rpc_status st;
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, key(), &r, &st), STATUS_OK, "%s", st.message);
   cr_assert_str_neq(r->tokens->refresh_token, l->tokens->refresh_token, "rotated");
   cr_assert_str_eq(r->user_id, l->user_id);
   /* The new access token works. */
   free_msg(get_me(r->tokens->access_token, r->consistency, STATUS_OK, &st));
   /* The spent refresh token does not. */
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  refresh_refused(l->tokens->refresh_token, &st);
 
   Shop__User__V1__LoginResponse *l2 = do_login(email, PASSWORD);
   Shop__User__V1__LogoutRequest lo = SHOP__USER__V1__LOGOUT_REQUEST__INIT;
   lo.refresh_token = l2->tokens->refresh_token;
   cr_assert_eq(stack_call(CMD, CMD_SVC, "Logout", &lo.base, NULL, NULL, key(), &st), STATUS_OK,
                "%s", st.message);
-  cr_assert_eq(try_refresh(l2->tokens->refresh_token, key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  refresh_refused(l2->tokens->refresh_token, &st);
   cr_assert_not_null(strstr(st.message, "revoked"), "%s", st.message);
   /* Logging out again succeeds. */
   cr_assert_eq(stack_call(CMD, CMD_SVC, "Logout", &lo.base, NULL, NULL, key(), &st), STATUS_OK);
@@ -266,18 +286,13 @@ Test(users, refresh_rotates_and_logout_revokes_the_refresh_token) {
 
 Test(users, a_repeated_refresh_with_the_same_key_returns_the_same_tokens) {
   char email[128];
-  unique_email(email, sizeof email, "refrep");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
+  login_resp *l = new_user(email, "refrep");
   const char *k = key();
-  Shop__User__V1__RefreshTokenResponse *a = NULL, *b = NULL;
-  rpc_status st;
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, k, &a, &st), STATUS_OK, "%s", st.message);
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, k, &b, &st), STATUS_OK, "%s", st.message);
+  Shop__User__V1__RefreshTokenResponse *a = refresh_ok(l->tokens->refresh_token, k);
+  Shop__User__V1__RefreshTokenResponse *b = refresh_ok(l->tokens->refresh_token, k);
   cr_assert_str_eq(a->tokens->refresh_token, b->tokens->refresh_token);
   /* ...and that token is live. */
-  cr_assert_eq(try_refresh(b->tokens->refresh_token, key(), NULL, &st), STATUS_OK, "%s",
-               st.message);
+  free_msg(refresh_ok(b->tokens->refresh_token, NULL));
   free_msg(a);
   free_msg(b);
   free_msg(l);
@@ -285,24 +300,18 @@ Test(users, a_repeated_refresh_with_the_same_key_returns_the_same_tokens) {
 
 Test(users, a_spent_refresh_token_presented_again_revokes_its_family) {
   char email[128];
-  unique_email(email, sizeof email, "theft");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
-  Shop__User__V1__RefreshTokenResponse *a = NULL;
-  rpc_status st;
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, key(), &a, &st), STATUS_OK);
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  login_resp *l = new_user(email, "theft");
+  Shop__User__V1__RefreshTokenResponse *a = refresh_ok(l->tokens->refresh_token, NULL);
+  refresh_refused(l->tokens->refresh_token, NULL);
   /* The thief's replay also cost the legitimate successor its session. */
-  cr_assert_eq(try_refresh(a->tokens->refresh_token, key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  refresh_refused(a->tokens->refresh_token, NULL);
   free_msg(a);
   free_msg(l);
 }
 
 Test(users, change_password_revokes_the_old_refresh_token) {
   char email[128];
-  unique_email(email, sizeof email, "chpw");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
+  login_resp *l = new_user(email, "chpw");
   Shop__User__V1__ChangePasswordRequest req = SHOP__USER__V1__CHANGE_PASSWORD_REQUEST__INIT;
   req.old_password = PASSWORD;
   req.new_password = "a much better passphrase";
@@ -312,7 +321,7 @@ Test(users, change_password_revokes_the_old_refresh_token) {
                           l->tokens->access_token, key(), &st),
                STATUS_OK, "%s", st.message);
   cr_assert_eq(resp->consistency->version, 2);
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  refresh_refused(l->tokens->refresh_token, &st);
   cr_assert_eq(try_login(email, PASSWORD, key(), NULL, &st), STATUS_UNAUTHENTICATED);
   login_resp *l2 = do_login(email, "a much better passphrase");
   /* The projection saw PasswordChanged: version 2. */
@@ -327,9 +336,7 @@ Test(users, change_password_revokes_the_old_refresh_token) {
 
 Test(users, change_password_with_a_wrong_old_password_is_unauthenticated) {
   char email[128];
-  unique_email(email, sizeof email, "chpwbad");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
+  login_resp *l = new_user(email, "chpwbad");
   Shop__User__V1__ChangePasswordRequest req = SHOP__USER__V1__CHANGE_PASSWORD_REQUEST__INIT;
   req.old_password = "this is not it at all";
   req.new_password = "a much better passphrase";
@@ -338,7 +345,7 @@ Test(users, change_password_with_a_wrong_old_password_is_unauthenticated) {
                           key(), &st),
                STATUS_UNAUTHENTICATED);
   /* The refresh token still works: nothing changed. */
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, key(), NULL, &st), STATUS_OK);
+  free_msg(refresh_ok(l->tokens->refresh_token, NULL));
   free_msg(l);
 }
 
@@ -351,12 +358,11 @@ Test(users, repeated_failures_throttle_the_account_across_a_restart_of_user_comm
   cr_assert_gt(port, 0);
   char url[64];
   snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
-  proc *p = stack_start_extra(CMD, url);
+  proc *p = stack_start(CMD, url, NULL);
 
   char err[512];
   rpc_client_opts o;
-  shop_cfg *cfg = NULL;
-  cr_assert_eq(config_load(&cfg, stack_config(), err, sizeof err), 0, "%s", err);
+  const shop_cfg *cfg = stack_cfg();
   rpc_client_opts_from_cfg(&o, cfg, url, "e2e-test");
   rpc_client *c = NULL;
   cr_assert_eq(rpc_client_create(&c, &o, err, sizeof err), STATUS_OK);
@@ -392,8 +398,8 @@ Test(users, repeated_failures_throttle_the_account_across_a_restart_of_user_comm
 
   /* Restart our user-command: the lock is in MariaDB, not in the process. */
   rpc_client_destroy(c);
-  cr_assert_eq(stack_stop_extra(p), 0, "user-command must exit 0 on SIGTERM");
-  p = stack_start_extra(CMD, url);
+  cr_assert_eq(stack_stop(p), 0, "user-command must exit 0 on SIGTERM");
+  p = stack_start(CMD, url, NULL);
   cr_assert_eq(rpc_client_create(&c, &o, err, sizeof err), STATUS_OK);
   cr_assert(rpc_client_wait_connected(c, 10000));
   rpc_call_opts co2 = {.idempotency_key = key()};
@@ -401,21 +407,18 @@ Test(users, repeated_failures_throttle_the_account_across_a_restart_of_user_comm
                STATUS_RESOURCE_EXHAUSTED);
   cr_assert_gt(st.retry_delay_ms, 0);
   rpc_client_destroy(c);
-  cr_assert_eq(stack_stop_extra(p), 0);
-  config_free(cfg);
+  cr_assert_eq(stack_stop(p), 0);
 }
 
 /* ---- tokens ------------------------------------------------------------------------- */
 
 static auth_keys *test_keys(void) {
   char err[512];
-  shop_cfg *cfg = NULL;
-  cr_assert_eq(config_load(&cfg, stack_config(), err, sizeof err), 0, "%s", err);
+  const shop_cfg *cfg = stack_cfg();
   auth_keys *k = NULL;
   cr_assert_eq(auth_keys_create(&k, cfg->auth.jwt_key, strlen(cfg->auth.jwt_key), cfg->auth.issuer,
                                 cfg->auth.access_ttl_s, err, sizeof err),
                STATUS_OK, "%s", err);
-  config_free(cfg);
   return k;
 }
 
@@ -437,9 +440,7 @@ static void assert_refused(const char *token) {
 
 Test(users, tampered_expired_and_alg_none_tokens_are_refused) {
   char email[128];
-  unique_email(email, sizeof email, "tokens");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
+  login_resp *l = new_user(email, "tokens");
   char tok[AUTH_TOKEN_MAX];
 
   /* Tampered: the payload says admin, the signature is the customer's. */
@@ -530,7 +531,7 @@ Test(users, admin_reads_and_lists_users_and_sets_roles) {
                STATUS_OK, "%s", st.message);
   cr_assert_eq(srr->consistency->version, 2);
   /* The role change revoked the user's refresh token. */
-  cr_assert_eq(try_refresh(user->tokens->refresh_token, key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  refresh_refused(user->tokens->refresh_token, &st);
 
   Shop__User__V1__GetUserRequest gu = SHOP__USER__V1__GET_USER_REQUEST__INIT;
   Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
@@ -633,9 +634,7 @@ Test(users, list_users_pages_newest_first) {
 
 Test(users, update_profile_is_read_back_with_its_token) {
   char email[128];
-  unique_email(email, sizeof email, "profile");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
+  login_resp *l = new_user(email, "profile");
   Shop__User__V1__UpdateProfileRequest up = SHOP__USER__V1__UPDATE_PROFILE_REQUEST__INIT;
   Shop__User__V1__NotificationPreferences np = SHOP__USER__V1__NOTIFICATION_PREFERENCES__INIT;
   np.sms = true;
@@ -794,9 +793,7 @@ Test(users, register_validates_name_and_phone) {
 
 Test(users, other_commands_and_queries_validate_their_fields) {
   char email[128];
-  unique_email(email, sizeof email, "valid");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
+  login_resp *l = new_user(email, "valid");
   login_resp *admin = admin_login();
   rpc_status st;
   /* Login */
@@ -807,7 +804,7 @@ Test(users, other_commands_and_queries_validate_their_fields) {
   /* RefreshToken */
   cr_assert_eq(try_refresh("", key(), NULL, &st), STATUS_INVALID_ARGUMENT);
   cr_assert(stack_has_violation(&st, "refresh_token"));
-  cr_assert_eq(try_refresh("not-a-refresh-token", key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  refresh_refused("not-a-refresh-token", &st);
   /* Logout: the same checks */
   Shop__User__V1__LogoutRequest lo = SHOP__USER__V1__LOGOUT_REQUEST__INIT;
   lo.refresh_token = "";
