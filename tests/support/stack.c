@@ -512,6 +512,50 @@ status_code stack_call(const char *program, const ProtobufCServiceDescriptor *de
   return stack_call_at(url, desc, method, in, out, token, key, st);
 }
 
+const char *stack_key(void) {
+  static char k[16][96];
+  static unsigned i;
+  i = (i + 1) % 16;
+  stack_unique(k[i], sizeof k[i], "k");
+  return k[i];
+}
+
+Shop__User__V1__LoginResponse *stack_login(const char *email, const char *password) {
+  Shop__User__V1__LoginRequest req = SHOP__USER__V1__LOGIN_REQUEST__INIT;
+  req.email = (char *)email;
+  req.password = (char *)password;
+  Shop__User__V1__LoginResponse *r = NULL;
+  rpc_status st;
+  cr_assert_eq(stack_call("user-command", &shop__user__v1__user_command_service__descriptor,
+                          "Login", &req.base, (ProtobufCMessage **)&r, NULL, stack_key(), &st),
+               STATUS_OK, "Login %s: %s %s", email, status_name(st.code), st.message);
+  return r;
+}
+
+void stack_customer(stack_user *u, const char *who, const char *name) {
+  char unique[96];
+  stack_unique(unique, sizeof unique, who);
+  snprintf(u->email, sizeof u->email, "%s@e2e.shop.test", unique);
+  Shop__User__V1__RegisterUserRequest req = SHOP__USER__V1__REGISTER_USER_REQUEST__INIT;
+  req.email = u->email;
+  req.password = STACK_PASSWORD;
+  req.name = (char *)name;
+  Shop__User__V1__RegisterUserResponse *r = NULL;
+  rpc_status st;
+  cr_assert_eq(stack_call("user-command", &shop__user__v1__user_command_service__descriptor,
+                          "RegisterUser", &req.base, (ProtobufCMessage **)&r, NULL, stack_key(),
+                          &st),
+               STATUS_OK, "RegisterUser %s: %s %s", u->email, status_name(st.code), st.message);
+  snprintf(u->user_id, sizeof u->user_id, "%s", r->user_id);
+  shop__common__v1__consistency_token__init(&u->consistency);
+  u->consistency.aggregate_id = u->user_id;
+  u->consistency.version = r->consistency->version;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  Shop__User__V1__LoginResponse *l = stack_login(u->email, STACK_PASSWORD);
+  snprintf(u->token, sizeof u->token, "%s", l->tokens->access_token);
+  protobuf_c_message_free_unpacked(&l->base, NULL);
+}
+
 void stack_token(char *out, const char *sub, auth_role role) {
   char err[512] = "";
   cr_assert_eq(req_token(stack_cfg(), &keys, sub, role, out, err, sizeof err), STATUS_OK, "%s",

@@ -65,6 +65,7 @@
 #include "db/db.h"
 #include "rpc/rpc.h"
 #include "support/proc.h"
+#include "shop/user/v1/commands.pb-c.h"
 #include "support/requests.h"
 
 /* The programs an order flows through, for stack_up's list. */
@@ -148,6 +149,27 @@ bool stack_has_violation(const rpc_status *st, const char *field);
 /* A fresh idempotency key or unique name part: prefix-<pid>-<n>-<us>. */
 void stack_unique(char *out, size_t len, const char *prefix);
 
+/* A fresh idempotency key (valid until 15 more calls). */
+const char *stack_key(void);
+
+/* Logs in through user-command, which must answer OK; the caller frees
+ * the reply. */
+Shop__User__V1__LoginResponse *stack_login(const char *email, const char *password);
+
+/* A registered, logged-in user. */
+typedef struct stack_user {
+  char email[160];
+  char user_id[40];
+  char token[AUTH_TOKEN_MAX];
+  /* RegisterUser's token; its aggregate_id points at user_id: do not copy the struct. */
+  Shop__Common__V1__ConsistencyToken consistency;
+} stack_user;
+
+/* Registers a customer with a unique email made from who (name: name,
+ * email notifications on) through user-command and logs in. Fails the
+ * test on error. */
+void stack_customer(stack_user *u, const char *who, const char *name);
+
 /* Mints an access token for sub with role with the test profile's JWT key
  * (no user-command needed). out holds AUTH_TOKEN_MAX. */
 void stack_token(char *out, const char *sub, auth_role role);
@@ -156,6 +178,9 @@ void stack_admin_password(char *out, size_t len);
 /* A connection to the database named like its account (shop_order, ...),
  * as that account. */
 db_conn *stack_db(const char *account);
+
+/* The password stack_customer registers with. */
+#define STACK_PASSWORD "correct horse battery staple"
 
 /* Creates a product (SKU prefixed with the run id) with stock, price (EUR
  * minor units) and max units per order (0: no limit), as the admin of
