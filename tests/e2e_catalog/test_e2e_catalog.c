@@ -32,28 +32,8 @@ ReportHook(POST_ALL)(struct criterion_global_stats *stats) { stack_down(); }
 
 TestSuite(e2e_catalog, .init = stack_require, .fini = stack_release, .timeout = 90);
 
-static char *key(void) {
-  static char k[8][96];
-  static int i;
-  i = (i + 1) % 8;
-  stack_unique(k[i], sizeof k[i], "k");
-  return k[i];
-}
-
 static void free_msg(void *m) {
   if (m != NULL) protobuf_c_message_free_unpacked(m, NULL);
-}
-
-static Shop__User__V1__LoginResponse *login(const char *email, const char *password) {
-  Shop__User__V1__LoginRequest req = SHOP__USER__V1__LOGIN_REQUEST__INIT;
-  req.email = (char *)email;
-  req.password = (char *)password;
-  Shop__User__V1__LoginResponse *r = NULL;
-  rpc_status st;
-  cr_assert_eq(stack_call("user-command", UCMD_SVC, "Login", &req.base, (ProtobufCMessage **)&r,
-                          NULL, key(), &st),
-               STATUS_OK, "Login: %s", st.message);
-  return r;
 }
 
 static status_code create_product(const char *token, const char *sku, const char *name,
@@ -72,7 +52,7 @@ static status_code create_product(const char *token, const char *sku, const char
   req.price = &price;
   req.initial_stock = 12;
   return stack_call("product-command", PCMD_SVC, "CreateProduct", &req.base,
-                    (ProtobufCMessage **)out, token, key(), st);
+                    (ProtobufCMessage **)out, token, stack_key(), st);
 }
 
 Test(e2e_catalog, a_customer_registers_browses_is_refused_the_catalog_then_promoted) {
@@ -92,9 +72,9 @@ Test(e2e_catalog, a_customer_registers_browses_is_refused_the_catalog_then_promo
   reg.name = "First Customer";
   Shop__User__V1__RegisterUserResponse *rr = NULL;
   cr_assert_eq(stack_call("user-command", UCMD_SVC, "RegisterUser", &reg.base,
-                          (ProtobufCMessage **)&rr, NULL, key(), &st),
+                          (ProtobufCMessage **)&rr, NULL, stack_key(), &st),
                STATUS_OK, "%s", st.message);
-  Shop__User__V1__LoginResponse *cust = login(email, PASSWORD);
+  Shop__User__V1__LoginResponse *cust = stack_login(email, PASSWORD);
   Shop__User__V1__GetMeRequest me = SHOP__USER__V1__GET_ME_REQUEST__INIT;
   Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
   rc.token = rr->consistency;
@@ -113,7 +93,7 @@ Test(e2e_catalog, a_customer_registers_browses_is_refused_the_catalog_then_promo
   /* The admin may; anyone finds the product, without a token. */
   char pw[256];
   stack_admin_password(pw, sizeof pw);
-  Shop__User__V1__LoginResponse *admin = login("admin@shop.test", pw);
+  Shop__User__V1__LoginResponse *admin = stack_login("admin@shop.test", pw);
   Shop__Product__V1__CreateProductResponse *cp = NULL;
   cr_assert_eq(create_product(admin->tokens->access_token, sku, name, cat, &cp, &st), STATUS_OK,
                "%s", st.message);
@@ -138,14 +118,14 @@ Test(e2e_catalog, a_customer_registers_browses_is_refused_the_catalog_then_promo
   sr.user_id = rr->user_id;
   sr.role = SHOP__USER__V1__ROLE__ROLE_ADMIN;
   cr_assert_eq(stack_call("user-command", UCMD_SVC, "SetRole", &sr.base, NULL,
-                          admin->tokens->access_token, key(), &st),
+                          admin->tokens->access_token, stack_key(), &st),
                STATUS_OK, "%s", st.message);
   Shop__User__V1__RefreshTokenRequest rt = SHOP__USER__V1__REFRESH_TOKEN_REQUEST__INIT;
   rt.refresh_token = cust->tokens->refresh_token;
   cr_assert_eq(
-      stack_call("user-command", UCMD_SVC, "RefreshToken", &rt.base, NULL, NULL, key(), &st),
+      stack_call("user-command", UCMD_SVC, "RefreshToken", &rt.base, NULL, NULL, stack_key(), &st),
       STATUS_UNAUTHENTICATED);
-  Shop__User__V1__LoginResponse *promoted = login(email, PASSWORD);
+  Shop__User__V1__LoginResponse *promoted = stack_login(email, PASSWORD);
   cr_assert_eq(promoted->role, SHOP__USER__V1__ROLE__ROLE_ADMIN);
   char sku2[96];
   stack_unique(sku2, sizeof sku2, "SKU");
@@ -206,15 +186,15 @@ Test(e2e_catalog, user_events_carry_no_password_hash_or_token) {
   reg.name = "Secretive";
   Shop__User__V1__RegisterUserResponse *rr = NULL;
   cr_assert_eq(stack_call("user-command", UCMD_SVC, "RegisterUser", &reg.base,
-                          (ProtobufCMessage **)&rr, NULL, key(), &st),
+                          (ProtobufCMessage **)&rr, NULL, stack_key(), &st),
                STATUS_OK);
-  Shop__User__V1__LoginResponse *l = login(email, PASSWORD);
+  Shop__User__V1__LoginResponse *l = stack_login(email, PASSWORD);
   Shop__User__V1__ChangePasswordRequest cp = SHOP__USER__V1__CHANGE_PASSWORD_REQUEST__INIT;
   cp.old_password = PASSWORD;
   cp.new_password = NEW_PASSWORD;
   Shop__User__V1__ChangePasswordResponse *cpr = NULL;
   cr_assert_eq(stack_call("user-command", UCMD_SVC, "ChangePassword", &cp.base,
-                          (ProtobufCMessage **)&cpr, l->tokens->access_token, key(), &st),
+                          (ProtobufCMessage **)&cpr, l->tokens->access_token, stack_key(), &st),
                STATUS_OK, "%s", st.message);
   /* Once the projection has both events, they are on the topic. */
   Shop__User__V1__GetMeRequest me = SHOP__USER__V1__GET_ME_REQUEST__INIT;
