@@ -222,12 +222,12 @@ static bool ready_now(const proc_opts *o, rpc_client *health, char *why, size_t 
     return false;
   }
   if (o->ready_url != NULL) {
-    char body[128] = "";
-    long code = proc_http_get(o->ready_url, 1000, body, sizeof body);
-    if (code != 200) {
-      seterr(why, whylen, "%s answered %ld %s", o->ready_url, code, body);
-      return false;
-    }
+    char *body = NULL;
+    long code = proc_http("GET", o->ready_url, 1000, &body);
+    if (code != 200)
+      seterr(why, whylen, "%s answered %ld %.100s", o->ready_url, code, body ? body : "");
+    free(body);
+    if (code != 200) return false;
   }
   return health == NULL || serving_once(health, 1000, why, whylen);
 }
@@ -330,35 +330,46 @@ bool proc_wait_serving(const char *url, int timeout_ms, char *errbuf, size_t err
 
 typedef struct http_body {
   char *p;
-  size_t len, n;
+  size_t n;
+  bool oom;
 } http_body;
 
 static size_t http_body_cb(char *data, size_t size, size_t nmemb, void *arg) {
   http_body *b = arg;
   size_t len = size * nmemb;
-  size_t room = b->len > b->n + 1 ? b->len - b->n - 1 : 0;
-  size_t k = len < room ? len : room;
-  memcpy(b->p + b->n, data, k);
-  b->n += k;
+  char *np = realloc(b->p, b->n + len + 1);
+  if (np == NULL) {
+    b->oom = true;
+    return 0;
+  }
+  b->p = np;
+  memcpy(b->p + b->n, data, len);
+  b->n += len;
   b->p[b->n] = '\0';
   return len;
 }
 
-long proc_http_get(const char *url, int timeout_ms, char *body, size_t bodylen) {
-  char none[1];
-  http_body b = {.p = body != NULL && bodylen > 0 ? body : none,
-                 .len = body != NULL && bodylen > 0 ? bodylen : 1};
-  b.p[0] = '\0';
+long proc_http(const char *method, const char *url, int timeout_ms, char **body) {
+  http_body b = {.p = calloc(1, 1)};
   CURL *h = curl_easy_init();
-  if (h == NULL) return 0;
-  curl_easy_setopt(h, CURLOPT_URL, url);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_body_cb);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   long code = 0;
-  if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-  curl_easy_cleanup(h);
+  if (h != NULL && b.p != NULL) {
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp(method, "HEAD") == 0) curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    if (strcmp(method, "POST") == 0) curl_easy_setopt(h, CURLOPT_POSTFIELDS, "x=1");
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_body_cb);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+  }
+  if (h != NULL) curl_easy_cleanup(h);
+  if (b.oom) code = 0;
+  if (body != NULL)
+    *body = b.p;
+  else
+    free(b.p);
   return code;
 }
 

@@ -81,9 +81,10 @@ status_code proc_run(const proc_opts *o, int timeout_ms, int *exit_code, char *o
 /* Calls Health/Check at url until SERVING, up to timeout_ms. */
 bool proc_wait_serving(const char *url, int timeout_ms, char *errbuf, size_t errlen);
 
-/* The HTTP status of a GET of url (0 when nothing answered within
- * timeout_ms); the start of the body goes into body (may be NULL). */
-long proc_http_get(const char *url, int timeout_ms, char *body, size_t bodylen);
+/* The HTTP status of method ("GET", "HEAD", "POST" with a small form,
+ * any other) on url; 0 when nothing answered within timeout_ms. *body
+ * (body may be NULL) gets the body, NUL-terminated; the caller frees it. */
+long proc_http(const char *method, const char *url, int timeout_ms, char **body);
 
 /* A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0 and
  * released); 0 on error. */

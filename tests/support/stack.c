@@ -189,6 +189,10 @@ static void instance_prepare(instance *in, const char *program, const stack_opts
                       .argv = in->argv,
                       .env = so->env,
                       .ready_url = so->admin_port >= 0 && !so->no_wait ? in->ready_url : NULL,
+                      /* No admin port known: the RPC health, if it serves. */
+                      .probe_url = so->admin_port < 0 && !so->no_wait && so->url != NULL
+                                       ? in->url
+                                       : NULL,
                       .ready_timeout_ms = STACK_READY_MS,
                       .log_path = in->log};
 }
@@ -238,10 +242,19 @@ static status_code instance_start(instance **out, const char *program, const sta
 
 /* SIGCONT (a paused program never sees SIGTERM), SIGTERM, then SIGKILL
  * after STACK_STOP_MS. False, with the reason on stderr, when it did not
- * stop by itself with status 0. Frees nothing. */
-static bool instance_stop(instance *in, int *code) {
+ * stop by itself with status 0; one that had ended before is reported
+ * only when report_ended is set (a test may have ended it on purpose).
+ * Frees nothing. */
+static bool instance_stop(instance *in, int *code, bool report_ended) {
   *code = -1;
   if (in->p == NULL) return true;
+  if (!proc_alive(in->p)) {
+    proc_stop(in->p, 0, code);
+    if (report_ended && *code != 0)
+      fprintf(stderr, "stack: %s had ended with %d before it was stopped (see %s)\n", in->name,
+              *code, in->log);
+    return *code == 0;
+  }
   kill(proc_pid(in->p), SIGCONT);
   status_code st = proc_stop(in->p, STACK_STOP_MS, code);
   if (st != STATUS_OK)
@@ -254,7 +267,7 @@ static bool instance_stop(instance *in, int *code) {
 
 static int instance_stop_free(instance *in) {
   int code;
-  instance_stop(in, &code);
+  instance_stop(in, &code, false);
   proc_destroy(in->p);
   free(in);
   return code;
@@ -338,7 +351,7 @@ void stack_down(void) {
   while (n_running > 0) {
     instance *in = &running[--n_running];
     int code;
-    if (!instance_stop(in, &code)) clean = false;
+    if (!instance_stop(in, &code, true)) clean = false;
     proc_destroy(in->p);
     in->p = NULL;
   }

@@ -109,7 +109,8 @@ typedef struct stack_opts {
   const char *url;        /* --listen URL; NULL: none (a worker, or the config's endpoint) */
   const char *const *env; /* "NAME=value" additions, NULL-terminated; may be NULL */
   /* --admin-port: 0 picks a free port and waits for /readyz there; -1
-   * passes none (the program's own default) and waits for nothing. */
+   * passes none (the program's own default) and waits only for url's
+   * Health/Check, if url is given. */
   int admin_port;
   bool no_wait;         /* start only: the test looks at readiness itself */
   const char *log_path; /* NULL: $SHOP_LOG_DIR/e2e-<program>.log */

@@ -2,6 +2,8 @@
 #include "support/wait.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 
 int64_t wait_now_ms(void) {
   struct timespec ts;
@@ -38,4 +40,11 @@ bool wait_next(wait_clock *w) {
   wait_sleep_ms(w->pause_ms < left ? w->pause_ms : left);
   w->pause_ms = w->pause_ms * 2 < WAIT_POLL_MAX_MS ? w->pause_ms * 2 : WAIT_POLL_MAX_MS;
   return true;
+}
+
+void wait_format(char *out, size_t len, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(out, len, fmt, ap);
+  va_end(ap);
 }

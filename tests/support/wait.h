@@ -34,8 +34,8 @@
 #define SHOP_TESTS_WAIT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <time.h>
 
 /* The longest pause between two looks at a condition. */
@@ -61,6 +61,10 @@ void wait_start(wait_clock *w, int64_t timeout_ms);
  * returns true, for one more look. */
 bool wait_next(wait_clock *w);
 
+/* snprintf, for WAIT_UNTIL's message (a function: a long message is cut,
+ * not a compile-time warning). */
+void wait_format(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Sets ok to cond, looking again until it holds or timeout_ms passed. */
 #define WAIT_FOR(ok, cond, timeout_ms)                                                             \
   do {                                                                                             \
@@ -78,8 +82,8 @@ bool wait_next(wait_clock *w);
     bool wait_ok_;                                                                                 \
     WAIT_FOR(wait_ok_, cond, timeout_ms);                                                          \
     if (!wait_ok_) {                                                                               \
-      char wait_msg_[1024];                                                                        \
-      snprintf(wait_msg_, sizeof wait_msg_, __VA_ARGS__);                                          \
+      char wait_msg_[2048];                                                                        \
+      wait_format(wait_msg_, sizeof wait_msg_, __VA_ARGS__);                                       \
       cr_assert_fail("wait: not true after %lld ms: %s [%s]", (long long)(timeout_ms), wait_msg_,  \
                      #cond);                                                                       \
     }                                                                                              \
