@@ -12,6 +12,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "events/outbox.h"
 #include "reconcile/reconcile.h"
 #include "shop/product/v1/queries.pb-c.h"
 #include "stack_internal.h"
@@ -185,16 +186,15 @@ static void instance_prepare(instance *in, const char *program, const stack_opts
     in->argv[n++] = in->port_arg;
   }
   in->argv[n] = NULL;
-  in->o = (proc_opts){.path = in->bin,
-                      .argv = in->argv,
-                      .env = so->env,
-                      .ready_url = so->admin_port >= 0 && !so->no_wait ? in->ready_url : NULL,
-                      /* No admin port known: the RPC health, if it serves. */
-                      .probe_url = so->admin_port < 0 && !so->no_wait && so->url != NULL
-                                       ? in->url
-                                       : NULL,
-                      .ready_timeout_ms = STACK_READY_MS,
-                      .log_path = in->log};
+  in->o = (proc_opts){
+      .path = in->bin,
+      .argv = in->argv,
+      .env = so->env,
+      .ready_url = so->admin_port >= 0 && !so->no_wait ? in->ready_url : NULL,
+      /* No admin port known: the RPC health, if it serves. */
+      .probe_url = so->admin_port < 0 && !so->no_wait && so->url != NULL ? in->url : NULL,
+      .ready_timeout_ms = STACK_READY_MS,
+      .log_path = in->log};
 }
 
 static status_code instance_spawn(instance *in, char *err, size_t errlen) {
@@ -368,13 +368,20 @@ void stack_require(void) {
 }
 
 void stack_release(void) {
+  /* A test that paused one of the runner's programs and then failed must
+   * not leave it paused for the tests after it. */
+  for (size_t i = 0; i < N_PROGRAMS; i++) {
+    char name[96];
+    env_name(name, sizeof name, "SHOP_E2E_PID_", programs[i].name);
+    const char *pid = getenv(name);
+    if (pid != NULL) kill((pid_t)atoi(pid), SIGCONT);
+  }
+  /* What the test (or its suite's .init) started and did not stop is
+   * stopped like stack_stop does; one that does not stop cleanly is
+   * reported. */
   for (size_t i = 0; i < STACK_EXTRA_MAX; i++) {
     if (extras[i] == NULL) continue;
-    if (proc_alive(extras[i]->p))
-      fprintf(stderr, "stack: the test left %s (pid %d) running: killed\n", extras[i]->name,
-              (int)proc_pid(extras[i]->p));
-    proc_destroy(extras[i]->p);
-    free(extras[i]);
+    instance_stop_free(extras[i]);
     extras[i] = NULL;
   }
   while (clients.n > 0) {
@@ -555,10 +562,10 @@ void stack_customer(stack_user *u, const char *who, const char *name) {
   req.name = (char *)name;
   Shop__User__V1__RegisterUserResponse *r = NULL;
   rpc_status st;
-  cr_assert_eq(stack_call("user-command", &shop__user__v1__user_command_service__descriptor,
-                          "RegisterUser", &req.base, (ProtobufCMessage **)&r, NULL, stack_key(),
-                          &st),
-               STATUS_OK, "RegisterUser %s: %s %s", u->email, status_name(st.code), st.message);
+  cr_assert_eq(
+      stack_call("user-command", &shop__user__v1__user_command_service__descriptor, "RegisterUser",
+                 &req.base, (ProtobufCMessage **)&r, NULL, stack_key(), &st),
+      STATUS_OK, "RegisterUser %s: %s %s", u->email, status_name(st.code), st.message);
   snprintf(u->user_id, sizeof u->user_id, "%s", r->user_id);
   shop__common__v1__consistency_token__init(&u->consistency);
   u->consistency.aggregate_id = u->user_id;
@@ -622,6 +629,35 @@ void stack_product(const char *admin_token, int64_t stock, int64_t price, int32_
                           "GetProduct", &g.base, NULL, NULL, NULL, &st),
                STATUS_OK, "GetProduct: %s", st.message);
   protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+int64_t stack_unsent(const char *account) {
+  db_conn *c = stack_db(account);
+  int64_t n = -1;
+  char err[512] = "";
+  status_code st = outbox_backlog(c, &n, NULL, err, sizeof err);
+  db_close(c);
+  cr_assert_eq(st, STATUS_OK, "the outbox of %s: %s", account, err);
+  return n;
+}
+
+bool stack_quiet(const char *const *groups, size_t n_groups, const char *const *outboxes,
+                 size_t n_outboxes, char *why, size_t whylen) {
+  for (size_t i = 0; i < n_groups; i++) {
+    if (!stack_group_quiet(groups[i])) {
+      if (why != NULL) snprintf(why, whylen, "group %s has not caught up", groups[i]);
+      return false;
+    }
+  }
+  for (size_t i = 0; i < n_outboxes; i++) {
+    int64_t n = stack_unsent(outboxes[i]);
+    if (n != 0) {
+      if (why != NULL)
+        snprintf(why, whylen, "%lld unsent in the outbox of %s", (long long)n, outboxes[i]);
+      return false;
+    }
+  }
+  return true;
 }
 
 /* ---- The books ------------------------------------------------------------------------------- */

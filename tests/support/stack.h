@@ -29,9 +29,11 @@
  * stack_down stops them in the reverse order (SIGCONT first: a test may
  * have paused one; then SIGTERM, SIGKILL after 30 s) and reports on stderr
  * each program that did not exit 0 after SIGTERM; the runner then exits 3.
- * stack_release (a suite's .fini) closes the test's clients and kills, and
- * reports, every extra instance the test started (stack_start) and did not
- * stop, so a failed assertion leaves no process behind.
+ * stack_release (a suite's .fini) closes the test's clients and stops
+ * every extra instance the test or its suite's .init started (stack_start,
+ * stack_sink) and did not stop, reporting each that does not stop cleanly,
+ * so a failed assertion leaves no process behind; it also lets go
+ * (SIGCONT) every program of the runner a test may have paused.
  *
  * Which harness is which:
  *  - this one: every Criterion end-to-end test (tests/e2e_*, tests/user,
@@ -64,8 +66,8 @@
 #include "config/config.h"
 #include "db/db.h"
 #include "rpc/rpc.h"
-#include "support/proc.h"
 #include "shop/user/v1/commands.pb-c.h"
+#include "support/proc.h"
 #include "support/requests.h"
 
 /* The programs an order flows through, for stack_up's list. */
@@ -118,7 +120,7 @@ typedef struct stack_opts {
 
 /* Starts another instance of program and waits until it is ready. Fails
  * the test on error. The instance is the test's: stack_stop it, or
- * stack_release kills it. */
+ * stack_release stops it. */
 proc *stack_start(const char *program, const char *url, const char *const *env);
 proc *stack_start_with(const char *program, const stack_opts *o);
 /* SIGTERMs it, waits (30 s, then SIGKILL), frees; returns its exit status
@@ -224,6 +226,19 @@ typedef struct stack_record {
 /* The records of topic with key since the run began. Fills out with at
  * most max of them and returns how many there are. */
 size_t stack_records(const char *topic, const char *key, stack_record *out, size_t max);
+
+/* The group (topology.h's name) has committed the end of every topic it
+ * reads (stack_group_caught_up of the group's topics). */
+bool stack_group_quiet(const char *group);
+
+/* Rows of account's outbox (its database) not sent yet. */
+int64_t stack_unsent(const char *account);
+
+/* Quiet: every group named has caught up (stack_group_quiet) and no
+ * outbox of the accounts named has an unsent row. Otherwise false, and
+ * why (may be NULL) says the first thing that is not. */
+bool stack_quiet(const char *const *groups, size_t n_groups, const char *const *outboxes,
+                 size_t n_outboxes, char *why, size_t whylen);
 
 /* ---- The books ------------------------------------------------------------------------------ */
 

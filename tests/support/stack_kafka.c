@@ -104,6 +104,12 @@ bool stack_group_caught_up(const char *group, const char *const *topics, size_t 
   return caught;
 }
 
+bool stack_group_quiet(const char *group) {
+  const topology_group *g = topology_group_find(group);
+  cr_assert_not_null(g, "no consumer group %s in topology.h", group);
+  return stack_group_caught_up(g->name, g->topics, g->topic_count);
+}
+
 /* Commits, for group, the run's start offsets or (earliest) each
  * partition's low watermark. */
 static bool group_rewind(const char *group, const char *const *topics, size_t n, bool earliest) {
@@ -147,20 +153,21 @@ typedef struct reader {
   void *arg;
 } reader;
 
-/* Polls one record and hands it on; true once every partition is read. */
-static bool read_one(reader *r) {
-  if (r->left == 0) return true;
-  rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, 100);
-  if (m == NULL) return false;
-  if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->partition >= 0 &&
-      m->partition < TOPOLOGY_DOMAIN_PARTITIONS && r->open[m->partition]) {
-    r->fn(m, r->arg);
-    if (m->offset + 1 >= r->end[m->partition]) {
-      r->open[m->partition] = false;
-      r->left--;
+/* Hands on every record that comes within 100 ms of the one before; true
+ * once every partition is read to its end. */
+static bool read_some(reader *r) {
+  rd_kafka_message_t *m;
+  while (r->left > 0 && (m = rd_kafka_consumer_poll(r->rk, 100)) != NULL) {
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->partition >= 0 &&
+        m->partition < TOPOLOGY_DOMAIN_PARTITIONS && r->open[m->partition]) {
+      r->fn(m, r->arg);
+      if (m->offset + 1 >= r->end[m->partition]) {
+        r->open[m->partition] = false;
+        r->left--;
+      }
     }
+    rd_kafka_message_destroy(m);
   }
-  rd_kafka_message_destroy(m);
   return r->left == 0;
 }
 
@@ -187,7 +194,7 @@ void stack_topic_read(const char *topic, stack_record_cb fn, void *arg, int time
   cr_assert_eq(rd_kafka_assign(r.rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
   rd_kafka_topic_partition_list_destroy(l);
   bool done;
-  WAIT_FOR(done, read_one(&r), timeout_ms);
+  WAIT_FOR(done, read_some(&r), timeout_ms);
   rd_kafka_consumer_close(r.rk);
   rd_kafka_destroy(r.rk);
   cr_assert(done, "%s was not read to its end within %d ms (%d partition(s) left)", topic,

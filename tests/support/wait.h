@@ -17,7 +17,9 @@
  * condition saw last. The condition is evaluated at once, then after pauses
  * that grow from 1 ms to WAIT_POLL_MAX_MS, and one last time at or after the
  * bound; it may have side effects (a query, a call) and may assign what it
- * read to a variable the message prints.
+ * read to a variable the message prints. A condition that consumes a
+ * stream (records, lines) should take all that is there at each look, so
+ * that the pauses fall only where nothing came.
  *
  * Code that must not depend on Criterion (the runner side of the stack,
  * faults-load, proc.c) uses WAIT_FOR, which only sets a bool:
