@@ -66,3 +66,12 @@ Test(wait, abstime_is_ms_from_now_on_the_realtime_clock) {
   cr_assert_lt(d, 1600);
   cr_assert_lt(t.tv_nsec, 1000000000L);
 }
+
+Test(wait, a_paced_wait_looks_less_often) {
+  bool ok = true;
+  looks = 0;
+  WAIT_FOR_PACED(ok, count_look(false), 1500, 1000);
+  cr_assert_not(ok);
+  /* 1 + 2 + ... + 512 ms is about 1 s in 11 looks, then one of 1000 ms. */
+  cr_assert_leq(looks, 14, "%d looks", looks);
+}

@@ -28,8 +28,13 @@ struct timespec wait_abstime(int64_t ms) {
 }
 
 void wait_start(wait_clock *w, int64_t timeout_ms) {
+  wait_start_paced(w, timeout_ms, WAIT_POLL_MAX_MS);
+}
+
+void wait_start_paced(wait_clock *w, int64_t timeout_ms, int64_t pause_max_ms) {
   w->until = wait_now_ms() + timeout_ms;
   w->pause_ms = 1;
+  w->pause_max_ms = pause_max_ms > 0 ? pause_max_ms : WAIT_POLL_MAX_MS;
 }
 
 bool wait_next(wait_clock *w) {
@@ -38,7 +43,7 @@ bool wait_next(wait_clock *w) {
   /* Short pauses first, so that a condition that is nearly true costs
    * little; longer ones later, so that a slow one is not hammered. */
   wait_sleep_ms(w->pause_ms < left ? w->pause_ms : left);
-  w->pause_ms = w->pause_ms * 2 < WAIT_POLL_MAX_MS ? w->pause_ms * 2 : WAIT_POLL_MAX_MS;
+  w->pause_ms = w->pause_ms * 2 < w->pause_max_ms ? w->pause_ms * 2 : w->pause_max_ms;
   return true;
 }
 

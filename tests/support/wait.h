@@ -55,10 +55,14 @@ struct timespec wait_abstime(int64_t ms);
 /* The pacing of one wait; see WAIT_FOR. */
 typedef struct wait_clock {
   int64_t until; /* monotonic ms */
-  int64_t pause_ms;
+  int64_t pause_ms, pause_max_ms;
 } wait_clock;
 
+/* Pauses grow from 1 ms to WAIT_POLL_MAX_MS (wait_start) or to
+ * pause_max_ms (wait_start_paced, for a condition that costs the system it
+ * looks at: a retried command against a crashed program, say). */
 void wait_start(wait_clock *w, int64_t timeout_ms);
+void wait_start_paced(wait_clock *w, int64_t timeout_ms, int64_t pause_max_ms);
 /* False once the bound has passed; else pauses (never past the bound) and
  * returns true, for one more look. */
 bool wait_next(wait_clock *w);
@@ -72,6 +76,15 @@ void wait_format(char *out, size_t len, const char *fmt, ...) __attribute__((for
   do {                                                                                             \
     wait_clock wait_clock_;                                                                        \
     wait_start(&wait_clock_, (timeout_ms));                                                        \
+    while (!((ok) = (cond)) && wait_next(&wait_clock_)) {                                          \
+    }                                                                                              \
+  } while (0)
+
+/* WAIT_FOR with pauses up to pause_max_ms. */
+#define WAIT_FOR_PACED(ok, cond, timeout_ms, pause_max_ms)                                         \
+  do {                                                                                             \
+    wait_clock wait_clock_;                                                                        \
+    wait_start_paced(&wait_clock_, (timeout_ms), (pause_max_ms));                                  \
     while (!((ok) = (cond)) && wait_next(&wait_clock_)) {                                          \
     }                                                                                              \
   } while (0)
