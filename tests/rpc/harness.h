@@ -26,6 +26,7 @@
 #include "db/db.h"
 #include "rpc/rpc.h"
 #include "shop/testing/v1/echo.pb-c.h"
+#include "support/wait.h"
 
 #define TH_KEY "shop-test-signing-key-0123456789abcdef"
 #define TH_ISSUER "shop-test"
@@ -96,8 +97,5 @@ int th_raw_exchange(const char *url, const void *frame, size_t len, void **reply
 /* Packs a RequestEnvelope. */
 size_t th_pack_envelope(const char *method, const char *request_id, int64_t timeout_ms,
                         const void *payload, size_t payload_len, uint8_t **out);
-
-int64_t th_now_ms(void);
-void th_sleep_ms(int ms);
 
 #endif

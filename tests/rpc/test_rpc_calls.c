@@ -461,8 +461,8 @@ Test(rpc_bad_input, full_queue_gets_resource_exhausted_at_once) {
   cr_assert(th_wait_peak(&srv->ctx, 1, 5000));
   pthread_create(&b.t, NULL, bg_sleep, &b);
   rpc_server_stats ss = {0};
-  for (int64_t until = th_now_ms() + 5000; th_now_ms() < until && ss.queued < 1; th_sleep_ms(2))
-    rpc_server_stats_get(srv->srv, &ss);
+  WAIT_UNTIL((rpc_server_stats_get(srv->srv, &ss), ss.queued >= 1), 5000,
+             "one call waiting for the worker (queued %llu)", (unsigned long long)ss.queued);
   cr_assert_eq(ss.queued, 1, "one call waits for the worker");
   rpc_status st;
   cr_assert_eq(th_echo(cli, "overflow", NULL, NULL, 0, &st), STATUS_RESOURCE_EXHAUSTED);
@@ -510,11 +510,11 @@ Test(rpc_bad_input, oversized_reply_gets_resource_exhausted) {
 
 Test(rpc_client, no_server_connected_gives_unavailable_promptly) {
   rpc_client *c = th_client_nowait("tcp://127.0.0.1:1", 0, 0);
-  int64_t t0 = th_now_ms();
+  int64_t t0 = wait_now_ms();
   rpc_status st;
   cr_assert_eq(th_echo(c, "anyone?", &(rpc_call_opts){.timeout_ms = 20000}, NULL, 0, &st),
                STATUS_UNAVAILABLE);
-  cr_assert_lt(th_now_ms() - t0, 10000, "well before the 20 s deadline");
+  cr_assert_lt(wait_now_ms() - t0, 10000, "well before the 20 s deadline");
   rpc_client_destroy(c);
 }
 
@@ -538,7 +538,7 @@ typedef struct late_start {
 
 static void *start_later(void *arg) {
   late_start *l = arg;
-  th_sleep_ms(150);
+  wait_sleep_ms(150); /* on purpose: the server comes up after the first attempts */
   l->s = th_server_start(&(th_opts){.url = l->url});
   return NULL;
 }
@@ -688,8 +688,8 @@ Test(rpc_calls, a_comma_separated_endpoint_list_dials_every_instance_and_spreads
   char list[300];
   snprintf(list, sizeof list, "%s, %s", a->url, b->url);
   rpc_client *c = th_client(list, 0, 0);
-  for (int i = 0; i < 100 && rpc_client_pipes(c) < 2; i++)
-    nanosleep(&(struct timespec){0, 10000000}, NULL);
+  WAIT_UNTIL(rpc_client_pipes(c) >= 2, 1000, "a connection to each instance (%d)",
+             rpc_client_pipes(c));
   cr_assert_eq(rpc_client_pipes(c), 2);
   for (int i = 0; i < 20; i++) {
     char got[64];

@@ -16,6 +16,7 @@
 #include "harness.h"
 #include "shop/rpc/v1/rpc.pb-c.h"
 #include "support/proc.h"
+#include "support/wait.h"
 
 static char dir[256];
 static char cfg_path[512];
@@ -63,18 +64,22 @@ static void stop_echo(void) {
   rmdir(dir);
 }
 
+/* Whether the child's log holds needle now. */
+static bool log_contains(const char *needle) {
+  FILE *f = fopen(log_path, "r");
+  if (f == NULL) return false;
+  char line[2048];
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f) != NULL) found = strstr(line, needle) != NULL;
+  fclose(f);
+  return found;
+}
+
 /* Waits (bounded) until the child's log holds needle. */
 static bool log_has(const char *needle, int timeout_ms) {
-  for (int64_t until = th_now_ms() + timeout_ms; th_now_ms() < until; th_sleep_ms(5)) {
-    FILE *f = fopen(log_path, "r");
-    if (f == NULL) continue;
-    char line[2048];
-    bool found = false;
-    while (!found && fgets(line, sizeof line, f) != NULL) found = strstr(line, needle) != NULL;
-    fclose(f);
-    if (found) return true;
-  }
-  return false;
+  bool found;
+  WAIT_FOR(found, log_contains(needle), timeout_ms);
+  return found;
 }
 
 static int health(rpc_client *c) {
@@ -104,10 +109,10 @@ static void *sleep_thread(void *arg) {
   req.duration_ms = b->duration_ms;
   ProtobufCMessage *out = NULL;
   rpc_call_opts o = {.timeout_ms = 30000, .no_retry = true};
-  int64_t t0 = th_now_ms();
+  int64_t t0 = wait_now_ms();
   b->rc = rpc_client_call_sync(b->c, &shop__testing__v1__echo_service__descriptor, "Sleep",
                                &req.base, &out, &o, NULL);
-  b->took_ms = th_now_ms() - t0;
+  b->took_ms = wait_now_ms() - t0;
   if (out != NULL) {
     b->slept = ((Shop__Testing__V1__SleepResponse *)out)->slept_ms;
     protobuf_c_message_free_unpacked(out, NULL);
