@@ -11,6 +11,7 @@
 
 #include "command/command.h"
 #include "harness.h"
+#include "support/account.h"
 #include "support/wait.h"
 
 static db_params params;
@@ -18,23 +19,11 @@ static char password[256];
 static char names[4][64];
 
 static void db_env(void) {
-  const char *port = getenv("SHOP_MYSQL_PORT");
-  const char *secrets = getenv("SHOP_SECRETS_DIR");
-  cr_assert(port != NULL && secrets != NULL,
-            "the idempotency tests need the test MariaDB: set SHOP_MYSQL_PORT and "
-            "SHOP_SECRETS_DIR (eval \"$(scripts/infra.sh env --profile test)\")");
-  char dir[512], err[256];
-  snprintf(dir, sizeof dir, "%s/mysql", secrets);
-  cr_assert(db_password_from_dir(dir, "shop_test", password, sizeof password, err, sizeof err),
-            "%s", err);
-  const char *host = getenv("SHOP_MYSQL_HOST");
-  params = (db_params){.host = host != NULL ? host : "127.0.0.1",
-                       .port = atoi(port),
-                       .user = "shop_test",
-                       .password = password,
-                       .database = "shop_test",
-                       .connect_timeout_ms = 5000,
-                       .connect_retry_ms = 5000};
+  char err[512];
+  cr_assert(support_env_db_params(&params, "shop_test", "shop_test", password, sizeof password, err,
+                                  sizeof err),
+            "the idempotency tests need the test MariaDB: %s", err);
+  params.connect_retry_ms = 5000;
 }
 
 static db_conn *connect_db(void) {
