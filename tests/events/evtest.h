@@ -17,6 +17,7 @@
 #include "events/consumer.h"
 #include "events/events.h"
 #include "events/outbox.h"
+#include "support/wait.h"
 
 /* Applies the events migrations to shop_test (as shop_migrate) once per
  * process and returns a connection as shop_test. */
@@ -105,16 +106,5 @@ void evtest_relay_opts(outbox_relay_opts *o);
  * named by arg (see evtest_count_table). */
 status_code evtest_count_cb(db_conn *tx, const consumer_msg *msgs, size_t n, void *arg,
                             char *errbuf, size_t errlen);
-
-/* Milliseconds on a monotonic clock. */
-int64_t evtest_now_ms(void);
-
-/* Waits until cond (re-evaluated every 20 ms) holds, up to timeout_ms, and
- * sets the bool ok to its final value. */
-#define EVTEST_WAIT(ok, cond, timeout_ms)                                                          \
-  do {                                                                                             \
-    int64_t evtest_until_ = evtest_now_ms() + (timeout_ms);                                        \
-    while (!((ok) = (cond)) && evtest_now_ms() < evtest_until_) usleep(20000);                     \
-  } while (0)
 
 #endif
