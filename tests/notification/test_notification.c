@@ -18,6 +18,7 @@
 #include "shop/order/v1/events.pb-c.h"
 #include "shop/user/v1/events.pb-c.h"
 #include "support/proc.h"
+#include "support/stack.h"
 
 typedef struct sink {
   proc *p;
@@ -34,25 +35,11 @@ static notify_smtp *smtp_ch;
 static notify_webhook *sms_ch, *push_ch;
 static notify_ctx ctx;
 
-static void sink_start(sink *s, const char *script) {
-  char err[512], port[16], path[512], ready[400], log[400];
-  snprintf(port, sizeof port, "%d", s->port);
-  snprintf(path, sizeof path, "%s/%s", SHOP_NOTIFY_TEST_DIR, script);
-  snprintf(ready, sizeof ready, "%s/ready", s->dir);
-  snprintf(log, sizeof log, "%s.log", s->dir);
-  unlink(ready);
-  const char *argv[] = {path, port, s->dir, NULL};
-  proc_opts o = {.path = "/usr/bin/python3", .argv = argv, .log_path = log};
-  cr_assert_eq(proc_start(&s->p, &o, err, sizeof err), STATUS_OK, "%s: %s", script, err);
-  for (int i = 0; i < 500 && access(ready, F_OK) != 0; i++) usleep(20000);
-  cr_assert_eq(access(ready, F_OK), 0, "%s did not start (see %s)", script, log);
-}
+static void sink_start(sink *s, const char *script) { s->p = stack_sink(script, s->port, s->dir); }
 
 static void sink_stop(sink *s) {
   if (s->p == NULL) return;
-  int code;
-  proc_stop(s->p, 10000, &code);
-  proc_destroy(s->p);
+  stack_stop(s->p);
   s->p = NULL;
 }
 
