@@ -3,6 +3,7 @@
 
 #include <criterion/criterion.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "stack_internal.h"
 #include "support/account.h"
 #include "support/wait.h"
+#include "topology/topology.h"
 
 #define STACK_RUNNING_MAX 12
 #define STACK_EXTRA_MAX 8
@@ -360,6 +362,12 @@ void stack_down(void) {
   if (!clean) exit(3);
 }
 
+void stack_down_after_books(int settle_ms) {
+  bool clean = stack_books_clean(true, settle_ms);
+  stack_down();
+  if (!clean) exit(4);
+}
+
 /* ---- Test side ------------------------------------------------------------------------------- */
 
 void stack_require(void) {
@@ -491,6 +499,38 @@ bool stack_has_violation(const rpc_status *st, const char *field) {
   return false;
 }
 
+char *stack_sink_received(const char *dir, const char *ext, const char *needle, int *count) {
+  *count = 0;
+  char *all = calloc(1, 1);
+  cr_assert_not_null(all);
+  size_t len = 0;
+  DIR *d = opendir(dir);
+  if (d == NULL) return all;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    size_t nl = strlen(de->d_name), el = strlen(ext);
+    if (nl < el || strcmp(de->d_name + nl - el, ext) != 0) continue;
+    char path[1400], buf[16384];
+    snprintf(path, sizeof path, "%.1000s/%.300s", dir, de->d_name);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) continue;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    if (needle != NULL && strstr(buf, needle) == NULL) continue;
+    char *grown = realloc(all, len + n + 2);
+    cr_assert_not_null(grown);
+    all = grown;
+    memcpy(all + len, buf, n);
+    len += n;
+    all[len++] = '\n';
+    all[len] = '\0';
+    (*count)++;
+  }
+  closedir(d);
+  return all;
+}
+
 /* ---- Clients and calls ----------------------------------------------------------------------- */
 
 rpc_client *stack_client(const char *url) {
@@ -603,6 +643,19 @@ db_conn *stack_db(const char *account) {
   return c;
 }
 
+void stack_product_seen(const char *id, Shop__Common__V1__ConsistencyToken *t) {
+  Shop__Product__V1__GetProductRequest g = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
+  Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
+  rc.token = t;
+  rc.wait_ms = 15000;
+  g.product_id = (char *)id;
+  g.consistency = &rc;
+  rpc_status st;
+  cr_assert_eq(stack_call("product-query", &shop__product__v1__product_query_service__descriptor,
+                          "GetProduct", &g.base, NULL, NULL, NULL, &st),
+               STATUS_OK, "GetProduct %s: %s", id, st.message);
+}
+
 void stack_product(const char *admin_token, int64_t stock, int64_t price, int32_t max,
                    char id[37]) {
   char sku[96], u[64], k[96];
@@ -619,15 +672,7 @@ void stack_product(const char *admin_token, int64_t stock, int64_t price, int32_
                  "CreateProduct", &p.req.base, (ProtobufCMessage **)&r, admin_token, k, &st),
       STATUS_OK, "CreateProduct: %s", st.message);
   snprintf(id, 37, "%s", r->product_id);
-  Shop__Product__V1__GetProductRequest g = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
-  Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
-  rc.token = r->consistency;
-  rc.wait_ms = 15000;
-  g.product_id = id;
-  g.consistency = &rc;
-  cr_assert_eq(stack_call("product-query", &shop__product__v1__product_query_service__descriptor,
-                          "GetProduct", &g.base, NULL, NULL, NULL, &st),
-               STATUS_OK, "GetProduct: %s", st.message);
+  stack_product_seen(id, r->consistency);
   protobuf_c_message_free_unpacked(&r->base, NULL);
 }
 
@@ -658,6 +703,23 @@ bool stack_quiet(const char *const *groups, size_t n_groups, const char *const *
     }
   }
   return true;
+}
+
+void stack_group_reset(const char *group, const char *inbox_db, bool earliest) {
+  if (inbox_db != NULL) {
+    db_conn *db = stack_db(inbox_db);
+    char err[512] = "";
+    db_value v[1] = {DB_STR(group)};
+    status_code st = db_exec(db, "DELETE FROM processed_events WHERE consumer_group = ?", v, 1,
+                             NULL, NULL, err, sizeof err);
+    db_close(db);
+    cr_assert_eq(st, STATUS_OK, "the inbox of %s in %s: %s", group, inbox_db, err);
+  }
+  const topology_group *g = topology_group_find(group);
+  cr_assert_not_null(g, "no consumer group %s in topology.h", group);
+  WAIT_UNTIL(earliest ? stack_group_rewind_earliest(g->name, g->topics, g->topic_count)
+                      : stack_group_rewind(g->name, g->topics, g->topic_count),
+             60000, "group %s reset (the broker refuses while a paused member is in it)", group);
 }
 
 /* ---- The books ------------------------------------------------------------------------------- */

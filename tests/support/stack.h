@@ -83,6 +83,10 @@
 void stack_up(const char *const *programs);
 /* Stops them; exits 3 when one did not stop cleanly. */
 void stack_down(void);
+/* For a POST_ALL hook after scenarios that leave the books of their run
+ * behind: stack_books_clean(true, settle_ms) on the quiet stack, then
+ * stack_down; exits 4 when the books did not balance. */
+void stack_down_after_books(int settle_ms);
 
 /* ---- Test side ------------------------------------------------------------------------------ */
 
@@ -191,10 +195,19 @@ db_conn *stack_db(const char *account);
  * error. */
 void stack_product(const char *admin_token, int64_t stock, int64_t price, int32_t max, char id[37]);
 
+/* Waits (GetProduct with token t, 15 s) until product-query has product
+ * id at t's version. Fails the test on error. */
+void stack_product_seen(const char *id, Shop__Common__V1__ConsistencyToken *t);
+
 /* Starts a test sink (tests/notification/<script>, a Python SMTP or
  * webhook receiver) on port, keeping what it receives in dir, and waits
  * for its ready file. The sink is the test's: stop it with stack_stop. */
 proc *stack_sink(const char *script, int port, const char *dir);
+
+/* What a sink received: every file of dir whose name ends in ext (".eml",
+ * ".json") and that contains needle (NULL: any), concatenated, each
+ * followed by a newline; *count gets how many. The caller frees it. */
+char *stack_sink_received(const char *dir, const char *ext, const char *needle, int *count);
 
 /* ---- Kafka ---------------------------------------------------------------------------------- */
 
@@ -207,6 +220,13 @@ bool stack_group_caught_up(const char *group, const char *const *topics, size_t 
  * the member has left or been dropped). */
 bool stack_group_rewind(const char *group, const char *const *topics, size_t n);
 bool stack_group_rewind_earliest(const char *group, const char *const *topics, size_t n);
+/* For a replay: forgets what group's inbox saw (its processed_events rows
+ * in database inbox_db; NULL: keeps them) and commits, for group, the
+ * offsets its topics had when the run began (earliest: every partition's
+ * low watermark), waiting up to 60 s while the broker refuses (a paused
+ * member is still in the group). Fails the test on error. */
+void stack_group_reset(const char *group, const char *inbox_db, bool earliest);
+
 /* The end offset topic/partition (a domain topic) had when the run began. */
 int64_t stack_start_offset(const char *topic, int partition);
 
