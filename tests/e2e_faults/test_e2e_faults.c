@@ -514,22 +514,8 @@ Test(s3_replay, every_group_reset_and_replayed_on_a_quiet_stack_leaves_every_tab
    * suites that ran before), and let them go on. */
   for (size_t i = 0; i < N_GROUPS; i++)
     cr_assert_eq(kill(stack_pid(groups[i].program), SIGSTOP), 0);
-  for (size_t i = 0; i < N_GROUPS; i++) {
-    if (groups[i].clear_inbox) {
-      db_conn *db = stack_db(groups[i].db);
-      char err[512];
-      db_value v[1] = {DB_STR(groups[i].group)};
-      cr_assert_eq(db_exec(db, "DELETE FROM processed_events WHERE consumer_group = ?", v, 1, NULL,
-                           NULL, err, sizeof err),
-                   STATUS_OK, "%s", err);
-      db_close(db);
-    }
-    const topology_group *g = topology_group_find(groups[i].group);
-    WAIT_UNTIL(full() ? stack_group_rewind_earliest(g->name, g->topics, g->topic_count)
-                      : stack_group_rewind(g->name, g->topics, g->topic_count),
-               60000, "group %s reset (the broker refuses while the paused member is in it)",
-               groups[i].group);
-  }
+  for (size_t i = 0; i < N_GROUPS; i++)
+    stack_group_reset(groups[i].group, groups[i].clear_inbox ? groups[i].db : NULL, full());
   int64_t t_replay = wait_now_ms();
   for (size_t i = 0; i < N_GROUPS; i++) kill(stack_pid(groups[i].program), SIGCONT);
   WAIT_UNTIL(quiet(why, sizeof why), 600000, "the replay finished (%s)", why);

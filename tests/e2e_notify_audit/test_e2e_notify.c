@@ -5,7 +5,6 @@
  * lines and total, and the SMS webhook gets the JSON. */
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,11 +29,7 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set) {
 }
 /* After the scenario, on the quiet stack: the run's books balance (an
  * audit-worker is started for the check, so the log catches up). */
-ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
-  bool clean = stack_books_clean(true, 60000);
-  stack_down();
-  if (!clean) exit(4);
-}
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) { stack_down_after_books(60000); }
 
 static char root[200];
 
@@ -67,36 +62,6 @@ TestSuite(notify, .init = notify_up, .fini = notify_down, .timeout = 300);
 
 static void free_msg(void *m) {
   if (m != NULL) protobuf_c_message_free_unpacked(m, NULL);
-}
-
-/* Every file of dir ending in ext that contains needle, concatenated. */
-static char *grep_dir(const char *dir, const char *ext, const char *needle, int *count) {
-  *count = 0;
-  char *all = calloc(1, 1);
-  size_t len = 0;
-  DIR *d = opendir(dir);
-  if (d == NULL) return all;
-  struct dirent *de;
-  while ((de = readdir(d)) != NULL) {
-    size_t nl = strlen(de->d_name), el = strlen(ext);
-    if (nl < el || strcmp(de->d_name + nl - el, ext) != 0) continue;
-    char path[600], buf[16384];
-    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) continue;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    if (strstr(buf, needle) == NULL) continue;
-    all = realloc(all, len + n + 2);
-    memcpy(all + len, buf, n);
-    len += n;
-    all[len++] = '\n';
-    all[len] = '\0';
-    (*count)++;
-  }
-  closedir(d);
-  return all;
 }
 
 Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
@@ -151,7 +116,7 @@ Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
   snprintf(needle, sizeof needle, "your order %s is confirmed", oid);
   int n = 0;
   char *mail = NULL;
-  WAIT_UNTIL((free(mail), mail = grep_dir(dir, ".eml", needle, &n), n > 0), 180000,
+  WAIT_UNTIL((free(mail), mail = stack_sink_received(dir, ".eml", needle, &n), n > 0), 180000,
              "the confirmation email of %s in %s", oid, dir);
   cr_assert_eq(n, 1, "confirmation emails for %s: %d", oid, n);
   cr_assert(strstr(mail, email) != NULL, "%s", mail);
@@ -162,7 +127,7 @@ Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
   snprintf(dir, sizeof dir, "%s/http", root);
   snprintf(needle, sizeof needle, "order %s confirmed", oid);
   char *hooks = NULL;
-  WAIT_UNTIL((free(hooks), hooks = grep_dir(dir, ".json", needle, &n), n > 0), 30000,
+  WAIT_UNTIL((free(hooks), hooks = stack_sink_received(dir, ".json", needle, &n), n > 0), 30000,
              "the SMS webhook of %s in %s", oid, dir);
   cr_assert_eq(n, 1, "SMS webhooks for %s: %d", oid, n);
   cr_assert(strstr(hooks, "\"to\": \"+15550123\"") != NULL, "%s", hooks);

@@ -44,11 +44,7 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set) {
 }
 /* After every scenario, on the quiet stack: the run's books must balance
  * (money, stock, one OrderCreated per order in the audit log, the chain). */
-ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
-  bool clean = stack_books_clean(true, 60000);
-  stack_down();
-  if (!clean) exit(4);
-}
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) { stack_down_after_books(60000); }
 
 TestSuite(orders, .init = stack_require, .fini = stack_release, .timeout = 150);
 
@@ -416,15 +412,7 @@ Test(orders, create_order_refuses_unknown_archived_over_limit_and_repriced_order
   cr_assert_eq(stack_call_at(stack_url("product-command"), PCMD_SVC, "ArchiveProduct", &ar.base,
                              (ProtobufCMessage **)&arr, a.token, stack_key(), &st),
                STATUS_OK, "%s", st.message);
-  Shop__Product__V1__GetProductRequest g = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
-  Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
-  rc.token = arr->consistency;
-  rc.wait_ms = 15000;
-  g.product_id = archived;
-  g.consistency = &rc;
-  cr_assert_eq(stack_call_at(stack_url("product-query"), PQRY_SVC, "GetProduct", &g.base, NULL,
-                             NULL, NULL, &st),
-               STATUS_OK, "%s", st.message);
+  stack_product_seen(archived, arr->consistency);
   free_msg(arr);
 
   struct {
@@ -985,19 +973,7 @@ Test(replay, replaying_every_consumer_group_on_a_quiet_stack_changes_nothing) {
    * and let them go on: they read everything this run produced again. */
   for (size_t i = 0; i < N_GROUPS; i++)
     cr_assert_eq(kill(stack_pid(groups[i].program), SIGSTOP), 0);
-  for (size_t i = 0; i < N_GROUPS; i++) {
-    db_conn *db = stack_db(groups[i].db);
-    char err[512];
-    db_value v[1] = {DB_STR(groups[i].group)};
-    cr_assert_eq(db_exec(db, "DELETE FROM processed_events WHERE consumer_group = ?", v, 1, NULL,
-                         NULL, err, sizeof err),
-                 STATUS_OK, "%s", err);
-    db_close(db);
-    const topology_group *g = topology_group_find(groups[i].group);
-    WAIT_UNTIL(stack_group_rewind(g->name, g->topics, g->topic_count), 60000,
-               "group %s rewound (the broker refuses while the paused member is in it)",
-               groups[i].group);
-  }
+  for (size_t i = 0; i < N_GROUPS; i++) stack_group_reset(groups[i].group, groups[i].db, false);
   for (size_t i = 0; i < N_GROUPS; i++) kill(stack_pid(groups[i].program), SIGCONT);
 
   WAIT_UNTIL(quiet(why, sizeof why), 120000, "the replay finished (%s)", why);
