@@ -11,6 +11,27 @@
 #include "command/command.h"
 #include "shop/rpc/v1/rpc.pb-c.h"
 
+static void *sleep_call_main(void *arg) {
+  th_sleep_call *s = arg;
+  Shop__Testing__V1__SleepRequest req = SHOP__TESTING__V1__SLEEP_REQUEST__INIT;
+  req.duration_ms = s->duration_ms;
+  ProtobufCMessage *out = NULL;
+  rpc_call_opts o = {.timeout_ms = s->timeout_ms > 0 ? s->timeout_ms : 30000, .no_retry = true};
+  int64_t t0 = wait_now_ms();
+  s->rc = rpc_client_call_sync(s->c, &shop__testing__v1__echo_service__descriptor, "Sleep",
+                               &req.base, &out, &o, NULL);
+  s->took_ms = wait_now_ms() - t0;
+  if (out != NULL) {
+    s->slept = ((Shop__Testing__V1__SleepResponse *)out)->slept_ms;
+    protobuf_c_message_free_unpacked(out, NULL);
+  }
+  return NULL;
+}
+
+void th_sleep_start(th_sleep_call *s) {
+  cr_assert_eq(pthread_create(&s->t, NULL, sleep_call_main, s), 0);
+}
+
 /* ---- handlers ------------------------------------------------------------------ */
 
 static void thh_echo(Shop__Testing__V1__EchoService_Service *svc,

@@ -84,6 +84,22 @@ rpc_client *th_client_nowait(const char *url, int max_message_bytes, int retry_m
 /* A token signed with TH_KEY. */
 void th_token(char *buf, size_t len, const char *sub, auth_role role, int64_t iat);
 
+/* A Sleep call of duration_ms (0: until released when ctx.block is set)
+ * made on a thread of its own, with timeout_ms (0: 30000) and no retry:
+ * th_sleep_start starts it; join s->t, then read rc, slept (the handler's
+ * answer) and took_ms. */
+typedef struct th_sleep_call {
+  rpc_client *c;
+  int duration_ms;
+  int64_t timeout_ms;
+  status_code rc;
+  int32_t slept;
+  int64_t took_ms;
+  pthread_t t;
+} th_sleep_call;
+
+void th_sleep_start(th_sleep_call *s);
+
 /* Echo through the generated stub; returns the code, copies the reply's
  * message into out (may be NULL). */
 status_code th_echo(rpc_client *c, const char *message, const rpc_call_opts *opts, char *out,

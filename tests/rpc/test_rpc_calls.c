@@ -257,26 +257,6 @@ Test(rpc_bad_input, spent_budget_in_the_direct_path_gets_deadline_exceeded, .ini
   cr_assert_eq(atomic_load(&srv->ctx.echo_calls), 0);
 }
 
-typedef struct bg_call {
-  rpc_client *c;
-  int duration_ms;
-  int64_t timeout_ms;
-  status_code rc;
-  pthread_t t;
-} bg_call;
-
-static void *bg_sleep(void *arg) {
-  bg_call *b = arg;
-  Shop__Testing__V1__SleepRequest req = SHOP__TESTING__V1__SLEEP_REQUEST__INIT;
-  req.duration_ms = b->duration_ms;
-  ProtobufCMessage *out = NULL;
-  rpc_call_opts o = {.timeout_ms = b->timeout_ms};
-  b->rc = rpc_client_call_sync(b->c, &shop__testing__v1__echo_service__descriptor, "Sleep",
-                               &req.base, &out, &o, NULL);
-  if (out != NULL) protobuf_c_message_free_unpacked(out, NULL);
-  return NULL;
-}
-
 #define LATE_BUDGET_MS 100
 
 /* Sends the late call with its 100 ms budget, which the client's deadline
@@ -292,8 +272,8 @@ Test(rpc_bad_input, budget_spent_while_queued_is_not_dispatched) {
   srv = th_server_start(&(th_opts){.workers = 1});
   srv->ctx.block = true;
   cli = th_client(srv->url, 0, 0);
-  bg_call busy = {.c = cli, .timeout_ms = 10000};
-  pthread_create(&busy.t, NULL, bg_sleep, &busy);
+  th_sleep_call busy = {.c = cli, .timeout_ms = 10000};
+  th_sleep_start(&busy);
   cr_assert(th_wait_peak(&srv->ctx, 1, 5000), "the only worker is busy");
   /* Queued behind the busy worker with a 100 ms budget. */
   rpc_status st;
@@ -456,10 +436,10 @@ Test(rpc_bad_input, full_queue_gets_resource_exhausted_at_once) {
   srv = th_server_start(&(th_opts){.workers = 1, .queue_size = 1});
   srv->ctx.block = true;
   cli = th_client(srv->url, 0, 0);
-  bg_call a = {.c = cli, .timeout_ms = 10000}, b = {.c = cli, .timeout_ms = 10000};
-  pthread_create(&a.t, NULL, bg_sleep, &a);
+  th_sleep_call a = {.c = cli, .timeout_ms = 10000}, b = {.c = cli, .timeout_ms = 10000};
+  th_sleep_start(&a);
   cr_assert(th_wait_peak(&srv->ctx, 1, 5000));
-  pthread_create(&b.t, NULL, bg_sleep, &b);
+  th_sleep_start(&b);
   rpc_server_stats ss = {0};
   WAIT_UNTIL((rpc_server_stats_get(srv->srv, &ss), ss.queued >= 1), 5000,
              "one call waiting for the worker (queued %llu)", (unsigned long long)ss.queued);
