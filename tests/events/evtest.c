@@ -29,6 +29,18 @@ db_conn *evtest_db(void) {
   return testenv_db_connect("shop_test", "shop_test");
 }
 
+db_conn *evtest_suite_init(void) {
+  db_conn *db = evtest_db();
+  evtest_outbox_clean(db);
+  return db;
+}
+
+void evtest_suite_fini(db_conn *db) {
+  evtest_outbox_clean(db);
+  db_close(db);
+  cr_assert(events_shutdown_wait(10000), "librdkafka handles left behind");
+}
+
 const db_params *evtest_db_params(void) {
   static char password[256];
   static db_params p;

@@ -23,6 +23,11 @@
  * process and returns a connection as shop_test. */
 db_conn *evtest_db(void);
 
+/* A suite's .init and .fini around evtest_db: a clean outbox before and
+ * after, and (fini) every librdkafka handle gone, asserted. */
+db_conn *evtest_suite_init(void);
+void evtest_suite_fini(db_conn *db);
+
 /* Connection parameters of shop_test for relays and consumers; the
  * password lives in the returned struct's storage until the next call. */
 const db_params *evtest_db_params(void);

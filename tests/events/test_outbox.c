@@ -14,16 +14,11 @@
 static char err[1024];
 static db_conn *db;
 
-static void setup(void) {
-  db = evtest_db();
-  evtest_outbox_clean(db);
-}
+static void setup(void) { db = evtest_suite_init(); }
 
 static void teardown(void) {
   evtest_kafka_restore();
-  evtest_outbox_clean(db);
-  db_close(db);
-  cr_assert(events_shutdown_wait(10000), "librdkafka handles left behind");
+  evtest_suite_fini(db);
 }
 
 TestSuite(outbox, .init = setup, .fini = teardown, .timeout = 180);

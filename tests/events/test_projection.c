@@ -14,16 +14,8 @@
 static char err[1024];
 static db_conn *db;
 
-static void setup(void) {
-  db = evtest_db();
-  evtest_outbox_clean(db);
-}
-
-static void teardown(void) {
-  evtest_outbox_clean(db);
-  db_close(db);
-  cr_assert(events_shutdown_wait(10000), "librdkafka handles left behind");
-}
+static void setup(void) { db = evtest_suite_init(); }
+static void teardown(void) { evtest_suite_fini(db); }
 
 TestSuite(projection, .init = setup, .fini = teardown, .timeout = 180);
 
