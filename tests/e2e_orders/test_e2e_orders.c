@@ -78,6 +78,14 @@ static void product(const who *adm, int64_t stock, int64_t price, int32_t max, c
   stack_product(adm->token, stock, price, max, id);
 }
 
+/* A new admin and customer, and a product of the admin's with stock,
+ * price and max units per order. */
+static void actors(who *a, who *c, int64_t stock, int64_t price, int32_t max, char p[37]) {
+  admin(a);
+  customer(c);
+  product(a, stock, price, max, p);
+}
+
 static Shop__Order__V1__CreateOrderResponse *place_at(const char *url, const who *w, const char *k,
                                                       const req_order *o) {
   Shop__Order__V1__CreateOrderResponse *r = NULL;
@@ -181,10 +189,8 @@ static payment_row payment(db_conn *pay, const char *order_id) {
 
 Test(orders, a_new_order_is_readable_at_once_with_the_returned_consistency_token) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 5, 1250, 0, p);
+  actors(&a, &c, 5, 1250, 0, p);
   Shop__Order__V1__CreateOrderResponse *r = place(&c, p, 1, "tok_visa");
   cr_assert_eq(r->status, ST(PENDING));
   cr_assert_eq(r->consistency->version, 1);
@@ -255,10 +261,8 @@ Test(orders, the_happy_path_confirms_captures_once_and_takes_the_stock) {
 
 Test(orders, out_of_stock_cancels_voids_the_authorization_and_leaves_the_stock) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 1, 1000, 0, p);
+  actors(&a, &c, 1, 1000, 0, p);
   Shop__Order__V1__CreateOrderResponse *r = place(&c, p, 2, "tok_visa");
   Shop__Order__V1__GetOrderResponse *g = wait_order(
       &c, r->order_id,
@@ -283,10 +287,8 @@ Test(orders, out_of_stock_cancels_voids_the_authorization_and_leaves_the_stock) 
 
 Test(orders, a_declined_card_cancels_and_releases_the_reserved_stock) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 4, 1000, 0, p);
+  actors(&a, &c, 4, 1000, 0, p);
   Shop__Order__V1__CreateOrderResponse *r = place(&c, p, 3, "tok_decline");
   Shop__Order__V1__GetOrderResponse *g = wait_order(
       &c, r->order_id,
@@ -306,10 +308,8 @@ Test(orders, a_declined_card_cancels_and_releases_the_reserved_stock) {
 
 Test(orders, a_customer_cancels_a_confirmed_order_and_gets_one_refund_and_one_release) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 6, 700, 0, p);
+  actors(&a, &c, 6, 700, 0, p);
   Shop__Order__V1__CreateOrderResponse *r = place(&c, p, 2, "tok_visa");
   free_msg(wait_order(&c, r->order_id, (want){.status = ST(CONFIRMED), .payment = PAY(CAPTURED)},
                       WAIT_MS));
@@ -356,10 +356,8 @@ Test(orders, a_customer_cancels_a_confirmed_order_and_gets_one_refund_and_one_re
 
 Test(orders, ship_order_ships_the_stock_and_cancel_after_it_is_refused) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 5, 990, 0, p);
+  actors(&a, &c, 5, 990, 0, p);
   Shop__Order__V1__CreateOrderResponse *r = place(&c, p, 2, "tok_visa");
   free_msg(wait_order(&c, r->order_id, (want){.status = ST(CONFIRMED), .payment = PAY(CAPTURED)},
                       WAIT_MS));
@@ -469,10 +467,8 @@ Test(orders, create_order_refuses_unknown_archived_over_limit_and_repriced_order
 
 Test(orders, admins_list_orders_by_status_and_stuck_orders_page_by_page) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 10, 100, 0, p);
+  actors(&a, &c, 10, 100, 0, p);
   char ids[3][37];
   for (int i = 0; i < 3; i++) {
     Shop__Order__V1__CreateOrderResponse *r = place(&c, p, 1, "tok_visa");
@@ -610,10 +606,8 @@ static bool all_settled(const Shop__Order__V1__ListOrdersByCustomerResponse *l, 
 
 Test(orders, a_hundred_concurrent_one_unit_orders_against_stock_ten_confirm_exactly_ten) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 10, 500, 0, p);
+  actors(&a, &c, 10, 500, 0, p);
   stack_client(ocmd()); /* opened before the threads share it */
   static racer r[RACERS];
   pthread_barrier_t start;
@@ -688,10 +682,8 @@ static void *twin_main(void *arg) {
 
 Test(orders, the_same_create_order_sent_twice_at_once_makes_one_order_and_one_authorization) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 5, 800, 0, p);
+  actors(&a, &c, 5, 800, 0, p);
   req_order o;
   req_order_init(&o, "tok_visa");
   req_order_line(&o, p, 1);
@@ -723,10 +715,8 @@ Test(orders, the_same_create_order_sent_twice_at_once_makes_one_order_and_one_au
 
 Test(orders, with_the_payment_worker_stopped_the_deadline_cancels_and_the_stock_comes_back) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 3, 450, 0, p);
+  actors(&a, &c, 3, 450, 0, p);
   /* An order-command whose orders get a 2 s deadline; the sweeper of
    * whichever instance holds the sweeper lock cancels them. */
   char url[64];
@@ -951,10 +941,8 @@ TestSuite(replay, .init = stack_require, .fini = stack_release, .timeout = 180);
 Test(replay, replaying_every_consumer_group_on_a_quiet_stack_changes_nothing) {
   /* Some traffic of this test's own, in case it runs alone. */
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 2, 100, 0, p);
+  actors(&a, &c, 2, 100, 0, p);
   Shop__Order__V1__CreateOrderResponse *r1 = place(&c, p, 1, "tok_visa");
   Shop__Order__V1__CreateOrderResponse *r2 = place(&c, p, 5, "tok_visa");
   free_msg(wait_order(&c, r1->order_id, (want){.status = ST(CONFIRMED), .payment = PAY(CAPTURED)},

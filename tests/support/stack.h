@@ -153,6 +153,17 @@ status_code stack_call_at(const char *url, const ProtobufCServiceDescriptor *des
 /* True when st carries a field violation on field. */
 bool stack_has_violation(const rpc_status *st, const char *field);
 
+/* Asserts that code (a call's answer, its status in st) is
+ * INVALID_ARGUMENT with a violation on field. */
+#define STACK_ASSERT_INVALID(code, st, field)                                                      \
+  do {                                                                                             \
+    status_code stack_code_ = (code);                                                              \
+    cr_assert_eq(stack_code_, STATUS_INVALID_ARGUMENT, "%s: got %s (%s)", (field),                 \
+                 status_name(stack_code_), (st).message);                                          \
+    cr_assert(stack_has_violation(&(st), (field)), "no violation on %s (%s)", (field),             \
+              (st).message);                                                                       \
+  } while (0)
+
 /* A fresh idempotency key or unique name part: prefix-<pid>-<n>-<us>. */
 void stack_unique(char *out, size_t len, const char *prefix);
 
