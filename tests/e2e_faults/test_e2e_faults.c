@@ -31,7 +31,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "consumers/consumers.h"
 #include "e2e_faults/books.h"
 #include "events/events.h"
 #include "shop/order/v1/commands.pb-c.h"
@@ -558,7 +557,7 @@ static assigned assigned_since(const char *program, const char *group, long offs
   snprintf(path, sizeof path, "%s/e2e-%s.log", dir != NULL ? dir : "/tmp", program);
   snprintf(needle, sizeof needle, "consumer %s: assigned ", group);
   const char *topics[16];
-  int total = (int)group_topics(group, topics, 16) * TOPOLOGY_DOMAIN_PARTITIONS;
+  int total = (int)stack_group_topics(group, topics, 16) * TOPOLOGY_DOMAIN_PARTITIONS;
   FILE *f = fopen(path, "r");
   if (f == NULL) return a;
   fseek(f, offset, SEEK_SET);

@@ -2,7 +2,7 @@
  * account: a connection to a service database as the service's own account,
  * the way the services connect (password from mysql.secrets_dir), for test
  * code that must not depend on Criterion (faults-load) and for the fixtures
- * that do (ostack_db).
+ * that do (stack_db).
  *
  * Not thread-safe per connection: one thread uses one db_conn.
  */

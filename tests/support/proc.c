@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -216,18 +217,23 @@ status_code proc_start(proc **out, const proc_opts *o, char *errbuf, size_t errl
 
 /* One look at whatever o says the child's readiness is; why gets what was
  * seen when it is not ready. */
-static bool ready_now(const proc_opts *o, rpc_client *health, char *why, size_t whylen) {
+static bool ready_now(const proc *p, const proc_opts *o, rpc_client *health, char *why,
+                      size_t whylen) {
   if (o->ready_file != NULL && access(o->ready_file, F_OK) != 0) {
     seterr(why, whylen, "no %s yet", o->ready_file);
     return false;
   }
   if (o->ready_url != NULL) {
     char *body = NULL;
-    long code = proc_http("GET", o->ready_url, 1000, &body);
-    if (code != 200)
-      seterr(why, whylen, "%s answered %ld %.100s", o->ready_url, code, body ? body : "");
+    long pid = 0;
+    long code = proc_http_pid("GET", o->ready_url, 1000, &body, &pid);
+    /* Only the child's own 200 counts: another process may hold the port. */
+    bool ours = code == 200 && pid == (long)p->pid;
+    if (!ours)
+      seterr(why, whylen, "%s answered %ld (X-Shop-Pid %ld, not %d) %.100s", o->ready_url, code,
+             pid, (int)p->pid, body ? body : "");
     free(body);
-    if (code != 200) return false;
+    if (!ours) return false;
   }
   return health == NULL || serving_once(health, 1000, why, whylen);
 }
@@ -240,7 +246,7 @@ status_code proc_wait_ready(proc *p, const proc_opts *o, char *errbuf, size_t er
     return STATUS_INTERNAL;
   char why[300] = "not looked at";
   bool exited = false, ready = false;
-  WAIT_FOR(ready, !(exited = reap(p)) && ready_now(o, health, why, sizeof why), timeout);
+  WAIT_FOR(ready, !(exited = reap(p)) && ready_now(p, o, health, why, sizeof why), timeout);
   rpc_client_destroy(health);
   if (exited) {
     seterr(errbuf, errlen, "proc: %s exited with %d before it was ready", o->path, p->code);
@@ -349,8 +355,23 @@ static size_t http_body_cb(char *data, size_t size, size_t nmemb, void *arg) {
   return len;
 }
 
+/* The X-Shop-Pid header of a reply (a Shop program's admin HTTP). */
+static size_t http_header_cb(char *data, size_t size, size_t nmemb, void *arg) {
+  long *pid = arg;
+  size_t len = size * nmemb;
+  static const char name[] = "X-Shop-Pid:";
+  if (len > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0)
+    *pid = strtol(data + sizeof name - 1, NULL, 10);
+  return len;
+}
+
 long proc_http(const char *method, const char *url, int timeout_ms, char **body) {
+  return proc_http_pid(method, url, timeout_ms, body, NULL);
+}
+
+long proc_http_pid(const char *method, const char *url, int timeout_ms, char **body, long *pid) {
   http_body b = {.p = calloc(1, 1)};
+  long answered_by = 0;
   CURL *h = curl_easy_init();
   long code = 0;
   if (h != NULL && b.p != NULL) {
@@ -360,12 +381,15 @@ long proc_http(const char *method, const char *url, int timeout_ms, char **body)
     if (strcmp(method, "POST") == 0) curl_easy_setopt(h, CURLOPT_POSTFIELDS, "x=1");
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_body_cb);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, http_header_cb);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &answered_by);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
   }
   if (h != NULL) curl_easy_cleanup(h);
   if (b.oom) code = 0;
+  if (pid != NULL) *pid = answered_by;
   if (body != NULL)
     *body = b.p;
   else

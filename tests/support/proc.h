@@ -13,7 +13,8 @@
  * proc_start spawns the program (posix_spawn, so it is safe in a threaded
  * test) with the test's environment plus the additions, then waits until
  * it is ready, for at most ready_timeout_ms: given a ready_url, until a GET
- * there answers 200 (a Shop program's admin /readyz); given a probe_url,
+ * there answers 200 from the child itself (X-Shop-Pid: a Shop program's
+ * admin /readyz); given a probe_url,
  * until /grpc.health.v1.Health/Check there answers SERVING; given a
  * ready_file, until that file exists (the test sinks write one). A program
  * that exits while being waited for fails the start with its exit status.
@@ -85,6 +86,9 @@ bool proc_wait_serving(const char *url, int timeout_ms, char *errbuf, size_t err
  * any other) on url; 0 when nothing answered within timeout_ms. *body
  * (body may be NULL) gets the body, NUL-terminated; the caller frees it. */
 long proc_http(const char *method, const char *url, int timeout_ms, char **body);
+/* The same; *pid (pid may be NULL) gets the reply's X-Shop-Pid header (the
+ * Shop program that answered), 0 when it has none. */
+long proc_http_pid(const char *method, const char *url, int timeout_ms, char **body, long *pid);
 
 /* A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0 and
  * released); 0 on error. */

@@ -33,27 +33,8 @@
 #define SHOP_SOURCE_DIR "."
 #endif
 
-/* The Shop programs and the config endpoint each serves (none: a worker
- * without RPC), in the order of their admin ports. The one list of them in
- * tests/: switch it to the project's list of programs once there is one
- * (issue 14, item 5). */
-#define NO_ENDPOINT ((size_t)-1)
-static const struct {
-  const char *name;
-  size_t endpoint; /* offset of the endpoint in shop_cfg */
-} programs[] = {
-    {"user-command", offsetof(shop_cfg, endpoints.user_command)},
-    {"user-query", offsetof(shop_cfg, endpoints.user_query)},
-    {"product-command", offsetof(shop_cfg, endpoints.product_command)},
-    {"product-query", offsetof(shop_cfg, endpoints.product_query)},
-    {"order-command", offsetof(shop_cfg, endpoints.order_command)},
-    {"order-query", offsetof(shop_cfg, endpoints.order_query)},
-    {"inventory-worker", NO_ENDPOINT},
-    {"payment-worker", NO_ENDPOINT},
-    {"notification-worker", NO_ENDPOINT},
-    {"audit-worker", offsetof(shop_cfg, endpoints.audit_query)},
-};
-#define N_PROGRAMS (sizeof programs / sizeof programs[0])
+/* The Shop programs and their endpoints come from the project's one list
+ * (internal/config/programs.list, config_programs). */
 
 /* One started instance of a program (or a sink) and what it was started
  * with. */
@@ -118,16 +99,9 @@ void stack_bin(char *out, size_t len, const char *program) {
   snprintf(out, len, "%.900s/../bin/%.64s", self, program);
 }
 
-static int program_index(const char *program) {
-  for (size_t i = 0; i < N_PROGRAMS; i++)
-    if (strcmp(programs[i].name, program) == 0) return (int)i;
-  return -1;
-}
-
 static const char *url_of(const shop_cfg *cfg, const char *program) {
-  int i = program_index(program);
-  if (i < 0 || programs[i].endpoint == NO_ENDPOINT) return NULL;
-  return *(char *const *)((const char *)cfg + programs[i].endpoint);
+  const config_program *p = config_program_find(program);
+  return p != NULL ? config_program_endpoint(cfg, p) : NULL;
 }
 
 const char *stack_url(const char *program) { return url_of(stack_cfg(), program); }
@@ -318,7 +292,7 @@ void stack_up(const char *const *names) {
   /* Every program at once, then the wait for each: on two cores this
    * overlaps their start-ups (migrations, the first join of a group). */
   for (size_t i = 0; names[i] != NULL; i++) {
-    if (n_running == STACK_RUNNING_MAX || program_index(names[i]) < 0) {
+    if (n_running == STACK_RUNNING_MAX || config_program_find(names[i]) == NULL) {
       snprintf(err, sizeof err, "stack_up: %s: unknown program, or more than %d", names[i],
                STACK_RUNNING_MAX);
       fail_all(err);
@@ -378,7 +352,9 @@ void stack_require(void) {
 void stack_release(void) {
   /* A test that paused one of the runner's programs and then failed must
    * not leave it paused for the tests after it. */
-  for (size_t i = 0; i < N_PROGRAMS; i++) {
+  size_t n_programs = 0;
+  const config_program *programs = config_programs(&n_programs);
+  for (size_t i = 0; i < n_programs; i++) {
     char name[96];
     env_name(name, sizeof name, "SHOP_E2E_PID_", programs[i].name);
     const char *pid = getenv(name);
@@ -715,10 +691,10 @@ void stack_group_reset(const char *group, const char *inbox_db, bool earliest) {
     db_close(db);
     cr_assert_eq(st, STATUS_OK, "the inbox of %s in %s: %s", group, inbox_db, err);
   }
-  const topology_group *g = topology_group_find(group);
-  cr_assert_not_null(g, "no consumer group %s in topology.h", group);
-  WAIT_UNTIL(earliest ? stack_group_rewind_earliest(g->name, g->topics, g->topic_count)
-                      : stack_group_rewind(g->name, g->topics, g->topic_count),
+  const char *topics[STACK_GROUP_TOPICS_MAX];
+  size_t n = stack_group_topics(group, topics, STACK_GROUP_TOPICS_MAX);
+  WAIT_UNTIL(earliest ? stack_group_rewind_earliest(group, topics, n)
+                      : stack_group_rewind(group, topics, n),
              60000, "group %s reset (the broker refuses while a paused member is in it)", group);
 }
 

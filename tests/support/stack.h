@@ -46,9 +46,9 @@
  *    (SHOP_FAULTS_PORT_BASE); tests/faults/faults_load.c drives and checks
  *    it. What both need and is not about processes (a product, an order
  *    request) is in tests/support/requests.h.
- * The programs and their endpoints: the table at the top of stack.c, the
- * one place in tests/ that lists them (scripts/services.sh has the shell's
- * list, in start order).
+ * The programs and their endpoints: the project's one list
+ * (internal/config/programs.list, config_programs), which scripts/services.sh
+ * and CMake's SHOP_PROGRAMS read too.
  *
  * Not thread-safe: call from the runner's or the test's main thread
  * (stack_call and stack_client from any thread once the client exists).
@@ -258,8 +258,13 @@ typedef struct stack_record {
  * most max of them and returns how many there are. */
 size_t stack_records(const char *topic, const char *key, stack_record *out, size_t max);
 
-/* The group (topology.h's name) has committed the end of every topic it
- * reads (stack_group_caught_up of the group's topics). */
+/* The topics consumer group (consumers.h) reads, into out (at most max);
+ * how many. */
+#define STACK_GROUP_TOPICS_MAX 16
+size_t stack_group_topics(const char *group, const char **out, size_t max);
+
+/* The group has committed the end of every topic it reads
+ * (stack_group_caught_up of stack_group_topics). */
 bool stack_group_quiet(const char *group);
 
 /* Rows of account's outbox (its database) not sent yet. */

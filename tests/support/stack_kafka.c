@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "consumers/consumers.h"
 #include "stack_internal.h"
 #include "support/stack.h"
 #include "support/wait.h"
@@ -104,10 +105,18 @@ bool stack_group_caught_up(const char *group, const char *const *topics, size_t 
   return caught;
 }
 
+size_t stack_group_topics(const char *group, const char **out, size_t max) {
+  const consumer_spec *g = consumers_find(group);
+  cr_assert_not_null(g, "no consumer group %s in consumers.h", group);
+  size_t n = consumer_spec_topics(g, out, max);
+  cr_assert_leq(n, max, "group %s reads more than %zu topics", group, max);
+  return n;
+}
+
 bool stack_group_quiet(const char *group) {
-  const topology_group *g = topology_group_find(group);
-  cr_assert_not_null(g, "no consumer group %s in topology.h", group);
-  return stack_group_caught_up(g->name, g->topics, g->topic_count);
+  const char *topics[STACK_GROUP_TOPICS_MAX];
+  size_t n = stack_group_topics(group, topics, STACK_GROUP_TOPICS_MAX);
+  return stack_group_caught_up(group, topics, n);
 }
 
 /* Commits, for group, the run's start offsets or (earliest) each
