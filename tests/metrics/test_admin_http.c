@@ -76,15 +76,18 @@ TestSuite(admin_http, .fini = stack_release);
 
 static void stop(proc *p) { cr_expect_eq(stack_stop(p), 0, "exit status after SIGTERM"); }
 
-/* One look at /readyz; *code and *body (freed first) get the answer. */
+/* One look at /readyz; *code and *body (freed first) get the answer.
+ * True when it is want from a program past its start-up (a program still
+ * starting answers 503 "starting"). */
 static bool ready_is(int port, long want, long *code, char **body) {
   free(*body);
   *body = NULL;
   *code = http("GET", port, "/readyz", body);
-  return *code == want;
+  return *code == want && strncmp(*body, "starting", 8) != 0;
 }
 
-/* Waits for /readyz to answer want; returns the last body (free it). */
+/* Waits for /readyz to answer want once start-up is over; returns the
+ * last body (free it). */
 static char *wait_ready(int port, long want) {
   char *b = NULL;
   long code = 0;
@@ -243,8 +246,7 @@ Test(admin_http, readyz_is_503_while_the_consumer_has_no_partitions) {
       "inventory-worker",
       &(stack_opts){.env = (const char *[]){brokers, NULL}, .no_wait = true, .log_path = logp});
   int port = stack_admin_port(p);
-  WAIT_UNTIL(http("GET", port, "/livez", NULL) == 200, WAIT_MS, "/livez answering 200 on %d",
-             port);
+  WAIT_UNTIL(http("GET", port, "/livez", NULL) == 200, WAIT_MS, "/livez answering 200 on %d", port);
   char *why = wait_ready(port, 503);
   cr_assert(strstr(why, "consumer inventory-worker: no partitions assigned") != NULL, "%s", why);
   free(why);
