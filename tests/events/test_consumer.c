@@ -240,7 +240,12 @@ Test(
       events_dlt_replay(testenv_kafka_brokers(), topic, group, NULL, &replayed, err, sizeof err),
       STATUS_OK, "%s", err);
   cr_assert_eq(replayed, 1);
-  WAIT_FOR(ok, evtest_count_of(db, table, ids[poison]) == 1, 30000);
+  /* The row is visible once the consumer committed; its count of applied
+   * events moves just after: wait for both. */
+  WAIT_FOR(
+      ok,
+      evtest_count_of(db, table, ids[poison]) == 1 && (consumer_stats_get(c, &cs), cs.applied >= N),
+      30000);
   consumer_stats_get(c, &cs);
   consumer_destroy(c);
   cr_assert(ok, "the replayed event is applied");
