@@ -194,7 +194,7 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
 
   /* A live row changed behind order-query's back is named, field and
    * values, in the proto3 JSON mapping; put back, the models match. */
-  db_conn *rd = ostack_db("shop_order_read");
+  db_conn *rd = stack_db("shop_order_read");
   db_value ov[1] = {DB_STR(oid)};
   db_rows *tr = NULL;
   cr_assert_eq(db_query(rd, "SELECT total_units FROM orders_view WHERE order_id = ?", ov, 1, &tr,
@@ -209,8 +209,8 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
               &changed, NULL, err, sizeof err),
       STATUS_OK, "%s", err);
   cr_assert_eq(changed, 1);
-  cr_assert_eq(ostack_call(audit_url(), AUDIT_SVC, "RebuildOrderProjection", &rq.base,
-                           (ProtobufCMessage **)&rr, adm, NULL, &st),
+  cr_assert_eq(stack_call_at(audit_url(), AUDIT_SVC, "RebuildOrderProjection", &rq.base,
+                             (ProtobufCMessage **)&rr, adm, NULL, &st),
                STATUS_OK, "RebuildOrderProjection: %s", st.message);
   char want_rebuilt[32], want_live[32];
   snprintf(want_rebuilt, sizeof want_rebuilt, "\"%lld\"", total);
@@ -227,8 +227,8 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
                        (db_value[]){DB_I64(total), DB_STR(oid)}, 2, NULL, NULL, err, sizeof err),
                STATUS_OK, "%s", err);
   db_close(rd);
-  cr_assert_eq(ostack_call(audit_url(), AUDIT_SVC, "RebuildOrderProjection", &rq.base,
-                           (ProtobufCMessage **)&rr, adm, NULL, &st),
+  cr_assert_eq(stack_call_at(audit_url(), AUDIT_SVC, "RebuildOrderProjection", &rq.base,
+                             (ProtobufCMessage **)&rr, adm, NULL, &st),
                STATUS_OK, "RebuildOrderProjection: %s", st.message);
   cr_assert(rr->match, "%lld difference(s) after the row was put back",
             (long long)rr->difference_count);
