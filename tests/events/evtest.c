@@ -29,6 +29,19 @@ db_conn *evtest_db(void) {
   return testenv_db_connect("shop_test", "shop_test");
 }
 
+void evtest_publish(db_conn *db, const events_envelope *envs, size_t n, const char *topic) {
+  evtest_append(db, envs, n);
+  outbox_relay_opts o;
+  evtest_relay_opts(&o);
+  outbox_relay *r = NULL;
+  cr_assert_eq(outbox_relay_create(&r, &o, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(outbox_relay_start(r, err, sizeof err), STATUS_OK, "%s", err);
+  bool ok;
+  WAIT_FOR(ok, evtest_unsent(db, topic) == 0, 30000);
+  outbox_relay_destroy(r);
+  cr_assert(ok, "rows of %s still unsent", topic);
+}
+
 db_conn *evtest_suite_init(void) {
   db_conn *db = evtest_db();
   evtest_outbox_clean(db);

@@ -28,6 +28,10 @@ db_conn *evtest_db(void);
  * WAIT_FOR or WAIT_UNTIL. */
 #define EVTEST_WAIT(ok, cond, timeout_ms) WAIT_FOR(ok, cond, timeout_ms)
 
+/* Publishes envs through the outbox (in db) and a relay of its own, and
+ * waits (30 s) until topic has no unsent row. Fails the test on error. */
+void evtest_publish(db_conn *db, const events_envelope *envs, size_t n, const char *topic);
+
 /* A suite's .init and .fini around evtest_db: a clean outbox before and
  * after, and (fini) every librdkafka handle gone, asserted. */
 db_conn *evtest_suite_init(void);

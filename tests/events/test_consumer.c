@@ -24,16 +24,7 @@ TestSuite(consumer, .init = setup, .fini = teardown, .timeout = 180);
 
 /* Publishes envs through the outbox and a relay, and waits until sent. */
 static void publish(const events_envelope *envs, size_t n, const char *topic) {
-  evtest_append(db, envs, n);
-  outbox_relay_opts o;
-  evtest_relay_opts(&o);
-  outbox_relay *r = NULL;
-  cr_assert_eq(outbox_relay_create(&r, &o, err, sizeof err), STATUS_OK, "%s", err);
-  cr_assert_eq(outbox_relay_start(r, err, sizeof err), STATUS_OK, "%s", err);
-  bool ok;
-  WAIT_FOR(ok, evtest_unsent(db, topic) == 0, 30000);
-  outbox_relay_destroy(r);
-  cr_assert(ok, "rows of %s still unsent", topic);
+  evtest_publish(db, envs, n, topic);
 }
 
 static consumer *consumer_go(const char *group, const char *topic, consumer_handler_cb cb,
