@@ -443,6 +443,7 @@ status_code reconcile_run(const shop_cfg *cfg, const reconcile_opts *opts, recon
     *out = r;
     int64_t spent = mono_ms() - t0;
     if (r.findings_count == 0 || spent + o.settle_interval_ms > o.settle_ms) break;
+    if (o.between_runs_cb != NULL) o.between_runs_cb(runs, out, o.between_runs_arg);
     sleep_ms(o.settle_interval_ms);
   }
   if (st == STATUS_OK) {

@@ -41,6 +41,8 @@
 
 #define RECONCILE_ACCOUNT "shop_reconcile"
 
+struct reconcile_report;
+
 typedef struct reconcile_opts {
   /* Re-run until clean for at most this long (0: one run). */
   int settle_ms;
@@ -62,6 +64,12 @@ typedef struct reconcile_opts {
   const char *database;
   /* How long to keep trying the first connection (0: once). */
   int connect_retry_ms;
+  /* While settling: called after each run that found something and will
+   * be followed by another, with the number of runs so far and that run's
+   * report (borrowed for the call), on the calling thread. NULL: none.
+   * Tests use it to change the books between two runs. */
+  void (*between_runs_cb)(int runs, const struct reconcile_report *r, void *arg);
+  void *between_runs_arg;
 } reconcile_opts;
 
 /* Defaults: one run, no filters, deadline grace -1, service databases,

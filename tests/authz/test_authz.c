@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "e2e_catalog/stack.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "pbjson/pbjson.h"
 #include "shop/audit/v1/queries.pb-c.h"
@@ -34,8 +33,9 @@
 #include "shop/product/v1/queries.pb-c.h"
 #include "shop/user/v1/commands.pb-c.h"
 #include "shop/user/v1/queries.pb-c.h"
+#include "support/stack.h"
 
-#define PASSWORD "authz matrix passphrase"
+#define PASSWORD STACK_PASSWORD
 #define ADMIN_EMAIL "admin@shop.test"
 
 ReportHook(PRE_ALL)(struct criterion_test_set *set) {
@@ -55,7 +55,7 @@ static const char *const who_name[N_WHO] = {"no token", "customer A", "customer 
 
 #define MAX_OWNED 256
 static struct {
-  char email[N_WHO][128];
+  char email[N_WHO][160];
   char user_id[N_WHO][40];
   char token[N_WHO][AUTH_TOKEN_MAX];
   char product[40];  /* a product every order buys */
@@ -72,20 +72,12 @@ static void *own(void *m) {
   return m;
 }
 
-static char *key(void) {
-  static char k[8][96];
-  static int i;
-  i = (i + 1) % 8;
-  stack_unique(k[i], sizeof k[i], "authz");
-  return k[i];
-}
-
 /* A setup call that must succeed; the reply is freed at the end. */
 static void *must(const char *program, const ProtobufCServiceDescriptor *d, const char *method,
                   const ProtobufCMessage *in, const char *token) {
   ProtobufCMessage *out = NULL;
   rpc_status st;
-  status_code c = stack_call(program, d, method, in, &out, token, key(), &st);
+  status_code c = stack_call(program, d, method, in, &out, token, stack_key(), &st);
   cr_assert_eq(c, STATUS_OK, "setup %s: %s %s", method, status_name(c), st.message);
   return own(out);
 }
@@ -98,79 +90,29 @@ static void *must(const char *program, const ProtobufCServiceDescriptor *d, cons
 #define OQRY (&shop__order__v1__order_query_service__descriptor)
 
 static Shop__User__V1__LoginResponse *login(const char *email, const char *password) {
-  Shop__User__V1__LoginRequest req = SHOP__USER__V1__LOGIN_REQUEST__INIT;
-  req.email = (char *)email;
-  req.password = (char *)password;
-  return must("user-command", UCMD, "Login", &req.base, NULL);
+  return own(stack_login(email, password));
 }
 
 static void customer(int w) {
-  char u[64];
-  stack_unique(u, sizeof u, w == CUST_A ? "a" : "b");
-  snprintf(fx.email[w], sizeof fx.email[w], "%s@authz.test", u);
-  Shop__User__V1__RegisterUserRequest r = SHOP__USER__V1__REGISTER_USER_REQUEST__INIT;
-  r.email = fx.email[w];
-  r.password = PASSWORD;
-  r.name = w == CUST_A ? "Ann" : "Bob";
-  Shop__User__V1__RegisterUserResponse *rr =
-      must("user-command", UCMD, "RegisterUser", &r.base, NULL);
-  snprintf(fx.user_id[w], sizeof fx.user_id[w], "%s", rr->user_id);
-  Shop__User__V1__LoginResponse *l = login(fx.email[w], PASSWORD);
-  snprintf(fx.token[w], sizeof fx.token[w], "%s", l->tokens->access_token);
+  stack_user u;
+  stack_customer(&u, w == CUST_A ? "a" : "b", w == CUST_A ? "Ann" : "Bob");
+  snprintf(fx.email[w], sizeof fx.email[w], "%s", u.email);
+  snprintf(fx.user_id[w], sizeof fx.user_id[w], "%s", u.user_id);
+  snprintf(fx.token[w], sizeof fx.token[w], "%s", u.token);
   /* GetUser reads the read model: wait until the user is there. */
   Shop__User__V1__GetMeRequest me = SHOP__USER__V1__GET_ME_REQUEST__INIT;
   Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
-  rc.token = rr->consistency;
+  rc.token = &u.consistency;
   rc.wait_ms = 10000;
   me.consistency = &rc;
   must("user-query", UQRY, "GetMe", &me.base, fx.token[w]);
 }
 
-static const char *create_product(const char *sku_prefix) {
-  char sku[64];
-  stack_unique(sku, sizeof sku, sku_prefix);
-  Shop__Product__V1__ProductDetails d = SHOP__PRODUCT__V1__PRODUCT_DETAILS__INIT;
-  d.name = "Authz mug";
-  d.description = "A mug";
-  d.category = "authz";
-  Shop__Common__V1__Money price = SHOP__COMMON__V1__MONEY__INIT;
-  price.units = 500;
-  price.currency = "EUR";
-  Shop__Product__V1__CreateProductRequest r = SHOP__PRODUCT__V1__CREATE_PRODUCT_REQUEST__INIT;
-  r.sku = sku;
-  r.details = &d;
-  r.price = &price;
-  r.initial_stock = 1000;
-  Shop__Product__V1__CreateProductResponse *cr =
-      must("product-command", PCMD, "CreateProduct", &r.base, fx.token[ADMIN]);
-  /* order-command reads the catalog from product-query: wait for it. */
-  Shop__Product__V1__GetProductRequest g = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
-  Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
-  rc.token = cr->consistency;
-  rc.wait_ms = 10000;
-  g.product_id = cr->product_id;
-  g.consistency = &rc;
-  must("product-query", PQRY, "GetProduct", &g.base, NULL);
-  return cr->product_id;
-}
-
 static Shop__Order__V1__CreateOrderRequest *order_request(void) {
-  static Shop__Order__V1__CreateOrderLine line = SHOP__ORDER__V1__CREATE_ORDER_LINE__INIT;
-  static Shop__Order__V1__CreateOrderLine *lines[1] = {&line};
-  static Shop__Order__V1__ShippingAddress addr = SHOP__ORDER__V1__SHIPPING_ADDRESS__INIT;
-  static Shop__Order__V1__CreateOrderRequest r = SHOP__ORDER__V1__CREATE_ORDER_REQUEST__INIT;
-  line.product_id = fx.product;
-  line.quantity = 1;
-  addr.recipient = "Ann";
-  addr.line1 = "1 Main St";
-  addr.city = "Paris";
-  addr.postal_code = "75001";
-  addr.country = "FR";
-  r.n_lines = 1;
-  r.lines = lines;
-  r.payment_token = "tok_visa";
-  r.shipping_address = &addr;
-  return &r;
+  static req_order o;
+  req_order_init(&o, "tok_visa");
+  req_order_line(&o, fx.product, 1);
+  return &o.req;
 }
 
 /* A new order of A; its consistency token goes to tok when not NULL. */
@@ -190,8 +132,10 @@ static void fixture(void) {
   snprintf(fx.user_id[ADMIN], sizeof fx.user_id[ADMIN], "%s", l->user_id);
   customer(CUST_A);
   customer(CUST_B);
-  snprintf(fx.product, sizeof fx.product, "%s", create_product("AZ"));
-  snprintf(fx.archived, sizeof fx.archived, "%s", create_product("AZ-ARCH"));
+  /* order-command reads the catalog from product-query: stack_product
+   * waits for it. */
+  stack_product(fx.token[ADMIN], 1000, 500, 0, fx.product);
+  stack_product(fx.token[ADMIN], 1000, 500, 0, fx.archived);
   Shop__Common__V1__ConsistencyToken *tok = NULL;
   snprintf(fx.order, sizeof fx.order, "%s", order_of_a(&tok));
   fx.order_token = *tok;
@@ -269,19 +213,9 @@ static ProtobufCMessage *b_get_user(int w) {
 static ProtobufCMessage *b_create_product(int w) {
   static char sku[64];
   stack_unique(sku, sizeof sku, "AZ-NEW");
-  static Shop__Product__V1__ProductDetails d = SHOP__PRODUCT__V1__PRODUCT_DETAILS__INIT;
-  static Shop__Common__V1__Money price = SHOP__COMMON__V1__MONEY__INIT;
-  static Shop__Product__V1__CreateProductRequest r =
-      SHOP__PRODUCT__V1__CREATE_PRODUCT_REQUEST__INIT;
-  d.name = "Authz cup";
-  d.description = "";
-  d.category = "authz";
-  price.units = 300;
-  price.currency = "EUR";
-  r.sku = sku;
-  r.details = &d;
-  r.price = &price;
-  return &r.base;
+  static req_product p;
+  req_product_init(&p, sku, 0, 300, "EUR");
+  return &p.req.base;
 }
 
 static ProtobufCMessage *b_update_product(int w) {
@@ -636,7 +570,7 @@ Test(authz, every_method_answers_each_caller_as_the_matrix_says) {
       ProtobufCMessage *out = NULL;
       rpc_status st;
       status_code got = stack_call(r->program, d, r->method, in, &out,
-                                   w == NONE ? NULL : fx.token[w], key(), &st);
+                                   w == NONE ? NULL : fx.token[w], stack_key(), &st);
       if (got != r->expect[w]) {
         failures++;
         cr_log_error("%s/%s as %s: %s (%s), expected %s", r->service, r->method, who_name[w],

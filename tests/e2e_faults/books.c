@@ -8,11 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "audit/audit.h"
-#include "e2e_orders/ostack.h"
 #include "events/events.h"
-#include "events/outbox.h"
 #include "shop/order/v1/events.pb-c.h"
+#include "support/stack.h"
+#include "support/wait.h"
 #include "topology/topology.h"
 
 #define ST_CONFIRMED 2
@@ -158,15 +157,6 @@ static const ord *first_unsettled(const book *b) {
   return NULL;
 }
 
-static int64_t unsent(const char *account) {
-  db_conn *c = ostack_db(account);
-  int64_t n = -1;
-  char err[512] = "";
-  cr_assert_eq(outbox_backlog(c, &n, NULL, err, sizeof err), STATUS_OK, "%s: %s", account, err);
-  db_close(c);
-  return n;
-}
-
 /* ---- The order topic ------------------------------------------------------------------------ */
 
 static void record(book *b, const rd_kafka_message_t *m, size_t *redelivered) {
@@ -210,70 +200,28 @@ static void record(book *b, const rd_kafka_message_t *m, size_t *redelivered) {
   events_envelope_free(ev);
 }
 
+typedef struct topic_read {
+  book *b;
+  size_t *redelivered;
+} topic_read;
+
+static void record_cb(const void *m, void *arg) {
+  topic_read *t = arg;
+  record(t->b, m, t->redelivered);
+}
+
 /* Reads shop.order.events.v1 from the run's start to its end now. */
 static void read_order_topic(book *b, size_t *redelivered) {
-  char err[512] = "";
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  const char *brokers = getenv("SHOP_KAFKA_BROKERS");
-  cr_assert(rd_kafka_conf_set(conf, "bootstrap.servers", brokers != NULL ? brokers : "", err,
-                              sizeof err) == RD_KAFKA_CONF_OK &&
-                rd_kafka_conf_set(conf, "group.id", "e2e-faults-books", err, sizeof err) ==
-                    RD_KAFKA_CONF_OK &&
-                rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err) ==
-                    RD_KAFKA_CONF_OK,
-            "%s", err);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-  cr_assert_not_null(rk, "%s", err);
-  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(6);
-  int64_t end[TOPOLOGY_DOMAIN_PARTITIONS];
-  int left = 0;
-  for (int p = 0; p < TOPOLOGY_DOMAIN_PARTITIONS; p++) {
-    int64_t lo = 0, until = ostack_now_ms() + 30000;
-    rd_kafka_resp_err_t e;
-    /* Right after a broker restart the leaders may not be elected yet. */
-    while ((e = rd_kafka_query_watermark_offsets(rk, TOPOLOGY_TOPIC_ORDER, p, &lo, &end[p],
-                                                 10000)) != RD_KAFKA_RESP_ERR_NO_ERROR &&
-           ostack_now_ms() < until)
-      usleep(250000);
-    cr_assert_eq(e, RD_KAFKA_RESP_ERR_NO_ERROR, "watermarks: %s", rd_kafka_err2str(e));
-    int64_t from = ostack_start_offset(TOPOLOGY_TOPIC_ORDER, p);
-    if (from < lo) from = lo;
-    if (from < end[p]) {
-      rd_kafka_topic_partition_list_add(l, TOPOLOGY_TOPIC_ORDER, p)->offset = from;
-      left++;
-    }
-  }
-  cr_assert_eq(rd_kafka_assign(rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
-  rd_kafka_topic_partition_list_destroy(l);
-  bool done[TOPOLOGY_DOMAIN_PARTITIONS] = {false};
-  int64_t until = ostack_now_ms() + KAFKA_READ_MS;
-  while (left > 0 && ostack_now_ms() < until) {
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-    if (m == NULL) continue;
-    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->partition >= 0 &&
-        m->partition < TOPOLOGY_DOMAIN_PARTITIONS && !done[m->partition]) {
-      record(b, m, redelivered);
-      if (m->offset + 1 >= end[m->partition]) {
-        done[m->partition] = true;
-        left--;
-      }
-    }
-    rd_kafka_message_destroy(m);
-  }
-  rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
-  cr_assert_eq(left, 0, "the order topic was not read to its end within %d ms", KAFKA_READ_MS);
+  topic_read t = {b, redelivered};
+  stack_topic_read(TOPOLOGY_TOPIC_ORDER, record_cb, &t, KAFKA_READ_MS);
 }
 
 /* ---- Audit ---------------------------------------------------------------------------------- */
 
 /* The audit log has every event up to now: what reconcile reads. */
 static void audit_caught_up(void) {
-  const char *topics[16];
-  size_t n = consumer_spec_topics(&audit_consumer, topics, 16);
-  bool ok = false;
-  OSTACK_WAIT(ok, ostack_group_caught_up(audit_consumer.group, topics, n), 120000);
-  cr_assert(ok, "the audit-worker did not catch up");
+  WAIT_UNTIL(stack_group_quiet(TOPOLOGY_GROUP_AUDIT_WORKER), 120000,
+             "the audit-worker's group caught up");
 }
 
 /* ---- The books ------------------------------------------------------------------------------ */
@@ -281,21 +229,17 @@ static void audit_caught_up(void) {
 void books_check(const books_opts *opts, const char *const *customers, size_t n_customers,
                  const books_id *acked, size_t n_acked, int wait_ms, books_figures *out) {
   memset(out, 0, sizeof *out);
-  db_conn *ordc = ostack_db("shop_order"), *payc = ostack_db("shop_payment"),
-          *invc = ostack_db("shop_inventory");
+  db_conn *ordc = stack_db("shop_order"), *payc = stack_db("shop_payment"),
+          *invc = stack_db("shop_inventory");
   book b = {0};
-  int64_t t0 = ostack_now_ms(), until = t0 + wait_ms;
+  int64_t t0 = wait_now_ms();
   const ord *stuck = NULL;
-  for (;;) {
-    load(&b, ordc, payc, invc, customers, n_customers);
-    stuck = first_unsettled(&b);
-    if (stuck == NULL || ostack_now_ms() > until) break;
-    usleep(200000);
-  }
-  cr_assert_null(stuck, "order %s not settled after %d ms: status %d payment %d stock %d",
-                 stuck != NULL ? stuck->id : "", wait_ms, stuck != NULL ? stuck->status : 0,
-                 stuck != NULL ? stuck->pay : 0, stuck != NULL ? stuck->res : 0);
-  out->settle_ms = ostack_now_ms() - t0;
+  WAIT_UNTIL(
+      (load(&b, ordc, payc, invc, customers, n_customers), stuck = first_unsettled(&b)) == NULL,
+      wait_ms, "every order settled (order %s: status %d payment %d stock %d)",
+      stuck != NULL ? stuck->id : "", stuck != NULL ? stuck->status : 0,
+      stuck != NULL ? stuck->pay : 0, stuck != NULL ? stuck->res : 0);
+  out->settle_ms = wait_now_ms() - t0;
   for (size_t i = 0; i < n_acked; i++)
     cr_assert_not_null(find(&b, acked[i], strlen(acked[i])), "acknowledged order %s is missing",
                        acked[i]);
@@ -309,9 +253,9 @@ void books_check(const books_opts *opts, const char *const *customers, size_t n_
   static const char *const outboxes[] = {"shop_order", "shop_inventory", "shop_payment",
                                          "shop_product"};
   for (size_t i = 0; i < sizeof outboxes / sizeof outboxes[0]; i++) {
-    bool ok = false;
-    OSTACK_WAIT(ok, unsent(outboxes[i]) == 0, 60000);
-    cr_assert(ok, "the outbox of %s did not drain", outboxes[i]);
+    int64_t n = -1;
+    WAIT_UNTIL((n = stack_unsent(outboxes[i])) == 0, 60000,
+               "the outbox of %s drained (%lld unsent)", outboxes[i], (long long)n);
   }
 
   read_order_topic(&b, &out->redelivered);
@@ -325,7 +269,7 @@ void books_check(const books_opts *opts, const char *const *customers, size_t n_
    * per order, one OrderCreated per order in the audit log, the chain:
    * reconcile (internal/reconcile), on this run's orders and products. */
   if (opts->audit) audit_caught_up();
-  cr_assert(ostack_books_clean(!opts->audit, 60000),
+  cr_assert(stack_books_clean(!opts->audit, 60000),
             "reconcile: the books do not balance (the findings are on stderr)");
   free(b.o);
   db_close(ordc);

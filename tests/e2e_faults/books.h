@@ -1,6 +1,6 @@
 /*
  * books: the checks every fault and scale-out scenario ends with, against
- * the real databases and the real order topic (ostack.h must be up).
+ * the real databases and the real order topic (tests/support/stack.h must be up).
  *
  *   books_check(&b, customers, n, acked, n_acked, 120000, &fig);
  *
@@ -18,7 +18,7 @@
  *    strictly increasing ce_sequence (per-order order kept; a redelivered
  *    copy of an event id is counted, not refused: delivery is at least
  *    once);
- *  - reconcile (internal/reconcile, ostack_books_clean) on this run's
+ *  - reconcile (internal/reconcile, stack_books_clean) on this run's
  *    orders and products: money matches each order's state, at most one
  *    authorization, capture, void and refund per order, stock never
  *    negative and adding up, one OrderCreated per order in the audit log,

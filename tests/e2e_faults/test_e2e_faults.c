@@ -1,5 +1,5 @@
 /* Outages under load and scale-out on one machine (issue 9), end to end:
- * the order programs of ostack.h plus the audit-worker as real processes,
+ * the order programs of tests/support/stack.h plus the audit-worker as real processes,
  * the test profile's real Kafka broker and MariaDB, which these tests
  * SIGKILL and start again through scripts/infra.sh.
  *
@@ -31,13 +31,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "consumers/consumers.h"
 #include "e2e_faults/books.h"
-#include "e2e_orders/ostack.h"
 #include "events/events.h"
 #include "shop/order/v1/commands.pb-c.h"
 #include "shop/order/v1/queries.pb-c.h"
 #include "shop/product/v1/queries.pb-c.h"
+#include "support/stack.h"
+#include "support/wait.h"
 #include "topology/topology.h"
 
 #ifndef SHOP_SOURCE_DIR
@@ -53,10 +53,10 @@
 #define SETTLE_MS 240000
 #define RECONNECT_BOUND_MS 10000
 
-static const char *const more[] = {"audit-worker"};
-
-ReportHook(PRE_ALL)(struct criterion_test_set *set) { ostack_up_with(more, 1); }
-ReportHook(POST_ALL)(struct criterion_global_stats *stats) { ostack_down(); }
+ReportHook(PRE_ALL)(struct criterion_test_set *set) {
+  stack_up((const char *const[]){STACK_ORDER_PROGRAMS, "audit-worker", NULL});
+}
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) { stack_down(); }
 
 static bool full(void) {
   const char *s = getenv("SHOP_FAULTS_FULL");
@@ -77,17 +77,17 @@ static int infra_run(const char *what) {
 
 /* Runs scripts/infra.sh what; returns how long it took. */
 static int64_t infra(const char *what) {
-  int64_t t0 = ostack_now_ms();
+  int64_t t0 = wait_now_ms();
   int rc = infra_run(what);
   cr_assert_eq(rc, 0, "scripts/infra.sh %s failed (%d, see e2e-faults-infra.log)", what, rc);
-  return ostack_now_ms() - t0;
+  return wait_now_ms() - t0;
 }
 
 /* Whatever a test killed is started again, even when it failed. */
 static void infra_fini(void) {
   infra_run("start-mariadb");
   infra_run("start-kafka");
-  ostack_release();
+  stack_release();
 }
 
 /* ---- Load ----------------------------------------------------------------------------------- */
@@ -117,46 +117,48 @@ struct load {
   char failure[512];
 };
 
+/* One CreateOrder of the load; true when it is answered for good (OK, or
+ * a refusal that is not the outage's). The same key again after an
+ * UNAVAILABLE or DEADLINE_EXCEEDED: a command that did commit answers its
+ * stored reply, so nothing is placed twice. */
+static bool create_once(loader *me, const req_order *m, const rpc_call_opts *o, status_code *c,
+                        rpc_status *st) {
+  load *l = me->l;
+  ProtobufCMessage *out = NULL;
+  *c = rpc_client_call_sync(stack_client(l->url), OCMD_SVC, "CreateOrder", &m->req.base, &out, o,
+                            st);
+  if (*c == STATUS_OK) {
+    int n = atomic_fetch_add(&l->acked, 1);
+    const char *id = ((Shop__Order__V1__CreateOrderResponse *)out)->order_id;
+    snprintf(l->ids[n], sizeof l->ids[n], "%s", id);
+    if (me->first[0] == '\0') snprintf(me->first, sizeof me->first, "%s", id);
+  } else if (*c >= 0 && *c < 17) {
+    atomic_fetch_add(&l->codes[*c], 1);
+  }
+  if (out != NULL) protobuf_c_message_free_unpacked(out, NULL);
+  return *c != STATUS_UNAVAILABLE && *c != STATUS_DEADLINE_EXCEEDED;
+}
+
 static void *loader_main(void *arg) {
   loader *me = arg;
   load *l = me->l;
   for (int j = 0; j < l->per_thread && !atomic_load(&l->failed); j++) {
     /* Every tenth card is declined: cancellations and voids under load too. */
-    ostack_order m;
-    ostack_order_init(&m, j % 10 == 9 ? "tok_decline_load" : "tok_visa");
-    ostack_order_line(&m, l->prod[(me->i + j) % PRODUCTS], 1);
+    req_order m;
+    req_order_init(&m, j % 10 == 9 ? "tok_decline_load" : "tok_visa");
+    req_order_line(&m, l->prod[(me->i + j) % PRODUCTS], 1);
     char key[160];
     snprintf(key, sizeof key, "%s-%d-%d", l->prefix, me->i, j);
     rpc_call_opts o = {
         .token = me->token, .idempotency_key = key, .timeout_ms = 10000, .no_retry = true};
-    int64_t until = ostack_now_ms() + GIVE_UP_MS;
-    for (;;) {
-      rpc_status st;
-      ProtobufCMessage *out = NULL;
-      status_code c = rpc_client_call_sync(ostack_client(l->url), OCMD_SVC, "CreateOrder",
-                                           &m.req.base, &out, &o, &st);
-      if (c == STATUS_OK) {
-        int n = atomic_fetch_add(&l->acked, 1);
-        const char *id = ((Shop__Order__V1__CreateOrderResponse *)out)->order_id;
-        snprintf(l->ids[n], sizeof l->ids[n], "%s", id);
-        if (me->first[0] == '\0') snprintf(me->first, sizeof me->first, "%s", id);
-        protobuf_c_message_free_unpacked(out, NULL);
-        break;
-      }
-      if (out != NULL) protobuf_c_message_free_unpacked(out, NULL);
-      if (c >= 0 && c < 17) atomic_fetch_add(&l->codes[c], 1);
-      /* The same key again: a command that did commit answers its
-       * stored reply, so nothing is placed twice. */
-      if ((c == STATUS_UNAVAILABLE || c == STATUS_DEADLINE_EXCEEDED) && ostack_now_ms() < until) {
-        usleep(200000);
-        continue;
-      }
-      if (!atomic_exchange(&l->failed, 1))
-        snprintf(l->failure, sizeof l->failure, "CreateOrder %.160s: %s: %.200s", key,
-                 status_name(c), st.message);
-      break;
-    }
-    if (l->pace_ms > 0) usleep((useconds_t)l->pace_ms * 1000);
+    status_code c = STATUS_UNKNOWN;
+    rpc_status st;
+    bool answered;
+    WAIT_FOR(answered, create_once(me, &m, &o, &c, &st), GIVE_UP_MS);
+    if (c != STATUS_OK && !atomic_exchange(&l->failed, 1))
+      snprintf(l->failure, sizeof l->failure, "CreateOrder %.160s: %s: %.200s%s", key,
+               status_name(c), st.message, answered ? "" : " (still after the give-up time)");
+    wait_sleep_ms(l->pace_ms); /* a pace on purpose: the load spreads over the outage */
   }
   return NULL;
 }
@@ -168,22 +170,22 @@ static void load_init(load *l, const char *url, int per_thread, int pace_ms) {
   l->url = url;
   l->per_thread = per_thread;
   l->pace_ms = pace_ms;
-  ostack_unique(l->prefix, sizeof l->prefix, "load");
+  stack_unique(l->prefix, sizeof l->prefix, "load");
   char admin_id[EVENTS_ID_SIZE], admin_token[AUTH_TOKEN_MAX];
   events_uuid_v7(admin_id);
-  ostack_token(admin_token, admin_id, AUTH_ROLE_ADMIN);
+  stack_token(admin_token, admin_id, AUTH_ROLE_ADMIN);
   int total = THREADS * per_thread;
   for (int p = 0; p < PRODUCTS; p++)
-    ostack_product(admin_token, (total * 4 / 5) / PRODUCTS, 700 + p, 0, l->prod[p]);
+    stack_product(admin_token, (total * 4 / 5) / PRODUCTS, 700 + p, 0, l->prod[p]);
   for (int i = 0; i < THREADS; i++) {
     l->th[i].l = l;
     l->th[i].i = i;
     events_uuid_v7(l->th[i].id);
-    ostack_token(l->th[i].token, l->th[i].id, AUTH_ROLE_CUSTOMER);
+    stack_token(l->th[i].token, l->th[i].id, AUTH_ROLE_CUSTOMER);
     l->customers[i] = l->th[i].id;
   }
   cr_assert_leq(total, THREADS * 100);
-  ostack_client(url);
+  stack_client(url);
 }
 
 static void load_start(load *l) {
@@ -199,10 +201,10 @@ static void load_join(load *l) {
 
 /* Waits until at least n orders were acknowledged. */
 static void load_wait(load *l, int n) {
-  bool ok = false;
-  OSTACK_WAIT(ok, atomic_load(&l->acked) >= n || atomic_load(&l->failed), 120000);
-  cr_assert(ok && !atomic_load(&l->failed), "load: %d of %d acknowledged; %s",
-            atomic_load(&l->acked), n, l->failure);
+  WAIT_UNTIL(atomic_load(&l->acked) >= n || atomic_load(&l->failed), 120000,
+             "%d orders acknowledged (%d so far)", n, atomic_load(&l->acked));
+  cr_assert(!atomic_load(&l->failed), "load: %d of %d acknowledged; %s", atomic_load(&l->acked), n,
+            l->failure);
 }
 
 static void load_books(load *l, bool audit, books_figures *fig) {
@@ -212,7 +214,7 @@ static void load_books(load *l, bool audit, books_figures *fig) {
 }
 
 /* A fixed sleep on purpose: the outage lasts this long by design. */
-static void hold(int ms) { usleep((useconds_t)ms * 1000); }
+static void hold(int ms) { wait_sleep_ms(ms); }
 
 /* One outage under load: once after orders are acknowledged, part
  * ("kafka", "mariadb") is SIGKILLed, stays down ms (while_down, if any,
@@ -220,7 +222,7 @@ static void hold(int ms) { usleep((useconds_t)ms * 1000); }
 typedef struct outage {
   int64_t down_ms;    /* from the kill until it answered again */
   int64_t restart_ms; /* how long its start took */
-  int64_t back;       /* when it answered again (ostack_now_ms) */
+  int64_t back;       /* when it answered again (wait_now_ms) */
 } outage;
 
 static outage outage_under_load(load *l, int after, const char *part, int ms,
@@ -229,42 +231,32 @@ static outage outage_under_load(load *l, int after, const char *part, int ms,
   load_wait(l, after);
   snprintf(cmd, sizeof cmd, "kill-%s", part);
   infra(cmd);
-  int64_t down = ostack_now_ms();
+  int64_t down = wait_now_ms();
   hold(ms);
   if (while_down != NULL) while_down(arg);
   snprintf(cmd, sizeof cmd, "start-%s", part);
   outage o = {.restart_ms = infra(cmd)};
-  o.back = ostack_now_ms();
+  o.back = wait_now_ms();
   o.down_ms = o.back - down;
   return o;
 }
 
-static int64_t unsent_in(const char *account) {
-  db_conn *c = ostack_db(account);
-  int64_t n = -1;
-  char err[256];
-  db_query_i64(c, "SELECT COUNT(*) FROM outbox WHERE state = 0", NULL, 0, &n, err, sizeof err);
-  db_close(c);
-  return n;
-}
-
 /* ---- 1. Kafka ------------------------------------------------------------------------------- */
 
-TestSuite(s1_kafka, .init = ostack_require, .fini = infra_fini, .timeout = 900);
+TestSuite(s1_kafka, .init = stack_require, .fini = infra_fini, .timeout = 900);
 
 Test(s1_kafka, a_broker_killed_under_load_loses_nothing_and_the_outboxes_drain_when_it_returns) {
   int per = full() ? 75 : 10, ms = full() ? 30000 : 5000;
   load l;
-  load_init(&l, ostack_url("order-command"), per, (ms + 2000) / per);
-  int64_t t0 = ostack_now_ms();
+  load_init(&l, stack_url("order-command"), per, (ms + 2000) / per);
+  int64_t t0 = wait_now_ms();
   load_start(&l);
   outage o = outage_under_load(&l, THREADS * per / 5, "kafka", ms, NULL, NULL);
   load_join(&l);
-  int64_t backlog = unsent_in("shop_order");
-  bool ok = false;
-  OSTACK_WAIT(ok, unsent_in("shop_order") == 0, 120000);
-  cr_assert(ok, "the order outbox did not drain after the broker came back");
-  int64_t drained = ostack_now_ms() - o.back;
+  int64_t backlog = stack_unsent("shop_order"), left = backlog;
+  WAIT_UNTIL((left = stack_unsent("shop_order")) == 0, 120000,
+             "the order outbox drained after the broker came back (%lld unsent)", (long long)left);
+  int64_t drained = wait_now_ms() - o.back;
   books_figures f;
   load_books(&l, true, &f);
   fprintf(stderr,
@@ -273,13 +265,13 @@ Test(s1_kafka, a_broker_killed_under_load_loses_nothing_and_the_outboxes_drain_w
           "the broker was back; settled in %lld ms; %zu redelivered records; test %lld ms\n",
           (long long)o.down_ms, (long long)o.restart_ms, f.orders, f.confirmed, f.cancelled,
           (long long)backlog, (long long)drained, (long long)f.settle_ms, f.redelivered,
-          (long long)(ostack_now_ms() - t0));
+          (long long)(wait_now_ms() - t0));
   cr_assert_eq(f.orders, (size_t)(THREADS * per));
 }
 
 /* ---- 2. MariaDB ----------------------------------------------------------------------------- */
 
-TestSuite(s2_mariadb, .init = ostack_require, .fini = infra_fini, .timeout = 900);
+TestSuite(s2_mariadb, .init = stack_require, .fini = infra_fini, .timeout = 900);
 
 typedef struct probe {
   load *l;
@@ -292,22 +284,21 @@ typedef status_code (*probe_fn)(probe *p);
 
 static int64_t until_ok(probe_fn fn, probe *p, int64_t since) {
   status_code c;
-  while ((c = fn(p)) != STATUS_OK && ostack_now_ms() - since < 60000) {
-    p->last = c;
-    usleep(100000);
-  }
-  return ostack_now_ms() - since;
+  bool ok;
+  WAIT_FOR(ok, (c = fn(p)) == STATUS_OK || (p->last = c, false), since + 60000 - wait_now_ms());
+  (void)ok; /* the caller asserts on the time it took */
+  return wait_now_ms() - since;
 }
 
 static status_code probe_create(probe *p) {
-  ostack_order m;
-  ostack_order_init(&m, "tok_visa");
-  ostack_order_line(&m, p->l->prod[0], 1);
+  req_order m;
+  req_order_init(&m, "tok_visa");
+  req_order_line(&m, p->l->prod[0], 1);
   rpc_call_opts o = {
       .token = p->l->th[0].token, .idempotency_key = p->key, .timeout_ms = 2000, .no_retry = true};
   rpc_status st;
   ProtobufCMessage *out = NULL;
-  status_code c = rpc_client_call_sync(ostack_client(p->l->url), OCMD_SVC, "CreateOrder",
+  status_code c = rpc_client_call_sync(stack_client(p->l->url), OCMD_SVC, "CreateOrder",
                                        &m.req.base, &out, &o, &st);
   if (out != NULL) protobuf_c_message_free_unpacked(out, NULL);
   return c;
@@ -325,8 +316,8 @@ static status_code probe_get_order(probe *p) {
   rpc_call_opts o = {.token = p->l->th[0].token, .timeout_ms = 2000, .no_retry = true};
   rpc_status st;
   ProtobufCMessage *out = NULL;
-  status_code c = rpc_client_call_sync(ostack_client(ostack_url("order-query")), OQRY_SVC,
-                                       "GetOrder", &req.base, &out, &o, &st);
+  status_code c = rpc_client_call_sync(stack_client(stack_url("order-query")), OQRY_SVC, "GetOrder",
+                                       &req.base, &out, &o, &st);
   if (out != NULL) protobuf_c_message_free_unpacked(out, NULL);
   return c;
 }
@@ -337,7 +328,7 @@ static status_code probe_get_product(probe *p) {
   rpc_call_opts o = {.timeout_ms = 2000, .no_retry = true};
   rpc_status st;
   ProtobufCMessage *out = NULL;
-  status_code c = rpc_client_call_sync(ostack_client(ostack_url("product-query")), PQRY_SVC,
+  status_code c = rpc_client_call_sync(stack_client(stack_url("product-query")), PQRY_SVC,
                                        "GetProduct", &req.base, &out, &o, &st);
   if (out != NULL) protobuf_c_message_free_unpacked(out, NULL);
   return c;
@@ -346,12 +337,12 @@ static status_code probe_get_product(probe *p) {
 Test(s2_mariadb, a_database_killed_under_load_answers_unavailable_loses_nothing_and_is_rejoined) {
   int per = full() ? 50 : 8, ms = full() ? 15000 : 3000;
   load l;
-  load_init(&l, ostack_url("order-command"), per, (ms + 2000) / per);
-  ostack_client(ostack_url("order-query"));
-  ostack_client(ostack_url("product-query"));
+  load_init(&l, stack_url("order-command"), per, (ms + 2000) / per);
+  stack_client(stack_url("order-query"));
+  stack_client(stack_url("product-query"));
   probe p = {.l = &l};
-  ostack_unique(p.key, sizeof p.key, "probe");
-  int64_t t0 = ostack_now_ms();
+  stack_unique(p.key, sizeof p.key, "probe");
+  int64_t t0 = wait_now_ms();
   load_start(&l);
   outage o = outage_under_load(&l, THREADS * per / 4, "mariadb", ms, probe_down, &p);
   int64_t back = o.back;
@@ -378,7 +369,7 @@ Test(s2_mariadb, a_database_killed_under_load_answers_unavailable_loses_nothing_
           (long long)o.down_ms, (long long)o.restart_ms, unavailable, deadline, (long long)t_cmd,
           refusal(c_cmd), (long long)t_qry, refusal(c_qry), (long long)t_pq, refusal(c_pq),
           f.orders, f.confirmed, f.cancelled, (long long)f.settle_ms,
-          (long long)(ostack_now_ms() - t0));
+          (long long)(wait_now_ms() - t0));
   cr_assert_gt(unavailable, 0, "no command was refused UNAVAILABLE while the database was down");
   for (int c = 1; c < 17; c++)
     if (c != STATUS_UNAVAILABLE && c != STATUS_DEADLINE_EXCEEDED)
@@ -414,27 +405,13 @@ static const char *const checked_dbs[] = {"shop_order",   "shop_order_read", "sh
                                           "shop_audit"};
 #define N_DBS (sizeof checked_dbs / sizeof checked_dbs[0])
 
-/* The topics group reads (from its spec) into out. */
-static size_t group_topics(const char *group, const char **out, size_t max) {
-  const consumer_spec *g = consumers_find(group);
-  cr_assert_not_null(g, "%s", group);
-  return consumer_spec_topics(g, out, max);
-}
-
-static bool caught_up(const char *group) {
-  const char *topics[16];
-  size_t n = group_topics(group, topics, 16);
-  return ostack_group_caught_up(group, topics, n);
-}
-
-static bool quiet(void) {
-  for (size_t i = 0; i < N_GROUPS; i++)
-    if (!caught_up(groups[i].group)) return false;
+/* Every group caught up and no outbox row unsent; why says what is not. */
+static bool quiet(char *why, size_t len) {
   static const char *const outboxes[] = {"shop_order", "shop_inventory", "shop_payment",
                                          "shop_product"};
-  for (size_t i = 0; i < sizeof outboxes / sizeof outboxes[0]; i++)
-    if (unsent_in(outboxes[i]) != 0) return false;
-  return true;
+  for (size_t i = 0; i < N_GROUPS; i++)
+    if (!stack_quiet(&groups[i].group, 1, NULL, 0, why, len)) return false;
+  return stack_quiet(NULL, 0, outboxes, sizeof outboxes / sizeof outboxes[0], why, len);
 }
 
 /* "db.table=checksum\n" for every table of the checked databases but
@@ -449,7 +426,7 @@ static char *checksums(size_t *n) {
   out[0] = '\0';
   *n = 0;
   for (size_t d = 0; d < N_DBS; d++) {
-    db_conn *c = ostack_db(checked_dbs[d]);
+    db_conn *c = stack_db(checked_dbs[d]);
     char err[512] = "";
     db_rows *t = NULL;
     cr_assert_eq(db_query(c,
@@ -494,20 +471,12 @@ static void diff(const char *a, const char *b) {
   }
 }
 
-static bool paused;
-
-static void replay_fini(void) {
-  if (paused)
-    for (size_t i = 0; i < N_GROUPS; i++) kill(ostack_pid(groups[i].program), SIGCONT);
-  ostack_release();
-}
-
 /* The events the emptied inboxes hold again: how many were handled anew. */
 static int64_t replayed_total(void) {
   int64_t n = 0;
   for (size_t i = 0; i < N_GROUPS; i++) {
     if (!groups[i].clear_inbox) continue;
-    db_conn *c = ostack_db(groups[i].db);
+    db_conn *c = stack_db(groups[i].db);
     int64_t k = 0;
     char err[256];
     db_value v[1] = {DB_STR(groups[i].group)};
@@ -519,20 +488,20 @@ static int64_t replayed_total(void) {
   return n;
 }
 
-TestSuite(s3_replay, .init = ostack_require, .fini = replay_fini, .timeout = 900);
+/* stack_release lets the paused programs go on, even when the test fails. */
+TestSuite(s3_replay, .init = stack_require, .fini = stack_release, .timeout = 900);
 
 Test(s3_replay, every_group_reset_and_replayed_on_a_quiet_stack_leaves_every_table_as_it_was) {
-  int64_t t0 = ostack_now_ms();
+  int64_t t0 = wait_now_ms();
   /* Some traffic of this test's own, in case it runs alone. */
   load l;
-  load_init(&l, ostack_url("order-command"), 3, 0);
+  load_init(&l, stack_url("order-command"), 3, 0);
   load_start(&l);
   load_join(&l);
   books_figures f;
   load_books(&l, true, &f);
-  bool ok = false;
-  OSTACK_WAIT(ok, quiet(), 120000);
-  cr_assert(ok, "the stack did not become quiet");
+  char why[200] = "";
+  WAIT_UNTIL(quiet(why, sizeof why), 120000, "a quiet stack (%s)", why);
   size_t n_before = 0, n_after = 0;
   char *before = checksums(&n_before);
 
@@ -543,39 +512,20 @@ Test(s3_replay, every_group_reset_and_replayed_on_a_quiet_stack_leaves_every_tab
    * before this one produced, so that the time does not grow with the
    * suites that ran before), and let them go on. */
   for (size_t i = 0; i < N_GROUPS; i++)
-    cr_assert_eq(kill(ostack_pid(groups[i].program), SIGSTOP), 0);
-  paused = true;
-  for (size_t i = 0; i < N_GROUPS; i++) {
-    if (groups[i].clear_inbox) {
-      db_conn *db = ostack_db(groups[i].db);
-      char err[512];
-      db_value v[1] = {DB_STR(groups[i].group)};
-      cr_assert_eq(db_exec(db, "DELETE FROM processed_events WHERE consumer_group = ?", v, 1, NULL,
-                           NULL, err, sizeof err),
-                   STATUS_OK, "%s", err);
-      db_close(db);
-    }
-    const char *topics[16];
-    size_t nt = group_topics(groups[i].group, topics, 16);
-    OSTACK_WAIT(ok,
-                full() ? ostack_group_rewind_earliest(groups[i].group, topics, nt)
-                       : ostack_group_rewind(groups[i].group, topics, nt),
-                60000);
-    cr_assert(ok, "could not reset %s", groups[i].group);
-  }
-  int64_t t_replay = ostack_now_ms();
-  for (size_t i = 0; i < N_GROUPS; i++) kill(ostack_pid(groups[i].program), SIGCONT);
-  paused = false;
-  OSTACK_WAIT(ok, quiet(), 600000);
-  cr_assert(ok, "the replay did not finish");
-  int64_t replay_ms = ostack_now_ms() - t_replay;
+    cr_assert_eq(kill(stack_pid(groups[i].program), SIGSTOP), 0);
+  for (size_t i = 0; i < N_GROUPS; i++)
+    stack_group_reset(groups[i].group, groups[i].clear_inbox ? groups[i].db : NULL, full());
+  int64_t t_replay = wait_now_ms();
+  for (size_t i = 0; i < N_GROUPS; i++) kill(stack_pid(groups[i].program), SIGCONT);
+  WAIT_UNTIL(quiet(why, sizeof why), 600000, "the replay finished (%s)", why);
+  int64_t replay_ms = wait_now_ms() - t_replay;
   int64_t replayed = replayed_total();
   char *after = checksums(&n_after);
   fprintf(stderr,
           "faults: replay from %s: %zu tables checksummed in %zu databases; %lld events handled "
           "again in %lld ms; test %lld ms\n",
           full() ? "the earliest offsets" : "the run's start", n_before, N_DBS, (long long)replayed,
-          (long long)replay_ms, (long long)(ostack_now_ms() - t0));
+          (long long)replay_ms, (long long)(wait_now_ms() - t0));
   if (strcmp(before, after) != 0) diff(before, after);
   cr_assert_str_eq(before, after, "a table changed in the replay");
   cr_assert_gt(replayed, 0, "nothing was replayed");
@@ -607,7 +557,7 @@ static assigned assigned_since(const char *program, const char *group, long offs
   snprintf(path, sizeof path, "%s/e2e-%s.log", dir != NULL ? dir : "/tmp", program);
   snprintf(needle, sizeof needle, "consumer %s: assigned ", group);
   const char *topics[16];
-  int total = (int)group_topics(group, topics, 16) * TOPOLOGY_DOMAIN_PARTITIONS;
+  int total = (int)stack_group_topics(group, topics, 16) * TOPOLOGY_DOMAIN_PARTITIONS;
   FILE *f = fopen(path, "r");
   if (f == NULL) return a;
   fseek(f, offset, SEEK_SET);
@@ -644,41 +594,39 @@ static void tcp_url(char *out, size_t len) {
   snprintf(out, len, "tcp://127.0.0.1:%d", proc_free_tcp_port());
 }
 
-TestSuite(s4_scale, .init = ostack_require, .fini = ostack_release, .timeout = 900);
+TestSuite(s4_scale, .init = stack_require, .fini = stack_release, .timeout = 900);
 
 Test(s4_scale, two_of_each_under_load_one_killed_midway_the_survivors_take_over_without_loss) {
   int per = full() ? 75 : 10;
-  int64_t t0 = ostack_now_ms();
+  int64_t t0 = wait_now_ms();
   char pq_url[64], oc_url[64], au_url[64], list[200], env_pq[240];
   tcp_url(pq_url, sizeof pq_url);
   tcp_url(oc_url, sizeof oc_url);
   tcp_url(au_url, sizeof au_url);
-  snprintf(list, sizeof list, "%s,%s", ostack_url("product-query"), pq_url);
+  snprintf(list, sizeof list, "%s,%s", stack_url("product-query"), pq_url);
   snprintf(env_pq, sizeof env_pq, "SHOP_ENDPOINTS__PRODUCT_QUERY=%s", list);
   long split_from[N_WORKERS];
   for (int i = 0; i < N_WORKERS; i++) split_from[i] = log_size(workers[i]);
 
   /* A second product-query, and a second order-command (the load's entry)
    * whose one REQ socket dials both product-query instances. */
-  proc *pq = ostack_start("product-query", pq_url, NULL);
+  proc *pq = stack_start("product-query", pq_url, NULL);
   const char *oc_env[] = {env_pq, NULL};
-  proc *oc = ostack_start("order-command", oc_url, oc_env);
+  proc *oc = stack_start("order-command", oc_url, oc_env);
   proc *extra[N_WORKERS];
-  extra[0] = ostack_start("inventory-worker", NULL, NULL);
-  extra[1] = ostack_start("payment-worker", NULL, NULL);
-  extra[2] = ostack_start("audit-worker", au_url, NULL);
-  bool ok = false;
-  OSTACK_WAIT(ok, all_split(split_from), 60000);
-  cr_assert(ok, "the groups were not split between two instances each");
+  extra[0] = stack_start("inventory-worker", NULL, NULL);
+  extra[1] = stack_start("payment-worker", NULL, NULL);
+  extra[2] = stack_start("audit-worker", au_url, NULL);
+  WAIT_UNTIL(all_split(split_from), 60000, "each worker group split between two instances");
 
   /* The endpoint list dials every instance. */
   rpc_client_opts co;
-  rpc_client_opts_from_cfg(&co, ostack_cfg(), list, "e2e-faults");
+  rpc_client_opts_from_cfg(&co, stack_cfg(), list, "e2e-faults");
   rpc_client *both = NULL;
   char err[512] = "";
   cr_assert_eq(rpc_client_create(&both, &co, err, sizeof err), STATUS_OK, "%s", err);
-  OSTACK_WAIT(ok, rpc_client_pipes(both) == 2, 10000);
-  cr_assert(ok, "a client of \"%s\" has %d connections", list, rpc_client_pipes(both));
+  WAIT_UNTIL(rpc_client_pipes(both) == 2, 10000, "a client of \"%s\" with 2 connections (%d)", list,
+             rpc_client_pipes(both));
   rpc_client_destroy(both);
 
   load l;
@@ -689,10 +637,9 @@ Test(s4_scale, two_of_each_under_load_one_killed_midway_the_survivors_take_over_
   for (int i = 0; i < N_WORKERS; i++) take_from[i] = log_size(workers[i]);
   for (int i = 0; i < N_WORKERS; i++) cr_assert_eq(kill(proc_pid(extra[i]), SIGKILL), 0);
   cr_assert_eq(kill(proc_pid(pq), SIGKILL), 0);
-  int64_t killed = ostack_now_ms();
-  OSTACK_WAIT(ok, all_taken_over(take_from), 60000);
-  cr_assert(ok, "the survivors did not take every partition over");
-  int64_t takeover = ostack_now_ms() - killed;
+  int64_t killed = wait_now_ms();
+  WAIT_UNTIL(all_taken_over(take_from), 60000, "the survivors holding every partition");
+  int64_t takeover = wait_now_ms() - killed;
   load_join(&l);
   books_figures f;
   load_books(&l, true, &f);
@@ -702,9 +649,9 @@ Test(s4_scale, two_of_each_under_load_one_killed_midway_the_survivors_take_over_
           "survivors held every partition %lld ms later; %zu orders (%zu confirmed, %zu "
           "cancelled), settled in %lld ms; test %lld ms\n",
           THREADS * per * 2 / 5, THREADS * per, (long long)takeover, f.orders, f.confirmed,
-          f.cancelled, (long long)f.settle_ms, (long long)(ostack_now_ms() - t0));
+          f.cancelled, (long long)f.settle_ms, (long long)(wait_now_ms() - t0));
   cr_assert_eq(f.orders, (size_t)(THREADS * per));
-  for (int i = 0; i < N_WORKERS; i++) ostack_stop(extra[i]);
-  ostack_stop(pq);
-  cr_assert_eq(ostack_stop(oc), 0);
+  for (int i = 0; i < N_WORKERS; i++) stack_stop(extra[i]);
+  stack_stop(pq);
+  cr_assert_eq(stack_stop(oc), 0);
 }

@@ -15,7 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "e2e_orders/ostack.h"
 #include "events/events.h"
 #include "log/log.h"
 #include "shop/audit/v1/queries.pb-c.h"
@@ -23,56 +22,41 @@
 #include "shop/order/v1/queries.pb-c.h"
 #include "shop/product/v1/commands.pb-c.h"
 #include "shop/product/v1/queries.pb-c.h"
+#include "support/stack.h"
+#include "support/wait.h"
+#include "topology/topology.h"
 
 #define OCMD_SVC (&shop__order__v1__order_command_service__descriptor)
 #define PCMD_SVC (&shop__product__v1__product_command_service__descriptor)
 #define PQRY_SVC (&shop__product__v1__product_query_service__descriptor)
 #define AUDIT_SVC (&shop__audit__v1__audit_query_service__descriptor)
 
-ReportHook(PRE_ALL)(struct criterion_test_set *set) { ostack_up(); }
-ReportHook(POST_ALL)(struct criterion_global_stats *stats) { ostack_down(); }
+ReportHook(PRE_ALL)(struct criterion_test_set *set) {
+  stack_up((const char *const[]){STACK_ORDER_PROGRAMS, NULL});
+}
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) { stack_down(); }
 
-static const char *audit_url(void) { return ostack_cfg()->endpoints.audit_query; }
+static const char *audit_url(void) { return stack_cfg()->endpoints.audit_query; }
 
 static void audit_up(void) {
-  ostack_require();
-  ostack_start("audit-worker", audit_url(), NULL);
+  stack_require();
+  stack_start("audit-worker", audit_url(), NULL);
 }
 
-TestSuite(audit, .init = audit_up, .fini = ostack_release, .timeout = 300);
+TestSuite(audit, .init = audit_up, .fini = stack_release, .timeout = 300);
 
 static void free_msg(void *m) {
   if (m != NULL) protobuf_c_message_free_unpacked(m, NULL);
 }
 
-static char *key(void) {
-  static char k[8][96];
-  static int i;
-  i = (i + 1) % 8;
-  ostack_unique(k[i], sizeof k[i], "k");
-  return k[i];
-}
-
 static void place(const char *token, const char *product_id, char order_id[37]) {
-  Shop__Order__V1__CreateOrderRequest req = SHOP__ORDER__V1__CREATE_ORDER_REQUEST__INIT;
-  Shop__Order__V1__CreateOrderLine line = SHOP__ORDER__V1__CREATE_ORDER_LINE__INIT;
-  Shop__Order__V1__CreateOrderLine *lp[1] = {&line};
-  Shop__Order__V1__ShippingAddress addr = SHOP__ORDER__V1__SHIPPING_ADDRESS__INIT;
-  addr.recipient = "Grace Hopper";
-  addr.line1 = "1 Harbour Street";
-  addr.city = "Arlington";
-  addr.postal_code = "22201";
-  addr.country = "US";
-  line.product_id = (char *)product_id;
-  line.quantity = 2;
-  req.shipping_address = &addr;
-  req.payment_token = "tok_visa";
-  req.n_lines = 1;
-  req.lines = lp;
+  req_order o;
+  req_order_init(&o, "tok_visa");
+  req_order_line(&o, product_id, 2);
   Shop__Order__V1__CreateOrderResponse *r = NULL;
   rpc_status st;
-  cr_assert_eq(ostack_call(ostack_url("order-command"), OCMD_SVC, "CreateOrder", &req.base,
-                           (ProtobufCMessage **)&r, token, key(), &st),
+  cr_assert_eq(stack_call("order-command", OCMD_SVC, "CreateOrder", &o.req.base,
+                          (ProtobufCMessage **)&r, token, stack_key(), &st),
                STATUS_OK, "CreateOrder: %s", st.message);
   snprintf(order_id, 37, "%s", r->order_id);
   free_msg(r);
@@ -84,9 +68,9 @@ static void actors(char adm[AUTH_TOKEN_MAX], char cust[AUTH_TOKEN_MAX], char pid
   char adm_id[EVENTS_ID_SIZE], cust_id[EVENTS_ID_SIZE];
   events_uuid_v7(adm_id);
   events_uuid_v7(cust_id);
-  ostack_token(adm, adm_id, AUTH_ROLE_ADMIN);
-  ostack_token(cust, cust_id, AUTH_ROLE_CUSTOMER);
-  ostack_product(adm, 100, 1250, 10, pid);
+  stack_token(adm, adm_id, AUTH_ROLE_ADMIN);
+  stack_token(cust, cust_id, AUTH_ROLE_CUSTOMER);
+  stack_product(adm, 100, 1250, 10, pid);
 }
 
 static const char *const flow[] = {
@@ -119,22 +103,20 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
   tq.order_id = oid;
   Shop__Audit__V1__GetOrderTimelineResponse *tl = NULL;
   rpc_status st;
-  int64_t until = ostack_now_ms() + 180000;
-  for (;;) {
-    free_msg(tl);
-    tl = NULL;
-    ostack_call(audit_url(), AUDIT_SVC, "GetOrderTimeline", &tq.base, (ProtobufCMessage **)&tl, adm,
-                NULL, &st);
-    if (flow_complete(tl) || ostack_now_ms() > until) break;
-    usleep(100000);
-  }
-  cr_assert(flow_complete(tl), "the timeline of %s is incomplete", oid);
-  /* Give late duplicates a chance to show, then look again. */
-  usleep(1500000);
+  WAIT_UNTIL((free_msg(tl), tl = NULL,
+              stack_call_at(audit_url(), AUDIT_SVC, "GetOrderTimeline", &tq.base,
+                            (ProtobufCMessage **)&tl, adm, NULL, &st),
+              flow_complete(tl)),
+             180000, "the whole flow in the timeline of %s (%zu records, last call: %s)", oid,
+             tl != NULL ? tl->n_records : 0, st.message);
+  /* A late duplicate would be in the log once the audit-worker has read
+   * everything there is: look again then. */
+  WAIT_UNTIL(stack_group_quiet(TOPOLOGY_GROUP_AUDIT_WORKER), 60000,
+             "the audit-worker's group caught up");
   free_msg(tl);
   tl = NULL;
-  cr_assert_eq(ostack_call(audit_url(), AUDIT_SVC, "GetOrderTimeline", &tq.base,
-                           (ProtobufCMessage **)&tl, adm, NULL, &st),
+  cr_assert_eq(stack_call_at(audit_url(), AUDIT_SVC, "GetOrderTimeline", &tq.base,
+                             (ProtobufCMessage **)&tl, adm, NULL, &st),
                STATUS_OK, "GetOrderTimeline: %s", st.message);
   for (size_t i = 0; i < N_FLOW; i++)
     cr_assert_eq(count_type(tl, flow[i]), 1, "%s is logged %zu times", flow[i],
@@ -148,7 +130,7 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
   free_msg(tl);
 
   /* Kafka order within each partition: offsets grow with the row id. */
-  db_conn *c = ostack_db("shop_audit");
+  db_conn *c = stack_db("shop_audit");
   db_rows *r = NULL;
   char err[512];
   cr_assert_eq(db_query(c,
@@ -165,16 +147,17 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
   /* The chain verifies; a customer may not ask. */
   Shop__Audit__V1__VerifyChainRequest vq = SHOP__AUDIT__V1__VERIFY_CHAIN_REQUEST__INIT;
   Shop__Audit__V1__VerifyChainResponse *v = NULL;
-  cr_assert_eq(ostack_call(audit_url(), AUDIT_SVC, "VerifyChain", &vq.base, (ProtobufCMessage **)&v,
-                           adm, NULL, &st),
+  cr_assert_eq(stack_call_at(audit_url(), AUDIT_SVC, "VerifyChain", &vq.base,
+                             (ProtobufCMessage **)&v, adm, NULL, &st),
                STATUS_OK, "VerifyChain: %s", st.message);
   cr_assert(v->ok, "chain broken at row %lld: %s",
             v->first_break ? (long long)v->first_break->row_id : 0LL,
             v->first_break ? v->first_break->detail : "");
   cr_assert_geq(v->rows_checked, (int64_t)N_FLOW);
   free_msg(v);
-  cr_assert_eq(ostack_call(audit_url(), AUDIT_SVC, "VerifyChain", &vq.base, NULL, cust, NULL, &st),
-               STATUS_PERMISSION_DENIED);
+  cr_assert_eq(
+      stack_call_at(audit_url(), AUDIT_SVC, "VerifyChain", &vq.base, NULL, cust, NULL, &st),
+      STATUS_PERMISSION_DENIED);
 
   /* ListAuditEvents by aggregate, paged by two. */
   Shop__Audit__V1__ListAuditEventsRequest lq = SHOP__AUDIT__V1__LIST_AUDIT_EVENTS_REQUEST__INIT;
@@ -184,8 +167,8 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
   lq.aggregate_id = oid;
   lq.type = "shop.order.v1.OrderCreated";
   Shop__Audit__V1__ListAuditEventsResponse *lr = NULL;
-  cr_assert_eq(ostack_call(audit_url(), AUDIT_SVC, "ListAuditEvents", &lq.base,
-                           (ProtobufCMessage **)&lr, adm, NULL, &st),
+  cr_assert_eq(stack_call_at(audit_url(), AUDIT_SVC, "ListAuditEvents", &lq.base,
+                             (ProtobufCMessage **)&lr, adm, NULL, &st),
                STATUS_OK, "ListAuditEvents: %s", st.message);
   cr_assert_eq(lr->n_records, 1);
   cr_assert_str_eq(lr->records[0]->event->subject, oid);
@@ -196,8 +179,8 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
       SHOP__AUDIT__V1__REBUILD_ORDER_PROJECTION_REQUEST__INIT;
   rq.max_differences = 5;
   Shop__Audit__V1__RebuildOrderProjectionResponse *rr = NULL;
-  cr_assert_eq(ostack_call(audit_url(), AUDIT_SVC, "RebuildOrderProjection", &rq.base,
-                           (ProtobufCMessage **)&rr, adm, NULL, &st),
+  cr_assert_eq(stack_call_at(audit_url(), AUDIT_SVC, "RebuildOrderProjection", &rq.base,
+                             (ProtobufCMessage **)&rr, adm, NULL, &st),
                STATUS_OK, "RebuildOrderProjection: %s", st.message);
   for (size_t i = 0; i < rr->n_differences; i++)
     cr_log_error("difference: order %s field %s rebuilt %s live %s", rr->differences[i]->order_id,
@@ -211,7 +194,7 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
 
   /* A live row changed behind order-query's back is named, field and
    * values, in the proto3 JSON mapping; put back, the models match. */
-  db_conn *rd = ostack_db("shop_order_read");
+  db_conn *rd = stack_db("shop_order_read");
   db_value ov[1] = {DB_STR(oid)};
   db_rows *tr = NULL;
   cr_assert_eq(db_query(rd, "SELECT total_units FROM orders_view WHERE order_id = ?", ov, 1, &tr,
@@ -226,8 +209,8 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
               &changed, NULL, err, sizeof err),
       STATUS_OK, "%s", err);
   cr_assert_eq(changed, 1);
-  status_code rst = ostack_call(audit_url(), AUDIT_SVC, "RebuildOrderProjection", &rq.base,
-                                (ProtobufCMessage **)&rr, adm, NULL, &st);
+  status_code rst = stack_call_at(audit_url(), AUDIT_SVC, "RebuildOrderProjection", &rq.base,
+                                  (ProtobufCMessage **)&rr, adm, NULL, &st);
   /* Put back before anything is asserted: a failure here must not leave
    * the live model changed for the runs after this one. */
   cr_assert_eq(db_exec(rd, "UPDATE orders_view SET total_units = ? WHERE order_id = ?",
@@ -246,26 +229,26 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
   cr_assert_str_eq(rr->differences[0]->live, want_live);
   free_msg(rr);
   db_close(rd);
-  cr_assert_eq(ostack_call(audit_url(), AUDIT_SVC, "RebuildOrderProjection", &rq.base,
-                           (ProtobufCMessage **)&rr, adm, NULL, &st),
+  cr_assert_eq(stack_call_at(audit_url(), AUDIT_SVC, "RebuildOrderProjection", &rq.base,
+                             (ProtobufCMessage **)&rr, adm, NULL, &st),
                STATUS_OK, "RebuildOrderProjection: %s", st.message);
   cr_assert(rr->match, "%lld difference(s) after the row was put back",
             (long long)rr->difference_count);
   free_msg(rr);
 
   /* The run's books balance: money, stock, one OrderCreated, the chain. */
-  cr_assert(ostack_books_clean(false, 30000), "reconcile found broken books (see stderr)");
+  cr_assert(stack_books_clean(false, 30000), "reconcile found broken books (see stderr)");
 }
 
 /* ---- Tracing ------------------------------------------------------------------------------------
  */
 
-TestSuite(trace, .init = audit_up, .fini = ostack_release, .timeout = 300);
+TestSuite(trace, .init = audit_up, .fini = stack_release, .timeout = 300);
 
 #define MAX_RECORDS 64
 
 typedef struct order_events {
-  ostack_record r[MAX_RECORDS];
+  stack_record r[MAX_RECORDS];
   size_t n;
 } order_events;
 
@@ -276,7 +259,7 @@ static void order_events_read(order_events *e, const char *oid) {
                           "shop.payment.events.v1"};
   e->n = 0;
   for (size_t t = 0; t < 3; t++) {
-    size_t n = ostack_records(topics[t], oid, e->r + e->n, MAX_RECORDS - e->n);
+    size_t n = stack_records(topics[t], oid, e->r + e->n, MAX_RECORDS - e->n);
     cr_assert_leq(n, MAX_RECORDS - e->n, "more events of %s than expected", oid);
     e->n += n;
   }
@@ -368,13 +351,8 @@ Test(trace, a_create_orders_trace_id_is_on_every_event_and_log_line_it_causes) {
 
   /* Kafka: every event of the order, on every topic, carries the trace. */
   order_events ev;
-  int64_t until = ostack_now_ms() + 120000;
-  do {
-    order_events_read(&ev, oid);
-    if (order_events_complete(&ev)) break;
-    usleep(200000);
-  } while (ostack_now_ms() < until);
-  cr_assert(order_events_complete(&ev), "the events of %s are incomplete (%zu)", oid, ev.n);
+  WAIT_UNTIL((order_events_read(&ev, oid), order_events_complete(&ev)), 120000,
+             "every event of %s on Kafka (%zu so far)", oid, ev.n);
   for (size_t i = 0; i < ev.n; i++) {
     char got[LOG_TRACE_ID_SIZE];
     log_trace_id(ev.r[i].traceparent, got);

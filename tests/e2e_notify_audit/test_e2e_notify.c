@@ -1,55 +1,37 @@
 /* notification-worker end to end: user-command, the order programs
- * (ostack.h) and a real notification-worker, with a real SMTP server and a
+ * (tests/support/stack.h) and a real notification-worker, with a real SMTP server and a
  * webhook receiver on the test profile's notify ports (config/test.yaml):
  * a registered customer's order delivers a confirmation email with the
  * lines and total, and the SMS webhook gets the JSON. */
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "e2e_orders/ostack.h"
 #include "events/events.h"
 #include "shop/order/v1/commands.pb-c.h"
 #include "shop/product/v1/commands.pb-c.h"
 #include "shop/product/v1/queries.pb-c.h"
 #include "shop/user/v1/commands.pb-c.h"
 #include "support/proc.h"
+#include "support/stack.h"
+#include "support/wait.h"
 
 #define OCMD_SVC (&shop__order__v1__order_command_service__descriptor)
 #define PCMD_SVC (&shop__product__v1__product_command_service__descriptor)
 #define PQRY_SVC (&shop__product__v1__product_query_service__descriptor)
 #define UCMD_SVC (&shop__user__v1__user_command_service__descriptor)
 
-ReportHook(PRE_ALL)(struct criterion_test_set *set) { ostack_up(); }
+ReportHook(PRE_ALL)(struct criterion_test_set *set) {
+  stack_up((const char *const[]){STACK_ORDER_PROGRAMS, NULL});
+}
 /* After the scenario, on the quiet stack: the run's books balance (an
  * audit-worker is started for the check, so the log catches up). */
-ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
-  bool clean = ostack_books_clean(true, 60000);
-  ostack_down();
-  if (!clean) exit(4);
-}
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) { stack_down_after_books(60000); }
 
-static proc *smtp_p, *http_p;
 static char root[200];
-
-static proc *sink(const char *script, int port, const char *dir) {
-  char err[512], ports[16], path[512], ready[400], log[400];
-  snprintf(ports, sizeof ports, "%d", port);
-  snprintf(path, sizeof path, "%s/%s", SHOP_NOTIFY_TEST_DIR, script);
-  snprintf(ready, sizeof ready, "%s/ready", dir);
-  snprintf(log, sizeof log, "%s.log", dir);
-  const char *argv[] = {path, ports, dir, NULL};
-  proc_opts o = {.path = "/usr/bin/python3", .argv = argv, .log_path = log};
-  proc *p = NULL;
-  cr_assert_eq(proc_start(&p, &o, err, sizeof err), STATUS_OK, "%s: %s", script, err);
-  for (int i = 0; i < 500 && access(ready, F_OK) != 0; i++) usleep(20000);
-  cr_assert_eq(access(ready, F_OK), 0, "%s did not start (see %s)", script, log);
-  return p;
-}
 
 static int port_of(const char *url) {
   const char *c = strrchr(url, ':');
@@ -57,29 +39,20 @@ static int port_of(const char *url) {
 }
 
 static void notify_up(void) {
-  ostack_require();
+  stack_require();
   snprintf(root, sizeof root, "/tmp/shop-e2e-notify-XXXXXX");
   cr_assert_not_null(mkdtemp(root));
   char d[300];
   snprintf(d, sizeof d, "%s/smtp", root);
-  smtp_p = sink("smtp_sink.py", port_of(ostack_cfg()->notify.smtp_url), d);
+  stack_sink("smtp_sink.py", port_of(stack_cfg()->notify.smtp_url), d);
   snprintf(d, sizeof d, "%s/http", root);
-  http_p = sink("http_sink.py", port_of(ostack_cfg()->notify.sms_url), d);
-  ostack_start("user-command", ostack_cfg()->endpoints.user_command, NULL);
-  ostack_start("notification-worker", NULL, NULL);
+  stack_sink("http_sink.py", port_of(stack_cfg()->notify.sms_url), d);
+  stack_start("user-command", stack_cfg()->endpoints.user_command, NULL);
+  stack_start("notification-worker", NULL, NULL);
 }
 
 static void notify_down(void) {
-  ostack_release();
-  int code;
-  if (smtp_p != NULL) {
-    proc_stop(smtp_p, 10000, &code);
-    proc_destroy(smtp_p);
-  }
-  if (http_p != NULL) {
-    proc_stop(http_p, 10000, &code);
-    proc_destroy(http_p);
-  }
+  stack_release(); /* the workers and the sinks */
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
@@ -91,41 +64,11 @@ static void free_msg(void *m) {
   if (m != NULL) protobuf_c_message_free_unpacked(m, NULL);
 }
 
-/* Every file of dir ending in ext that contains needle, concatenated. */
-static char *grep_dir(const char *dir, const char *ext, const char *needle, int *count) {
-  *count = 0;
-  char *all = calloc(1, 1);
-  size_t len = 0;
-  DIR *d = opendir(dir);
-  if (d == NULL) return all;
-  struct dirent *de;
-  while ((de = readdir(d)) != NULL) {
-    size_t nl = strlen(de->d_name), el = strlen(ext);
-    if (nl < el || strcmp(de->d_name + nl - el, ext) != 0) continue;
-    char path[600], buf[16384];
-    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) continue;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    if (strstr(buf, needle) == NULL) continue;
-    all = realloc(all, len + n + 2);
-    memcpy(all + len, buf, n);
-    len += n;
-    all[len++] = '\n';
-    all[len] = '\0';
-    (*count)++;
-  }
-  closedir(d);
-  return all;
-}
-
 Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
   rpc_status st;
   char email[128], u[64];
-  ostack_unique(u, sizeof u, "n");
-  snprintf(email, sizeof email, "%s-%s@example.com", ostack_run(), u);
+  stack_unique(u, sizeof u, "n");
+  snprintf(email, sizeof email, "%s-%s@example.com", stack_run(), u);
   for (char *c = email; *c; c++)
     if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
   Shop__User__V1__RegisterUserRequest reg = SHOP__USER__V1__REGISTER_USER_REQUEST__INIT;
@@ -139,41 +82,29 @@ Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
   reg.notification_preferences = &np;
   Shop__User__V1__RegisterUserResponse *rr = NULL;
   char key[96];
-  ostack_unique(key, sizeof key, "k");
-  cr_assert_eq(ostack_call(ostack_cfg()->endpoints.user_command, UCMD_SVC, "RegisterUser",
-                           &reg.base, (ProtobufCMessage **)&rr, NULL, key, &st),
+  stack_unique(key, sizeof key, "k");
+  cr_assert_eq(stack_call_at(stack_cfg()->endpoints.user_command, UCMD_SVC, "RegisterUser",
+                             &reg.base, (ProtobufCMessage **)&rr, NULL, key, &st),
                STATUS_OK, "RegisterUser: %s", st.message);
   char uid[EVENTS_ID_SIZE];
   snprintf(uid, sizeof uid, "%s", rr->user_id);
   free_msg(rr);
   char cust[AUTH_TOKEN_MAX], adm[AUTH_TOKEN_MAX], aid[EVENTS_ID_SIZE];
-  ostack_token(cust, uid, AUTH_ROLE_CUSTOMER);
+  stack_token(cust, uid, AUTH_ROLE_CUSTOMER);
   events_uuid_v7(aid);
-  ostack_token(adm, aid, AUTH_ROLE_ADMIN);
+  stack_token(adm, aid, AUTH_ROLE_ADMIN);
 
   /* A product and an order of 3. */
   char pid[37];
-  ostack_product(adm, 100, 1250, 10, pid);
+  stack_product(adm, 100, 1250, 10, pid);
 
-  Shop__Order__V1__CreateOrderRequest req = SHOP__ORDER__V1__CREATE_ORDER_REQUEST__INIT;
-  Shop__Order__V1__CreateOrderLine line = SHOP__ORDER__V1__CREATE_ORDER_LINE__INIT;
-  Shop__Order__V1__CreateOrderLine *lp[1] = {&line};
-  Shop__Order__V1__ShippingAddress addr = SHOP__ORDER__V1__SHIPPING_ADDRESS__INIT;
-  addr.recipient = "Ada Lovelace";
-  addr.line1 = "12 St James's Square";
-  addr.city = "London";
-  addr.postal_code = "SW1Y 4JH";
-  addr.country = "GB";
-  line.product_id = pid;
-  line.quantity = 3;
-  req.shipping_address = &addr;
-  req.payment_token = "tok_visa";
-  req.n_lines = 1;
-  req.lines = lp;
+  req_order req;
+  req_order_init(&req, "tok_visa");
+  req_order_line(&req, pid, 3);
   Shop__Order__V1__CreateOrderResponse *o = NULL;
-  ostack_unique(key, sizeof key, "k");
-  cr_assert_eq(ostack_call(ostack_url("order-command"), OCMD_SVC, "CreateOrder", &req.base,
-                           (ProtobufCMessage **)&o, cust, key, &st),
+  stack_unique(key, sizeof key, "k");
+  cr_assert_eq(stack_call_at(stack_url("order-command"), OCMD_SVC, "CreateOrder", &req.req.base,
+                             (ProtobufCMessage **)&o, cust, key, &st),
                STATUS_OK, "CreateOrder: %s", st.message);
   char oid[37];
   snprintf(oid, sizeof oid, "%s", o->order_id);
@@ -185,13 +116,8 @@ Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
   snprintf(needle, sizeof needle, "your order %s is confirmed", oid);
   int n = 0;
   char *mail = NULL;
-  int64_t until = ostack_now_ms() + 180000;
-  for (;;) {
-    free(mail);
-    mail = grep_dir(dir, ".eml", needle, &n);
-    if (n > 0 || ostack_now_ms() > until) break;
-    usleep(100000);
-  }
+  WAIT_UNTIL((free(mail), mail = stack_sink_received(dir, ".eml", needle, &n), n > 0), 180000,
+             "the confirmation email of %s in %s", oid, dir);
   cr_assert_eq(n, 1, "confirmation emails for %s: %d", oid, n);
   cr_assert(strstr(mail, email) != NULL, "%s", mail);
   cr_assert(strstr(mail, "3 x Stoneware mug") != NULL, "%s", mail);
@@ -200,14 +126,9 @@ Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
   free(mail);
   snprintf(dir, sizeof dir, "%s/http", root);
   snprintf(needle, sizeof needle, "order %s confirmed", oid);
-  until = ostack_now_ms() + 30000;
   char *hooks = NULL;
-  for (;;) {
-    free(hooks);
-    hooks = grep_dir(dir, ".json", needle, &n);
-    if (n > 0 || ostack_now_ms() > until) break;
-    usleep(100000);
-  }
+  WAIT_UNTIL((free(hooks), hooks = stack_sink_received(dir, ".json", needle, &n), n > 0), 30000,
+             "the SMS webhook of %s in %s", oid, dir);
   cr_assert_eq(n, 1, "SMS webhooks for %s: %d", oid, n);
   cr_assert(strstr(hooks, "\"to\": \"+15550123\"") != NULL, "%s", hooks);
   cr_assert(strstr(hooks, "\"path\": \"/sms\"") != NULL, "%s", hooks);

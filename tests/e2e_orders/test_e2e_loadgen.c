@@ -1,5 +1,5 @@
 /* shop-loadgen end to end: a short closed-loop run against every Shop
- * program (the order programs of ostack.h plus user-command, the
+ * program (the order programs of tests/support/stack.h plus user-command, the
  * notification worker with a real SMTP server, and the audit worker),
  * then the books check it runs itself (shopctl reconcile). Every order
  * placed in the window completes, no call fails, the books are clean. */
@@ -13,11 +13,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "e2e_orders/ostack.h"
 #include "support/proc.h"
+#include "support/stack.h"
+#include "support/wait.h"
 
-ReportHook(PRE_ALL)(struct criterion_test_set *set) { ostack_up(); }
-ReportHook(POST_ALL)(struct criterion_global_stats *stats) { ostack_down(); }
+ReportHook(PRE_ALL)(struct criterion_test_set *set) {
+  stack_up((const char *const[]){STACK_ORDER_PROGRAMS, NULL});
+}
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) { stack_down(); }
 
 static proc *smtp_p;
 
@@ -38,8 +41,8 @@ static bool port_answers(int port) {
 }
 
 static void full_stack_up(void) {
-  ostack_require();
-  const shop_cfg *cfg = ostack_cfg();
+  stack_require();
+  const shop_cfg *cfg = stack_cfg();
   /* Mail goes to a real SMTP server (aiosmtpd prints what it receives). */
   int port = port_of(cfg->notify.smtp_url);
   char listen[64], log[1024], err[512];
@@ -49,16 +52,14 @@ static void full_stack_up(void) {
   const char *argv[] = {"-m", "aiosmtpd", "-n", "-l", listen, NULL};
   proc_opts o = {.path = "/usr/bin/python3", .argv = argv, .log_path = log};
   cr_assert_eq(proc_start(&smtp_p, &o, err, sizeof err), STATUS_OK, "smtp: %s", err);
-  bool up;
-  OSTACK_WAIT(up, port_answers(port), 10000);
-  cr_assert(up, "the SMTP server did not answer on %s (see %s)", listen, log);
-  ostack_start("user-command", cfg->endpoints.user_command, NULL);
-  ostack_start("notification-worker", NULL, NULL);
-  ostack_start("audit-worker", cfg->endpoints.audit_query, NULL);
+  WAIT_UNTIL(port_answers(port), 10000, "the SMTP server answering on %s (see %s)", listen, log);
+  stack_start("user-command", cfg->endpoints.user_command, NULL);
+  stack_start("notification-worker", NULL, NULL);
+  stack_start("audit-worker", cfg->endpoints.audit_query, NULL);
 }
 
 static void full_stack_down(void) {
-  ostack_release();
+  stack_release();
   if (smtp_p != NULL) {
     proc_stop(smtp_p, 10000, NULL);
     proc_destroy(smtp_p);
@@ -87,8 +88,8 @@ Test(loadgen, a_short_closed_loop_completes_every_order_and_the_books_balance) {
   int fd = mkstemp(out);
   cr_assert_geq(fd, 0);
   close(fd);
-  ostack_bin_path(bin, sizeof bin, "shop-loadgen");
-  const char *argv[] = {"--config",    ostack_config_path(),
+  stack_bin(bin, sizeof bin, "shop-loadgen");
+  const char *argv[] = {"--config",    stack_config(),
                         "--customers", "4",
                         "--accounts",  "2",
                         "--products",  "4",
@@ -100,8 +101,8 @@ Test(loadgen, a_short_closed_loop_completes_every_order_and_the_books_balance) {
   proc_opts o = {.path = bin, .argv = argv, .log_path = out};
   proc *p = NULL;
   cr_assert_eq(proc_start(&p, &o, err, sizeof err), STATUS_OK, "shop-loadgen: %s", err);
-  bool done;
-  OSTACK_WAIT(done, !proc_alive(p), 120000);
+  bool done; /* asserted once the program is stopped, so none is left behind */
+  WAIT_FOR(done, !proc_alive(p), 120000);
   int code = -1;
   proc_stop(p, 5000, &code);
   proc_destroy(p);

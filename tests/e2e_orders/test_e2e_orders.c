@@ -1,6 +1,6 @@
 /* Orders end to end: product-command, product-query, order-command,
  * order-query, inventory-worker and payment-worker as real processes,
- * over the real RPC layer, Kafka and MariaDB (ostack.h). Tests run one at
+ * over the real RPC layer, Kafka and MariaDB (tests/support/stack.h). Tests run one at
  * a time and make their own customers, products (SKUs prefixed with the
  * run id) and orders; they wait on conditions with a bound, never on a
  * fixed sleep.
@@ -17,7 +17,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "e2e_orders/ostack.h"
 #include "events/events.h"
 #include "inventory/inventory.h"
 #include "page/page.h"
@@ -26,6 +25,8 @@
 #include "shop/order/v1/queries.pb-c.h"
 #include "shop/product/v1/commands.pb-c.h"
 #include "shop/product/v1/queries.pb-c.h"
+#include "support/stack.h"
+#include "support/wait.h"
 #include "topology/topology.h"
 
 #define OCMD_SVC (&shop__order__v1__order_command_service__descriptor)
@@ -38,16 +39,14 @@
 #define CR(name) SHOP__ORDER__V1__CANCEL_REASON__CANCEL_REASON_##name
 #define WAIT_MS 30000
 
-ReportHook(PRE_ALL)(struct criterion_test_set *set) { ostack_up(); }
+ReportHook(PRE_ALL)(struct criterion_test_set *set) {
+  stack_up((const char *const[]){STACK_ORDER_PROGRAMS, NULL});
+}
 /* After every scenario, on the quiet stack: the run's books must balance
  * (money, stock, one OrderCreated per order in the audit log, the chain). */
-ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
-  bool clean = ostack_books_clean(true, 60000);
-  ostack_down();
-  if (!clean) exit(4);
-}
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) { stack_down_after_books(60000); }
 
-TestSuite(orders, .init = ostack_require, .fini = ostack_release, .timeout = 150);
+TestSuite(orders, .init = stack_require, .fini = stack_release, .timeout = 150);
 
 /* ---- Helpers -----------------------------------------------------------------------------------
  */
@@ -59,24 +58,16 @@ typedef struct who {
 
 static void customer(who *w) {
   events_uuid_v7(w->id);
-  ostack_token(w->token, w->id, AUTH_ROLE_CUSTOMER);
+  stack_token(w->token, w->id, AUTH_ROLE_CUSTOMER);
 }
 
 static void admin(who *w) {
   events_uuid_v7(w->id);
-  ostack_token(w->token, w->id, AUTH_ROLE_ADMIN);
+  stack_token(w->token, w->id, AUTH_ROLE_ADMIN);
 }
 
-static const char *ocmd(void) { return ostack_url("order-command"); }
-static const char *oqry(void) { return ostack_url("order-query"); }
-
-static char *key(void) {
-  static char k[8][96];
-  static int i;
-  i = (i + 1) % 8;
-  ostack_unique(k[i], sizeof k[i], "k");
-  return k[i];
-}
+static const char *ocmd(void) { return stack_url("order-command"); }
+static const char *oqry(void) { return stack_url("order-query"); }
 
 static void free_msg(void *m) {
   if (m != NULL) protobuf_c_message_free_unpacked(m, NULL);
@@ -84,15 +75,23 @@ static void free_msg(void *m) {
 
 /* A product with stock, price and rule, projected by product-query. */
 static void product(const who *adm, int64_t stock, int64_t price, int32_t max, char id[37]) {
-  ostack_product(adm->token, stock, price, max, id);
+  stack_product(adm->token, stock, price, max, id);
+}
+
+/* A new admin and customer, and a product of the admin's with stock,
+ * price and max units per order. */
+static void actors(who *a, who *c, int64_t stock, int64_t price, int32_t max, char p[37]) {
+  admin(a);
+  customer(c);
+  product(a, stock, price, max, p);
 }
 
 static Shop__Order__V1__CreateOrderResponse *place_at(const char *url, const who *w, const char *k,
-                                                      const ostack_order *o) {
+                                                      const req_order *o) {
   Shop__Order__V1__CreateOrderResponse *r = NULL;
   rpc_status st;
-  cr_assert_eq(ostack_call(url, OCMD_SVC, "CreateOrder", &o->req.base, (ProtobufCMessage **)&r,
-                           w->token, k, &st),
+  cr_assert_eq(stack_call_at(url, OCMD_SVC, "CreateOrder", &o->req.base, (ProtobufCMessage **)&r,
+                             w->token, k, &st),
                STATUS_OK, "CreateOrder: %s", st.message);
   return r;
 }
@@ -100,10 +99,10 @@ static Shop__Order__V1__CreateOrderResponse *place_at(const char *url, const who
 /* Places one order of qty units of product_id. */
 static Shop__Order__V1__CreateOrderResponse *place(const who *w, const char *product_id,
                                                    int32_t qty, const char *pay_token) {
-  ostack_order o;
-  ostack_order_init(&o, pay_token);
-  ostack_order_line(&o, product_id, qty);
-  return place_at(ocmd(), w, key(), &o);
+  req_order o;
+  req_order_init(&o, pay_token);
+  req_order_line(&o, product_id, qty);
+  return place_at(ocmd(), w, stack_key(), &o);
 }
 
 static Shop__Order__V1__GetOrderResponse *get(const who *w, const char *id, status_code *code) {
@@ -111,8 +110,8 @@ static Shop__Order__V1__GetOrderResponse *get(const who *w, const char *id, stat
   req.order_id = (char *)id;
   Shop__Order__V1__GetOrderResponse *r = NULL;
   rpc_status st;
-  status_code c = ostack_call(oqry(), OQRY_SVC, "GetOrder", &req.base, (ProtobufCMessage **)&r,
-                              w->token, NULL, &st);
+  status_code c = stack_call_at(oqry(), OQRY_SVC, "GetOrder", &req.base, (ProtobufCMessage **)&r,
+                                w->token, NULL, &st);
   if (code != NULL) *code = c;
   return r;
 }
@@ -129,26 +128,26 @@ static bool order_is(const Shop__Order__V1__Order *o, const want *w) {
          (w->reason == 0 || (int)o->cancel_reason == w->reason);
 }
 
+/* One GetOrder into *r (freed first): whether the order shows w. */
+static bool order_shows(const who *who_, const char *id, const want *w,
+                        Shop__Order__V1__GetOrderResponse **r) {
+  free_msg(*r);
+  *r = get(who_, id, NULL);
+  return *r != NULL && order_is((*r)->order, w);
+}
+
 /* Polls GetOrder until the order shows w; fails the test after ms. */
 static Shop__Order__V1__GetOrderResponse *wait_order(const who *who_, const char *id, want w,
                                                      int ms) {
   Shop__Order__V1__GetOrderResponse *r = NULL;
-  int64_t until = ostack_now_ms() + ms;
-  for (;;) {
-    free_msg(r);
-    r = get(who_, id, NULL);
-    if (r != NULL && order_is(r->order, &w)) return r;
-    if (ostack_now_ms() > until) break;
-    usleep(20000);
-  }
-  cr_assert_fail("order %s: status %d payment %d stock %d reason %d (%s), want %d/%d/%d/%d", id,
-                 r != NULL ? (int)r->order->status : -1,
-                 r != NULL && r->order->payment ? (int)r->order->payment->status : -1,
-                 r != NULL && r->order->stock ? (int)r->order->stock->status : -1,
-                 r != NULL ? (int)r->order->cancel_reason : -1,
-                 r != NULL ? r->order->cancel_reason_text : "", w.status, w.payment, w.stock,
-                 w.reason);
-  return NULL;
+  WAIT_UNTIL(order_shows(who_, id, &w, &r), ms,
+             "order %s: status %d payment %d stock %d reason %d (%s), want %d/%d/%d/%d", id,
+             r != NULL ? (int)r->order->status : -1,
+             r != NULL && r->order->payment ? (int)r->order->payment->status : -1,
+             r != NULL && r->order->stock ? (int)r->order->stock->status : -1,
+             r != NULL ? (int)r->order->cancel_reason : -1,
+             r != NULL ? r->order->cancel_reason_text : "", w.status, w.payment, w.stock, w.reason);
+  return r;
 }
 
 static inventory_level level(db_conn *inv, const char *product_id) {
@@ -190,10 +189,8 @@ static payment_row payment(db_conn *pay, const char *order_id) {
 
 Test(orders, a_new_order_is_readable_at_once_with_the_returned_consistency_token) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 5, 1250, 0, p);
+  actors(&a, &c, 5, 1250, 0, p);
   Shop__Order__V1__CreateOrderResponse *r = place(&c, p, 1, "tok_visa");
   cr_assert_eq(r->status, ST(PENDING));
   cr_assert_eq(r->consistency->version, 1);
@@ -208,8 +205,8 @@ Test(orders, a_new_order_is_readable_at_once_with_the_returned_consistency_token
   req.consistency = &rc;
   Shop__Order__V1__GetOrderResponse *g = NULL;
   rpc_status st;
-  cr_assert_eq(ostack_call(oqry(), OQRY_SVC, "GetOrder", &req.base, (ProtobufCMessage **)&g,
-                           c.token, NULL, &st),
+  cr_assert_eq(stack_call_at(oqry(), OQRY_SVC, "GetOrder", &req.base, (ProtobufCMessage **)&g,
+                             c.token, NULL, &st),
                STATUS_OK, "GetOrder right after CreateOrder: %s", st.message);
   cr_assert_geq(g->order->version, 1);
   cr_assert_str_eq(g->order->customer_id, c.id);
@@ -227,17 +224,17 @@ Test(orders, the_happy_path_confirms_captures_once_and_takes_the_stock) {
   char p[37], q[37];
   product(&a, 5, 1250, 0, p);
   product(&a, 9, 300, 0, q);
-  ostack_order o;
-  ostack_order_init(&o, "tok_visa");
-  ostack_order_line(&o, p, 2);
-  ostack_order_line(&o, q, 3);
-  Shop__Order__V1__CreateOrderResponse *r = place_at(ocmd(), &c, key(), &o);
+  req_order o;
+  req_order_init(&o, "tok_visa");
+  req_order_line(&o, p, 2);
+  req_order_line(&o, q, 3);
+  Shop__Order__V1__CreateOrderResponse *r = place_at(ocmd(), &c, stack_key(), &o);
   cr_assert_eq(r->total->units, 2 * 1250 + 3 * 300);
   Shop__Order__V1__GetOrderResponse *g = wait_order(
       &c, r->order_id,
       (want){.status = ST(CONFIRMED), .payment = PAY(CAPTURED), .stock = RES(RESERVED)}, WAIT_MS);
   cr_assert_eq(g->order->payment->captured->units, 3400);
-  db_conn *inv = ostack_db("shop_inventory"), *pay = ostack_db("shop_payment");
+  db_conn *inv = stack_db("shop_inventory"), *pay = stack_db("shop_payment");
   inventory_level lp = level(inv, p), lq = level(inv, q);
   cr_assert_eq(lp.available, 3);
   cr_assert_eq(lp.reserved, 2);
@@ -246,17 +243,15 @@ Test(orders, the_happy_path_confirms_captures_once_and_takes_the_stock) {
   cr_assert_eq(approved(pay, r->order_id, PAYMENT_OP_CAPTURE), 1, "captured once");
   cr_assert_eq(payment(pay, r->order_id).status, PAY(CAPTURED));
   /* The catalog shows the stock that is left, a moment later. */
-  bool ok = false;
   Shop__Product__V1__GetProductRequest gp = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
   gp.product_id = p;
   Shop__Product__V1__GetProductResponse *pr = NULL;
-  OSTACK_WAIT(ok,
-              (free_msg(pr), pr = NULL,
-               ostack_call(ostack_url("product-query"), PQRY_SVC, "GetProduct", &gp.base,
-                           (ProtobufCMessage **)&pr, NULL, NULL, NULL) == STATUS_OK &&
-                   pr->product->stock->available == 3),
-              WAIT_MS);
-  cr_assert(ok, "product-query shows the new stock level");
+  WAIT_UNTIL((free_msg(pr), pr = NULL,
+              stack_call("product-query", PQRY_SVC, "GetProduct", &gp.base,
+                         (ProtobufCMessage **)&pr, NULL, NULL, NULL) == STATUS_OK &&
+                  pr->product->stock->available == 3),
+             WAIT_MS, "product-query showing 3 available (last seen %lld)",
+             pr != NULL ? (long long)pr->product->stock->available : -1LL);
   free_msg(pr);
   db_close(inv);
   db_close(pay);
@@ -266,10 +261,8 @@ Test(orders, the_happy_path_confirms_captures_once_and_takes_the_stock) {
 
 Test(orders, out_of_stock_cancels_voids_the_authorization_and_leaves_the_stock) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 1, 1000, 0, p);
+  actors(&a, &c, 1, 1000, 0, p);
   Shop__Order__V1__CreateOrderResponse *r = place(&c, p, 2, "tok_visa");
   Shop__Order__V1__GetOrderResponse *g = wait_order(
       &c, r->order_id,
@@ -280,7 +273,7 @@ Test(orders, out_of_stock_cancels_voids_the_authorization_and_leaves_the_stock) 
   cr_assert_eq(g->order->stock->rejected_lines[0]->reason,
                SHOP__INVENTORY__V1__REJECT_REASON__REJECT_REASON_OUT_OF_STOCK);
   cr_assert_null(g->order->payment->captured);
-  db_conn *inv = ostack_db("shop_inventory"), *pay = ostack_db("shop_payment");
+  db_conn *inv = stack_db("shop_inventory"), *pay = stack_db("shop_payment");
   inventory_level l = level(inv, p);
   cr_assert_eq(l.available, 1);
   cr_assert_eq(l.reserved, 0);
@@ -294,10 +287,8 @@ Test(orders, out_of_stock_cancels_voids_the_authorization_and_leaves_the_stock) 
 
 Test(orders, a_declined_card_cancels_and_releases_the_reserved_stock) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 4, 1000, 0, p);
+  actors(&a, &c, 4, 1000, 0, p);
   Shop__Order__V1__CreateOrderResponse *r = place(&c, p, 3, "tok_decline");
   Shop__Order__V1__GetOrderResponse *g = wait_order(
       &c, r->order_id,
@@ -306,7 +297,7 @@ Test(orders, a_declined_card_cancels_and_releases_the_reserved_stock) {
   cr_assert_eq(g->order->payment->status, PAY(FAILED));
   cr_assert_eq(g->order->payment->failure_reason,
                SHOP__PAYMENT__V1__PAYMENT_FAILURE_REASON__PAYMENT_FAILURE_REASON_DECLINED);
-  db_conn *inv = ostack_db("shop_inventory");
+  db_conn *inv = stack_db("shop_inventory");
   inventory_level l = level(inv, p);
   cr_assert_eq(l.available, 4);
   cr_assert_eq(l.reserved, 0);
@@ -317,10 +308,8 @@ Test(orders, a_declined_card_cancels_and_releases_the_reserved_stock) {
 
 Test(orders, a_customer_cancels_a_confirmed_order_and_gets_one_refund_and_one_release) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 6, 700, 0, p);
+  actors(&a, &c, 6, 700, 0, p);
   Shop__Order__V1__CreateOrderResponse *r = place(&c, p, 2, "tok_visa");
   free_msg(wait_order(&c, r->order_id, (want){.status = ST(CONFIRMED), .payment = PAY(CAPTURED)},
                       WAIT_MS));
@@ -329,14 +318,14 @@ Test(orders, a_customer_cancels_a_confirmed_order_and_gets_one_refund_and_one_re
   cr.reason = "found it cheaper";
   Shop__Order__V1__CancelOrderResponse *cres = NULL;
   rpc_status st;
-  char *k = key();
-  cr_assert_eq(ostack_call(ocmd(), OCMD_SVC, "CancelOrder", &cr.base, (ProtobufCMessage **)&cres,
-                           c.token, k, &st),
+  const char *k = stack_key();
+  cr_assert_eq(stack_call_at(ocmd(), OCMD_SVC, "CancelOrder", &cr.base, (ProtobufCMessage **)&cres,
+                             c.token, k, &st),
                STATUS_OK, "%s", st.message);
   cr_assert_eq(cres->status, ST(CANCELLED));
   cr_assert_eq(cres->consistency->version, 3);
   /* The same call again is answered from the idempotency record. */
-  cr_assert_eq(ostack_call(ocmd(), OCMD_SVC, "CancelOrder", &cr.base, NULL, c.token, k, &st),
+  cr_assert_eq(stack_call_at(ocmd(), OCMD_SVC, "CancelOrder", &cr.base, NULL, c.token, k, &st),
                STATUS_OK, "%s", st.message);
   Shop__Order__V1__GetOrderResponse *g = wait_order(&c, r->order_id,
                                                     (want){.status = ST(CANCELLED),
@@ -346,7 +335,7 @@ Test(orders, a_customer_cancels_a_confirmed_order_and_gets_one_refund_and_one_re
                                                     WAIT_MS);
   cr_assert_str_eq(g->order->cancel_reason_text, "found it cheaper");
   cr_assert_eq(g->order->payment->refunded->units, 1400);
-  db_conn *inv = ostack_db("shop_inventory"), *pay = ostack_db("shop_payment");
+  db_conn *inv = stack_db("shop_inventory"), *pay = stack_db("shop_payment");
   inventory_level l = level(inv, p);
   cr_assert_eq(l.available, 6);
   cr_assert_eq(l.reserved, 0);
@@ -367,10 +356,8 @@ Test(orders, a_customer_cancels_a_confirmed_order_and_gets_one_refund_and_one_re
 
 Test(orders, ship_order_ships_the_stock_and_cancel_after_it_is_refused) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 5, 990, 0, p);
+  actors(&a, &c, 5, 990, 0, p);
   Shop__Order__V1__CreateOrderResponse *r = place(&c, p, 2, "tok_visa");
   free_msg(wait_order(&c, r->order_id, (want){.status = ST(CONFIRMED), .payment = PAY(CAPTURED)},
                       WAIT_MS));
@@ -379,18 +366,19 @@ Test(orders, ship_order_ships_the_stock_and_cancel_after_it_is_refused) {
   sr.carrier = "DHL";
   sr.tracking_number = "JD0001";
   rpc_status st;
-  cr_assert_eq(ostack_call(ocmd(), OCMD_SVC, "ShipOrder", &sr.base, NULL, c.token, key(), &st),
-               STATUS_PERMISSION_DENIED, "customers do not ship");
+  cr_assert_eq(
+      stack_call_at(ocmd(), OCMD_SVC, "ShipOrder", &sr.base, NULL, c.token, stack_key(), &st),
+      STATUS_PERMISSION_DENIED, "customers do not ship");
   Shop__Order__V1__ShipOrderResponse *sres = NULL;
-  cr_assert_eq(ostack_call(ocmd(), OCMD_SVC, "ShipOrder", &sr.base, (ProtobufCMessage **)&sres,
-                           a.token, key(), &st),
+  cr_assert_eq(stack_call_at(ocmd(), OCMD_SVC, "ShipOrder", &sr.base, (ProtobufCMessage **)&sres,
+                             a.token, stack_key(), &st),
                STATUS_OK, "%s", st.message);
   cr_assert_eq(sres->status, ST(SHIPPED));
   Shop__Order__V1__GetOrderResponse *g =
       wait_order(&c, r->order_id, (want){.status = ST(SHIPPED), .stock = RES(SHIPPED)}, WAIT_MS);
   cr_assert_str_eq(g->order->carrier, "DHL");
   cr_assert_str_eq(g->order->tracking_number, "JD0001");
-  db_conn *inv = ostack_db("shop_inventory");
+  db_conn *inv = stack_db("shop_inventory");
   inventory_level l = level(inv, p);
   cr_assert_eq(l.available, 3);
   cr_assert_eq(l.reserved, 0);
@@ -398,8 +386,9 @@ Test(orders, ship_order_ships_the_stock_and_cancel_after_it_is_refused) {
   db_close(inv);
   Shop__Order__V1__CancelOrderRequest cr = SHOP__ORDER__V1__CANCEL_ORDER_REQUEST__INIT;
   cr.order_id = r->order_id;
-  cr_assert_eq(ostack_call(ocmd(), OCMD_SVC, "CancelOrder", &cr.base, NULL, c.token, key(), &st),
-               STATUS_FAILED_PRECONDITION);
+  cr_assert_eq(
+      stack_call_at(ocmd(), OCMD_SVC, "CancelOrder", &cr.base, NULL, c.token, stack_key(), &st),
+      STATUS_FAILED_PRECONDITION);
   cr_assert(strstr(st.message, "SHIPPED") != NULL, "%s", st.message);
   free_msg(g);
   free_msg(sres);
@@ -418,18 +407,10 @@ Test(orders, create_order_refuses_unknown_archived_over_limit_and_repriced_order
   ar.product_id = archived;
   Shop__Product__V1__ArchiveProductResponse *arr = NULL;
   rpc_status st;
-  cr_assert_eq(ostack_call(ostack_url("product-command"), PCMD_SVC, "ArchiveProduct", &ar.base,
-                           (ProtobufCMessage **)&arr, a.token, key(), &st),
+  cr_assert_eq(stack_call_at(stack_url("product-command"), PCMD_SVC, "ArchiveProduct", &ar.base,
+                             (ProtobufCMessage **)&arr, a.token, stack_key(), &st),
                STATUS_OK, "%s", st.message);
-  Shop__Product__V1__GetProductRequest g = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
-  Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
-  rc.token = arr->consistency;
-  rc.wait_ms = 15000;
-  g.product_id = archived;
-  g.consistency = &rc;
-  cr_assert_eq(ostack_call(ostack_url("product-query"), PQRY_SVC, "GetProduct", &g.base, NULL, NULL,
-                           NULL, &st),
-               STATUS_OK, "%s", st.message);
+  stack_product_seen(archived, arr->consistency);
   free_msg(arr);
 
   struct {
@@ -446,37 +427,39 @@ Test(orders, create_order_refuses_unknown_archived_over_limit_and_repriced_order
       {p, 0, -1, STATUS_INVALID_ARGUMENT, "lines[0].quantity"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    ostack_order o;
-    ostack_order_init(&o, "tok_visa");
-    ostack_order_line(&o, cases[i].product, cases[i].qty);
+    req_order o;
+    req_order_init(&o, "tok_visa");
+    req_order_line(&o, cases[i].product, cases[i].qty);
     Shop__Common__V1__Money m = SHOP__COMMON__V1__MONEY__INIT;
     if (cases[i].expected >= 0) {
       m.units = cases[i].expected;
       m.currency = "EUR";
       o.req.expected_total = &m;
     }
-    cr_assert_eq(
-        ostack_call(ocmd(), OCMD_SVC, "CreateOrder", &o.req.base, NULL, c.token, key(), &st),
-        cases[i].want, "case %zu: %s %s", i, status_name(st.code), st.message);
+    cr_assert_eq(stack_call_at(ocmd(), OCMD_SVC, "CreateOrder", &o.req.base, NULL, c.token,
+                               stack_key(), &st),
+                 cases[i].want, "case %zu: %s %s", i, status_name(st.code), st.message);
     bool named = false;
     for (size_t v = 0; v < st.n_violations; v++)
       named = named || strcmp(st.violations[v].field, cases[i].field) == 0;
     cr_assert(named, "case %zu names %s: %s", i, cases[i].field, st.message);
   }
   /* Without an idempotency key a command is refused by the RPC layer. */
-  ostack_order o;
-  ostack_order_init(&o, "tok_visa");
-  ostack_order_line(&o, p, 1);
-  cr_assert_eq(ostack_call(ocmd(), OCMD_SVC, "CreateOrder", &o.req.base, NULL, c.token, NULL, &st),
-               STATUS_INVALID_ARGUMENT);
+  req_order o;
+  req_order_init(&o, "tok_visa");
+  req_order_line(&o, p, 1);
+  cr_assert_eq(
+      stack_call_at(ocmd(), OCMD_SVC, "CreateOrder", &o.req.base, NULL, c.token, NULL, &st),
+      STATUS_INVALID_ARGUMENT);
   /* Without a token, no order at all. */
-  cr_assert_eq(ostack_call(ocmd(), OCMD_SVC, "CreateOrder", &o.req.base, NULL, NULL, key(), &st),
-               STATUS_UNAUTHENTICATED);
+  cr_assert_eq(
+      stack_call_at(ocmd(), OCMD_SVC, "CreateOrder", &o.req.base, NULL, NULL, stack_key(), &st),
+      STATUS_UNAUTHENTICATED);
   Shop__Order__V1__ListOrdersByCustomerResponse *mine = NULL;
   Shop__Order__V1__ListOrdersByCustomerRequest lr =
       SHOP__ORDER__V1__LIST_ORDERS_BY_CUSTOMER_REQUEST__INIT;
-  cr_assert_eq(ostack_call(oqry(), OQRY_SVC, "ListOrdersByCustomer", &lr.base,
-                           (ProtobufCMessage **)&mine, c.token, NULL, &st),
+  cr_assert_eq(stack_call_at(oqry(), OQRY_SVC, "ListOrdersByCustomer", &lr.base,
+                             (ProtobufCMessage **)&mine, c.token, NULL, &st),
                STATUS_OK);
   cr_assert_eq(mine->n_orders, 0, "no refused order was placed");
   free_msg(mine);
@@ -484,10 +467,8 @@ Test(orders, create_order_refuses_unknown_archived_over_limit_and_repriced_order
 
 Test(orders, admins_list_orders_by_status_and_stuck_orders_page_by_page) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 10, 100, 0, p);
+  actors(&a, &c, 10, 100, 0, p);
   char ids[3][37];
   for (int i = 0; i < 3; i++) {
     Shop__Order__V1__CreateOrderResponse *r = place(&c, p, 1, "tok_visa");
@@ -500,11 +481,13 @@ Test(orders, admins_list_orders_by_status_and_stuck_orders_page_by_page) {
   /* Customers may not list by status or stuck orders. */
   Shop__Order__V1__ListStuckOrdersRequest sr = SHOP__ORDER__V1__LIST_STUCK_ORDERS_REQUEST__INIT;
   rpc_status st;
-  cr_assert_eq(ostack_call(oqry(), OQRY_SVC, "ListStuckOrders", &sr.base, NULL, c.token, NULL, &st),
-               STATUS_PERMISSION_DENIED);
+  cr_assert_eq(
+      stack_call_at(oqry(), OQRY_SVC, "ListStuckOrders", &sr.base, NULL, c.token, NULL, &st),
+      STATUS_PERMISSION_DENIED);
   sr.status = ST(SHIPPED);
-  cr_assert_eq(ostack_call(oqry(), OQRY_SVC, "ListStuckOrders", &sr.base, NULL, a.token, NULL, &st),
-               STATUS_INVALID_ARGUMENT);
+  cr_assert_eq(
+      stack_call_at(oqry(), OQRY_SVC, "ListStuckOrders", &sr.base, NULL, a.token, NULL, &st),
+      STATUS_INVALID_ARGUMENT);
   /* Every CONFIRMED order, oldest first: ours are among them, in the
    * order they were placed. */
   Shop__Common__V1__PageRequest page = SHOP__COMMON__V1__PAGE_REQUEST__INIT;
@@ -522,8 +505,8 @@ Test(orders, admins_list_orders_by_status_and_stuck_orders_page_by_page) {
     page.page_size = pages < 2 ? 2 : 500;
     page.page_token = token;
     Shop__Order__V1__ListOrdersByStatusResponse *r = NULL;
-    cr_assert_eq(ostack_call(oqry(), OQRY_SVC, "ListOrdersByStatus", &lr.base,
-                             (ProtobufCMessage **)&r, a.token, NULL, &st),
+    cr_assert_eq(stack_call_at(oqry(), OQRY_SVC, "ListOrdersByStatus", &lr.base,
+                               (ProtobufCMessage **)&r, a.token, NULL, &st),
                  STATUS_OK, "%s", st.message);
     cr_assert_leq(r->n_orders, (size_t)page.page_size);
     for (size_t i = 0; i < r->n_orders; i++) {
@@ -544,8 +527,8 @@ Test(orders, admins_list_orders_by_status_and_stuck_orders_page_by_page) {
   sr.status = ST(CONFIRMED);
   sr.older_than_seconds = 86400;
   Shop__Order__V1__ListStuckOrdersResponse *sres = NULL;
-  cr_assert_eq(ostack_call(oqry(), OQRY_SVC, "ListStuckOrders", &sr.base,
-                           (ProtobufCMessage **)&sres, a.token, NULL, &st),
+  cr_assert_eq(stack_call_at(oqry(), OQRY_SVC, "ListStuckOrders", &sr.base,
+                             (ProtobufCMessage **)&sres, a.token, NULL, &st),
                STATUS_OK, "%s", st.message);
   for (size_t i = 0; i < sres->n_orders; i++)
     for (int k = 0; k < 3; k++) cr_assert_str_neq(sres->orders[i]->order_id, ids[k]);
@@ -570,14 +553,14 @@ typedef struct racer {
 
 static void *racer_main(void *arg) {
   racer *r = arg;
-  ostack_order o;
-  ostack_order_init(&o, "tok_visa");
-  ostack_order_line(&o, r->product_id, 1);
+  req_order o;
+  req_order_init(&o, "tok_visa");
+  req_order_line(&o, r->product_id, 1);
   rpc_call_opts opts = {.token = r->w->token, .idempotency_key = r->key, .timeout_ms = 60000};
   rpc_status st;
   ProtobufCMessage *out = NULL;
   pthread_barrier_wait(r->start);
-  r->code = rpc_client_call_sync(ostack_client(ocmd()), OCMD_SVC, "CreateOrder", &o.req.base, &out,
+  r->code = rpc_client_call_sync(stack_client(ocmd()), OCMD_SVC, "CreateOrder", &o.req.base, &out,
                                  &opts, &st);
   snprintf(r->message, sizeof r->message, "%.200s", st.message);
   if (out != NULL) {
@@ -597,8 +580,8 @@ static Shop__Order__V1__ListOrdersByCustomerResponse *list_mine(const who *w) {
   req.page = &page;
   Shop__Order__V1__ListOrdersByCustomerResponse *r = NULL;
   rpc_status st;
-  cr_assert_eq(ostack_call(oqry(), OQRY_SVC, "ListOrdersByCustomer", &req.base,
-                           (ProtobufCMessage **)&r, w->token, NULL, &st),
+  cr_assert_eq(stack_call_at(oqry(), OQRY_SVC, "ListOrdersByCustomer", &req.base,
+                             (ProtobufCMessage **)&r, w->token, NULL, &st),
                STATUS_OK, "%s", st.message);
   return r;
 }
@@ -623,17 +606,15 @@ static bool all_settled(const Shop__Order__V1__ListOrdersByCustomerResponse *l, 
 
 Test(orders, a_hundred_concurrent_one_unit_orders_against_stock_ten_confirm_exactly_ten) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 10, 500, 0, p);
-  ostack_client(ocmd()); /* opened before the threads share it */
+  actors(&a, &c, 10, 500, 0, p);
+  stack_client(ocmd()); /* opened before the threads share it */
   static racer r[RACERS];
   pthread_barrier_t start;
   pthread_barrier_init(&start, NULL, RACERS);
   for (int i = 0; i < RACERS; i++) {
     r[i] = (racer){.w = &c, .product_id = p, .start = &start};
-    ostack_unique(r[i].key, sizeof r[i].key, "race");
+    stack_unique(r[i].key, sizeof r[i].key, "race");
     cr_assert_eq(pthread_create(&r[i].t, NULL, racer_main, &r[i]), 0);
   }
   for (int i = 0; i < RACERS; i++) pthread_join(r[i].t, NULL);
@@ -643,20 +624,13 @@ Test(orders, a_hundred_concurrent_one_unit_orders_against_stock_ten_confirm_exac
                  r[i].message);
 
   int confirmed = 0, cancelled = 0;
-  bool ok = false;
   Shop__Order__V1__ListOrdersByCustomerResponse *l = NULL;
-  int64_t until = ostack_now_ms() + 90000;
-  while (!ok && ostack_now_ms() < until) {
-    free_msg(l);
-    l = list_mine(&c);
-    ok = all_settled(l, RACERS, &confirmed, &cancelled);
-    if (!ok) usleep(100000);
-  }
-  cr_assert(ok, "settled: %zu orders, %d confirmed, %d cancelled", l->n_orders, confirmed,
-            cancelled);
+  WAIT_UNTIL((free_msg(l), l = list_mine(&c), all_settled(l, RACERS, &confirmed, &cancelled)),
+             90000, "%d orders settled (last: %zu orders, %d confirmed, %d cancelled)", RACERS,
+             l->n_orders, confirmed, cancelled);
   cr_assert_eq(confirmed, 10);
   cr_assert_eq(cancelled, 90);
-  db_conn *inv = ostack_db("shop_inventory"), *pay = ostack_db("shop_payment");
+  db_conn *inv = stack_db("shop_inventory"), *pay = stack_db("shop_payment");
   inventory_level lv = level(inv, p);
   cr_assert_eq(lv.available, 0);
   cr_assert_eq(lv.reserved, 10);
@@ -683,7 +657,7 @@ Test(orders, a_hundred_concurrent_one_unit_orders_against_stock_ten_confirm_exac
 typedef struct twin {
   pthread_t t;
   const who *w;
-  const ostack_order *o;
+  const req_order *o;
   const char *key;
   char order_id[37];
   status_code code;
@@ -696,7 +670,7 @@ static void *twin_main(void *arg) {
   rpc_status st;
   ProtobufCMessage *out = NULL;
   pthread_barrier_wait(t->start);
-  t->code = rpc_client_call_sync(ostack_client(ocmd()), OCMD_SVC, "CreateOrder", &t->o->req.base,
+  t->code = rpc_client_call_sync(stack_client(ocmd()), OCMD_SVC, "CreateOrder", &t->o->req.base,
                                  &out, &opts, &st);
   if (out != NULL) {
     snprintf(t->order_id, sizeof t->order_id, "%s",
@@ -708,15 +682,13 @@ static void *twin_main(void *arg) {
 
 Test(orders, the_same_create_order_sent_twice_at_once_makes_one_order_and_one_authorization) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 5, 800, 0, p);
-  ostack_order o;
-  ostack_order_init(&o, "tok_visa");
-  ostack_order_line(&o, p, 1);
-  ostack_client(ocmd());
-  char *k = key();
+  actors(&a, &c, 5, 800, 0, p);
+  req_order o;
+  req_order_init(&o, "tok_visa");
+  req_order_line(&o, p, 1);
+  stack_client(ocmd());
+  const char *k = stack_key();
   pthread_barrier_t start;
   pthread_barrier_init(&start, NULL, 2);
   twin t[2];
@@ -733,7 +705,7 @@ Test(orders, the_same_create_order_sent_twice_at_once_makes_one_order_and_one_au
                       WAIT_MS));
   Shop__Order__V1__ListOrdersByCustomerResponse *l = list_mine(&c);
   cr_assert_eq(l->n_orders, 1);
-  db_conn *pay = ostack_db("shop_payment"), *inv = ostack_db("shop_inventory");
+  db_conn *pay = stack_db("shop_payment"), *inv = stack_db("shop_inventory");
   cr_assert_eq(attempts(pay, t[0].order_id, PAYMENT_OP_AUTHORIZE), 1, "one authorization");
   cr_assert_eq(level(inv, p).reserved, 1);
   db_close(pay);
@@ -743,21 +715,19 @@ Test(orders, the_same_create_order_sent_twice_at_once_makes_one_order_and_one_au
 
 Test(orders, with_the_payment_worker_stopped_the_deadline_cancels_and_the_stock_comes_back) {
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 3, 450, 0, p);
+  actors(&a, &c, 3, 450, 0, p);
   /* An order-command whose orders get a 2 s deadline; the sweeper of
    * whichever instance holds the sweeper lock cancels them. */
   char url[64];
   snprintf(url, sizeof url, "tcp://127.0.0.1:%d", proc_free_tcp_port());
   const char *env[] = {"SHOP_ORDER__DEADLINE_S=2", NULL};
-  proc *extra = ostack_start("order-command", url, env);
-  pid_t pw = ostack_pid("payment-worker");
+  proc *extra = stack_start("order-command", url, env);
+  pid_t pw = stack_pid("payment-worker");
   cr_assert_eq(kill(pw, SIGSTOP), 0);
-  ostack_order o;
-  ostack_order_init(&o, "tok_visa");
-  ostack_order_line(&o, p, 2);
+  req_order o;
+  req_order_init(&o, "tok_visa");
+  req_order_line(&o, p, 2);
   /* Placed under a known trace, which the sweeper's cancellation goes on
    * with (the order row keeps it). */
   char tp[LOG_TRACEPARENT_SIZE], trace[LOG_TRACE_ID_SIZE];
@@ -765,7 +735,7 @@ Test(orders, with_the_payment_worker_stopped_the_deadline_cancels_and_the_stock_
   log_trace_id(tp, trace);
   log_scope scope;
   log_scope_enter(&scope, NULL, tp, NULL);
-  Shop__Order__V1__CreateOrderResponse *r = place_at(url, &c, key(), &o);
+  Shop__Order__V1__CreateOrderResponse *r = place_at(url, &c, stack_key(), &o);
   log_scope_leave(&scope);
   Shop__Order__V1__GetOrderResponse *g = wait_order(
       &c, r->order_id,
@@ -775,14 +745,14 @@ Test(orders, with_the_payment_worker_stopped_the_deadline_cancels_and_the_stock_
   /* OrderCreated, OrderCancelled; InventoryReserved, InventoryReleased. */
   const char *topics[] = {TOPOLOGY_TOPIC_ORDER, TOPOLOGY_TOPIC_INVENTORY};
   for (size_t t = 0; t < 2; t++) {
-    ostack_record ev[8];
-    size_t nev = ostack_records(topics[t], r->order_id, ev, 8);
+    stack_record ev[8];
+    size_t nev = stack_records(topics[t], r->order_id, ev, 8);
     cr_assert_eq(nev, 2, "%zu events of %s on %s", nev, r->order_id, topics[t]);
     for (size_t i = 0; i < nev; i++)
       cr_assert(strncmp(ev[i].traceparent + 3, trace, 32) == 0, "%s: '%s', not trace %s",
                 ev[i].type, ev[i].traceparent, trace);
   }
-  db_conn *inv = ostack_db("shop_inventory"), *pay = ostack_db("shop_payment");
+  db_conn *inv = stack_db("shop_inventory"), *pay = stack_db("shop_payment");
   inventory_level l = level(inv, p);
   cr_assert_eq(l.available, 3, "the stock came back");
   cr_assert_eq(l.reserved, 0);
@@ -791,7 +761,7 @@ Test(orders, with_the_payment_worker_stopped_the_deadline_cancels_and_the_stock_
   free_msg(g);
   g = wait_order(&c, r->order_id, (want){.payment = PAY(VOIDED)}, 60000);
   cr_assert_eq(attempts(pay, r->order_id, PAYMENT_OP_CAPTURE), 0, "nothing captured");
-  cr_assert_eq(ostack_stop(extra), 0);
+  cr_assert_eq(stack_stop(extra), 0);
   db_close(inv);
   db_close(pay);
   free_msg(g);
@@ -814,19 +784,19 @@ Test(orders, a_customer_can_neither_read_nor_cancel_another_customers_order) {
   cr.order_id = r->order_id;
   rpc_status st;
   cr_assert_eq(
-      ostack_call(ocmd(), OCMD_SVC, "CancelOrder", &cr.base, NULL, other.token, key(), &st),
+      stack_call_at(ocmd(), OCMD_SVC, "CancelOrder", &cr.base, NULL, other.token, stack_key(), &st),
       STATUS_NOT_FOUND);
   Shop__Order__V1__ListOrdersByCustomerRequest lr =
       SHOP__ORDER__V1__LIST_ORDERS_BY_CUSTOMER_REQUEST__INIT;
   lr.customer_id = c.id;
-  cr_assert_eq(
-      ostack_call(oqry(), OQRY_SVC, "ListOrdersByCustomer", &lr.base, NULL, other.token, NULL, &st),
-      STATUS_PERMISSION_DENIED);
+  cr_assert_eq(stack_call_at(oqry(), OQRY_SVC, "ListOrdersByCustomer", &lr.base, NULL, other.token,
+                             NULL, &st),
+               STATUS_PERMISSION_DENIED);
   Shop__Order__V1__ListOrdersByStatusRequest ls =
       SHOP__ORDER__V1__LIST_ORDERS_BY_STATUS_REQUEST__INIT;
   ls.status = ST(CONFIRMED);
   cr_assert_eq(
-      ostack_call(oqry(), OQRY_SVC, "ListOrdersByStatus", &ls.base, NULL, other.token, NULL, &st),
+      stack_call_at(oqry(), OQRY_SVC, "ListOrdersByStatus", &ls.base, NULL, other.token, NULL, &st),
       STATUS_PERMISSION_DENIED);
   Shop__Order__V1__ListOrdersByCustomerResponse *mine = list_mine(&other);
   cr_assert_eq(mine->n_orders, 0);
@@ -863,7 +833,7 @@ static void q(db_conn *c, const char *sql, const db_value *v, size_t nv, int64_t
  * capture, void or refund appends one (payment.h). */
 static long ledger_lines(void) {
   char path[1024], line[8192];
-  snprintf(path, sizeof path, "%s/journal", ostack_cfg()->payment.state_dir);
+  snprintf(path, sizeof path, "%s/journal", stack_cfg()->payment.state_dir);
   FILE *f = fopen(path, "r");
   if (f == NULL) return -1;
   long n = 0;
@@ -875,7 +845,7 @@ static long ledger_lines(void) {
 static void snap(snapshot *s) {
   memset(s, 0, sizeof *s);
   for (int i = 0; i < 3; i++) {
-    db_conn *c = ostack_db(snap_dbs[i]);
+    db_conn *c = stack_db(snap_dbs[i]);
     q(c, "SELECT COALESCE(MAX(id), 0) FROM outbox", NULL, 0, &s->outbox_max[i], 1);
     if (i == 0)
       q(c,
@@ -884,7 +854,7 @@ static void snap(snapshot *s) {
         NULL, 0, s->orders, 4);
     if (i == 1) {
       char like[128];
-      snprintf(like, sizeof like, "%s-%%", ostack_run());
+      snprintf(like, sizeof like, "%s-%%", stack_run());
       db_value v[1] = {DB_STR(like)};
       q(c,
         "SELECT COALESCE(SUM(available), 0), COALESCE(SUM(reserved), 0), "
@@ -902,7 +872,7 @@ static void snap(snapshot *s) {
     }
     db_close(c);
   }
-  db_conn *c = ostack_db("shop_order_read");
+  db_conn *c = stack_db("shop_order_read");
   q(c,
     "SELECT COUNT(*), COALESCE(SUM(version), 0), COALESCE(SUM(status), 0), "
     "COALESCE(SUM(payment_status), 0), COALESCE(SUM(stock_status), 0) FROM orders_view",
@@ -915,7 +885,7 @@ static void snap(snapshot *s) {
  * anything but a StockLevelChanged of a new product or a restock (which
  * the catalog tests running beside this one may cause). */
 static int new_effects(const char *dbname, int64_t after) {
-  db_conn *c = ostack_db(dbname);
+  db_conn *c = stack_db(dbname);
   char err[512];
   db_value v[1] = {DB_I64(after)};
   db_rows *r = NULL;
@@ -947,56 +917,32 @@ static int new_effects(const char *dbname, int64_t after) {
   return effects;
 }
 
-static const char *const saga_topics[] = {TOPOLOGY_TOPIC_PAYMENT, TOPOLOGY_TOPIC_INVENTORY};
-static const char *const inventory_topics[] = {TOPOLOGY_TOPIC_ORDER, TOPOLOGY_TOPIC_PRODUCT};
-static const char *const payment_topics[] = {TOPOLOGY_TOPIC_ORDER};
-static const char *const query_topics[] = {TOPOLOGY_TOPIC_ORDER, TOPOLOGY_TOPIC_PAYMENT,
-                                           TOPOLOGY_TOPIC_INVENTORY};
-
+/* The consumer groups of the four order programs, and their database. */
 static const struct {
   const char *program, *group, *db;
-  const char *const *topics;
-  size_t n;
 } groups[] = {
-    {"order-command", TOPOLOGY_GROUP_ORDER_SAGA, "shop_order", saga_topics, 2},
-    {"inventory-worker", TOPOLOGY_GROUP_INVENTORY_WORKER, "shop_inventory", inventory_topics, 2},
-    {"payment-worker", TOPOLOGY_GROUP_PAYMENT_WORKER, "shop_payment", payment_topics, 1},
-    {"order-query", TOPOLOGY_GROUP_ORDER_QUERY, "shop_order_read", query_topics, 3},
+    {"order-command", TOPOLOGY_GROUP_ORDER_SAGA, "shop_order"},
+    {"inventory-worker", TOPOLOGY_GROUP_INVENTORY_WORKER, "shop_inventory"},
+    {"payment-worker", TOPOLOGY_GROUP_PAYMENT_WORKER, "shop_payment"},
+    {"order-query", TOPOLOGY_GROUP_ORDER_QUERY, "shop_order_read"},
 };
 #define N_GROUPS (sizeof groups / sizeof groups[0])
 
-static bool quiet(void) {
+/* Every group caught up and no outbox row unsent; why says what is not. */
+static bool quiet(char *why, size_t len) {
   for (size_t i = 0; i < N_GROUPS; i++)
-    if (!ostack_group_caught_up(groups[i].group, groups[i].topics, groups[i].n)) return false;
-  for (int i = 0; i < 3; i++) {
-    db_conn *c = ostack_db(snap_dbs[i]);
-    int64_t unsent = -1, parked = 0;
-    char err[512];
-    outbox_backlog(c, &unsent, &parked, err, sizeof err);
-    db_close(c);
-    if (unsent != 0) return false;
-  }
-  return true;
+    if (!stack_quiet(&groups[i].group, 1, NULL, 0, why, len)) return false;
+  return stack_quiet(NULL, 0, snap_dbs, 3, why, len);
 }
 
-/* A paused program is let go again even when the test fails. */
-static bool paused;
-
-static void replay_fini(void) {
-  if (paused)
-    for (size_t i = 0; i < N_GROUPS; i++) kill(ostack_pid(groups[i].program), SIGCONT);
-  ostack_release();
-}
-
-TestSuite(replay, .init = ostack_require, .fini = replay_fini, .timeout = 180);
+/* stack_release lets the paused programs go on, even when the test fails. */
+TestSuite(replay, .init = stack_require, .fini = stack_release, .timeout = 180);
 
 Test(replay, replaying_every_consumer_group_on_a_quiet_stack_changes_nothing) {
   /* Some traffic of this test's own, in case it runs alone. */
   who a, c;
-  admin(&a);
-  customer(&c);
   char p[37];
-  product(&a, 2, 100, 0, p);
+  actors(&a, &c, 2, 100, 0, p);
   Shop__Order__V1__CreateOrderResponse *r1 = place(&c, p, 1, "tok_visa");
   Shop__Order__V1__CreateOrderResponse *r2 = place(&c, p, 5, "tok_visa");
   free_msg(wait_order(&c, r1->order_id, (want){.status = ST(CONFIRMED), .payment = PAY(CAPTURED)},
@@ -1004,9 +950,8 @@ Test(replay, replaying_every_consumer_group_on_a_quiet_stack_changes_nothing) {
   free_msg(wait_order(&c, r2->order_id, (want){.status = ST(CANCELLED), .payment = PAY(VOIDED)},
                       WAIT_MS));
 
-  bool ok = false;
-  OSTACK_WAIT(ok, quiet(), 60000);
-  cr_assert(ok, "the stack did not become quiet");
+  char why[200] = "";
+  WAIT_UNTIL(quiet(why, sizeof why), 60000, "a quiet stack (%s)", why);
   snapshot before, after;
   snap(&before);
 
@@ -1015,27 +960,14 @@ Test(replay, replaying_every_consumer_group_on_a_quiet_stack_changes_nothing) {
    * what their inboxes saw, rewind the groups to the start of this run,
    * and let them go on: they read everything this run produced again. */
   for (size_t i = 0; i < N_GROUPS; i++)
-    cr_assert_eq(kill(ostack_pid(groups[i].program), SIGSTOP), 0);
-  paused = true;
-  for (size_t i = 0; i < N_GROUPS; i++) {
-    db_conn *db = ostack_db(groups[i].db);
-    char err[512];
-    db_value v[1] = {DB_STR(groups[i].group)};
-    cr_assert_eq(db_exec(db, "DELETE FROM processed_events WHERE consumer_group = ?", v, 1, NULL,
-                         NULL, err, sizeof err),
-                 STATUS_OK, "%s", err);
-    db_close(db);
-    OSTACK_WAIT(ok, ostack_group_rewind(groups[i].group, groups[i].topics, groups[i].n), 60000);
-    cr_assert(ok, "could not rewind %s", groups[i].group);
-  }
-  for (size_t i = 0; i < N_GROUPS; i++) kill(ostack_pid(groups[i].program), SIGCONT);
-  paused = false;
+    cr_assert_eq(kill(stack_pid(groups[i].program), SIGSTOP), 0);
+  for (size_t i = 0; i < N_GROUPS; i++) stack_group_reset(groups[i].group, groups[i].db, false);
+  for (size_t i = 0; i < N_GROUPS; i++) kill(stack_pid(groups[i].program), SIGCONT);
 
-  OSTACK_WAIT(ok, quiet(), 120000);
-  cr_assert(ok, "the replay did not finish");
+  WAIT_UNTIL(quiet(why, sizeof why), 120000, "the replay finished (%s)", why);
   /* The inboxes were emptied: whatever they hold now was handled again. */
   for (size_t i = 0; i < N_GROUPS; i++) {
-    db_conn *db = ostack_db(groups[i].db);
+    db_conn *db = stack_db(groups[i].db);
     int64_t n = 0;
     db_value v[1] = {DB_STR(groups[i].group)};
     q(db, "SELECT COUNT(*) FROM processed_events WHERE consumer_group = ?", v, 1, &n, 1);

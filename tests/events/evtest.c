@@ -13,18 +13,13 @@
 #include <unistd.h>
 
 #include "events/outbox.h"
+#include "support/account.h"
 #include "testenv.h"
 #include "topology/topology.h"
 
 extern char **environ;
 
 static char err[1024];
-
-int64_t evtest_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 db_conn *evtest_db(void) {
   db_conn *m = testenv_db_connect("shop_migrate", "shop_test");
@@ -34,23 +29,37 @@ db_conn *evtest_db(void) {
   return testenv_db_connect("shop_test", "shop_test");
 }
 
+void evtest_publish(db_conn *db, const events_envelope *envs, size_t n, const char *topic) {
+  evtest_append(db, envs, n);
+  outbox_relay_opts o;
+  evtest_relay_opts(&o);
+  outbox_relay *r = NULL;
+  cr_assert_eq(outbox_relay_create(&r, &o, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(outbox_relay_start(r, err, sizeof err), STATUS_OK, "%s", err);
+  bool ok;
+  WAIT_FOR(ok, evtest_unsent(db, topic) == 0, 30000);
+  outbox_relay_destroy(r);
+  cr_assert(ok, "rows of %s still unsent", topic);
+}
+
+db_conn *evtest_suite_init(void) {
+  db_conn *db = evtest_db();
+  evtest_outbox_clean(db);
+  return db;
+}
+
+void evtest_suite_fini(db_conn *db) {
+  evtest_outbox_clean(db);
+  db_close(db);
+  cr_assert(events_shutdown_wait(10000), "librdkafka handles left behind");
+}
+
 const db_params *evtest_db_params(void) {
   static char password[256];
   static db_params p;
-  const char *port = getenv("SHOP_MYSQL_PORT");
-  const char *secrets = getenv("SHOP_SECRETS_DIR");
-  cr_assert(port != NULL && secrets != NULL, "run through scripts/test.sh");
-  char dir[1024];
-  snprintf(dir, sizeof dir, "%s/mysql", secrets);
-  cr_assert(db_password_from_dir(dir, "shop_test", password, sizeof password, err, sizeof err),
+  cr_assert(support_env_db_params(&p, "shop_test", "shop_test", password, sizeof password, err,
+                                  sizeof err),
             "%s", err);
-  p = (db_params){.host = "127.0.0.1",
-                  .port = atoi(port),
-                  .user = "shop_test",
-                  .password = password,
-                  .database = "shop_test",
-                  .connect_timeout_ms = 5000,
-                  .connect_retry_ms = 10000};
   return &p;
 }
 
@@ -125,6 +134,54 @@ static int cmp_rec(const void *a, const void *b) {
   return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
+/* A topic being read to its end by evtest_read_topic. */
+typedef struct topic_reader {
+  rd_kafka_t *rk;
+  const int64_t *end;
+  int left;
+  evtest_rec *recs;
+  size_t n, total;
+} topic_reader;
+
+/* Copies every record that comes within 200 ms of the one before; true
+ * once every partition is read to its end. */
+static bool read_some(topic_reader *t) {
+  rd_kafka_message_t *m;
+  while (t->left > 0 && (m = rd_kafka_consumer_poll(t->rk, 200)) != NULL) {
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR || m->offset >= t->end[m->partition] ||
+        t->n == t->total) {
+      rd_kafka_message_destroy(m);
+      continue;
+    }
+    evtest_rec *r = &t->recs[t->n++];
+    r->partition = m->partition;
+    r->offset = m->offset;
+    r->key = dupmem(m->key, m->key_len);
+    r->key_len = m->key_len;
+    r->value = (uint8_t *)dupmem(m->payload, m->len);
+    r->value_len = m->len;
+    rd_kafka_headers_t *h = NULL;
+    if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      r->nh = rd_kafka_header_cnt(h);
+      r->hname = calloc(r->nh + 1, sizeof *r->hname);
+      r->hval = calloc(r->nh + 1, sizeof *r->hval);
+      r->hlen = calloc(r->nh + 1, sizeof *r->hlen);
+      for (size_t i = 0; i < r->nh; i++) {
+        const char *name;
+        const void *v;
+        size_t len;
+        rd_kafka_header_get_all(h, i, &name, &v, &len);
+        r->hname[i] = dupmem(name, strlen(name));
+        r->hval[i] = dupmem(v != NULL ? v : "", v != NULL ? len : 0);
+        r->hlen[i] = len;
+      }
+    }
+    if (m->offset + 1 >= t->end[m->partition]) t->left--;
+    rd_kafka_message_destroy(m);
+  }
+  return t->left == 0;
+}
+
 size_t evtest_read_topic(const char *topic, evtest_rec **out) {
   char errstr[512], group[128];
   testenv_unique(group, sizeof group, "evtest-reader-");
@@ -161,43 +218,13 @@ size_t evtest_read_topic(const char *topic, evtest_rec **out) {
   cr_assert_eq(rd_kafka_assign(rk, list), RD_KAFKA_RESP_ERR_NO_ERROR);
   rd_kafka_topic_partition_list_destroy(list);
 
-  evtest_rec *recs = calloc(total > 0 ? total : 1, sizeof *recs);
-  size_t n = 0;
-  int64_t until = evtest_now_ms() + 30000;
-  while (left > 0 && evtest_now_ms() < until) {
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-    if (m == NULL) continue;
-    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR || m->offset >= end[m->partition] || n == total) {
-      rd_kafka_message_destroy(m);
-      continue;
-    }
-    evtest_rec *r = &recs[n++];
-    r->partition = m->partition;
-    r->offset = m->offset;
-    r->key = dupmem(m->key, m->key_len);
-    r->key_len = m->key_len;
-    r->value = (uint8_t *)dupmem(m->payload, m->len);
-    r->value_len = m->len;
-    rd_kafka_headers_t *h = NULL;
-    if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      r->nh = rd_kafka_header_cnt(h);
-      r->hname = calloc(r->nh + 1, sizeof *r->hname);
-      r->hval = calloc(r->nh + 1, sizeof *r->hval);
-      r->hlen = calloc(r->nh + 1, sizeof *r->hlen);
-      for (size_t i = 0; i < r->nh; i++) {
-        const char *name;
-        const void *v;
-        size_t len;
-        rd_kafka_header_get_all(h, i, &name, &v, &len);
-        r->hname[i] = dupmem(name, strlen(name));
-        r->hval[i] = dupmem(v != NULL ? v : "", v != NULL ? len : 0);
-        r->hlen[i] = len;
-      }
-    }
-    if (m->offset + 1 >= end[m->partition]) left--;
-    rd_kafka_message_destroy(m);
-  }
-  cr_assert_eq(left, 0, "topic %s not read to its end in 30 s", topic);
+  topic_reader tr = {.rk = rk, .end = end, .left = left, .total = total};
+  tr.recs = calloc(total > 0 ? total : 1, sizeof *tr.recs);
+  bool done;
+  WAIT_FOR(done, read_some(&tr), 30000);
+  evtest_rec *recs = tr.recs;
+  size_t n = tr.n;
+  cr_assert(done, "topic %s not read to its end in 30 s (%d partitions left)", topic, tr.left);
   free(end);
   rd_kafka_consumer_close(rk);
   rd_kafka_destroy(rk);
@@ -362,13 +389,10 @@ pid_t evtest_spawn(const char *crash_at, const char *const *args) {
 }
 
 int evtest_wait_exit(pid_t pid, int timeout_ms) {
-  int64_t until = evtest_now_ms() + timeout_ms;
   int status;
-  while (evtest_now_ms() < until) {
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) return status;
-    usleep(20000);
-  }
+  bool exited;
+  WAIT_FOR(exited, waitpid(pid, &status, WNOHANG) == pid, timeout_ms);
+  if (exited) return status;
   kill(pid, SIGKILL);
   waitpid(pid, &status, 0);
   return -1;

@@ -17,31 +17,14 @@
 static char err[1024];
 static db_conn *db;
 
-static void setup(void) {
-  db = evtest_db();
-  evtest_outbox_clean(db);
-}
-
-static void teardown(void) {
-  evtest_outbox_clean(db);
-  db_close(db);
-  cr_assert(events_shutdown_wait(10000), "librdkafka handles left behind");
-}
+static void setup(void) { db = evtest_suite_init(); }
+static void teardown(void) { evtest_suite_fini(db); }
 
 TestSuite(consumer, .init = setup, .fini = teardown, .timeout = 180);
 
 /* Publishes envs through the outbox and a relay, and waits until sent. */
 static void publish(const events_envelope *envs, size_t n, const char *topic) {
-  evtest_append(db, envs, n);
-  outbox_relay_opts o;
-  evtest_relay_opts(&o);
-  outbox_relay *r = NULL;
-  cr_assert_eq(outbox_relay_create(&r, &o, err, sizeof err), STATUS_OK, "%s", err);
-  cr_assert_eq(outbox_relay_start(r, err, sizeof err), STATUS_OK, "%s", err);
-  bool ok;
-  EVTEST_WAIT(ok, evtest_unsent(db, topic) == 0, 30000);
-  outbox_relay_destroy(r);
-  cr_assert(ok, "rows of %s still unsent", topic);
+  evtest_publish(db, envs, n, topic);
 }
 
 static consumer *consumer_go(const char *group, const char *topic, consumer_handler_cb cb,
@@ -103,7 +86,7 @@ static int kill_and_resume(const char *crash_at, bool committed_before) {
   consumer *c = consumer_go(group, topic, evtest_count_cb, table);
   bool ok;
   consumer_stats cs;
-  EVTEST_WAIT(ok, (consumer_stats_get(c, &cs), cs.applied + cs.duplicates >= N), 60000);
+  WAIT_FOR(ok, (consumer_stats_get(c, &cs), cs.applied + cs.duplicates >= N), 60000);
   consumer_destroy(c);
   cr_assert(ok, "saw %lld of %d records", (long long)(cs.applied + cs.duplicates), N);
   cr_assert_eq(cs.duplicates, first, "the committed ones came again and were skipped");
@@ -190,8 +173,7 @@ Test(
   consumer *c = consumer_go(group, topic, poison_cb, &pc);
   bool ok;
   consumer_stats cs;
-  EVTEST_WAIT(ok, (consumer_stats_get(c, &cs), cs.applied >= N - 1 && cs.dead_lettered >= 1),
-              60000);
+  WAIT_FOR(ok, (consumer_stats_get(c, &cs), cs.applied >= N - 1 && cs.dead_lettered >= 1), 60000);
   cr_assert(ok, "applied %lld, dead-lettered %lld", (long long)cs.applied,
             (long long)cs.dead_lettered);
   cr_assert_eq(cs.dead_lettered, 1);
@@ -249,7 +231,12 @@ Test(
       events_dlt_replay(testenv_kafka_brokers(), topic, group, NULL, &replayed, err, sizeof err),
       STATUS_OK, "%s", err);
   cr_assert_eq(replayed, 1);
-  EVTEST_WAIT(ok, evtest_count_of(db, table, ids[poison]) == 1, 30000);
+  /* The row is visible once the consumer committed; its count of applied
+   * events moves just after: wait for both. */
+  WAIT_FOR(
+      ok,
+      evtest_count_of(db, table, ids[poison]) == 1 && (consumer_stats_get(c, &cs), cs.applied >= N),
+      30000);
   consumer_stats_get(c, &cs);
   consumer_destroy(c);
   cr_assert(ok, "the replayed event is applied");
@@ -322,7 +309,7 @@ Test(consumer, a_record_without_ce_id_is_dead_lettered_at_once_and_the_partition
   consumer *c = consumer_go(group, topic, evtest_count_cb, table);
   bool ok;
   consumer_stats cs;
-  EVTEST_WAIT(ok, (consumer_stats_get(c, &cs), cs.applied >= 1 && cs.dead_lettered >= 1), 60000);
+  WAIT_FOR(ok, (consumer_stats_get(c, &cs), cs.applied >= 1 && cs.dead_lettered >= 1), 60000);
   consumer_destroy(c);
   cr_assert(ok, "applied %lld, dead-lettered %lld", (long long)cs.applied,
             (long long)cs.dead_lettered);
@@ -377,7 +364,7 @@ Test(consumer, a_transient_database_failure_is_retried_and_never_dead_lettered) 
   consumer *c = consumer_go(group, topic, flaky_cb, &fc);
   bool ok;
   consumer_stats cs;
-  EVTEST_WAIT(ok, (consumer_stats_get(c, &cs), cs.applied >= N), 60000);
+  WAIT_FOR(ok, (consumer_stats_get(c, &cs), cs.applied >= N), 60000);
   consumer_destroy(c);
   cr_assert(ok, "applied %lld of %d", (long long)cs.applied, N);
   cr_assert_eq(cs.dead_lettered, 0);
@@ -415,11 +402,11 @@ Test(consumer, processed_ids_older_than_the_retention_are_purged) {
   cr_assert_eq(consumer_start(c, err, sizeof err), STATUS_OK, "%s", err);
   bool ok;
   int64_t n = -1;
-  EVTEST_WAIT(ok,
-              db_query_i64(db, "SELECT COUNT(*) FROM processed_events WHERE consumer_group = ?", p,
-                           1, &n, err, sizeof err) == STATUS_OK &&
-                  n == 1,
-              20000);
+  WAIT_FOR(ok,
+           db_query_i64(db, "SELECT COUNT(*) FROM processed_events WHERE consumer_group = ?", p, 1,
+                        &n, err, sizeof err) == STATUS_OK &&
+               n == 1,
+           20000);
   consumer_destroy(c);
   cr_assert(ok, "%lld processed id(s) left", (long long)n);
   cr_assert_eq(db_query_i64(db,

@@ -93,16 +93,7 @@ static size_t pack_cancelled(uint8_t *buf, size_t cap) {
 }
 
 static void publish(const events_envelope *envs, size_t n, const char *topic) {
-  evtest_append(db, envs, n);
-  outbox_relay_opts o;
-  evtest_relay_opts(&o);
-  outbox_relay *r = NULL;
-  cr_assert_eq(outbox_relay_create(&r, &o, err, sizeof err), STATUS_OK, "%s", err);
-  cr_assert_eq(outbox_relay_start(r, err, sizeof err), STATUS_OK, "%s", err);
-  bool ok;
-  EVTEST_WAIT(ok, evtest_unsent(db, topic) == 0, 30000);
-  outbox_relay_destroy(r);
-  cr_assert(ok, "rows of %s still unsent", topic);
+  evtest_publish(db, envs, n, topic);
 }
 
 static consumer *start_table(const char *group, const char *topic, seen *s) {
@@ -136,7 +127,7 @@ Test(consumer_table, types_the_table_does_not_take_are_skipped_without_a_transac
   consumer *c = start_table(group, topic, &s);
   bool ok;
   consumer_stats cs;
-  EVTEST_WAIT(ok, (consumer_stats_get(c, &cs), cs.skipped >= N), 60000);
+  WAIT_FOR(ok, (consumer_stats_get(c, &cs), cs.skipped >= N), 60000);
   consumer_destroy(c);
   cr_assert(ok, "skipped %lld of %d", (long long)cs.skipped, N);
   cr_assert_eq(cs.skipped, N);
@@ -178,7 +169,7 @@ Test(consumer_table,
   consumer *c = start_table(group, topic, &s);
   bool ok;
   consumer_stats cs;
-  EVTEST_WAIT(ok, (consumer_stats_get(c, &cs), cs.applied >= 2 && cs.dead_lettered >= 2), 60000);
+  WAIT_FOR(ok, (consumer_stats_get(c, &cs), cs.applied >= 2 && cs.dead_lettered >= 2), 60000);
   consumer_destroy(c);
   cr_assert(ok, "applied %lld, dead-lettered %lld", (long long)cs.applied,
             (long long)cs.dead_lettered);
@@ -226,7 +217,7 @@ Test(consumer_table, a_lower_pass_is_applied_first_within_a_batch) {
   consumer *c = start_table(group, topic, &s);
   bool ok;
   consumer_stats cs;
-  EVTEST_WAIT(ok, (consumer_stats_get(c, &cs), cs.applied >= N), 60000);
+  WAIT_FOR(ok, (consumer_stats_get(c, &cs), cs.applied >= N), 60000);
   consumer_destroy(c);
   cr_assert(ok, "applied %lld of %d", (long long)cs.applied, N);
   cr_assert_eq(s.n, N);

@@ -14,16 +14,11 @@
 static char err[1024];
 static db_conn *db;
 
-static void setup(void) {
-  db = evtest_db();
-  evtest_outbox_clean(db);
-}
+static void setup(void) { db = evtest_suite_init(); }
 
 static void teardown(void) {
   evtest_kafka_restore();
-  evtest_outbox_clean(db);
-  db_close(db);
-  cr_assert(events_shutdown_wait(10000), "librdkafka handles left behind");
+  evtest_suite_fini(db);
 }
 
 TestSuite(outbox, .init = setup, .fini = teardown, .timeout = 180);
@@ -39,7 +34,7 @@ static outbox_relay *relay_start(void) {
 
 static void wait_all_sent(const char *topic, int timeout_ms) {
   bool ok;
-  EVTEST_WAIT(ok, evtest_unsent(db, topic) == 0, timeout_ms);
+  WAIT_FOR(ok, evtest_unsent(db, topic) == 0, timeout_ms);
   cr_assert(ok, "%lld row(s) of %s still unsent after %d ms", (long long)evtest_unsent(db, topic),
             topic, timeout_ms);
 }
@@ -160,7 +155,7 @@ Test(outbox, rows_written_while_the_broker_is_down_are_all_published_in_key_orde
   wait_all_sent(topic, 30000);
 
   evtest_kafka_kill();
-  int64_t outage_start = evtest_now_ms();
+  int64_t outage_start = wait_now_ms();
   char keys[OUTAGE_KEYS][16];
   for (int k = 0; k < OUTAGE_KEYS; k++) snprintf(keys[k], sizeof keys[k], "key-%02d", k);
   for (int seq = 1; seq <= OUTAGE_PER_KEY; seq++) {
@@ -177,12 +172,12 @@ Test(outbox, rows_written_while_the_broker_is_down_are_all_published_in_key_orde
   /* Every row is in the producer's hands, none is acknowledged. */
   bool ok;
   outbox_relay_stats st;
-  EVTEST_WAIT(ok, (outbox_relay_stats_get(r, &st), st.produced >= total + 1), 20000);
+  WAIT_FOR(ok, (outbox_relay_stats_get(r, &st), st.produced >= total + 1), 20000);
   cr_assert(ok, "the relay produced only %lld rows", (long long)st.produced);
   cr_assert_eq(evtest_unsent(db, topic), total, "nothing is marked while the broker is down");
   /* The outage lasts well past librdkafka's retry backoff (100 ms) and
    * several of its reconnect attempts. */
-  while (evtest_now_ms() - outage_start < 4000) usleep(50000);
+  wait_sleep_ms(outage_start + 4000 - wait_now_ms()); /* held on purpose */
   cr_assert_eq(evtest_unsent(db, topic), total);
 
   evtest_kafka_start();
@@ -246,7 +241,7 @@ Test(outbox,
   cr_assert_eq(consumer_start(c, err, sizeof err), STATUS_OK, "%s", err);
   bool ok;
   consumer_stats cs;
-  EVTEST_WAIT(ok, (consumer_stats_get(c, &cs), cs.applied + cs.duplicates >= 2), 60000);
+  WAIT_FOR(ok, (consumer_stats_get(c, &cs), cs.applied + cs.duplicates >= 2), 60000);
   consumer_destroy(c);
   cr_assert(ok, "the consumer saw %lld record(s)", (long long)(cs.applied + cs.duplicates));
   cr_assert_eq(cs.applied, 1);
@@ -306,7 +301,7 @@ Test(outbox, a_second_relay_waits_for_the_lock_and_takes_over_when_the_first_sto
   outbox_relay *a = relay_start();
   bool ok;
   outbox_relay_stats sa, sb;
-  EVTEST_WAIT(ok, (outbox_relay_stats_get(a, &sa), sa.active), 15000);
+  WAIT_FOR(ok, (outbox_relay_stats_get(a, &sa), sa.active), 15000);
   cr_assert(ok, "the first relay takes the lock");
   outbox_relay *b = relay_start();
 
@@ -320,20 +315,20 @@ Test(outbox, a_second_relay_waits_for_the_lock_and_takes_over_when_the_first_sto
   wait_all_sent(topic, 30000);
   /* The relay counts a row after its UPDATE commits: the row can read as
    * sent a moment before the counter moves. */
-  EVTEST_WAIT(ok, (outbox_relay_stats_get(a, &sa), sa.sent >= 1), 5000);
+  WAIT_FOR(ok, (outbox_relay_stats_get(a, &sa), sa.sent >= 1), 5000);
   outbox_relay_stats_get(b, &sb);
   cr_assert(sa.active && !sb.active, "one relay at a time");
   cr_assert_eq(sa.sent, 1);
   cr_assert_eq(sb.sent, 0);
 
   outbox_relay_destroy(a); /* releases the lock */
-  EVTEST_WAIT(ok, (outbox_relay_stats_get(b, &sb), sb.active), 15000);
+  WAIT_FOR(ok, (outbox_relay_stats_get(b, &sb), sb.active), 15000);
   cr_assert(ok, "the second relay takes over");
   evtest_envelope(&ev, &ts, id, topic, "k", "shop.test.v1.Thing", 2, "2", 1);
   evtest_append(db, &ev, 1);
   outbox_relay_nudge(b);
   wait_all_sent(topic, 30000);
-  EVTEST_WAIT(ok, (outbox_relay_stats_get(b, &sb), sb.sent >= 1), 5000);
+  WAIT_FOR(ok, (outbox_relay_stats_get(b, &sb), sb.sent >= 1), 5000);
   outbox_relay_destroy(b);
   cr_assert_eq(sb.sent, 1);
   evtest_topic_drop(topic, NULL);

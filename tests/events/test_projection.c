@@ -14,16 +14,8 @@
 static char err[1024];
 static db_conn *db;
 
-static void setup(void) {
-  db = evtest_db();
-  evtest_outbox_clean(db);
-}
-
-static void teardown(void) {
-  evtest_outbox_clean(db);
-  db_close(db);
-  cr_assert(events_shutdown_wait(10000), "librdkafka handles left behind");
-}
+static void setup(void) { db = evtest_suite_init(); }
+static void teardown(void) { evtest_suite_fini(db); }
 
 TestSuite(projection, .init = setup, .fini = teardown, .timeout = 180);
 
@@ -265,11 +257,11 @@ static void run(kind k) {
 
   bool ok, pending_zero = false;
   consumer_stats cs;
-  EVTEST_WAIT(ok, (consumer_stats_get(c, &cs), cs.applied + cs.duplicates >= ORDERED + (int64_t)ns),
-              60000);
+  WAIT_FOR(ok, (consumer_stats_get(c, &cs), cs.applied + cs.duplicates >= ORDERED + (int64_t)ns),
+           60000);
   cr_assert(ok, "the consumer saw %lld of %zu records", (long long)(cs.applied + cs.duplicates),
             ORDERED + ns);
-  EVTEST_WAIT(ok, read_model_matches(pc.table, want, k, &pending_zero, pc.name), 10000);
+  WAIT_FOR(ok, read_model_matches(pc.table, want, k, &pending_zero, pc.name), 10000);
   consumer_destroy(c);
   outbox_relay_destroy(r);
   cr_assert(pending_zero, "no delta is left waiting behind a gap");

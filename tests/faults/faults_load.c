@@ -49,6 +49,8 @@
 #include "shop/product/v1/queries.pb-c.h"
 #include "shop/user/v1/commands.pb-c.h"
 #include "support/account.h"
+#include "support/requests.h"
+#include "support/wait.h"
 #include "topology/topology.h"
 
 #define OCMD_SVC (&shop__order__v1__order_command_service__descriptor)
@@ -63,12 +65,6 @@
 static const shop_cfg *cfg;
 static auth_keys *keys;
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void die(const char *what, const char *why) {
   fprintf(stderr, "faults-load: %s: %s\n", what, why);
   exit(2);
@@ -76,12 +72,7 @@ static void die(const char *what, const char *why) {
 
 static void token(char *out, const char *sub, auth_role role) {
   char err[512];
-  if (keys == NULL &&
-      auth_keys_create(&keys, cfg->auth.jwt_key, strlen(cfg->auth.jwt_key), cfg->auth.issuer,
-                       cfg->auth.access_ttl_s, err, sizeof err) != STATUS_OK)
-    die("auth keys", err);
-  if (auth_token_sign(keys, sub, role, 0, out, AUTH_TOKEN_MAX, err, sizeof err) != STATUS_OK)
-    die("token", err);
+  if (req_token(cfg, &keys, sub, role, out, err, sizeof err) != STATUS_OK) die("token", err);
 }
 
 static rpc_client *client(const char *url) {
@@ -101,20 +92,49 @@ static bool transient(status_code c) {
 
 static atomic_int retried;
 
+typedef struct call {
+  rpc_client *c;
+  const ProtobufCServiceDescriptor *d;
+  const char *method;
+  const ProtobufCMessage *in;
+  ProtobufCMessage **out;
+  rpc_call_opts o;
+  rpc_status *st;
+  status_code code;
+  int attempts;
+  bool count_retries; /* a command's retries are counted in "retried" */
+} call;
+
+/* One attempt; true when it is answered with something other than a
+ * transient failure. */
+static bool call_once(call *k) {
+  if (k->attempts++ > 0 && k->count_retries) atomic_fetch_add(&retried, 1);
+  if (*k->out != NULL) protobuf_c_message_free_unpacked(*k->out, NULL);
+  *k->out = NULL;
+  k->code = rpc_client_call_sync(k->c, k->d, k->method, k->in, k->out, &k->o, k->st);
+  return !transient(k->code);
+}
+
 /* Calls a command until it is answered with something other than a
- * transient failure (same key every time), for at most RETRY_FOR_MS. */
+ * transient failure (same key every time), for at most RETRY_FOR_MS,
+ * pausing up to a second between attempts (the program may be starting
+ * again after a crash). */
 static status_code command(rpc_client *c, const ProtobufCServiceDescriptor *d, const char *method,
                            const ProtobufCMessage *in, ProtobufCMessage **out, const char *tok,
                            const char *key, rpc_status *st) {
-  int64_t until = now_ms() + RETRY_FOR_MS;
-  for (int attempt = 1;; attempt++) {
-    rpc_call_opts o = {.token = tok, .idempotency_key = key, .timeout_ms = 15000};
-    *out = NULL;
-    status_code code = rpc_client_call_sync(c, d, method, in, out, &o, st);
-    if (!transient(code) || now_ms() > until) return code;
-    atomic_fetch_add(&retried, 1);
-    usleep((useconds_t)(attempt < 10 ? attempt : 10) * 100000);
-  }
+  *out = NULL;
+  call k = {.c = c,
+            .d = d,
+            .method = method,
+            .in = in,
+            .out = out,
+            .st = st,
+            .o = {.token = tok, .idempotency_key = key, .timeout_ms = 15000},
+            .count_retries = true};
+  bool answered;
+  WAIT_FOR_PACED(answered, call_once(&k), RETRY_FOR_MS, 1000);
+  (void)answered; /* the last code says */
+  return k.code;
 }
 
 /* ---- load ---------------------------------------------------------------------------------- */
@@ -136,24 +156,15 @@ static void make_product(load *l, int i, int64_t stock) {
   char sku[64], key[96];
   snprintf(sku, sizeof sku, "F-%s-%d", l->run, i);
   snprintf(key, sizeof key, "faults-%s-product-%d", l->run, i);
-  Shop__Product__V1__CreateProductRequest req = SHOP__PRODUCT__V1__CREATE_PRODUCT_REQUEST__INIT;
-  Shop__Product__V1__ProductDetails d = SHOP__PRODUCT__V1__PRODUCT_DETAILS__INIT;
-  Shop__Common__V1__Money m = SHOP__COMMON__V1__MONEY__INIT;
-  Shop__Product__V1__InventoryRule rule = SHOP__PRODUCT__V1__INVENTORY_RULE__INIT;
-  d.name = "Fault-test mug";
-  d.description = "Ordered by the crash matrix.";
-  d.category = "faults";
-  m.units = 250 + 100 * i;
-  m.currency = cfg->catalog.currency;
-  rule.low_stock_threshold = stock / 4;
-  req.sku = sku;
-  req.details = &d;
-  req.price = &m;
-  req.initial_stock = stock;
-  req.inventory_rule = &rule;
+  req_product p;
+  req_product_init(&p, sku, stock, 250 + 100 * i, cfg->catalog.currency);
+  p.details.name = "Fault-test mug";
+  p.details.description = "Ordered by the crash matrix.";
+  p.details.category = "faults";
+  p.rule.low_stock_threshold = stock / 4;
   ProtobufCMessage *out = NULL;
   rpc_status st;
-  status_code c = command(pc, PCMD_SVC, "CreateProduct", &req.base, &out, l->admin, key, &st);
+  status_code c = command(pc, PCMD_SVC, "CreateProduct", &p.req.base, &out, l->admin, key, &st);
   if (c != STATUS_OK) die("CreateProduct", st.message);
   Shop__Product__V1__CreateProductResponse *r = (Shop__Product__V1__CreateProductResponse *)out;
   snprintf(l->product[i], 37, "%s", r->product_id);
@@ -164,16 +175,18 @@ static void make_product(load *l, int i, int64_t stock) {
   rc.wait_ms = 10000;
   g.product_id = l->product[i];
   g.consistency = &rc;
-  int64_t until = now_ms() + RETRY_FOR_MS;
-  for (;;) {
-    ProtobufCMessage *got = NULL;
-    rpc_call_opts o = {.timeout_ms = 15000};
-    c = rpc_client_call_sync(pq, PQRY_SVC, "GetProduct", &g.base, &got, &o, &st);
-    if (got != NULL) protobuf_c_message_free_unpacked(got, NULL);
-    if (c == STATUS_OK) break;
-    if (now_ms() > until) die("GetProduct", st.message);
-    usleep(200000);
-  }
+  ProtobufCMessage *got = NULL;
+  call k = {.c = pq,
+            .d = PQRY_SVC,
+            .method = "GetProduct",
+            .in = &g.base,
+            .out = &got,
+            .st = &st,
+            .o = {.timeout_ms = 15000}};
+  bool seen;
+  WAIT_FOR_PACED(seen, (call_once(&k), k.code == STATUS_OK), RETRY_FOR_MS, 200);
+  if (got != NULL) protobuf_c_message_free_unpacked(got, NULL);
+  if (!seen) die("GetProduct", st.message);
   protobuf_c_message_free_unpacked(out, NULL);
   rpc_client_destroy(pc);
   rpc_client_destroy(pq);
@@ -202,29 +215,15 @@ static void *orderer_main(void *arg) {
   for (;;) {
     int i = atomic_fetch_add(&l->next, 1);
     if (i >= l->orders) return NULL;
-    Shop__Order__V1__CreateOrderRequest req = SHOP__ORDER__V1__CREATE_ORDER_REQUEST__INIT;
-    Shop__Order__V1__ShippingAddress addr = SHOP__ORDER__V1__SHIPPING_ADDRESS__INIT;
-    Shop__Order__V1__CreateOrderLine line[2], *lp[2];
-    addr.recipient = "Ada Lovelace";
-    addr.line1 = "12 St James's Square";
-    addr.city = "London";
-    addr.postal_code = "SW1Y 4JH";
-    addr.country = "GB";
-    req.shipping_address = &addr;
-    req.payment_token = i % 10 == 7 ? "tok_decline" : i % 10 == 8 ? "tok_capture_fail" : "tok_visa";
-    req.n_lines = i % 3 == 0 ? 2 : 1;
-    for (size_t k = 0; k < req.n_lines; k++) {
-      shop__order__v1__create_order_line__init(&line[k]);
-      line[k].product_id = l->product[(i + (int)k) % N_PRODUCTS];
-      line[k].quantity = 1 + (i + (int)k) % 2;
-      lp[k] = &line[k];
-    }
-    req.lines = lp;
+    req_order o;
+    req_order_init(&o, i % 10 == 7 ? "tok_decline" : i % 10 == 8 ? "tok_capture_fail" : "tok_visa");
+    for (int k = 0; k < (i % 3 == 0 ? 2 : 1); k++)
+      req_order_line(&o, l->product[(i + k) % N_PRODUCTS], 1 + (i + k) % 2);
     char key[96];
     snprintf(key, sizeof key, "faults-%s-order-%d", l->run, i);
     ProtobufCMessage *out = NULL;
     rpc_status st;
-    status_code c = command(l->ocmd, OCMD_SVC, "CreateOrder", &req.base, &out,
+    status_code c = command(l->ocmd, OCMD_SVC, "CreateOrder", &o.req.base, &out,
                             l->customer[i % N_CUSTOMERS], key, &st);
     if (c == STATUS_OK) {
       snprintf(l->order_id[i], 37, "%s", ((Shop__Order__V1__CreateOrderResponse *)out)->order_id);
@@ -384,18 +383,26 @@ static int cmd_lag(void) {
 /* Quiet: nothing to consume, nothing to publish, no order waiting, seen
  * twice a second apart (a relay or a consumer between two steps would
  * show in one of them). */
+/* One look: true once the stack was quiet at this look and at one a
+ * second or more before it, with no look between that was not. */
+static bool quiet_twice(quiet_state *q, int64_t *calm_since) {
+  *q = quiet_now();
+  if (q->lag != 0 || q->backlog != 0 || q->pending != 0) {
+    *calm_since = 0;
+    return false;
+  }
+  if (*calm_since == 0) *calm_since = wait_now_ms();
+  return wait_now_ms() - *calm_since >= 1000;
+}
+
 static int cmd_quiet(int timeout_s) {
-  int64_t start = now_ms(), until = start + (int64_t)timeout_s * 1000;
-  int calm = 0;
+  int64_t start = wait_now_ms(), calm_since = 0;
   quiet_state q = {0};
-  while (now_ms() < until) {
-    q = quiet_now();
-    calm = q.lag == 0 && q.backlog == 0 && q.pending == 0 ? calm + 1 : 0;
-    if (calm >= 2) {
-      printf("quiet after %.1f s\n", (double)(now_ms() - start) / 1000.0);
-      return 0;
-    }
-    sleep(1);
+  bool quiet;
+  WAIT_FOR_PACED(quiet, quiet_twice(&q, &calm_since), (int64_t)timeout_s * 1000, 1000);
+  if (quiet) {
+    printf("quiet after %.1f s\n", (double)(wait_now_ms() - start) / 1000.0);
+    return 0;
   }
   printf("not quiet after %d s: lag=%lld backlog=%lld pending=%lld\n", timeout_s, (long long)q.lag,
          (long long)q.backlog, (long long)q.pending);

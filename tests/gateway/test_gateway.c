@@ -1,4 +1,4 @@
-/* shop-gateway against real Shop programs (ostack.h: product, order,
+/* shop-gateway against real Shop programs (tests/support/stack.h: product, order,
  * inventory and payment programs, plus user-command, user-query,
  * audit-worker and the gateway itself), over HTTP with libcurl and raw
  * sockets: every route, every status mapping, every kind of bad input, the
@@ -20,8 +20,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "e2e_orders/ostack.h"
 #include "gateway/gateway.h"
+#include "support/stack.h"
+#include "support/wait.h"
 
 extern const unsigned char shop_descriptor_set[];
 extern const size_t shop_descriptor_set_len;
@@ -29,11 +30,11 @@ extern const size_t shop_descriptor_set_len;
 #define WAIT_MS 30000
 #define STRICT_BODY 1024
 
-static const char *const more_programs[] = {"user-command", "user-query", "audit-worker",
-                                            "shop-gateway"};
-
-ReportHook(PRE_ALL)(struct criterion_test_set *set) { ostack_up_with(more_programs, 4); }
-ReportHook(POST_ALL)(struct criterion_global_stats *stats) { ostack_down(); }
+ReportHook(PRE_ALL)(struct criterion_test_set *set) {
+  stack_up((const char *const[]){STACK_ORDER_PROGRAMS, "user-command", "user-query", "audit-worker",
+                                 "shop-gateway", NULL});
+}
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) { stack_down(); }
 
 /* ---- HTTP ------------------------------------------------------------------------------ */
 
@@ -69,7 +70,7 @@ static size_t header_cb(char *p, size_t sz, size_t n, void *arg) {
 static int gw_port = 0;
 
 static int port(void) {
-  if (gw_port == 0) gw_port = ostack_cfg()->gateway.port;
+  if (gw_port == 0) gw_port = stack_cfg()->gateway.port;
   return gw_port;
 }
 
@@ -198,7 +199,7 @@ static const char *const *with(hdrs *h, const char *token, bool key) {
   }
   if (key) {
     char k[64];
-    ostack_unique(k, sizeof k, "gw");
+    stack_unique(k, sizeof k, "gw");
     snprintf(h->key, sizeof h->key, "Idempotency-Key: %s", k);
     h->list[n++] = h->key;
   }
@@ -206,25 +207,26 @@ static const char *const *with(hdrs *h, const char *token, bool key) {
   return h->list;
 }
 
+/* One GET of path on the gateway on p: its status code, 0 while nothing
+ * answers there. */
+static long status_of(int p, const char *path) {
+  char url[2048];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d%s", p, path);
+  return proc_http("GET", url, 5000, NULL);
+}
+
 static void wait_ready(int p) {
-  bool ok = false;
-  resp r;
-  int64_t until = ostack_now_ms() + WAIT_MS;
-  while (!ok && ostack_now_ms() < until) {
-    http_at(&r, p, "GET", "/readyz", NULL, NULL);
-    ok = r.code == 200;
-    resp_free(&r);
-    if (!ok) usleep(50000);
-  }
-  cr_assert(ok, "the gateway on %d never became ready: %s", p, r.body);
+  long code = 0;
+  WAIT_UNTIL((code = status_of(p, "/readyz")) == 200, WAIT_MS,
+             "the gateway on %d ready (/readyz answered %ld)", p, code);
 }
 
 static void gw_require(void) {
-  ostack_require();
+  stack_require();
   wait_ready(port());
 }
 
-TestSuite(gateway, .init = gw_require, .fini = ostack_release, .timeout = 240);
+TestSuite(gateway, .init = gw_require, .fini = stack_release, .timeout = 240);
 
 /* ---- fixtures made through the gateway ------------------------------------------------- */
 
@@ -247,7 +249,7 @@ static void login(user *u) {
 
 static void register_user(user *u) {
   char k[64];
-  ostack_unique(k, sizeof k, "gwuser");
+  stack_unique(k, sizeof k, "gwuser");
   snprintf(u->email, sizeof u->email, "%s@example.com", k);
   snprintf(u->password, sizeof u->password, "correct horse battery staple");
   char body[512];
@@ -263,8 +265,8 @@ static void register_user(user *u) {
 
 static void admin(user *u) {
   memset(u, 0, sizeof *u);
-  snprintf(u->email, sizeof u->email, "%s", ostack_cfg()->auth.admin_email);
-  const char *pw = ostack_cfg()->auth.admin_password;
+  snprintf(u->email, sizeof u->email, "%s", stack_cfg()->auth.admin_email);
+  const char *pw = stack_cfg()->auth.admin_password;
   cr_assert(pw != NULL && pw[0], "no admin password in the test config");
   snprintf(u->password, sizeof u->password, "%s", pw);
   login(u);
@@ -273,7 +275,7 @@ static void admin(user *u) {
 /* A product with a name that contains its SKU (so that a text search finds
  * it), created through the gateway and visible in product-query. */
 static void product(const user *adm, int stock, char id[64], char sku[64]) {
-  ostack_unique(sku, 64, ostack_run());
+  stack_unique(sku, 64, stack_run());
   char body[1024];
   snprintf(body, 1024,
            "{\"sku\":\"%s\",\"details\":{\"name\":\"Gateway mug %s\",\"description\":\"A mug\","
@@ -359,7 +361,7 @@ Test(gateway, every_route_reaches_its_rpc_and_answers_200) {
   register_user(&spare); /* logs out and changes its password below */
 
   char reg_email[96];
-  ostack_unique(reg_email, sizeof reg_email, "gwreg");
+  stack_unique(reg_email, sizeof reg_email, "gwreg");
   row rows[40];
   size_t n = 0;
 #define ROW(r_, m_, tok_, key_, body_, ...)                                                        \
@@ -401,7 +403,7 @@ Test(gateway, every_route_reaches_its_rpc_and_answers_200) {
       cust.id, cust.id);
   ROW("ListUsers", "GET", adm.token, false, NULL, "/v1/users?page.pageSize=2&role=ROLE_ADMIN");
   char sku3[64];
-  ostack_unique(sku3, sizeof sku3, ostack_run());
+  stack_unique(sku3, sizeof sku3, stack_run());
   snprintf(b, sizeof b,
            "{\"sku\":\"%s\",\"details\":{\"name\":\"N\",\"description\":\"D\",\"category\":\"c\"},"
            "\"price\":{\"units\":\"100\",\"currency\":\"EUR\"},\"initialStock\":\"1\"}",
@@ -462,13 +464,12 @@ Test(gateway, every_route_reaches_its_rpc_and_answers_200) {
     resp r;
     /* The audit log follows the order events by a moment: its timeline is
      * NOT_FOUND until then. */
-    int64_t until = ostack_now_ms() + WAIT_MS;
-    do {
-      http(&r, w->method, w->path, w->body[0] ? w->body : NULL, with(&h, w->token, w->key));
-      if (r.code == 200 || strcmp(w->rpc, "GetOrderTimeline") != 0) break;
-      resp_free(&r);
-      usleep(100000);
-    } while (ostack_now_ms() < until);
+    bool done;
+    WAIT_FOR(done,
+             (http(&r, w->method, w->path, w->body[0] ? w->body : NULL, with(&h, w->token, w->key)),
+              r.code == 200 || strcmp(w->rpc, "GetOrderTimeline") != 0 || (resp_free(&r), false)),
+             WAIT_MS);
+    (void)done; /* the expectation below says what came */
     cr_expect_eq(r.code, 200, "%s %s %s: %ld %s", w->rpc, w->method, w->path, r.code, r.body);
     cr_expect(json_is_object(r.json), "%s: the reply is not a JSON object: %s", w->rpc, r.body);
     resp_free(&r);
@@ -579,7 +580,7 @@ Test(gateway, resource_exhausted_is_429_with_retry_after) {
   hdrs h;
   resp r = {0};
   bool throttled = false;
-  for (int i = 0; i < ostack_cfg()->auth.login_max_failures + 2 && !throttled; i++) {
+  for (int i = 0; i < stack_cfg()->auth.login_max_failures + 2 && !throttled; i++) {
     resp_free(&r);
     http(&r, "POST", "/v1/auth:login", body, with(&h, NULL, true));
     throttled = r.code == 429;
@@ -609,11 +610,11 @@ Test(gateway, deadline_exceeded_is_504_and_a_bad_timeout_400) {
   resp r;
   const char *xt[] = {h.auth, "X-Request-Timeout: 1m", NULL};
   with(&h, cust.token, false);
-  int64_t t0 = ostack_now_ms();
+  int64_t t0 = wait_now_ms();
   http(&r, "GET", path, NULL, xt);
   cr_assert_eq(r.code, 504, "%s", r.body);
   cr_assert_str_eq(err_status(&r), "DEADLINE_EXCEEDED");
-  cr_assert_lt(ostack_now_ms() - t0, 4000);
+  cr_assert_lt(wait_now_ms() - t0, 4000);
   resp_free(&r);
   const char *bad[] = {"X-Request-Timeout: soon", NULL};
   http(&r, "GET", "/v1/products", NULL, bad);
@@ -639,7 +640,13 @@ static proc *strict_gateway(int *p) {
                        "SHOP_GATEWAY__CONNECTION_TIMEOUT_S=2",
                        "SHOP_RPC__RETRY_MAX=1",
                        NULL};
-  return ostack_start("shop-gateway", NULL, env);
+  /* Its /readyz stays 503 (a backend is missing): it is started once its
+   * HTTP port answers. */
+  proc *g = stack_start_with("shop-gateway", &(stack_opts){.env = env, .no_wait = true});
+  long code = 0;
+  WAIT_UNTIL((code = status_of(*p, "/livez")) == 200, WAIT_MS,
+             "the second gateway answering on %d (/livez: %ld)", *p, code);
+  return g;
 }
 
 Test(gateway, unavailable_is_503_and_readyz_names_the_backend) {
@@ -659,7 +666,7 @@ Test(gateway, unavailable_is_503_and_readyz_names_the_backend) {
   http_at(&r, p, "GET", "/v1/products?page.pageSize=1", NULL, NULL);
   cr_assert_eq(r.code, 200, "%s", r.body);
   resp_free(&r);
-  cr_assert_eq(ostack_stop(g), 0);
+  cr_assert_eq(stack_stop(g), 0);
 }
 
 /* ---- bad HTTP input --------------------------------------------------------------------- */
@@ -683,7 +690,7 @@ Test(gateway, a_body_over_the_limit_is_413_and_is_not_read) {
   http_at(&r, p, "POST", "/v1/auth:login", big, chunked);
   cr_assert_eq(r.code, 413, "%s", r.body);
   resp_free(&r);
-  cr_assert_eq(ostack_stop(g), 0);
+  cr_assert_eq(stack_stop(g), 0);
 }
 
 Test(gateway, malformed_json_is_400_with_its_position) {
@@ -752,23 +759,38 @@ static int dial(int p) {
   return fd;
 }
 
-/* Reads until the peer closes or ms pass; returns what came (NUL-ended). */
-static size_t read_until_closed(int fd, char *buf, size_t len, int ms, bool *closed) {
-  size_t n = 0;
-  *closed = false;
-  int64_t until = ostack_now_ms() + ms;
-  while (ostack_now_ms() < until && n + 1 < len) {
-    struct pollfd pf = {.fd = fd, .events = POLLIN};
-    if (poll(&pf, 1, 100) <= 0) continue;
-    ssize_t k = recv(fd, buf + n, len - 1 - n, 0);
+typedef struct sock_read {
+  int fd;
+  char *buf;
+  size_t len, n;
+  bool closed;
+} sock_read;
+
+/* Takes what comes within 100 ms of the last bytes; true once the peer
+ * closed or buf is full. */
+static bool read_some(sock_read *s) {
+  struct pollfd pf = {.fd = s->fd, .events = POLLIN};
+  while (s->n + 1 < s->len && poll(&pf, 1, 100) > 0) {
+    ssize_t k = recv(s->fd, s->buf + s->n, s->len - 1 - s->n, 0);
     if (k <= 0) {
-      *closed = true;
+      s->closed = true;
       break;
     }
-    n += (size_t)k;
+    s->n += (size_t)k;
   }
-  buf[n] = '\0';
-  return n;
+  s->buf[s->n] = '\0';
+  return s->closed || s->n + 1 >= s->len;
+}
+
+/* Reads until the peer closes or ms pass; returns what came (NUL-ended). */
+static size_t read_until_closed(int fd, char *buf, size_t len, int ms, bool *closed) {
+  sock_read s = {.fd = fd, .buf = buf, .len = len};
+  buf[0] = '\0';
+  bool done;
+  WAIT_FOR(done, read_some(&s), ms);
+  (void)done; /* *closed says */
+  *closed = s.closed;
+  return s.n;
 }
 
 Test(gateway, a_stalled_client_is_cut_off_and_too_many_connections_get_503) {
@@ -780,10 +802,10 @@ Test(gateway, a_stalled_client_is_cut_off_and_too_many_connections_get_503) {
   cr_assert_eq(send(slow, half, strlen(half), 0), (ssize_t)strlen(half));
   char buf[4096];
   bool closed;
-  int64_t t0 = ostack_now_ms();
+  int64_t t0 = wait_now_ms();
   read_until_closed(slow, buf, sizeof buf, 8000, &closed);
   cr_assert(closed, "a stalled connection stayed open 8 s");
-  cr_assert_geq(ostack_now_ms() - t0, 1500);
+  cr_assert_geq(wait_now_ms() - t0, 1500);
   close(slow);
 
   /* max_connections is 2: the third gets a 503 in JSON and is closed. */
@@ -800,17 +822,10 @@ Test(gateway, a_stalled_client_is_cut_off_and_too_many_connections_get_503) {
   close(b);
   close(c);
   /* Once they are gone, a new one is served. */
-  resp r;
-  bool ok = false;
-  int64_t until = ostack_now_ms() + 5000;
-  while (!ok && ostack_now_ms() < until) {
-    http_at(&r, p, "GET", "/v1/products?page.pageSize=1", NULL, NULL);
-    ok = r.code == 200;
-    resp_free(&r);
-    if (!ok) usleep(50000);
-  }
-  cr_assert(ok, "no connection served after the others closed");
-  cr_assert_eq(ostack_stop(g), 0);
+  long code = 0;
+  WAIT_UNTIL((code = status_of(p, "/v1/products?page.pageSize=1")) == 200, 5000,
+             "a connection served after the others closed (last: %ld)", code);
+  cr_assert_eq(stack_stop(g), 0);
 }
 
 /* ---- headers ---------------------------------------------------------------------------- */

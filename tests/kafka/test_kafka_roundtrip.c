@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "shop/order/v1/events.pb-c.h"
+#include "support/wait.h"
 #include "testenv.h"
 
 static char errstr[512];
@@ -86,6 +87,19 @@ static const char *const ce_headers[][2] = {
 };
 #define NHEADERS (sizeof ce_headers / sizeof ce_headers[0])
 
+/* Polls once (500 ms at most): true when a record came; fails the test on
+ * a consumer error other than the end of a partition. */
+static bool next_record(rd_kafka_t *c, rd_kafka_message_t **m) {
+  *m = rd_kafka_consumer_poll(c, 500);
+  if (*m == NULL) return false;
+  if ((*m)->err == RD_KAFKA_RESP_ERR_NO_ERROR) return true;
+  cr_assert((*m)->err == RD_KAFKA_RESP_ERR__PARTITION_EOF, "consumer error: %s",
+            rd_kafka_message_errstr(*m));
+  rd_kafka_message_destroy(*m);
+  *m = NULL;
+  return false;
+}
+
 static void round_trip(const char *compression) {
   char topic[96], group[96];
   testenv_unique(topic, sizeof topic, "test.roundtrip.");
@@ -137,17 +151,7 @@ static void round_trip(const char *compression) {
   rd_kafka_topic_partition_list_destroy(subs);
 
   rd_kafka_message_t *m = NULL;
-  time_t until = time(NULL) + 60;
-  while (time(NULL) < until) {
-    m = rd_kafka_consumer_poll(c, 500);
-    if (m == NULL) continue;
-    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) break;
-    cr_assert(m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF, "consumer error: %s",
-              rd_kafka_message_errstr(m));
-    rd_kafka_message_destroy(m);
-    m = NULL;
-  }
-  cr_assert_not_null(m, "no record within 60 s through the consumer group");
+  WAIT_UNTIL(next_record(c, &m), 60000, "a record through the consumer group");
   cr_assert_eq(m->key_len, strlen(key));
   cr_assert_arr_eq(m->key, key, m->key_len);
   cr_assert_eq(m->len, vlen);

@@ -4,7 +4,6 @@
  * a worker, and a taken port stopping start-up. The programs run against
  * the test profile's MariaDB and Kafka (scripts/test.sh). */
 #include <criterion/criterion.h>
-#include <curl/curl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,64 +12,21 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "e2e_catalog/stack.h"
 #include "promtext.h"
 #include "rpc/rpc.h"
 #include "shop/product/v1/queries.pb-c.h"
 #include "support/proc.h"
+#include "support/stack.h"
+#include "support/wait.h"
 
 #define WAIT_MS 30000
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-typedef struct body {
-  char *p;
-  size_t n;
-} body;
-
-static size_t body_cb(char *data, size_t size, size_t nmemb, void *arg) {
-  body *b = arg;
-  size_t len = size * nmemb;
-  char *np = realloc(b->p, b->n + len + 1);
-  if (np == NULL) return 0;
-  b->p = np;
-  memcpy(b->p + b->n, data, len);
-  b->n += len;
-  b->p[b->n] = '\0';
-  return len;
-}
-
-/* The HTTP status of method url_path on the admin port; *out (may be
- * NULL) gets the body (free it). 0 when no answer. */
+/* The HTTP status of method path on the admin port; *out (may be NULL)
+ * gets the body (free it). 0 when no answer. */
 static long http(const char *method, int port, const char *path, char **out) {
   char url[256];
   snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-  body b = {calloc(1, 1), 0};
-  CURL *h = curl_easy_init();
-  cr_assert_not_null(h);
-  curl_easy_setopt(h, CURLOPT_URL, url);
-  curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-  if (strcmp(method, "POST") == 0) curl_easy_setopt(h, CURLOPT_POSTFIELDS, "x=1");
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 15000L);
-  long code = 0;
-  if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-  curl_easy_cleanup(h);
-  if (out != NULL)
-    *out = b.p;
-  else
-    free(b.p);
-  return code;
+  return proc_http(method, url, 15000, out);
 }
 
 /* Scrapes /metrics and parses every line (a line that does not parse
@@ -92,23 +48,17 @@ static void log_file(char *out, size_t len, const char *program) {
 }
 
 /* The admin port from the program's "serving ... admin http://h:port"
- * line; waits for it. */
-static int admin_port_from_log(const char *path) {
-  int64_t until = now_ms() + WAIT_MS;
-  while (now_ms() < until) {
-    FILE *f = fopen(path, "r");
-    char line[4096];
-    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-      const char *p = strstr(line, "admin http://127.0.0.1:");
-      if (p != NULL) {
-        fclose(f);
-        return atoi(p + strlen("admin http://127.0.0.1:"));
-      }
-    }
-    if (f != NULL) fclose(f);
-    nap_ms(50);
+ * line; 0 while there is none. */
+static int admin_port_in_log(const char *path) {
+  FILE *f = fopen(path, "r");
+  char line[4096];
+  int port = 0;
+  while (port == 0 && f != NULL && fgets(line, sizeof line, f) != NULL) {
+    const char *p = strstr(line, "admin http://127.0.0.1:");
+    if (p != NULL) port = atoi(p + strlen("admin http://127.0.0.1:"));
   }
-  return 0;
+  if (f != NULL) fclose(f);
+  return port;
 }
 
 static bool log_has(const char *path, const char *needle) {
@@ -121,67 +71,29 @@ static bool log_has(const char *path, const char *needle) {
   return found;
 }
 
-/* What a test started and has not stopped: a failed assertion ends the
- * test early, and the suite's fini kills these. */
-static proc *running[4];
+/* What a test started and did not stop is killed by stack_release. */
+TestSuite(admin_http, .fini = stack_release);
 
-static void kill_leftovers(void) {
-  for (size_t i = 0; i < 4; i++) {
-    proc_destroy(running[i]);
-    running[i] = NULL;
-  }
+static void stop(proc *p) { cr_expect_eq(stack_stop(p), 0, "exit status after SIGTERM"); }
+
+/* One look at /readyz; *code and *body (freed first) get the answer.
+ * True when it is want from a program past its start-up (a program still
+ * starting answers 503 "starting"). */
+static bool ready_is(int port, long want, long *code, char **body) {
+  free(*body);
+  *body = NULL;
+  *code = http("GET", port, "/readyz", body);
+  return *code == want && strncmp(*body, "starting", 8) != 0;
 }
 
-TestSuite(admin_http, .fini = kill_leftovers);
-
-/* Starts program with the test config plus args; env additions may be
- * NULL. probe: an RPC URL to wait on, or NULL. */
-static proc *start(const char *program, const char *const *args, const char *const *env,
-                   const char *probe, const char *logp) {
-  char bin[1024];
-  stack_bin(bin, sizeof bin, program);
-  const char *argv[16] = {"--config", stack_config()};
-  size_t n = 2;
-  for (size_t i = 0; args != NULL && args[i] != NULL && n < 15; i++) argv[n++] = args[i];
-  argv[n] = NULL;
-  proc_opts o = {.path = bin, .argv = argv, .env = env, .probe_url = probe, .log_path = logp};
-  proc *p = NULL;
-  char err[1024];
-  cr_assert_eq(proc_start(&p, &o, err, sizeof err), STATUS_OK, "%s: %s", program, err);
-  for (size_t i = 0; i < 4; i++)
-    if (running[i] == NULL) {
-      running[i] = p;
-      break;
-    }
-  return p;
-}
-
-static void forget(proc *p) {
-  for (size_t i = 0; i < 4; i++)
-    if (running[i] == p) running[i] = NULL;
-}
-
-static void stop(proc *p) {
-  forget(p);
-  int code = -1;
-  cr_expect_eq(proc_stop(p, 20000, &code), STATUS_OK);
-  cr_expect_eq(code, 0, "exit status %d", code);
-  proc_destroy(p);
-}
-
-/* Waits for /readyz to answer want; returns the last body (free it). */
+/* Waits for /readyz to answer want once start-up is over; returns the
+ * last body (free it). */
 static char *wait_ready(int port, long want) {
-  int64_t until = now_ms() + WAIT_MS;
-  for (;;) {
-    char *b = NULL;
-    long code = http("GET", port, "/readyz", &b);
-    if (code == want || now_ms() >= until) {
-      cr_assert_eq(code, want, "/readyz answered %ld: %s", code, b);
-      return b;
-    }
-    free(b);
-    nap_ms(100);
-  }
+  char *b = NULL;
+  long code = 0;
+  WAIT_UNTIL(ready_is(port, want, &code, &b), WAIT_MS, "/readyz answering %ld (last: %ld %s)", want,
+             code, b != NULL ? b : "");
+  return b;
 }
 
 static double handled(const prom_text *t, const char *svc, const char *method, const char *code) {
@@ -198,9 +110,10 @@ Test(admin_http, rpc_calls_move_the_grpc_metrics_by_exactly_the_calls_made) {
   log_file(logp, sizeof logp, "product-query");
   /* --listen without --admin-port: an ephemeral admin port, so that this
    * second instance never clashes with the configured one. */
-  proc *p = start("product-query", (const char *[]){"--listen", url, NULL}, NULL, url, logp);
-  int port = admin_port_from_log(logp);
-  cr_assert_gt(port, 0, "no admin port in %s", logp);
+  proc *p = stack_start_with("product-query",
+                             &(stack_opts){.url = url, .admin_port = -1, .log_path = logp});
+  int port = 0;
+  WAIT_UNTIL((port = admin_port_in_log(logp)) > 0, WAIT_MS, "an admin port in %s", logp);
 
   cr_assert_eq(http("GET", port, "/livez", NULL), 200);
   free(wait_ready(port, 200));
@@ -300,22 +213,15 @@ Test(admin_http, rpc_calls_move_the_grpc_metrics_by_exactly_the_calls_made) {
 Test(admin_http, a_worker_shows_its_consumer_lag_and_turns_ready) {
   char logp[1024];
   log_file(logp, sizeof logp, "inventory-worker");
-  proc *p =
-      start("inventory-worker", (const char *[]){"--admin-port", "0", NULL}, NULL, NULL, logp);
-  int port = admin_port_from_log(logp);
-  cr_assert_gt(port, 0, "no admin port in %s", logp);
+  proc *p = stack_start_with("inventory-worker", &(stack_opts){.no_wait = true, .log_path = logp});
+  int port = stack_admin_port(p);
   free(wait_ready(port, 200));
   /* The lag of a partition shows once librdkafka knows its high
    * watermark (the first fetch). */
   const char *const g[] = {"group", "inventory-worker", "topic", "shop.order.events.v1", NULL};
-  int64_t until = now_ms() + WAIT_MS;
-  prom_text t;
-  for (;;) {
-    scrape(port, &t);
-    if (prom_count(&t, "shop_consumer_lag", g) > 0 || now_ms() >= until) break;
-    prom_free(&t);
-    nap_ms(200);
-  }
+  prom_text t = {0};
+  WAIT_UNTIL((prom_free(&t), scrape(port, &t), prom_count(&t, "shop_consumer_lag", g) > 0), WAIT_MS,
+             "a shop_consumer_lag series of the order topic (%zu samples scraped)", t.n);
   cr_assert_gt(prom_count(&t, "shop_consumer_lag", g), 0);
   cr_assert_geq(prom_value(&t, "shop_consumer_lag", g), 0);
   cr_assert_gt(prom_value(&t, "shop_consumer_assigned_partitions",
@@ -336,11 +242,11 @@ Test(admin_http, readyz_is_503_while_the_consumer_has_no_partitions) {
   /* A broker address where nothing listens: the worker starts, its
    * consumer never joins the group. */
   snprintf(brokers, sizeof brokers, "SHOP_KAFKA__BROKERS=127.0.0.1:%d", proc_free_tcp_port());
-  proc *p = start("inventory-worker", (const char *[]){"--admin-port", "0", NULL},
-                  (const char *[]){brokers, NULL}, NULL, logp);
-  int port = admin_port_from_log(logp);
-  cr_assert_gt(port, 0, "no admin port in %s", logp);
-  cr_assert_eq(http("GET", port, "/livez", NULL), 200);
+  proc *p = stack_start_with(
+      "inventory-worker",
+      &(stack_opts){.env = (const char *[]){brokers, NULL}, .no_wait = true, .log_path = logp});
+  int port = stack_admin_port(p);
+  WAIT_UNTIL(http("GET", port, "/livez", NULL) == 200, WAIT_MS, "/livez answering 200 on %d", port);
   char *why = wait_ready(port, 503);
   cr_assert(strstr(why, "consumer inventory-worker: no partitions assigned") != NULL, "%s", why);
   free(why);
@@ -361,13 +267,10 @@ Test(admin_http, a_taken_admin_port_stops_start_up_with_the_address) {
   char port[16], logp[1024];
   snprintf(port, sizeof port, "%d", ntohs(sa.sin_port));
   log_file(logp, sizeof logp, "payment-worker");
-  proc *p = start("payment-worker", (const char *[]){"--admin-port", port, NULL}, NULL, NULL, logp);
-  int64_t until = now_ms() + WAIT_MS;
-  while (proc_alive(p) && now_ms() < until) nap_ms(50);
-  int code = -1;
-  proc_stop(p, 5000, &code);
-  forget(p);
-  proc_destroy(p);
+  proc *p = stack_start_with(
+      "payment-worker", &(stack_opts){.admin_port = atoi(port), .no_wait = true, .log_path = logp});
+  WAIT_UNTIL(!proc_alive(p), WAIT_MS, "payment-worker exiting on the taken port %s", port);
+  int code = stack_stop(p);
   close(fd);
   cr_assert_eq(code, 1);
   char want[64];

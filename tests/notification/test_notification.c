@@ -3,7 +3,6 @@
  * and a webhook receiver (http_sink.py), both on loopback, started and
  * stopped by each test. Events go to domtest's table, not Kafka. */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +17,7 @@
 #include "shop/order/v1/events.pb-c.h"
 #include "shop/user/v1/events.pb-c.h"
 #include "support/proc.h"
+#include "support/stack.h"
 
 typedef struct sink {
   proc *p;
@@ -34,25 +34,11 @@ static notify_smtp *smtp_ch;
 static notify_webhook *sms_ch, *push_ch;
 static notify_ctx ctx;
 
-static void sink_start(sink *s, const char *script) {
-  char err[512], port[16], path[512], ready[400], log[400];
-  snprintf(port, sizeof port, "%d", s->port);
-  snprintf(path, sizeof path, "%s/%s", SHOP_NOTIFY_TEST_DIR, script);
-  snprintf(ready, sizeof ready, "%s/ready", s->dir);
-  snprintf(log, sizeof log, "%s.log", s->dir);
-  unlink(ready);
-  const char *argv[] = {path, port, s->dir, NULL};
-  proc_opts o = {.path = "/usr/bin/python3", .argv = argv, .log_path = log};
-  cr_assert_eq(proc_start(&s->p, &o, err, sizeof err), STATUS_OK, "%s: %s", script, err);
-  for (int i = 0; i < 500 && access(ready, F_OK) != 0; i++) usleep(20000);
-  cr_assert_eq(access(ready, F_OK), 0, "%s did not start (see %s)", script, log);
-}
+static void sink_start(sink *s, const char *script) { s->p = stack_sink(script, s->port, s->dir); }
 
 static void sink_stop(sink *s) {
   if (s->p == NULL) return;
-  int code;
-  proc_stop(s->p, 10000, &code);
-  proc_destroy(s->p);
+  stack_stop(s->p);
   s->p = NULL;
 }
 
@@ -220,35 +206,25 @@ static void lines_make(lines *L) {
   L->total.currency = "EUR";
 }
 
+/* OrderConfirmed of the two lines of lines_make, for customer uid, in e. */
+static void order_confirmed(event *e, Shop__Order__V1__OrderConfirmed *m, lines *L, char *oid,
+                            const char *uid) {
+  domtest_id(oid);
+  lines_make(L);
+  shop__order__v1__order_confirmed__init(m);
+  m->order_id = oid;
+  m->customer_id = (char *)uid;
+  m->n_lines = 2;
+  m->lines = L->lp;
+  m->total = &L->total;
+  event_make(e, "shop.order.v1.OrderConfirmed", oid, 2, &m->base);
+}
+
 /* ---- What the receivers got ------------------------------------------------------------ */
 
-/* Concatenation of every file in dir whose name ends in ext; count. */
+/* Every file in dir whose name ends in ext, concatenated; count. */
 static char *received(const char *dir, const char *ext, int *count) {
-  *count = 0;
-  char *all = calloc(1, 1);
-  size_t len = 0;
-  DIR *d = opendir(dir);
-  if (d == NULL) return all;
-  struct dirent *de;
-  while ((de = readdir(d)) != NULL) {
-    size_t nl = strlen(de->d_name), el = strlen(ext);
-    if (nl < el || strcmp(de->d_name + nl - el, ext) != 0) continue;
-    char path[600];
-    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) continue;
-    char buf[8192];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    all = realloc(all, len + n + 2);
-    memcpy(all + len, buf, n);
-    len += n;
-    all[len++] = '\n';
-    all[len] = '\0';
-    (*count)++;
-  }
-  closedir(d);
-  return all;
+  return stack_sink_received(dir, ext, NULL, count);
 }
 
 /* ---- Tests ------------------------------------------------------------------------------ */
@@ -257,17 +233,10 @@ Test(notify, a_confirmation_email_carries_the_lines_and_total) {
   sink_start(&smtp, "smtp_sink.py");
   char uid[EVENTS_ID_SIZE], oid[EVENTS_ID_SIZE];
   user(uid, "ada@example.com", false, false);
-  domtest_id(oid);
   lines L;
-  lines_make(&L);
-  Shop__Order__V1__OrderConfirmed m = SHOP__ORDER__V1__ORDER_CONFIRMED__INIT;
-  m.order_id = oid;
-  m.customer_id = uid;
-  m.n_lines = 2;
-  m.lines = L.lp;
-  m.total = &L.total;
+  Shop__Order__V1__OrderConfirmed m;
   event e;
-  event_make(&e, "shop.order.v1.OrderConfirmed", oid, 2, &m.base);
+  order_confirmed(&e, &m, &L, oid, uid);
   cr_assert_eq(handle(&e, 1), STATUS_OK);
   cr_assert_eq(handle(&e, 1), STATUS_OK); /* a redelivery sends nothing more */
   int n = 0;
@@ -336,17 +305,10 @@ Test(notify, sms_and_push_webhooks_get_the_right_json) {
   sink_start(&smtp, "smtp_sink.py");
   char uid[EVENTS_ID_SIZE], oid[EVENTS_ID_SIZE];
   user(uid, "linus@example.com", true, true);
-  domtest_id(oid);
   lines L;
-  lines_make(&L);
-  Shop__Order__V1__OrderConfirmed m = SHOP__ORDER__V1__ORDER_CONFIRMED__INIT;
-  m.order_id = oid;
-  m.customer_id = uid;
-  m.n_lines = 2;
-  m.lines = L.lp;
-  m.total = &L.total;
+  Shop__Order__V1__OrderConfirmed m;
   event e;
-  event_make(&e, "shop.order.v1.OrderConfirmed", oid, 2, &m.base);
+  order_confirmed(&e, &m, &L, oid, uid);
   e.env.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
   cr_assert_eq(handle(&e, 1), STATUS_OK);
   int n = 0;
@@ -392,17 +354,10 @@ Test(notify, smtp_down_is_retried_and_delivered_once_when_back) {
     event_make(&e, "shop.user.v1.UserProfileUpdated", uid, 2, &u.base);
     cr_assert_eq(handle(&e, 1), STATUS_OK);
   }
-  domtest_id(oid);
   lines L;
-  lines_make(&L);
-  Shop__Order__V1__OrderConfirmed m = SHOP__ORDER__V1__ORDER_CONFIRMED__INIT;
-  m.order_id = oid;
-  m.customer_id = uid;
-  m.n_lines = 2;
-  m.lines = L.lp;
-  m.total = &L.total;
+  Shop__Order__V1__OrderConfirmed m;
   event e;
-  event_make(&e, "shop.order.v1.OrderConfirmed", oid, 2, &m.base);
+  order_confirmed(&e, &m, &L, oid, uid);
   cr_assert_eq(handle(&e, 1), STATUS_UNAVAILABLE); /* nobody listens: transient */
   char nid[100];
   snprintf(nid, sizeof nid, "%s:email", e.id);

@@ -13,6 +13,8 @@
 #include "order/order.h"
 #include "shop/inventory/v1/events.pb-c.h"
 #include "shop/payment/v1/events.pb-c.h"
+#include "support/account.h"
+#include "support/wait.h"
 
 #define T_CREATED "shop.order.v1.OrderCreated"
 #define T_CONFIRMED "shop.order.v1.OrderConfirmed"
@@ -386,28 +388,17 @@ Test(order_ops, the_sweeper_thread_takes_its_lock_and_cancels_due_orders) {
   char due[37];
   place(due, "cust-a");
   fake_now += 60000; /* the order is due from now on */
-  char dir[1024], password[256], err[512];
-  const char *secrets = getenv("SHOP_SECRETS_DIR");
-  const char *port = getenv("SHOP_MYSQL_PORT");
-  cr_assert(secrets != NULL && port != NULL, "run through make test");
-  snprintf(dir, sizeof dir, "%s/mysql", secrets);
-  cr_assert(db_password_from_dir(dir, "shop_test", password, sizeof password, err, sizeof err),
+  char password[256], err[512];
+  db_params p;
+  cr_assert(support_env_db_params(&p, "shop_test", "shop_test", password, sizeof password, err,
+                                  sizeof err),
             "%s", err);
-  db_params p = {.host = "127.0.0.1",
-                 .port = atoi(port),
-                 .user = "shop_test",
-                 .password = password,
-                 .database = "shop_test",
-                 .connect_timeout_ms = 5000};
   /* Two sweepers, as two instances would run them: one holds the lock. */
   order_sweeper *a = NULL, *b = NULL;
   cr_assert_eq(order_sweeper_start(&a, &ctx, &p, 50, err, sizeof err), STATUS_OK, "%s", err);
   cr_assert_eq(order_sweeper_start(&b, &ctx, &p, 50, err, sizeof err), STATUS_OK, "%s", err);
   bool ok = false;
-  for (int i = 0; i < 400 && !ok; i++) {
-    ok = domtest_count(db, due, T_CANCELLED) == 1;
-    if (!ok) usleep(25000);
-  }
+  WAIT_FOR(ok, domtest_count(db, due, T_CANCELLED) == 1, 10000);
   order_sweeper_stop(a);
   order_sweeper_stop(b);
   cr_assert(ok, "the sweeper cancelled the due order");

@@ -8,20 +8,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "e2e_catalog/stack.h"
 #include "events/events.h"
 #include "shop/inventory/v1/events.pb-c.h"
 #include "shop/product/v1/commands.pb-c.h"
 #include "shop/product/v1/queries.pb-c.h"
-#include "shop/user/v1/commands.pb-c.h"
+#include "support/stack.h"
+#include "support/wait.h"
 
 #define PCMD "product-command"
 #define PQRY "product-query"
 #define PCMD_SVC (&shop__product__v1__product_command_service__descriptor)
 #define PQRY_SVC (&shop__product__v1__product_query_service__descriptor)
-#define UCMD_SVC (&shop__user__v1__user_command_service__descriptor)
 #define WAIT_MS 10000
 
 ReportHook(PRE_ALL)(struct criterion_test_set *set) {
@@ -34,14 +32,6 @@ TestSuite(catalog, .init = stack_require, .fini = stack_release, .timeout = 60);
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
-static char *key(void) {
-  static char k[8][96];
-  static int i;
-  i = (i + 1) % 8;
-  stack_unique(k[i], sizeof k[i], "k");
-  return k[i];
-}
-
 static void free_msg(void *m) {
   if (m != NULL) protobuf_c_message_free_unpacked(m, NULL);
 }
@@ -53,39 +43,19 @@ static void slug(char *out, size_t len, const char *prefix) {
   snprintf(out, len, "%s", u);
 }
 
-static char *login_token(const char *email, const char *password) {
-  Shop__User__V1__LoginRequest req = SHOP__USER__V1__LOGIN_REQUEST__INIT;
-  req.email = (char *)email;
-  req.password = (char *)password;
-  Shop__User__V1__LoginResponse *r = NULL;
-  rpc_status st;
-  cr_assert_eq(stack_call("user-command", UCMD_SVC, "Login", &req.base, (ProtobufCMessage **)&r,
-                          NULL, key(), &st),
-               STATUS_OK, "Login: %s", st.message);
+static char *admin_token(void) {
+  char pw[256];
+  stack_admin_password(pw, sizeof pw);
+  Shop__User__V1__LoginResponse *r = stack_login("admin@shop.test", pw);
   char *tok = strdup(r->tokens->access_token);
   free_msg(r);
   return tok;
 }
 
-static char *admin_token(void) {
-  char pw[256];
-  stack_admin_password(pw, sizeof pw);
-  return login_token("admin@shop.test", pw);
-}
-
 static char *customer_token(void) {
-  char u[96], email[160];
-  stack_unique(u, sizeof u, "shopper");
-  snprintf(email, sizeof email, "%s@e2e.shop.test", u);
-  Shop__User__V1__RegisterUserRequest req = SHOP__USER__V1__REGISTER_USER_REQUEST__INIT;
-  req.email = email;
-  req.password = "correct horse battery staple";
-  req.name = "Shopper";
-  rpc_status st;
-  cr_assert_eq(
-      stack_call("user-command", UCMD_SVC, "RegisterUser", &req.base, NULL, NULL, key(), &st),
-      STATUS_OK, "%s", st.message);
-  return login_token(email, "correct horse battery staple");
+  stack_user u;
+  stack_customer(&u, "shopper", "Shopper");
+  return strdup(u.token);
 }
 
 typedef struct new_product {
@@ -115,7 +85,7 @@ static status_code try_create(const char *token, const new_product *np, const ch
 static Shop__Product__V1__CreateProductResponse *create(const char *token, const new_product *np) {
   Shop__Product__V1__CreateProductResponse *r = NULL;
   rpc_status st;
-  cr_assert_eq(try_create(token, np, key(), &r, &st), STATUS_OK, "CreateProduct: %s %s",
+  cr_assert_eq(try_create(token, np, stack_key(), &r, &st), STATUS_OK, "CreateProduct: %s %s",
                status_name(st.code), st.message);
   cr_assert_str_eq(r->consistency->aggregate_id, r->product_id);
   cr_assert_eq(r->consistency->version, 1);
@@ -332,12 +302,12 @@ Test(catalog, customers_and_anonymous_callers_cannot_write_the_catalog) {
   slug(sku, sizeof sku, "nope");
   new_product np = {.sku = sku, .name = "Forbidden", .category = "misc", .price = 100};
   rpc_status st;
-  cr_assert_eq(try_create(customer, &np, key(), NULL, &st), STATUS_PERMISSION_DENIED);
-  cr_assert_eq(try_create(NULL, &np, key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  cr_assert_eq(try_create(customer, &np, stack_key(), NULL, &st), STATUS_PERMISSION_DENIED);
+  cr_assert_eq(try_create(NULL, &np, stack_key(), NULL, &st), STATUS_UNAUTHENTICATED);
   Shop__Product__V1__RestockRequest rs = SHOP__PRODUCT__V1__RESTOCK_REQUEST__INIT;
   rs.product_id = "0190c3c2-7e4a-7b3c-8f00-1234567890ab";
   rs.quantity = 5;
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "Restock", &rs.base, NULL, customer, key(), &st),
+  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "Restock", &rs.base, NULL, customer, stack_key(), &st),
                STATUS_PERMISSION_DENIED);
   /* Archived products are for admins only. */
   Shop__Product__V1__ListProductsRequest lr = SHOP__PRODUCT__V1__LIST_PRODUCTS_REQUEST__INIT;
@@ -369,20 +339,20 @@ Test(catalog, price_rule_details_and_archive_are_read_back_with_their_tokens) {
   sp.expected_version = 1;
   Shop__Product__V1__SetPriceResponse *spr = NULL;
   cr_assert_eq(stack_call(PCMD, PCMD_SVC, "SetPrice", &sp.base, (ProtobufCMessage **)&spr, admin,
-                          key(), &st),
+                          stack_key(), &st),
                STATUS_OK, "%s", st.message);
   cr_assert_eq(spr->consistency->version, 2);
   /* The same price again changes nothing. */
   sp.expected_version = 0;
   Shop__Product__V1__SetPriceResponse *same = NULL;
   cr_assert_eq(stack_call(PCMD, PCMD_SVC, "SetPrice", &sp.base, (ProtobufCMessage **)&same, admin,
-                          key(), &st),
+                          stack_key(), &st),
                STATUS_OK);
   cr_assert_eq(same->consistency->version, 2);
   /* A stale expected version is ABORTED. */
   sp.expected_version = 1;
   price.units = 4000;
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "SetPrice", &sp.base, NULL, admin, key(), &st),
+  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "SetPrice", &sp.base, NULL, admin, stack_key(), &st),
                STATUS_ABORTED);
 
   Shop__Product__V1__SetInventoryRuleRequest sr =
@@ -392,8 +362,9 @@ Test(catalog, price_rule_details_and_archive_are_read_back_with_their_tokens) {
   rule.max_quantity_per_order = 5;
   sr.product_id = c->product_id;
   sr.inventory_rule = &rule;
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "SetInventoryRule", &sr.base, NULL, admin, key(), &st),
-               STATUS_OK, "%s", st.message);
+  cr_assert_eq(
+      stack_call(PCMD, PCMD_SVC, "SetInventoryRule", &sr.base, NULL, admin, stack_key(), &st),
+      STATUS_OK, "%s", st.message);
 
   Shop__Product__V1__UpdateProductRequest up = SHOP__PRODUCT__V1__UPDATE_PRODUCT_REQUEST__INIT;
   up.product_id = c->product_id;
@@ -402,7 +373,7 @@ Test(catalog, price_rule_details_and_archive_are_read_back_with_their_tokens) {
   up.description = "Warm light.";
   Shop__Product__V1__UpdateProductResponse *upr = NULL;
   cr_assert_eq(stack_call(PCMD, PCMD_SVC, "UpdateProduct", &up.base, (ProtobufCMessage **)&upr,
-                          admin, key(), &st),
+                          admin, stack_key(), &st),
                STATUS_OK, "%s", st.message);
   cr_assert_eq(upr->consistency->version, 4);
   Shop__Product__V1__GetProductResponse *h = NULL;
@@ -419,16 +390,16 @@ Test(catalog, price_rule_details_and_archive_are_read_back_with_their_tokens) {
   ar.product_id = c->product_id;
   Shop__Product__V1__ArchiveProductResponse *arr = NULL, *again = NULL;
   cr_assert_eq(stack_call(PCMD, PCMD_SVC, "ArchiveProduct", &ar.base, (ProtobufCMessage **)&arr,
-                          admin, key(), &st),
+                          admin, stack_key(), &st),
                STATUS_OK, "%s", st.message);
   cr_assert_eq(arr->consistency->version, 5);
   cr_assert_eq(stack_call(PCMD, PCMD_SVC, "ArchiveProduct", &ar.base, (ProtobufCMessage **)&again,
-                          admin, key(), &st),
+                          admin, stack_key(), &st),
                STATUS_OK, "archiving an archived product succeeds");
   cr_assert_eq(again->consistency->version, 5, "...and changes nothing");
   price.units = 100;
   sp.expected_version = 0;
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "SetPrice", &sp.base, NULL, admin, key(), &st),
+  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "SetPrice", &sp.base, NULL, admin, stack_key(), &st),
                STATUS_FAILED_PRECONDITION);
 
   /* Hidden from the catalog, still readable by id (marked), listed for an
@@ -468,15 +439,15 @@ Test(catalog, restock_numbers_its_restocks_and_unknown_products_are_not_found) {
   rs.reference = "PO-4711";
   for (int i = 1; i <= 2; i++) {
     Shop__Product__V1__RestockResponse *r = NULL;
-    cr_assert_eq(
-        stack_call(PCMD, PCMD_SVC, "Restock", &rs.base, (ProtobufCMessage **)&r, admin, key(), &st),
-        STATUS_OK, "%s", st.message);
+    cr_assert_eq(stack_call(PCMD, PCMD_SVC, "Restock", &rs.base, (ProtobufCMessage **)&r, admin,
+                            stack_key(), &st),
+                 STATUS_OK, "%s", st.message);
     cr_assert_eq(r->restock_sequence, i);
     cr_assert_eq(r->consistency->version, 1 + i);
     free_msg(r);
   }
   rs.product_id = "0190c3c2-7e4a-7b3c-8f00-1234567890ab";
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "Restock", &rs.base, NULL, admin, key(), &st),
+  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "Restock", &rs.base, NULL, admin, stack_key(), &st),
                STATUS_NOT_FOUND);
   Shop__Product__V1__GetProductRequest g = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
   g.product_id = "0190c3c2-7e4a-7b3c-8f00-1234567890ab";
@@ -493,13 +464,13 @@ Test(catalog, duplicate_sku_is_already_exists_whatever_its_case) {
   new_product np = {.sku = sku, .name = "One", .category = "misc", .price = 100};
   free_msg(create(admin, &np));
   rpc_status st;
-  cr_assert_eq(try_create(admin, &np, key(), NULL, &st), STATUS_ALREADY_EXISTS);
+  cr_assert_eq(try_create(admin, &np, stack_key(), NULL, &st), STATUS_ALREADY_EXISTS);
   cr_assert(stack_has_violation(&st, "sku"));
   snprintf(upper, sizeof upper, "%s", sku);
   for (char *p = upper; *p != '\0'; p++)
     if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 'a' + 'A');
   np.sku = upper;
-  cr_assert_eq(try_create(admin, &np, key(), NULL, &st), STATUS_ALREADY_EXISTS);
+  cr_assert_eq(try_create(admin, &np, stack_key(), NULL, &st), STATUS_ALREADY_EXISTS);
   free(admin);
 }
 
@@ -509,7 +480,7 @@ Test(catalog, a_repeated_command_with_the_same_key_changes_nothing) {
   slug(sku, sizeof sku, "idem");
   slug(cat, sizeof cat, "idem");
   new_product np = {.sku = sku, .name = "Once", .category = cat, .price = 100, .stock = 1};
-  const char *k = key();
+  const char *k = stack_key();
   Shop__Product__V1__CreateProductResponse *a = NULL, *b = NULL;
   rpc_status st;
   cr_assert_eq(try_create(admin, &np, k, &a, &st), STATUS_OK, "%s", st.message);
@@ -521,7 +492,7 @@ Test(catalog, a_repeated_command_with_the_same_key_changes_nothing) {
   Shop__Product__V1__RestockRequest rs = SHOP__PRODUCT__V1__RESTOCK_REQUEST__INIT;
   rs.product_id = a->product_id;
   rs.quantity = 4;
-  const char *k2 = key();
+  const char *k2 = stack_key();
   Shop__Product__V1__RestockResponse *r1 = NULL, *r2 = NULL;
   cr_assert_eq(
       stack_call(PCMD, PCMD_SVC, "Restock", &rs.base, (ProtobufCMessage **)&r1, admin, k2, &st),
@@ -604,22 +575,25 @@ static void publish_stock(const char *product_id, int64_t available, int64_t ver
 /* Reads the product (at least at the version of t) until its stock
  * reaches version, for at most 20 s: the consistency token covers the
  * product's own version, not the stock's. */
+/* Whether the product's stock has reached version; *h holds the last
+ * read and *seen its stock version. */
+static bool stock_at(const char *id, Shop__Common__V1__ConsistencyToken *t, int64_t version,
+                     Shop__Product__V1__GetProductResponse **h, int64_t *seen) {
+  free_msg(*h);
+  *h = NULL;
+  *seen = get_product(id, t, NULL, h)->stock->version;
+  return *seen >= version;
+}
+
 static Shop__Product__V1__GetProductResponse *await_stock(const char *id,
                                                           Shop__Common__V1__ConsistencyToken *t,
                                                           int64_t version) {
-  struct timespec start, now;
-  clock_gettime(CLOCK_MONOTONIC, &start);
-  for (;;) {
-    Shop__Product__V1__GetProductResponse *h = NULL;
-    Shop__Product__V1__Product *p = get_product(id, t, NULL, &h);
-    if (p->stock->version >= version) return h;
-    free_msg(h);
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    cr_assert_lt(now.tv_sec - start.tv_sec, 20, "stock version %lld never arrived",
-                 (long long)version);
-    struct timespec ts = {0, 20 * 1000000L};
-    nanosleep(&ts, NULL);
-  }
+  Shop__Product__V1__GetProductResponse *h = NULL;
+  int64_t seen = -1;
+  WAIT_UNTIL(stock_at(id, t, version, &h, &seen), 20000,
+             "stock version %lld of product %s (last seen %lld)", (long long)version, id,
+             (long long)seen);
+  return h;
 }
 
 Test(catalog, available_stock_follows_the_inventory_workers_stock_level_events) {
@@ -648,8 +622,8 @@ Test(catalog, available_stock_follows_the_inventory_workers_stock_level_events) 
 
 static void assert_create_invalid(const char *admin, new_product np, const char *field) {
   rpc_status st;
-  cr_assert_eq(try_create(admin, &np, key(), NULL, &st), STATUS_INVALID_ARGUMENT, "%s: got %s",
-               field, status_name(st.code));
+  cr_assert_eq(try_create(admin, &np, stack_key(), NULL, &st), STATUS_INVALID_ARGUMENT,
+               "%s: got %s", field, status_name(st.code));
   cr_assert(stack_has_violation(&st, field), "no violation on %s (%s)", field, st.message);
 }
 
@@ -710,9 +684,9 @@ Test(catalog, create_product_validates_every_field) {
   rpc_status st;
   Shop__Product__V1__CreateProductRequest req = SHOP__PRODUCT__V1__CREATE_PRODUCT_REQUEST__INIT;
   req.sku = sku;
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "CreateProduct", &req.base, NULL, admin, key(), &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "details"));
+  STACK_ASSERT_INVALID(
+      stack_call(PCMD, PCMD_SVC, "CreateProduct", &req.base, NULL, admin, stack_key(), &st), st,
+      "details");
   cr_assert(stack_has_violation(&st, "price"));
   Shop__Product__V1__ProductDetails d = SHOP__PRODUCT__V1__PRODUCT_DETAILS__INIT;
   Shop__Common__V1__Money price = SHOP__COMMON__V1__MONEY__INIT;
@@ -725,14 +699,14 @@ Test(catalog, create_product_validates_every_field) {
   req.details = &d;
   req.price = &price;
   req.inventory_rule = &rule;
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "CreateProduct", &req.base, NULL, admin, key(), &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "inventory_rule.low_stock_threshold"));
+  STACK_ASSERT_INVALID(
+      stack_call(PCMD, PCMD_SVC, "CreateProduct", &req.base, NULL, admin, stack_key(), &st), st,
+      "inventory_rule.low_stock_threshold");
   rule.low_stock_threshold = 0;
   rule.max_quantity_per_order = -2;
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "CreateProduct", &req.base, NULL, admin, key(), &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "inventory_rule.max_quantity_per_order"));
+  STACK_ASSERT_INVALID(
+      stack_call(PCMD, PCMD_SVC, "CreateProduct", &req.base, NULL, admin, stack_key(), &st), st,
+      "inventory_rule.max_quantity_per_order");
   free(admin);
 }
 
@@ -745,57 +719,57 @@ Test(catalog, other_commands_and_queries_validate_their_fields) {
   up.product_id = "1; DROP TABLE products";
   up.name_update_case = SHOP__PRODUCT__V1__UPDATE_PRODUCT_REQUEST__NAME_UPDATE_NAME;
   up.name = "ok";
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "UpdateProduct", &up.base, NULL, admin, key(), &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "product_id"));
+  STACK_ASSERT_INVALID(
+      stack_call(PCMD, PCMD_SVC, "UpdateProduct", &up.base, NULL, admin, stack_key(), &st), st,
+      "product_id");
   up.product_id = (char *)some_id;
   up.name_update_case = 0;
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "UpdateProduct", &up.base, NULL, admin, key(), &st),
+  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "UpdateProduct", &up.base, NULL, admin, stack_key(), &st),
                STATUS_INVALID_ARGUMENT);
   up.category_update_case = SHOP__PRODUCT__V1__UPDATE_PRODUCT_REQUEST__CATEGORY_UPDATE_CATEGORY;
   up.category = "Not A Slug";
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "UpdateProduct", &up.base, NULL, admin, key(), &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "category"));
+  STACK_ASSERT_INVALID(
+      stack_call(PCMD, PCMD_SVC, "UpdateProduct", &up.base, NULL, admin, stack_key(), &st), st,
+      "category");
   up.category = "fine";
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "UpdateProduct", &up.base, NULL, admin, key(), &st),
+  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "UpdateProduct", &up.base, NULL, admin, stack_key(), &st),
                STATUS_NOT_FOUND, "valid, but no such product");
   /* SetPrice */
   Shop__Product__V1__SetPriceRequest sp = SHOP__PRODUCT__V1__SET_PRICE_REQUEST__INIT;
   sp.product_id = (char *)some_id;
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "SetPrice", &sp.base, NULL, admin, key(), &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "price"));
+  STACK_ASSERT_INVALID(
+      stack_call(PCMD, PCMD_SVC, "SetPrice", &sp.base, NULL, admin, stack_key(), &st), st, "price");
   /* SetInventoryRule */
   Shop__Product__V1__SetInventoryRuleRequest sr =
       SHOP__PRODUCT__V1__SET_INVENTORY_RULE_REQUEST__INIT;
   sr.product_id = (char *)some_id;
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "SetInventoryRule", &sr.base, NULL, admin, key(), &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "inventory_rule"));
+  STACK_ASSERT_INVALID(
+      stack_call(PCMD, PCMD_SVC, "SetInventoryRule", &sr.base, NULL, admin, stack_key(), &st), st,
+      "inventory_rule");
   /* Restock */
   Shop__Product__V1__RestockRequest rs = SHOP__PRODUCT__V1__RESTOCK_REQUEST__INIT;
   rs.product_id = (char *)some_id;
   int64_t qs[] = {0, -3, 1000000001LL};
   for (int i = 0; i < 3; i++) {
     rs.quantity = qs[i];
-    cr_assert_eq(stack_call(PCMD, PCMD_SVC, "Restock", &rs.base, NULL, admin, key(), &st),
-                 STATUS_INVALID_ARGUMENT);
-    cr_assert(stack_has_violation(&st, "quantity"));
+    STACK_ASSERT_INVALID(
+        stack_call(PCMD, PCMD_SVC, "Restock", &rs.base, NULL, admin, stack_key(), &st), st,
+        "quantity");
   }
   char longref[600];
   memset(longref, 'r', 501);
   longref[501] = '\0';
   rs.quantity = 1;
   rs.reference = longref;
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "Restock", &rs.base, NULL, admin, key(), &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "reference"));
+  STACK_ASSERT_INVALID(
+      stack_call(PCMD, PCMD_SVC, "Restock", &rs.base, NULL, admin, stack_key(), &st), st,
+      "reference");
   /* ArchiveProduct */
   Shop__Product__V1__ArchiveProductRequest ar = SHOP__PRODUCT__V1__ARCHIVE_PRODUCT_REQUEST__INIT;
   ar.product_id = "";
-  cr_assert_eq(stack_call(PCMD, PCMD_SVC, "ArchiveProduct", &ar.base, NULL, admin, key(), &st),
-               STATUS_INVALID_ARGUMENT);
+  cr_assert_eq(
+      stack_call(PCMD, PCMD_SVC, "ArchiveProduct", &ar.base, NULL, admin, stack_key(), &st),
+      STATUS_INVALID_ARGUMENT);
   /* ListProducts */
   Shop__Product__V1__ListProductsRequest lr = SHOP__PRODUCT__V1__LIST_PRODUCTS_REQUEST__INIT;
   Shop__Common__V1__PageRequest page = SHOP__COMMON__V1__PAGE_REQUEST__INIT;
@@ -803,15 +777,14 @@ Test(catalog, other_commands_and_queries_validate_their_fields) {
   int32_t sizes[] = {-1, 501};
   for (int i = 0; i < 2; i++) {
     page.page_size = sizes[i];
-    cr_assert_eq(stack_call(PQRY, PQRY_SVC, "ListProducts", &lr.base, NULL, NULL, NULL, &st),
-                 STATUS_INVALID_ARGUMENT);
-    cr_assert(stack_has_violation(&st, "page.page_size"));
+    STACK_ASSERT_INVALID(
+        stack_call(PQRY, PQRY_SVC, "ListProducts", &lr.base, NULL, NULL, NULL, &st), st,
+        "page.page_size");
   }
   page.page_size = 0;
   page.page_token = "garbage!";
-  cr_assert_eq(stack_call(PQRY, PQRY_SVC, "ListProducts", &lr.base, NULL, NULL, NULL, &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "page.page_token"));
+  STACK_ASSERT_INVALID(stack_call(PQRY, PQRY_SVC, "ListProducts", &lr.base, NULL, NULL, NULL, &st),
+                       st, "page.page_token");
   page.page_token = "";
   Shop__Common__V1__Money lo = SHOP__COMMON__V1__MONEY__INIT, hi = SHOP__COMMON__V1__MONEY__INIT;
   lo.units = 500;
@@ -820,30 +793,25 @@ Test(catalog, other_commands_and_queries_validate_their_fields) {
   hi.currency = "EUR";
   lr.min_price = &lo;
   lr.max_price = &hi;
-  cr_assert_eq(stack_call(PQRY, PQRY_SVC, "ListProducts", &lr.base, NULL, NULL, NULL, &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "max_price.units"));
+  STACK_ASSERT_INVALID(stack_call(PQRY, PQRY_SVC, "ListProducts", &lr.base, NULL, NULL, NULL, &st),
+                       st, "max_price.units");
   hi.units = 900;
   hi.currency = "GBP";
-  cr_assert_eq(stack_call(PQRY, PQRY_SVC, "ListProducts", &lr.base, NULL, NULL, NULL, &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "max_price.currency"));
+  STACK_ASSERT_INVALID(stack_call(PQRY, PQRY_SVC, "ListProducts", &lr.base, NULL, NULL, NULL, &st),
+                       st, "max_price.currency");
   lr.min_price = lr.max_price = NULL;
   lr.category = "NOT_A_SLUG";
-  cr_assert_eq(stack_call(PQRY, PQRY_SVC, "ListProducts", &lr.base, NULL, NULL, NULL, &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "category"));
+  STACK_ASSERT_INVALID(stack_call(PQRY, PQRY_SVC, "ListProducts", &lr.base, NULL, NULL, NULL, &st),
+                       st, "category");
   lr.category = "";
   lr.sort = (Shop__Product__V1__ProductSort)9;
-  cr_assert_eq(stack_call(PQRY, PQRY_SVC, "ListProducts", &lr.base, NULL, NULL, NULL, &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "sort"));
+  STACK_ASSERT_INVALID(stack_call(PQRY, PQRY_SVC, "ListProducts", &lr.base, NULL, NULL, NULL, &st),
+                       st, "sort");
   /* GetProduct */
   Shop__Product__V1__GetProductRequest g = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
   g.product_id = "x";
-  cr_assert_eq(stack_call(PQRY, PQRY_SVC, "GetProduct", &g.base, NULL, NULL, NULL, &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "product_id"));
+  STACK_ASSERT_INVALID(stack_call(PQRY, PQRY_SVC, "GetProduct", &g.base, NULL, NULL, NULL, &st), st,
+                       "product_id");
   /* A consistency token ahead of the projection. */
   Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
   Shop__Common__V1__ConsistencyToken t = SHOP__COMMON__V1__CONSISTENCY_TOKEN__INIT;

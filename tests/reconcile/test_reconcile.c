@@ -6,7 +6,6 @@
  * is never touched; the database is dropped afterwards. */
 #include <criterion/criterion.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -373,10 +372,16 @@ Test(reconcile, since_and_sku_prefix_leave_older_and_other_books_out) {
   reconcile_report_free(&r);
 }
 
-static void *capture_later(void *arg) {
-  const char *id = arg;
-  struct timespec ts = {1, 0};
-  nanosleep(&ts, NULL);
+/* Between the first run (which finds the capture missing) and the
+ * second: the capture lands. */
+typedef struct late_capture {
+  const char *order_id;
+  bool written;
+} late_capture;
+
+static void capture_between_runs_cb(int runs, const reconcile_report *r, void *arg) {
+  late_capture *lc = arg;
+  if (runs != 1) return;
   char err[512];
   db_conn *c = testenv_db_connect("shop_migrate", dbname);
   char text[600];
@@ -384,14 +389,15 @@ static void *capture_later(void *arg) {
            "INSERT INTO payment_attempts (order_id, operation, attempt, gateway_key, "
            "amount_units, outcome, reference, latency_ms, created_ms) VALUES ('%s', 2, 1, 'k', "
            "100, 1, 'cap-late', 0, 0)",
-           id);
+           lc->order_id);
   status_code st = db_exec(c, text, NULL, 0, NULL, NULL, err, sizeof err);
   if (st == STATUS_OK) {
-    snprintf(text, sizeof text, "UPDATE payments SET status = 4 WHERE order_id = '%s'", id);
+    snprintf(text, sizeof text, "UPDATE payments SET status = 4 WHERE order_id = '%s'",
+             lc->order_id);
     st = db_exec(c, text, NULL, 0, NULL, NULL, err, sizeof err);
   }
   db_close(c);
-  return st == STATUS_OK ? arg : NULL;
+  lc->written = st == STATUS_OK;
 }
 
 Test(reconcile, settle_runs_again_until_a_late_capture_lands) {
@@ -403,15 +409,14 @@ Test(reconcile, settle_runs_again_until_a_late_capture_lands) {
   id_of(o, 'z', 1);
   order(o, p1, "RC-MUG", 1, CONFIRMED, 2, R_RESERVED, 0, 0);
   attempt(o, AUTH, "auth-z1", 100);
-  pthread_t t;
-  cr_assert_eq(pthread_create(&t, NULL, capture_later, o), 0);
+  late_capture lc = {.order_id = o};
   reconcile_opts ro;
   reconcile_opts_init(&ro);
   ro.settle_ms = 20000;
+  ro.between_runs_cb = capture_between_runs_cb;
+  ro.between_runs_arg = &lc;
   reconcile_report r = run(&ro);
-  void *ok = NULL;
-  pthread_join(t, &ok);
-  cr_assert_not_null(ok, "the late capture was not written");
+  cr_assert(lc.written, "the late capture was not written");
   cr_expect_eq(r.findings_count, 0, "%s", r.findings_count ? r.findings[0].why : "");
   cr_expect_gt(r.runs, 1, "the first run saw the missing capture");
   cr_expect_eq(r.events, 7, "later runs verify the chain from where the first one ended");

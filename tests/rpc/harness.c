@@ -11,15 +11,25 @@
 #include "command/command.h"
 #include "shop/rpc/v1/rpc.pb-c.h"
 
-int64_t th_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+static void *sleep_call_main(void *arg) {
+  th_sleep_call *s = arg;
+  Shop__Testing__V1__SleepRequest req = SHOP__TESTING__V1__SLEEP_REQUEST__INIT;
+  req.duration_ms = s->duration_ms;
+  ProtobufCMessage *out = NULL;
+  rpc_call_opts o = {.timeout_ms = s->timeout_ms > 0 ? s->timeout_ms : 30000, .no_retry = true};
+  int64_t t0 = wait_now_ms();
+  s->rc = rpc_client_call_sync(s->c, &shop__testing__v1__echo_service__descriptor, "Sleep",
+                               &req.base, &out, &o, NULL);
+  s->took_ms = wait_now_ms() - t0;
+  if (out != NULL) {
+    s->slept = ((Shop__Testing__V1__SleepResponse *)out)->slept_ms;
+    protobuf_c_message_free_unpacked(out, NULL);
+  }
+  return NULL;
 }
 
-void th_sleep_ms(int ms) {
-  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
+void th_sleep_start(th_sleep_call *s) {
+  cr_assert_eq(pthread_create(&s->t, NULL, sleep_call_main, s), 0);
 }
 
 /* ---- handlers ------------------------------------------------------------------ */
@@ -94,24 +104,22 @@ static void thh_sleep(Shop__Testing__V1__EchoService_Service *svc,
   th_ctx *ctx = rpc_call_service_ctx(call);
   atomic_fetch_add(&ctx->sleep_calls, 1);
   Shop__Testing__V1__SleepResponse r = SHOP__TESTING__V1__SLEEP_RESPONSE__INIT;
-  int64_t t0 = th_now_ms();
+  int64_t t0 = wait_now_ms();
   if (ctx->block) {
     pthread_mutex_lock(&ctx->mu);
     ctx->running++;
     if (ctx->running > ctx->peak) ctx->peak = ctx->running;
     pthread_cond_broadcast(&ctx->cv);
     /* Bounded: a test that forgets to release still ends. */
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 20;
+    struct timespec until = wait_abstime(20000);
     while (!ctx->released)
       if (pthread_cond_timedwait(&ctx->cv, &ctx->mu, &until) != 0) break;
     ctx->running--;
     pthread_mutex_unlock(&ctx->mu);
   } else {
-    while (th_now_ms() - t0 < in->duration_ms && !rpc_call_cancelled(call)) th_sleep_ms(2);
+    while (wait_now_ms() - t0 < in->duration_ms && !rpc_call_cancelled(call)) wait_sleep_ms(2);
   }
-  r.slept_ms = (int32_t)(th_now_ms() - t0);
+  r.slept_ms = (int32_t)(wait_now_ms() - t0);
   closure(&r, data);
 }
 
@@ -134,7 +142,7 @@ static status_code cmd_apply_cb(db_conn *db, void *arg, command_outcome *out, ch
               "executions + 1",
               p, 2, NULL, NULL, errbuf, errlen);
   if (rc != STATUS_OK) return rc;
-  if (j->ctx->command_delay_ms > 0) th_sleep_ms(j->ctx->command_delay_ms);
+  if (j->ctx->command_delay_ms > 0) wait_sleep_ms(j->ctx->command_delay_ms);
   int64_t n = 0;
   rc = db_query_i64(db, "SELECT executions FROM rpc_test_counter WHERE name = ?", p, 1, &n, errbuf,
                     errlen);
@@ -223,14 +231,7 @@ void th_release(th_ctx *ctx) {
 }
 
 bool th_wait_peak(th_ctx *ctx, int peak, int timeout_ms) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += timeout_ms / 1000;
-  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  struct timespec until = wait_abstime(timeout_ms);
   pthread_mutex_lock(&ctx->mu);
   while (ctx->peak < peak)
     if (pthread_cond_timedwait(&ctx->cv, &ctx->mu, &until) != 0) break;

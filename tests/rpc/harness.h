@@ -26,6 +26,7 @@
 #include "db/db.h"
 #include "rpc/rpc.h"
 #include "shop/testing/v1/echo.pb-c.h"
+#include "support/wait.h"
 
 #define TH_KEY "shop-test-signing-key-0123456789abcdef"
 #define TH_ISSUER "shop-test"
@@ -83,6 +84,22 @@ rpc_client *th_client_nowait(const char *url, int max_message_bytes, int retry_m
 /* A token signed with TH_KEY. */
 void th_token(char *buf, size_t len, const char *sub, auth_role role, int64_t iat);
 
+/* A Sleep call of duration_ms (0: until released when ctx.block is set)
+ * made on a thread of its own, with timeout_ms (0: 30000) and no retry:
+ * th_sleep_start starts it; join s->t, then read rc, slept (the handler's
+ * answer) and took_ms. */
+typedef struct th_sleep_call {
+  rpc_client *c;
+  int duration_ms;
+  int64_t timeout_ms;
+  status_code rc;
+  int32_t slept;
+  int64_t took_ms;
+  pthread_t t;
+} th_sleep_call;
+
+void th_sleep_start(th_sleep_call *s);
+
 /* Echo through the generated stub; returns the code, copies the reply's
  * message into out (may be NULL). */
 status_code th_echo(rpc_client *c, const char *message, const rpc_call_opts *opts, char *out,
@@ -96,8 +113,5 @@ int th_raw_exchange(const char *url, const void *frame, size_t len, void **reply
 /* Packs a RequestEnvelope. */
 size_t th_pack_envelope(const char *method, const char *request_id, int64_t timeout_ms,
                         const void *payload, size_t payload_len, uint8_t **out);
-
-int64_t th_now_ms(void);
-void th_sleep_ms(int ms);
 
 #endif

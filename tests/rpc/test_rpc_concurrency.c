@@ -8,23 +8,6 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "harness.h"
 
-typedef struct sleeper {
-  rpc_client *c;
-  status_code rc;
-  pthread_t t;
-} sleeper;
-
-static void *do_sleep(void *arg) {
-  sleeper *s = arg;
-  Shop__Testing__V1__SleepRequest req = SHOP__TESTING__V1__SLEEP_REQUEST__INIT;
-  ProtobufCMessage *out = NULL;
-  rpc_call_opts o = {.timeout_ms = 30000, .no_retry = true};
-  s->rc = rpc_client_call_sync(s->c, &shop__testing__v1__echo_service__descriptor, "Sleep",
-                               &req.base, &out, &o, NULL);
-  if (out != NULL) protobuf_c_message_free_unpacked(out, NULL);
-  return NULL;
-}
-
 static int health_status(rpc_client *c) {
   Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
   ProtobufCMessage *out = NULL;
@@ -45,19 +28,16 @@ Test(rpc_concurrency, sixty_four_blocked_calls_run_pool_size_handlers_at_once) {
   srv->ctx.block = true;
   rpc_client *c = th_client(srv->url, 0, 0);
   cr_assert(rpc_client_wait_connected(c, 5000));
-  sleeper s[CALLS];
+  th_sleep_call s[CALLS];
   for (int i = 0; i < CALLS; i++) {
-    s[i].c = c;
-    pthread_create(&s[i].t, NULL, do_sleep, &s[i]);
+    s[i] = (th_sleep_call){.c = c};
+    th_sleep_start(&s[i]);
   }
   cr_assert(th_wait_peak(&srv->ctx, WORKERS, 10000), "the pool fills up");
   /* Every other call waits in the queue; none runs beyond the pool. */
   rpc_server_stats ss = {0};
-  for (int64_t until = th_now_ms() + 10000; th_now_ms() < until; th_sleep_ms(5)) {
-    rpc_server_stats_get(srv->srv, &ss);
-    if (ss.queued == CALLS - WORKERS) break;
-  }
-  cr_assert_eq(ss.queued, CALLS - WORKERS);
+  WAIT_UNTIL((rpc_server_stats_get(srv->srv, &ss), ss.queued == CALLS - WORKERS), 10000,
+             "%d calls queued (%llu)", CALLS - WORKERS, (unsigned long long)ss.queued);
   pthread_mutex_lock(&srv->ctx.mu);
   int running = srv->ctx.running;
   pthread_mutex_unlock(&srv->ctx.mu);
@@ -90,9 +70,9 @@ Test(rpc_concurrency, a_server_restart_gives_unavailable_then_the_client_recover
       STATUS_UNAVAILABLE, "%s: %s", status_name(st.code), st.message);
   th_server *b = th_server_start(&(th_opts){.url = url});
   status_code rc = STATUS_UNAVAILABLE;
-  for (int64_t until = th_now_ms() + 10000; rc != STATUS_OK && th_now_ms() < until;)
-    rc = th_echo(c, "three", &(rpc_call_opts){.timeout_ms = 1000, .no_retry = true}, NULL, 0, &st);
-  cr_assert_eq(rc, STATUS_OK, "recovered: %s", st.message);
+  WAIT_UNTIL((rc = th_echo(c, "three", &(rpc_call_opts){.timeout_ms = 1000, .no_retry = true}, NULL,
+                           0, &st)) == STATUS_OK,
+             10000, "the client recovered (last: %s %s)", status_name(rc), st.message);
   /* And with the client's own retries, a call just works. */
   rpc_client_destroy(c);
   th_server_stop(b);
@@ -116,13 +96,12 @@ Test(rpc_concurrency, draining_refuses_new_calls_and_finishes_running_ones) {
   srv->ctx.block = true;
   rpc_client *c = th_client(srv->url, 0, 0);
   cr_assert_eq(health_status(c), GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
-  sleeper running = {.c = c};
-  pthread_create(&running.t, NULL, do_sleep, &running);
+  th_sleep_call running = {.c = c};
+  th_sleep_start(&running);
   cr_assert(th_wait_peak(&srv->ctx, 1, 5000));
   drainer d = {.s = srv->srv, .grace = 10000};
   pthread_create(&d.t, NULL, do_drain, &d);
-  for (int64_t until = th_now_ms() + 5000; !rpc_server_draining(srv->srv) && th_now_ms() < until;)
-    th_sleep_ms(1);
+  WAIT_UNTIL(rpc_server_draining(srv->srv), 5000, "the server draining");
   cr_assert_eq(health_status(c),
                GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
   rpc_status st;
@@ -138,36 +117,12 @@ Test(rpc_concurrency, draining_refuses_new_calls_and_finishes_running_ones) {
   th_server_stop(srv);
 }
 
-typedef struct long_sleep {
-  rpc_client *c;
-  status_code rc;
-  int32_t slept;
-  pthread_t t;
-} long_sleep;
-
-static void *do_long_sleep(void *arg) {
-  long_sleep *l = arg;
-  Shop__Testing__V1__SleepRequest req = SHOP__TESTING__V1__SLEEP_REQUEST__INIT;
-  req.duration_ms = 20000;
-  ProtobufCMessage *out = NULL;
-  rpc_call_opts o = {.timeout_ms = 30000, .no_retry = true};
-  l->rc = rpc_client_call_sync(l->c, &shop__testing__v1__echo_service__descriptor, "Sleep",
-                               &req.base, &out, &o, NULL);
-  if (out != NULL) {
-    l->slept = ((Shop__Testing__V1__SleepResponse *)out)->slept_ms;
-    protobuf_c_message_free_unpacked(out, NULL);
-  }
-  return NULL;
-}
-
 Test(rpc_concurrency, drain_grace_running_out_cancels_the_running_calls) {
   th_server *srv = th_server_start(&(th_opts){0});
   rpc_client *c = th_client(srv->url, 0, 0);
-  long_sleep ls = {.c = c};
-  pthread_create(&ls.t, NULL, do_long_sleep, &ls);
-  for (int64_t until = th_now_ms() + 5000;
-       atomic_load(&srv->ctx.sleep_calls) == 0 && th_now_ms() < until;)
-    th_sleep_ms(1);
+  th_sleep_call ls = {.c = c, .duration_ms = 20000};
+  th_sleep_start(&ls);
+  WAIT_UNTIL(atomic_load(&srv->ctx.sleep_calls) > 0, 5000, "the Sleep handler running");
   cr_assert_eq(rpc_server_drain(srv->srv, 100), STATUS_DEADLINE_EXCEEDED);
   pthread_join(ls.t, NULL);
   cr_assert_eq(ls.rc, STATUS_OK, "the cancelled handler still replied");

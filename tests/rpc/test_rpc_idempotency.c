@@ -11,29 +11,19 @@
 
 #include "command/command.h"
 #include "harness.h"
+#include "support/account.h"
+#include "support/wait.h"
 
 static db_params params;
 static char password[256];
 static char names[4][64];
 
 static void db_env(void) {
-  const char *port = getenv("SHOP_MYSQL_PORT");
-  const char *secrets = getenv("SHOP_SECRETS_DIR");
-  cr_assert(port != NULL && secrets != NULL,
-            "the idempotency tests need the test MariaDB: set SHOP_MYSQL_PORT and "
-            "SHOP_SECRETS_DIR (eval \"$(scripts/infra.sh env --profile test)\")");
-  char dir[512], err[256];
-  snprintf(dir, sizeof dir, "%s/mysql", secrets);
-  cr_assert(db_password_from_dir(dir, "shop_test", password, sizeof password, err, sizeof err),
-            "%s", err);
-  const char *host = getenv("SHOP_MYSQL_HOST");
-  params = (db_params){.host = host != NULL ? host : "127.0.0.1",
-                       .port = atoi(port),
-                       .user = "shop_test",
-                       .password = password,
-                       .database = "shop_test",
-                       .connect_timeout_ms = 5000,
-                       .connect_retry_ms = 5000};
+  char err[512];
+  cr_assert(support_env_db_params(&params, "shop_test", "shop_test", password, sizeof password, err,
+                                  sizeof err),
+            "the idempotency tests need the test MariaDB: %s", err);
+  params.connect_retry_ms = 5000;
 }
 
 static db_conn *connect_db(void) {
@@ -58,7 +48,8 @@ static void setup(void) {
   db_close(c);
   /* Names and keys of this run, so that runs never see each other's rows. */
   for (int i = 0; i < 4; i++)
-    snprintf(names[i], sizeof names[i], "t%d-%ld-%lld", i, (long)getpid(), (long long)th_now_ms());
+    snprintf(names[i], sizeof names[i], "t%d-%ld-%lld", i, (long)getpid(),
+             (long long)wait_now_ms());
 }
 
 static th_server *srv;
@@ -130,15 +121,13 @@ Test(rpc_idempotency, a_request_resent_by_nng_runs_its_command_once) {
   cr_assert_eq(command(cli, names[0], names[0], 7, &execs, &st), STATUS_OK, "%s", st.message);
   cr_assert_eq(execs, 1);
   /* The copies ran the handler too, and found the stored reply. */
-  for (int64_t until = th_now_ms() + 10000;
-       atomic_load(&srv->ctx.command_runs) < 2 && th_now_ms() < until;)
-    th_sleep_ms(5);
-  cr_assert_geq(atomic_load(&srv->ctx.command_runs), 2, "NNG resent the request");
+  WAIT_UNTIL(atomic_load(&srv->ctx.command_runs) >= 2, 10000,
+             "NNG resent the request (%d handler runs)", atomic_load(&srv->ctx.command_runs));
+  /* Let the copies finish before the effect is counted. */
   rpc_server_stats ss;
-  for (int64_t until = th_now_ms() + 10000; th_now_ms() < until; th_sleep_ms(5)) {
-    rpc_server_stats_get(srv->srv, &ss);
-    if (ss.running == 0 && ss.queued == 0) break;
-  }
+  bool idle;
+  WAIT_FOR(idle, (rpc_server_stats_get(srv->srv, &ss), ss.running == 0 && ss.queued == 0), 10000);
+  (void)idle; /* the count below is the assertion */
   int64_t total = 0, applied = 0;
   counter(names[0], &total, &applied);
   cr_assert_eq(applied, 1, "the command's effect was applied once");

@@ -16,6 +16,7 @@
 #include "harness.h"
 #include "shop/rpc/v1/rpc.pb-c.h"
 #include "support/proc.h"
+#include "support/wait.h"
 
 static char dir[256];
 static char cfg_path[512];
@@ -63,18 +64,22 @@ static void stop_echo(void) {
   rmdir(dir);
 }
 
+/* Whether the child's log holds needle now. */
+static bool log_contains(const char *needle) {
+  FILE *f = fopen(log_path, "r");
+  if (f == NULL) return false;
+  char line[2048];
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f) != NULL) found = strstr(line, needle) != NULL;
+  fclose(f);
+  return found;
+}
+
 /* Waits (bounded) until the child's log holds needle. */
 static bool log_has(const char *needle, int timeout_ms) {
-  for (int64_t until = th_now_ms() + timeout_ms; th_now_ms() < until; th_sleep_ms(5)) {
-    FILE *f = fopen(log_path, "r");
-    if (f == NULL) continue;
-    char line[2048];
-    bool found = false;
-    while (!found && fgets(line, sizeof line, f) != NULL) found = strstr(line, needle) != NULL;
-    fclose(f);
-    if (found) return true;
-  }
-  return false;
+  bool found;
+  WAIT_FOR(found, log_contains(needle), timeout_ms);
+  return found;
 }
 
 static int health(rpc_client *c) {
@@ -87,32 +92,6 @@ static int health(rpc_client *c) {
   int s = (int)((Grpc__Health__V1__HealthCheckResponse *)out)->status;
   protobuf_c_message_free_unpacked(out, NULL);
   return s;
-}
-
-typedef struct bg_sleep {
-  rpc_client *c;
-  int duration_ms;
-  status_code rc;
-  int32_t slept;
-  int64_t took_ms;
-  pthread_t t;
-} bg_sleep;
-
-static void *sleep_thread(void *arg) {
-  bg_sleep *b = arg;
-  Shop__Testing__V1__SleepRequest req = SHOP__TESTING__V1__SLEEP_REQUEST__INIT;
-  req.duration_ms = b->duration_ms;
-  ProtobufCMessage *out = NULL;
-  rpc_call_opts o = {.timeout_ms = 30000, .no_retry = true};
-  int64_t t0 = th_now_ms();
-  b->rc = rpc_client_call_sync(b->c, &shop__testing__v1__echo_service__descriptor, "Sleep",
-                               &req.base, &out, &o, NULL);
-  b->took_ms = th_now_ms() - t0;
-  if (out != NULL) {
-    b->slept = ((Shop__Testing__V1__SleepResponse *)out)->slept_ms;
-    protobuf_c_message_free_unpacked(out, NULL);
-  }
-  return NULL;
 }
 
 Test(rpc_lifecycle, the_echo_program_serves_and_exits_zero_on_sigterm, .init = start_default,
@@ -143,8 +122,8 @@ Test(rpc_lifecycle, sigterm_drains_in_flight_calls_and_refuses_new_ones, .init =
      .fini = stop_echo) {
   rpc_client *c = th_client(url, 0, 0);
   cr_assert(rpc_client_wait_connected(c, 5000));
-  bg_sleep b = {.c = c, .duration_ms = 1500};
-  pthread_create(&b.t, NULL, sleep_thread, &b);
+  th_sleep_call b = {.c = c, .duration_ms = 1500};
+  th_sleep_start(&b);
   cr_assert(log_has("sleep started", 10000), "the call reached the handler");
   cr_assert_eq(kill(proc_pid(child), SIGTERM), 0);
   cr_assert(log_has("draining", 10000));
@@ -165,8 +144,8 @@ Test(rpc_lifecycle, a_killed_server_fails_calls_in_flight_with_unavailable_promp
      .init = start_default, .fini = stop_echo) {
   rpc_client *c = th_client(url, 0, 0);
   cr_assert(rpc_client_wait_connected(c, 5000));
-  bg_sleep b = {.c = c, .duration_ms = 20000};
-  pthread_create(&b.t, NULL, sleep_thread, &b);
+  th_sleep_call b = {.c = c, .duration_ms = 20000};
+  th_sleep_start(&b);
   cr_assert(log_has("sleep started", 10000));
   cr_assert_eq(kill(proc_pid(child), SIGKILL), 0);
   pthread_join(b.t, NULL);
@@ -179,10 +158,12 @@ Test(rpc_lifecycle, a_killed_server_fails_calls_in_flight_with_unavailable_promp
  * frame header declaring `declared` bytes, then up to `body` bytes of it.
  * Returns the bytes of body the server took before dropping the
  * connection. (An NNG REQ socket would redial and resend on its own.) */
-static size_t send_oversized_frame(int port, uint64_t declared, size_t body) {
+/* A TCP connection to port that has done the SP handshake as a REQ peer,
+ * with timeout_s for each send and receive. */
+static int sp_connect(int port, int timeout_s) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   cr_assert_geq(fd, 0);
-  struct timeval tv = {.tv_sec = 2};
+  struct timeval tv = {.tv_sec = timeout_s};
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -192,10 +173,20 @@ static size_t send_oversized_frame(int port, uint64_t declared, size_t body) {
   cr_assert_eq(send(fd, hello, sizeof hello, MSG_NOSIGNAL), 8);
   uint8_t peer[8];
   cr_assert_eq(recv(fd, peer, sizeof peer, MSG_WAITALL), 8, "the server's SP header");
+  return fd;
+}
+
+/* Sends the 8-byte SP frame header declaring len bytes; true when sent. */
+static bool sp_frame_header(int fd, uint64_t len) {
   uint8_t hdr[8];
-  for (int i = 0; i < 8; i++) hdr[i] = (uint8_t)(declared >> (56 - 8 * i));
+  for (int i = 0; i < 8; i++) hdr[i] = (uint8_t)(len >> (56 - 8 * i));
+  return send(fd, hdr, sizeof hdr, MSG_NOSIGNAL) == 8;
+}
+
+static size_t send_oversized_frame(int port, uint64_t declared, size_t body) {
+  int fd = sp_connect(port, 2);
   size_t sent = 0;
-  if (send(fd, hdr, sizeof hdr, MSG_NOSIGNAL) == 8) {
+  if (sp_frame_header(fd, declared)) {
     static uint8_t chunk[65536];
     memset(chunk, 0xab, sizeof chunk);
     chunk[0] = 0x80; /* a request id with the high bit, as REQ sends */
@@ -274,21 +265,8 @@ Test(rpc_lifecycle, a_100_mb_frame_leaves_the_server_memory_flat) {
 
   int port = atoi(strrchr(url, ':') + 1);
   for (int round = 0; round < 3; round++) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(fd, 0);
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    const uint8_t hello[8] = {0, 'S', 'P', 0, 0x00, 0x30 /* req0 */, 0, 0};
-    cr_assert_eq(send(fd, hello, sizeof hello, MSG_NOSIGNAL), 8);
-    uint8_t peer[8];
-    cr_assert_eq(recv(fd, peer, sizeof peer, MSG_WAITALL), 8, "the server's SP header");
-    uint8_t hdr[8];
-    for (int i = 0; i < 8; i++) hdr[i] = (uint8_t)((uint64_t)frame_len >> (56 - 8 * i));
-    cr_assert_eq(send(fd, hdr, sizeof hdr, MSG_NOSIGNAL), 8);
+    int fd = sp_connect(port, 5);
+    cr_assert(sp_frame_header(fd, (uint64_t)frame_len));
     size_t sent = 0;
     while (sent < frame_len) {
       ssize_t n = send(fd, frame + sent, frame_len - sent, MSG_NOSIGNAL);

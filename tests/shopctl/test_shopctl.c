@@ -13,14 +13,15 @@
 
 #include "events/events.h"
 #include "shop/order/v1/events.pb-c.h"
+#include "shopctl_run.h"
 #include "support/proc.h"
 #include "testenv.h"
 
 #define KEY "shop-test-signing-key-0123456789abcdef"
 
-static char dir[256], cfg_path[300], url[64], xdg_env[320];
+static shopctl_dir d;
+static char cfg_path[300], url[64];
 static proc *echo;
-static int run_no;
 
 static void write_file(const char *path, const char *text) {
   FILE *f = fopen(path, "w");
@@ -30,16 +31,14 @@ static void write_file(const char *path, const char *text) {
 }
 
 static void echo_start(void) {
-  snprintf(dir, sizeof dir, "/tmp/shopctl-test-XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
-  snprintf(cfg_path, sizeof cfg_path, "%s/shop.yaml", dir);
-  snprintf(xdg_env, sizeof xdg_env, "XDG_CONFIG_HOME=%s/xdg", dir);
+  shopctl_dir_make(&d, "shopctl-test", SHOPCTL_BIN, NULL);
+  snprintf(cfg_path, sizeof cfg_path, "%s/shop.yaml", d.path);
   write_file(cfg_path, "log:\n  level: warn\nauth:\n  issuer: shop-test\n");
   int port = proc_free_tcp_port();
   cr_assert_gt(port, 0);
   snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
   char log_path[320];
-  snprintf(log_path, sizeof log_path, "%s/echo.log", dir);
+  snprintf(log_path, sizeof log_path, "%s/echo.log", d.path);
   const char *args[] = {"--config", cfg_path, "--listen", url, NULL};
   const char *env[] = {"SHOP_AUTH__JWT_KEY=" KEY, NULL};
   proc_opts o = {
@@ -54,31 +53,10 @@ static void echo_stop(void) {
   proc_destroy(echo);
   echo = NULL;
   cr_expect_eq(code, 0);
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  cr_expect_eq(system(cmd), 0);
+  shopctl_dir_remove(&d);
 }
 
-/* Runs shopctl with the arguments (NULL-terminated) and waits for it;
- * stdout and stderr land in out. Returns the exit code. */
-static int shopctl(char *out, size_t outlen, ...) {
-  const char *args[32];
-  int n = 0;
-  va_list ap;
-  va_start(ap, outlen);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && n < 31) args[n++] = a;
-  va_end(ap);
-  args[n] = NULL;
-  char log_path[320];
-  snprintf(log_path, sizeof log_path, "%s/shopctl-%d.out", dir, ++run_no);
-  const char *env[] = {xdg_env, "SHOP_CONFIG=", NULL};
-  proc_opts o = {.path = SHOPCTL_BIN, .argv = args, .env = env, .log_path = log_path};
-  char err[256];
-  int code = -1;
-  cr_assert_eq(proc_run(&o, 60000, &code, out, outlen, err, sizeof err), STATUS_OK, "%s", err);
-  return code;
-}
+#define shopctl(out, outlen, ...) shopctl_run(&d, out, outlen, __VA_ARGS__)
 
 static char out[65536];
 
@@ -160,39 +138,39 @@ Test(shopctl, health_reports_serving, .init = echo_start, .fini = echo_stop) {
 
 /* ---- events tail ------------------------------------------------------- */
 
-static void produce_order_created(const char *brokers, const char *topic) {
+/* Produces an OrderCreated of order_id to topic/partition with the
+ * CloudEvents headers and the extra ones (name, value pairs, NULL-ended). */
+static void produce(const char *brokers, const char *topic, int partition, const char *order_id,
+                    const char *customer_id, const char *ce_id, const char *const *extra) {
   Shop__Order__V1__OrderCreated ev = SHOP__ORDER__V1__ORDER_CREATED__INIT;
-  ev.order_id = "order-tail-1";
-  ev.customer_id = "cust-1";
+  ev.order_id = (char *)order_id;
+  if (customer_id != NULL) ev.customer_id = (char *)customer_id;
   uint8_t buf[256];
   size_t len = shop__order__v1__order_created__pack(&ev, buf);
+  rd_kafka_headers_t *h = rd_kafka_headers_new(16);
+  rd_kafka_header_add(h, "ce_specversion", -1, "1.0", 3);
+  rd_kafka_header_add(h, "ce_id", -1, ce_id, -1);
+  rd_kafka_header_add(h, "ce_type", -1, "shop.order.v1.OrderCreated", -1);
+  for (size_t i = 0; extra != NULL && extra[i] != NULL; i += 2)
+    rd_kafka_header_add(h, extra[i], -1, extra[i + 1], -1);
   char err[256];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
   cr_assert_not_null(rk, "%s", err);
   rd_kafka_resp_err_t e = rd_kafka_producev(
-      rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(2), RD_KAFKA_V_KEY("order-tail-1", 12),
-      RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_HEADER("ce_specversion", "1.0", 3),
-      RD_KAFKA_V_HEADER("ce_id", "id-1", 4),
-      RD_KAFKA_V_HEADER("ce_type", "shop.order.v1.OrderCreated", -1),
+      rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+      RD_KAFKA_V_KEY(order_id, strlen(order_id)), RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_HEADERS(h),
       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+  if (e != RD_KAFKA_RESP_ERR_NO_ERROR) rd_kafka_headers_destroy(h);
   cr_assert_eq(e, RD_KAFKA_RESP_ERR_NO_ERROR, "%s", rd_kafka_err2str(e));
   cr_assert_eq(rd_kafka_flush(rk, 20000), RD_KAFKA_RESP_ERR_NO_ERROR);
   rd_kafka_destroy(rk);
 }
 
-static void tmp_dir(void) {
-  snprintf(dir, sizeof dir, "/tmp/shopctl-test-XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
-  snprintf(xdg_env, sizeof xdg_env, "XDG_CONFIG_HOME=%s/xdg", dir);
-}
+static void tmp_dir(void) { shopctl_dir_make(&d, "shopctl-test", SHOPCTL_BIN, NULL); }
 
-static void tmp_dir_rm(void) {
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  cr_expect_eq(system(cmd), 0);
-}
+static void tmp_dir_rm(void) { shopctl_dir_remove(&d); }
 
 Test(shopctl, events_tail_prints_records_decoded_by_type, .init = tmp_dir, .fini = tmp_dir_rm) {
   const char *brokers = testenv_kafka_brokers();
@@ -200,7 +178,7 @@ Test(shopctl, events_tail_prints_records_decoded_by_type, .init = tmp_dir, .fini
   testenv_unique(topic, sizeof topic, "shopctl.tail");
   cr_assert_eq(events_topic_create(brokers, topic, 3, 30000, err, sizeof err), STATUS_OK, "%s",
                err);
-  produce_order_created(brokers, topic);
+  produce(brokers, topic, 2, "order-tail-1", "cust-1", "id-1", NULL);
   int code = shopctl(out, sizeof out, "--brokers", brokers, "events", "tail", topic,
                      "--from-beginning", "--max", "1", "--timeout", "30s", NULL);
   events_topic_delete(brokers, topic, 30000, NULL, 0);
@@ -214,33 +192,6 @@ Test(shopctl, events_tail_prints_records_decoded_by_type, .init = tmp_dir, .fini
       strstr(out, "\"event\":{\"orderId\":\"order-tail-1\",\"customerId\":\"cust-1\"}"), "%s", out);
 }
 
-static void produce_dead_letter(const char *brokers, const char *dlt, const char *original) {
-  Shop__Order__V1__OrderCreated ev = SHOP__ORDER__V1__ORDER_CREATED__INIT;
-  ev.order_id = "order-dlt-1";
-  uint8_t buf[256];
-  size_t len = shop__order__v1__order_created__pack(&ev, buf);
-  char err[256];
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-  cr_assert_not_null(rk, "%s", err);
-  rd_kafka_resp_err_t e = rd_kafka_producev(
-      rk, RD_KAFKA_V_TOPIC(dlt), RD_KAFKA_V_PARTITION(0), RD_KAFKA_V_KEY("order-dlt-1", 11),
-      RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_HEADER("ce_specversion", "1.0", 3),
-      RD_KAFKA_V_HEADER("ce_id", "dlt-id-1", -1),
-      RD_KAFKA_V_HEADER("ce_type", "shop.order.v1.OrderCreated", -1),
-      RD_KAFKA_V_HEADER(EVENTS_DLT_ORIGINAL_TOPIC, original, -1),
-      RD_KAFKA_V_HEADER(EVENTS_DLT_ORIGINAL_PARTITION, "1", -1),
-      RD_KAFKA_V_HEADER(EVENTS_DLT_ORIGINAL_OFFSET, "7", -1),
-      RD_KAFKA_V_HEADER(EVENTS_DLT_GROUP, "g1", -1),
-      RD_KAFKA_V_HEADER(EVENTS_DLT_ERROR, "boom", -1),
-      RD_KAFKA_V_HEADER(EVENTS_DLT_ATTEMPTS, "3", -1), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-      RD_KAFKA_V_END);
-  cr_assert_eq(e, RD_KAFKA_RESP_ERR_NO_ERROR, "%s", rd_kafka_err2str(e));
-  cr_assert_eq(rd_kafka_flush(rk, 20000), RD_KAFKA_RESP_ERR_NO_ERROR);
-  rd_kafka_destroy(rk);
-}
-
 Test(shopctl, dlt_list_and_replay_send_a_dead_letter_back, .init = tmp_dir, .fini = tmp_dir_rm) {
   const char *brokers = testenv_kafka_brokers();
   char topic[128], dlt[160], err[256];
@@ -249,7 +200,20 @@ Test(shopctl, dlt_list_and_replay_send_a_dead_letter_back, .init = tmp_dir, .fin
   cr_assert_eq(events_topic_create(brokers, topic, 2, 30000, err, sizeof err), STATUS_OK, "%s",
                err);
   cr_assert_eq(events_topic_create(brokers, dlt, 1, 30000, err, sizeof err), STATUS_OK, "%s", err);
-  produce_dead_letter(brokers, dlt, topic);
+  const char *const dlt_headers[] = {EVENTS_DLT_ORIGINAL_TOPIC,
+                                     topic,
+                                     EVENTS_DLT_ORIGINAL_PARTITION,
+                                     "1",
+                                     EVENTS_DLT_ORIGINAL_OFFSET,
+                                     "7",
+                                     EVENTS_DLT_GROUP,
+                                     "g1",
+                                     EVENTS_DLT_ERROR,
+                                     "boom",
+                                     EVENTS_DLT_ATTEMPTS,
+                                     "3",
+                                     NULL};
+  produce(brokers, dlt, 0, "order-dlt-1", NULL, "dlt-id-1", dlt_headers);
   char listed[8192], replayed[1024];
   int c1 = shopctl(listed, sizeof listed, "--brokers", brokers, "dlt", "list", topic, "g1", NULL);
   int c2 =

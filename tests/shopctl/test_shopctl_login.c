@@ -11,7 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "e2e_catalog/stack.h"
+#include "shopctl_run.h"
+#include "support/stack.h"
 
 static const char *const programs[] = {"user-command", "user-query", "product-command",
                                        "product-query", NULL};
@@ -19,45 +20,22 @@ static const char *const programs[] = {"user-command", "user-query", "product-co
 ReportHook(PRE_ALL)(struct criterion_test_set *s) { stack_up(programs); }
 ReportHook(POST_ALL)(struct criterion_global_stats *s) { stack_down(); }
 
-static char dir[256], xdg_env[320], creds[400];
-static int run_no;
+static shopctl_dir d;
+static char bin[1024], creds[400];
 
 static void setup(void) {
   stack_require();
-  snprintf(dir, sizeof dir, "/tmp/shopctl-login-XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
-  snprintf(xdg_env, sizeof xdg_env, "XDG_CONFIG_HOME=%s/xdg", dir);
-  snprintf(creds, sizeof creds, "%s/xdg/shop/credentials.json", dir);
+  stack_bin(bin, sizeof bin, "shopctl");
+  shopctl_dir_make(&d, "shopctl-login", bin, stack_config());
+  snprintf(creds, sizeof creds, "%s/xdg/shop/credentials.json", d.path);
 }
 
 static void teardown(void) {
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  cr_expect_eq(system(cmd), 0);
+  shopctl_dir_remove(&d);
   stack_release();
 }
 
-static int shopctl(char *out, size_t outlen, ...) {
-  const char *args[32];
-  int n = 0;
-  args[n++] = "--config";
-  args[n++] = stack_config();
-  va_list ap;
-  va_start(ap, outlen);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && n < 31) args[n++] = a;
-  va_end(ap);
-  args[n] = NULL;
-  char log_path[320], bin[1024];
-  snprintf(log_path, sizeof log_path, "%s/shopctl-%d.out", dir, ++run_no);
-  stack_bin(bin, sizeof bin, "shopctl");
-  const char *env[] = {xdg_env, NULL};
-  proc_opts o = {.path = bin, .argv = args, .env = env, .log_path = log_path};
-  char err[256];
-  int code = -1;
-  cr_assert_eq(proc_run(&o, 60000, &code, out, outlen, err, sizeof err), STATUS_OK, "%s", err);
-  return code;
-}
+#define shopctl(out, outlen, ...) shopctl_run(&d, out, outlen, __VA_ARGS__)
 
 static char out[65536];
 
@@ -65,7 +43,7 @@ Test(shopctl_login, login_keeps_tokens_that_later_calls_send_and_refresh, .init 
      .fini = teardown) {
   char password[256], pwfile[300];
   stack_admin_password(password, sizeof password);
-  snprintf(pwfile, sizeof pwfile, "%s/pw", dir);
+  snprintf(pwfile, sizeof pwfile, "%s/pw", d.path);
   FILE *f = fopen(pwfile, "w");
   fprintf(f, "%s\n", password);
   fclose(f);
@@ -139,7 +117,7 @@ Test(shopctl_seed, seed_registers_the_customer_and_the_catalog_once_and_keeps_th
   char email[128], prefix[64], pwfile[300], apwfile[300], password[256];
   snprintf(email, sizeof email, "seed-%d-%ld@shop.test", (int)getpid(), (long)time(NULL));
   snprintf(prefix, sizeof prefix, "S%d-%ld-", (int)getpid(), (long)time(NULL));
-  snprintf(pwfile, sizeof pwfile, "%s/customer.pw", dir);
+  snprintf(pwfile, sizeof pwfile, "%s/customer.pw", d.path);
   FILE *f = fopen(pwfile, "w");
   fputs("demo customer password 42\n", f);
   fclose(f);
@@ -147,7 +125,7 @@ Test(shopctl_seed, seed_registers_the_customer_and_the_catalog_once_and_keeps_th
   /* One product of the catalog exists already, made by an admin with
    * another key: seed finds it instead of failing. */
   stack_admin_password(password, sizeof password);
-  snprintf(apwfile, sizeof apwfile, "%s/admin.pw", dir);
+  snprintf(apwfile, sizeof apwfile, "%s/admin.pw", d.path);
   f = fopen(apwfile, "w");
   fprintf(f, "%s\n", password);
   fclose(f);

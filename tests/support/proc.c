@@ -1,6 +1,7 @@
 #include "support/proc.h"
 
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -18,6 +20,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc/rpc.h"
+#include "support/wait.h"
 
 extern char **environ;
 
@@ -49,16 +52,8 @@ static void seterr(char *errbuf, size_t errlen, const char *fmt, ...) {
   va_end(ap);
 }
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
+static rpc_client *health_client(const char *url, char *errbuf, size_t errlen);
+static bool serving_once(rpc_client *c, int timeout_ms, char *why, size_t whylen);
 
 static int code_of(int wstatus) {
   if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
@@ -113,11 +108,7 @@ static bool reap(proc *p) {
 /* Waits up to timeout_ms (< 0: for ever) for the child to exit. */
 static bool reap_wait(proc *p, int timeout_ms) {
   if (p->has_waiter && p->owner == getpid()) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    int64_t ns = until.tv_nsec + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000;
-    until.tv_sec += ns / 1000000000;
-    until.tv_nsec = ns % 1000000000;
+    struct timespec until = wait_abstime(timeout_ms);
     pthread_mutex_lock(&p->mu);
     while (!p->exited) {
       if (timeout_ms < 0) {
@@ -129,9 +120,9 @@ static bool reap_wait(proc *p, int timeout_ms) {
     pthread_mutex_unlock(&p->mu);
     return reap(p);
   }
-  int64_t until = now_ms() + timeout_ms;
-  while (!reap(p) && (timeout_ms < 0 || now_ms() < until)) sleep_ms(5);
-  return p->reaped;
+  bool gone = false;
+  WAIT_FOR(gone, reap(p), timeout_ms < 0 ? INT64_MAX / 2 : timeout_ms);
+  return gone;
 }
 
 bool proc_alive(proc *p) { return !reap(p); }
@@ -159,7 +150,7 @@ static char **build_env(const char *const *add) {
   return out;
 }
 
-status_code proc_start(proc **out, const proc_opts *o, char *errbuf, size_t errlen) {
+status_code proc_spawn(proc **out, const proc_opts *o, char *errbuf, size_t errlen) {
   *out = NULL;
   size_t n_args = 0;
   while (o->argv != NULL && o->argv[n_args] != NULL) n_args++;
@@ -202,26 +193,6 @@ status_code proc_start(proc **out, const proc_opts *o, char *errbuf, size_t errl
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
   if (pthread_create(&p->waiter, NULL, waiter_main, p) == 0) p->has_waiter = true;
-  if (o->probe_url != NULL) {
-    int timeout = o->ready_timeout_ms > 0 ? o->ready_timeout_ms : 20000;
-    int64_t until = now_ms() + timeout;
-    bool ok = false;
-    char why[256] = "";
-    while (!ok && now_ms() < until) {
-      if (reap(p)) {
-        seterr(errbuf, errlen, "proc: %s exited with %d before serving", o->path, p->code);
-        goto out;
-      }
-      int left = (int)(until - now_ms());
-      ok = proc_wait_serving(o->probe_url, left < 500 ? (left > 0 ? left : 1) : 500, why,
-                             sizeof why);
-    }
-    if (!ok) {
-      seterr(errbuf, errlen, "proc: %s not SERVING at %s within %d ms: %s", o->path, o->probe_url,
-             timeout, why);
-      goto out;
-    }
-  }
   *out = p;
   p = NULL;
   rc = STATUS_OK;
@@ -233,6 +204,61 @@ out:
   return rc;
 }
 
+status_code proc_start(proc **out, const proc_opts *o, char *errbuf, size_t errlen) {
+  status_code st = proc_spawn(out, o, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  st = proc_wait_ready(*out, o, errbuf, errlen);
+  if (st != STATUS_OK) {
+    proc_destroy(*out);
+    *out = NULL;
+  }
+  return st;
+}
+
+/* One look at whatever o says the child's readiness is; why gets what was
+ * seen when it is not ready. */
+static bool ready_now(const proc *p, const proc_opts *o, rpc_client *health, char *why,
+                      size_t whylen) {
+  if (o->ready_file != NULL && access(o->ready_file, F_OK) != 0) {
+    seterr(why, whylen, "no %s yet", o->ready_file);
+    return false;
+  }
+  if (o->ready_url != NULL) {
+    char *body = NULL;
+    long pid = 0;
+    long code = proc_http_pid("GET", o->ready_url, 1000, &body, &pid);
+    /* Only the child's own 200 counts: another process may hold the port. */
+    bool ours = code == 200 && pid == (long)p->pid;
+    if (!ours)
+      seterr(why, whylen, "%s answered %ld (X-Shop-Pid %ld, not %d) %.100s", o->ready_url, code,
+             pid, (int)p->pid, body ? body : "");
+    free(body);
+    if (!ours) return false;
+  }
+  return health == NULL || serving_once(health, 1000, why, whylen);
+}
+
+status_code proc_wait_ready(proc *p, const proc_opts *o, char *errbuf, size_t errlen) {
+  if (o->ready_url == NULL && o->probe_url == NULL && o->ready_file == NULL) return STATUS_OK;
+  int timeout = o->ready_timeout_ms > 0 ? o->ready_timeout_ms : 20000;
+  rpc_client *health = NULL;
+  if (o->probe_url != NULL && (health = health_client(o->probe_url, errbuf, errlen)) == NULL)
+    return STATUS_INTERNAL;
+  char why[300] = "not looked at";
+  bool exited = false, ready = false;
+  WAIT_FOR(ready, !(exited = reap(p)) && ready_now(p, o, health, why, sizeof why), timeout);
+  rpc_client_destroy(health);
+  if (exited) {
+    seterr(errbuf, errlen, "proc: %s exited with %d before it was ready", o->path, p->code);
+    return STATUS_UNAVAILABLE;
+  }
+  if (!ready) {
+    seterr(errbuf, errlen, "proc: %s not ready within %d ms: %s", o->path, timeout, why);
+    return STATUS_DEADLINE_EXCEEDED;
+  }
+  return STATUS_OK;
+}
+
 status_code proc_stop(proc *p, int timeout_ms, int *exit_code) {
   status_code rc = STATUS_OK;
   if (!reap(p)) {
@@ -241,8 +267,9 @@ status_code proc_stop(proc *p, int timeout_ms, int *exit_code) {
       kill(p->pid, SIGKILL);
       if (!reap_wait(p, -1)) {
         /* Not our child (a worker's copy): it is gone once kill fails. */
-        while (kill(p->pid, 0) == 0) sleep_ms(5);
-        p->reaped = true;
+        bool gone;
+        WAIT_FOR(gone, kill(p->pid, 0) != 0, INT64_MAX / 2);
+        p->reaped = gone;
       }
       rc = STATUS_DEADLINE_EXCEEDED;
     }
@@ -264,7 +291,7 @@ void proc_destroy(proc *p) {
   free(p);
 }
 
-bool proc_wait_serving(const char *url, int timeout_ms, char *errbuf, size_t errlen) {
+static rpc_client *health_client(const char *url, char *errbuf, size_t errlen) {
   rpc_client_opts co = {.url = url,
                         .caller = "proc",
                         .max_message_bytes = 1 << 20,
@@ -273,33 +300,101 @@ bool proc_wait_serving(const char *url, int timeout_ms, char *errbuf, size_t err
                         .retry_max = 0,
                         .retry_backoff_ms = 10};
   rpc_client *c = NULL;
-  if (rpc_client_create(&c, &co, errbuf, errlen) != STATUS_OK) return false;
-  int64_t until = now_ms() + timeout_ms;
-  bool serving = false;
-  while (!serving) {
-    int64_t left = until - now_ms();
-    if (left <= 0) break;
-    if (!rpc_client_wait_connected(c, (int)(left < 200 ? left : 200))) {
-      seterr(errbuf, errlen, "not connected");
-      continue;
-    }
-    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-    ProtobufCMessage *out = NULL;
-    rpc_status st;
-    rpc_call_opts opts = {.timeout_ms = left < 1000 ? left : 1000, .no_retry = true};
-    if (rpc_client_call_sync(c, &grpc__health__v1__health__descriptor, "Check", &req.base, &out,
-                             &opts, &st) == STATUS_OK) {
-      Grpc__Health__V1__HealthCheckResponse *r = (Grpc__Health__V1__HealthCheckResponse *)out;
-      serving = r->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-      if (!serving) seterr(errbuf, errlen, "health status %d", (int)r->status);
-      protobuf_c_message_free_unpacked(out, NULL);
-    } else {
-      seterr(errbuf, errlen, "%s: %s", status_name(st.code), st.message);
-    }
-    if (!serving) sleep_ms(10);
+  return rpc_client_create(&c, &co, errbuf, errlen) == STATUS_OK ? c : NULL;
+}
+
+/* One Health/Check; why gets what answered when it is not SERVING. */
+static bool serving_once(rpc_client *c, int timeout_ms, char *why, size_t whylen) {
+  if (!rpc_client_wait_connected(c, timeout_ms < 200 ? timeout_ms : 200)) {
+    seterr(why, whylen, "not connected");
+    return false;
   }
+  Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  ProtobufCMessage *out = NULL;
+  rpc_status st;
+  rpc_call_opts opts = {.timeout_ms = timeout_ms, .no_retry = true};
+  if (rpc_client_call_sync(c, &grpc__health__v1__health__descriptor, "Check", &req.base, &out,
+                           &opts, &st) != STATUS_OK) {
+    seterr(why, whylen, "%s: %s", status_name(st.code), st.message);
+    return false;
+  }
+  Grpc__Health__V1__HealthCheckResponse *r = (Grpc__Health__V1__HealthCheckResponse *)out;
+  bool serving = r->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+  if (!serving) seterr(why, whylen, "health status %d", (int)r->status);
+  protobuf_c_message_free_unpacked(out, NULL);
+  return serving;
+}
+
+bool proc_wait_serving(const char *url, int timeout_ms, char *errbuf, size_t errlen) {
+  rpc_client *c = health_client(url, errbuf, errlen);
+  if (c == NULL) return false;
+  bool serving = false;
+  WAIT_FOR(serving, serving_once(c, 1000, errbuf, errlen), timeout_ms);
   rpc_client_destroy(c);
   return serving;
+}
+
+typedef struct http_body {
+  char *p;
+  size_t n;
+  bool oom;
+} http_body;
+
+static size_t http_body_cb(char *data, size_t size, size_t nmemb, void *arg) {
+  http_body *b = arg;
+  size_t len = size * nmemb;
+  char *np = realloc(b->p, b->n + len + 1);
+  if (np == NULL) {
+    b->oom = true;
+    return 0;
+  }
+  b->p = np;
+  memcpy(b->p + b->n, data, len);
+  b->n += len;
+  b->p[b->n] = '\0';
+  return len;
+}
+
+/* The X-Shop-Pid header of a reply (a Shop program's admin HTTP). */
+static size_t http_header_cb(char *data, size_t size, size_t nmemb, void *arg) {
+  long *pid = arg;
+  size_t len = size * nmemb;
+  static const char name[] = "X-Shop-Pid:";
+  if (len > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0)
+    *pid = strtol(data + sizeof name - 1, NULL, 10);
+  return len;
+}
+
+long proc_http(const char *method, const char *url, int timeout_ms, char **body) {
+  return proc_http_pid(method, url, timeout_ms, body, NULL);
+}
+
+long proc_http_pid(const char *method, const char *url, int timeout_ms, char **body, long *pid) {
+  http_body b = {.p = calloc(1, 1)};
+  long answered_by = 0;
+  CURL *h = curl_easy_init();
+  long code = 0;
+  if (h != NULL && b.p != NULL) {
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp(method, "HEAD") == 0) curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    if (strcmp(method, "POST") == 0) curl_easy_setopt(h, CURLOPT_POSTFIELDS, "x=1");
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_body_cb);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, http_header_cb);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &answered_by);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+  }
+  if (h != NULL) curl_easy_cleanup(h);
+  if (b.oom) code = 0;
+  if (pid != NULL) *pid = answered_by;
+  if (body != NULL)
+    *body = b.p;
+  else
+    free(b.p);
+  return code;
 }
 
 int proc_free_tcp_port(void) {
@@ -345,10 +440,9 @@ status_code proc_run(const proc_opts *o, int timeout_ms, int *exit_code, char *o
   proc *p = NULL;
   status_code st = proc_start(&p, o, errbuf, errlen);
   if (st != STATUS_OK) return st;
-  for (int waited = 0; waited < timeout_ms && proc_alive(p); waited += 10) {
-    struct timespec ts = {0, 10 * 1000000L};
-    nanosleep(&ts, NULL);
-  }
+  bool done;
+  WAIT_FOR(done, !proc_alive(p), timeout_ms);
+  (void)done; /* a program still running is stopped below */
   *exit_code = -1;
   proc_stop(p, 5000, exit_code);
   proc_destroy(p);

@@ -11,10 +11,15 @@
  *   proc_destroy(p);
  *
  * proc_start spawns the program (posix_spawn, so it is safe in a threaded
- * test) with the test's environment plus the additions, then, given a
- * probe_url, calls /grpc.health.v1.Health/Check there until it answers
- * SERVING, for at most ready_timeout_ms. A program that exits while being
- * waited for fails the start with its exit status.
+ * test) with the test's environment plus the additions, then waits until
+ * it is ready, for at most ready_timeout_ms: given a ready_url, until a GET
+ * there answers 200 from the child itself (X-Shop-Pid: a Shop program's
+ * admin /readyz); given a probe_url,
+ * until /grpc.health.v1.Health/Check there answers SERVING; given a
+ * ready_file, until that file exists (the test sinks write one). A program
+ * that exits while being waited for fails the start with its exit status.
+ * proc_spawn and proc_wait_ready are the two halves, for starting several
+ * programs at once and then waiting for each.
  *
  * Not thread-safe: one thread drives one proc.
  */
@@ -33,7 +38,9 @@ typedef struct proc_opts {
   const char *path;        /* the program */
   const char *const *argv; /* arguments after argv[0], NULL-terminated; may be NULL */
   const char *const *env;  /* "NAME=value" additions (override), NULL-terminated; may be NULL */
-  const char *probe_url;   /* Health/Check endpoint; NULL: do not wait */
+  const char *ready_url;   /* http://... answering 200 when ready (/readyz); may be NULL */
+  const char *probe_url;   /* Health/Check endpoint; may be NULL */
+  const char *ready_file;  /* a file the program creates when ready; may be NULL */
   int ready_timeout_ms;    /* 0: 20000 */
   const char *log_path;    /* the child's stdout and stderr (appended); NULL: inherited */
 } proc_opts;
@@ -41,6 +48,14 @@ typedef struct proc_opts {
 /* On success *out owns the running child (stop it with proc_stop, free
  * with proc_destroy). On error the child, if any, is killed and reaped. */
 status_code proc_start(proc **out, const proc_opts *o, char *errbuf, size_t errlen);
+
+/* proc_start without the wait: on success *out owns the child. */
+status_code proc_spawn(proc **out, const proc_opts *o, char *errbuf, size_t errlen);
+/* Waits until the child spawned with o is ready (see above; nothing to
+ * wait for: at once). Errors: DEADLINE_EXCEEDED (not ready in time, with
+ * what the probe saw last), UNAVAILABLE (the child exited; errbuf has its
+ * status). The child keeps running either way. */
+status_code proc_wait_ready(proc *p, const proc_opts *o, char *errbuf, size_t errlen);
 
 pid_t proc_pid(const proc *p);
 
@@ -66,6 +81,14 @@ status_code proc_run(const proc_opts *o, int timeout_ms, int *exit_code, char *o
 
 /* Calls Health/Check at url until SERVING, up to timeout_ms. */
 bool proc_wait_serving(const char *url, int timeout_ms, char *errbuf, size_t errlen);
+
+/* The HTTP status of method ("GET", "HEAD", "POST" with a small form,
+ * any other) on url; 0 when nothing answered within timeout_ms. *body
+ * (body may be NULL) gets the body, NUL-terminated; the caller frees it. */
+long proc_http(const char *method, const char *url, int timeout_ms, char **body);
+/* The same; *pid (pid may be NULL) gets the reply's X-Shop-Pid header (the
+ * Shop program that answered), 0 when it has none. */
+long proc_http_pid(const char *method, const char *url, int timeout_ms, char **body, long *pid);
 
 /* A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0 and
  * released); 0 on error. */

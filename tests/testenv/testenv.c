@@ -1,5 +1,7 @@
 #include "testenv.h"
 
+#include "support/account.h"
+
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,20 +18,10 @@ static const char *need_env(const char *name) {
 }
 
 db_conn *testenv_db_connect(const char *account, const char *db) {
-  const char *port = need_env("SHOP_MYSQL_PORT");
-  char dir[1024];
-  snprintf(dir, sizeof dir, "%s/mysql", need_env("SHOP_SECRETS_DIR"));
   char password[256], err[512];
-  if (!db_password_from_dir(dir, account, password, sizeof password, err, sizeof err)) {
+  db_params p;
+  if (!support_env_db_params(&p, account, db, password, sizeof password, err, sizeof err))
     cr_assert_fail("%s", err);
-  }
-  db_params p = {.host = "127.0.0.1",
-                 .port = atoi(port),
-                 .user = account,
-                 .password = password,
-                 .database = db,
-                 .connect_timeout_ms = 5000,
-                 .connect_retry_ms = 10000};
   db_conn *c = NULL;
   status_code st = db_connect(&c, &p, err, sizeof err);
   if (st != STATUS_OK) cr_assert_fail("db_connect(%s): %s: %s", account, status_name(st), err);

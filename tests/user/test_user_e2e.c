@@ -11,9 +11,9 @@
 
 #include "auth/auth.h"
 #include "config/config.h"
-#include "e2e_catalog/stack.h"
 #include "shop/user/v1/commands.pb-c.h"
 #include "shop/user/v1/queries.pb-c.h"
+#include "support/stack.h"
 
 #define CMD "user-command"
 #define QRY "user-query"
@@ -40,14 +40,6 @@ static void unique_email(char *out, size_t len, const char *who) {
   snprintf(out, len, "%s@e2e.shop.test", u);
 }
 
-static char *key(void) {
-  static char k[8][96];
-  static int i;
-  i = (i + 1) % 8;
-  stack_unique(k[i], sizeof k[i], "k");
-  return k[i];
-}
-
 /* Registers a user; returns the status; user_id (may be NULL) gets the id. */
 static status_code try_register(const char *email, const char *password, const char *name,
                                 const char *phone, const char *k, char *user_id, rpc_status *st) {
@@ -71,7 +63,7 @@ static status_code try_register(const char *email, const char *password, const c
 
 static void do_register(const char *email, char *user_id) {
   rpc_status st;
-  cr_assert_eq(try_register(email, PASSWORD, "E2E User", "", key(), user_id, &st), STATUS_OK,
+  cr_assert_eq(try_register(email, PASSWORD, "E2E User", "", stack_key(), user_id, &st), STATUS_OK,
                "RegisterUser: %s %s", status_name(st.code), st.message);
 }
 
@@ -86,12 +78,19 @@ static status_code try_login(const char *email, const char *password, const char
 static login_resp *do_login(const char *email, const char *password) {
   login_resp *r = NULL;
   rpc_status st;
-  cr_assert_eq(try_login(email, password, key(), &r, &st), STATUS_OK, "Login: %s %s",
+  cr_assert_eq(try_login(email, password, stack_key(), &r, &st), STATUS_OK, "Login: %s %s",
                status_name(st.code), st.message);
   cr_assert_not_null(r->tokens);
   cr_assert_neq(r->tokens->access_token[0], '\0');
   cr_assert_neq(r->tokens->refresh_token[0], '\0');
   return r;
+}
+
+/* A fresh user (email from who), registered and logged in. */
+static login_resp *new_user(char email[128], const char *who) {
+  unique_email(email, 128, who);
+  do_register(email, NULL);
+  return do_login(email, PASSWORD);
 }
 
 static login_resp *admin_login(void) {
@@ -111,6 +110,23 @@ static status_code try_refresh(const char *refresh, const char *k,
   Shop__User__V1__RefreshTokenRequest req = SHOP__USER__V1__REFRESH_TOKEN_REQUEST__INIT;
   req.refresh_token = (char *)refresh;
   return stack_call(CMD, CMD_SVC, "RefreshToken", &req.base, (ProtobufCMessage **)out, NULL, k, st);
+}
+
+/* A refresh with key (NULL: a fresh one) that must succeed; the caller
+ * frees the reply. */
+static Shop__User__V1__RefreshTokenResponse *refresh_ok(const char *refresh, const char *k) {
+  Shop__User__V1__RefreshTokenResponse *r = NULL;
+  rpc_status st;
+  cr_assert_eq(try_refresh(refresh, k != NULL ? k : stack_key(), &r, &st), STATUS_OK,
+               "RefreshToken: %s %s", status_name(st.code), st.message);
+  return r;
+}
+
+/* A refresh token that no longer works; st (may be NULL) gets why. */
+static void refresh_refused(const char *refresh, rpc_status *st) {
+  rpc_status local;
+  cr_assert_eq(try_refresh(refresh, stack_key(), NULL, st != NULL ? st : &local),
+               STATUS_UNAUTHENTICATED);
 }
 
 static Shop__User__V1__GetMeResponse *get_me(const char *token,
@@ -183,10 +199,9 @@ Test(users, a_token_ahead_of_the_projection_is_failed_precondition) {
   cr_assert_eq(st.projection_version, 1, "and the version the projection has");
   /* A token naming someone else is refused: their version is not ours. */
   tok.aggregate_id = "0190c3c2-7e4a-7b3c-8f00-1234567890ab";
-  cr_assert_eq(
-      stack_call(QRY, QRY_SVC, "GetMe", &req.base, NULL, l->tokens->access_token, NULL, &st),
-      STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "consistency.token.aggregate_id"));
+  STACK_ASSERT_INVALID(
+      stack_call(QRY, QRY_SVC, "GetMe", &req.base, NULL, l->tokens->access_token, NULL, &st), st,
+      "consistency.token.aggregate_id");
   free_msg(l);
 }
 
@@ -195,14 +210,15 @@ Test(users, duplicate_email_is_already_exists_whatever_its_case) {
   unique_email(email, sizeof email, "dup");
   do_register(email, NULL);
   rpc_status st;
-  cr_assert_eq(try_register(email, PASSWORD, "Second", "", key(), NULL, &st),
+  cr_assert_eq(try_register(email, PASSWORD, "Second", "", stack_key(), NULL, &st),
                STATUS_ALREADY_EXISTS);
   cr_assert(stack_has_violation(&st, "email"));
   /* The same address typed with other capitals and spaces around it. */
   snprintf(upper, sizeof upper, "  %s  ", email);
   for (char *p = upper; *p != '\0'; p++)
     if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 'a' + 'A');
-  cr_assert_eq(try_register(upper, PASSWORD, "Third", "", key(), NULL, &st), STATUS_ALREADY_EXISTS);
+  cr_assert_eq(try_register(upper, PASSWORD, "Third", "", stack_key(), NULL, &st),
+               STATUS_ALREADY_EXISTS);
 }
 
 Test(users, wrong_password_and_unknown_email_are_the_same_unauthenticated) {
@@ -211,9 +227,9 @@ Test(users, wrong_password_and_unknown_email_are_the_same_unauthenticated) {
   unique_email(unknown, sizeof unknown, "nobody");
   do_register(email, NULL);
   rpc_status st1, st2;
-  cr_assert_eq(try_login(email, "not the password at all", key(), NULL, &st1),
+  cr_assert_eq(try_login(email, "not the password at all", stack_key(), NULL, &st1),
                STATUS_UNAUTHENTICATED);
-  cr_assert_eq(try_login(unknown, PASSWORD, key(), NULL, &st2), STATUS_UNAUTHENTICATED);
+  cr_assert_eq(try_login(unknown, PASSWORD, stack_key(), NULL, &st2), STATUS_UNAUTHENTICATED);
   cr_assert_str_eq(st1.message, st2.message, "the answer must not tell which one was wrong");
 }
 
@@ -222,8 +238,8 @@ Test(users, text_that_looks_like_sql_is_stored_verbatim) {
   unique_email(email, sizeof email, "sql");
   const char *name = "Robert'); DROP TABLE users;-- \" OR 1=1 #";
   rpc_status st;
-  cr_assert_eq(try_register(email, PASSWORD, name, "+4915112345678", key(), NULL, &st), STATUS_OK,
-               "%s", st.message);
+  cr_assert_eq(try_register(email, PASSWORD, name, "+4915112345678", stack_key(), NULL, &st),
+               STATUS_OK, "%s", st.message);
   login_resp *l = do_login(email, PASSWORD);
   Shop__User__V1__GetMeResponse *me =
       get_me(l->tokens->access_token, l->consistency, STATUS_OK, &st);
@@ -237,28 +253,26 @@ Test(users, text_that_looks_like_sql_is_stored_verbatim) {
 
 Test(users, refresh_rotates_and_logout_revokes_the_refresh_token) {
   char email[128];
-  unique_email(email, sizeof email, "refresh");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
-  Shop__User__V1__RefreshTokenResponse *r = NULL;
+  login_resp *l = new_user(email, "refresh");
+  Shop__User__V1__RefreshTokenResponse *r = refresh_ok(l->tokens->refresh_token, NULL);
   rpc_status st;
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, key(), &r, &st), STATUS_OK, "%s", st.message);
   cr_assert_str_neq(r->tokens->refresh_token, l->tokens->refresh_token, "rotated");
   cr_assert_str_eq(r->user_id, l->user_id);
   /* The new access token works. */
   free_msg(get_me(r->tokens->access_token, r->consistency, STATUS_OK, &st));
   /* The spent refresh token does not. */
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  refresh_refused(l->tokens->refresh_token, &st);
 
   Shop__User__V1__LoginResponse *l2 = do_login(email, PASSWORD);
   Shop__User__V1__LogoutRequest lo = SHOP__USER__V1__LOGOUT_REQUEST__INIT;
   lo.refresh_token = l2->tokens->refresh_token;
-  cr_assert_eq(stack_call(CMD, CMD_SVC, "Logout", &lo.base, NULL, NULL, key(), &st), STATUS_OK,
-               "%s", st.message);
-  cr_assert_eq(try_refresh(l2->tokens->refresh_token, key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  cr_assert_eq(stack_call(CMD, CMD_SVC, "Logout", &lo.base, NULL, NULL, stack_key(), &st),
+               STATUS_OK, "%s", st.message);
+  refresh_refused(l2->tokens->refresh_token, &st);
   cr_assert_not_null(strstr(st.message, "revoked"), "%s", st.message);
   /* Logging out again succeeds. */
-  cr_assert_eq(stack_call(CMD, CMD_SVC, "Logout", &lo.base, NULL, NULL, key(), &st), STATUS_OK);
+  cr_assert_eq(stack_call(CMD, CMD_SVC, "Logout", &lo.base, NULL, NULL, stack_key(), &st),
+               STATUS_OK);
   free_msg(l2);
   free_msg(r);
   free_msg(l);
@@ -266,18 +280,13 @@ Test(users, refresh_rotates_and_logout_revokes_the_refresh_token) {
 
 Test(users, a_repeated_refresh_with_the_same_key_returns_the_same_tokens) {
   char email[128];
-  unique_email(email, sizeof email, "refrep");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
-  const char *k = key();
-  Shop__User__V1__RefreshTokenResponse *a = NULL, *b = NULL;
-  rpc_status st;
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, k, &a, &st), STATUS_OK, "%s", st.message);
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, k, &b, &st), STATUS_OK, "%s", st.message);
+  login_resp *l = new_user(email, "refrep");
+  const char *k = stack_key();
+  Shop__User__V1__RefreshTokenResponse *a = refresh_ok(l->tokens->refresh_token, k);
+  Shop__User__V1__RefreshTokenResponse *b = refresh_ok(l->tokens->refresh_token, k);
   cr_assert_str_eq(a->tokens->refresh_token, b->tokens->refresh_token);
   /* ...and that token is live. */
-  cr_assert_eq(try_refresh(b->tokens->refresh_token, key(), NULL, &st), STATUS_OK, "%s",
-               st.message);
+  free_msg(refresh_ok(b->tokens->refresh_token, NULL));
   free_msg(a);
   free_msg(b);
   free_msg(l);
@@ -285,35 +294,29 @@ Test(users, a_repeated_refresh_with_the_same_key_returns_the_same_tokens) {
 
 Test(users, a_spent_refresh_token_presented_again_revokes_its_family) {
   char email[128];
-  unique_email(email, sizeof email, "theft");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
-  Shop__User__V1__RefreshTokenResponse *a = NULL;
-  rpc_status st;
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, key(), &a, &st), STATUS_OK);
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  login_resp *l = new_user(email, "theft");
+  Shop__User__V1__RefreshTokenResponse *a = refresh_ok(l->tokens->refresh_token, NULL);
+  refresh_refused(l->tokens->refresh_token, NULL);
   /* The thief's replay also cost the legitimate successor its session. */
-  cr_assert_eq(try_refresh(a->tokens->refresh_token, key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  refresh_refused(a->tokens->refresh_token, NULL);
   free_msg(a);
   free_msg(l);
 }
 
 Test(users, change_password_revokes_the_old_refresh_token) {
   char email[128];
-  unique_email(email, sizeof email, "chpw");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
+  login_resp *l = new_user(email, "chpw");
   Shop__User__V1__ChangePasswordRequest req = SHOP__USER__V1__CHANGE_PASSWORD_REQUEST__INIT;
   req.old_password = PASSWORD;
   req.new_password = "a much better passphrase";
   Shop__User__V1__ChangePasswordResponse *resp = NULL;
   rpc_status st;
   cr_assert_eq(stack_call(CMD, CMD_SVC, "ChangePassword", &req.base, (ProtobufCMessage **)&resp,
-                          l->tokens->access_token, key(), &st),
+                          l->tokens->access_token, stack_key(), &st),
                STATUS_OK, "%s", st.message);
   cr_assert_eq(resp->consistency->version, 2);
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, key(), NULL, &st), STATUS_UNAUTHENTICATED);
-  cr_assert_eq(try_login(email, PASSWORD, key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  refresh_refused(l->tokens->refresh_token, &st);
+  cr_assert_eq(try_login(email, PASSWORD, stack_key(), NULL, &st), STATUS_UNAUTHENTICATED);
   login_resp *l2 = do_login(email, "a much better passphrase");
   /* The projection saw PasswordChanged: version 2. */
   Shop__User__V1__GetMeResponse *me =
@@ -327,18 +330,16 @@ Test(users, change_password_revokes_the_old_refresh_token) {
 
 Test(users, change_password_with_a_wrong_old_password_is_unauthenticated) {
   char email[128];
-  unique_email(email, sizeof email, "chpwbad");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
+  login_resp *l = new_user(email, "chpwbad");
   Shop__User__V1__ChangePasswordRequest req = SHOP__USER__V1__CHANGE_PASSWORD_REQUEST__INIT;
   req.old_password = "this is not it at all";
   req.new_password = "a much better passphrase";
   rpc_status st;
   cr_assert_eq(stack_call(CMD, CMD_SVC, "ChangePassword", &req.base, NULL, l->tokens->access_token,
-                          key(), &st),
+                          stack_key(), &st),
                STATUS_UNAUTHENTICATED);
   /* The refresh token still works: nothing changed. */
-  cr_assert_eq(try_refresh(l->tokens->refresh_token, key(), NULL, &st), STATUS_OK);
+  free_msg(refresh_ok(l->tokens->refresh_token, NULL));
   free_msg(l);
 }
 
@@ -351,12 +352,11 @@ Test(users, repeated_failures_throttle_the_account_across_a_restart_of_user_comm
   cr_assert_gt(port, 0);
   char url[64];
   snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
-  proc *p = stack_start_extra(CMD, url);
+  proc *p = stack_start(CMD, url, NULL);
 
   char err[512];
   rpc_client_opts o;
-  shop_cfg *cfg = NULL;
-  cr_assert_eq(config_load(&cfg, stack_config(), err, sizeof err), 0, "%s", err);
+  const shop_cfg *cfg = stack_cfg();
   rpc_client_opts_from_cfg(&o, cfg, url, "e2e-test");
   rpc_client *c = NULL;
   cr_assert_eq(rpc_client_create(&c, &o, err, sizeof err), STATUS_OK);
@@ -374,7 +374,7 @@ Test(users, repeated_failures_throttle_the_account_across_a_restart_of_user_comm
   ProtobufCMessage *none = NULL; /* every call below fails: no reply */
   int failures = cfg->auth.login_max_failures;
   for (int i = 0; i < failures; i++) {
-    rpc_call_opts co = {.idempotency_key = key()};
+    rpc_call_opts co = {.idempotency_key = stack_key()};
     cr_assert_eq(rpc_client_call_sync(c, CMD_SVC, "Login", &bad.base, &none, &co, &st),
                  STATUS_UNAUTHENTICATED, "failure %d: %s", i + 1, status_name(st.code));
   }
@@ -382,40 +382,37 @@ Test(users, repeated_failures_throttle_the_account_across_a_restart_of_user_comm
   Shop__User__V1__LoginRequest good = SHOP__USER__V1__LOGIN_REQUEST__INIT;
   good.email = email;
   good.password = PASSWORD;
-  rpc_call_opts co = {.idempotency_key = key()};
+  rpc_call_opts co = {.idempotency_key = stack_key()};
   cr_assert_eq(rpc_client_call_sync(c, CMD_SVC, "Login", &good.base, &none, &co, &st),
                STATUS_RESOURCE_EXHAUSTED);
   cr_assert_gt(st.retry_delay_ms, 0, "RetryInfo says when to come back");
-  cr_assert_eq(try_login(email, PASSWORD, key(), NULL, &st), STATUS_RESOURCE_EXHAUSTED);
+  cr_assert_eq(try_login(email, PASSWORD, stack_key(), NULL, &st), STATUS_RESOURCE_EXHAUSTED);
   /* Another account is not slowed. */
   free_msg(do_login(other, PASSWORD));
 
   /* Restart our user-command: the lock is in MariaDB, not in the process. */
   rpc_client_destroy(c);
-  cr_assert_eq(stack_stop_extra(p), 0, "user-command must exit 0 on SIGTERM");
-  p = stack_start_extra(CMD, url);
+  cr_assert_eq(stack_stop(p), 0, "user-command must exit 0 on SIGTERM");
+  p = stack_start(CMD, url, NULL);
   cr_assert_eq(rpc_client_create(&c, &o, err, sizeof err), STATUS_OK);
   cr_assert(rpc_client_wait_connected(c, 10000));
-  rpc_call_opts co2 = {.idempotency_key = key()};
+  rpc_call_opts co2 = {.idempotency_key = stack_key()};
   cr_assert_eq(rpc_client_call_sync(c, CMD_SVC, "Login", &good.base, &none, &co2, &st),
                STATUS_RESOURCE_EXHAUSTED);
   cr_assert_gt(st.retry_delay_ms, 0);
   rpc_client_destroy(c);
-  cr_assert_eq(stack_stop_extra(p), 0);
-  config_free(cfg);
+  cr_assert_eq(stack_stop(p), 0);
 }
 
 /* ---- tokens ------------------------------------------------------------------------- */
 
 static auth_keys *test_keys(void) {
   char err[512];
-  shop_cfg *cfg = NULL;
-  cr_assert_eq(config_load(&cfg, stack_config(), err, sizeof err), 0, "%s", err);
+  const shop_cfg *cfg = stack_cfg();
   auth_keys *k = NULL;
   cr_assert_eq(auth_keys_create(&k, cfg->auth.jwt_key, strlen(cfg->auth.jwt_key), cfg->auth.issuer,
                                 cfg->auth.access_ttl_s, err, sizeof err),
                STATUS_OK, "%s", err);
-  config_free(cfg);
   return k;
 }
 
@@ -431,15 +428,13 @@ static void assert_refused(const char *token) {
   Shop__User__V1__UpdateProfileRequest req = SHOP__USER__V1__UPDATE_PROFILE_REQUEST__INIT;
   req.name_update_case = SHOP__USER__V1__UPDATE_PROFILE_REQUEST__NAME_UPDATE_NAME;
   req.name = "Mallory";
-  cr_assert_eq(stack_call(CMD, CMD_SVC, "UpdateProfile", &req.base, NULL, token, key(), &st),
+  cr_assert_eq(stack_call(CMD, CMD_SVC, "UpdateProfile", &req.base, NULL, token, stack_key(), &st),
                STATUS_UNAUTHENTICATED, "%s", status_name(st.code));
 }
 
 Test(users, tampered_expired_and_alg_none_tokens_are_refused) {
   char email[128];
-  unique_email(email, sizeof email, "tokens");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
+  login_resp *l = new_user(email, "tokens");
   char tok[AUTH_TOKEN_MAX];
 
   /* Tampered: the payload says admin, the signature is the customer's. */
@@ -500,15 +495,15 @@ Test(users, missing_token_is_unauthenticated_and_wrong_role_permission_denied) {
   Shop__User__V1__SetRoleRequest sr = SHOP__USER__V1__SET_ROLE_REQUEST__INIT;
   sr.user_id = l->user_id;
   sr.role = SHOP__USER__V1__ROLE__ROLE_ADMIN;
-  cr_assert_eq(
-      stack_call(CMD, CMD_SVC, "SetRole", &sr.base, NULL, l->tokens->access_token, key(), &st),
-      STATUS_PERMISSION_DENIED);
+  cr_assert_eq(stack_call(CMD, CMD_SVC, "SetRole", &sr.base, NULL, l->tokens->access_token,
+                          stack_key(), &st),
+               STATUS_PERMISSION_DENIED);
   Shop__User__V1__UpdateProfileRequest up = SHOP__USER__V1__UPDATE_PROFILE_REQUEST__INIT;
   up.user_id = other;
   up.name_update_case = SHOP__USER__V1__UPDATE_PROFILE_REQUEST__NAME_UPDATE_NAME;
   up.name = "Not yours";
   cr_assert_eq(stack_call(CMD, CMD_SVC, "UpdateProfile", &up.base, NULL, l->tokens->access_token,
-                          key(), &st),
+                          stack_key(), &st),
                STATUS_PERMISSION_DENIED);
   free_msg(l);
 }
@@ -526,11 +521,11 @@ Test(users, admin_reads_and_lists_users_and_sets_roles) {
   sr.role = SHOP__USER__V1__ROLE__ROLE_ADMIN;
   Shop__User__V1__SetRoleResponse *srr = NULL;
   cr_assert_eq(stack_call(CMD, CMD_SVC, "SetRole", &sr.base, (ProtobufCMessage **)&srr,
-                          admin->tokens->access_token, key(), &st),
+                          admin->tokens->access_token, stack_key(), &st),
                STATUS_OK, "%s", st.message);
   cr_assert_eq(srr->consistency->version, 2);
   /* The role change revoked the user's refresh token. */
-  cr_assert_eq(try_refresh(user->tokens->refresh_token, key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  refresh_refused(user->tokens->refresh_token, &st);
 
   Shop__User__V1__GetUserRequest gu = SHOP__USER__V1__GET_USER_REQUEST__INIT;
   Shop__Common__V1__ReadConsistency rc = SHOP__COMMON__V1__READ_CONSISTENCY__INIT;
@@ -563,7 +558,7 @@ Test(users, admin_reads_and_lists_users_and_sets_roles) {
   up.name = "Renamed by an admin";
   Shop__User__V1__UpdateProfileResponse *upr = NULL;
   cr_assert_eq(stack_call(CMD, CMD_SVC, "UpdateProfile", &up.base, (ProtobufCMessage **)&upr,
-                          admin->tokens->access_token, key(), &st),
+                          admin->tokens->access_token, stack_key(), &st),
                STATUS_OK, "%s", st.message);
   cr_assert_str_eq(upr->user_id, id);
   cr_assert_eq(upr->consistency->version, 3);
@@ -622,10 +617,9 @@ Test(users, list_users_pages_newest_first) {
   cr_assert_str_eq(b->page->next_page_token, "");
   /* A token is bound to its filters. */
   lu.text = "something else";
-  cr_assert_eq(
+  STACK_ASSERT_INVALID(
       stack_call(QRY, QRY_SVC, "ListUsers", &lu.base, NULL, admin->tokens->access_token, NULL, &st),
-      STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "page.page_token"));
+      st, "page.page_token");
   free_msg(a);
   free_msg(b);
   free_msg(admin);
@@ -633,9 +627,7 @@ Test(users, list_users_pages_newest_first) {
 
 Test(users, update_profile_is_read_back_with_its_token) {
   char email[128];
-  unique_email(email, sizeof email, "profile");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
+  login_resp *l = new_user(email, "profile");
   Shop__User__V1__UpdateProfileRequest up = SHOP__USER__V1__UPDATE_PROFILE_REQUEST__INIT;
   Shop__User__V1__NotificationPreferences np = SHOP__USER__V1__NOTIFICATION_PREFERENCES__INIT;
   np.sms = true;
@@ -647,7 +639,7 @@ Test(users, update_profile_is_read_back_with_its_token) {
   Shop__User__V1__UpdateProfileResponse *r = NULL;
   rpc_status st;
   cr_assert_eq(stack_call(CMD, CMD_SVC, "UpdateProfile", &up.base, (ProtobufCMessage **)&r,
-                          l->tokens->access_token, key(), &st),
+                          l->tokens->access_token, stack_key(), &st),
                STATUS_OK, "%s", st.message);
   cr_assert_eq(r->consistency->version, 2);
   Shop__User__V1__GetMeResponse *me =
@@ -658,7 +650,7 @@ Test(users, update_profile_is_read_back_with_its_token) {
   cr_assert(me->user->profile->notification_preferences->sms);
   /* A stale expected version is ABORTED. */
   cr_assert_eq(stack_call(CMD, CMD_SVC, "UpdateProfile", &up.base, NULL, l->tokens->access_token,
-                          key(), &st),
+                          stack_key(), &st),
                STATUS_ABORTED);
   free_msg(me);
   free_msg(r);
@@ -670,7 +662,7 @@ Test(users, update_profile_is_read_back_with_its_token) {
 Test(users, a_repeated_command_with_the_same_key_changes_nothing) {
   char email[128], id1[40], id2[40];
   unique_email(email, sizeof email, "idem");
-  const char *k = key();
+  const char *k = stack_key();
   rpc_status st;
   cr_assert_eq(try_register(email, PASSWORD, "Idem", "", k, id1, &st), STATUS_OK);
   cr_assert_eq(try_register(email, PASSWORD, "Idem", "", k, id2, &st), STATUS_OK,
@@ -685,7 +677,7 @@ Test(users, a_repeated_command_with_the_same_key_changes_nothing) {
   Shop__User__V1__UpdateProfileRequest up = SHOP__USER__V1__UPDATE_PROFILE_REQUEST__INIT;
   up.name_update_case = SHOP__USER__V1__UPDATE_PROFILE_REQUEST__NAME_UPDATE_NAME;
   up.name = "Renamed once";
-  const char *k2 = key();
+  const char *k2 = stack_key();
   Shop__User__V1__UpdateProfileResponse *a = NULL, *b = NULL;
   cr_assert_eq(stack_call(CMD, CMD_SVC, "UpdateProfile", &up.base, (ProtobufCMessage **)&a,
                           l->tokens->access_token, k2, &st),
@@ -697,7 +689,7 @@ Test(users, a_repeated_command_with_the_same_key_changes_nothing) {
   cr_assert_eq(b->consistency->version, 2, "the repeat made no new version");
 
   /* A login repeated with its key hands out the same refresh token. */
-  const char *k3 = key();
+  const char *k3 = stack_key();
   login_resp *x = NULL, *y = NULL;
   cr_assert_eq(try_login(email, PASSWORD, k3, &x, &st), STATUS_OK);
   cr_assert_eq(try_login(email, PASSWORD, k3, &y, &st), STATUS_OK);
@@ -732,7 +724,7 @@ Test(users, a_repeated_command_with_the_same_key_changes_nothing) {
 static void assert_register_invalid(const char *email, const char *password, const char *name,
                                     const char *phone, const char *field) {
   rpc_status st;
-  cr_assert_eq(try_register(email, password, name, phone, key(), NULL, &st),
+  cr_assert_eq(try_register(email, password, name, phone, stack_key(), NULL, &st),
                STATUS_INVALID_ARGUMENT, "%s: got %s", field, status_name(st.code));
   cr_assert(stack_has_violation(&st, field), "no violation on %s (%s)", field, st.message);
 }
@@ -788,75 +780,65 @@ Test(users, register_validates_name_and_phone) {
   assert_register_invalid(email, PASSWORD, "Name", "+1234567", "phone");
   /* Every violation is reported at once. */
   rpc_status st;
-  cr_assert_eq(try_register("bad", "short", "", "x", key(), NULL, &st), STATUS_INVALID_ARGUMENT);
+  cr_assert_eq(try_register("bad", "short", "", "x", stack_key(), NULL, &st),
+               STATUS_INVALID_ARGUMENT);
   cr_assert_eq(st.n_violations, 4);
 }
 
 Test(users, other_commands_and_queries_validate_their_fields) {
   char email[128];
-  unique_email(email, sizeof email, "valid");
-  do_register(email, NULL);
-  login_resp *l = do_login(email, PASSWORD);
+  login_resp *l = new_user(email, "valid");
   login_resp *admin = admin_login();
   rpc_status st;
   /* Login */
-  cr_assert_eq(try_login(email, "", key(), NULL, &st), STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "password"));
-  cr_assert_eq(try_login("not-an-email", PASSWORD, key(), NULL, &st), STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "email"));
+  STACK_ASSERT_INVALID(try_login(email, "", stack_key(), NULL, &st), st, "password");
+  STACK_ASSERT_INVALID(try_login("not-an-email", PASSWORD, stack_key(), NULL, &st), st, "email");
   /* RefreshToken */
-  cr_assert_eq(try_refresh("", key(), NULL, &st), STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "refresh_token"));
-  cr_assert_eq(try_refresh("not-a-refresh-token", key(), NULL, &st), STATUS_UNAUTHENTICATED);
+  STACK_ASSERT_INVALID(try_refresh("", stack_key(), NULL, &st), st, "refresh_token");
+  refresh_refused("not-a-refresh-token", &st);
   /* Logout: the same checks */
   Shop__User__V1__LogoutRequest lo = SHOP__USER__V1__LOGOUT_REQUEST__INIT;
   lo.refresh_token = "";
-  cr_assert_eq(stack_call(CMD, CMD_SVC, "Logout", &lo.base, NULL, NULL, key(), &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "refresh_token"));
+  STACK_ASSERT_INVALID(stack_call(CMD, CMD_SVC, "Logout", &lo.base, NULL, NULL, stack_key(), &st),
+                       st, "refresh_token");
   lo.refresh_token = "not-a-refresh-token";
-  cr_assert_eq(stack_call(CMD, CMD_SVC, "Logout", &lo.base, NULL, NULL, key(), &st),
+  cr_assert_eq(stack_call(CMD, CMD_SVC, "Logout", &lo.base, NULL, NULL, stack_key(), &st),
                STATUS_UNAUTHENTICATED);
   /* UpdateProfile */
   Shop__User__V1__UpdateProfileRequest up = SHOP__USER__V1__UPDATE_PROFILE_REQUEST__INIT;
   up.phone_update_case = SHOP__USER__V1__UPDATE_PROFILE_REQUEST__PHONE_UPDATE_PHONE;
   up.phone = "0049 151";
-  cr_assert_eq(stack_call(CMD, CMD_SVC, "UpdateProfile", &up.base, NULL, l->tokens->access_token,
-                          key(), &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "phone"));
+  STACK_ASSERT_INVALID(stack_call(CMD, CMD_SVC, "UpdateProfile", &up.base, NULL,
+                                  l->tokens->access_token, stack_key(), &st),
+                       st, "phone");
   up.phone_update_case = 0;
   up.name_update_case = SHOP__USER__V1__UPDATE_PROFILE_REQUEST__NAME_UPDATE_NAME;
   up.name = "";
-  cr_assert_eq(stack_call(CMD, CMD_SVC, "UpdateProfile", &up.base, NULL, l->tokens->access_token,
-                          key(), &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "name"));
+  STACK_ASSERT_INVALID(stack_call(CMD, CMD_SVC, "UpdateProfile", &up.base, NULL,
+                                  l->tokens->access_token, stack_key(), &st),
+                       st, "name");
   /* ChangePassword */
   Shop__User__V1__ChangePasswordRequest cp = SHOP__USER__V1__CHANGE_PASSWORD_REQUEST__INIT;
   cp.old_password = PASSWORD;
   cp.new_password = "short";
-  cr_assert_eq(stack_call(CMD, CMD_SVC, "ChangePassword", &cp.base, NULL, l->tokens->access_token,
-                          key(), &st),
-               STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "new_password"));
+  STACK_ASSERT_INVALID(stack_call(CMD, CMD_SVC, "ChangePassword", &cp.base, NULL,
+                                  l->tokens->access_token, stack_key(), &st),
+                       st, "new_password");
   /* SetRole */
   Shop__User__V1__SetRoleRequest sr = SHOP__USER__V1__SET_ROLE_REQUEST__INIT;
   sr.user_id = l->user_id;
   sr.role = SHOP__USER__V1__ROLE__ROLE_UNSPECIFIED;
-  cr_assert_eq(
-      stack_call(CMD, CMD_SVC, "SetRole", &sr.base, NULL, admin->tokens->access_token, key(), &st),
-      STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "role"));
+  STACK_ASSERT_INVALID(stack_call(CMD, CMD_SVC, "SetRole", &sr.base, NULL,
+                                  admin->tokens->access_token, stack_key(), &st),
+                       st, "role");
   sr.user_id = "not-a-user-id";
   sr.role = SHOP__USER__V1__ROLE__ROLE_ADMIN;
-  cr_assert_eq(
-      stack_call(CMD, CMD_SVC, "SetRole", &sr.base, NULL, admin->tokens->access_token, key(), &st),
-      STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "user_id"));
+  STACK_ASSERT_INVALID(stack_call(CMD, CMD_SVC, "SetRole", &sr.base, NULL,
+                                  admin->tokens->access_token, stack_key(), &st),
+                       st, "user_id");
   /* A command without an idempotency key. */
-  cr_assert_eq(try_register(email, PASSWORD, "Name", "", NULL, NULL, &st), STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "idempotency_key"));
+  STACK_ASSERT_INVALID(try_register(email, PASSWORD, "Name", "", NULL, NULL, &st), st,
+                       "idempotency_key");
   /* ListUsers page sizes */
   Shop__User__V1__ListUsersRequest lu = SHOP__USER__V1__LIST_USERS_REQUEST__INIT;
   Shop__Common__V1__PageRequest page = SHOP__COMMON__V1__PAGE_REQUEST__INIT;
@@ -864,18 +846,16 @@ Test(users, other_commands_and_queries_validate_their_fields) {
   int32_t sizes[] = {-1, 501};
   for (size_t i = 0; i < 2; i++) {
     page.page_size = sizes[i];
-    cr_assert_eq(stack_call(QRY, QRY_SVC, "ListUsers", &lu.base, NULL, admin->tokens->access_token,
-                            NULL, &st),
-                 STATUS_INVALID_ARGUMENT);
-    cr_assert(stack_has_violation(&st, "page.page_size"));
+    STACK_ASSERT_INVALID(stack_call(QRY, QRY_SVC, "ListUsers", &lu.base, NULL,
+                                    admin->tokens->access_token, NULL, &st),
+                         st, "page.page_size");
   }
   /* GetUser */
   Shop__User__V1__GetUserRequest gu = SHOP__USER__V1__GET_USER_REQUEST__INIT;
   gu.user_id = "nope";
-  cr_assert_eq(
+  STACK_ASSERT_INVALID(
       stack_call(QRY, QRY_SVC, "GetUser", &gu.base, NULL, admin->tokens->access_token, NULL, &st),
-      STATUS_INVALID_ARGUMENT);
-  cr_assert(stack_has_violation(&st, "user_id"));
+      st, "user_id");
   free_msg(admin);
   free_msg(l);
 }
