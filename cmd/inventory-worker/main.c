@@ -25,6 +25,8 @@ static void housekeeping_cb(app *a, db_conn *db, void *arg) {
     log_warn(NULL, "expiring waiting reservations: %s: %s", status_name(st), err);
 }
 
+static void teardown_cb(app *a, void *arg) { inventory_ctx_destroy(arg); }
+
 int main(int argc, char **argv) {
   static inventory_ctx ctx;
   const app_migrations migs[] = {{"inventory", inventory_migrations, inventory_migrations_count}};
@@ -36,6 +38,7 @@ int main(int argc, char **argv) {
       .relay = true,
       .consumer = &inventory_consumer,
       .setup = setup_cb,
+      .teardown = teardown_cb,
       .housekeeping = housekeeping_cb,
       .housekeeping_interval_s = 1,
       .arg = &ctx,

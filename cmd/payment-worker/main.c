@@ -31,6 +31,7 @@ static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
 
 static void teardown_cb(app *a, void *arg) {
   program *p = arg;
+  payment_ctx_destroy(&p->ctx);
   payment_sim_destroy(p->sim);
   p->sim = NULL;
 }

@@ -44,6 +44,18 @@ long check_utf8_chars(const char *s) {
   return count;
 }
 
+size_t check_utf8_prefix(const char *s, size_t max_chars) {
+  const unsigned char *p = (const unsigned char *)(s != NULL ? s : "");
+  size_t bytes = 0;
+  for (size_t chars = 0; chars < max_chars && p[bytes] != '\0'; chars++) {
+    uint32_t cp;
+    size_t n = utf8_next(p + bytes, &cp);
+    if (n == 0) break;
+    bytes += n;
+  }
+  return bytes;
+}
+
 const char *check_text(const char *s, size_t min_chars, size_t max_chars, unsigned flags) {
   static _Thread_local char why[96];
   if (s == NULL) s = "";

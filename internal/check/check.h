@@ -30,6 +30,10 @@ const char *check_text(const char *s, size_t min_chars, size_t max_chars, unsign
  * UTF-8 (overlong forms, surrogates and values past U+10FFFF included). */
 long check_utf8_chars(const char *s);
 
+/* The length in bytes of s's first max_chars characters (as SQL's LEFT(s,
+ * max_chars) keeps them); at an invalid byte, the length before it. */
+size_t check_utf8_prefix(const char *s, size_t max_chars);
+
 /* The field violations a pure check collects. n counts every violation
  * found; the first CHECK_MAX_VIOLATIONS are kept (a call keeps no more:
  * RPC_MAX_VIOLATIONS). */

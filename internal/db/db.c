@@ -660,9 +660,3 @@ void db_like_pattern(const char *text, char *out, size_t len) {
   out[o++] = '%';
   out[o] = '\0';
 }
-
-size_t db_keys_chunk(db_value *params, const char *const *keys, size_t n, size_t from) {
-  size_t take = n - from < DB_KEYS_CHUNK ? n - from : DB_KEYS_CHUNK;
-  for (size_t j = 0; j < DB_KEYS_CHUNK; j++) params[j] = DB_STR(keys[from + (j < take ? j : 0)]);
-  return take;
-}

@@ -123,6 +123,21 @@ bool db_link_lost(const db_conn *c);
 status_code db_insert_later(db_conn *tx, const char *insert_into, const db_value *row, size_t n,
                             char *errbuf, size_t errlen);
 
+/* The same with a clause after the VALUES ("ON DUPLICATE KEY UPDATE
+ * version = IF(VALUES(version) > version, ...)"), for guarded writes of a
+ * read model: rows with the same head and clause go in one multi-row
+ * statement, in the order queued (a later row of the same key sees the
+ * earlier one's effect); statements of different heads run in the order
+ * of their first row, so use it where the writes of different heads
+ * commute (each guarded by its own version). */
+status_code db_upsert_later(db_conn *tx, const char *insert_into, const char *on_duplicate,
+                            const db_value *row, size_t n, char *errbuf, size_t errlen);
+
+/* Sends the rows queued so far now, inside the open transaction (a step
+ * that must read them back, or read what an earlier step of the same
+ * transaction deferred). */
+status_code db_insert_flush(db_conn *tx, char *errbuf, size_t errlen);
+
 /* Statements over a set of text keys ("WHERE order_id IN (...)") use one
  * text with DB_KEYS_CHUNK placeholders, so one prepared statement serves
  * every size: "... IN (" DB_KEYS_PLACEHOLDERS ")". db_keys_chunk fills
@@ -134,6 +149,26 @@ status_code db_insert_later(db_conn *tx, const char *insert_into, const db_value
 #define DB_KEYS_P16 DB_KEYS_P4 ", " DB_KEYS_P4 ", " DB_KEYS_P4 ", " DB_KEYS_P4
 #define DB_KEYS_PLACEHOLDERS DB_KEYS_P16 ", " DB_KEYS_P16
 size_t db_keys_chunk(db_value *params, const char *const *keys, size_t n, size_t from);
+
+/* Runs sql, whose only parameters are one DB_KEYS_PLACEHOLDERS list, over
+ * keys[0..n) (borrowed), DB_KEYS_CHUNK keys a statement, and calls each_cb
+ * on every row it returns (with arg); each_cb returning false stops the
+ * reading (and the result is STATUS_OK: the caller knows why it stopped). */
+typedef bool (*db_row_cb)(db_rows *r, void *arg);
+status_code db_query_keys(db_conn *tx, const char *sql, const char *const *keys, size_t n,
+                          db_row_cb each_cb, void *arg, char *errbuf, size_t errlen);
+
+/* Writes rows back by key: "UPDATE table SET cols[c] = CASE key WHEN ?
+ * THEN ? ... END, ..., updated_ms = ? WHERE key IN (...)", one statement
+ * per DB_KEYS_CHUNK rows (a short chunk repeats its first row, which
+ * writes the same values twice), so one prepared text serves every size.
+ * value_cb gives row i's value of column c (borrowed until the call
+ * returns). At most DB_UPDATE_MAX_COLUMNS columns. */
+#define DB_UPDATE_MAX_COLUMNS 8
+typedef db_value (*db_column_cb)(size_t row, size_t col, void *arg);
+status_code db_update_keys(db_conn *tx, const char *table, const char *key, const char *const *cols,
+                           size_t ncols, const char *const *keys, size_t n, db_column_cb value_cb,
+                           void *arg, int64_t updated_ms, char *errbuf, size_t errlen);
 
 /* Runs fn inside a transaction, committing when fn returns STATUS_OK and
  * rolling back otherwise. ABORTED (deadlock) and UNAVAILABLE (lost link) are

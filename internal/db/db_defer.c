@@ -20,6 +20,7 @@ typedef struct defer_value {
 
 typedef struct defer_table {
   char *head; /* "INSERT INTO t (a, b)" */
+  char *tail; /* "ON DUPLICATE KEY UPDATE ...", or NULL */
   size_t ncols;
   size_t rows;
   defer_value *vals; /* rows * ncols */
@@ -48,15 +49,23 @@ static bool grow(void **p, size_t *cap, size_t need, size_t size) {
   return true;
 }
 
-static defer_table *table_for(db_defer *d, const char *head, size_t n) {
+static bool same_tail(const char *a, const char *b) {
+  return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static defer_table *table_for(db_defer *d, const char *head, const char *tail, size_t n) {
   for (size_t i = 0; i < d->ntables; i++) {
     defer_table *t = &d->tables[i];
-    if (t->ncols == n && strcmp(t->head, head) == 0) return t;
+    if (t->ncols == n && strcmp(t->head, head) == 0 && same_tail(t->tail, tail)) return t;
   }
   if (!grow((void **)&d->tables, &d->cap_tables, d->ntables + 1, sizeof *d->tables)) return NULL;
   defer_table *t = &d->tables[d->ntables];
   memset(t, 0, sizeof *t);
   if ((t->head = strdup(head)) == NULL) return NULL;
+  if (tail != NULL && (t->tail = strdup(tail)) == NULL) {
+    free(t->head);
+    return NULL;
+  }
   t->ncols = n;
   d->ntables++;
   return t;
@@ -64,6 +73,21 @@ static defer_table *table_for(db_defer *d, const char *head, size_t n) {
 
 status_code db_insert_later(db_conn *tx, const char *insert_into, const db_value *row, size_t n,
                             char *errbuf, size_t errlen) {
+  return db_upsert_later(tx, insert_into, NULL, row, n, errbuf, errlen);
+}
+
+status_code db_insert_flush(db_conn *tx, char *errbuf, size_t errlen) {
+  if (!db_in_tx(tx)) {
+    db_seterr(errbuf, errlen, "db_insert_flush needs an open transaction");
+    return tx->broken ? STATUS_UNAVAILABLE : STATUS_FAILED_PRECONDITION;
+  }
+  status_code st = db_defer_flush(tx, errbuf, errlen);
+  db_defer_reset(tx);
+  return st;
+}
+
+status_code db_upsert_later(db_conn *tx, const char *insert_into, const char *on_duplicate,
+                            const db_value *row, size_t n, char *errbuf, size_t errlen) {
   if (!db_in_tx(tx)) {
     if (tx->broken) {
       db_seterr(errbuf, errlen, "connection lost inside the transaction");
@@ -78,7 +102,7 @@ status_code db_insert_later(db_conn *tx, const char *insert_into, const db_value
   }
   if (tx->defer == NULL && (tx->defer = calloc(1, sizeof *tx->defer)) == NULL) goto oom;
   db_defer *d = tx->defer;
-  defer_table *t = table_for(d, insert_into, n);
+  defer_table *t = table_for(d, insert_into, on_duplicate, n);
   if (t == NULL || !grow((void **)&t->vals, &t->cap_vals, (t->rows + 1) * n, sizeof *t->vals))
     goto oom;
   defer_value *v = &t->vals[t->rows * n];
@@ -113,7 +137,7 @@ static status_code send_rows(db_conn *c, defer_table *t, size_t from, size_t k, 
                              size_t errlen) {
   db_defer *d = c->defer;
   size_t tuple = 2 + 3 * t->ncols; /* "(?, ?, ?)" and ", " */
-  size_t need = strlen(t->head) + 8 + k * tuple + 1;
+  size_t need = strlen(t->head) + 8 + k * tuple + 2 + (t->tail != NULL ? strlen(t->tail) : 0);
   if (!grow((void **)&d->sql, &d->sql_cap, need, 1) ||
       !grow((void **)&d->params, &d->cap_params, k * t->ncols, sizeof *d->params)) {
     db_seterr(errbuf, errlen, "out of memory sending queued rows");
@@ -136,6 +160,7 @@ static status_code send_rows(db_conn *c, defer_table *t, size_t from, size_t k, 
     }
   }
   d->sql[o] = '\0';
+  if (t->tail != NULL) snprintf(d->sql + o, d->sql_cap - o, " %s", t->tail);
   for (size_t r = 0; r < k; r++) {
     for (size_t j = 0; j < t->ncols; j++) {
       const defer_value *v = &t->vals[(from + r) * t->ncols + j];
@@ -181,6 +206,7 @@ void db_defer_free(db_conn *c) {
   if (d == NULL) return;
   for (size_t i = 0; i < d->ntables; i++) {
     free(d->tables[i].head);
+    free(d->tables[i].tail);
     free(d->tables[i].vals);
   }
   free(d->tables);

@@ -113,6 +113,15 @@ typedef struct consumer_msg {
   int64_t timestamp_ms; /* the record's timestamp */
 } consumer_msg;
 
+/* The distinct values of the string field `field` of the batch's decoded
+ * messages (of type only, or of any type that has the field when only is
+ * NULL), 1..max_len bytes long, into keys (room for n; borrowed from
+ * msgs); returns how many. A prepare hook collects what its batch names
+ * with it and reads those rows at once (db_query_keys). */
+size_t consumer_batch_keys(const consumer_msg *msgs, size_t n,
+                           const ProtobufCMessageDescriptor *only, const char *field,
+                           size_t max_len, const char **keys);
+
 /* Applies n >= 1 events (in partition order) inside the open transaction
  * on tx. Must not commit or roll back. Returns OK, a transient status or a
  * rejection (see above), with a reason in errbuf. Runs on the consumer's

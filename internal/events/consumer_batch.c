@@ -330,3 +330,24 @@ void consumer_process(consumer *c, size_t n) {
   }
   store_done(c, n);
 }
+
+size_t consumer_batch_keys(const consumer_msg *msgs, size_t n,
+                           const ProtobufCMessageDescriptor *only, const char *field,
+                           size_t max_len, const char **keys) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    const ProtobufCMessage *m = msgs[i].msg;
+    if (m == NULL || (only != NULL && m->descriptor != only)) continue;
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, field);
+    if (f == NULL || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED)
+      continue;
+    const char *v = *(char *const *)((const char *)m + f->offset);
+    size_t len = v != NULL ? strlen(v) : 0;
+    if (len == 0 || len > max_len) continue;
+    bool seen = false;
+    for (size_t j = 0; j < k && !seen; j++) seen = strcmp(keys[j], v) == 0;
+    if (!seen) keys[k++] = v;
+  }
+  return k;
+}

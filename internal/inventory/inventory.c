@@ -2,23 +2,17 @@
  * inventory.h. */
 #include "inventory/inventory.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "events/projection.h"
+#include "inventory/inventory_internal.h"
 #include "log/log.h"
 #include "shop/order/v1/events.pb-c.h"
 #include "topology/topology.h"
-
-#define RES_PENDING SHOP__INVENTORY__V1__RESERVATION_STATUS__RESERVATION_STATUS_PENDING
-#define RES_RESERVED SHOP__INVENTORY__V1__RESERVATION_STATUS__RESERVATION_STATUS_RESERVED
-#define RES_REJECTED SHOP__INVENTORY__V1__RESERVATION_STATUS__RESERVATION_STATUS_REJECTED
-#define RES_RELEASED SHOP__INVENTORY__V1__RESERVATION_STATUS__RESERVATION_STATUS_RELEASED
-#define RES_SHIPPED SHOP__INVENTORY__V1__RESERVATION_STATUS__RESERVATION_STATUS_SHIPPED
-
-#define ID_SIZE 37
 
 /* ---- Pure rules ------------------------------------------------------------------ */
 
@@ -44,17 +38,24 @@ void inventory_ctx_init(inventory_ctx *ctx, const shop_cfg *cfg, const char *pro
   ctx->program = program;
   ctx->sink = sink;
   ctx->unknown_product_wait_ms = cfg != NULL ? cfg->inventory.unknown_product_wait_ms : 30000;
+  ctx->batch = inventory_batch_new();
 }
 
-static int64_t now_ms(const inventory_ctx *ctx) { return clock_now(&ctx->clock); }
+void inventory_ctx_destroy(inventory_ctx *ctx) {
+  inventory_batch_free(ctx->batch);
+  ctx->batch = NULL;
+}
+
+int64_t inventory_now_ms(const inventory_ctx *ctx) { return clock_now(&ctx->clock); }
+#define now_ms inventory_now_ms
 
 /* ---- Events ------------------------------------------------------------------------ */
 
 /* Appends m for aggregate key at version seq, carrying the cause's
  * correlation and trace. */
-static status_code emit(db_conn *tx, const inventory_ctx *ctx, const events_envelope *cause,
-                        const char *key, int64_t seq, const ProtobufCMessage *m, char *errbuf,
-                        size_t errlen) {
+status_code inventory_emit(db_conn *tx, const inventory_ctx *ctx, const events_envelope *cause,
+                           const char *key, int64_t seq, const ProtobufCMessage *m, char *errbuf,
+                           size_t errlen) {
   const outbox_cause c = outbox_cause_of_event(cause);
   status_code st = outbox_emit(&ctx->sink, tx, &c, key, seq, m, errbuf, errlen);
   /* One line per decision (not per stock level change), under the
@@ -67,38 +68,30 @@ static status_code emit(db_conn *tx, const inventory_ctx *ctx, const events_enve
 
 /* ---- Stock rows ---------------------------------------------------------------------- */
 
-typedef struct stock_row {
-  bool known;
-  char sku[65];
-  int64_t available, reserved, shipped, received, version;
-  int64_t low_stock_threshold;
-  int32_t max_quantity_per_order;
-  bool archived;
-} stock_row;
+void inventory_stock_parse(db_rows *r, size_t col, stock_row *s) {
+  memset(s, 0, sizeof *s);
+  s->known = true;
+  snprintf(s->sku, sizeof s->sku, "%s", db_rows_str(r, col, NULL));
+  s->available = db_rows_i64(r, col + 1);
+  s->reserved = db_rows_i64(r, col + 2);
+  s->shipped = db_rows_i64(r, col + 3);
+  s->received = db_rows_i64(r, col + 4);
+  s->version = db_rows_i64(r, col + 5);
+  s->low_stock_threshold = db_rows_i64(r, col + 6);
+  s->max_quantity_per_order = (int32_t)db_rows_i64(r, col + 7);
+  s->archived = db_rows_i64(r, col + 8) != 0;
+}
 
 static status_code stock_lock(db_conn *tx, const char *product_id, stock_row *s, char *errbuf,
                               size_t errlen) {
   memset(s, 0, sizeof *s);
   db_value v[1] = {DB_STR(product_id)};
   db_rows *r = NULL;
-  status_code st = db_query(tx,
-                            "SELECT sku, available, reserved, shipped, received, version, "
-                            "low_stock_threshold, max_quantity_per_order, archived FROM "
-                            "stock_levels WHERE product_id = ? FOR UPDATE",
-                            v, 1, &r, errbuf, errlen);
+  status_code st = db_query(
+      tx, "SELECT " INVENTORY_STOCK_COLUMNS " FROM stock_levels WHERE product_id = ? FOR UPDATE", v,
+      1, &r, errbuf, errlen);
   if (st != STATUS_OK) return st;
-  if (db_rows_next(r)) {
-    s->known = true;
-    snprintf(s->sku, sizeof s->sku, "%s", db_rows_str(r, 0, NULL));
-    s->available = db_rows_i64(r, 1);
-    s->reserved = db_rows_i64(r, 2);
-    s->shipped = db_rows_i64(r, 3);
-    s->received = db_rows_i64(r, 4);
-    s->version = db_rows_i64(r, 5);
-    s->low_stock_threshold = db_rows_i64(r, 6);
-    s->max_quantity_per_order = (int32_t)db_rows_i64(r, 7);
-    s->archived = db_rows_i64(r, 8) != 0;
-  }
+  if (db_rows_next(r)) inventory_stock_parse(r, 0, s);
   db_rows_free(r);
   return STATUS_OK;
 }
@@ -125,6 +118,16 @@ static status_code stock_move(db_conn *tx, const inventory_ctx *ctx, const event
     snprintf(errbuf, errlen, "stock of %s would go negative (bug)", product_id);
     return STATUS_INTERNAL;
   }
+  return inventory_stock_changed(tx, ctx, cause, product_id, s, d_avail, d_res, d_ship, d_recv,
+                                 cause_kind, order_id, restock_seq, errbuf, errlen);
+}
+
+status_code inventory_stock_changed(db_conn *tx, const inventory_ctx *ctx,
+                                    const events_envelope *cause, const char *product_id,
+                                    stock_row *s, int64_t d_avail, int64_t d_res, int64_t d_ship,
+                                    int64_t d_recv, int cause_kind, const char *order_id,
+                                    int64_t restock_seq, char *errbuf, size_t errlen) {
+  status_code st;
   int64_t before = s->available;
   s->available += d_avail;
   s->reserved += d_res;
@@ -144,7 +147,7 @@ static status_code stock_move(db_conn *tx, const inventory_ctx *ctx, const event
   ev.cause = cause_kind;
   ev.order_id = (char *)(order_id != NULL ? order_id : "");
   ev.restock_sequence = restock_seq;
-  st = emit(tx, ctx, cause, product_id, s->version, &ev.base, errbuf, errlen);
+  st = inventory_emit(tx, ctx, cause, product_id, s->version, &ev.base, errbuf, errlen);
   if (st != STATUS_OK) return st;
   if (inventory_low_crossed(before, s->available, s->low_stock_threshold)) {
     Shop__Inventory__V1__InventoryLow low = SHOP__INVENTORY__V1__INVENTORY_LOW__INIT;
@@ -152,24 +155,18 @@ static status_code stock_move(db_conn *tx, const inventory_ctx *ctx, const event
     low.sku = s->sku;
     low.available = s->available;
     low.threshold = s->low_stock_threshold;
-    st = emit(tx, ctx, cause, product_id, s->version, &low.base, errbuf, errlen);
+    st = inventory_emit(tx, ctx, cause, product_id, s->version, &low.base, errbuf, errlen);
   }
   return st;
 }
 
 /* ---- Reservations ------------------------------------------------------------------- */
 
-typedef struct res_line {
-  char product_id[ID_SIZE];
-  int64_t quantity;
-} res_line;
-
 static int res_line_cmp(const void *a, const void *b) {
   return strcmp(((const res_line *)a)->product_id, ((const res_line *)b)->product_id);
 }
 
-/* Sorts by product id and folds repeated products into one line. */
-static size_t lines_normalize(res_line *l, size_t n) {
+size_t inventory_lines_normalize(res_line *l, size_t n) {
   qsort(l, n, sizeof *l, res_line_cmp);
   size_t o = 0;
   for (size_t i = 0; i < n; i++) {
@@ -230,14 +227,51 @@ static status_code res_lock(db_conn *tx, const char *order_id, bool *found, int 
   return STATUS_OK;
 }
 
-static void stock_lines_fill(Shop__Inventory__V1__StockLine *sl,
-                             Shop__Inventory__V1__StockLine **sp, const res_line *l, size_t n) {
+void inventory_stock_lines_fill(Shop__Inventory__V1__StockLine *sl,
+                                Shop__Inventory__V1__StockLine **sp, const res_line *l, size_t n) {
   for (size_t i = 0; i < n; i++) {
     shop__inventory__v1__stock_line__init(&sl[i]);
     sl[i].product_id = (char *)l[i].product_id;
     sl[i].quantity = (int32_t)l[i].quantity;
     sp[i] = &sl[i];
   }
+}
+
+status_code inventory_emit_reserved(db_conn *tx, const inventory_ctx *ctx,
+                                    const events_envelope *cause, const char *order_id,
+                                    const res_line *l, size_t n, char *errbuf, size_t errlen) {
+  Shop__Inventory__V1__StockLine sl[INVENTORY_MAX_LINES];
+  Shop__Inventory__V1__StockLine *sp[INVENTORY_MAX_LINES];
+  inventory_stock_lines_fill(sl, sp, l, n);
+  Shop__Inventory__V1__InventoryReserved ev = SHOP__INVENTORY__V1__INVENTORY_RESERVED__INIT;
+  ev.order_id = (char *)order_id;
+  ev.n_lines = n;
+  ev.lines = sp;
+  return inventory_emit(tx, ctx, cause, order_id, 1, &ev.base, errbuf, errlen);
+}
+
+status_code inventory_emit_rejected(db_conn *tx, const inventory_ctx *ctx,
+                                    const events_envelope *cause, const char *order_id,
+                                    const res_line *l, size_t n, const int *reason,
+                                    const int32_t *available, char *errbuf, size_t errlen) {
+  Shop__Inventory__V1__RejectedLine rl[INVENTORY_MAX_LINES];
+  Shop__Inventory__V1__RejectedLine *rp[INVENTORY_MAX_LINES];
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (reason[i] == 0) continue;
+    shop__inventory__v1__rejected_line__init(&rl[k]);
+    rl[k].product_id = (char *)l[i].product_id;
+    rl[k].requested = (int32_t)l[i].quantity;
+    rl[k].available = available[i];
+    rl[k].reason = reason[i];
+    rp[k] = &rl[k];
+    k++;
+  }
+  Shop__Inventory__V1__InventoryRejected ev = SHOP__INVENTORY__V1__INVENTORY_REJECTED__INIT;
+  ev.order_id = (char *)order_id;
+  ev.n_rejected_lines = k;
+  ev.rejected_lines = rp;
+  return inventory_emit(tx, ctx, cause, order_id, 1, &ev.base, errbuf, errlen);
 }
 
 /* Decides a PENDING reservation whose row is locked: reserve, reject, or
@@ -265,37 +299,18 @@ static status_code reserve_decide(db_conn *tx, const inventory_ctx *ctx,
     return STATUS_OK;
   }
   if (failing > 0) {
-    Shop__Inventory__V1__RejectedLine rl[INVENTORY_MAX_LINES];
-    Shop__Inventory__V1__RejectedLine *rp[INVENTORY_MAX_LINES];
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-      if (reason[i] == 0) continue;
-      shop__inventory__v1__rejected_line__init(&rl[k]);
-      rl[k].product_id = (char *)l[i].product_id;
-      rl[k].requested = (int32_t)l[i].quantity;
-      rl[k].available = s[i].known ? s[i].available : 0;
-      rl[k].reason = reason[i];
-      rp[k] = &rl[k];
-      k++;
-    }
+    int32_t avail[INVENTORY_MAX_LINES];
+    for (size_t i = 0; i < n; i++) avail[i] = s[i].known ? (int32_t)s[i].available : 0;
     if ((st = res_set(tx, ctx, order_id, RES_REJECTED, 1, errbuf, errlen)) != STATUS_OK) return st;
-    Shop__Inventory__V1__InventoryRejected ev = SHOP__INVENTORY__V1__INVENTORY_REJECTED__INIT;
-    ev.order_id = (char *)order_id;
-    ev.n_rejected_lines = k;
-    ev.rejected_lines = rp;
-    if ((st = emit(tx, ctx, cause, order_id, 1, &ev.base, errbuf, errlen)) != STATUS_OK) return st;
+    if ((st = inventory_emit_rejected(tx, ctx, cause, order_id, l, n, reason, avail, errbuf,
+                                      errlen)) != STATUS_OK)
+      return st;
     *out = INVENTORY_REJECTED;
     return STATUS_OK;
   }
   if ((st = res_set(tx, ctx, order_id, RES_RESERVED, 1, errbuf, errlen)) != STATUS_OK) return st;
-  Shop__Inventory__V1__StockLine sl[INVENTORY_MAX_LINES];
-  Shop__Inventory__V1__StockLine *sp[INVENTORY_MAX_LINES];
-  stock_lines_fill(sl, sp, l, n);
-  Shop__Inventory__V1__InventoryReserved ev = SHOP__INVENTORY__V1__INVENTORY_RESERVED__INIT;
-  ev.order_id = (char *)order_id;
-  ev.n_lines = n;
-  ev.lines = sp;
-  if ((st = emit(tx, ctx, cause, order_id, 1, &ev.base, errbuf, errlen)) != STATUS_OK) return st;
+  if ((st = inventory_emit_reserved(tx, ctx, cause, order_id, l, n, errbuf, errlen)) != STATUS_OK)
+    return st;
   for (size_t i = 0; i < n; i++) {
     st = stock_move(tx, ctx, cause, l[i].product_id, &s[i], -l[i].quantity, l[i].quantity, 0, 0,
                     SHOP__INVENTORY__V1__STOCK_LEVEL_CAUSE__STOCK_LEVEL_CAUSE_RESERVED, order_id, 0,
@@ -303,6 +318,27 @@ static status_code reserve_decide(db_conn *tx, const inventory_ctx *ctx,
     if (st != STATUS_OK) return st;
   }
   *out = INVENTORY_RESERVED;
+  return STATUS_OK;
+}
+
+/* An order's lines, checked, sorted and folded into l. */
+static status_code lines_take(const char *order_id, const inventory_line *lines, size_t n,
+                              res_line *l, size_t *nl, char *errbuf, size_t errlen) {
+  if (n == 0 || n > INVENTORY_MAX_LINES) {
+    snprintf(errbuf, errlen, "order %s has %zu lines (1 to %d)", order_id, n, INVENTORY_MAX_LINES);
+    return STATUS_INVALID_ARGUMENT;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (lines[i].product_id == NULL || strlen(lines[i].product_id) >= ID_SIZE ||
+        lines[i].quantity < 1) {
+      snprintf(errbuf, errlen, "order %s: line %zu has no valid product id or quantity", order_id,
+               i);
+      return STATUS_INVALID_ARGUMENT;
+    }
+    snprintf(l[i].product_id, ID_SIZE, "%s", lines[i].product_id);
+    l[i].quantity = lines[i].quantity;
+  }
+  *nl = inventory_lines_normalize(l, n);
   return STATUS_OK;
 }
 
@@ -326,17 +362,7 @@ status_code inventory_reserve(db_conn *tx, const inventory_ctx *ctx, const event
   if (found) {
     if ((st = lines_load(tx, order_id, l, &nl, errbuf, errlen)) != STATUS_OK) return st;
   } else {
-    for (size_t i = 0; i < n; i++) {
-      if (lines[i].product_id == NULL || strlen(lines[i].product_id) >= ID_SIZE ||
-          lines[i].quantity < 1) {
-        snprintf(errbuf, errlen, "order %s: line %zu has no valid product id or quantity", order_id,
-                 i);
-        return STATUS_INVALID_ARGUMENT;
-      }
-      snprintf(l[i].product_id, ID_SIZE, "%s", lines[i].product_id);
-      l[i].quantity = lines[i].quantity;
-    }
-    nl = lines_normalize(l, n);
+    if ((st = lines_take(order_id, lines, n, l, &nl, errbuf, errlen)) != STATUS_OK) return st;
     since = now_ms(ctx);
     db_value v[5] = {DB_STR(order_id), DB_I64(RES_PENDING), DB_I64(since), DB_I64(since),
                      DB_I64(since)};
@@ -396,19 +422,19 @@ static status_code reservation_settle(db_conn *tx, const inventory_ctx *ctx,
     return st;
   Shop__Inventory__V1__StockLine sl[INVENTORY_MAX_LINES];
   Shop__Inventory__V1__StockLine *sp[INVENTORY_MAX_LINES];
-  stock_lines_fill(sl, sp, l, n);
+  inventory_stock_lines_fill(sl, sp, l, n);
   if (ship) {
     Shop__Inventory__V1__InventoryShipped ev = SHOP__INVENTORY__V1__INVENTORY_SHIPPED__INIT;
     ev.order_id = (char *)order_id;
     ev.n_lines = n;
     ev.lines = sp;
-    st = emit(tx, ctx, cause, order_id, next, &ev.base, errbuf, errlen);
+    st = inventory_emit(tx, ctx, cause, order_id, next, &ev.base, errbuf, errlen);
   } else {
     Shop__Inventory__V1__InventoryReleased ev = SHOP__INVENTORY__V1__INVENTORY_RELEASED__INIT;
     ev.order_id = (char *)order_id;
     ev.n_lines = n;
     ev.lines = sp;
-    st = emit(tx, ctx, cause, order_id, next, &ev.base, errbuf, errlen);
+    st = inventory_emit(tx, ctx, cause, order_id, next, &ev.base, errbuf, errlen);
   }
   if (st != STATUS_OK) return st;
   for (size_t i = 0; i < n; i++) {
@@ -504,7 +530,8 @@ status_code inventory_product_created(db_conn *tx, const inventory_ctx *ctx,
   ev.level = &level;
   ev.cause = SHOP__INVENTORY__V1__STOCK_LEVEL_CAUSE__STOCK_LEVEL_CAUSE_INITIAL;
   ev.order_id = "";
-  if ((st = emit(tx, ctx, cause, e->product_id, 1, &ev.base, errbuf, errlen)) != STATUS_OK)
+  if ((st = inventory_emit(tx, ctx, cause, e->product_id, 1, &ev.base, errbuf, errlen)) !=
+      STATUS_OK)
     return st;
   return retry_waiting(tx, ctx, cause, e->product_id, errbuf, errlen);
 }
@@ -589,18 +616,29 @@ static const char *created_check(const ProtobufCMessage *m, const events_envelop
   return NULL;
 }
 
+/* Every event but a new reservation the batch decides writes the batch
+ * out first and goes row by row (inventory_internal.h). */
+#define FLUSHED(tx, arg, errbuf, errlen)                                                           \
+  do {                                                                                             \
+    status_code fst_ = inventory_batch_flush(tx, arg, errbuf, errlen);                             \
+    if (fst_ != STATUS_OK) return fst_;                                                            \
+  } while (0)
+
 static status_code product_created_apply(db_conn *tx, const consumer_msg *m, void *arg,
                                          char *errbuf, size_t errlen) {
+  FLUSHED(tx, arg, errbuf, errlen);
   return inventory_product_created(tx, arg, m->env, (const void *)m->msg, errbuf, errlen);
 }
 
 static status_code stock_adjusted_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                         size_t errlen) {
+  FLUSHED(tx, arg, errbuf, errlen);
   return inventory_restock(tx, arg, m->env, (const void *)m->msg, errbuf, errlen);
 }
 
 static status_code rule_changed_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                       size_t errlen) {
+  FLUSHED(tx, arg, errbuf, errlen);
   const Shop__Product__V1__InventoryRuleChanged *e = (const void *)m->msg;
   return inventory_rule_changed(tx, e->product_id, e->inventory_rule, m->env->sequence, errbuf,
                                 errlen);
@@ -608,6 +646,7 @@ static status_code rule_changed_apply(db_conn *tx, const consumer_msg *m, void *
 
 static status_code archived_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                   size_t errlen) {
+  FLUSHED(tx, arg, errbuf, errlen);
   const Shop__Product__V1__ProductArchived *e = (const void *)m->msg;
   return inventory_product_archived(tx, e->product_id, errbuf, errlen);
 }
@@ -622,17 +661,26 @@ static status_code order_created_apply(db_conn *tx, const consumer_msg *m, void 
     l[i].quantity = e->lines[i]->quantity;
   }
   inventory_outcome out;
+  res_line taken[INVENTORY_MAX_LINES];
+  size_t nt = 0;
+  status_code st = STATUS_OK;
+  if (lines_take(e->order_id, l, n, taken, &nt, errbuf, errlen) == STATUS_OK &&
+      inventory_batch_reserve(tx, arg, m->env, e->order_id, taken, nt, &out, &st, errbuf, errlen))
+    return st;
+  FLUSHED(tx, arg, errbuf, errlen);
   return inventory_reserve(tx, arg, m->env, e->order_id, l, n, &out, errbuf, errlen);
 }
 
 static status_code order_cancelled_apply(db_conn *tx, const consumer_msg *m, void *arg,
                                          char *errbuf, size_t errlen) {
+  FLUSHED(tx, arg, errbuf, errlen);
   const Shop__Order__V1__OrderCancelled *e = (const void *)m->msg;
   return inventory_release(tx, arg, m->env, e->order_id, NULL, errbuf, errlen);
 }
 
 static status_code order_shipped_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                        size_t errlen) {
+  FLUSHED(tx, arg, errbuf, errlen);
   const Shop__Order__V1__OrderShipped *e = (const void *)m->msg;
   return inventory_ship(tx, arg, m->env, e->order_id, NULL, errbuf, errlen);
 }
@@ -653,7 +701,10 @@ static const consumer_event_type inventory_types[] = {
 const consumer_spec inventory_consumer = {
     .group = TOPOLOGY_GROUP_INVENTORY_WORKER,
     .types = inventory_types,
-    .n_types = sizeof inventory_types / sizeof inventory_types[0]};
+    .n_types = sizeof inventory_types / sizeof inventory_types[0],
+    .prepare = inventory_batch_prepare_cb,
+    .before_commit = inventory_batch_before_commit_cb,
+    .ended = inventory_batch_ended_cb};
 
 typedef struct expire_arg {
   const inventory_ctx *ctx;

@@ -10,6 +10,9 @@
  * available to reserved (one conditional UPDATE per line, which also
  * refuses to go below zero) and appends InventoryReserved, or changes
  * nothing and appends InventoryRejected naming each failing line and why.
+ * The consumer decides a batch's new reservations the same way from rows
+ * it reads and locks at once, and writes the changed stock rows back with
+ * one statement before its commit (inventory_internal.h, batch.c).
  * All or nothing; stock_levels also has CHECK constraints, so no bug can
  * commit a negative level or break available + reserved + shipped ==
  * received. Every change of a level appends StockLevelChanged (the new
@@ -80,12 +83,16 @@ typedef struct inventory_ctx {
   int64_t unknown_product_wait_ms; /* how long a reservation waits for a product */
   /* Wall clock in Unix milliseconds; NULL: the real one. Tests move it. */
   shop_clock clock; /* zeroed: the real clock */
+  /* The consumer's current transaction (batch.c): its reservations
+   * decided from rows read at once. The consumer thread's. */
+  struct inventory_batch *batch;
 } inventory_ctx;
 
 /* Fills ctx from cfg (inventory.unknown_product_wait_ms) with the real
- * clock. program is borrowed. */
+ * clock. program is borrowed. inventory_ctx_destroy frees what it made. */
 void inventory_ctx_init(inventory_ctx *ctx, const shop_cfg *cfg, const char *program,
                         outbox_sink sink);
+void inventory_ctx_destroy(inventory_ctx *ctx);
 
 /* One line to reserve. product_id is borrowed. */
 typedef struct inventory_line {

@@ -34,16 +34,30 @@ typedef Shop__Order__V1__OrderQueryService_Service order_query_service;
 /* ---- Projection --------------------------------------------------------------------------------
  */
 
-/* Each event is one statement: the row is made if it is not there (a
- * payment or inventory event ahead of OrderCreated makes a hidden one), and
- * each column of the event's part is set only when the event is newer than
- * that part's version, which moves last (MariaDB assigns left to right, so
- * the guards read the old version). updated_ms takes the newest event time
- * of any part. */
+/* Each event is one row of a guarded upsert: the row is made if it is
+ * not there (a payment or inventory event ahead of OrderCreated makes a
+ * hidden one), and each column of the event's part is set only when the
+ * event is newer than that part's version, which moves last (MariaDB
+ * assigns left to right, so the guards read the old version); the columns
+ * only OrderCreated sets are set once, while created_ms (assigned after
+ * them) is still 0. updated_ms takes the newest event time of any part.
+ * So the writes of different events commute, and the rows of one kind of
+ * event in a consumer transaction go in one multi-row statement with its
+ * commit (db_upsert_later): the upserts of a batch run kind by kind, not
+ * event by event, and end in the same rows. */
 #define GUARD(col, vcol) col " = IF(VALUES(" vcol ") > " vcol ", VALUES(" col "), " col ")"
+#define ONCE(col) col " = IF(created_ms = 0, VALUES(" col "), " col ")"
 #define TAIL(vcol)                                                                                 \
   "updated_ms = GREATEST(updated_ms, VALUES(updated_ms)), " vcol " = GREATEST(" vcol               \
   ", VALUES(" vcol "))"
+#define UPSERT(head, tail, v, errbuf, errlen)                                                      \
+  db_upsert_later(tx, "INSERT INTO orders_view " head, "ON DUPLICATE KEY UPDATE " tail, v,         \
+                  sizeof v / sizeof v[0], errbuf, errlen)
+
+/* A text column as LEFT(s, max) keeps it. */
+static db_value text_left(const char *s, size_t max) {
+  return DB_STRN(s != NULL ? s : "", check_utf8_prefix(s, max));
+}
 
 static status_code created_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                  size_t errlen) {
@@ -71,16 +85,14 @@ static status_code created_apply(db_conn *tx, const consumer_msg *m, void *arg, 
                     DB_I64(deadline),
                     DB_I64(m->env->sequence),
                     DB_I64(t)};
-  status_code st = db_exec(
-      tx,
-      "INSERT INTO orders_view (order_id, customer_id, status, total_units, currency, details,"
-      " created_ms, deadline_ms, version, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-      " ON DUPLICATE KEY UPDATE " GUARD("customer_id", "version") ", " GUARD("status", "version")
-      ", " GUARD("total_units", "version") ", " GUARD("currency", "version") ", " GUARD(
-          "details", "version") ", " GUARD("created_ms", "version") ", " GUARD("deadline_ms",
-                                                                                "version") ", " TAIL("version"),
-      v, 10, NULL, NULL, errbuf, errlen);
-  free(buf);
+  status_code st = UPSERT(
+      "(order_id, customer_id, status, total_units, currency, details, created_ms, deadline_ms,"
+      " version, updated_ms)",
+      ONCE("customer_id") ", " ONCE("total_units") ", " ONCE("currency") ", " ONCE(
+          "details") ", " ONCE("deadline_ms") ", " ONCE("created_ms") ", " GUARD("status", "version")
+          ", " TAIL("version"),
+      v, errbuf, errlen);
+  free(buf); /* db_upsert_later copied it */
   return st;
 }
 
@@ -89,58 +101,40 @@ static status_code confirmed_apply(db_conn *tx, const consumer_msg *m, void *arg
   const Shop__Order__V1__OrderConfirmed *e = (const void *)m->msg;
   db_value v[4] = {DB_STR(e->order_id), DB_I64(ORDER_ST(CONFIRMED)), DB_I64(m->env->sequence),
                    DB_I64(events_time_ms(m->env))};
-  return db_exec(tx,
-                 "INSERT INTO orders_view (order_id, status, version, updated_ms) VALUES (?, ?, ?,"
-                 " ?) ON DUPLICATE KEY UPDATE " GUARD("status", "version") ", " TAIL("version"),
-                 v, 4, NULL, NULL, errbuf, errlen);
+  return UPSERT("(order_id, status, version, updated_ms)",
+                GUARD("status", "version") ", " TAIL("version"), v, errbuf, errlen);
 }
 
 static status_code cancelled_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                    size_t errlen) {
   const Shop__Order__V1__OrderCancelled *e = (const void *)m->msg;
   db_value v[6] = {DB_STR(e->order_id),      DB_I64(ORDER_ST(CANCELLED)),
-                   DB_I64(e->reason),        DB_STR(e->reason_text),
+                   DB_I64(e->reason),        text_left(e->reason_text, 2000),
                    DB_I64(m->env->sequence), DB_I64(events_time_ms(m->env))};
-  return db_exec(
-      tx,
-      "INSERT INTO orders_view (order_id, status, cancel_reason, cancel_reason_text,"
-      " version, updated_ms) VALUES (?, ?, ?, LEFT(?, 2000), ?, ?) ON DUPLICATE KEY"
-      " UPDATE " GUARD("status", "version") ", " GUARD("cancel_reason", "version") ", " GUARD(
-          "cancel_reason_text", "version") ", " TAIL("version"),
-      v, 6, NULL, NULL, errbuf, errlen);
+  return UPSERT("(order_id, status, cancel_reason, cancel_reason_text, version, updated_ms)",
+                GUARD("status", "version") ", " GUARD("cancel_reason", "version") ", " GUARD(
+                    "cancel_reason_text", "version") ", " TAIL("version"),
+                v, errbuf, errlen);
 }
 
 static status_code shipped_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                  size_t errlen) {
   const Shop__Order__V1__OrderShipped *e = (const void *)m->msg;
-  db_value v[6] = {DB_STR(e->order_id),      DB_I64(ORDER_ST(SHIPPED)),
-                   DB_STR(e->carrier),       DB_STR(e->tracking_number),
-                   DB_I64(m->env->sequence), DB_I64(events_time_ms(m->env))};
-  return db_exec(tx,
-                 "INSERT INTO orders_view (order_id, status, carrier, tracking_number, version,"
-                 " updated_ms) VALUES (?, ?, LEFT(?, 400), LEFT(?, 400), ?, ?) ON DUPLICATE KEY"
-                 " UPDATE " GUARD("status", "version") ", " GUARD("carrier", "version") ", " GUARD(
-                     "tracking_number", "version") ", " TAIL("version"),
-                 v, 6, NULL, NULL, errbuf, errlen);
+  db_value v[6] = {DB_STR(e->order_id),        DB_I64(ORDER_ST(SHIPPED)),
+                   text_left(e->carrier, 400), text_left(e->tracking_number, 400),
+                   DB_I64(m->env->sequence),   DB_I64(events_time_ms(m->env))};
+  return UPSERT("(order_id, status, carrier, tracking_number, version, updated_ms)",
+                GUARD("status", "version") ", " GUARD("carrier", "version") ", " GUARD(
+                    "tracking_number", "version") ", " TAIL("version"),
+                v, errbuf, errlen);
 }
 
-/* A payment event that sets its status and one amount (amount_sql is
- * PAYMENT_SQL of the amount's column). */
-static status_code payment_set(db_conn *tx, const consumer_msg *m, int status,
-                               const char *amount_sql, int64_t amount, char *errbuf,
-                               size_t errlen) {
-  const char *id = check_message_string(m->msg, "order_id");
-  db_value v[5] = {DB_STR(id), DB_I64(status), DB_I64(amount), DB_I64(m->env->sequence),
-                   DB_I64(events_time_ms(m->env))};
-  return db_exec(tx, amount_sql, v, 5, NULL, NULL, errbuf, errlen);
-}
-
-#define PAYMENT_SQL(col)                                                                           \
-  "INSERT INTO orders_view (order_id, payment_status, " col                                        \
-  ", payment_version, updated_ms)"                                                                 \
-  " VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE " GUARD(                                        \
-      "payment_status",                                                                            \
-      "payment_version") ", " GUARD(col, "payment_version") ", " TAIL("payment_version")
+/* A payment event that sets its status and one amount column. */
+#define PAYMENT_AMOUNT(col)                                                                        \
+  UPSERT("(order_id, payment_status, " col ", payment_version, updated_ms)",                       \
+         GUARD("payment_status", "payment_version") ", " GUARD(                                    \
+             col, "payment_version") ", " TAIL("payment_version"),                                 \
+         v, errbuf, errlen)
 
 static status_code authorized_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                     size_t errlen) {
@@ -151,28 +145,32 @@ static status_code authorized_apply(db_conn *tx, const consumer_msg *m, void *ar
                    DB_STR(e->authorization_id),
                    DB_I64(m->env->sequence),
                    DB_I64(events_time_ms(m->env))};
-  return db_exec(tx,
-                 "INSERT INTO orders_view (order_id, payment_status, authorized_units,"
-                 " authorization_id, payment_version, updated_ms) VALUES (?, ?, ?, ?, ?, ?) ON"
-                 " DUPLICATE KEY UPDATE " GUARD("payment_status", "payment_version") ", " GUARD(
-                     "authorized_units",
-                     "payment_version") ", " GUARD("authorization_id",
-                                                   "payment_version") ", " TAIL("payment_version"),
-                 v, 6, NULL, NULL, errbuf, errlen);
+  return UPSERT(
+      "(order_id, payment_status, authorized_units, authorization_id, payment_version,"
+      " updated_ms)",
+      GUARD("payment_status", "payment_version") ", " GUARD(
+          "authorized_units",
+          "payment_version") ", " GUARD("authorization_id",
+                                        "payment_version") ", " TAIL("payment_version"),
+      v, errbuf, errlen);
 }
 
 static status_code captured_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                   size_t errlen) {
   const Shop__Payment__V1__PaymentCaptured *e = (const void *)m->msg;
-  return payment_set(tx, m, PAY(CAPTURED), PAYMENT_SQL("captured_units"),
-                     e->amount != NULL ? e->amount->units : 0, errbuf, errlen);
+  db_value v[5] = {DB_STR(e->order_id), DB_I64(PAY(CAPTURED)),
+                   DB_I64(e->amount != NULL ? e->amount->units : 0), DB_I64(m->env->sequence),
+                   DB_I64(events_time_ms(m->env))};
+  return PAYMENT_AMOUNT("captured_units");
 }
 
 static status_code refunded_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                   size_t errlen) {
   const Shop__Payment__V1__PaymentRefunded *e = (const void *)m->msg;
-  return payment_set(tx, m, PAY(REFUNDED), PAYMENT_SQL("refunded_units"),
-                     e->amount != NULL ? e->amount->units : 0, errbuf, errlen);
+  db_value v[5] = {DB_STR(e->order_id), DB_I64(PAY(REFUNDED)),
+                   DB_I64(e->amount != NULL ? e->amount->units : 0), DB_I64(m->env->sequence),
+                   DB_I64(events_time_ms(m->env))};
+  return PAYMENT_AMOUNT("refunded_units");
 }
 
 static status_code voided_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
@@ -180,11 +178,9 @@ static status_code voided_apply(db_conn *tx, const consumer_msg *m, void *arg, c
   const char *id = check_message_string(m->msg, "order_id");
   db_value v[4] = {DB_STR(id), DB_I64(PAY(VOIDED)), DB_I64(m->env->sequence),
                    DB_I64(events_time_ms(m->env))};
-  return db_exec(tx,
-                 "INSERT INTO orders_view (order_id, payment_status, payment_version, updated_ms)"
-                 " VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE " GUARD(
-                     "payment_status", "payment_version") ", " TAIL("payment_version"),
-                 v, 4, NULL, NULL, errbuf, errlen);
+  return UPSERT("(order_id, payment_status, payment_version, updated_ms)",
+                GUARD("payment_status", "payment_version") ", " TAIL("payment_version"), v, errbuf,
+                errlen);
 }
 
 static status_code payment_failed_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
@@ -195,19 +191,18 @@ static status_code payment_failed_apply(db_conn *tx, const consumer_msg *m, void
     status = PAY(FAILED);
   else if (e->operation == SHOP__PAYMENT__V1__PAYMENT_OPERATION__PAYMENT_OPERATION_CAPTURE)
     status = PAY(CAPTURE_FAILED);
-  db_value v[7] = {DB_STR(e->order_id),    DB_I64(status),           DB_I64(e->reason),
-                   DB_STR(e->reason_text), DB_I64(m->env->sequence), DB_I64(events_time_ms(m->env)),
-                   DB_I64(status)};
-  return db_exec(tx,
-                 "INSERT INTO orders_view (order_id, payment_status, payment_failure_reason,"
-                 " payment_failure_text, payment_version, updated_ms) VALUES (?, ?, ?,"
-                 " LEFT(?, 500), ?, ?) ON DUPLICATE KEY UPDATE payment_status ="
-                 " IF(VALUES(payment_version) > payment_version AND ? <> 0,"
-                 " VALUES(payment_status), payment_status), " GUARD(
-                     "payment_failure_reason",
-                     "payment_version") ", " GUARD("payment_failure_text",
-                                                   "payment_version") ", " TAIL("payment_version"),
-                 v, 7, NULL, NULL, errbuf, errlen);
+  db_value v[6] = {DB_STR(e->order_id),      DB_I64(status),
+                   DB_I64(e->reason),        text_left(e->reason_text, 500),
+                   DB_I64(m->env->sequence), DB_I64(events_time_ms(m->env))};
+  return UPSERT(
+      "(order_id, payment_status, payment_failure_reason, payment_failure_text,"
+      " payment_version, updated_ms)",
+      "payment_status = IF(VALUES(payment_version) > payment_version AND"
+      " VALUES(payment_status) <> 0, VALUES(payment_status), payment_status), " GUARD(
+          "payment_failure_reason",
+          "payment_version") ", " GUARD("payment_failure_text",
+                                        "payment_version") ", " TAIL("payment_version"),
+      v, errbuf, errlen);
 }
 
 /* A reservation event: its status, and for a rejection the rejected
@@ -223,14 +218,13 @@ static status_code stock_apply(db_conn *tx, const consumer_msg *m, void *arg, ch
   db_value v[5] = {DB_STR(check_message_string(m->msg, "order_id")), DB_I64(status),
                    rejected ? DB_BLOB(m->env->data.data, m->env->data.len) : DB_NULLV,
                    DB_I64(m->env->sequence), DB_I64(events_time_ms(m->env))};
-  return db_exec(
-      tx,
-      "INSERT INTO orders_view (order_id, stock_status, rejected_lines, stock_version,"
-      " updated_ms) VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE " GUARD(
-          "stock_status", "stock_version") ", rejected_lines = IF(VALUES(stock_version) >"
-                                           " stock_version AND VALUES(rejected_lines) IS NOT"
-                                           " NULL, VALUES(rejected_lines), rejected_lines), " TAIL("stock_version"),
-      v, 5, NULL, NULL, errbuf, errlen);
+  return UPSERT("(order_id, stock_status, rejected_lines, stock_version, updated_ms)",
+                GUARD("stock_status", "stock_version") ", rejected_lines ="
+                                                       " IF(VALUES(stock_version) > stock_version"
+                                                       " AND VALUES(rejected_lines) IS NOT NULL,"
+                                                       " VALUES(rejected_lines), rejected_lines), " TAIL(
+                                                           "stock_version"),
+                v, errbuf, errlen);
 }
 
 /* Every one of these events has the order id as its first field. */

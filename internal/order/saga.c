@@ -2,6 +2,7 @@
  * sweeper. See order.h. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,10 @@
  */
 
 struct order_saga_batch {
-  bool active; /* between prepare and the end of the transaction */
+  /* The consumer's connection between prepare and before_commit, else
+   * NULL: a step on another connection (the sweeper's thread, a test)
+   * never sees the batch. */
+  _Atomic(db_conn *) tx;
   order_row *rows;
   bool *dirty;
   size_t n, cap;
@@ -40,7 +44,7 @@ order_saga_batch *order_saga_batch_new(void) { return calloc(1, sizeof(order_sag
 static void batch_clear(order_saga_batch *b) {
   for (size_t i = 0; i < b->n; i++) order_row_free(&b->rows[i]);
   b->n = 0;
-  b->active = false;
+  atomic_store(&b->tx, NULL);
 }
 
 void order_saga_batch_free(order_saga_batch *b) {
@@ -59,50 +63,47 @@ static order_row *batch_row(order_saga_batch *b, const char *order_id) {
 
 /* The lines of every row of the batch that has none yet: one statement
  * per DB_KEYS_CHUNK orders. */
+typedef struct lines_read {
+  order_saga_batch *b;
+  bool out_of_memory;
+} lines_read;
+
+static bool line_row_cb(db_rows *r, void *arg) {
+  lines_read *lr = arg;
+  order_row *o = batch_row(lr->b, db_rows_str(r, 0, NULL));
+  if (o == NULL) return true;
+  if (o->lines == NULL && (o->lines = calloc(db_rows_count(r), sizeof *o->lines)) == NULL) {
+    lr->out_of_memory = true;
+    return false;
+  }
+  order_line_parse(r, 1, &o->lines[o->n_lines++]);
+  return true;
+}
+
 static status_code batch_lines(db_conn *tx, order_saga_batch *b, char *errbuf, size_t errlen) {
   const char *ids[b->n > 0 ? b->n : 1];
   size_t k = 0;
   for (size_t i = 0; i < b->n; i++)
     if (b->rows[i].lines == NULL) ids[k++] = b->rows[i].order_id;
-  for (size_t from = 0; from < k;) {
-    db_value p[DB_KEYS_CHUNK];
-    from += db_keys_chunk(p, ids, k, from);
-    db_rows *r = NULL;
-    status_code st = db_query(tx,
-                              "SELECT order_id, " ORDER_LINE_COLUMNS
-                              " FROM order_lines WHERE"
-                              " order_id IN (" DB_KEYS_PLACEHOLDERS ") ORDER BY order_id, line_no",
-                              p, DB_KEYS_CHUNK, &r, errbuf, errlen);
-    if (st != STATUS_OK) return st;
-    size_t total = db_rows_count(r);
-    while (db_rows_next(r)) {
-      order_row *o = batch_row(b, db_rows_str(r, 0, NULL));
-      if (o == NULL) continue;
-      if (o->lines == NULL && (o->lines = calloc(total, sizeof *o->lines)) == NULL) {
-        db_rows_free(r);
-        snprintf(errbuf, errlen, "out of memory");
-        return STATUS_INTERNAL;
-      }
-      order_line_parse(r, 1, &o->lines[o->n_lines++]);
-    }
-    db_rows_free(r);
+  lines_read lr = {.b = b};
+  status_code st = db_query_keys(tx,
+                                 "SELECT order_id, " ORDER_LINE_COLUMNS
+                                 " FROM order_lines WHERE order_id IN (" DB_KEYS_PLACEHOLDERS
+                                 ") ORDER BY order_id, line_no",
+                                 ids, k, line_row_cb, &lr, errbuf, errlen);
+  if (st == STATUS_OK && lr.out_of_memory) {
+    snprintf(errbuf, errlen, "out of memory");
+    st = STATUS_INTERNAL;
   }
-  return STATUS_OK;
+  return st;
 }
 
-/* The order a saga event answers for. */
-static const char *event_order_id(const ProtobufCMessage *m) {
-  if (m->descriptor == &shop__inventory__v1__inventory_reserved__descriptor)
-    return ((const Shop__Inventory__V1__InventoryReserved *)m)->order_id;
-  if (m->descriptor == &shop__inventory__v1__inventory_rejected__descriptor)
-    return ((const Shop__Inventory__V1__InventoryRejected *)m)->order_id;
-  if (m->descriptor == &shop__payment__v1__payment_authorized__descriptor)
-    return ((const Shop__Payment__V1__PaymentAuthorized *)m)->order_id;
-  if (m->descriptor == &shop__payment__v1__payment_captured__descriptor)
-    return ((const Shop__Payment__V1__PaymentCaptured *)m)->order_id;
-  if (m->descriptor == &shop__payment__v1__payment_failed__descriptor)
-    return ((const Shop__Payment__V1__PaymentFailed *)m)->order_id;
-  return NULL;
+static bool saga_row_cb(db_rows *r, void *arg) {
+  order_saga_batch *b = arg;
+  if (b->n >= b->cap) return false;
+  order_row_parse(r, &b->rows[b->n]);
+  b->dirty[b->n++] = false;
+  return true;
 }
 
 /* Reads and locks every order the batch's events name, in one statement
@@ -114,13 +115,7 @@ static status_code saga_prepare_cb(db_conn *tx, const consumer_msg *msgs, size_t
   if (b == NULL) return STATUS_OK;
   batch_clear(b);
   const char *ids[n > 0 ? n : 1];
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++) {
-    const char *id = event_order_id(msgs[i].msg);
-    bool seen = id == NULL;
-    for (size_t j = 0; j < k && !seen; j++) seen = strcmp(ids[j], id) == 0;
-    if (!seen) ids[k++] = id;
-  }
+  size_t k = consumer_batch_keys(msgs, n, NULL, "order_id", CHECK_ID_SIZE - 1, ids);
   if (k > b->cap) {
     order_row *rows = realloc(b->rows, k * sizeof *rows);
     if (rows != NULL) b->rows = rows;
@@ -129,27 +124,25 @@ static status_code saga_prepare_cb(db_conn *tx, const consumer_msg *msgs, size_t
     if (rows == NULL || dirty == NULL) return STATUS_OK; /* row by row, then */
     b->cap = k;
   }
-  for (size_t from = 0; from < k;) {
-    db_value p[DB_KEYS_CHUNK];
-    from += db_keys_chunk(p, ids, k, from);
-    db_rows *r = NULL;
-    status_code st = db_query(tx,
-                              "SELECT " ORDER_ROW_COLUMNS
-                              " FROM orders WHERE order_id IN"
-                              " (" DB_KEYS_PLACEHOLDERS ") ORDER BY order_id FOR UPDATE",
-                              p, DB_KEYS_CHUNK, &r, errbuf, errlen);
-    if (st != STATUS_OK) {
-      batch_clear(b);
-      return st;
-    }
-    while (db_rows_next(r) && b->n < k) {
-      order_row_parse(r, &b->rows[b->n]);
-      b->dirty[b->n++] = false;
-    }
-    db_rows_free(r);
+  status_code st = db_query_keys(tx,
+                                 "SELECT " ORDER_ROW_COLUMNS
+                                 " FROM orders WHERE order_id IN (" DB_KEYS_PLACEHOLDERS
+                                 ") ORDER BY order_id FOR UPDATE",
+                                 ids, k, saga_row_cb, b, errbuf, errlen);
+  if (st != STATUS_OK) {
+    batch_clear(b);
+    return st;
   }
-  b->active = true;
+  atomic_store(&b->tx, tx);
   return STATUS_OK;
+}
+
+static db_value saga_column_cb(size_t row, size_t col, void *arg) {
+  const order_row *r = ((const order_row **)arg)[row];
+  return DB_I64(col == 0   ? r->state.status
+                : col == 1 ? (int64_t)r->state.stock
+                : col == 2 ? (int64_t)r->state.payment
+                           : r->version);
 }
 
 /* Writes the changed rows of the batch back: one UPDATE per DB_KEYS_CHUNK
@@ -158,42 +151,22 @@ static status_code saga_prepare_cb(db_conn *tx, const consumer_msg *msgs, size_t
 static status_code saga_before_commit_cb(db_conn *tx, void *arg, char *errbuf, size_t errlen) {
   const order_ctx *ctx = arg;
   order_saga_batch *b = ctx->saga;
-  if (b == NULL || !b->active) return STATUS_OK;
+  if (b == NULL || atomic_load(&b->tx) != tx) return STATUS_OK;
+  const char *ids[b->n > 0 ? b->n : 1];
   const order_row *dirty[b->n > 0 ? b->n : 1];
   size_t k = 0;
   for (size_t i = 0; i < b->n; i++)
-    if (b->dirty[i]) dirty[k++] = &b->rows[i];
-#define SAGA_WHEN4 "WHEN ? THEN ? WHEN ? THEN ? WHEN ? THEN ? WHEN ? THEN ? "
-#define SAGA_WHEN16 SAGA_WHEN4 SAGA_WHEN4 SAGA_WHEN4 SAGA_WHEN4
-#define SAGA_CASE "CASE order_id " SAGA_WHEN16 SAGA_WHEN16 "END"
-  _Static_assert(DB_KEYS_CHUNK == 32, "SAGA_CASE holds 32 rows");
-  static const char sql[] = "UPDATE orders SET status = " SAGA_CASE ", stock_state = " SAGA_CASE
-                            ", payment_state = " SAGA_CASE ", version = " SAGA_CASE
-                            ", updated_ms = ? WHERE order_id IN (" DB_KEYS_PLACEHOLDERS ")";
-  int64_t now = order_now_ms(ctx);
-  for (size_t from = 0; from < k; from += DB_KEYS_CHUNK) {
-    db_value p[4 * 2 * DB_KEYS_CHUNK + 1 + DB_KEYS_CHUNK];
-    size_t o = 0;
-    for (int col = 0; col < 4; col++) {
-      for (size_t j = 0; j < DB_KEYS_CHUNK; j++) {
-        const order_row *r = dirty[from + j < k ? from + j : from];
-        int64_t v = col == 0   ? r->state.status
-                    : col == 1 ? (int64_t)r->state.stock
-                    : col == 2 ? (int64_t)r->state.payment
-                               : r->version;
-        p[o++] = DB_STR(r->order_id);
-        p[o++] = DB_I64(v);
-      }
+    if (b->dirty[i]) {
+      ids[k] = b->rows[i].order_id;
+      dirty[k++] = &b->rows[i];
     }
-    p[o++] = DB_I64(now);
-    for (size_t j = 0; j < DB_KEYS_CHUNK; j++)
-      p[o++] = DB_STR(dirty[from + j < k ? from + j : from]->order_id);
-    status_code st = db_exec(tx, sql, p, o, NULL, NULL, errbuf, errlen);
-    if (st != STATUS_OK) return st;
-  }
+  static const char *const cols[] = {"status", "stock_state", "payment_state", "version"};
+  status_code st = db_update_keys(tx, "orders", "order_id", cols, 4, ids, k, saga_column_cb, dirty,
+                                  order_now_ms(ctx), errbuf, errlen);
+  if (st != STATUS_OK) return st;
   /* Nothing is applied after this: a step from now on (the sweeper's, a
    * test's) reads and writes its row itself. */
-  b->active = false;
+  atomic_store(&b->tx, NULL);
   return STATUS_OK;
 }
 
@@ -208,7 +181,7 @@ static void saga_ended_cb(db_conn *db, void *arg) {
 status_code order_saga_step_apply(db_conn *tx, const order_ctx *ctx, const outbox_cause *origin,
                                   const char *order_id, order_saga_input in, const char *text,
                                   char *errbuf, size_t errlen) {
-  order_saga_batch *b = ctx->saga != NULL && ctx->saga->active ? ctx->saga : NULL;
+  order_saga_batch *b = ctx->saga != NULL && atomic_load(&ctx->saga->tx) == tx ? ctx->saga : NULL;
   order_row own = {0}, *r = &own;
   status_code st = STATUS_NOT_FOUND;
   if (b != NULL) {

@@ -189,11 +189,17 @@ typedef struct payment_ctx {
   int retry_backoff_ms;                    /* first backoff; doubles */
   void (*sleep_ms_cb)(void *self, int ms); /* NULL: nanosleep; gets clock.self */
   shop_clock clock;                        /* zeroed: the real clock */
+  /* The consumer's current transaction (worker.c): the payments of its
+   * orders read at once and written back at once. Its thread's. */
+  struct payment_batch *batch;
 } payment_ctx;
 
-/* Fills ctx from cfg (payment.retry_*) with the real clock. */
+/* Fills ctx from cfg (payment.retry_*) with the real clock;
+ * payment_ctx_destroy frees what it made. */
 void payment_ctx_init(payment_ctx *ctx, const shop_cfg *cfg, const char *program, outbox_sink sink,
                       payment_gateway gw);
+void payment_ctx_destroy(payment_ctx *ctx);
+typedef struct payment_batch payment_batch;
 
 /* What an order tells payment (borrowed strings). */
 typedef struct payment_order {

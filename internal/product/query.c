@@ -160,9 +160,10 @@ static status_code adjusted_apply(db_conn *tx, const consumer_msg *m, void *arg,
   return view_bump(tx, e->product_id, m->env->sequence, events_time_ms(m->env), errbuf, errlen);
 }
 
-/* The level StockLevelChanged carries, if newer than the row's: one
- * statement guarded by product_stock.version (assigned last: the guards
- * read the old one). */
+/* The level StockLevelChanged carries, if newer than the row's: one row
+ * of a guarded upsert (product_stock.version assigned last: the guards read
+ * the old one), so the levels of a consumer transaction go in one
+ * multi-row statement with its commit, in their order. */
 static status_code level_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                size_t errlen) {
   const Shop__Inventory__V1__StockLevelChanged *e = (const void *)m->msg;
@@ -170,15 +171,16 @@ static status_code level_apply(db_conn *tx, const consumer_msg *m, void *arg, ch
   int64_t version = l->version > 0 ? l->version : m->env->sequence;
   db_value v[6] = {DB_STR(e->product_id), DB_I64(l->available), DB_I64(l->reserved),
                    DB_I64(l->shipped),    DB_I64(l->received),  DB_I64(version)};
-  return db_exec(tx,
-                 "INSERT INTO product_stock (product_id, available, reserved, shipped, received,"
-                 " version) VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE"
-                 " available = IF(VALUES(version) > version, VALUES(available), available),"
-                 " reserved = IF(VALUES(version) > version, VALUES(reserved), reserved),"
-                 " shipped = IF(VALUES(version) > version, VALUES(shipped), shipped),"
-                 " received = IF(VALUES(version) > version, VALUES(received), received),"
-                 " version = GREATEST(version, VALUES(version))",
-                 v, 6, NULL, NULL, errbuf, errlen);
+  return db_upsert_later(tx,
+                         "INSERT INTO product_stock (product_id, available, reserved, shipped,"
+                         " received, version)",
+                         "ON DUPLICATE KEY UPDATE"
+                         " available = IF(VALUES(version) > version, VALUES(available), available),"
+                         " reserved = IF(VALUES(version) > version, VALUES(reserved), reserved),"
+                         " shipped = IF(VALUES(version) > version, VALUES(shipped), shipped),"
+                         " received = IF(VALUES(version) > version, VALUES(received), received),"
+                         " version = GREATEST(version, VALUES(version))",
+                         v, 6, errbuf, errlen);
 }
 
 /* Every product event's first field is the product id. */

@@ -9,6 +9,7 @@
 
 #include "domtest.h"
 #include "inventory/inventory.h"
+#include "shop/order/v1/events.pb-c.h"
 #include "testenv.h"
 
 #define R_UNKNOWN SHOP__INVENTORY__V1__REJECT_REASON__REJECT_REASON_UNKNOWN_PRODUCT
@@ -68,7 +69,10 @@ static void setup(void) {
   ctx.clock.now_ms_cb = fake_now_cb;
 }
 
-static void teardown(void) { db_close(db); }
+static void teardown(void) {
+  inventory_ctx_destroy(&ctx);
+  db_close(db);
+}
 
 TestSuite(inventory, .init = setup, .fini = teardown, .timeout = 60);
 
@@ -456,4 +460,105 @@ Test(inventory, a_hundred_concurrent_one_unit_orders_against_stock_ten_reserve_e
     cr_assert_eq(reservation_status(r[i].order_id), want);
     cr_assert_eq(domtest_count(db, r[i].order_id, NULL), 1, "one answer per order");
   }
+}
+
+/* ---- The consumer's batch ------------------------------------------------------------ */
+
+typedef struct order_msg {
+  Shop__Order__V1__OrderCreated created;
+  Shop__Order__V1__OrderLine line[2], *lines[2];
+} order_msg;
+
+static void order_created(order_msg *m, const char *order, const char *p1, int q1, const char *p2,
+                          int q2) {
+  shop__order__v1__order_created__init(&m->created);
+  m->created.order_id = (char *)order;
+  const char *p[2] = {p1, p2};
+  int q[2] = {q1, q2};
+  for (int i = 0; i < 2; i++) {
+    shop__order__v1__order_line__init(&m->line[i]);
+    m->line[i].product_id = (char *)p[i];
+    m->line[i].quantity = q[i];
+    m->lines[i] = &m->line[i];
+  }
+  m->created.lines = m->lines;
+  m->created.n_lines = p2 != NULL ? 2 : 1;
+}
+
+static int64_t level_version(const char *p) {
+  int64_t seq = 0;
+  Shop__Inventory__V1__StockLevelChanged *e =
+      (void *)domtest_last(db, p, &shop__inventory__v1__stock_level_changed__descriptor, &seq);
+  cr_assert_not_null(e);
+  cr_assert_eq(e->level->version, seq);
+  protobuf_c_message_free_unpacked(&e->base, NULL);
+  return seq;
+}
+
+Test(inventory, a_batch_of_orders_reserves_as_one_by_one_whatever_else_it_holds) {
+  char p[EVENTS_ID_SIZE], q[EVENTS_ID_SIZE], u[EVENTS_ID_SIZE], o[7][EVENTS_ID_SIZE];
+  product(p, 10, 5, 0);
+  product(q, 3, 0, 0);
+  domtest_id(u); /* never created */
+  for (int i = 0; i < 7; i++) domtest_id(o[i]);
+  order_msg m[5];
+  order_created(&m[0], o[0], p, 3, q, 1);    /* p 7, q 2 */
+  order_created(&m[1], o[1], p, 3, NULL, 0); /* p 4: below 5, InventoryLow */
+  order_created(&m[2], o[2], q, 5, NULL, 0); /* q has 2: rejected */
+  order_created(&m[3], o[3], u, 1, NULL, 0); /* unknown: waits (row by row from here) */
+  order_created(&m[4], o[4], p, 1, NULL, 0); /* p 3 */
+  Shop__Order__V1__OrderCancelled cancel = SHOP__ORDER__V1__ORDER_CANCELLED__INIT;
+  cancel.order_id = o[0]; /* p 6, q 3 */
+  const ProtobufCMessage *ms[] = {&m[0].created.base, &m[1].created.base, &m[2].created.base,
+                                  &m[3].created.base, &m[4].created.base, &cancel.base};
+  size_t n = sizeof ms / sizeof ms[0];
+  domtest_event ev[sizeof ms / sizeof ms[0]];
+  for (int round = 0; round < 2; round++) {
+    /* The second round is a redelivery past the inbox: nothing changes. */
+    for (size_t i = 0; i < n; i++) domtest_event_make(&ev[i], ms[i]);
+    domtest_consume(db, &inventory_consumer, ev, n, &ctx);
+    assert_level(p, 6, 4, 0, 10);
+    assert_level(q, 3, 0, 0, 3);
+    cr_assert_eq(reservation_status(o[0]), RES_RELEASED);
+    cr_assert_eq(reservation_status(o[1]), RES_RESERVED);
+    cr_assert_eq(reservation_status(o[2]), RES_REJECTED);
+    cr_assert_eq(reservation_status(o[3]), RES_PENDING);
+    cr_assert_eq(reservation_status(o[4]), RES_RESERVED);
+    cr_assert_eq(domtest_count(db, o[0], T_RESERVED), 1);
+    cr_assert_eq(domtest_count(db, o[0], T_RELEASED), 1);
+    cr_assert_eq(domtest_count(db, o[1], T_RESERVED), 1);
+    cr_assert_eq(domtest_count(db, o[2], T_REJECTED), 1);
+    cr_assert_eq(domtest_count(db, o[3], NULL), 0);
+    cr_assert_eq(domtest_count(db, o[4], T_RESERVED), 1);
+    cr_assert_eq(domtest_count(db, p, T_LOW), 1);
+    /* 1 at creation, then o0, o1, o4 and the release: one version each. */
+    cr_assert_eq(level_version(p), 5);
+    cr_assert_eq(level_version(q), 3);
+    cr_assert_eq(domtest_count(db, p, T_LEVEL), 5);
+  }
+  Shop__Inventory__V1__InventoryRejected *rej =
+      (void *)domtest_last(db, o[2], &shop__inventory__v1__inventory_rejected__descriptor, NULL);
+  cr_assert_eq(rej->n_rejected_lines, 1);
+  cr_assert_eq(rej->rejected_lines[0]->reason, R_OUT);
+  cr_assert_eq(rej->rejected_lines[0]->available, 2);
+  protobuf_c_message_free_unpacked(&rej->base, NULL);
+
+  /* A batch of new orders only: every level is written back once. */
+  order_msg m2[2];
+  order_created(&m2[0], o[5], p, 1, q, 1);
+  order_created(&m2[1], o[6], p, 2, NULL, 0);
+  domtest_event ev2[2];
+  domtest_event_make(&ev2[0], &m2[0].created.base);
+  domtest_event_make(&ev2[1], &m2[1].created.base);
+  domtest_consume(db, &inventory_consumer, ev2, 2, &ctx);
+  assert_level(p, 3, 7, 0, 10);
+  assert_level(q, 2, 1, 0, 3);
+  cr_assert_eq(level(p).version, 7);
+  cr_assert_eq(level_version(p), 7);
+  cr_assert_eq(level(q).version, 4);
+  /* The waiting one reserves when its product comes, as row by row. */
+  op c = {.kind = OP_CREATE, .id = u, .stock = 5};
+  domtest_tx(db, op_cb, &c);
+  cr_assert_eq(reservation_status(o[3]), RES_RESERVED);
+  assert_level(u, 4, 1, 0, 5);
 }

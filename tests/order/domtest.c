@@ -92,3 +92,39 @@ void domtest_tx(db_conn *c, db_tx_fn fn, void *arg) {
   status_code st = db_tx_run(c, fn, arg, 20, err, sizeof err);
   cr_assert_eq(st, STATUS_OK, "transaction: %s: %s", status_name(st), err);
 }
+
+void domtest_event_make(domtest_event *e, const ProtobufCMessage *m) {
+  shop__events__v1__event_envelope__init(&e->env);
+  domtest_id(e->id);
+  e->env.id = e->id;
+  e->env.type = (char *)m->descriptor->name;
+  e->env.source = "/shop/test";
+  e->env.correlation_id = "corr-batch";
+  cr_assert_lt(protobuf_c_message_get_packed_size(m), sizeof e->data);
+  e->env.data.len = protobuf_c_message_pack(m, e->data);
+  e->env.data.data = e->data;
+}
+
+typedef struct consume_arg {
+  const consumer_spec *spec;
+  domtest_event *events;
+  size_t n;
+  void *arg;
+} consume_arg;
+
+static status_code consume_cb(db_conn *tx, void *arg, char *errbuf, size_t errlen) {
+  consume_arg *a = arg;
+  consumer_msg *msgs = calloc(a->n, sizeof *msgs);
+  if (msgs == NULL) return STATUS_RESOURCE_EXHAUSTED;
+  for (size_t i = 0; i < a->n; i++) msgs[i] = (consumer_msg){.env = &a->events[i].env};
+  status_code st = consumer_spec_apply(tx, a->spec, msgs, a->n, a->arg, errbuf, errlen);
+  if (a->spec->ended != NULL) a->spec->ended(tx, a->arg);
+  free(msgs);
+  return st;
+}
+
+void domtest_consume(db_conn *c, const consumer_spec *spec, domtest_event *events, size_t n,
+                     void *arg) {
+  consume_arg a = {.spec = spec, .events = events, .n = n, .arg = arg};
+  domtest_tx(c, consume_cb, &a);
+}

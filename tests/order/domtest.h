@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "db/db.h"
+#include "events/consumer.h"
 #include "events/events.h"
 #include "events/outbox.h"
 
@@ -44,5 +45,19 @@ void domtest_id(char out[EVENTS_ID_SIZE]);
 /* Runs fn in a transaction (db_tx_run, retrying deadlocks); fails the test
  * unless it returns OK. */
 void domtest_tx(db_conn *c, db_tx_fn fn, void *arg);
+
+/* An event as a consumer hands it over (for consumer_spec_apply): an
+ * envelope with a fresh id, m's full name as type and m packed as data. */
+typedef struct domtest_event {
+  events_envelope env;
+  uint8_t data[1024];
+  char id[EVENTS_ID_SIZE];
+} domtest_event;
+void domtest_event_make(domtest_event *e, const ProtobufCMessage *m);
+
+/* Applies the n events through spec's consumer path (prepare, the
+ * table, before_commit) in one transaction of c, with arg. */
+void domtest_consume(db_conn *c, const consumer_spec *spec, domtest_event *events, size_t n,
+                     void *arg);
 
 #endif

@@ -242,38 +242,6 @@ Test(order_ops, a_failed_capture_cancels_the_confirmed_order) {
 
 /* ---- The saga consumer's batch ---------------------------------------------------------- */
 
-/* A saga event as the consumer hands it over: its envelope (packed data)
- * and, for consumer_spec_apply, only env is read. */
-typedef struct saga_event {
-  events_envelope env;
-  uint8_t data[256];
-  char id[EVENTS_ID_SIZE];
-} saga_event;
-
-static void saga_event_make(saga_event *e, const ProtobufCMessage *m) {
-  shop__events__v1__event_envelope__init(&e->env);
-  domtest_id(e->id);
-  e->env.id = e->id;
-  e->env.type = (char *)m->descriptor->name;
-  e->env.source = "test";
-  e->env.correlation_id = "corr-batch";
-  cr_assert_lt(protobuf_c_message_get_packed_size(m), sizeof e->data);
-  e->env.data.len = protobuf_c_message_pack(m, e->data);
-  e->env.data.data = e->data;
-}
-
-typedef struct batch_op {
-  saga_event *events;
-  size_t n;
-} batch_op;
-
-static status_code batch_cb(db_conn *tx, void *arg, char *errbuf, size_t errlen) {
-  batch_op *b = arg;
-  consumer_msg msgs[16];
-  for (size_t i = 0; i < b->n; i++) msgs[i] = (consumer_msg){.env = &b->events[i].env};
-  return consumer_spec_apply(tx, &order_saga_consumer, msgs, b->n, &ctx, errbuf, errlen);
-}
-
 static int order_status(const char *id, int64_t *version) {
   db_value v[1] = {DB_STR(id)};
   db_rows *r = NULL;
@@ -316,10 +284,9 @@ Test(order_ops, a_batch_of_answers_for_several_orders_is_applied_as_one_by_one) 
                                   &res[1].base,  &auth_c.base,  &cap.base, &res[2].base,
                                   &auth[2].base, &res[0].base};
   size_t n = sizeof ms / sizeof ms[0];
-  saga_event ev[sizeof ms / sizeof ms[0]];
-  for (size_t i = 0; i < n; i++) saga_event_make(&ev[i], ms[i]);
-  batch_op op = {.events = ev, .n = n};
-  domtest_tx(db, batch_cb, &op);
+  domtest_event ev[sizeof ms / sizeof ms[0]];
+  for (size_t i = 0; i < n; i++) domtest_event_make(&ev[i], ms[i]);
+  domtest_consume(db, &order_saga_consumer, ev, n, &ctx);
 
   int64_t ver = 0;
   cr_assert_eq(order_status(a, &ver), ORDER_ST(CONFIRMED));
@@ -345,8 +312,8 @@ Test(order_ops, a_batch_of_answers_for_several_orders_is_applied_as_one_by_one) 
   op_cb_ship_ok(a);
 
   /* The same batch again (a redelivery past the inbox) changes nothing. */
-  for (size_t i = 0; i < n; i++) saga_event_make(&ev[i], ms[i]);
-  domtest_tx(db, batch_cb, &op);
+  for (size_t i = 0; i < n; i++) domtest_event_make(&ev[i], ms[i]);
+  domtest_consume(db, &order_saga_consumer, ev, n, &ctx);
   cr_assert_eq(domtest_count(db, a, NULL), 3, "created, confirmed, shipped");
   cr_assert_eq(domtest_count(db, b, NULL), 2);
   cr_assert_eq(domtest_count(db, c, NULL), 2);

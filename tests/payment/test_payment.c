@@ -13,6 +13,7 @@
 
 #include "domtest.h"
 #include "payment/payment.h"
+#include "shop/order/v1/events.pb-c.h"
 
 #define FR(name) SHOP__PAYMENT__V1__PAYMENT_FAILURE_REASON__PAYMENT_FAILURE_REASON_##name
 #define PS(name) SHOP__PAYMENT__V1__PAYMENT_STATUS__PAYMENT_STATUS_##name
@@ -269,6 +270,7 @@ static void worker_setup(void) {
 }
 
 static void worker_teardown(void) {
+  payment_ctx_destroy(&ctx);
   payment_sim_destroy(sim);
   db_close(db);
   dir_teardown();
@@ -445,4 +447,82 @@ Test(payment_worker, a_void_the_gateway_keeps_failing_is_retried_later_not_dropp
   status_code st = db_tx_run(db, op_cb, &p, 1, err, sizeof err);
   cr_assert_eq(st, STATUS_UNAVAILABLE, "%s", err);
   cr_assert_eq(row(id).status, PS(AUTHORIZED), "rolled back: the consumer tries again");
+}
+
+/* ---- The consumer's batch ----------------------------------------------------------- */
+
+typedef struct created_msg {
+  Shop__Order__V1__OrderCreated e;
+  Shop__Common__V1__Money total;
+} created_msg;
+
+static void created(created_msg *m, const char *id, const char *token, int64_t amount) {
+  shop__order__v1__order_created__init(&m->e);
+  shop__common__v1__money__init(&m->total);
+  m->total.units = amount;
+  m->total.currency = "EUR";
+  m->e.order_id = (char *)id;
+  m->e.customer_id = "customer-1";
+  m->e.idempotency_key = "create-key";
+  m->e.payment_token = (char *)token;
+  m->e.total = &m->total;
+}
+
+Test(payment_worker, a_batch_of_orders_is_paid_as_one_by_one) {
+  char a[EVENTS_ID_SIZE], b[EVENTS_ID_SIZE], c[EVENTS_ID_SIZE], d[EVENTS_ID_SIZE];
+  domtest_id(a);
+  domtest_id(b);
+  domtest_id(c);
+  domtest_id(d);
+  /* b was authorized in an earlier batch. */
+  payment_order ob = {.order_id = b,
+                      .customer_id = "customer-1",
+                      .idempotency_key = "create-key",
+                      .token = "tok_visa",
+                      .amount = 700,
+                      .currency = "EUR"};
+  run(AUTH, &ob);
+  created_msg ma, mc;
+  created(&ma, a, "tok_visa", 500);    /* authorized, confirmed, captured here */
+  created(&mc, c, "tok_decline", 300); /* declined: a FAILED row */
+  Shop__Order__V1__OrderConfirmed conf_a = SHOP__ORDER__V1__ORDER_CONFIRMED__INIT,
+                                  conf_b = SHOP__ORDER__V1__ORDER_CONFIRMED__INIT;
+  conf_a.order_id = a;
+  conf_b.order_id = b;
+  Shop__Order__V1__OrderCancelled cancel_b = SHOP__ORDER__V1__ORDER_CANCELLED__INIT,
+                                  cancel_d = SHOP__ORDER__V1__ORDER_CANCELLED__INIT;
+  cancel_b.order_id = b; /* captured above in this batch: refunded */
+  cancel_d.order_id = d; /* never seen: a closed row */
+  const ProtobufCMessage *ms[] = {&ma.e.base,   &mc.e.base,     &conf_a.base,
+                                  &conf_b.base, &cancel_b.base, &cancel_d.base};
+  size_t n = sizeof ms / sizeof ms[0];
+  domtest_event ev[sizeof ms / sizeof ms[0]];
+  for (int round = 0; round < 2; round++) {
+    /* The second round is a redelivery past the inbox: nothing changes. */
+    for (size_t i = 0; i < n; i++) domtest_event_make(&ev[i], ms[i]);
+    domtest_consume(db, &payment_consumer, ev, n, &ctx);
+    payment_row r = row(a);
+    cr_assert_eq(r.status, PS(CAPTURED));
+    cr_assert_eq(r.version, 2);
+    cr_assert_eq(r.amount, 500);
+    cr_assert_neq(r.capture_id[0], '\0');
+    r = row(b);
+    cr_assert_eq(r.status, PS(REFUNDED));
+    cr_assert_eq(r.version, 3);
+    cr_assert_neq(r.refund_id[0], '\0');
+    r = row(c);
+    cr_assert_eq(r.status, PS(FAILED));
+    cr_assert_eq(r.version, 1);
+    cr_assert_neq(r.failure_reason, 0);
+    r = row(d);
+    cr_assert_eq(r.status, PS(FAILED));
+    cr_assert_eq(r.version, 0);
+    cr_assert_eq(domtest_count(db, a, T_CAPTURED), 1);
+    cr_assert_eq(domtest_count(db, a, NULL), 2, "authorized, captured");
+    cr_assert_eq(domtest_count(db, b, T_REFUNDED), 1);
+    cr_assert_eq(domtest_count(db, b, NULL), 3, "authorized, captured, refunded");
+    cr_assert_eq(domtest_count(db, c, NULL), 1, "failed");
+    cr_assert_eq(domtest_count(db, d, NULL), 0);
+    cr_assert_eq(attempts(a, 0), 2);
+  }
 }

@@ -135,8 +135,12 @@ def test_a_dropped_connection_is_unavailable_and_retried_with_the_same_key_and_r
     assert r.order_id == "o1"
     # Attempt 1, then attempt 2 after the backoff. NNG's REQ may also resend
     # attempt 1 itself on the new connection before the pipe callback
-    # aborts it ([1, 1, 2]): the same bytes, which idempotency absorbs.
-    assert len(seen) >= 2 and seen[0].attempt == 1 and seen[-1].attempt in (1, 2)
+    # aborts it ([1, 1, 2]): the same bytes, which idempotency absorbs. On
+    # a loaded machine attempt 2 can meet the connection still down (an
+    # UNAVAILABLE that never reaches the server) and attempt 3 carries it
+    # ([1, 3]): still within the channel's retries.
+    assert len(seen) >= 2 and seen[0].attempt == 1
+    assert 1 <= seen[-1].attempt <= 1 + ch.retry_max
     assert sorted(q.attempt for q in seen) == [q.attempt for q in seen]
     assert len({q.idempotency_key for q in seen}) == 1
     assert UUID7.match(seen[0].idempotency_key), seen[0].idempotency_key
