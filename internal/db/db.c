@@ -29,14 +29,6 @@ struct db_rows {
   db_cell *cells; /* nrows * ncols */
 };
 
-void db_seterr(char *errbuf, size_t errlen, const char *fmt, ...) {
-  if (errbuf == NULL || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(errbuf, errlen, fmt, ap);
-  va_end(ap);
-}
-
 static bool is_link_error(unsigned e) {
   switch (e) {
   case CR_CONNECTION_ERROR:
@@ -100,7 +92,7 @@ static void stmts_clear(db_conn *c) {
 static status_code open_once(db_conn *c, char *errbuf, size_t errlen) {
   MYSQL *my = mysql_init(NULL);
   if (my == NULL) {
-    db_seterr(errbuf, errlen, "mysql_init: out of memory");
+    status_seterr(errbuf, errlen, "mysql_init: out of memory");
     return STATUS_INTERNAL;
   }
   unsigned int timeout_s = (unsigned)((c->p.connect_timeout_ms + 999) / 1000);
@@ -112,8 +104,8 @@ static status_code open_once(db_conn *c, char *errbuf, size_t errlen) {
   if (mysql_real_connect(my, c->host, c->user, c->password, c->database, (unsigned)c->p.port, NULL,
                          CLIENT_MULTI_STATEMENTS) == NULL) {
     unsigned e = mysql_errno(my);
-    db_seterr(errbuf, errlen, "connect to %s:%d as %s: %s", c->host, c->p.port, c->user,
-              mysql_error(my));
+    status_seterr(errbuf, errlen, "connect to %s:%d as %s: %s", c->host, c->p.port, c->user,
+                  mysql_error(my));
     mysql_close(my);
     return is_link_error(e) ? STATUS_UNAVAILABLE : map_error(e);
   }
@@ -151,7 +143,7 @@ char *db_strdup_or_null(const char *s) { return s != NULL ? strdup(s) : NULL; }
 status_code db_connect(db_conn **out, const db_params *p, char *errbuf, size_t errlen) {
   db_conn *c = calloc(1, sizeof *c);
   if (c == NULL) {
-    db_seterr(errbuf, errlen, "out of memory");
+    status_seterr(errbuf, errlen, "out of memory");
     return STATUS_INTERNAL;
   }
   c->p = *p;
@@ -205,7 +197,7 @@ static status_code revive(db_conn *c, char *errbuf, size_t errlen) {
 /* Records a failure of the link or the statement and returns its status. */
 status_code db_fail_with(db_conn *c, unsigned e, const char *msg, const char *sql, char *errbuf,
                          size_t errlen) {
-  db_seterr(errbuf, errlen, "mysql %u: %s [%.120s]", e, msg, sql);
+  status_seterr(errbuf, errlen, "mysql %u: %s [%.120s]", e, msg, sql);
   if (is_link_error(e)) {
     c->broken = true;
     c->in_tx = false;
@@ -250,7 +242,7 @@ static status_code get_stmt(db_conn *c, const char *sql, MYSQL_STMT **out, char 
   if (e == NULL || (e->sql = strdup(sql)) == NULL) {
     free(e);
     mysql_stmt_close(stmt);
-    db_seterr(errbuf, errlen, "out of memory");
+    status_seterr(errbuf, errlen, "out of memory");
     return STATUS_INTERNAL;
   }
   e->hash = h;
@@ -286,7 +278,7 @@ static status_code run_stmt(db_conn *c, const char *sql, const db_value *params,
   MYSQL_BIND *binds = small_binds;
   unsigned long *lens = small_lens;
   if (n > DB_MAX_PARAMS) {
-    db_seterr(errbuf, errlen, "too many parameters (%zu, at most %d)", n, DB_MAX_PARAMS);
+    status_seterr(errbuf, errlen, "too many parameters (%zu, at most %d)", n, DB_MAX_PARAMS);
     return STATUS_INTERNAL;
   }
   if (n > 64) {
@@ -295,7 +287,7 @@ static status_code run_stmt(db_conn *c, const char *sql, const db_value *params,
     if (binds == NULL || lens == NULL) {
       free(binds);
       free(lens);
-      db_seterr(errbuf, errlen, "out of memory binding %zu parameters", n);
+      status_seterr(errbuf, errlen, "out of memory binding %zu parameters", n);
       return STATUS_INTERNAL;
     }
   }
@@ -317,7 +309,7 @@ static status_code run_bound(db_conn *c, const char *sql, const db_value *params
   for (int attempt = 0;; attempt++) {
     if (c->broken || c->my == NULL) {
       if (in_tx) {
-        db_seterr(errbuf, errlen, "connection lost inside the transaction");
+        status_seterr(errbuf, errlen, "connection lost inside the transaction");
         return STATUS_UNAVAILABLE;
       }
       status_code st = revive(c, errbuf, errlen);
@@ -328,8 +320,8 @@ static status_code run_bound(db_conn *c, const char *sql, const db_value *params
     if (st == STATUS_UNAVAILABLE && !in_tx && attempt == 0) continue;
     if (st != STATUS_OK) return st;
     if (mysql_stmt_param_count(stmt) != n) {
-      db_seterr(errbuf, errlen, "statement wants %lu parameters, got %zu [%.120s]",
-                mysql_stmt_param_count(stmt), n, sql);
+      status_seterr(errbuf, errlen, "statement wants %lu parameters, got %zu [%.120s]",
+                    mysql_stmt_param_count(stmt), n, sql);
       return STATUS_INTERNAL;
     }
     memset(binds, 0, sizeof(MYSQL_BIND) * (n > 0 ? n : 1));
@@ -409,7 +401,7 @@ status_code db_query(db_conn *c, const char *sql, const db_value *params, size_t
   } *cols = NULL;
   MYSQL_RES *meta = mysql_stmt_result_metadata(stmt);
   if (meta == NULL) {
-    db_seterr(errbuf, errlen, "statement returns no rows [%.120s]", sql);
+    status_seterr(errbuf, errlen, "statement returns no rows [%.120s]", sql);
     st = STATUS_INTERNAL;
     goto out;
   }
@@ -479,7 +471,7 @@ status_code db_query(db_conn *c, const char *sql, const db_value *params, size_t
   st = STATUS_OK;
   goto out;
 oom:
-  db_seterr(errbuf, errlen, "out of memory reading rows");
+  status_seterr(errbuf, errlen, "out of memory reading rows");
   st = STATUS_INTERNAL;
 out:
   if (cols != NULL) {
@@ -534,7 +526,7 @@ status_code db_query_i64(db_conn *c, const char *sql, const db_value *params, si
   if (st != STATUS_OK) return st;
   if (!db_rows_next(r)) {
     db_rows_free(r);
-    db_seterr(errbuf, errlen, "no row");
+    status_seterr(errbuf, errlen, "no row");
     return STATUS_NOT_FOUND;
   }
   *out = db_rows_i64(r, 0);
@@ -581,7 +573,7 @@ status_code db_commit(db_conn *c, char *errbuf, size_t errlen) {
   if (c->broken || c->my == NULL) {
     c->in_tx = false;
     db_defer_reset(c);
-    db_seterr(errbuf, errlen, "connection lost inside the transaction");
+    status_seterr(errbuf, errlen, "connection lost inside the transaction");
     return STATUS_UNAVAILABLE;
   }
   status_code fst = db_defer_flush(c, errbuf, errlen);

@@ -78,7 +78,7 @@ status_code db_insert_later(db_conn *tx, const char *insert_into, const db_value
 
 status_code db_insert_flush(db_conn *tx, char *errbuf, size_t errlen) {
   if (!db_in_tx(tx)) {
-    db_seterr(errbuf, errlen, "db_insert_flush needs an open transaction");
+    status_seterr(errbuf, errlen, "db_insert_flush needs an open transaction");
     return tx->broken ? STATUS_UNAVAILABLE : STATUS_FAILED_PRECONDITION;
   }
   status_code st = db_defer_flush(tx, errbuf, errlen);
@@ -90,14 +90,14 @@ status_code db_upsert_later(db_conn *tx, const char *insert_into, const char *on
                             const db_value *row, size_t n, char *errbuf, size_t errlen) {
   if (!db_in_tx(tx)) {
     if (tx->broken) {
-      db_seterr(errbuf, errlen, "connection lost inside the transaction");
+      status_seterr(errbuf, errlen, "connection lost inside the transaction");
       return STATUS_UNAVAILABLE;
     }
-    db_seterr(errbuf, errlen, "db_insert_later needs an open transaction");
+    status_seterr(errbuf, errlen, "db_insert_later needs an open transaction");
     return STATUS_FAILED_PRECONDITION;
   }
   if (n == 0 || n > DB_MAX_PARAMS) {
-    db_seterr(errbuf, errlen, "db_insert_later: %zu values in a row", n);
+    status_seterr(errbuf, errlen, "db_insert_later: %zu values in a row", n);
     return STATUS_INTERNAL;
   }
   if (tx->defer == NULL && (tx->defer = calloc(1, sizeof *tx->defer)) == NULL) goto oom;
@@ -121,7 +121,7 @@ status_code db_upsert_later(db_conn *tx, const char *insert_into, const char *on
   t->rows++;
   return STATUS_OK;
 oom:
-  db_seterr(errbuf, errlen, "out of memory queueing a row");
+  status_seterr(errbuf, errlen, "out of memory queueing a row");
   return STATUS_INTERNAL;
 }
 
@@ -140,7 +140,7 @@ static status_code send_rows(db_conn *c, defer_table *t, size_t from, size_t k, 
   size_t need = strlen(t->head) + 8 + k * tuple + 2 + (t->tail != NULL ? strlen(t->tail) : 0);
   if (!grow((void **)&d->sql, &d->sql_cap, need, 1) ||
       !grow((void **)&d->params, &d->cap_params, k * t->ncols, sizeof *d->params)) {
-    db_seterr(errbuf, errlen, "out of memory sending queued rows");
+    status_seterr(errbuf, errlen, "out of memory sending queued rows");
     return STATUS_INTERNAL;
   }
   size_t o = (size_t)snprintf(d->sql, d->sql_cap, "%s VALUES ", t->head);

@@ -37,9 +37,6 @@ struct db_conn {
   db_defer *defer; /* NULL until the first deferred row */
 };
 
-void db_seterr(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 /* Records a failure of the link or the statement and returns its status. */
 status_code db_fail_with(db_conn *c, unsigned e, const char *msg, const char *sql, char *errbuf,
                          size_t errlen);

@@ -16,7 +16,7 @@ status_code db_migrate(db_conn *c, const char *component, const db_migration *mi
                        int *applied, char *errbuf, size_t errlen) {
   if (applied != NULL) *applied = 0;
   if (sodium_init() < 0) {
-    db_seterr(errbuf, errlen, "libsodium failed to initialise");
+    status_seterr(errbuf, errlen, "libsodium failed to initialise");
     return STATUS_INTERNAL;
   }
   status_code st = db_plain(c,
@@ -35,14 +35,14 @@ status_code db_migrate(db_conn *c, const char *component, const db_migration *mi
   st = db_lock_try(c, lock, 60, &got, errbuf, errlen);
   if (st != STATUS_OK) return st;
   if (!got) {
-    db_seterr(errbuf, errlen, "timed out waiting for the migration lock %s", lock);
+    status_seterr(errbuf, errlen, "timed out waiting for the migration lock %s", lock);
     return STATUS_UNAVAILABLE;
   }
   int prev = 0;
   for (size_t i = 0; i < n; i++) {
     const db_migration *m = &migs[i];
     if (m->version <= prev) {
-      db_seterr(errbuf, errlen, "migration %s: versions must increase", m->name);
+      status_seterr(errbuf, errlen, "migration %s: versions must increase", m->name);
       st = STATUS_FAILED_PRECONDITION;
       goto out;
     }
@@ -58,8 +58,8 @@ status_code db_migrate(db_conn *c, const char *component, const db_migration *mi
     bool same = have && strcmp(db_rows_str(r, 0, NULL), sum) == 0;
     db_rows_free(r);
     if (have && !same) {
-      db_seterr(errbuf, errlen, "migration %s/%s was changed after it was applied", component,
-                m->name);
+      status_seterr(errbuf, errlen, "migration %s/%s was changed after it was applied", component,
+                    m->name);
       st = STATUS_FAILED_PRECONDITION;
       goto out;
     }
@@ -68,7 +68,7 @@ status_code db_migrate(db_conn *c, const char *component, const db_migration *mi
     if (st != STATUS_OK) {
       char detail[512];
       snprintf(detail, sizeof detail, "%s", errbuf != NULL ? errbuf : "");
-      db_seterr(errbuf, errlen, "migration %s/%s failed: %s", component, m->name, detail);
+      status_seterr(errbuf, errlen, "migration %s/%s failed: %s", component, m->name, detail);
       goto out;
     }
     db_value rec[4] = {DB_STR(component), DB_I64(m->version), DB_STR(m->name), DB_STR(sum)};
@@ -91,8 +91,8 @@ bool db_password_from_dir(const char *secrets_dir, const char *account, char *bu
   snprintf(path, sizeof path, "%s/%s", secrets_dir, account);
   FILE *f = fopen(path, "rb");
   if (f == NULL) {
-    db_seterr(errbuf, errlen, "cannot read the password of %s from %s: %s", account, path,
-              strerror(errno));
+    status_seterr(errbuf, errlen, "cannot read the password of %s from %s: %s", account, path,
+                  strerror(errno));
     return false;
   }
   size_t n = fread(buf, 1, len - 1, f);

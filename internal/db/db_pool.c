@@ -19,7 +19,7 @@ status_code db_pool_create(db_pool **out, const db_params *p, int size, char *er
   db_pool *pool = calloc(1, sizeof *pool);
   if (pool == NULL || (pool->idle = calloc((size_t)size, sizeof(db_conn *))) == NULL) {
     free(pool);
-    db_seterr(errbuf, errlen, "out of memory");
+    status_seterr(errbuf, errlen, "out of memory");
     return STATUS_INTERNAL;
   }
   pthread_mutex_init(&pool->mu, NULL);

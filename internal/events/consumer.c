@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "events/consumer_private.h"
-#include "events/events_private.h"
+#include "events/consumer_internal.h"
+#include "events/events_internal.h"
 #include "log/log.h"
 #include "topology/topology.h"
 
@@ -42,7 +42,7 @@ status_code consumer_spec_apply(db_conn *tx, const consumer_spec *spec, const co
   } else {
     consumer_msg *taken = calloc(n > 0 ? n : 1, sizeof *taken);
     if (taken == NULL) {
-      events_seterr(errbuf, errlen, "out of memory");
+      status_seterr(errbuf, errlen, "out of memory");
       return STATUS_RESOURCE_EXHAUSTED;
     }
     size_t nt = 0;
@@ -272,7 +272,7 @@ static bool consumer_conf(consumer *c, rd_kafka_conf_t *conf, char *errbuf, size
 status_code consumer_create(consumer **out, const consumer_opts *o, char *errbuf, size_t errlen) {
   if (o->brokers == NULL || o->group == NULL || o->group[0] == '\0' || o->db == NULL ||
       (o->handler == NULL) == (o->types == NULL)) {
-    events_seterr(errbuf, errlen,
+    status_seterr(errbuf, errlen,
                   "consumer: brokers, group, db and either a table of types or a handler are"
                   " required");
     return STATUS_INVALID_ARGUMENT;
@@ -280,7 +280,7 @@ status_code consumer_create(consumer **out, const consumer_opts *o, char *errbuf
   for (size_t i = 0; o->types != NULL && i < o->n_types; i++) {
     if (o->types[i].desc == NULL || o->types[i].apply == NULL || o->types[i].pass < 0 ||
         o->types[i].pass > 7) {
-      events_seterr(errbuf, errlen,
+      status_seterr(errbuf, errlen,
                     "consumer %s: type %zu needs a descriptor, an apply function and a pass"
                     " of 0..7",
                     o->group, i);
@@ -288,13 +288,13 @@ status_code consumer_create(consumer **out, const consumer_opts *o, char *errbuf
     }
   }
   if (o->fetch_wait_max_ms < 0 || o->fetch_min_bytes < 1) {
-    events_seterr(errbuf, errlen, "consumer %s: need fetch_wait_max_ms >= 0, fetch_min_bytes >= 1",
+    status_seterr(errbuf, errlen, "consumer %s: need fetch_wait_max_ms >= 0, fetch_min_bytes >= 1",
                   o->group);
     return STATUS_INVALID_ARGUMENT;
   }
   if (o->batch_size < 1 || o->max_retries < 1 || o->retry_backoff_ms < 1 ||
       o->poll_timeout_ms < 1 || strlen(o->group) > 128) {
-    events_seterr(
+    status_seterr(
         errbuf, errlen,
         "consumer %s: need batch_size, max_retries, retry_backoff_ms, poll_timeout_ms >= 1"
         " and a group name of at most 128 characters",
@@ -309,7 +309,7 @@ status_code consumer_create(consumer **out, const consumer_opts *o, char *errbuf
     topics = derived;
   }
   if (ntopics == 0) {
-    events_seterr(errbuf, errlen,
+    status_seterr(errbuf, errlen,
                   "consumer %s: no topics (an event type of no domain topic, or none given)",
                   o->group);
     return STATUS_INVALID_ARGUMENT;
@@ -371,7 +371,7 @@ status_code consumer_create(consumer **out, const consumer_opts *o, char *errbuf
   c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
   if (c->rk == NULL) {
     rd_kafka_conf_destroy(conf);
-    events_seterr(errbuf, errlen, "consumer %s: %s", c->group, why);
+    status_seterr(errbuf, errlen, "consumer %s: %s", c->group, why);
     consumer_destroy(c);
     return STATUS_INTERNAL;
   }
@@ -380,7 +380,7 @@ status_code consumer_create(consumer **out, const consumer_opts *o, char *errbuf
   *out = c;
   return STATUS_OK;
 oom:
-  events_seterr(errbuf, errlen, "consumer: out of memory");
+  status_seterr(errbuf, errlen, "consumer: out of memory");
   return STATUS_RESOURCE_EXHAUSTED;
 }
 
@@ -541,7 +541,7 @@ static void purge_processed(consumer *c) {
 
 status_code consumer_run(consumer *c, char *errbuf, size_t errlen) {
   if (c->ran) {
-    events_seterr(errbuf, errlen, "consumer %s: consumer_run may be called once", c->group);
+    status_seterr(errbuf, errlen, "consumer %s: consumer_run may be called once", c->group);
     return STATUS_FAILED_PRECONDITION;
   }
   c->ran = true;
@@ -558,7 +558,7 @@ status_code consumer_run(consumer *c, char *errbuf, size_t errlen) {
   rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, subs);
   rd_kafka_topic_partition_list_destroy(subs);
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    events_seterr(errbuf, errlen, "consumer %s: subscribe: %s", c->group, rd_kafka_err2str(e));
+    status_seterr(errbuf, errlen, "consumer %s: subscribe: %s", c->group, rd_kafka_err2str(e));
     rd_kafka_consumer_close(c->rk);
     return STATUS_INVALID_ARGUMENT;
   }
@@ -589,12 +589,12 @@ static void *consumer_main(void *arg) {
 
 status_code consumer_start(consumer *c, char *errbuf, size_t errlen) {
   if (c->started || c->ran) {
-    events_seterr(errbuf, errlen, "consumer %s: already started", c->group);
+    status_seterr(errbuf, errlen, "consumer %s: already started", c->group);
     return STATUS_FAILED_PRECONDITION;
   }
   int e = pthread_create(&c->thread, NULL, consumer_main, c);
   if (e != 0) {
-    events_seterr(errbuf, errlen, "consumer %s: thread: %s", c->group, strerror(e));
+    status_seterr(errbuf, errlen, "consumer %s: thread: %s", c->group, strerror(e));
     return STATUS_INTERNAL;
   }
   c->started = true;

@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "crash/crash.h"
-#include "events/consumer_private.h"
-#include "events/events_private.h"
+#include "events/consumer_internal.h"
+#include "events/events_internal.h"
 #include "log/log.h"
 
 /* Event ids per inbox insert (two values each), and per lookup of the

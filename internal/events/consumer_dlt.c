@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "events/consumer_private.h"
-#include "events/events_private.h"
+#include "events/consumer_internal.h"
+#include "events/events_internal.h"
 #include "log/log.h"
 #include "topology/topology.h"
 

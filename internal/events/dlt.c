@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "events/events.h"
-#include "events/events_private.h"
-#include "events/kafka_private.h"
+#include "events/events_internal.h"
+#include "events/kafka_internal.h"
 #include "log/log.h"
 #include "topology/topology.h"
 
@@ -36,7 +36,7 @@ static status_code reader_open(dlt_reader *r, const char *brokers, const char *t
                                size_t errlen) {
   memset(r, 0, sizeof *r);
   if (topology_dlt_name(r->dlt, sizeof r->dlt, topic, group) < 0) {
-    events_seterr(errbuf, errlen, "no dead-letter topic name for %s and %s", topic, group);
+    status_seterr(errbuf, errlen, "no dead-letter topic name for %s and %s", topic, group);
     return STATUS_INVALID_ARGUMENT;
   }
   char replay_group[256];
@@ -53,7 +53,7 @@ static status_code reader_open(dlt_reader *r, const char *brokers, const char *t
   r->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
   if (r->rk == NULL) {
     rd_kafka_conf_destroy(conf);
-    events_seterr(errbuf, errlen, "dead-letter reader: %s", why);
+    status_seterr(errbuf, errlen, "dead-letter reader: %s", why);
     return STATUS_INTERNAL;
   }
   rd_kafka_poll_set_consumer(r->rk);
@@ -69,7 +69,7 @@ static status_code reader_open(dlt_reader *r, const char *brokers, const char *t
   r->committed = calloc(n, sizeof *r->committed);
   if (r->start == NULL || r->end == NULL || r->committed == NULL) {
     reader_close(r);
-    events_seterr(errbuf, errlen, "out of memory");
+    status_seterr(errbuf, errlen, "out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(r->partitions);
@@ -78,7 +78,7 @@ static status_code reader_open(dlt_reader *r, const char *brokers, const char *t
     rd_kafka_resp_err_t e =
         rd_kafka_query_watermark_offsets(r->rk, r->dlt, p, &lo, &hi, timeout_ms);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      events_seterr(errbuf, errlen, "offsets of %s [%d]: %s", r->dlt, p, rd_kafka_err2str(e));
+      status_seterr(errbuf, errlen, "offsets of %s [%d]: %s", r->dlt, p, rd_kafka_err2str(e));
       rd_kafka_topic_partition_list_destroy(list);
       reader_close(r);
       return STATUS_UNAVAILABLE;
@@ -89,7 +89,7 @@ static status_code reader_open(dlt_reader *r, const char *brokers, const char *t
   }
   rd_kafka_resp_err_t e = rd_kafka_committed(r->rk, list, timeout_ms);
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    events_seterr(errbuf, errlen, "replay position of %s: %s", r->dlt, rd_kafka_err2str(e));
+    status_seterr(errbuf, errlen, "replay position of %s: %s", r->dlt, rd_kafka_err2str(e));
     rd_kafka_topic_partition_list_destroy(list);
     reader_close(r);
     return STATUS_UNAVAILABLE;
@@ -104,7 +104,7 @@ static status_code reader_open(dlt_reader *r, const char *brokers, const char *t
   e = rd_kafka_assign(r->rk, list);
   rd_kafka_topic_partition_list_destroy(list);
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    events_seterr(errbuf, errlen, "reading %s: %s", r->dlt, rd_kafka_err2str(e));
+    status_seterr(errbuf, errlen, "reading %s: %s", r->dlt, rd_kafka_err2str(e));
     reader_close(r);
     return STATUS_UNAVAILABLE;
   }
@@ -121,7 +121,7 @@ static status_code reader_each(dlt_reader *r, record_cb cb, void *arg, int timeo
   int64_t until = events_now_ms() + timeout_ms;
   while (left > 0) {
     if (events_now_ms() > until) {
-      events_seterr(errbuf, errlen, "reading %s: not at its end after %d ms", r->dlt, timeout_ms);
+      status_seterr(errbuf, errlen, "reading %s: not at its end after %d ms", r->dlt, timeout_ms);
       return STATUS_DEADLINE_EXCEEDED;
     }
     rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, 200);
@@ -287,14 +287,14 @@ status_code events_dlt_replay(const char *brokers, const char *topic, const char
   if (rc.producer == NULL) {
     rd_kafka_conf_destroy(conf);
     reader_close(&r);
-    events_seterr(errbuf, errlen, "replay producer: %s", why);
+    status_seterr(errbuf, errlen, "replay producer: %s", why);
     return STATUS_INTERNAL;
   }
   st = reader_each(&r, replay_one, &rc, timeout_ms, errbuf, errlen);
   rd_kafka_resp_err_t fe = rd_kafka_flush(rc.producer, timeout_ms);
   if (st == STATUS_OK &&
       (fe != RD_KAFKA_RESP_ERR_NO_ERROR || rc.failed != RD_KAFKA_RESP_ERR_NO_ERROR)) {
-    events_seterr(errbuf, errlen, "replaying %s: %s", r.dlt,
+    status_seterr(errbuf, errlen, "replaying %s: %s", r.dlt,
                   rd_kafka_err2str(rc.failed != RD_KAFKA_RESP_ERR_NO_ERROR ? rc.failed : fe));
     st = STATUS_UNAVAILABLE;
   }
@@ -307,7 +307,7 @@ status_code events_dlt_replay(const char *brokers, const char *topic, const char
     rd_kafka_resp_err_t e = rd_kafka_commit(r.rk, list, 0);
     rd_kafka_topic_partition_list_destroy(list);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      events_seterr(errbuf, errlen, "replayed, but saving the replay position of %s failed: %s",
+      status_seterr(errbuf, errlen, "replayed, but saving the replay position of %s failed: %s",
                     r.dlt, rd_kafka_err2str(e));
       st = STATUS_UNAVAILABLE;
     }

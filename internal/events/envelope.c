@@ -10,7 +10,7 @@
 #include <time.h>
 
 #include "events/events.h"
-#include "events/events_private.h"
+#include "events/events_internal.h"
 
 /* --- UUIDv7 --------------------------------------------------------------- */
 
@@ -181,14 +181,6 @@ bool events_time_parse(const char *s, size_t len, int64_t *seconds, int32_t *nan
 
 /* --- Envelope -------------------------------------------------------------- */
 
-void events_seterr(char *errbuf, size_t errlen, const char *fmt, ...) {
-  if (errbuf == NULL || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(errbuf, errlen, fmt, ap);
-  va_end(ap);
-}
-
 static bool empty(const char *s) { return s == NULL || s[0] == '\0'; }
 
 bool events_id_ok(const char *id, size_t len) {
@@ -220,25 +212,25 @@ status_code events_envelope_validate(const events_envelope *ev, char *errbuf, si
                         : empty(ev->key)    ? "key"
                                             : NULL;
   if (missing != NULL) {
-    events_seterr(errbuf, errlen, "event envelope without %s", missing);
+    status_seterr(errbuf, errlen, "event envelope without %s", missing);
     return STATUS_INVALID_ARGUMENT;
   }
   if (!events_id_ok(ev->id, strlen(ev->id))) {
-    events_seterr(errbuf, errlen, "event id '%.80s' is not 1-%d printable ASCII characters", ev->id,
+    status_seterr(errbuf, errlen, "event id '%.80s' is not 1-%d printable ASCII characters", ev->id,
                   EVENTS_ID_MAX);
     return STATUS_INVALID_ARGUMENT;
   }
   if (!events_topic_ok(ev->topic)) {
-    events_seterr(errbuf, errlen, "'%.80s' is not a legal Kafka topic name", ev->topic);
+    status_seterr(errbuf, errlen, "'%.80s' is not a legal Kafka topic name", ev->topic);
     return STATUS_INVALID_ARGUMENT;
   }
   char t[EVENTS_TIME_SIZE];
   if (ev->time != NULL && !events_time_format(ev->time->seconds, ev->time->nanos, t)) {
-    events_seterr(errbuf, errlen, "event time out of range");
+    status_seterr(errbuf, errlen, "event time out of range");
     return STATUS_INVALID_ARGUMENT;
   }
   if (ev->sequence < 0) {
-    events_seterr(errbuf, errlen, "negative event sequence %lld", (long long)ev->sequence);
+    status_seterr(errbuf, errlen, "negative event sequence %lld", (long long)ev->sequence);
     return STATUS_INVALID_ARGUMENT;
   }
   return STATUS_OK;
@@ -299,7 +291,7 @@ status_code events_envelope_decode(events_envelope **out, const events_record *r
   static const char *const required[] = {"ce_id", "ce_source", "ce_type"};
   const events_header *spec = find(rec, "ce_specversion");
   if (!same(spec, "1.0")) {
-    events_seterr(errbuf, errlen,
+    status_seterr(errbuf, errlen,
                   spec == NULL ? "invalid record: no ce_specversion header"
                                : "invalid record: ce_specversion is not 1.0");
     return STATUS_INVALID_ARGUMENT;
@@ -307,7 +299,7 @@ status_code events_envelope_decode(events_envelope **out, const events_record *r
   for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
     const events_header *h = find(rec, required[i]);
     if (h == NULL || h->len == 0) {
-      events_seterr(errbuf, errlen, "invalid record: no %s header", required[i]);
+      status_seterr(errbuf, errlen, "invalid record: no %s header", required[i]);
       return STATUS_INVALID_ARGUMENT;
     }
   }
@@ -315,26 +307,26 @@ status_code events_envelope_decode(events_envelope **out, const events_record *r
     const events_header *h = &rec->headers[i];
     if (h->len > 0 && h->value != NULL && memchr(h->value, '\0', h->len) != NULL &&
         strncmp(h->name, "ce_", 3) == 0) {
-      events_seterr(errbuf, errlen, "invalid record: header %s holds a NUL byte", h->name);
+      status_seterr(errbuf, errlen, "invalid record: header %s holds a NUL byte", h->name);
       return STATUS_INVALID_ARGUMENT;
     }
   }
   const events_header *id = find(rec, "ce_id");
   if (!events_id_ok(id->value, id->len)) {
-    events_seterr(errbuf, errlen, "invalid record: ce_id is not 1-%d printable ASCII characters",
+    status_seterr(errbuf, errlen, "invalid record: ce_id is not 1-%d printable ASCII characters",
                   EVENTS_ID_MAX);
     return STATUS_INVALID_ARGUMENT;
   }
   const events_header *ct = find(rec, "content-type");
   if (ct != NULL && !same(ct, "application/protobuf")) {
-    events_seterr(errbuf, errlen, "invalid record: content-type is not application/protobuf");
+    status_seterr(errbuf, errlen, "invalid record: content-type is not application/protobuf");
     return STATUS_INVALID_ARGUMENT;
   }
   int64_t secs = 0, seq = 0;
   int32_t nanos = 0;
   const events_header *tm = find(rec, "ce_time");
   if (tm != NULL && !events_time_parse(tm->value, tm->len, &secs, &nanos)) {
-    events_seterr(errbuf, errlen, "invalid record: ce_time is not an RFC 3339 time");
+    status_seterr(errbuf, errlen, "invalid record: ce_time is not an RFC 3339 time");
     return STATUS_INVALID_ARGUMENT;
   }
   const events_header *sq = find(rec, "ce_sequence");
@@ -403,10 +395,10 @@ status_code events_envelope_decode(events_envelope **out, const events_record *r
   *out = ev;
   return STATUS_OK;
 bad_seq:
-  events_seterr(errbuf, errlen, "invalid record: ce_sequence is not a non-negative integer");
+  status_seterr(errbuf, errlen, "invalid record: ce_sequence is not a non-negative integer");
   return STATUS_INVALID_ARGUMENT;
 oom:
-  events_seterr(errbuf, errlen, "out of memory decoding a record");
+  status_seterr(errbuf, errlen, "out of memory decoding a record");
   return STATUS_RESOURCE_EXHAUSTED;
 }
 

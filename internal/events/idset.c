@@ -1,8 +1,8 @@
-/* The relay's set of row ids. See idset_private.h. */
+/* The relay's set of row ids. See idset_internal.h. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "events/idset_private.h"
+#include "events/idset_internal.h"
 
 bool idset_init(idset *s, size_t want) {
   size_t cap = 64;

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "events/events_private.h"
-#include "events/kafka_private.h"
+#include "events/events_internal.h"
+#include "events/kafka_internal.h"
 #include "log/log.h"
 
 /* librdkafka's syslog levels onto Shop's. Runs on librdkafka's threads;
@@ -47,7 +47,7 @@ bool events_kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
                       size_t errlen) {
   char why[256];
   if (rd_kafka_conf_set(conf, key, value, why, sizeof why) != RD_KAFKA_CONF_OK) {
-    events_seterr(errbuf, errlen, "kafka config %s=%s: %s", key, value, why);
+    status_seterr(errbuf, errlen, "kafka config %s=%s: %s", key, value, why);
     return false;
   }
   return true;
@@ -56,7 +56,7 @@ bool events_kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
 rd_kafka_conf_t *events_kafka_conf_new(const char *brokers, const char *client_id, char *errbuf,
                                        size_t errlen) {
   if (brokers == NULL || brokers[0] == '\0') {
-    events_seterr(errbuf, errlen, "no Kafka brokers given");
+    status_seterr(errbuf, errlen, "no Kafka brokers given");
     return NULL;
   }
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -155,7 +155,7 @@ int events_kafka_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout
   rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
   if (rkt == NULL) {
     *st = STATUS_INVALID_ARGUMENT;
-    events_seterr(errbuf, errlen, "topic %s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
+    status_seterr(errbuf, errlen, "topic %s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
     return -1;
   }
   const struct rd_kafka_metadata *md = NULL;
@@ -163,12 +163,12 @@ int events_kafka_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout
   rd_kafka_topic_destroy(rkt);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     *st = STATUS_UNAVAILABLE;
-    events_seterr(errbuf, errlen, "metadata of %s: %s", topic, rd_kafka_err2str(err));
+    status_seterr(errbuf, errlen, "metadata of %s: %s", topic, rd_kafka_err2str(err));
     return -1;
   }
   int n = -1;
   *st = STATUS_NOT_FOUND;
-  events_seterr(errbuf, errlen, "topic %s does not exist", topic);
+  status_seterr(errbuf, errlen, "topic %s does not exist", topic);
   for (int i = 0; i < md->topic_cnt; i++) {
     if (strcmp(md->topics[i].topic, topic) != 0) continue;
     if (md->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[i].partition_cnt > 0) {
@@ -176,7 +176,7 @@ int events_kafka_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout
       *st = STATUS_OK;
     } else if (md->topics[i].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
       *st = STATUS_UNAVAILABLE;
-      events_seterr(errbuf, errlen, "metadata of %s: %s", topic,
+      status_seterr(errbuf, errlen, "metadata of %s: %s", topic,
                     rd_kafka_err2str(md->topics[i].err));
     }
   }
@@ -201,7 +201,7 @@ static status_code admin_run(const char *brokers, admin_op op, events_topic_spec
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
   if (rk == NULL) {
     rd_kafka_conf_destroy(conf);
-    events_seterr(errbuf, errlen, "kafka admin client: %s", why);
+    status_seterr(errbuf, errlen, "kafka admin client: %s", why);
     return STATUS_INTERNAL;
   }
   status_code st = STATUS_INTERNAL;
@@ -212,7 +212,7 @@ static status_code admin_run(const char *brokers, admin_op op, events_topic_spec
   rd_kafka_AdminOptions_t *ao = rd_kafka_AdminOptions_new(
       rk, op == ADMIN_CREATE ? RD_KAFKA_ADMIN_OP_CREATETOPICS : RD_KAFKA_ADMIN_OP_DELETETOPICS);
   if (nt == NULL || dt == NULL) {
-    events_seterr(errbuf, errlen, "out of memory");
+    status_seterr(errbuf, errlen, "out of memory");
     st = STATUS_RESOURCE_EXHAUSTED;
     goto out;
   }
@@ -222,7 +222,7 @@ static status_code admin_run(const char *brokers, admin_op op, events_topic_spec
     for (size_t i = 0; i < n; i++) {
       nt[i] = rd_kafka_NewTopic_new(topics[i].name, topics[i].partitions, 1, why, sizeof why);
       if (nt[i] == NULL) {
-        events_seterr(errbuf, errlen, "topic %s: %s", topics[i].name, why);
+        status_seterr(errbuf, errlen, "topic %s: %s", topics[i].name, why);
         st = STATUS_INVALID_ARGUMENT;
         goto out;
       }
@@ -231,7 +231,7 @@ static status_code admin_run(const char *brokers, admin_op op, events_topic_spec
       if (rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "-1") ||
           rd_kafka_NewTopic_set_config(nt[i], "retention.bytes", "-1") ||
           rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", "delete")) {
-        events_seterr(errbuf, errlen, "topic %s: cannot set its config", topics[i].name);
+        status_seterr(errbuf, errlen, "topic %s: cannot set its config", topics[i].name);
         goto out;
       }
     }
@@ -242,13 +242,13 @@ static status_code admin_run(const char *brokers, admin_op op, events_topic_spec
   }
   ev = rd_kafka_queue_poll(q, timeout_ms + 2000);
   if (ev == NULL) {
-    events_seterr(errbuf, errlen, "topic %s%s: no answer from the brokers in %d ms", topics[0].name,
+    status_seterr(errbuf, errlen, "topic %s%s: no answer from the brokers in %d ms", topics[0].name,
                   n > 1 ? " and others" : "", timeout_ms);
     st = STATUS_DEADLINE_EXCEEDED;
     goto out;
   }
   if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    events_seterr(errbuf, errlen, "topic %s%s: %s", topics[0].name, n > 1 ? " and others" : "",
+    status_seterr(errbuf, errlen, "topic %s%s: %s", topics[0].name, n > 1 ? " and others" : "",
                   rd_kafka_event_error_string(ev));
     st = STATUS_UNAVAILABLE;
     goto out;
@@ -259,7 +259,7 @@ static status_code admin_run(const char *brokers, admin_op op, events_topic_spec
           ? rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &nres)
           : rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &nres);
   st = nres == n ? STATUS_OK : STATUS_INTERNAL;
-  if (st != STATUS_OK) events_seterr(errbuf, errlen, "%zu topic results for %zu topics", nres, n);
+  if (st != STATUS_OK) status_seterr(errbuf, errlen, "%zu topic results for %zu topics", nres, n);
   for (size_t r = 0; r < nres; r++) {
     const char *name = rd_kafka_topic_result_name(res[r]);
     events_topic_spec *t = NULL;
@@ -277,7 +277,7 @@ static status_code admin_run(const char *brokers, admin_op op, events_topic_spec
     }
     if (st != STATUS_OK) continue; /* the first failure is the one reported */
     const char *msg = rd_kafka_topic_result_error_string(res[r]);
-    events_seterr(errbuf, errlen, "topic %s: %s", name, msg != NULL ? msg : rd_kafka_err2str(e));
+    status_seterr(errbuf, errlen, "topic %s: %s", name, msg != NULL ? msg : rd_kafka_err2str(e));
     st = e == RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION || e == RD_KAFKA_RESP_ERR_INVALID_PARTITIONS
              ? STATUS_INVALID_ARGUMENT
              : STATUS_UNAVAILABLE;

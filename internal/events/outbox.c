@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "events/events_private.h"
+#include "events/events_internal.h"
 #include "log/log.h"
 #include "topology/topology.h"
 
@@ -19,10 +19,10 @@ status_code outbox_append(db_conn *tx, const events_envelope *ev, char id_out[EV
                           char *errbuf, size_t errlen) {
   if (!db_in_tx(tx)) {
     if (db_link_lost(tx)) {
-      events_seterr(errbuf, errlen, "connection lost inside the transaction");
+      status_seterr(errbuf, errlen, "connection lost inside the transaction");
       return STATUS_UNAVAILABLE;
     }
-    events_seterr(errbuf, errlen, "outbox_append needs an open transaction on its connection");
+    status_seterr(errbuf, errlen, "outbox_append needs an open transaction on its connection");
     return STATUS_FAILED_PRECONDITION;
   }
   events_envelope e = *ev;
@@ -49,7 +49,7 @@ status_code outbox_append(db_conn *tx, const events_envelope *ev, char id_out[EV
   size_t len = shop__events__v1__event_envelope__get_packed_size(&e);
   uint8_t *buf = len <= sizeof stackbuf ? stackbuf : malloc(len);
   if (buf == NULL) {
-    events_seterr(errbuf, errlen, "out of memory packing an event");
+    status_seterr(errbuf, errlen, "out of memory packing an event");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   shop__events__v1__event_envelope__pack(&e, buf);
@@ -91,14 +91,14 @@ status_code outbox_emit(const outbox_sink *sink, db_conn *tx, const outbox_cause
                         char *errbuf, size_t errlen) {
   const char *topic = topology_topic_of_type(m->descriptor->name);
   if (topic == NULL) {
-    events_seterr(errbuf, errlen, "%s belongs to no domain topic", m->descriptor->name);
+    status_seterr(errbuf, errlen, "%s belongs to no domain topic", m->descriptor->name);
     return STATUS_INVALID_ARGUMENT;
   }
   uint8_t stackbuf[4096];
   size_t n = protobuf_c_message_get_packed_size(m);
   uint8_t *buf = n <= sizeof stackbuf ? stackbuf : malloc(n);
   if (buf == NULL) {
-    events_seterr(errbuf, errlen, "out of memory packing %s", m->descriptor->name);
+    status_seterr(errbuf, errlen, "out of memory packing %s", m->descriptor->name);
     return STATUS_INTERNAL;
   }
   protobuf_c_message_pack(m, buf);

@@ -4,13 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "events/events_private.h"
+#include "events/events_internal.h"
 
 static status_code check_names(const char *projection, const char *key, char *errbuf,
                                size_t errlen) {
   if (projection == NULL || projection[0] == '\0' || strlen(projection) > 64 || key == NULL ||
       key[0] == '\0' || strlen(key) > 191) {
-    events_seterr(errbuf, errlen, "projection: need a name of 1-64 and a key of 1-191 characters");
+    status_seterr(errbuf, errlen, "projection: need a name of 1-64 and a key of 1-191 characters");
     return STATUS_INVALID_ARGUMENT;
   }
   return STATUS_OK;
@@ -91,7 +91,7 @@ static status_code hold(db_conn *tx, const char *projection, const char *key, in
   size_t len = shop__events__v1__event_envelope__get_packed_size(ev);
   uint8_t *buf = malloc(len > 0 ? len : 1);
   if (buf == NULL) {
-    events_seterr(errbuf, errlen, "projection: out of memory");
+    status_seterr(errbuf, errlen, "projection: out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   shop__events__v1__event_envelope__pack(ev, buf);
@@ -127,7 +127,7 @@ static status_code drain(db_conn *tx, const char *projection, const char *key, i
         shop__events__v1__event_envelope__unpack(NULL, len, (const uint8_t *)blob);
     db_rows_free(r);
     if (held == NULL) {
-      events_seterr(errbuf, errlen, "projection %s: held version %lld of %s does not decode",
+      status_seterr(errbuf, errlen, "projection %s: held version %lld of %s does not decode",
                     projection, (long long)next, key);
       return STATUS_DATA_LOSS;
     }
@@ -150,7 +150,7 @@ status_code projection_apply_delta(db_conn *tx, const char *projection, const ch
   status_code st = check_names(projection, key, errbuf, errlen);
   if (st != STATUS_OK) return st;
   if (version < 1) {
-    events_seterr(errbuf, errlen, "projection %s: delta versions start at 1", projection);
+    status_seterr(errbuf, errlen, "projection %s: delta versions start at 1", projection);
     return STATUS_INVALID_ARGUMENT;
   }
   int64_t stored;
@@ -181,7 +181,7 @@ status_code projection_seed(db_conn *tx, const char *projection, const char *key
   status_code st = check_names(projection, key, errbuf, errlen);
   if (st != STATUS_OK) return st;
   if (cb == NULL) {
-    events_seterr(errbuf, errlen, "projection_seed: cb is required");
+    status_seterr(errbuf, errlen, "projection_seed: cb is required");
     return STATUS_INVALID_ARGUMENT;
   }
   int64_t stored;

@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "crash/crash.h"
-#include "events/events_private.h"
-#include "events/kafka_private.h"
+#include "events/events_internal.h"
+#include "events/kafka_internal.h"
 #include "events/outbox.h"
 #include "log/log.h"
 
@@ -30,7 +30,7 @@
 #define GAP_LOOKUP_MAX (IN_IDS * 4)
 #define GAP_MAX 4096
 
-#include "events/idset_private.h"
+#include "events/idset_internal.h"
 
 /* --- The relay ---------------------------------------------------------------- */
 
@@ -132,11 +132,11 @@ void outbox_relay_stats_get(outbox_relay *r, outbox_relay_stats *out) {
 status_code outbox_relay_create(outbox_relay **out, const outbox_relay_opts *o, char *errbuf,
                                 size_t errlen) {
   if (o->brokers == NULL || o->brokers[0] == '\0' || o->db == NULL) {
-    events_seterr(errbuf, errlen, "outbox relay: brokers and db are required");
+    status_seterr(errbuf, errlen, "outbox relay: brokers and db are required");
     return STATUS_INVALID_ARGUMENT;
   }
   if (o->batch_size < 1 || o->max_in_flight < o->batch_size || o->poll_interval_ms < 1) {
-    events_seterr(errbuf, errlen,
+    status_seterr(errbuf, errlen,
                   "outbox relay: need batch_size >= 1, max_in_flight >= batch_size,"
                   " poll_interval_ms >= 1");
     return STATUS_INVALID_ARGUMENT;
@@ -167,7 +167,7 @@ status_code outbox_relay_create(outbox_relay **out, const outbox_relay_opts *o, 
     goto oom;
   }
   if (pipe(r->wake) != 0) {
-    events_seterr(errbuf, errlen, "outbox relay: pipe: %s", strerror(errno));
+    status_seterr(errbuf, errlen, "outbox relay: pipe: %s", strerror(errno));
     outbox_relay_destroy(r);
     return STATUS_INTERNAL;
   }
@@ -179,7 +179,7 @@ status_code outbox_relay_create(outbox_relay **out, const outbox_relay_opts *o, 
   *out = r;
   return STATUS_OK;
 oom:
-  events_seterr(errbuf, errlen, "outbox relay: out of memory");
+  status_seterr(errbuf, errlen, "outbox relay: out of memory");
   return STATUS_RESOURCE_EXHAUSTED;
 }
 
@@ -741,12 +741,12 @@ static void *relay_main(void *arg) {
 
 status_code outbox_relay_start(outbox_relay *r, char *errbuf, size_t errlen) {
   if (r->started) {
-    events_seterr(errbuf, errlen, "outbox relay already started");
+    status_seterr(errbuf, errlen, "outbox relay already started");
     return STATUS_FAILED_PRECONDITION;
   }
   int e = pthread_create(&r->thread, NULL, relay_main, r);
   if (e != 0) {
-    events_seterr(errbuf, errlen, "outbox relay thread: %s", strerror(e));
+    status_seterr(errbuf, errlen, "outbox relay thread: %s", strerror(e));
     return STATUS_INTERNAL;
   }
   r->started = true;

@@ -1,7 +1,7 @@
 /* A set of row ids (open addressing, linear probing): the relay's rows in
  * flight. Not part of the module's contract. */
-#ifndef SHOP_EVENTS_IDSET_PRIVATE_H
-#define SHOP_EVENTS_IDSET_PRIVATE_H
+#ifndef SHOP_EVENTS_IDSET_INTERNAL_H
+#define SHOP_EVENTS_IDSET_INTERNAL_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,8 +1,8 @@
 /* librdkafka helpers shared by the .c files of internal/events; not part
  * of the module's contract. The only header under internal/ that includes
  * rdkafka.h. */
-#ifndef SHOP_EVENTS_KAFKA_PRIVATE_H
-#define SHOP_EVENTS_KAFKA_PRIVATE_H
+#ifndef SHOP_EVENTS_KAFKA_INTERNAL_H
+#define SHOP_EVENTS_KAFKA_INTERNAL_H
 
 #include <librdkafka/rdkafka.h>
 

@@ -1,15 +1,13 @@
 /* Helpers shared by the .c files of internal/events; not part of the
- * module's contract. No librdkafka here (see kafka_private.h). */
-#ifndef SHOP_EVENTS_PRIVATE_H
-#define SHOP_EVENTS_PRIVATE_H
+ * module's contract. No librdkafka here (see kafka_internal.h). */
+#ifndef SHOP_EVENTS_INTERNAL_H
+#define SHOP_EVENTS_INTERNAL_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/* vsnprintf into errbuf when errbuf is not NULL. */
-void events_seterr(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+#include "status/status.h"
 
 /* sodium_init() once per process. */
 void events_sodium_ready(void);

@@ -1,15 +1,15 @@
 /* The consumer's parts shared by its files (consumer.c: set-up, the loop,
  * rebalances, lag; consumer_batch.c: a batch's transaction, the inbox,
  * offsets; consumer_dlt.c: dead letters). Not part of the contract. */
-#ifndef SHOP_EVENTS_CONSUMER_PRIVATE_H
-#define SHOP_EVENTS_CONSUMER_PRIVATE_H
+#ifndef SHOP_EVENTS_CONSUMER_INTERNAL_H
+#define SHOP_EVENTS_CONSUMER_INTERNAL_H
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
 #include "events/consumer.h"
-#include "events/kafka_private.h"
+#include "events/kafka_internal.h"
 
 typedef struct item {
   rd_kafka_message_t *m;
