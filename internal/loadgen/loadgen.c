@@ -336,12 +336,12 @@ status_code loadgen_run(loadgen *lg, loadgen_report *rep, char *errbuf, size_t e
    * stack (MariaDB's and the programs' counters). */
   loadgen_cpu cpu0[LOADGEN_MAX_CPU];
   loadgen_costs costs0 = {0}, costs1 = {0};
+  /* MariaDB's counters need only the config; the programs' (their
+   * /metrics and CPU) come from the run folder's pid files. */
   db_conn *status_db = NULL;
-  if (lg->o.run_dir != NULL) {
-    char err[256];
-    if (loadgen_costs_open(&status_db, lg->o.cfg, err, sizeof err) != STATUS_OK)
-      fprintf(stderr, "shop-loadgen: no MariaDB counters: %s\n", err);
-  }
+  char status_err[256];
+  if (loadgen_costs_open(&status_db, lg->o.cfg, status_err, sizeof status_err) != STATUS_OK)
+    fprintf(stderr, "shop-loadgen: no MariaDB counters: %s\n", status_err);
   size_t n_cpu = 0;
   snprintf(rep->cpu[0].name, sizeof rep->cpu[0].name, "shop-loadgen");
   rep->cpu[0].pid = (long)getpid();
@@ -383,13 +383,13 @@ status_code loadgen_run(loadgen *lg, loadgen_report *rep, char *errbuf, size_t e
       loadgen_schedule(lg, t0, lg->window_start_ns);
       for (size_t i = 0; i < n_cpu; i++)
         cpu0[i] = rep->cpu[i], cpu0[i].seconds = loadgen_cpu_seconds(rep->cpu[i].pid);
-      if (lg->o.run_dir != NULL) loadgen_costs_read(status_db, rep->cpu, n_cpu, &costs0);
+      loadgen_costs_read(status_db, rep->cpu, n_cpu, &costs0);
       loadgen_schedule(lg, lg->window_start_ns, lg->window_end_ns);
     } else {
       loadgen_sleep_until_ns(lg->window_start_ns);
       for (size_t i = 0; i < n_cpu; i++)
         cpu0[i] = rep->cpu[i], cpu0[i].seconds = loadgen_cpu_seconds(rep->cpu[i].pid);
-      if (lg->o.run_dir != NULL) loadgen_costs_read(status_db, rep->cpu, n_cpu, &costs0);
+      loadgen_costs_read(status_db, rep->cpu, n_cpu, &costs0);
       loadgen_sleep_until_ns(lg->window_end_ns);
     }
     for (size_t i = 0; i < n_cpu; i++) {
@@ -397,10 +397,8 @@ status_code loadgen_run(loadgen *lg, loadgen_report *rep, char *errbuf, size_t e
       rep->cpu[i].seconds = s >= 0 && cpu0[i].seconds >= 0 ? s - cpu0[i].seconds : -1;
     }
     rep->n_cpu = n_cpu;
-    if (lg->o.run_dir != NULL) {
-      loadgen_costs_read(status_db, rep->cpu, n_cpu, &costs1);
-      loadgen_costs_delta(&costs1, &costs0, &rep->costs);
-    }
+    loadgen_costs_read(status_db, rep->cpu, n_cpu, &costs1);
+    loadgen_costs_delta(&costs1, &costs0, &rep->costs);
   }
   db_close(status_db);
   atomic_store(&lg->stop_load, true);

@@ -12,7 +12,7 @@
 /* MariaDB's global status counters of loadgen_costs, in its order. */
 static const char *const status_names[] = {
     "QUESTIONS",  "COM_SELECT", "COM_INSERT",         "COM_UPDATE",
-    "COM_DELETE", "COM_COMMIT", "INNODB_DATA_FSYNCS", "INNODB_OS_LOG_FSYNCS",
+    "COM_DELETE", "COM_COMMIT", "INNODB_DATA_FSYNCS", "INNODB_LOG_WRITES",
 };
 #define N_STATUS (sizeof status_names / sizeof status_names[0])
 
@@ -26,7 +26,7 @@ static const char *const metric_names[] = {
 
 const char *const loadgen_cost_names[LOADGEN_COST_COUNT] = {
     "statements",     "selects",          "inserts",        "updates",        "deletes",
-    "commits",        "fsyncs",           "log_fsyncs",     "kafka_requests", "kafka_fetches",
+    "commits",        "fsyncs",           "log_writes",     "kafka_requests", "kafka_fetches",
     "kafka_produces", "events_published", "events_consumed"};
 
 status_code loadgen_costs_open(db_conn **out, const shop_cfg *cfg, char *errbuf, size_t errlen) {
@@ -54,7 +54,7 @@ static bool read_status(db_conn *db, double *v) {
   if (db_query(db,
                "SELECT UPPER(VARIABLE_NAME), VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS"
                " WHERE VARIABLE_NAME IN ('QUESTIONS', 'COM_SELECT', 'COM_INSERT', 'COM_UPDATE',"
-               " 'COM_DELETE', 'COM_COMMIT', 'INNODB_DATA_FSYNCS', 'INNODB_OS_LOG_FSYNCS')",
+               " 'COM_DELETE', 'COM_COMMIT', 'INNODB_DATA_FSYNCS', 'INNODB_LOG_WRITES')",
                NULL, 0, &r, err, sizeof err) != STATUS_OK) {
     fprintf(stderr, "shop-loadgen: MariaDB status: %s\n", err);
     return false;

@@ -123,6 +123,15 @@ Test(loadgen, a_short_closed_loop_completes_every_order_and_the_books_balance) {
   cr_expect_eq(code, 0, "shop-loadgen exited %d: %s", code, text);
   cr_expect_gt(json_real_value(json_object_get(json_object_get(r, "completion"), "p50_ms")), 0.0,
                "%s", text);
+  /* What an order cost: MariaDB's counters over the window, per order (a
+   * completed order runs several statements and at least one commit). */
+  json_t *costs = json_object_get(r, "costs");
+  json_t *per = json_object_get(costs, "per_order");
+  cr_expect(json_is_true(json_object_get(costs, "db_ok")), "MariaDB's status unread: %s", text);
+  cr_expect_geq(json_real_value(json_object_get(per, "statements")), 3.0, "%s", text);
+  cr_expect_geq(json_real_value(json_object_get(per, "inserts")), 1.0, "%s", text);
+  cr_expect_gt(json_real_value(json_object_get(per, "commits")), 0.0, "%s", text);
+  cr_expect_gt(json_real_value(json_object_get(per, "log_writes")), 0.0, "%s", text);
   free(text);
   json_decref(r);
   unlink(out);

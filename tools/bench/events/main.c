@@ -707,9 +707,12 @@ static bool db_params_for(db_params *p, char *password, size_t len, const char *
 int main(int argc, char **argv) {
   B = (bench_cfg){
       .events = 20000, .rate = 1000, .seconds = 10, .batch = 10, .writers = 4, .keys = 1000};
+  const char *json_path = NULL;
   for (int i = 1; i + 1 < argc; i += 2) {
     int v = atoi(argv[i + 1]);
-    if (strcmp(argv[i], "--events") == 0)
+    if (strcmp(argv[i], "--json") == 0)
+      json_path = argv[i + 1];
+    else if (strcmp(argv[i], "--events") == 0)
       B.events = v;
     else if (strcmp(argv[i], "--rate") == 0)
       B.rate = v;
@@ -724,7 +727,7 @@ int main(int argc, char **argv) {
     else {
       fprintf(stderr,
               "usage: bench-events [--events N] [--rate R] [--seconds S] [--batch B]"
-              " [--writers W] [--keys K]\n");
+              " [--writers W] [--keys K] [--json FILE]\n");
       return 2;
     }
   }
@@ -788,6 +791,20 @@ int main(int argc, char **argv) {
   printf("  lag p99, full vs raw:            %.2f ms vs %.2f ms (+%.2f ms; aim <= +20 ms: %s)\n",
          full_lag.p99, raw_lag.p99, full_lag.p99 - raw_lag.p99,
          full_lag.p99 - raw_lag.p99 <= 20.0 ? "met" : "NOT met");
+  if (json_path != NULL) {
+    FILE *js = fopen(json_path, "w");
+    if (js == NULL) die(json_path);
+    fprintf(js,
+            "{\"raw_throughput_per_s\": %.1f, \"full_throughput_per_s\": %.1f,"
+            " \"throughput_ratio\": %.4f, \"consumer_vs_db_only\": %.4f,"
+            " \"raw_lag_ms\": {\"p50\": %.3f, \"p99\": %.3f, \"max\": %.3f, \"n\": %zu},"
+            " \"full_lag_ms\": {\"p50\": %.3f, \"p99\": %.3f, \"max\": %.3f, \"n\": %zu},"
+            " \"lag_p99_over_raw_ms\": %.3f}\n",
+            raw_tput, full.tput, full.tput / raw_tput, full.consumer_tput / dbonly, raw_lag.p50,
+            raw_lag.p99, raw_lag.max, raw_lag.n, full_lag.p50, full_lag.p99, full_lag.max,
+            full_lag.n, full_lag.p99 - raw_lag.p99);
+    fclose(js);
+  }
   c = connect_db();
   exec_or_die(c, "DROP TABLE IF EXISTS bench_stock");
   db_close(c);

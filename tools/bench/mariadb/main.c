@@ -9,12 +9,14 @@
  * (internal/order/command.c through command_run), with the same
  * tables (the rpc, events and order migrations) and prepared statements:
  *
+ *   SELECT one product row per line, before BEGIN   (stands for GetProduct:
+ *                                                    prices are fetched before
+ *                                                    the transaction)
  *   BEGIN
- *   INSERT rpc_idempotency placeholder              (rpc_idem_begin)
- *   SELECT one product row per line                 (stands for GetProduct)
- *   INSERT orders, INSERT order_lines per line      (order_place)
+ *   INSERT orders                                   (order_place)
+ *   INSERT rpc_idempotency with the reply           (command_idem_insert)
+ *   INSERT order_lines, every line in one statement (db_insert_later)
  *   INSERT outbox (an envelope of OrderCreated's size)
- *   UPDATE rpc_idempotency with the reply           (rpc_idem_record)
  *   COMMIT                                          (durable: the server's
  *                                                    innodb_flush_log_at_trx_commit=1)
  *
@@ -127,13 +129,7 @@ static status_code one_order(db_conn *c, int w, int64_t n, char *err, size_t len
   memset(reply, 0x3c, sizeof reply);
   memset(shipping, 0x21, sizeof shipping);
   const char *method = "/shop.order.v1.OrderCommandService/CreateOrder";
-  status_code st = db_begin(c, err, len);
-  db_value idem[4] = {DB_STR(scope), DB_STR(method), DB_STR(key), DB_BLOB(hash, sizeof hash)};
-  if (st == STATUS_OK)
-    st = db_exec(c,
-                 "INSERT INTO rpc_idempotency (scope, method, idem_key, request_hash, "
-                 "status_code) VALUES (?, ?, ?, ?, -1)",
-                 idem, 4, NULL, NULL, err, len);
+  status_code st = STATUS_OK;
   int64_t total = 0;
   for (int i = 0; st == STATUS_OK && i < B.lines; i++) {
     char pid[32];
@@ -147,6 +143,7 @@ static status_code one_order(db_conn *c, int w, int64_t n, char *err, size_t len
     if (st == STATUS_OK && db_rows_next(r)) total += db_rows_i64(r, 2);
     db_rows_free(r);
   }
+  if (st == STATUS_OK) st = db_begin(c, err, len);
   int64_t now = (int64_t)time(NULL) * 1000;
   db_value ov[11] = {DB_STR(order_id),
                      DB_STR(scope),
@@ -165,28 +162,32 @@ static status_code one_order(db_conn *c, int w, int64_t n, char *err, size_t len
                  "currency, payment_token, shipping, idempotency_key, deadline_ms, created_ms, "
                  "updated_ms) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
                  ov, 11, NULL, NULL, err, len);
+  db_value idem[7] = {DB_STR(scope),
+                      DB_STR(method),
+                      DB_STR(key),
+                      DB_BLOB(hash, sizeof hash),
+                      DB_I64(0),
+                      DB_STR(""),
+                      DB_BLOB(reply, sizeof reply)};
+  if (st == STATUS_OK)
+    st = db_exec(c,
+                 "INSERT INTO rpc_idempotency (scope, method, idem_key, request_hash,"
+                 " status_code, status_message, reply) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 idem, 7, NULL, NULL, err, len);
   for (int i = 0; st == STATUS_OK && i < B.lines; i++) {
     char pid[32];
     snprintf(pid, sizeof pid, "bench-product-%d", (int)((n + i) % BENCH_PRODUCTS));
     db_value lv[8] = {DB_STR(order_id), DB_I64(i),   DB_STR(pid),     DB_I64(1),
                       DB_I64(100),      DB_I64(100), DB_STR("BENCH"), DB_STR("Bench item")};
-    st = db_exec(c,
-                 "INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price, "
-                 "line_total, sku, product_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                 lv, 8, NULL, NULL, err, len);
+    st = db_insert_later(c,
+                         "INSERT INTO order_lines (order_id, line_no, product_id, quantity,"
+                         " unit_price, line_total, sku, product_name)",
+                         lv, 8, err, len);
   }
   db_value ev[3] = {DB_STR(event_id), DB_STR("shop.order.events.v1"),
                     DB_BLOB(envelope, sizeof envelope)};
   if (st == STATUS_OK)
-    st = db_exec(c, "INSERT INTO outbox (event_id, topic, envelope) VALUES (?, ?, ?)", ev, 3, NULL,
-                 NULL, err, len);
-  db_value rv[6] = {DB_I64(0),     DB_STR(""),     DB_BLOB(reply, sizeof reply),
-                    DB_STR(scope), DB_STR(method), DB_STR(key)};
-  if (st == STATUS_OK)
-    st = db_exec(c,
-                 "UPDATE rpc_idempotency SET status_code = ?, status_message = ?, reply = ? "
-                 "WHERE scope = ? AND method = ? AND idem_key = ?",
-                 rv, 6, NULL, NULL, err, len);
+    st = db_insert_later(c, "INSERT INTO outbox (event_id, topic, envelope)", ev, 3, err, len);
   if (st == STATUS_OK) st = db_commit(c, err, len);
   if (st != STATUS_OK) db_rollback(c);
   return st;

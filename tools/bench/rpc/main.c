@@ -15,6 +15,7 @@
  * optimized:
  *   cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DSHOP_TESTS=OFF
  *   cmake --build build-release --target bench-rpc && build-release/bin/bench-rpc */
+#include <errno.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -235,8 +236,11 @@ static result median(const result *r, int n) {
 int main(int argc, char **argv) {
   int calls = 20000, warmup = 1000, workers = 16, rounds = 3;
   size_t payload = 128;
+  const char *json_path = NULL;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (strcmp(argv[i], "--calls") == 0)
+    if (strcmp(argv[i], "--json") == 0)
+      json_path = argv[i + 1];
+    else if (strcmp(argv[i], "--calls") == 0)
       calls = atoi(argv[i + 1]);
     else if (strcmp(argv[i], "--warmup") == 0)
       warmup = atoi(argv[i + 1]);
@@ -248,7 +252,8 @@ int main(int argc, char **argv) {
       rounds = atoi(argv[i + 1]);
     else
       die("usage",
-          "bench-rpc [--calls N] [--warmup N] [--payload BYTES] [--workers N] [--rounds N]");
+          "bench-rpc [--calls N] [--warmup N] [--payload BYTES] [--workers N] [--rounds N]"
+          " [--json FILE]");
   }
   if (rounds < 1 || rounds > 15 || calls < 100) die("usage", "--rounds 1..15, --calls >= 100");
   log_setup("bench-rpc", LOG_LEVEL_WARN, NULL);
@@ -309,6 +314,10 @@ int main(int argc, char **argv) {
   printf("%-6s %-5s %12s %10s %10s\n", "stack", "conc", "calls/s", "p50 us", "p99 us");
   const int concs[] = {1, 16};
   int failed = 0;
+  FILE *js = json_path != NULL ? fopen(json_path, "w") : NULL;
+  if (json_path != NULL && js == NULL) die(json_path, strerror(errno));
+  if (js != NULL)
+    fprintf(js, "{\"calls\": %d, \"payload_bytes\": %zu, \"runs\": [", calls, payload);
   for (size_t k = 0; k < 2; k++) {
     int c = concs[k];
     result raw[15], full[15];
@@ -325,6 +334,17 @@ int main(int argc, char **argv) {
     printf("%-6s %-5d %12.0f %10.1f %10.1f\n", "full", c, fm.calls_s, fm.p50_us, fm.p99_us);
     printf("%-6s %-5d %11.2fx %9.2fx %9.2fx   (aim: throughput >= 0.75x, p50 <= 1.3x)\n\n", "ratio",
            c, fm.calls_s / rm.calls_s, fm.p50_us / rm.p50_us, fm.p99_us / rm.p99_us);
+    if (js != NULL)
+      fprintf(js,
+              "%s{\"concurrency\": %d, \"raw\": {\"calls_per_s\": %.1f, \"p50_us\": %.1f,"
+              " \"p99_us\": %.1f}, \"full\": {\"calls_per_s\": %.1f, \"p50_us\": %.1f,"
+              " \"p99_us\": %.1f}, \"throughput_ratio\": %.4f}",
+              k > 0 ? ", " : "", c, rm.calls_s, rm.p50_us, rm.p99_us, fm.calls_s, fm.p50_us,
+              fm.p99_us, fm.calls_s / rm.calls_s);
+  }
+  if (js != NULL) {
+    fprintf(js, "], \"errors\": %s}\n", failed ? "true" : "false");
+    fclose(js);
   }
   rpc_client_destroy(cli);
   rpc_server_destroy(srv);
