@@ -21,8 +21,8 @@
 #    sustained run again with a second order-command and a second of each
 #    worker); CreateOrder throughput (closed loop, not waiting for
 #    completion) at the raw transaction's concurrency, with the pipeline
-#    running and with the workers paused; the books check (shopctl
-#    reconcile) of the whole stack once everything has drained.
+#    running; the books check (shopctl reconcile) of the whole stack after
+#    the last run.
 # 4. Prints the figures beside their same-run baselines and gates, the
 #    per-order cost table beside its budgets (scripts/lib/bench_report.py),
 #    writes them to $BENCH_RUN_DIR/bench.json, and stops the stack (its
@@ -42,7 +42,7 @@
 #   (config/shop.yaml has 20 for the demo; the payment worker calls the
 #   gateway one event at a time, so 20 ms caps it near 25 orders/s);
 #   BENCH_WARMUP_RUN [20]: seconds of the unmeasured warm-up load;
-#   BENCH_SKIP ["" or e.g. "rpc events gateway scale alone"]: leave those out.
+#   BENCH_SKIP ["" or e.g. "rpc events gateway scale"]: leave those out.
 # Output: the table on stdout; every run's JSON and log under
 # $BENCH_RUN_DIR/results/.
 set -euo pipefail
@@ -184,34 +184,15 @@ if [[ $skip != *" scale "* ]] && ((best_n > 0)); then
 	scripts/services.sh stop --profile run --build "$build" "${extra[@]}" >>"$results/scale-services.txt" 2>&1 || true
 fi
 
-# Last, as they leave a backlog behind that would slow every later run:
-# the command side alone. First with the whole pipeline running (the
-# workers take the events as they come, on the same two cores), then with
-# the workers paused, so that CreateOrder meets the raw transaction of the
-# same shape on an otherwise quiet machine, as bench-mariadb did
-# (order-query keeps projecting, the loadgen keeps watching); then the
-# workers are started again and the books of the whole stack are checked
-# once the backlog has drained (reconcile --settle).
+# Last, as it leaves a backlog behind that would slow every later run: the
+# command side alone (the workers take the events as they come, on the
+# same two cores). The last run checks the books of the whole stack, once
+# the backlog has drained (--drain, then reconcile's --settle).
 for ((i = 1; i <= repeat; i++)); do
-	shop_log "bench: CreateOrder throughput, $conc customers not waiting, pipeline running ($i/$repeat)"
-	loadgen "nowait-$i" --customers "$conc" --no-wait --drain 180 --no-reconcile || true
+	shop_log "bench: CreateOrder throughput, $conc customers not waiting ($i/$repeat)"
+	args=(--customers "$conc" --no-wait --drain 180)
+	((i < repeat)) && args+=(--no-reconcile) || args+=(--settle 120 --reconcile-all)
+	loadgen "nowait-$i" "${args[@]}" || true
 done
-workers=(inventory-worker payment-worker notification-worker audit-worker)
-if [[ $skip != *" alone "* ]] &&
-	scripts/services.sh stop --profile run --build "$build" "${workers[@]}" >"$results/alone-services.txt" 2>&1; then
-	for ((i = 1; i <= repeat; i++)); do
-		shop_log "bench: CreateOrder throughput, $conc customers not waiting, workers paused ($i/$repeat)"
-		# Its orders cannot complete (exit 1, "incomplete"): the report
-		# counts every other error.
-		"$bin/shop-loadgen" --duration "$duration" --warmup "$warmup" --run-dir "$SHOP_RUN_DIR" \
-			--json --customers "$conc" --no-wait --drain 1 --no-reconcile \
-			>"$results/alone-$i.json" 2>"$results/alone-$i.err" || true
-	done
-fi
-scripts/services.sh start --profile run --build "$build" "${workers[@]}" >>"$results/alone-services.txt" 2>&1 ||
-	shop_warn "bench: the workers did not start again (see $results/alone-services.txt)"
-shop_log "bench: books of the whole stack (shopctl reconcile --settle 300)"
-"$bin/shopctl" --config "$SHOP_CONFIG" reconcile --settle 300 --json >"$results/reconcile.json" \
-	2>"$results/reconcile.err" || shop_warn "bench: reconcile exited $? (see $results/reconcile.json)"
 
 $py "$SHOP_REPO/scripts/lib/bench_report.py" "$results" "$best_n" "$conc" "$SHOP_RUN_DIR/bench.json"
