@@ -34,17 +34,26 @@ function(shop_generate_protos)
   set(desc_doc ${CMAKE_BINARY_DIR}/shop_descriptors_doc.pb)
   set(SHOP_DESCRIPTOR_SET_DOC ${desc_doc} PARENT_SCOPE)
   add_custom_command(
-    OUTPUT ${outputs} ${desc} ${desc_doc}
+    OUTPUT ${outputs}
     COMMAND ${CMAKE_COMMAND} -E make_directory ${SHOP_GEN_DIR}
     COMMAND ${PROTOC_C} --c_out=${SHOP_GEN_DIR} -I${PROJECT_SOURCE_DIR}/proto
             -I${SHOP_PROTOBUF_PROTO_ROOT} ${protos} ${descriptor}
+    DEPENDS ${inputs} ${SHOP_PROTOBUF_PROTO_ROOT}/${descriptor}
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+    COMMENT "protoc-c: proto/ -> gen/"
+    VERBATIM)
+  # The descriptor sets live in the build folder, gen/ in the source tree:
+  # their own rule, so that a second build folder (build, build-release),
+  # which finds gen/ already newer than proto/, still rewrites its own.
+  add_custom_command(
+    OUTPUT ${desc} ${desc_doc}
     COMMAND ${PROTOC} --descriptor_set_out=${desc} --include_imports
             -I${PROJECT_SOURCE_DIR}/proto -I${SHOP_PROTOBUF_PROTO_ROOT} ${protos}
     COMMAND ${PROTOC} --descriptor_set_out=${desc_doc} --include_imports --include_source_info
             -I${PROJECT_SOURCE_DIR}/proto -I${SHOP_PROTOBUF_PROTO_ROOT} ${protos}
-    DEPENDS ${inputs} ${SHOP_PROTOBUF_PROTO_ROOT}/${descriptor}
+    DEPENDS ${inputs}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
-    COMMENT "protoc-c: proto/ -> gen/"
+    COMMENT "protoc: proto/ -> descriptor sets"
     VERBATIM)
   set(srcs)
   foreach(o ${outputs})

@@ -46,11 +46,11 @@ typedef struct shop_cfg {
     char *brokers;
     int session_timeout_ms;
     int heartbeat_ms;
-    int max_retries;       /* handler attempts before dead-lettering */
-    int retry_backoff_ms;  /* first backoff; doubles up to 10x */
-    int batch_size;        /* events per consumer transaction at most */
-    int fetch_wait_max_ms; /* a fetch waits this long at the broker for ... */
-    int fetch_min_bytes;   /* ... this many bytes of records */
+    int max_retries;            /* handler attempts before dead-lettering */
+    int retry_backoff_ms;       /* first backoff; doubles up to 10x */
+    int batch_size;             /* events per consumer transaction at most */
+    int fetch_wait_max_ms;      /* a fetch waits this long at the broker for ... */
+    int fetch_min_bytes;        /* ... this many bytes of records */
     int statistics_interval_ms; /* librdkafka statistics (requests sent); 0: off */
     int outbox_retention_s;
     int processed_retention_s;

@@ -1,6 +1,6 @@
-/* The catalog as order-command sees it: GetProduct on product-query, a
- * service-to-service call that carries the caller's remaining deadline and
- * trace. See order.h. */
+/* The catalog as order-command sees it: GetProducts on product-query, one
+ * service-to-service call for an order's products that carries the
+ * caller's remaining deadline and trace. See order.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,36 +38,44 @@ void order_catalog_rpc_destroy(order_catalog_rpc *c) {
   free(c);
 }
 
-static status_code get_cb(void *self, const rpc_call *parent, const char *product_id,
+static void product_copy(order_product *out, const Shop__Product__V1__Product *p) {
+  out->found = true;
+  out->archived = p->archived;
+  snprintf(out->sku, sizeof out->sku, "%s", p->sku);
+  if (p->details != NULL) snprintf(out->name, sizeof out->name, "%s", p->details->name);
+  if (p->price != NULL) {
+    out->price_units = p->price->units;
+    snprintf(out->currency, sizeof out->currency, "%s", p->price->currency);
+  }
+  if (p->inventory_rule != NULL)
+    out->max_quantity_per_order = p->inventory_rule->max_quantity_per_order;
+}
+
+static status_code get_cb(void *self, const rpc_call *parent, const char *const *ids, size_t n,
                           order_product *out, char *errbuf, size_t errlen) {
   order_catalog_rpc *c = self;
-  memset(out, 0, sizeof *out);
-  Shop__Product__V1__GetProductRequest req = SHOP__PRODUCT__V1__GET_PRODUCT_REQUEST__INIT;
-  req.product_id = (char *)product_id;
+  memset(out, 0, n * sizeof *out);
+  Shop__Product__V1__GetProductsRequest req = SHOP__PRODUCT__V1__GET_PRODUCTS_REQUEST__INIT;
+  req.n_product_ids = n;
+  req.product_ids = (char **)ids;
   rpc_call_opts opts = {.parent = parent};
   rpc_status st;
   ProtobufCMessage *reply = NULL;
   status_code code =
       rpc_client_call_sync(c->client, &shop__product__v1__product_query_service__descriptor,
-                           "GetProduct", &req.base, &reply, &opts, &st);
-  if (code == STATUS_NOT_FOUND) return STATUS_OK; /* out->found stays false */
+                           "GetProducts", &req.base, &reply, &opts, &st);
   if (code != STATUS_OK) {
-    snprintf(errbuf, errlen, "GetProduct %s: %s: %s", product_id, status_name(code), st.message);
+    snprintf(errbuf, errlen, "GetProducts: %s: %s", status_name(code), st.message);
     return code == STATUS_DEADLINE_EXCEEDED ? STATUS_DEADLINE_EXCEEDED : STATUS_UNAVAILABLE;
   }
-  const Shop__Product__V1__GetProductResponse *r = (const void *)reply;
-  const Shop__Product__V1__Product *p = r->product;
-  if (p != NULL) {
-    out->found = true;
-    out->archived = p->archived;
-    snprintf(out->sku, sizeof out->sku, "%s", p->sku);
-    if (p->details != NULL) snprintf(out->name, sizeof out->name, "%s", p->details->name);
-    if (p->price != NULL) {
-      out->price_units = p->price->units;
-      snprintf(out->currency, sizeof out->currency, "%s", p->price->currency);
+  const Shop__Product__V1__GetProductsResponse *r = (const void *)reply;
+  for (size_t k = 0; k < r->n_products; k++) {
+    const Shop__Product__V1__Product *p = r->products[k];
+    for (size_t i = 0; i < n; i++) {
+      if (out[i].found || strcmp(ids[i], p->product_id) != 0) continue;
+      product_copy(&out[i], p);
+      break;
     }
-    if (p->inventory_rule != NULL)
-      out->max_quantity_per_order = p->inventory_rule->max_quantity_per_order;
   }
   protobuf_c_message_free_unpacked(reply, NULL);
   return STATUS_OK;

@@ -383,33 +383,29 @@ typedef struct create_job {
   Shop__Order__V1__CreateOrderResponse reply;
 } create_job;
 
-/* Asks the catalog for every product, before the transaction (no
+/* Asks the catalog for every product at once, before the transaction (no
  * connection is held while product-query answers). On a failure the
  * caller may retry, a repeat of an answered request still gets its stored
  * reply (command_replayed); otherwise the call is answered UNAVAILABLE or
  * DEADLINE_EXCEEDED. False when the call holds its answer. */
 static bool create_fetch(create_job *j) {
-  char err[512];
-  for (size_t i = 0; i < j->in->n_lines; i++) {
-    err[0] = '\0';
-    status_code st =
-        j->ctx->catalog.get_cb(j->ctx->catalog.self, j->call, j->in->lines[i]->product_id,
-                               &j->products[i], err, sizeof err);
-    if (st == STATUS_OK) continue;
-    log_warn(&(log_ctx){.request_id = rpc_call_request_id(j->call),
-                        .trace_id = rpc_call_trace_id(j->call)},
-             "CreateOrder: the catalog did not answer for %s: %s (%s)", j->in->lines[i]->product_id,
-             status_name(st), err);
-    if (command_replayed(j->call, j->ctx->db)) return false;
-    if (st == STATUS_DEADLINE_EXCEEDED) {
-      rpc_call_set_status(j->call, STATUS_DEADLINE_EXCEEDED, "the catalog did not answer in time");
-    } else {
-      rpc_call_set_status(j->call, STATUS_UNAVAILABLE, "the catalog is unavailable; try again");
-      rpc_call_set_retry_delay(j->call, 200);
-    }
-    return false;
+  char err[512] = "";
+  const char *ids[ORDER_LINES_MAX];
+  for (size_t i = 0; i < j->in->n_lines; i++) ids[i] = j->in->lines[i]->product_id;
+  status_code st = j->ctx->catalog.get_cb(j->ctx->catalog.self, j->call, ids, j->in->n_lines,
+                                          j->products, err, sizeof err);
+  if (st == STATUS_OK) return true;
+  log_warn(&(log_ctx){.request_id = rpc_call_request_id(j->call),
+                      .trace_id = rpc_call_trace_id(j->call)},
+           "CreateOrder: the catalog did not answer: %s (%s)", status_name(st), err);
+  if (command_replayed(j->call, j->ctx->db)) return false;
+  if (st == STATUS_DEADLINE_EXCEEDED) {
+    rpc_call_set_status(j->call, STATUS_DEADLINE_EXCEEDED, "the catalog did not answer in time");
+  } else {
+    rpc_call_set_status(j->call, STATUS_UNAVAILABLE, "the catalog is unavailable; try again");
+    rpc_call_set_retry_delay(j->call, 200);
   }
-  return true;
+  return false;
 }
 
 static status_code create_apply(db_conn *tx, void *arg, command_outcome *out, char *errbuf,

@@ -9,9 +9,9 @@
  *
  * Follow CreateOrder from proto/shop/order/v1/commands.proto: the handler
  * (command.c) checks the request (order_validate_create_order), asks
- * product-query for every product through the order_catalog (a
- * service-to-service GetProduct call that carries the caller's remaining
- * deadline and trace), then in one transaction (command_run: state,
+ * product-query for the order's products through the order_catalog (one
+ * service-to-service GetProducts call for the whole order, carrying the
+ * caller's remaining deadline and trace), then in one transaction (command_run: state,
  * outbox, idempotency record) prices the lines from the catalog's answers
  * (order_price: never from the client), inserts the order and its lines,
  * and appends OrderCreated. The relay publishes it on shop.order.events.v1;
@@ -204,17 +204,18 @@ bool order_ship_allowed(const order_saga_state *s, char *msg, size_t msglen);
 
 /* ---- The catalog, as the command side sees it ---------------------------------------------- */
 
-/* Looks up one product. OK with out->found false for an unknown product;
+/* Looks up the products ids[0..n) (distinct, n <= ORDER_LINES_MAX) at
+ * once into out[0..n). OK with out[i].found false for an unknown product;
  * UNAVAILABLE, DEADLINE_EXCEEDED, ... when the catalog cannot answer
  * (errbuf says why). parent (may be NULL) is the call being served: its
  * remaining deadline and trace travel on. */
 typedef struct order_catalog {
-  status_code (*get_cb)(void *self, const rpc_call *parent, const char *product_id,
+  status_code (*get_cb)(void *self, const rpc_call *parent, const char *const *ids, size_t n,
                         order_product *out, char *errbuf, size_t errlen);
   void *self;
 } order_catalog;
 
-/* The real catalog: GetProduct on product-query (endpoints.product_query)
+/* The real catalog: GetProducts on product-query (endpoints.product_query)
  * through an RPC client, counted in metrics (grpc_client_*; may be NULL). */
 typedef struct order_catalog_rpc order_catalog_rpc;
 status_code order_catalog_rpc_create(order_catalog_rpc **out, const shop_cfg *cfg,

@@ -71,6 +71,7 @@
 #define PRODUCT_STOCK_MAX 1000000000000LL   /* 10^12 units */
 #define PRODUCT_RESTOCK_MAX 1000000000LL    /* 10^9 units at once */
 #define PRODUCT_MAX_PER_ORDER_MAX 1000000
+#define PRODUCT_BATCH_MAX 100 /* ids of one GetProducts (ORDER_LINES_MAX) */
 
 /* Each returns NULL when valid, else a description for a field
  * violation. */
@@ -114,6 +115,9 @@ void product_validate_set_inventory_rule(const Shop__Product__V1__SetInventoryRu
 void product_validate_restock(const Shop__Product__V1__RestockRequest *in, check_violations *v);
 void product_validate_get_product(const Shop__Product__V1__GetProductRequest *in,
                                   check_violations *v);
+/* 1 to PRODUCT_BATCH_MAX ids, each a product id. */
+void product_validate_get_products(const Shop__Product__V1__GetProductsRequest *in,
+                                   check_violations *v);
 /* ListProducts' filters and sort (the page size is page_size's;
  * include_archived is an authorization question, the handler's). */
 void product_validate_list_products(const Shop__Product__V1__ListProductsRequest *in,

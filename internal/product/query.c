@@ -345,6 +345,82 @@ static void product_query_get_product(product_query_service *svc,
   db_rows_free(r);
 }
 
+/* The products of one GetProducts, by the position of their id among the
+ * distinct ids asked. */
+typedef struct products_found {
+  const char *const *ids;
+  size_t n;
+  product_out *outs;
+  bool *found;
+  bool oom;
+} products_found;
+
+static bool products_found_row(db_rows *r, void *arg) {
+  products_found *f = arg;
+  const char *id = db_rows_str(r, 0, NULL);
+  for (size_t i = 0; i < f->n; i++) {
+    if (f->found[i] || strcmp(f->ids[i], id) != 0) continue;
+    f->found[i] = true;
+    if (!product_out_fill(&f->outs[i], r)) f->oom = true;
+    break;
+  }
+  return !f->oom;
+}
+
+static void product_query_get_products(product_query_service *svc,
+                                       const Shop__Product__V1__GetProductsRequest *in,
+                                       Shop__Product__V1__GetProductsResponse_Closure closure,
+                                       void *data) {
+  rpc_call *call = data;
+  product_query_ctx *ctx = rpc_call_service_ctx(call);
+  check_violations v = {0};
+  product_validate_get_products(in, &v);
+  if (handler_violations_apply(call, &v) > 0) return;
+  if (!consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, view_version)) return;
+  /* The distinct ids, in the order asked. */
+  const char *ids[PRODUCT_BATCH_MAX];
+  size_t n = 0;
+  for (size_t i = 0; i < in->n_product_ids; i++) {
+    size_t k = 0;
+    while (k < n && strcmp(ids[k], in->product_ids[i]) != 0) k++;
+    if (k == n) ids[n++] = in->product_ids[i];
+  }
+  products_found f = {
+      .ids = ids, .n = n, .outs = calloc(n, sizeof *f.outs), .found = calloc(n, sizeof *f.found)};
+  Shop__Product__V1__Product **list = calloc(n, sizeof *list);
+  if (f.outs == NULL || f.found == NULL || list == NULL) {
+    rpc_call_set_status(call, STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  } else {
+    char err[512];
+    db_conn *c = NULL;
+    if (handler_db_get(call, ctx->db, &c)) {
+      status_code st =
+          db_query_keys(c,
+                        "SELECT " VIEW_COLS " FROM " VIEW_FROM
+                        " WHERE p.product_id IN (" DB_KEYS_PLACEHOLDERS ") AND p.created_ms > 0",
+                        ids, n, products_found_row, &f, err, sizeof err);
+      db_pool_put(ctx->db, c);
+      if (st != STATUS_OK) {
+        handler_db_failed(call, st, "reading products_view", err);
+      } else if (f.oom) {
+        rpc_call_set_status(call, STATUS_RESOURCE_EXHAUSTED, "out of memory");
+      } else {
+        Shop__Product__V1__GetProductsResponse resp =
+            SHOP__PRODUCT__V1__GET_PRODUCTS_RESPONSE__INIT;
+        for (size_t i = 0; i < n; i++)
+          if (f.found[i]) list[resp.n_products++] = &f.outs[i].product;
+        resp.products = list;
+        closure(&resp, data);
+      }
+    }
+  }
+  for (size_t i = 0; f.found != NULL && i < n; i++)
+    if (f.found[i]) product_out_free(&f.outs[i]);
+  free(f.outs);
+  free(f.found);
+  free(list);
+}
+
 static void product_query_list_products(product_query_service *svc,
                                         const Shop__Product__V1__ListProductsRequest *in,
                                         Shop__Product__V1__ListProductsResponse_Closure closure,

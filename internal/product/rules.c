@@ -170,6 +170,19 @@ void product_validate_get_product(const Shop__Product__V1__GetProductRequest *in
   id_check(v, in->product_id);
 }
 
+void product_validate_get_products(const Shop__Product__V1__GetProductsRequest *in,
+                                   check_violations *v) {
+  if (in->n_product_ids == 0) check_violation_add(v, "product_ids", "must name a product");
+  if (in->n_product_ids > PRODUCT_BATCH_MAX)
+    check_violation_add(v, "product_ids", "must name at most 100 products");
+  for (size_t i = 0; i < in->n_product_ids && i < PRODUCT_BATCH_MAX; i++) {
+    if (check_id(in->product_ids[i])) continue;
+    char field[32];
+    snprintf(field, sizeof field, "product_ids[%zu]", i);
+    check_violation_add(v, field, "must be a product id");
+  }
+}
+
 void product_validate_list_products(const Shop__Product__V1__ListProductsRequest *in,
                                     const char *currency, check_violations *v) {
   if (in->category[0] != '\0')

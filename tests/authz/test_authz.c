@@ -267,6 +267,15 @@ static ProtobufCMessage *b_get_product(int w) {
   return &r.base;
 }
 
+static ProtobufCMessage *b_get_products(int w) {
+  static Shop__Product__V1__GetProductsRequest r = SHOP__PRODUCT__V1__GET_PRODUCTS_REQUEST__INIT;
+  static char *ids[1];
+  ids[0] = fx.product;
+  r.n_product_ids = 1;
+  r.product_ids = ids;
+  return &r.base;
+}
+
 /* Archived products are for admins only. */
 static ProtobufCMessage *b_list_products(int w) {
   static Shop__Product__V1__ListProductsRequest r = SHOP__PRODUCT__V1__LIST_PRODUCTS_REQUEST__INIT;
@@ -434,6 +443,11 @@ static const row matrix[] = {
      "GetProduct",
      "product-query",
      b_get_product,
+     {OK, OK, OK, OK}},
+    {"shop.product.v1.ProductQueryService",
+     "GetProducts",
+     "product-query",
+     b_get_products,
      {OK, OK, OK, OK}},
     {"shop.product.v1.ProductQueryService",
      "ListProducts",

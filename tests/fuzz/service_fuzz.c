@@ -148,6 +148,9 @@ static void fz_restock(const ProtobufCMessage *m, check_violations *v) {
 static void fz_get_product(const ProtobufCMessage *m, check_violations *v) {
   product_validate_get_product((const void *)m, v);
 }
+static void fz_get_products(const ProtobufCMessage *m, check_violations *v) {
+  product_validate_get_products((const void *)m, v);
+}
 static void fz_list_products(const ProtobufCMessage *m, check_violations *v) {
   product_validate_list_products((const void *)m, FZ_CURRENCY, v);
 }
@@ -159,6 +162,7 @@ static const fz_method product_command_methods[] = {
 };
 static const fz_method product_query_methods[] = {
     {"GetProduct", fz_get_product},
+    {"GetProducts", fz_get_products},
     {"ListProducts", fz_list_products},
 };
 

@@ -73,6 +73,8 @@ static const seed seeds[] = {
     {"product_command", P, "Restock",
      "{\"productId\":\"" ID "\",\"quantity\":\"25\",\"reference\":\"PO-2024-17\"}"},
     {"product_query", PQ, "GetProduct", "{\"productId\":\"" ID "\",\"consistency\":" TOKEN "}"},
+    {"product_query", PQ, "GetProducts",
+     "{\"productIds\":[\"" ID "\",\"" ID "\"],\"consistency\":" TOKEN "}"},
     {"product_query", PQ, "ListProducts",
      "{\"page\":" PAGE ",\"category\":\"kitchen\",\"text\":\"mug\",\"minPrice\":{\"units\":\"100\","
      "\"currency\":\"EUR\"},\"maxPrice\":{\"units\":\"5000\",\"currency\":\"EUR\"},"

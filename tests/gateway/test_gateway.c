@@ -420,6 +420,8 @@ Test(gateway, every_route_reaches_its_rpc_and_answers_200) {
   ROW("Restock", "POST", adm.token, true, "{\"quantity\":\"3\",\"reference\":\"gw\"}",
       "/v1/products/%s:restock", p1);
   ROW("GetProduct", "GET", NULL, false, NULL, "/v1/products/%s", p1);
+  ROW("GetProducts", "GET", NULL, false, NULL, "/v1/products:batchGet?productIds=%s&productIds=%s",
+      p1, p2);
   ROW("ListProducts", "GET", NULL, false, NULL, "/v1/products?text=%s&page.pageSize=5", sku1);
   snprintf(b, sizeof b,
            "{\"lines\":[{\"productId\":\"%s\",\"quantity\":1}],\"paymentToken\":\"tok_visa\","

@@ -181,6 +181,77 @@ Test(catalog, admin_creates_a_product_and_an_anonymous_caller_finds_it_by_text_a
   free(admin);
 }
 
+/* GetProducts: a cart's products in one call, in the order asked. */
+Test(catalog, get_products_answers_the_known_ids_in_the_order_asked) {
+  char *admin = admin_token();
+  char sku1[96], sku2[96];
+  slug(sku1, sizeof sku1, "batch-a");
+  slug(sku2, sizeof sku2, "batch-b");
+  new_product a = {.sku = sku1,
+                   .name = "Cup",
+                   .description = "A cup.",
+                   .category = "batch",
+                   .price = 450,
+                   .stock = 3};
+  new_product b = {.sku = sku2,
+                   .name = "Saucer",
+                   .description = "A saucer.",
+                   .category = "batch",
+                   .price = 275,
+                   .stock = 5};
+  Shop__Product__V1__CreateProductResponse *ca = create(admin, &a);
+  Shop__Product__V1__CreateProductResponse *cb = create(admin, &b);
+  const char *unknown = "0190c3c2-7e4a-7b3c-8f00-1234567890ab";
+  char *ids[4] = {cb->product_id, (char *)unknown, ca->product_id, cb->product_id};
+  Shop__Product__V1__GetProductsRequest req = SHOP__PRODUCT__V1__GET_PRODUCTS_REQUEST__INIT;
+  Shop__Common__V1__ReadConsistency rc;
+  req.n_product_ids = 4;
+  req.product_ids = ids;
+  req.consistency = rc_of(&rc, cb->consistency);
+  Shop__Product__V1__GetProductsResponse *r = NULL;
+  rpc_status st;
+  cr_assert_eq(stack_call(PQRY, PQRY_SVC, "GetProducts", &req.base, (ProtobufCMessage **)&r, NULL,
+                          NULL, &st),
+               STATUS_OK, "GetProducts: %s %s", status_name(st.code), st.message);
+  cr_assert_eq(r->n_products, 2, "the unknown id is left out, the repeated one answered once");
+  cr_assert_str_eq(r->products[0]->product_id, cb->product_id);
+  cr_assert_str_eq(r->products[0]->sku, sku2);
+  cr_assert_eq(r->products[0]->price->units, 275);
+  cr_assert_eq(r->products[0]->stock->available, 5);
+  cr_assert_str_eq(r->products[1]->product_id, ca->product_id);
+  cr_assert_str_eq(r->products[1]->details->name, "Cup");
+  cr_assert_eq(r->products[1]->price->units, 450);
+  free_msg(r);
+  /* Only unknown ids: an empty answer, not NOT_FOUND. */
+  req.n_product_ids = 1;
+  req.product_ids = (char **)&unknown;
+  req.consistency = NULL;
+  r = NULL;
+  cr_assert_eq(stack_call(PQRY, PQRY_SVC, "GetProducts", &req.base, (ProtobufCMessage **)&r, NULL,
+                          NULL, &st),
+               STATUS_OK);
+  cr_assert_eq(r->n_products, 0);
+  free_msg(r);
+  /* No id, a malformed one, more than 100. */
+  req.n_product_ids = 0;
+  STACK_ASSERT_INVALID(stack_call(PQRY, PQRY_SVC, "GetProducts", &req.base, NULL, NULL, NULL, &st),
+                       st, "product_ids");
+  char *bad[2] = {ca->product_id, "not-an-id"};
+  req.n_product_ids = 2;
+  req.product_ids = bad;
+  STACK_ASSERT_INVALID(stack_call(PQRY, PQRY_SVC, "GetProducts", &req.base, NULL, NULL, NULL, &st),
+                       st, "product_ids[1]");
+  char *many[101];
+  for (size_t i = 0; i < 101; i++) many[i] = ca->product_id;
+  req.n_product_ids = 101;
+  req.product_ids = many;
+  STACK_ASSERT_INVALID(stack_call(PQRY, PQRY_SVC, "GetProducts", &req.base, NULL, NULL, NULL, &st),
+                       st, "product_ids");
+  free_msg(ca);
+  free_msg(cb);
+  free(admin);
+}
+
 Test(catalog, list_sorts_by_price_and_name_and_pages_through_results) {
   char *admin = admin_token();
   char cat[96];
