@@ -10,8 +10,8 @@
  * idempotency record, inserts the products row and appends ProductCreated
  * to the outbox; the relay publishes it on shop.product.events.v1;
  * product-query's consumer (group "product-query") applies it to
- * products_view (product_projection_consumer, query.c), where GetProduct
- * and ListProducts read it.
+ * products_view (product_projection_consumer, query.c), where GetProduct,
+ * GetProducts and ListProducts read it.
  *
  * Rules (rules.c), pure and tested on their own:
  *   - sku: 1 to 64 characters of [A-Za-z0-9._-]; unique across the
