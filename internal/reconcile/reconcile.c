@@ -205,7 +205,13 @@ static status_code check_orders(db_conn *c, const books *b, const reconcile_opts
            " IFNULL(pa.n_auth, 0), IFNULL(pa.n_capture, 0), IFNULL(pa.n_void, 0), "
            "IFNULL(pa.n_refund, 0),"
            " IFNULL(pa.captured, 0), IFNULL(pa.refunded, 0),"
-           " IFNULL(rv.status, 0), IFNULL(ac.n, 0)"
+           " IFNULL(rv.status, 0),"
+           /* Per order through audit_log_subject: a derived table grouped by
+            * subject cannot be joined by key (audit_log's subject is
+            * utf8mb4, order_id ascii), and a block-nested-loop join of it
+            * took 13 minutes over 50,000 orders. */
+           " (SELECT COUNT(DISTINCT a.event_id) FROM %s.audit_log a"
+           "   WHERE a.subject = o.order_id AND a.type = 'shop.order.v1.OrderCreated')"
            " FROM %s.orders o"
            " LEFT JOIN %s.payments p ON p.order_id = o.order_id"
            " LEFT JOIN (SELECT order_id,"
@@ -217,14 +223,11 @@ static status_code check_orders(db_conn *c, const books *b, const reconcile_opts
            "         FROM %s.payment_attempts WHERE outcome = %d) d GROUP BY order_id) pa"
            "   ON pa.order_id = o.order_id"
            " LEFT JOIN %s.reservations rv ON rv.order_id = o.order_id"
-           " LEFT JOIN (SELECT subject, COUNT(DISTINCT event_id) n FROM %s.audit_log"
-           "   WHERE type = 'shop.order.v1.OrderCreated' GROUP BY subject) ac"
-           "   ON ac.subject = o.order_id"
            " WHERE o.created_ms >= ? AND (? = '' OR EXISTS (SELECT 1 FROM %s.order_lines l"
            "   WHERE l.order_id = o.order_id AND l.sku LIKE ? ESCAPE '!'))"
            " ORDER BY o.created_ms, o.order_id",
-           b->order, b->payment, PO(AUTHORIZE), PO(CAPTURE), PO(VOID), PO(REFUND), PO(CAPTURE),
-           PO(REFUND), b->payment, GW_APPROVED, b->inventory, b->audit, b->order);
+           b->audit, b->order, b->payment, PO(AUTHORIZE), PO(CAPTURE), PO(VOID), PO(REFUND),
+           PO(CAPTURE), PO(REFUND), b->payment, GW_APPROVED, b->inventory, b->order);
   const char *prefix = o->sku_prefix ? o->sku_prefix : "";
   char like[200];
   prefix_pattern(prefix, like, sizeof like);
