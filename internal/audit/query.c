@@ -149,6 +149,10 @@ void audit_validate_list_audit_events(const Shop__Audit__V1__ListAuditEventsRequ
   if (strlen(in->aggregate_id) > 255) check_violation_add(v, "aggregate_id", "too long");
   if (strlen(in->type) > 255) check_violation_add(v, "type", "too long");
   if (strlen(in->topic) > 255) check_violation_add(v, "topic", "too long");
+  if (in->from_time != NULL && (in->from_time->nanos < 0 || in->from_time->nanos > 999999999))
+    check_violation_add(v, "from_time.nanos", "must be 0 to 999999999");
+  if (in->until_time != NULL && (in->until_time->nanos < 0 || in->until_time->nanos > 999999999))
+    check_violation_add(v, "until_time.nanos", "must be 0 to 999999999");
 }
 
 void audit_validate_get_order_timeline(const Shop__Audit__V1__GetOrderTimelineRequest *in,
@@ -168,6 +172,11 @@ void audit_validate_rebuild_order_projection(
     check_violation_add(v, "max_differences", "must be 0 to 10000");
 }
 
+/* t in milliseconds, rounded up. */
+static int64_t timestamp_ceil_ms(const Shop__Common__V1__Timestamp *t) {
+  return t->seconds * 1000 + (t->nanos + 999999) / 1000000;
+}
+
 static void audit_query_list_audit_events(audit_query_service *svc,
                                           const Shop__Audit__V1__ListAuditEventsRequest *in,
                                           Shop__Audit__V1__ListAuditEventsResponse_Closure closure,
@@ -179,12 +188,11 @@ static void audit_query_list_audit_events(audit_query_service *svc,
   if (handler_violations_apply(call, &v) > 0) return;
   int size = 0;
   if (!page_size(call, in->page, &size)) return;
-  int64_t from = in->from_time != NULL
-                     ? in->from_time->seconds * 1000 + in->from_time->nanos / 1000000
-                     : INT64_MIN;
-  int64_t until = in->until_time != NULL
-                      ? in->until_time->seconds * 1000 + in->until_time->nanos / 1000000
-                      : INT64_MAX;
+  /* Event times are kept in milliseconds: an event at t ms is at or
+   * after from_time when t >= from_time rounded up to the millisecond,
+   * and strictly before until_time when t < until_time rounded up. */
+  int64_t from = in->from_time != NULL ? timestamp_ceil_ms(in->from_time) : INT64_MIN;
+  int64_t until = in->until_time != NULL ? timestamp_ceil_ms(in->until_time) : INT64_MAX;
   char filters[1200];
   snprintf(filters, sizeof filters, "audit|agg=%s|type=%s|topic=%s|from=%" PRId64 "|until=%" PRId64,
            in->aggregate_id, in->type, in->topic, from, until);
@@ -193,19 +201,28 @@ static void audit_query_list_audit_events(audit_query_service *svc,
     return;
   int64_t after = pos.n == 1 ? strtoll(pos.field[0], NULL, 10) : 0;
   if (!consistency_wait(call, ctx->db, &ctx->notifier, in->consistency, log_version)) return;
-  db_value p[9] = {
-      DB_I64(after),    DB_STR(in->aggregate_id), DB_STR(in->aggregate_id), DB_STR(in->type),
-      DB_STR(in->type), DB_STR(in->topic),        DB_STR(in->topic),        DB_I64(from),
-      DB_I64(until)};
-  char sql[700];
-  snprintf(sql, sizeof sql,
-           "SELECT " REC_COLS
-           " FROM audit_log WHERE row_id > ? AND (? = '' OR subject = ?)"
-           " AND (? = '' OR type = ?) AND (? = '' OR topic = ?) AND event_time_ms >= ?"
-           " AND event_time_ms < ? ORDER BY row_id LIMIT %d",
-           size + 1);
+  /* The filters' parameters first, then the page's. */
+  db_value p[10] = {DB_STR(in->aggregate_id),
+                    DB_STR(in->aggregate_id),
+                    DB_STR(in->type),
+                    DB_STR(in->type),
+                    DB_STR(in->topic),
+                    DB_STR(in->topic),
+                    DB_I64(from),
+                    DB_I64(until),
+                    DB_I64(after),
+                    DB_I64(size + 1)};
+#define AUDIT_FILTERS                                                                              \
+  "(? = '' OR subject = ?) AND (? = '' OR type = ?) AND (? = '' OR topic = ?)"                     \
+  " AND event_time_ms >= ? AND event_time_ms < ?"
+  int64_t total = 0;
   db_rows *r = NULL;
-  if (!query_rows(call, ctx, sql, p, 9, &r)) return;
+  if (!page_list(call, ctx->db, "SELECT COUNT(*) FROM audit_log WHERE " AUDIT_FILTERS, p, 8,
+                 "SELECT " REC_COLS " FROM audit_log WHERE " AUDIT_FILTERS
+                 " AND row_id > ? ORDER BY row_id LIMIT ?",
+                 p, 10, "reading audit_log", &total, &r))
+    return;
+#undef AUDIT_FILTERS
   rec_list l;
   bool ok = rec_list_fill(&l, r, in->include_data);
   db_rows_free(r);
@@ -224,6 +241,7 @@ static void audit_query_list_audit_events(audit_query_service *svc,
     page_token_encode(token, filters, &next);
   }
   page.next_page_token = token;
+  page.total_size = total;
   Shop__Audit__V1__ListAuditEventsResponse resp = SHOP__AUDIT__V1__LIST_AUDIT_EVENTS_RESPONSE__INIT;
   resp.n_records = n;
   resp.records = l.ptrs;

@@ -172,7 +172,58 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
                STATUS_OK, "ListAuditEvents: %s", st.message);
   cr_assert_eq(lr->n_records, 1);
   cr_assert_str_eq(lr->records[0]->event->subject, oid);
+  cr_assert_eq(lr->page->total_size, 1, "total_size counts what the filters match");
+  /* The event's time bounds it at full precision: from_time <= t <
+   * until_time, with t kept to the millisecond. */
+  Shop__Common__V1__Timestamp t = *lr->records[0]->event->time, lo, hi;
+  shop__common__v1__timestamp__init(&lo);
+  shop__common__v1__timestamp__init(&hi);
+  struct {
+    int64_t from_ns, until_ns; /* offsets from t */
+    size_t want;
+  } bounds[] = {{0, 1, 1}, {0, 999999, 1},  {-1, 1, 1},
+                {0, 0, 0}, {1, 2000000, 0}, {-5000000, 0, 0}};
+  for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
+    int64_t tn = t.seconds * 1000000000LL + t.nanos;
+    int64_t a = tn + bounds[i].from_ns, b = tn + bounds[i].until_ns;
+    lo.seconds = a / 1000000000LL;
+    lo.nanos = (int32_t)(a % 1000000000LL);
+    hi.seconds = b / 1000000000LL;
+    hi.nanos = (int32_t)(b % 1000000000LL);
+    lq.from_time = &lo;
+    lq.until_time = &hi;
+    Shop__Audit__V1__ListAuditEventsResponse *tr = NULL;
+    cr_assert_eq(stack_call_at(audit_url(), AUDIT_SVC, "ListAuditEvents", &lq.base,
+                               (ProtobufCMessage **)&tr, adm, NULL, &st),
+                 STATUS_OK, "ListAuditEvents: %s", st.message);
+    cr_assert_eq(tr->n_records, bounds[i].want, "from t%+lld ns until t%+lld ns: %zu record(s)",
+                 (long long)bounds[i].from_ns, (long long)bounds[i].until_ns, tr->n_records);
+    cr_assert_eq(tr->page->total_size, (int64_t)bounds[i].want);
+    free_msg(tr);
+  }
+  lq.from_time = lq.until_time = NULL;
   free_msg(lr);
+  /* Every event of the order, two a page: total_size is the same on every
+   * page and is what the pages hold together. */
+  lq.type = "";
+  size_t seen = 0;
+  int64_t listed = -1;
+  char next[8192] = "";
+  do {
+    pg.page_token = next;
+    lr = NULL;
+    cr_assert_eq(stack_call_at(audit_url(), AUDIT_SVC, "ListAuditEvents", &lq.base,
+                               (ProtobufCMessage **)&lr, adm, NULL, &st),
+                 STATUS_OK, "ListAuditEvents: %s", st.message);
+    if (listed < 0) listed = lr->page->total_size;
+    cr_assert_eq(lr->page->total_size, listed, "the same total on every page");
+    seen += lr->n_records;
+    snprintf(next, sizeof next, "%s", lr->page->next_page_token);
+    free_msg(lr);
+  } while (next[0] != '\0');
+  cr_assert_geq(listed, 3, "an order flow has several events");
+  cr_assert_eq((int64_t)seen, listed);
+  pg.page_token = "";
 
   /* The order read model rebuilt from the log alone equals the live one. */
   Shop__Audit__V1__RebuildOrderProjectionRequest rq =
