@@ -14,7 +14,7 @@
 
 const char *rpc_call_method(const rpc_call *c) { return c->env->method; }
 const char *rpc_call_request_id(const rpc_call *c) { return c->env->request_id; }
-const char *rpc_call_traceparent(const rpc_call *c) { return c->env->traceparent; }
+const char *rpc_call_traceparent(const rpc_call *c) { return c->traceparent; }
 const char *rpc_call_trace_id(const rpc_call *c) { return c->trace_id; }
 const char *rpc_call_idempotency_key(const rpc_call *c) { return c->env->idempotency_key; }
 const char *rpc_call_caller(const rpc_call *c) { return c->env->caller; }

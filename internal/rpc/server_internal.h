@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "grpc/health/v1/health.pb-c.h"
+#include "log/log.h"
 #include "rpc/rpc_internal.h"
 
 #define HEALTH_CHECK_PATH "/grpc.health.v1.Health/Check"
@@ -107,6 +108,10 @@ struct rpc_call {
   unsigned policy;
   int64_t deadline_ms;
   char trace_id[33];
+  /* The caller's traceparent, or a trace this server started for a call
+   * that came without a valid one (README: "sent by the caller, or
+   * started by the server"). */
+  char traceparent[LOG_TRACEPARENT_SIZE];
   char user_id[AUTH_SUB_MAX + 1];
   auth_role role;
   bool authenticated;

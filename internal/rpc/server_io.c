@@ -82,7 +82,12 @@ static bool server_process(rpc_server *s, const uint8_t *frame, size_t len, int6
   c.reply_len = 0;
   c.pos = 0;
   rpc_status_clear(&c.st);
-  log_trace_id(env->traceparent, c.trace_id);
+  if (log_trace_id(env->traceparent, c.trace_id)) {
+    snprintf(c.traceparent, sizeof c.traceparent, "%s", env->traceparent);
+  } else {
+    log_traceparent_child(NULL, c.traceparent); /* a new trace, sampled */
+    log_trace_id(c.traceparent, c.trace_id);
+  }
   int64_t budget = env->timeout_ms;
   if (budget == 0) budget = s->o.default_timeout_ms;
   if (budget > s->o.max_timeout_ms) budget = s->o.max_timeout_ms;
@@ -91,7 +96,7 @@ static bool server_process(rpc_server *s, const uint8_t *frame, size_t len, int6
 
   /* The call is the thread's current log scope while it runs (log.h). */
   log_scope scope;
-  log_scope_enter(&scope, env->request_id, env->traceparent, NULL);
+  log_scope_enter(&scope, env->request_id, c.traceparent, NULL);
   rpc_call_proceed(&c);
   log_scope_leave(&scope);
 

@@ -419,6 +419,13 @@ status_code user_bootstrap_admin(user_cmd_ctx *ctx, char *errbuf, size_t errlen)
     status_seterr(errbuf, errlen, "argon2id hashing failed");
     return STATUS_INTERNAL;
   }
+  /* Like a request, the start-up's own correlation id and trace, in a log
+   * scope: on its log lines and on the event it appends (user_event_emit). */
+  char corr[37], tp[LOG_TRACEPARENT_SIZE];
+  events_uuid_v7(corr);
+  log_traceparent_child(NULL, tp);
+  log_scope scope;
+  log_scope_enter(&scope, corr, tp, NULL);
   db_conn *c = NULL;
   status_code st = db_pool_get(ctx->db, &c, errbuf, errlen);
   if (st == STATUS_OK) {
@@ -426,10 +433,12 @@ status_code user_bootstrap_admin(user_cmd_ctx *ctx, char *errbuf, size_t errlen)
     db_pool_put(ctx->db, c);
   }
   sodium_memzero(j.u.hash, sizeof j.u.hash);
-  if (st != STATUS_OK) return st;
-  outbox_relay_nudge(ctx->relay);
-  log_info(NULL, "first admin %s: %s", j.u.email, j.outcome);
-  return STATUS_OK;
+  if (st == STATUS_OK) {
+    outbox_relay_nudge(ctx->relay);
+    log_info(NULL, "first admin %s: %s", j.u.email, j.outcome);
+  }
+  log_scope_leave(&scope);
+  return st;
 }
 
 /* ---- Housekeeping ------------------------------------------------------------------------ */

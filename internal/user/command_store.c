@@ -126,7 +126,13 @@ status_code user_set_role(db_conn *tx, const user_cmd_ctx *ctx, const rpc_call *
 status_code user_event_emit(db_conn *tx, const user_cmd_ctx *ctx, const rpc_call *call,
                             const char *actor, const char *user_id, int64_t version,
                             const ProtobufCMessage *ev, char *errbuf, size_t errlen) {
-  outbox_cause cause = call != NULL ? command_cause(call) : (outbox_cause){0};
+  /* Outside a call (the first admin at start-up), the current log scope's
+   * ids: every event has a correlation id and a trace. */
+  const log_ctx *scope = log_current();
+  outbox_cause cause = call != NULL
+                           ? command_cause(call)
+                           : (outbox_cause){.correlation_id = scope ? scope->request_id : NULL,
+                                            .traceparent = log_current_traceparent()};
   if (actor != NULL && actor[0] != '\0') cause.actor = actor;
   return outbox_emit(&ctx->sink, tx, &cause, user_id, version, ev, errbuf, errlen);
 }

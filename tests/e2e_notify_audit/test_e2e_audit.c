@@ -291,6 +291,45 @@ Test(audit, an_order_flow_is_logged_once_in_kafka_order_and_the_chain_verifies) 
   cr_assert(stack_books_clean(false, 30000), "reconcile found broken books (see stderr)");
 }
 
+/* The first admin, created by user-command at start-up, is recorded like
+ * every request's effect: its UserRegistered has a correlation id and a
+ * traceparent. A second user-command with an admin email of its own makes
+ * one now. */
+Test(audit, the_first_admins_user_registered_has_a_correlation_id_and_a_trace) {
+  char email[160], env_email[200], url[64];
+  snprintf(email, sizeof email, "first-admin-%s@shop.test", stack_run());
+  snprintf(env_email, sizeof env_email, "SHOP_AUTH__ADMIN_EMAIL=%s", email);
+  snprintf(url, sizeof url, "tcp://127.0.0.1:%d", proc_free_tcp_port());
+  const char *env[] = {env_email, NULL};
+  proc *uc = stack_start("user-command", url, env);
+  db_conn *c = stack_db("shop_audit");
+  db_value p[1] = {DB_STR(email)};
+  char corr[256] = "", tp[256] = "", err[512];
+  /* The audit row of the user-command's UserRegistered for that email
+   * (its data holds the email). */
+  WAIT_UNTIL(({
+               db_rows *r = NULL;
+               bool got = false;
+               if (db_query(c,
+                            "SELECT correlation_id, traceparent FROM audit_log WHERE"
+                            " type = 'shop.user.v1.UserRegistered' AND LOCATE(?, data) > 0",
+                            p, 1, &r, err, sizeof err) == STATUS_OK &&
+                   db_rows_next(r)) {
+                 snprintf(corr, sizeof corr, "%s", db_rows_str(r, 0, NULL));
+                 snprintf(tp, sizeof tp, "%s", db_rows_str(r, 1, NULL));
+                 got = true;
+               }
+               db_rows_free(r);
+               got;
+             }),
+             60000, "the first admin's UserRegistered in the audit log");
+  db_close(c);
+  stack_stop(uc);
+  cr_assert_neq(corr[0], '\0', "no ce_correlationid on the first admin's UserRegistered");
+  char trace[LOG_TRACE_ID_SIZE];
+  cr_assert(log_trace_id(tp, trace), "no valid traceparent on it: '%s'", tp);
+}
+
 /* ---- Tracing ------------------------------------------------------------------------------------
  */
 

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "command/command.h"
+#include "log/log.h"
 #include "shop/rpc/v1/rpc.pb-c.h"
 
 static void *sleep_call_main(void *arg) {
@@ -44,6 +45,8 @@ static void thh_echo(Shop__Testing__V1__EchoService_Service *svc,
   atomic_store(&ctx->last_remaining_ms, (long long)rpc_call_remaining_ms(call));
   pthread_mutex_lock(&ctx->mu);
   snprintf(ctx->last_trace, sizeof ctx->last_trace, "%s", rpc_call_trace_id(call));
+  snprintf(ctx->last_traceparent, sizeof ctx->last_traceparent, "%s", rpc_call_traceparent(call));
+  snprintf(ctx->scope_traceparent, sizeof ctx->scope_traceparent, "%s", log_current_traceparent());
   const char *md = rpc_call_metadata(call, "x-test");
   snprintf(ctx->last_metadata, sizeof ctx->last_metadata, "%s", md ? md : "");
   pthread_mutex_unlock(&ctx->mu);

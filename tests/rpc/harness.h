@@ -44,6 +44,8 @@ typedef struct th_ctx {
   _Atomic int last_attempt;
   _Atomic long long last_remaining_ms;
   char last_trace[33];
+  char last_traceparent[64];  /* rpc_call_traceparent of the last Echo */
+  char scope_traceparent[64]; /* log_current_traceparent inside it */
   char last_metadata[64];
   rpc_client *downstream; /* for "forward" */
   db_pool *db;            /* Command's database, or NULL */

@@ -94,6 +94,39 @@ Test(rpc_calls, sync_helper_returns_the_typed_reply, .init = up_inproc, .fini = 
   protobuf_c_message_free_unpacked(out, NULL);
 }
 
+/* A call that comes without a valid traceparent (a client in another
+ * language may send none) gets a trace the server starts: on the call,
+ * in its log scope (so on its log lines and the events it appends), a new
+ * one for each call. */
+Test(rpc_calls, a_call_without_a_traceparent_gets_one_the_server_starts, .init = up_inproc,
+     .fini = down) {
+  Shop__Testing__V1__EchoRequest req = SHOP__TESTING__V1__ECHO_REQUEST__INIT;
+  req.message = "untraced";
+  uint8_t payload[64];
+  size_t plen = shop__testing__v1__echo_request__pack(&req, payload);
+  char first[LOG_TRACE_ID_SIZE] = "";
+  for (int i = 0; i < 2; i++) {
+    uint8_t *frame = NULL;
+    size_t len = th_pack_envelope("/shop.testing.v1.EchoService/Echo", "req-untraced", 5000,
+                                  payload, plen, &frame);
+    Shop__Rpc__V1__ResponseEnvelope *e = raw(frame, len);
+    free(frame);
+    cr_assert_eq(code_of(e), STATUS_OK);
+    shop__rpc__v1__response_envelope__free_unpacked(e, NULL);
+    char trace[LOG_TRACE_ID_SIZE];
+    cr_assert(log_trace_id(srv->ctx.last_traceparent, trace), "not a W3C traceparent: '%s'",
+              srv->ctx.last_traceparent);
+    cr_assert_str_eq(trace, srv->ctx.last_trace, "the call's trace id is its traceparent's");
+    cr_assert_str_eq(srv->ctx.scope_traceparent, srv->ctx.last_traceparent,
+                     "the handler's log scope carries it");
+    cr_assert_str_eq(srv->ctx.last_traceparent + 53, "01", "sampled");
+    if (i == 0)
+      snprintf(first, sizeof first, "%s", trace);
+    else
+      cr_assert_str_neq(trace, first, "each call starts its own trace");
+  }
+}
+
 Test(rpc_calls, metadata_and_trace_reach_the_handler, .init = up_inproc, .fini = down) {
   const char *md[] = {"x-test", "42"};
   rpc_call_opts o = {.metadata = md, .n_metadata = 1};
