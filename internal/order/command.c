@@ -334,8 +334,10 @@ status_code order_ship(db_conn *tx, const order_ctx *ctx, const outbox_cause *or
     return st;
   }
   char msg[200];
-  if (!order_ship_allowed(&r.state, msg, sizeof msg)) {
-    command_fail(out, STATUS_FAILED_PRECONDITION, "order_id", "%s", msg);
+  status_code allowed = order_ship_allowed(&r.state, msg, sizeof msg);
+  if (allowed != STATUS_OK) {
+    command_fail(out, allowed, "order_id", "%s", msg);
+    if (allowed == STATUS_UNAVAILABLE) out->retry_delay_ms = 200;
     *version = r.version;
     order_row_free(&r);
     return STATUS_OK;

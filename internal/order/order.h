@@ -197,10 +197,15 @@ order_saga_step order_saga_apply(order_saga_state s, order_saga_input in);
 /* "PENDING", "CONFIRMED", ... ("UNSPECIFIED" otherwise). */
 const char *order_status_name(int status);
 
-/* Whether CancelOrder may cancel / ShipOrder may ship an order in state s;
- * when not, why (for FAILED_PRECONDITION, naming the state) goes to msg. */
+/* Whether CancelOrder may cancel an order in state s; when not, why (for
+ * FAILED_PRECONDITION, naming the state) goes to msg. */
 bool order_cancel_allowed(const order_saga_state *s, char *msg, size_t msglen);
-bool order_ship_allowed(const order_saga_state *s, char *msg, size_t msglen);
+/* Whether ShipOrder may ship an order in state s: OK; FAILED_PRECONDITION
+ * naming the state when it is not CONFIRMED; UNAVAILABLE when it is
+ * CONFIRMED but the capture has not been seen yet (it comes by itself:
+ * retry shortly; not recorded with the idempotency key, so the retry with
+ * the same key runs again). Why goes to msg. */
+status_code order_ship_allowed(const order_saga_state *s, char *msg, size_t msglen);
 
 /* ---- The catalog, as the command side sees it ---------------------------------------------- */
 

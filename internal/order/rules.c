@@ -283,16 +283,16 @@ bool order_cancel_allowed(const order_saga_state *s, char *msg, size_t msglen) {
   return false;
 }
 
-bool order_ship_allowed(const order_saga_state *s, char *msg, size_t msglen) {
+status_code order_ship_allowed(const order_saga_state *s, char *msg, size_t msglen) {
   if (s->status != ORDER_ST(CONFIRMED)) {
     snprintf(msg, msglen, "the order is %s; only CONFIRMED orders can be shipped",
              order_status_name(s->status));
-    return false;
+    return STATUS_FAILED_PRECONDITION;
   }
   if (s->payment != ORDER_PAY_CAPTURED) {
     snprintf(msg, msglen,
              "the order is CONFIRMED but its payment is not captured yet; try again shortly");
-    return false;
+    return STATUS_UNAVAILABLE;
   }
-  return true;
+  return STATUS_OK;
 }

@@ -212,7 +212,8 @@ Test(order_ops, a_confirmed_order_ships_once_captured_and_then_cannot_be_cancell
   step(id, ORDER_SAGA_RESERVED, NULL);
   step(id, ORDER_SAGA_AUTHORIZED, NULL);
   o = change(SHIP, id, "admin", true);
-  cr_assert_eq(o.out.code, STATUS_FAILED_PRECONDITION, "the capture has not been seen");
+  cr_assert_eq(o.out.code, STATUS_UNAVAILABLE, "the capture has not been seen: retry shortly");
+  cr_assert_geq(o.out.retry_delay_ms, 1, "with RetryInfo");
   step(id, ORDER_SAGA_CAPTURED, NULL);
   o = change(SHIP, id, "admin", true);
   cr_assert_eq(o.out.code, STATUS_OK, "%s", o.out.message);
