@@ -64,6 +64,7 @@ Shop is up (profile run, folder $SHOP_RUN_DIR).
   demo catalog     $rel_run/demo-seed.txt (DEMO-MUG, DEMO-TEE, DEMO-BOOK, DEMO-STICKERS)
   events           kcat -b $SHOP_KAFKA_BROKERS -C -t shop.user.events.v1 -f '%k %h\n' -e
   logs             $SHOP_LOG_DIR/
+  mail             $(cfg_of notify.smtp_url) keeps what it gets in $(cfg_of notify.mail_dir)/ (shopctl mail list)
   make status      what runs and where
   make stop        stop it all (data is kept for the next make run)
 
@@ -76,6 +77,8 @@ What to try next (from $repo):
     "city":"Paris","postalCode":"75001","country":"FR"}}' | sed -n 's/.*"orderId": "\(.*\)".*/\1/p'); echo \$ORDER
   shopctl call OrderQueryService.GetOrder '{"orderId":"'\$ORDER'","consistency":{"token":{"aggregateId":"'\$ORDER'","version":"1"},"waitMs":3000}}'
                 # readable at once (PENDING or CONFIRMED); again a moment later: CONFIRMED, payment CAPTURED
+  shopctl mail list                                      # the order's confirmation email, a few seconds later
+  shopctl mail show last                                 # (or its ID from the list)
   shopctl events tail shop.order.events.v1 --from-beginning --max 20 --timeout 5s
   shopctl reconcile --settle 10                          # money, stock, audit log: exit 0 when clean
 

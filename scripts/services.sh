@@ -28,6 +28,11 @@
 # beside each the admin URL it answered on (<name>.admin, for the bench);
 # logs: <run dir>/logs/<name>.log. status shows each program's metrics URL
 # (/livez and /readyz on the same port).
+# Profile run also supervises a mail catcher (mail-catcher: the SMTP sink
+# tests/notification/smtp_sink.py on notify.smtp_url's port, loopback),
+# started before the programs and stopped after them, which keeps every
+# message notification-worker sends as an .eml file in notify.mail_dir
+# (shopctl mail list / show); ready once it listens (<mail_dir>/ready).
 # Per-program environment: <run dir>/env/<name>.env (every start) and
 # <run dir>/env/<name>.once.env (the next start only), see
 # scripts/lib/supervise.sh.
@@ -173,13 +178,53 @@ stop_all() {
 	done
 }
 
+# The mail catcher: profile run, when every program is meant.
+mail_mark="smtp_sink.py"
+mail_wanted() { [[ $profile == run ]] && ((${#only[@]} == 0)); }
+mail_cfg() { "$bindir/notification-worker" --config "$config" --print-config "$1"; }
+mail_start() {
+	mail_wanted && [[ -x $bindir/notification-worker ]] || return 0
+	local pidfile=$piddir/mail-catcher.pid log=$SHOP_LOG_DIR/mail-catcher.log pid url dir
+	if pid=$(proc_pid_ours "$pidfile" "$mail_mark"); then
+		shop_log "mail-catcher: already running (pid $pid)"
+		return 0
+	fi
+	url=$(mail_cfg notify.smtp_url) dir=$(mail_cfg notify.mail_dir)
+	[[ $url =~ ^smtp://(127\.0\.0\.1|localhost):([0-9]+)$ ]] ||
+		shop_die "services: mail-catcher: notify.smtp_url '$url' is not smtp://127.0.0.1:PORT"
+	[[ $dir == /* ]] || dir=$SHOP_REPO/$dir
+	mkdir -p "$dir"
+	rm -f "$dir/ready"
+	setsid "$SHOP_REPO/scripts/lib/supervise.sh" mail-catcher "$log" /usr/bin/python3 \
+		"$SHOP_REPO/tests/notification/smtp_sink.py" "${BASH_REMATCH[2]}" "$dir" </dev/null >>"$log" 2>&1 &
+	pid=$!
+	printf '%s\n' "$pid" >"$pidfile"
+	if ! proc_wait 30 "$pid" "$mail_mark" test -e "$dir/ready"; then
+		shop_warn "mail-catcher: did not start; the end of $log:"
+		tail -n 20 "$log" >&2 || true
+		return 1
+	fi
+	shop_log "mail-catcher: ready (pid $pid, ${url}, mail in $dir)"
+}
+mail_stop() {
+	mail_wanted || return 0
+	[[ -e $piddir/mail-catcher.pid ]] || return 0
+	proc_stop mail-catcher "$piddir/mail-catcher.pid" "$mail_mark" 10
+}
+
 case $cmd in
 start)
+	mail_start
 	for p in "${SHOP_PROGRAMS[@]}"; do start_one "$p"; done
 	;;
-stop) stop_all ;;
+stop)
+	stop_all
+	mail_stop
+	;;
 restart)
 	stop_all
+	mail_stop
+	mail_start
 	for p in "${SHOP_PROGRAMS[@]}"; do start_one "$p"; done
 	;;
 list) printf '%s\n' "${SHOP_PROGRAMS[@]}" ;;
@@ -193,6 +238,14 @@ status)
 			down=1
 		fi
 	done
+	if mail_wanted; then
+		if pid=$(proc_pid_ours "$piddir/mail-catcher.pid" "$mail_mark"); then
+			shop_log "mail-catcher: running (pid $pid, mail in $(mail_cfg notify.mail_dir))"
+		else
+			shop_log "mail-catcher: stopped"
+			down=1
+		fi
+	fi
 	exit "$down"
 	;;
 *)

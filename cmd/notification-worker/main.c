@@ -19,6 +19,7 @@ typedef struct program {
   notify_ctx ctx; /* first: the consumer's callbacks take it as their arg */
   notify_smtp *smtp;
   notify_webhook *sms, *push;
+  notify_queue *queue;
 } program;
 
 static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
@@ -36,6 +37,8 @@ static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
   p->ctx.email = notify_smtp_channel(p->smtp);
   p->ctx.sms = notify_webhook_channel(p->sms);
   p->ctx.push = notify_webhook_channel(p->push);
+  st = notify_queue_start(&p->queue, &p->ctx, errbuf, errlen);
+  if (st != STATUS_OK) return st;
   log_info(NULL, "notification-worker: smtp %s (tls %s), sms %s, push %s", cfg->notify.smtp_url,
            cfg->notify.smtp_tls, cfg->notify.sms_url[0] ? cfg->notify.sms_url : "(none)",
            cfg->notify.push_url[0] ? cfg->notify.push_url : "(none)");
@@ -44,6 +47,9 @@ static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
 
 static void teardown_cb(app *a, void *arg) {
   program *p = arg;
+  (void)a;
+  notify_queue_stop(p->queue);
+  p->queue = NULL;
   notify_smtp_destroy(p->smtp);
   notify_webhook_destroy(p->sms);
   notify_webhook_destroy(p->push);
@@ -66,6 +72,7 @@ int main(int argc, char **argv) {
       .consumer = &notify_consumer,
       .setup = setup_cb,
       .teardown = teardown_cb,
+      .metrics = notify_metrics_cb,
       .arg = &p,
   };
   int rc = app_main(&spec, argc, argv);

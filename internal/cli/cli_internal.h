@@ -87,5 +87,6 @@ int cli_cmd_dlt(cli_opts *o);
 int cli_cmd_reconcile(cli_opts *o);
 int cli_cmd_rebuild_projection(cli_opts *o);
 int cli_cmd_seed(cli_opts *o);
+int cli_cmd_mail(cli_opts *o);
 
 #endif

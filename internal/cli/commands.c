@@ -36,6 +36,7 @@ void cli_usage(FILE *f) {
       "  reconcile                      check money, stock and the audit log (exit 1: broken)\n"
       "  rebuild-projection             rebuild the order read model from the audit log\n"
       "  seed [customer-email]          demo data: a customer, a small catalog (idempotent)\n"
+      "  mail list | mail show <id|last>  what make run's mail catcher got (notify.mail_dir)\n"
       "options:\n"
       "  --server URL  --config PATH  --timeout MS|Ns  -H key:value\n"
       "  --idempotency-key KEY  --profile NAME  --password-stdin  --password-file PATH\n"
@@ -430,6 +431,7 @@ int cli_main(int argc, char **argv) {
       {"reconcile", cli_cmd_reconcile},
       {"rebuild-projection", cli_cmd_rebuild_projection},
       {"seed", cli_cmd_seed},
+      {"mail", cli_cmd_mail},
   };
   const char *cmd = o.args[0];
   size_t k = 0;

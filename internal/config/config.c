@@ -132,10 +132,14 @@ static const cfg_key cfg_table[] = {
     S("notify.smtp_tls", notify.smtp_tls, "none"),
     S("notify.sms_url", notify.sms_url, ""),
     S("notify.push_url", notify.push_url, ""),
-    I("notify.retry_max", notify.retry_max, 0, 100, 3),
-    I("notify.retry_backoff_ms", notify.retry_backoff_ms, 1, 60000, 200),
+    /* The queue of waiting messages (issue 19): Postfix's defaults are
+     * 300 s, 4000 s and 5 days. */
+    I("notify.retry_backoff_ms", notify.retry_backoff_ms, 1, 3600000, 60000),
+    I("notify.retry_backoff_max_ms", notify.retry_backoff_max_ms, 1, 86400000, 1800000),
+    I("notify.give_up_s", notify.give_up_s, 1, 31536000, 432000),
     I("notify.timeout_ms", notify.timeout_ms, 100, 600000, 10000),
     S("notify.admin_email", notify.admin_email, "admin@shop.local"),
+    S("notify.mail_dir", notify.mail_dir, "${SHOP_RUN_DIR:-.shop/run}/mail"),
 };
 
 #define CFG_COUNT (sizeof cfg_table / sizeof cfg_table[0])

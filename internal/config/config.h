@@ -141,15 +141,17 @@ typedef struct shop_cfg {
   } payment;
   struct {
     /* notification-worker's channels (internal/notification/notification.h). */
-    char *smtp_url;       /* "smtp://host:port"; "smtps://" for implicit TLS */
-    char *smtp_from;      /* envelope and header sender */
-    char *smtp_tls;       /* none | starttls | tls */
-    char *sms_url;        /* SMS webhook (JSON POST); "" disables it */
-    char *push_url;       /* push webhook (JSON POST); "" disables it */
-    int retry_max;        /* retries of a transient failure within one try */
-    int retry_backoff_ms; /* first backoff; doubles per retry */
-    int timeout_ms;       /* per send */
-    char *admin_email;    /* where InventoryLow goes */
+    char *smtp_url;           /* "smtp://host:port"; "smtps://" for implicit TLS */
+    char *smtp_from;          /* envelope and header sender */
+    char *smtp_tls;           /* none | starttls | tls */
+    char *sms_url;            /* SMS webhook (JSON POST); "" disables it */
+    char *push_url;           /* push webhook (JSON POST); "" disables it */
+    int retry_backoff_ms;     /* a waiting message's first retry delay; doubles per retry */
+    int retry_backoff_max_ms; /* ... up to this cap */
+    int give_up_s;            /* a message waiting this long is given up (failed) */
+    int timeout_ms;           /* per send */
+    char *admin_email;        /* where InventoryLow goes */
+    char *mail_dir;           /* make run's mail catcher keeps what it gets here */
   } notify;
 } shop_cfg;
 

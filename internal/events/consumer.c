@@ -515,6 +515,13 @@ static size_t fill(consumer *c) {
   return n;
 }
 
+status_code consumer_inbox_forget(db_conn *tx, const char *group, const char *event_id,
+                                  char *errbuf, size_t errlen) {
+  db_value p[2] = {DB_STR(group), DB_STR(event_id)};
+  return db_exec(tx, "DELETE FROM processed_events WHERE consumer_group = ? AND event_id = ?", p, 2,
+                 NULL, NULL, errbuf, errlen);
+}
+
 static void purge_processed(consumer *c) {
   if (c->o.purge_interval_ms <= 0) return;
   int64_t now = events_now_ms();

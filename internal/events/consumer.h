@@ -270,6 +270,13 @@ typedef struct consumer consumer;
 /* create, run/start and destroy are called from one thread (the service's
  * main thread; run blocks it); stop and stats_get from any thread. */
 
+/* Forgets, in the open transaction tx, that group applied event_id (its
+ * inbox row): the event was dead-lettered after it was applied (a worker
+ * gave up on it later, events_dlt_send), so that a replay of the dead
+ * letter is applied again rather than skipped as a duplicate. */
+status_code consumer_inbox_forget(db_conn *tx, const char *group, const char *event_id,
+                                  char *errbuf, size_t errlen);
+
 /* Whether a handler status is retried without dead-lettering. */
 bool consumer_status_transient(status_code st);
 

@@ -62,16 +62,7 @@ bool consumer_dlt_send(consumer *c, item *it, const char *error, int attempts) {
   } else {
     h = rd_kafka_headers_new(6);
   }
-  char partition[16], offset[24], att[16];
-  snprintf(partition, sizeof partition, "%d", (int)m->partition);
-  snprintf(offset, sizeof offset, "%lld", (long long)m->offset);
-  snprintf(att, sizeof att, "%d", attempts);
-  rd_kafka_header_add(h, EVENTS_DLT_ORIGINAL_TOPIC, -1, topic, -1);
-  rd_kafka_header_add(h, EVENTS_DLT_ORIGINAL_PARTITION, -1, partition, -1);
-  rd_kafka_header_add(h, EVENTS_DLT_ORIGINAL_OFFSET, -1, offset, -1);
-  rd_kafka_header_add(h, EVENTS_DLT_GROUP, -1, c->group, -1);
-  rd_kafka_header_add(h, EVENTS_DLT_ERROR, -1, error, -1);
-  rd_kafka_header_add(h, EVENTS_DLT_ATTEMPTS, -1, att, -1);
+  events_kafka_dlt_headers_add(h, topic, m->partition, m->offset, c->group, error, attempts);
   volatile rd_kafka_resp_err_t result = RD_KAFKA_RESP_ERR__IN_PROGRESS;
   rd_kafka_resp_err_t e = rd_kafka_producev(
       c->dlt, RD_KAFKA_V_TOPIC(dlt), RD_KAFKA_V_KEY(m->key, m->key_len),

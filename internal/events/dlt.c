@@ -317,3 +317,57 @@ status_code events_dlt_replay(const char *brokers, const char *topic, const char
   reader_close(&r);
   return st;
 }
+
+/* --- Send ------------------------------------------------------------------------------ */
+
+static void send_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  (void)rk;
+  *(rd_kafka_resp_err_t *)opaque = m->err;
+}
+
+status_code events_dlt_send(const char *brokers, const events_envelope *ev, const char *group,
+                            int32_t partition, int64_t offset, const char *error, int attempts,
+                            int timeout_ms, char *errbuf, size_t errlen) {
+  if (timeout_ms <= 0) timeout_ms = 30000;
+  status_code st = events_envelope_validate(ev, errbuf, errlen);
+  if (st != STATUS_OK) return st;
+  char dlt[TOPOLOGY_TOPIC_NAME_MAX + 1];
+  if (topology_dlt_name(dlt, sizeof dlt, ev->topic, group) < 0) {
+    status_seterr(errbuf, errlen, "no dead-letter topic name for %s and %s", ev->topic, group);
+    return STATUS_INVALID_ARGUMENT;
+  }
+  volatile rd_kafka_resp_err_t result = RD_KAFKA_RESP_ERR__IN_PROGRESS;
+  rd_kafka_conf_t *conf = events_kafka_conf_new(brokers, "shop-dlt-send", errbuf, errlen);
+  if (conf == NULL || !events_kafka_producer_conf(conf, timeout_ms, 0, errbuf, errlen)) {
+    if (conf != NULL) rd_kafka_conf_destroy(conf);
+    return STATUS_INVALID_ARGUMENT;
+  }
+  rd_kafka_conf_set_dr_msg_cb(conf, send_dr_cb);
+  rd_kafka_conf_set_opaque(conf, (void *)&result);
+  char why[512];
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
+  if (rk == NULL) {
+    rd_kafka_conf_destroy(conf);
+    status_seterr(errbuf, errlen, "dead-letter producer: %s", why);
+    return STATUS_INTERNAL;
+  }
+  rd_kafka_headers_t *h = events_kafka_headers_from_envelope(ev);
+  events_kafka_dlt_headers_add(h, ev->topic, partition, offset, group, error, attempts);
+  rd_kafka_resp_err_t e = rd_kafka_producev(
+      rk, RD_KAFKA_V_TOPIC(dlt), RD_KAFKA_V_KEY(ev->key, strlen(ev->key)),
+      RD_KAFKA_V_VALUE(ev->data.data, ev->data.len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+      RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+  if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    rd_kafka_headers_destroy(h);
+    result = e;
+  } else {
+    /* The message times out after timeout_ms: its report always comes. */
+    while (result == RD_KAFKA_RESP_ERR__IN_PROGRESS) rd_kafka_poll(rk, 100);
+  }
+  rd_kafka_destroy(rk);
+  if (result != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    status_seterr(errbuf, errlen, "dead letter to %s: %s", dlt, rd_kafka_err2str(result));
+    return events_kafka_err_permanent(result) ? STATUS_FAILED_PRECONDITION : STATUS_UNAVAILABLE;
+  }
+  return STATUS_OK;
+}

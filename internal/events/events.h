@@ -298,4 +298,18 @@ status_code events_dlt_replay(const char *brokers, const char *topic, const char
                               const events_dlt_replay_opts *opts, size_t *replayed, char *errbuf,
                               size_t errlen);
 
+/*
+ * Sends one dead letter from outside a consumer: the record of ev (its
+ * key, data and CloudEvents headers, as the relay publishes it; ev->topic
+ * is the topic it was consumed from) on "<ev->topic>.<group>.dlt" with the
+ * dead-letter headers above (partition and offset where the group read
+ * it), through a producer of its own, waiting up to timeout_ms (0: 30000)
+ * for the broker's ack. For a worker that took an event and later gave up
+ * on what it meant to do with it (notification-worker's expired
+ * messages). UNAVAILABLE when it was not delivered (try again).
+ */
+status_code events_dlt_send(const char *brokers, const events_envelope *ev, const char *group,
+                            int32_t partition, int64_t offset, const char *error, int attempts,
+                            int timeout_ms, char *errbuf, size_t errlen);
+
 #endif /* SHOP_EVENTS_H */

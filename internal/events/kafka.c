@@ -98,6 +98,21 @@ rd_kafka_headers_t *events_kafka_headers_from_envelope(const events_envelope *ev
   return h;
 }
 
+void events_kafka_dlt_headers_add(rd_kafka_headers_t *h, const char *topic, int32_t partition,
+                                  int64_t offset, const char *group, const char *error,
+                                  int attempts) {
+  char part[16], off[24], att[16];
+  snprintf(part, sizeof part, "%d", (int)partition);
+  snprintf(off, sizeof off, "%lld", (long long)offset);
+  snprintf(att, sizeof att, "%d", attempts);
+  rd_kafka_header_add(h, EVENTS_DLT_ORIGINAL_TOPIC, -1, topic, -1);
+  rd_kafka_header_add(h, EVENTS_DLT_ORIGINAL_PARTITION, -1, part, -1);
+  rd_kafka_header_add(h, EVENTS_DLT_ORIGINAL_OFFSET, -1, off, -1);
+  rd_kafka_header_add(h, EVENTS_DLT_GROUP, -1, group, -1);
+  rd_kafka_header_add(h, EVENTS_DLT_ERROR, -1, error, -1);
+  rd_kafka_header_add(h, EVENTS_DLT_ATTEMPTS, -1, att, -1);
+}
+
 bool events_kafka_record_view(const rd_kafka_message_t *m, events_record *rec,
                               events_header **headers) {
   *headers = NULL;

@@ -29,6 +29,13 @@ bool events_kafka_producer_conf(rd_kafka_conf_t *conf, int message_timeout_ms, i
  * success). */
 rd_kafka_headers_t *events_kafka_headers_from_envelope(const events_envelope *ev);
 
+/* Adds the dead-letter headers (events.h, EVENTS_DLT_*) to h: what a
+ * consumer's dead letter and events_dlt_send carry on top of the
+ * original headers. */
+void events_kafka_dlt_headers_add(rd_kafka_headers_t *h, const char *topic, int32_t partition,
+                                  int64_t offset, const char *group, const char *error,
+                                  int attempts);
+
 /* A view of a consumed message as an events_record. *headers receives a
  * heap array (free it) pointing into the message, which must outlive the
  * view. Returns false when out of memory. */

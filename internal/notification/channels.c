@@ -9,6 +9,7 @@
 #include "log/log.h"
 #include "notification/notification.h"
 #include "shop/notification/v1/events.pb-c.h"
+#include "status/status.h"
 
 struct notify_smtp {
   char *url;
@@ -23,10 +24,6 @@ struct notify_webhook {
   int timeout_ms;
 };
 
-static void seterr(char *errbuf, size_t errlen, const char *fmt, const char *a, long b) {
-  if (errbuf != NULL && errlen > 0) snprintf(errbuf, errlen, fmt, a, b);
-}
-
 status_code notify_smtp_create(notify_smtp **out, const shop_cfg *cfg, char *errbuf,
                                size_t errlen) {
   int tls;
@@ -37,8 +34,8 @@ status_code notify_smtp_create(notify_smtp **out, const shop_cfg *cfg, char *err
   else if (strcmp(cfg->notify.smtp_tls, "tls") == 0)
     tls = 2;
   else {
-    seterr(errbuf, errlen, "notify.smtp_tls: %s is not none, starttls or tls%.0ld",
-           cfg->notify.smtp_tls, 0);
+    status_seterr(errbuf, errlen, "notify.smtp_tls: %s is not none, starttls or tls",
+                  cfg->notify.smtp_tls);
     return STATUS_INVALID_ARGUMENT;
   }
   notify_smtp *s = calloc(1, sizeof *s);
@@ -52,8 +49,8 @@ status_code notify_smtp_create(notify_smtp **out, const shop_cfg *cfg, char *err
     return STATUS_RESOURCE_EXHAUSTED;
   }
   if (tls == 2 && strncmp(s->url, "smtps://", 8) != 0) {
-    seterr(errbuf, errlen, "notify.smtp_url: %s must start with smtps:// when smtp_tls is tls%.0ld",
-           s->url, 0);
+    status_seterr(errbuf, errlen,
+                  "notify.smtp_url: %s must start with smtps:// when smtp_tls is tls", s->url);
     notify_smtp_destroy(s);
     return STATUS_INVALID_ARGUMENT;
   }
@@ -123,7 +120,7 @@ static notify_result smtp_send_cb(void *self, const notify_message *m, char *err
   notify_smtp *s = self;
   CURL *h = curl_easy_init();
   if (h == NULL) {
-    seterr(errbuf, errlen, "curl_easy_init failed%s%.0ld", "", 0);
+    status_seterr(errbuf, errlen, "curl_easy_init failed");
     return NOTIFY_TRANSIENT;
   }
   char *text = mail_text(s, m);
@@ -154,8 +151,12 @@ static notify_result smtp_send_cb(void *self, const notify_message *m, char *err
   curl_easy_cleanup(h);
   free(text);
   if (rc == CURLE_OK) return NOTIFY_OK;
-  seterr(errbuf, errlen, "smtp: %s (reply %ld)", cerr[0] ? cerr : curl_easy_strerror(rc), code);
-  return code >= 500 && code < 600 ? NOTIFY_PERMANENT : NOTIFY_TRANSIENT;
+  status_seterr(errbuf, errlen, "smtp: %s (reply %ld)", cerr[0] ? cerr : curl_easy_strerror(rc),
+                code);
+  if (code >= 500 && code < 600) return NOTIFY_PERMANENT;
+  /* No reply, or 421 (the server closes): the server is not there; any
+   * other 4xx is about this message. */
+  return code == 0 || code == 421 ? NOTIFY_UNREACHABLE : NOTIFY_TRANSIENT;
 }
 
 notify_channel notify_smtp_channel(notify_smtp *s) {
@@ -189,7 +190,7 @@ static notify_result webhook_send_cb(void *self, const notify_message *m, char *
                                      size_t errlen) {
   notify_webhook *w = self;
   if (w->url[0] == '\0') {
-    seterr(errbuf, errlen, "webhook: no URL configured%s%.0ld", "", 0);
+    status_seterr(errbuf, errlen, "webhook: no URL configured");
     return NOTIFY_PERMANENT;
   }
   json_t *j = json_object();
@@ -239,12 +240,13 @@ static notify_result webhook_send_cb(void *self, const notify_message *m, char *
   curl_easy_cleanup(h);
   free(body);
   if (rc != CURLE_OK) {
-    seterr(errbuf, errlen, "webhook: %s%.0ld", cerr[0] ? cerr : curl_easy_strerror(rc), 0);
-    return NOTIFY_TRANSIENT;
+    status_seterr(errbuf, errlen, "webhook: %s", cerr[0] ? cerr : curl_easy_strerror(rc));
+    return NOTIFY_UNREACHABLE;
   }
   if (code >= 200 && code < 300) return NOTIFY_OK;
-  seterr(errbuf, errlen, "webhook: %s (HTTP %ld)", resp, code);
-  if (code >= 500 || code == 408 || code == 429) return NOTIFY_TRANSIENT;
+  status_seterr(errbuf, errlen, "webhook: %s (HTTP %ld)", resp, code);
+  if (code >= 500 || code == 429) return NOTIFY_UNREACHABLE;
+  if (code == 408) return NOTIFY_TRANSIENT;
   return NOTIFY_PERMANENT;
 }
 

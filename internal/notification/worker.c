@@ -2,20 +2,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "check/check.h"
 #include "clock/clock.h"
 #include "log/log.h"
 #include "notification/notification.h"
+#include "notification/notification_internal.h"
 #include "shop/inventory/v1/events.pb-c.h"
 #include "shop/notification/v1/events.pb-c.h"
 #include "shop/order/v1/events.pb-c.h"
 #include "shop/payment/v1/events.pb-c.h"
 #include "shop/user/v1/events.pb-c.h"
 #include "topology/topology.h"
-
-enum { ST_SENT = 1, ST_FAILED = 2, ST_PENDING = 3 };
 
 /* How long a message about a user whose user events have not arrived yet
  * waits for them (see to_user). */
@@ -28,11 +26,13 @@ void notify_ctx_init(notify_ctx *ctx, const shop_cfg *cfg, const char *program, 
   ctx->db = db;
   ctx->sink = sink;
   ctx->admin_email = cfg->notify.admin_email;
-  ctx->retry_max = cfg->notify.retry_max;
+  ctx->brokers = cfg->kafka.brokers;
   ctx->retry_backoff_ms = cfg->notify.retry_backoff_ms;
+  ctx->retry_backoff_max_ms = cfg->notify.retry_backoff_max_ms;
+  ctx->give_up_ms = (int64_t)cfg->notify.give_up_s * 1000;
 }
 
-static const char *channel_word(int ch) {
+const char *notify_channel_word(int ch) {
   switch (ch) {
   case SHOP__NOTIFICATION__V1__CHANNEL__CHANNEL_EMAIL:
     return "email";
@@ -43,138 +43,109 @@ static const char *channel_word(int ch) {
   }
 }
 
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
+/* The fields NotificationSent and NotificationFailed share. */
+#define NOTIFY_OUTCOME_FIELDS(m, o)                                                                \
+  do {                                                                                             \
+    (m).notification_id = (char *)(o)->nid;                                                        \
+    (m).source_event_id = (char *)(o)->event_id;                                                   \
+    (m).source_event_type = (char *)(o)->event_type;                                               \
+    (m).channel = (Shop__Notification__V1__Channel)(o)->channel;                                   \
+    (m).recipient = (char *)(o)->recipient;                                                        \
+    (m).user_id = (char *)(o)->user_id;                                                            \
+    (m).attempts = (o)->attempts;                                                                  \
+  } while (0)
+
+status_code notify_emit(notify_ctx *ctx, db_conn *tx, const events_envelope *src,
+                        const notify_outcome *o, char *errbuf, size_t errlen) {
+  const outbox_cause cause = outbox_cause_of_event(src);
+  if (o->sent) {
+    Shop__Notification__V1__NotificationSent m = SHOP__NOTIFICATION__V1__NOTIFICATION_SENT__INIT;
+    NOTIFY_OUTCOME_FIELDS(m, o);
+    return outbox_emit(&ctx->sink, tx, &cause, o->nid, 1, &m.base, errbuf, errlen);
+  }
+  Shop__Notification__V1__NotificationFailed m = SHOP__NOTIFICATION__V1__NOTIFICATION_FAILED__INIT;
+  NOTIFY_OUTCOME_FIELDS(m, o);
+  char le[1001];
+  snprintf(le, sizeof le, "%s", o->last_error != NULL ? o->last_error : "");
+  m.last_error = le;
+  m.permanent = o->permanent;
+  return outbox_emit(&ctx->sink, tx, &cause, o->nid, 1, &m.base, errbuf, errlen);
 }
 
 typedef struct target {
-  const events_envelope *ev;
+  const consumer_msg *m;
   const notify_channel *ch;
   const char *recipient;
   const char *user_id;
   const char *name;
 } target;
 
-static status_code emit(notify_ctx *ctx, db_conn *tx, const target *t, const char *nid, bool sent,
-                        int attempts, const char *last_error, bool permanent, char *errbuf,
-                        size_t errlen) {
-  const outbox_cause cause = outbox_cause_of_event(t->ev);
-  if (sent) {
-    Shop__Notification__V1__NotificationSent m = SHOP__NOTIFICATION__V1__NOTIFICATION_SENT__INIT;
-    m.notification_id = (char *)nid;
-    m.source_event_id = t->ev->id;
-    m.source_event_type = t->ev->type;
-    m.channel = (Shop__Notification__V1__Channel)t->ch->channel;
-    m.recipient = (char *)t->recipient;
-    m.user_id = (char *)t->user_id;
-    m.attempts = attempts;
-    return outbox_emit(&ctx->sink, tx, &cause, nid, 1, &m.base, errbuf, errlen);
-  }
-  Shop__Notification__V1__NotificationFailed m = SHOP__NOTIFICATION__V1__NOTIFICATION_FAILED__INIT;
-  m.notification_id = (char *)nid;
-  m.source_event_id = t->ev->id;
-  m.source_event_type = t->ev->type;
-  m.channel = (Shop__Notification__V1__Channel)t->ch->channel;
-  m.recipient = (char *)t->recipient;
-  m.user_id = (char *)t->user_id;
-  m.attempts = attempts;
-  char le[1001];
-  snprintf(le, sizeof le, "%s", last_error != NULL ? last_error : "");
-  m.last_error = le;
-  m.permanent = permanent;
-  return outbox_emit(&ctx->sink, tx, &cause, nid, 1, &m.base, errbuf, errlen);
-}
-
-static status_code record(db_conn *rc, const target *t, const char *nid, int status, int attempts,
-                          const char *last_error, char *errbuf, size_t errlen) {
-  char le[1001];
-  snprintf(le, sizeof le, "%s", last_error != NULL ? last_error : "");
-  db_value p[10] = {
-      DB_STR(nid),          DB_STR(t->ev->id),     DB_STR(t->ev->type), DB_I64(t->ch->channel),
-      DB_STR(t->recipient), DB_STR(t->user_id),    DB_I64(status),      DB_I64(attempts),
-      DB_STR(le),           DB_I64(clock_now_ms())};
-  return db_exec(rc,
-                 "INSERT INTO notifications (notification_id, event_id, event_type, channel,"
-                 " recipient, user_id, status, attempts, last_error, updated_ms)"
-                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE"
-                 " status = VALUES(status), attempts = VALUES(attempts),"
-                 " last_error = VALUES(last_error), updated_ms = VALUES(updated_ms)",
-                 p, 10, NULL, NULL, errbuf, errlen);
-}
-
-/* Sends one message on one channel, at most once per (event, channel)
- * unless a crash intervenes; see notification.h. */
-static status_code deliver(notify_ctx *ctx, db_conn *tx, const target *t, char *errbuf,
+/* Queues one message on one channel in the consumer's transaction tx (see
+ * notification.h): a redelivered event finds its row and changes nothing,
+ * unless the row was given up (a replayed dead letter queues it again) or
+ * is of the first schema (no text yet). */
+static status_code enqueue(notify_ctx *ctx, db_conn *tx, const target *t, char *errbuf,
                            size_t errlen) {
-  char nid[128];
-  snprintf(nid, sizeof nid, "%s:%s", t->ev->id, channel_word(t->ch->channel));
-  db_conn *rc = NULL;
-  status_code st = db_pool_get(ctx->db, &rc, errbuf, errlen);
-  if (st != STATUS_OK) return STATUS_UNAVAILABLE;
-  int status = 0, attempts = 0;
-  char last[1001] = "";
-  db_rows *r = NULL;
-  db_value q[1] = {DB_STR(nid)};
-  st = db_query(rc,
-                "SELECT status, attempts, last_error FROM notifications WHERE notification_id = ?",
-                q, 1, &r, errbuf, errlen);
-  if (st != STATUS_OK) goto out;
-  if (db_rows_next(r)) {
-    status = (int)db_rows_i64(r, 0);
-    attempts = (int)db_rows_i64(r, 1);
-    snprintf(last, sizeof last, "%s", db_rows_str(r, 2, NULL));
-  }
-  db_rows_free(r);
-  if (status == ST_SENT || status == ST_FAILED) {
-    /* Sent (or failed for good) by an earlier, rolled-back try: only the
-     * announcement is left to do. */
-    st = emit(ctx, tx, t, nid, status == ST_SENT, attempts, last, true, errbuf, errlen);
-    goto out;
-  }
+  (void)ctx;
+  const events_envelope *ev = t->m->env;
   notify_text txt;
-  if (!notify_render(t->ev, t->ch->channel, t->name, &txt)) {
-    st = STATUS_OK; /* no template for this event and channel */
-    goto out;
+  if (!notify_render(ev, t->ch->channel, t->name, &txt)) return STATUS_OK; /* no template */
+  size_t n = protobuf_c_message_get_packed_size(&ev->base);
+  uint8_t *src = malloc(n > 0 ? n : 1);
+  if (src == NULL) {
+    notify_text_free(&txt);
+    status_seterr(errbuf, errlen, "out of memory");
+    return STATUS_RESOURCE_EXHAUSTED;
   }
-  notify_message m = {.message_id = t->ev->id,
-                      .event_type = t->ev->type,
-                      .to = t->recipient,
-                      .user_id = t->user_id,
-                      .subject = txt.subject,
-                      .body = txt.body};
-  notify_result res = NOTIFY_TRANSIENT;
-  int backoff = ctx->retry_backoff_ms;
-  for (int i = 0; i <= ctx->retry_max; i++) {
-    if (i > 0) {
-      sleep_ms(backoff);
-      if (backoff < 60000) backoff *= 2;
-    }
-    attempts++;
-    last[0] = '\0';
-    res = t->ch->send_cb(t->ch->self, &m, last, sizeof last);
-    if (res != NOTIFY_TRANSIENT) break;
-    log_warn(NULL, "notification %s: attempt %d: %s", nid, attempts, last);
+  protobuf_c_message_pack(&ev->base, src);
+  char nid[128];
+  snprintf(nid, sizeof nid, "%s:%s", ev->id, notify_channel_word(t->ch->channel));
+  int64_t now = clock_now_ms();
+  db_value p[16] = {DB_STR(nid),
+                    DB_STR(ev->id),
+                    DB_STR(ev->type),
+                    DB_I64(t->ch->channel),
+                    DB_STR(t->recipient),
+                    DB_STR(t->user_id),
+                    DB_I64(NOTIFY_ST_PENDING),
+                    DB_I64(now),
+                    DB_STR(txt.subject),
+                    DB_STR(txt.body),
+                    DB_BLOB(src, n),
+                    DB_STR(t->m->topic != NULL ? t->m->topic : ""),
+                    DB_I64(t->m->partition),
+                    DB_I64(t->m->offset),
+                    DB_I64(now),
+                    DB_I64(now)};
+  uint64_t inserted = 0;
+  status_code st = db_exec(
+      tx,
+      "INSERT INTO notifications (notification_id, event_id, event_type, channel, recipient,"
+      " user_id, status, attempts, last_error, updated_ms, subject, body, source, source_topic,"
+      " source_partition, source_offset, queued_ms, next_ms)"
+      " VALUES (?, ?, ?, ?, ?, ?, ?, 0, '', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+      " ON DUPLICATE KEY UPDATE notification_id = notification_id",
+      p, 16, &inserted, NULL, errbuf, errlen);
+  if (st == STATUS_OK && inserted == 0) {
+    /* The row exists: taken again only when given up or of the first
+     * schema. */
+    db_value u[11] = {p[4], p[5], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[0]};
+    st = db_exec(tx,
+                 "UPDATE notifications SET status = 3, attempts = 0, last_error = '',"
+                 " recipient = ?, user_id = ?, subject = ?, body = ?, source = ?,"
+                 " source_topic = ?, source_partition = ?, source_offset = ?, queued_ms = ?,"
+                 " next_ms = ?, updated_ms = queued_ms WHERE notification_id = ?"
+                 " AND (status = 4 OR (status = 3 AND queued_ms = 0))",
+                 u, 11, NULL, NULL, errbuf, errlen);
   }
+  free(src);
   notify_text_free(&txt);
-  int nst = res == NOTIFY_OK ? ST_SENT : res == NOTIFY_PERMANENT ? ST_FAILED : ST_PENDING;
-  char err2[512];
-  status_code rst = record(rc, t, nid, nst, attempts, last, err2, sizeof err2);
-  if (rst != STATUS_OK) log_warn(NULL, "notification %s: recording: %s", nid, err2);
-  if (res == NOTIFY_TRANSIENT) {
-    snprintf(errbuf, errlen, "notification %s: %s", nid, last);
-    st = STATUS_UNAVAILABLE;
-    goto out;
-  }
-  if (res == NOTIFY_PERMANENT) log_warn(NULL, "notification %s failed for good: %s", nid, last);
-  st = emit(ctx, tx, t, nid, res == NOTIFY_OK, attempts, last, true, errbuf, errlen);
-out:
-  db_pool_put(ctx->db, rc);
   return st;
 }
 
-static status_code to_user(notify_ctx *ctx, db_conn *tx, const events_envelope *ev,
-                           const char *user_id, char *errbuf, size_t errlen) {
+static status_code to_user(notify_ctx *ctx, db_conn *tx, const consumer_msg *m, const char *user_id,
+                           char *errbuf, size_t errlen) {
+  const events_envelope *ev = m->env;
   db_value q[1] = {DB_STR(user_id)};
   db_rows *r = NULL;
   status_code st =
@@ -205,18 +176,18 @@ static status_code to_user(notify_ctx *ctx, db_conn *tx, const events_envelope *
   bool pe = db_rows_i64(r, 3) != 0, ps = db_rows_i64(r, 4) != 0, pp = db_rows_i64(r, 5) != 0;
   db_rows_free(r);
   if (pe && email[0] != '\0') {
-    target t = {ev, &ctx->email, email, user_id, name};
-    st = deliver(ctx, tx, &t, errbuf, errlen);
+    target t = {m, &ctx->email, email, user_id, name};
+    st = enqueue(ctx, tx, &t, errbuf, errlen);
     if (st != STATUS_OK) return st;
   }
   if (ps && phone[0] != '\0' && ctx->sms.send_cb != NULL) {
-    target t = {ev, &ctx->sms, phone, user_id, name};
-    st = deliver(ctx, tx, &t, errbuf, errlen);
+    target t = {m, &ctx->sms, phone, user_id, name};
+    st = enqueue(ctx, tx, &t, errbuf, errlen);
     if (st != STATUS_OK) return st;
   }
   if (pp && ctx->push.send_cb != NULL) {
-    target t = {ev, &ctx->push, user_id, user_id, name};
-    st = deliver(ctx, tx, &t, errbuf, errlen);
+    target t = {m, &ctx->push, user_id, user_id, name};
+    st = enqueue(ctx, tx, &t, errbuf, errlen);
     if (st != STATUS_OK) return st;
   }
   return STATUS_OK;
@@ -260,8 +231,8 @@ static status_code upsert_contact(db_conn *tx, const char *user_id, const char *
 static status_code low_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                              size_t errlen) {
   notify_ctx *ctx = arg;
-  target t = {m->env, &ctx->email, ctx->admin_email, "", "admin"};
-  return deliver(ctx, tx, &t, errbuf, errlen);
+  target t = {m, &ctx->email, ctx->admin_email, "", "admin"};
+  return enqueue(ctx, tx, &t, errbuf, errlen);
 }
 
 static status_code registered_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
@@ -269,7 +240,7 @@ static status_code registered_apply(db_conn *tx, const consumer_msg *m, void *ar
   const Shop__User__V1__UserRegistered *e = (const void *)m->msg;
   status_code st =
       upsert_contact(tx, e->user_id, e->email, e->profile, m->env->sequence, errbuf, errlen);
-  return st == STATUS_OK ? to_user(arg, tx, m->env, e->user_id, errbuf, errlen) : st;
+  return st == STATUS_OK ? to_user(arg, tx, m, e->user_id, errbuf, errlen) : st;
 }
 
 static status_code profile_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
@@ -281,7 +252,7 @@ static status_code profile_apply(db_conn *tx, const consumer_msg *m, void *arg, 
 /* Order and payment events: to the customer they name. */
 static status_code customer_apply(db_conn *tx, const consumer_msg *m, void *arg, char *errbuf,
                                   size_t errlen) {
-  return to_user(arg, tx, m->env, check_message_string(m->msg, "customer_id"), errbuf, errlen);
+  return to_user(arg, tx, m, check_message_string(m->msg, "customer_id"), errbuf, errlen);
 }
 
 static const consumer_event_type notify_types[] = {
@@ -295,6 +266,14 @@ static const consumer_event_type notify_types[] = {
     {&shop__inventory__v1__inventory_low__descriptor, NULL, low_apply, 0},
 };
 
+/* After a commit that may have queued messages: wake the senders. */
+static void committed_cb(const consumer_msg *msgs, size_t n, void *arg) {
+  (void)msgs;
+  (void)n;
+  notify_queue_nudge(((notify_ctx *)arg)->queue);
+}
+
 const consumer_spec notify_consumer = {.group = TOPOLOGY_GROUP_NOTIFICATION_WORKER,
                                        .types = notify_types,
-                                       .n_types = sizeof notify_types / sizeof notify_types[0]};
+                                       .n_types = sizeof notify_types / sizeof notify_types[0],
+                                       .committed = committed_cb};

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "events/events.h"
@@ -32,6 +33,8 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set) {
 ReportHook(POST_ALL)(struct criterion_global_stats *stats) { stack_down_after_books(60000); }
 
 static char root[200];
+static proc *smtp_sink, *worker;
+static char worker_log[320];
 
 static int port_of(const char *url) {
   const char *c = strrchr(url, ':');
@@ -44,11 +47,13 @@ static void notify_up(void) {
   cr_assert_not_null(mkdtemp(root));
   char d[300];
   snprintf(d, sizeof d, "%s/smtp", root);
-  stack_sink("smtp_sink.py", port_of(stack_cfg()->notify.smtp_url), d);
+  smtp_sink = stack_sink("smtp_sink.py", port_of(stack_cfg()->notify.smtp_url), d);
   snprintf(d, sizeof d, "%s/http", root);
   stack_sink("http_sink.py", port_of(stack_cfg()->notify.sms_url), d);
   stack_start("user-command", stack_cfg()->endpoints.user_command, NULL);
-  stack_start("notification-worker", NULL, NULL);
+  snprintf(worker_log, sizeof worker_log, "%s/notification-worker.log", root);
+  stack_opts o = {.log_path = worker_log};
+  worker = stack_start_with("notification-worker", &o);
 }
 
 static void notify_down(void) {
@@ -133,4 +138,95 @@ Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
   cr_assert(strstr(hooks, "\"to\": \"+15550123\"") != NULL, "%s", hooks);
   cr_assert(strstr(hooks, "\"path\": \"/sms\"") != NULL, "%s", hooks);
   free(hooks);
+}
+
+/* The lines of the worker's log that contain every one of a and b. */
+static int log_lines(const char *a, const char *b) {
+  FILE *f = fopen(worker_log, "r");
+  char line[8192];
+  int n = 0;
+  while (f != NULL && fgets(line, sizeof line, f) != NULL)
+    n += strstr(line, a) != NULL && (b == NULL || strstr(line, b) != NULL);
+  if (f != NULL) fclose(f);
+  return n;
+}
+
+/* The value of the series line (name and labels, as exposed) on the
+ * worker's /metrics; -1 when absent. */
+static double metric(const char *series) {
+  char url[128], *text = NULL;
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", stack_admin_port(worker));
+  cr_assert_eq(proc_http("GET", url, 10000, &text), 200);
+  double v = -1;
+  const char *p = strstr(text, series);
+  if (p != NULL) v = strtod(p + strlen(series), NULL);
+  free(text);
+  return v;
+}
+
+Test(notify, a_dead_smtp_server_floods_nothing_blocks_no_sms_and_gets_its_mail_once_back) {
+  /* The server goes away; a customer registers (welcome by email and SMS). */
+  cr_assert_eq(stack_stop(smtp_sink), 0);
+  smtp_sink = NULL;
+  int warn_before = log_lines("\"level\":\"warn\"", "smtp");
+  rpc_status st;
+  char email[128], u[64];
+  stack_unique(u, sizeof u, "d");
+  snprintf(email, sizeof email, "%s-%s@example.com", stack_run(), u);
+  for (char *c = email; *c; c++)
+    if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
+  Shop__User__V1__RegisterUserRequest reg = SHOP__USER__V1__REGISTER_USER_REQUEST__INIT;
+  Shop__User__V1__NotificationPreferences np = SHOP__USER__V1__NOTIFICATION_PREFERENCES__INIT;
+  np.email = true;
+  np.sms = true;
+  reg.email = email;
+  reg.password = "correct horse battery staple";
+  reg.name = "Grace Hopper";
+  reg.phone = "+15550199";
+  reg.notification_preferences = &np;
+  Shop__User__V1__RegisterUserResponse *rr = NULL;
+  char key[96];
+  stack_unique(key, sizeof key, "k");
+  cr_assert_eq(stack_call_at(stack_cfg()->endpoints.user_command, UCMD_SVC, "RegisterUser",
+                             &reg.base, (ProtobufCMessage **)&rr, NULL, key, &st),
+               STATUS_OK, "RegisterUser: %s", st.message);
+  char uid[EVENTS_ID_SIZE];
+  snprintf(uid, sizeof uid, "%s", rr->user_id);
+  free_msg(rr);
+  /* SMS goes out while email waits. */
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/http", root);
+  int n = 0;
+  char *hooks = NULL;
+  WAIT_UNTIL((free(hooks), hooks = stack_sink_received(dir, ".json", uid, &n), n > 0), 30000,
+             "the welcome SMS of %s in %s", uid, dir);
+  free(hooks);
+  /* Longer than several steps of the test profile's ladder (0.2 s doubling
+   * to 2 s): the email waits, counted on /metrics, and the log has one
+   * line for the outage, not one per try. */
+  WAIT_UNTIL(metric("shop_notification_pending{channel=\"email\"} ") >= 1, 30000,
+             "the waiting email on /metrics");
+  struct timespec ts = {8, 0};
+  nanosleep(&ts, NULL);
+  cr_assert_geq(metric("shop_notification_pending{channel=\"email\"} "), 1);
+  cr_assert_geq(metric("shop_notification_oldest_pending_seconds{channel=\"email\"} "), 8);
+  cr_assert_eq(metric("shop_notification_pending{channel=\"sms\"} "), 0);
+  int warns = log_lines("\"level\":\"warn\"", "smtp") - warn_before;
+  cr_assert_leq(warns, 1, "%d warning lines about smtp during the outage", warns);
+  cr_assert_leq(log_lines("Failed to connect", NULL), 1);
+  /* Back: the welcome arrives once. */
+  snprintf(dir, sizeof dir, "%s/smtp", root);
+  smtp_sink = stack_sink("smtp_sink.py", port_of(stack_cfg()->notify.smtp_url), dir);
+  char *mail = NULL;
+  WAIT_UNTIL((free(mail), mail = stack_sink_received(dir, ".eml", email, &n), n > 0), 30000,
+             "the welcome email of %s in %s", email, dir);
+  free(mail);
+  ts.tv_sec = 3;
+  nanosleep(&ts, NULL);
+  mail = stack_sink_received(dir, ".eml", email, &n);
+  cr_assert_eq(n, 1, "welcome emails to %s: %d\n%s", email, n, mail);
+  free(mail);
+  cr_assert_geq(log_lines("answers again", NULL), 1);
+  WAIT_UNTIL(metric("shop_notification_pending{channel=\"email\"} ") == 0, 10000,
+             "no email waiting");
 }

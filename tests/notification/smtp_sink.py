@@ -3,8 +3,10 @@
     /usr/bin/python3 smtp_sink.py PORT DIR
 
 Writes each message it accepts to DIR/<n>.eml (the raw message with the
-envelope's MAIL FROM and RCPT TO as X-Envelope-* lines first), and
-DIR/ready once it listens. Stops on SIGTERM.
+envelope's MAIL FROM and RCPT TO as X-Envelope-* lines first; n goes on
+from the highest already in DIR, so a restart overwrites nothing), and
+DIR/ready once it listens. Stops on SIGTERM. Also make run's mail catcher
+(scripts/services.sh).
 """
 import os
 import signal
@@ -17,7 +19,8 @@ from aiosmtpd.controller import Controller
 class Sink:
     def __init__(self, folder):
         self.folder = folder
-        self.n = 0
+        self.n = max([int(f[:-4]) for f in os.listdir(folder)
+                      if f.endswith(".eml") and f[:-4].isdigit()] or [0])
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server, session, envelope):

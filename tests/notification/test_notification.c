@@ -9,8 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock/clock.h"
 #include "config/config.h"
 #include "domtest.h"
+#include "metrics/metrics.h"
 #include "notification/notification.h"
 #include "shop/inventory/v1/events.pb-c.h"
 #include "shop/notification/v1/events.pb-c.h"
@@ -33,6 +35,9 @@ static db_conn *db;
 static notify_smtp *smtp_ch;
 static notify_webhook *sms_ch, *push_ch;
 static notify_ctx ctx;
+/* The topic the test's events are read from: its own, so that the dead
+ * letters of a given-up message are this run's. */
+static char topic[100];
 
 static void sink_start(sink *s, const char *script) { s->p = stack_sink(script, s->port, s->dir); }
 
@@ -60,8 +65,9 @@ static void setup(void) {
   snprintf(url, sizeof url, "smtp://127.0.0.1:%d", smtp.port);
   set_str(&cfg->notify.smtp_url, url);
   set_str(&cfg->notify.admin_email, "ops@shop.test");
-  cfg->notify.retry_max = 2;
-  cfg->notify.retry_backoff_ms = 20;
+  cfg->notify.retry_backoff_ms = 1000;
+  cfg->notify.retry_backoff_max_ms = 8000;
+  cfg->notify.give_up_s = 60;
   cfg->notify.timeout_ms = 5000;
   cr_assert_eq(notify_smtp_create(&smtp_ch, cfg, err, sizeof err), STATUS_OK, "%s", err);
   snprintf(url, sizeof url, "http://127.0.0.1:%d/sms", http.port);
@@ -88,7 +94,11 @@ static void setup(void) {
   ctx.email = notify_smtp_channel(smtp_ch);
   ctx.sms = notify_webhook_channel(sms_ch);
   ctx.push = notify_webhook_channel(push_ch);
+  if (getenv("SHOP_KAFKA_BROKERS") != NULL)
+    set_str(&cfg->kafka.brokers, getenv("SHOP_KAFKA_BROKERS"));
+  ctx.brokers = cfg->kafka.brokers;
   sink_start(&http, "http_sink.py");
+  snprintf(topic, sizeof topic, "shop.order.v1.notify-test-%d", (int)getpid());
 }
 
 static void teardown(void) {
@@ -145,15 +155,27 @@ static status_code handle_tx(db_conn *c, void *arg, char *errbuf, size_t errlen)
   handle_arg *h = arg;
   consumer_msg msgs[8];
   for (size_t i = 0; i < h->n; i++)
-    msgs[i] = (consumer_msg){.env = &h->e[i].env, .topic = "t", .partition = 0, .offset = 0};
+    msgs[i] = (consumer_msg){.env = &h->e[i].env, .topic = topic, .partition = 0, .offset = 7};
   return consumer_spec_apply(c, &notify_consumer, msgs, h->n, &ctx, errbuf, errlen);
 }
 
-/* Runs the handler over events in one transaction; returns its status. */
+/* Sends what the queue has due at now_ms (each channel's sender round);
+ * returns how many went out. */
+static int send_due_at(int64_t now_ms) {
+  char err[512] = "";
+  int n = notify_queue_run_due(&ctx, now_ms, err, sizeof err);
+  cr_assert_geq(n, 0, "%s", err);
+  return n;
+}
+
+/* Runs the handler over events in one transaction (which queues their
+ * messages), then sends what is due; returns the handler's status. */
 static status_code handle(event *e, size_t n) {
   handle_arg h = {e, n};
   char err[512] = "";
-  return db_tx_run(db, handle_tx, &h, 1, err, sizeof err);
+  status_code st = db_tx_run(db, handle_tx, &h, 1, err, sizeof err);
+  if (st == STATUS_OK) send_due_at(clock_now_ms());
+  return st;
 }
 
 static void user(char id[EVENTS_ID_SIZE], const char *email, bool sms, bool push) {
@@ -252,7 +274,7 @@ Test(notify, a_confirmation_email_carries_the_lines_and_total) {
   free(mail);
   char nid[100];
   snprintf(nid, sizeof nid, "%s:email", e.id);
-  cr_assert_eq(domtest_count(db, nid, "shop.notification.v1.NotificationSent"), 2);
+  cr_assert_eq(domtest_count(db, nid, "shop.notification.v1.NotificationSent"), 1);
 }
 
 Test(notify, a_cancelled_orders_email_carries_the_reason) {
@@ -332,47 +354,142 @@ Test(notify, sms_and_push_webhooks_get_the_right_json) {
   free(hooks);
 }
 
-Test(notify, smtp_down_is_retried_and_delivered_once_when_back) {
-  char uid[EVENTS_ID_SIZE], oid[EVENTS_ID_SIZE];
-  /* The welcome fails while the server is down: register with mail off. */
-  domtest_id(uid);
-  {
-    Shop__User__V1__UserRegistered m = SHOP__USER__V1__USER_REGISTERED__INIT;
-    Shop__User__V1__UserProfile pr = SHOP__USER__V1__USER_PROFILE__INIT;
-    Shop__User__V1__NotificationPreferences np = SHOP__USER__V1__NOTIFICATION_PREFERENCES__INIT;
-    pr.notification_preferences = &np;
-    m.user_id = uid;
-    m.email = "barbara@example.com";
-    m.profile = &pr;
-    event e;
-    event_make(&e, "shop.user.v1.UserRegistered", uid, 1, &m.base);
-    cr_assert_eq(handle(&e, 1), STATUS_OK);
-    np.email = true;
-    Shop__User__V1__UserProfileUpdated u = SHOP__USER__V1__USER_PROFILE_UPDATED__INIT;
-    u.user_id = uid;
-    u.profile = &pr;
-    event_make(&e, "shop.user.v1.UserProfileUpdated", uid, 2, &u.base);
-    cr_assert_eq(handle(&e, 1), STATUS_OK);
-  }
-  lines L;
-  Shop__Order__V1__OrderConfirmed m;
-  event e;
-  order_confirmed(&e, &m, &L, oid, uid);
-  cr_assert_eq(handle(&e, 1), STATUS_UNAVAILABLE); /* nobody listens: transient */
-  char nid[100];
-  snprintf(nid, sizeof nid, "%s:email", e.id);
-  cr_assert_eq(domtest_count(db, nid, NULL), 0);
-  sink_start(&smtp, "smtp_sink.py");
-  cr_assert_eq(handle(&e, 1), STATUS_OK);
+/* A customer with email and SMS; the welcome is left to whatever the
+ * channels do. */
+static void customer(char uid[EVENTS_ID_SIZE], const char *email) { user(uid, email, true, false); }
+
+/* The pending gauge of channel after a scrape. */
+static double gauge(const char *name, const char *channel) {
+  metrics_registry *reg = NULL;
+  cr_assert_eq(metrics_registry_create(&reg), STATUS_OK);
+  notify_metrics_cb(db, reg, NULL);
+  static const char *const labels[] = {"channel", NULL};
+  const char *v[1] = {channel};
+  double x =
+      metrics_series_value(metrics_series_get(metrics_gauge_family(reg, name, "", labels), v));
+  metrics_registry_destroy(reg);
+  return x;
+}
+
+static int64_t tries_of(const char *nid) {
+  int64_t n = -1;
+  char err[256];
+  db_value p[1] = {DB_STR(nid)};
+  cr_assert_eq(db_query_i64(db, "SELECT attempts FROM notifications WHERE notification_id = ?", p,
+                            1, &n, err, sizeof err),
+               STATUS_OK, "%s", err);
+  return n;
+}
+
+Test(notify, smtp_down_waits_on_a_backoff_sms_goes_out_all_mail_arrives_once_when_back) {
+  char uid[EVENTS_ID_SIZE], uid2[EVENTS_ID_SIZE], oid[EVENTS_ID_SIZE], oid2[EVENTS_ID_SIZE];
+  customer(uid, "barbara@example.com");
+  customer(uid2, "edsger@example.com");
+  lines L, L2;
+  Shop__Order__V1__OrderConfirmed m, m2;
+  event e[2];
+  order_confirmed(&e[0], &m, &L, oid, uid);
+  order_confirmed(&e[1], &m2, &L2, oid2, uid2);
+  /* The SMTP server is down: the events are done (queued) at once. */
+  cr_assert_eq(handle(e, 2), STATUS_OK);
   int n = 0;
+  char *hooks = received(http.dir, ".json", &n);
+  cr_assert_eq(n, 4, "welcome and confirmation by SMS, for both: %s", hooks);
+  free(hooks);
+  cr_assert_eq(gauge("shop_notification_pending", "email"), 4.0);
+  cr_assert_eq(gauge("shop_notification_pending", "sms"), 0.0);
+  char nid[100];
+  snprintf(nid, sizeof nid, "%s:email", e[0].id);
+  cr_assert_eq(tries_of(nid), 1);
+  /* The ladder: 1 s, 2 s, 4 s, 8 s, 8 s after the first try. A round
+   * before a step is due tries nothing. */
+  int64_t t0 = clock_now_ms();
+  cr_assert_eq(send_due_at(t0 + 500), 0);
+  cr_assert_eq(tries_of(nid), 1);
+  int64_t at = t0;
+  const int64_t steps[] = {1000, 2000, 4000, 8000, 8000};
+  for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+    at += steps[i] + 100;
+    cr_assert_eq(send_due_at(at), 0);
+    cr_assert_eq(tries_of(nid), (int64_t)i + 2, "step %zu", i);
+    cr_assert_eq(send_due_at(at + steps[i] / 2), 0); /* not due yet */
+    cr_assert_eq(tries_of(nid), (int64_t)i + 2, "step %zu", i);
+  }
+  cr_assert_geq(gauge("shop_notification_oldest_pending_seconds", "email"), 0.0);
+  cr_assert(ctx.link[1].down);
+  /* Back: every waiting email goes out once, the next time one is due. */
+  sink_start(&smtp, "smtp_sink.py");
+  at += 8000 + 100;
+  cr_assert_eq(send_due_at(at), 4);
+  cr_assert(!ctx.link[1].down);
+  cr_assert_eq(send_due_at(at + 60000 - 1000), 0);
   char *mail = received(smtp.dir, ".eml", &n);
-  cr_assert_eq(n, 1, "%s", mail);
+  cr_assert_eq(n, 4, "%s", mail);
   cr_assert(strstr(mail, "X-Envelope-To: barbara@example.com") != NULL, "%s", mail);
+  cr_assert(strstr(mail, "X-Envelope-To: edsger@example.com") != NULL, "%s", mail);
   free(mail);
+  cr_assert_eq(gauge("shop_notification_pending", "email"), 0.0);
   cr_assert_eq(domtest_count(db, nid, "shop.notification.v1.NotificationSent"), 1);
   ProtobufCMessage *sent =
       domtest_last(db, nid, &shop__notification__v1__notification_sent__descriptor, NULL);
   cr_assert_not_null(sent);
-  cr_assert_eq(((Shop__Notification__V1__NotificationSent *)sent)->attempts, 4);
+  cr_assert_eq(((Shop__Notification__V1__NotificationSent *)sent)->attempts, 7);
   protobuf_c_message_free_unpacked(sent, NULL);
+}
+
+static int dlt_cb(const events_dlt_entry *d, void *arg) {
+  const char *want = ((const char **)arg)[0];
+  if (strcmp(d->event_id, want) == 0) {
+    ((const char **)arg)[1] = "found";
+    cr_expect_str_eq(d->original_topic, topic);
+    cr_expect_eq(d->original_offset, 7);
+    cr_expect_str_eq(d->group, "notification-worker");
+    cr_expect(strstr(d->error, "given up") != NULL, "%s", d->error);
+  }
+  return 0;
+}
+
+Test(notify, a_message_waiting_past_the_give_up_time_fails_and_is_dead_lettered) {
+  char err[512];
+  char dlt[200];
+  snprintf(dlt, sizeof dlt, "%s.notification-worker.dlt", topic);
+  cr_assert_eq(events_topic_create(cfg->kafka.brokers, dlt, 1, 30000, err, sizeof err), STATUS_OK,
+               "%s", err);
+  char uid[EVENTS_ID_SIZE], oid[EVENTS_ID_SIZE];
+  customer(uid, "alan@example.com");
+  lines L;
+  Shop__Order__V1__OrderConfirmed m;
+  event e;
+  order_confirmed(&e, &m, &L, oid, uid);
+  cr_assert_eq(handle(&e, 1), STATUS_OK);
+  char nid[100];
+  snprintf(nid, sizeof nid, "%s:email", e.id);
+  int64_t t0 = clock_now_ms();
+  cr_assert_eq(send_due_at(t0 + 30000), 0);
+  cr_assert_eq(domtest_count(db, nid, "shop.notification.v1.NotificationFailed"), 0);
+  /* Past give_up_s (60 s): failed, not permanent, and dead-lettered. */
+  cr_assert_eq(send_due_at(t0 + 61000), 0);
+  cr_assert_eq(domtest_count(db, nid, "shop.notification.v1.NotificationFailed"), 1);
+  ProtobufCMessage *f =
+      domtest_last(db, nid, &shop__notification__v1__notification_failed__descriptor, NULL);
+  cr_assert_not_null(f);
+  cr_assert(!((Shop__Notification__V1__NotificationFailed *)f)->permanent);
+  cr_assert_geq(((Shop__Notification__V1__NotificationFailed *)f)->attempts, 2);
+  protobuf_c_message_free_unpacked(f, NULL);
+  const char *arg[2] = {e.id, NULL};
+  cr_assert_eq(events_dlt_list(cfg->kafka.brokers, topic, "notification-worker", dlt_cb, arg, 30000,
+                               err, sizeof err),
+               STATUS_OK, "%s", err);
+  cr_assert_not_null(arg[1], "no dead letter of %s", e.id);
+  /* Nothing is tried after it, even with the server back. */
+  int64_t tries = tries_of(nid);
+  sink_start(&smtp, "smtp_sink.py");
+  cr_assert_eq(send_due_at(t0 + 120000), 0);
+  cr_assert_eq(tries_of(nid), tries);
+  cr_assert_eq(gauge("shop_notification_pending", "email"), 0.0);
+  int n = 0;
+  char *mail = received(smtp.dir, ".eml", &n);
+  cr_assert_eq(n, 0, "%s", mail);
+  free(mail);
+  events_topic_delete(cfg->kafka.brokers, dlt, 30000, err, sizeof err);
 }
