@@ -14,22 +14,15 @@
 #include "order/order.h"
 #include "page/page.h"
 #include "product/product.h"
+#include "support/file.h"
 #include "user/user.h"
 
 /* The whole of proto/<rel>; the caller frees it. */
 static char *proto_read(const char *rel) {
   char path[512];
   snprintf(path, sizeof path, "%s/proto/%s", SHOP_SOURCE_DIR, rel);
-  FILE *f = fopen(path, "rb");
-  cr_assert_not_null(f, "%s", path);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  cr_assert_not_null(s);
-  cr_assert_eq(fread(s, 1, (size_t)n, f), (size_t)n);
-  s[n] = '\0';
-  fclose(f);
+  char *s = test_file_read(path, NULL);
+  cr_assert_not_null(s, "%s", path);
   return s;
 }
 
