@@ -8,19 +8,13 @@
 
 #include "harness.h"
 #include "shop/rpc/v1/rpc.pb-c.h"
+#include "support/file.h"
 
 static uint8_t *load(const char *name, size_t *len) {
   char path[1024];
   snprintf(path, sizeof path, "%s/%s", RPC_FIXTURES_DIR, name);
-  FILE *f = fopen(path, "rb");
-  cr_assert_not_null(f, "fixture %s", path);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
-  cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-  fclose(f);
-  *len = (size_t)n;
+  uint8_t *buf = (uint8_t *)test_file_read(path, len);
+  cr_assert_not_null(buf, "fixture %s", path);
   return buf;
 }
 
