@@ -175,12 +175,16 @@ cluster_kafka_start() {
 	((rc == 0)) || shop_die "cluster: a Kafka node did not start (logs: $LOG_DIR/kafka-N.log)"
 }
 
+# At once: the last voters of a quorum stopped one after the other would
+# each wait for a controller that is gone for their controlled shutdown.
 cluster_kafka_stop() {
-	local n
+	local n pids=()
 	for n in "$@"; do
 		cluster_kafka_node "$n"
-		kafka_stop
+		(kafka_stop) &
+		pids+=($!)
 	done
+	for n in "${pids[@]}"; do wait "$n" || true; done
 }
 
 cluster_kafka_kill() {
