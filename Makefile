@@ -15,7 +15,7 @@ FUZZ_DIR ?= build-fuzz
 CMAKE_FLAGS ?=
 
 .PHONY: all deps build build-release test run stop status clean fmt fmt-check proto-check \
-        fuzz bench bench-rpc bench-events bench-login help test-faults
+        fuzz bench bench-rpc bench-events bench-login help test-faults test-cluster
 
 all: build
 
@@ -49,6 +49,12 @@ test: build
 test-faults: build
 	@scripts/faults.sh --full --build $(BUILD_DIR)
 	SHOP_FAULTS_FULL=1 CTEST_ARGS='-R test_e2e_faults' scripts/test.sh $(BUILD_DIR)
+
+# The cluster scenarios (not part of make test): three Kafka brokers, a
+# MariaDB primary and replica, two instances of every program, nodes
+# killed under load (scripts/cluster-test.sh).
+test-cluster: build build-release
+	@scripts/cluster-test.sh --build $(BUILD_DIR) --release $(RELEASE_DIR)
 
 run: build-release
 	@scripts/run.sh $(RELEASE_DIR)

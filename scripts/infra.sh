@@ -7,6 +7,17 @@
 #   scripts/infra.sh kill-mariadb|kill-kafka [--profile ...]   (SIGKILL, for fault tests)
 #   scripts/infra.sh topics [--profile ...]   (create the topics again)
 #
+# The cluster profile (scripts/lib/cluster.sh): three Kafka brokers
+# (KRaft, three voters; replication factor 3, min.insync.replicas=2) and a
+# MariaDB primary with one replica (GTID replication), ports from
+# SHOP_CLUSTER_PORT_BASE (default 25600), folder .shop/cluster:
+#   scripts/infra.sh start|stop|status|env|topics --profile cluster
+#   scripts/infra.sh start-kafka|stop-kafka|kill-kafka [N...] --profile cluster
+#                                            (nodes 1 2 3; default all)
+#   scripts/infra.sh start-mariadb|stop-mariadb|kill-mariadb --profile cluster   (the primary)
+#   scripts/infra.sh start-replica|stop-replica|kill-replica|replica-state --profile cluster
+#   scripts/infra.sh leader TOPIC --profile cluster   (the node leading most of its partitions)
+#
 # Profiles (default: $SHOP_PROFILE if set, else run):
 #   run   .shop/run    MariaDB 13306, Kafka 19092, controller 19093
 #   test  .shop/test   MariaDB 23306, Kafka 29092, controller 29093
@@ -35,7 +46,7 @@ infra_profile() {
 	case $profile in
 	run) run_dir=$SHOP_REPO/.shop/run mysql_port=13306 kafka_port=19092 ctl_port=19093 ;;
 	test) run_dir=$SHOP_REPO/.shop/test mysql_port=23306 kafka_port=29092 ctl_port=29093 ;;
-	*) shop_die "infra: unknown profile '$profile' (run or test)" ;;
+	*) shop_die "infra: unknown profile '$profile' (run, test or cluster)" ;;
 	esac
 	PROFILE=$profile
 	RUN_DIR=${SHOP_RUN_DIR:-$run_dir}
@@ -100,10 +111,14 @@ infra_where() {
 }
 
 main() {
-	local cmd=${1:-} profile=${SHOP_PROFILE:-run}
+	local cmd=${1:-} profile=${SHOP_PROFILE:-run} args=()
 	(($#)) && shift
 	while (($#)); do
 		case $1 in
+		[1-9] | shop.*)
+			args+=("$1") # the cluster profile's node numbers and topics
+			shift
+			;;
 		--profile)
 			(($# >= 2)) || shop_die "infra: --profile needs run or test"
 			profile=$2
@@ -133,6 +148,14 @@ main() {
 		return 2
 		;;
 	esac
+	if [[ $profile == cluster ]]; then
+		infra_cluster "$cmd" ${args[@]+"${args[@]}"}
+		return
+	fi
+	((${#args[@]} == 0)) || {
+		usage >&2
+		return 2
+	}
 	infra_profile "$profile"
 
 	case $cmd in
@@ -186,6 +209,66 @@ main() {
 	kill-mariadb) mariadb_kill ;;
 	kill-kafka) kafka_kill ;;
 	topics) kafka_topics ;;
+	esac
+}
+
+# The cluster profile's commands (see the top of this file).
+infra_cluster() {
+	local cmd=$1
+	shift
+	# shellcheck source=scripts/lib/mariadb.sh
+	source "$SHOP_REPO/scripts/lib/mariadb.sh"
+	# shellcheck source=scripts/lib/kafka.sh
+	source "$SHOP_REPO/scripts/lib/kafka.sh"
+	# shellcheck source=scripts/lib/secrets.sh
+	source "$SHOP_REPO/scripts/lib/secrets.sh"
+	# shellcheck source=scripts/lib/cluster.sh
+	source "$SHOP_REPO/scripts/lib/cluster.sh"
+	cluster_profile
+	local nodes=("$@")
+	((${#nodes[@]})) || nodes=("${CLUSTER_NODES[@]}")
+	case $cmd in
+	env)
+		cluster_env
+		return 0
+		;;
+	status)
+		cluster_status
+		return
+		;;
+	replica-state)
+		cluster_replica_state
+		return 0
+		;;
+	leader)
+		(($#)) || shop_die "infra: leader needs a topic"
+		cluster_busiest_leader "$1"
+		return 0
+		;;
+	start | stop | topics | start-kafka | stop-kafka | kill-kafka | start-mariadb | stop-mariadb | \
+		kill-mariadb | start-replica | stop-replica | kill-replica) ;;
+	*)
+		usage >&2
+		return 2
+		;;
+	esac
+	infra_lock
+	case $cmd in
+	start) cluster_start ;;
+	stop) cluster_stop ;;
+	topics) cluster_topics ;;
+	start-kafka) cluster_kafka_start "${nodes[@]}" ;;
+	stop-kafka) cluster_kafka_stop "${nodes[@]}" ;;
+	kill-kafka) cluster_kafka_kill "${nodes[@]}" ;;
+	start-mariadb | stop-mariadb | kill-mariadb | start-replica | stop-replica | kill-replica)
+		local what=${cmd%-*}
+		cluster_mysql_node "$([[ $cmd == *-replica ]] && echo replica || echo primary)"
+		case $what in
+		start) mariadb_start ;;
+		stop) mariadb_stop ;;
+		kill) mariadb_kill ;;
+		esac
+		;;
 	esac
 }
 

@@ -3,7 +3,7 @@
 # background with its log under the run folder, after scripts/infra.sh has
 # brought MariaDB and Kafka up.
 #
-#   scripts/services.sh start|stop|restart|status|list [--profile run|test] [--build DIR] [NAME[@K]...]
+#   scripts/services.sh start|stop|restart|status|list [--profile run|test|cluster] [--build DIR] [NAME[@K]...]
 #
 # NAME... limits the command to those programs (default: all of them);
 # restart is stop then start; list prints the programs, in start order.
@@ -14,7 +14,11 @@
 # clients reach both through an endpoint list
 # (endpoints.<key>: "tcp://h:p1,tcp://h:p2"). Consumers share their
 # group's partitions, relays their outbox's lock. stop and status also
-# cover every instance that is running.
+# cover every instance that is running. Where endpoints.<key> is already
+# such a list (config/cluster.yaml), instance K listens on its K-th entry.
+# The cluster profile runs SHOP_CLUSTER_INSTANCES (default 2) instances
+# of every program by default (NAME, NAME@2, ...); shop-gateway@K serves
+# HTTP on gateway.port + (K-1) * the step.
 # The programs are those of internal/config/programs.list, started in this
 # order: the query sides first (so that a command's events find their
 # projections listening), then the command sides, then the workers.
@@ -70,12 +74,24 @@ while (($#)); do
 		;;
 	esac
 done
+if [[ $profile == cluster && ${#only[@]} == 0 ]]; then
+	for p in "${SHOP_PROGRAMS[@]}"; do
+		only+=("$p")
+		for ((k = 2; k <= ${SHOP_CLUSTER_INSTANCES:-2}; k++)); do only+=("$p@$k"); done
+	done
+fi
 ((${#only[@]})) && SHOP_PROGRAMS=("${only[@]}")
 case $profile in
 run) config=$SHOP_REPO/config/shop.yaml ;;
 test) config=$SHOP_REPO/config/test.yaml ;;
-*) shop_die "services: unknown profile '$profile' (run or test)" ;;
+cluster) config=$SHOP_REPO/config/cluster.yaml ;;
+*) shop_die "services: unknown profile '$profile' (run, test or cluster)" ;;
 esac
+# The cluster profile's ports move with SHOP_CLUSTER_PORT_BASE (the
+# defaults are config/cluster.yaml's).
+if [[ $profile == cluster && -n ${SHOP_CLUSTER_PORT_BASE:-} ]]; then
+	shop_cluster_ports_env "$SHOP_CLUSTER_PORT_BASE"
+fi
 eval "$("$SHOP_REPO/scripts/infra.sh" env --profile "$profile")"
 bindir=$SHOP_REPO/$build/bin
 [[ $build == /* ]] && bindir=$build/bin
@@ -101,18 +117,34 @@ admin_url_of() {
 	printf '%s:%s\n' "${url%:*}" $((port + (k - 1) * step))
 }
 
+# The endpoint list of an RPC program (endpoints.<key>), or nothing.
+endpoint_of() {
+	local key
+	key=$(awk -v p="$1" '$1 == p { print $2 }' "$SHOP_PROGRAMS_LIST")
+	[[ -z $key || $key == - ]] && return 0
+	"$bindir/$1" --config "$config" --print-config "endpoints.$key"
+}
+
 # The arguments an instance runs with beyond --config.
 inst_args() {
-	local prog k url ep key
+	local prog k url ep
 	prog=$(prog_of "$1") k=$(inst_of "$1")
+	ep=$(endpoint_of "$prog") || return 1
+	if [[ $ep == *,* ]]; then
+		# A list: instance K listens on its K-th entry, on its own admin port.
+		local eps
+		IFS=, read -r -a eps <<<"$ep"
+		((k <= ${#eps[@]})) || shop_die "services: $1: endpoints list '$ep' has no entry $k"
+		url=$(admin_url_of "$1") || return 1
+		printf -- '--admin-port\n%s\n--listen\n%s\n' "${url##*:}" "${eps[k - 1]}"
+		return 0
+	fi
 	((k == 1)) && return 0
 	url=$(admin_url_of "$1") || return 1
 	printf -- '--admin-port\n%s\n' "${url##*:}"
-	key=$(awk -v p="$prog" '$1 == p { print $2 }' "$SHOP_PROGRAMS_LIST")
-	[[ -z $key || $key == - ]] && return 0
-	ep=$("$bindir/$prog" --config "$config" --print-config "endpoints.$key") || return 1
+	[[ -z $ep ]] && return 0
 	[[ $ep == tcp://*:* && $ep != *,* ]] ||
-		shop_die "services: $1: endpoints.$key is '$ep'; an instance needs one tcp://host:port"
+		shop_die "services: $1: its endpoint is '$ep'; an instance needs one tcp://host:port"
 	printf -- '--listen\n%s:%s\n' "${ep%:*}" $((${ep##*:} + (k - 1) * step))
 }
 
@@ -149,8 +181,14 @@ start_one() {
 	args=()
 	text=$(inst_args "$name") || return 1
 	[[ -n $text ]] && mapfile -t args <<<"$text"
-	setsid "$SHOP_REPO/scripts/lib/supervise.sh" "$name" "$log" "$bin" --config "$config" \
-		"${args[@]}" </dev/null >>"$log" 2>&1 &
+	local env=()
+	if [[ $prog == shop-gateway && $(inst_of "$name") != 1 ]]; then
+		local gport
+		gport=$("$bin" --config "$config" --print-config gateway.port) || return 1
+		env=("SHOP_GATEWAY__PORT=$((gport + ($(inst_of "$name") - 1) * step))")
+	fi
+	env ${env[@]+"${env[@]}"} setsid "$SHOP_REPO/scripts/lib/supervise.sh" "$name" "$log" "$bin" --config "$config" \
+		${args[@]+"${args[@]}"} </dev/null >>"$log" 2>&1 &
 	pid=$!
 	printf '%s\n' "$pid" >"$pidfile"
 	if ! proc_wait 60 "$pid" "$(mark_of "$name")" ready "$pid" "$prog" "$url"; then

@@ -11,7 +11,7 @@
 
 static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
   order_query_ctx *ctx = arg;
-  order_query_ctx_init(ctx, app_db(a));
+  order_query_ctx_init(ctx, app_db_read(a));
   return order_query_register(app_server(a), ctx, errbuf, errlen);
 }
 
@@ -27,6 +27,7 @@ int main(int argc, char **argv) {
       .migrations = migs,
       .n_migrations = 1,
       .consumer = &order_projection_consumer,
+      .read_replica = true,
       .setup = setup_cb,
       .teardown = teardown_cb,
       .metrics = order_read_metrics_cb,

@@ -12,7 +12,7 @@
 
 static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
   product_query_ctx *ctx = arg;
-  product_query_ctx_init(ctx, app_cfg(a), app_db(a));
+  product_query_ctx_init(ctx, app_cfg(a), app_db_read(a));
   return product_query_register(app_server(a), ctx, errbuf, errlen);
 }
 
@@ -28,6 +28,7 @@ int main(int argc, char **argv) {
       .migrations = migs,
       .n_migrations = 1,
       .consumer = &product_projection_consumer,
+      .read_replica = true,
       .setup = setup_cb,
       .teardown = teardown_cb,
       .arg = &ctx,

@@ -2,8 +2,9 @@
  * shop-admin: operator tasks on Shop's Kafka cluster.
  *
  *   shop-admin topics [--brokers HOST:PORT] [--partitions N] [--timeout-ms N]
- *       Creates every domain topic (N partitions, default 6), replication
- *       factor 1, no time-based retention, cleanup.policy=delete. A topic
+ *       Creates every domain topic (N partitions, default 6), the brokers'
+ *       default.replication.factor (1 on one broker, 3 on the cluster
+ *       profile), no time-based retention, cleanup.policy=delete. A topic
  *       that already exists counts as success (its settings are left as
  *       they are). Each consumer creates its own dead-letter topics when it
  *       starts (events/consumer.h).

@@ -11,7 +11,7 @@
 
 static status_code setup_cb(app *a, void *arg, char *errbuf, size_t errlen) {
   user_query_ctx *ctx = arg;
-  user_query_ctx_init(ctx, app_db(a));
+  user_query_ctx_init(ctx, app_db_read(a));
   return user_query_register(app_server(a), ctx, errbuf, errlen);
 }
 
@@ -26,6 +26,7 @@ int main(int argc, char **argv) {
       .migrations = migs,
       .n_migrations = 1,
       .consumer = &user_projection_consumer,
+      .read_replica = true,
       .setup = setup_cb,
       .teardown = teardown_cb,
       .arg = &ctx,

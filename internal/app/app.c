@@ -28,6 +28,8 @@ struct app {
   char db_password[256];
   db_params dbp;
   db_pool *db;
+  db_params dbp_read; /* mysql.read_host:read_port, when spec->read_replica and it is set */
+  db_pool *db_read;   /* NULL: the queries read from db */
   auth_keys *keys;
   outbox_relay *relay;
   consumer *cons;
@@ -54,6 +56,7 @@ struct app {
 const char *app_name(const app *a) { return a->spec->name; }
 const shop_cfg *app_cfg(const app *a) { return a->cfg; }
 db_pool *app_db(app *a) { return a->db; }
+db_pool *app_db_read(app *a) { return a->db_read != NULL ? a->db_read : a->db; }
 rpc_server *app_server(app *a) { return a->srv; }
 const auth_keys *app_auth(const app *a) { return a->keys; }
 outbox_relay *app_relay(app *a) { return a->relay; }
@@ -122,7 +125,19 @@ static status_code app_open_db(app *a, char *errbuf, size_t errlen) {
     return STATUS_FAILED_PRECONDITION;
   }
   params_from_cfg(&a->dbp, a->cfg, account, a->db_password);
-  return db_pool_create(&a->db, &a->dbp, a->cfg->mysql.pool_size, errbuf, errlen);
+  status_code st = db_pool_create(&a->db, &a->dbp, a->cfg->mysql.pool_size, errbuf, errlen);
+  const char *read_host = a->cfg->mysql.read_host;
+  if (st != STATUS_OK || !a->spec->read_replica || read_host == NULL || read_host[0] == '\0')
+    return st;
+  a->dbp_read = a->dbp;
+  a->dbp_read.host = read_host;
+  if (a->cfg->mysql.read_port > 0) a->dbp_read.port = a->cfg->mysql.read_port;
+  st = db_pool_create_read(&a->db_read, &a->dbp_read, a->cfg->mysql.pool_size, a->db, errbuf,
+                           errlen);
+  if (st == STATUS_OK)
+    log_info(NULL, "%s: queries read from the replica %s:%d (the primary while it is down)",
+             a->spec->name, a->dbp_read.host, a->dbp_read.port);
+  return st;
 }
 
 static status_code app_load_keys(app *a, char *errbuf, size_t errlen) {
@@ -282,6 +297,8 @@ static void app_stop_all(app *a) {
   outbox_relay_destroy(a->relay);
   a->relay = NULL;
   if (a->spec->relay || a->spec->consumer != NULL) events_shutdown_wait(10000);
+  db_pool_destroy(a->db_read);
+  a->db_read = NULL;
   db_pool_destroy(a->db);
   a->db = NULL;
   auth_keys_destroy(a->keys);
@@ -417,6 +434,7 @@ int app_main(const app_spec *spec, int argc, char **argv) {
     a.srv_started = true;
   }
   a.obs.db = a.db;
+  a.obs.db_read = a.db_read;
   a.obs.srv = a.srv;
   a.obs.cons = a.cons;
   a.obs.relay = a.relay;

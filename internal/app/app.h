@@ -151,6 +151,8 @@ typedef struct app_spec {
                                        the append-only log they guard */
   app_metrics_cb metrics;           /* may be NULL */
   app_ready_check_cb ready;         /* may be NULL */
+  bool read_replica;                /* a query side: app_db_read reads from the replica
+                                       mysql.read_host when it is set */
   void *arg;                        /* handed to the hooks */
 } app_spec;
 
@@ -162,6 +164,12 @@ const char *app_name(const app *a);
 const shop_cfg *app_cfg(const app *a);
 /* The service account's pool; NULL without db_account. */
 db_pool *app_db(app *a);
+/* The pool the queries read from: with spec->read_replica and
+ * mysql.read_host set, the service account's connections to that replica,
+ * falling back on app_db while it is down (db_pool_create_read); else
+ * app_db. Reading your own writes holds on a replica too: a consistency
+ * token waits until the replica has the version (consistency.h). */
+db_pool *app_db_read(app *a);
 /* NULL without an endpoint. Register services on it in setup. */
 rpc_server *app_server(app *a);
 /* The JWT keys (sign and verify); never NULL once setup runs. */

@@ -45,6 +45,7 @@ typedef struct app_observed {
   const char *name;  /* program */
   const char *group; /* consumer group, if any */
   db_pool *db;
+  db_pool *db_read; /* the queries' replica pool (app_db_read), if any */
   rpc_server *srv;
   consumer *cons;
   outbox_relay *relay;

@@ -153,6 +153,10 @@ void app_collect_cb(metrics_registry *reg, void *arg) {
   if (!atomic_load(&o->up)) return;
   if (o->srv != NULL) collect_server(reg, o);
   if (o->cons != NULL) collect_consumer(reg, o);
+  if (o->db_read != NULL)
+    put(reg, METRICS_COUNTER, "shop_db_read_fallbacks_total",
+        "Query connections taken from the primary because the replica did not answer.", NULL, NULL,
+        (double)db_pool_fallbacks(o->db_read));
   db_conn *db = NULL;
   char err[STATUS_ERRBUF_SIZE];
   if (o->db != NULL && db_pool_get(o->db, &db, err, sizeof err) != STATUS_OK) db = NULL;

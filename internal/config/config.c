@@ -52,6 +52,8 @@ static const cfg_key cfg_table[] = {
     I("mysql.connect_timeout_ms", mysql.connect_timeout_ms, 100, 600000, 5000),
     I("mysql.connect_retry_ms", mysql.connect_retry_ms, 0, 3600000, 30000),
     I("mysql.pool_size", mysql.pool_size, 1, 256, 8),
+    S("mysql.read_host", mysql.read_host, ""),
+    I("mysql.read_port", mysql.read_port, 0, 65535, 0),
 
     S("kafka.brokers", kafka.brokers, "127.0.0.1:19092"),
     I("kafka.session_timeout_ms", kafka.session_timeout_ms, 1000, 300000, 45000),

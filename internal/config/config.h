@@ -41,6 +41,11 @@ typedef struct shop_cfg {
     int connect_timeout_ms;
     int connect_retry_ms; /* keep retrying the first connection this long */
     int pool_size;
+    /* A replica the query sides read from (app_db_read); empty: none, the
+     * query sides read from host:port like everything else. read_port 0:
+     * port. Writes, migrations and the projections stay on host:port. */
+    char *read_host;
+    int read_port;
   } mysql;
   struct {
     char *brokers;

@@ -68,7 +68,10 @@ typedef status_code (*consistency_version_cb)(db_conn *c, const char *aggregate_
  * budget when wait_ms is 0, whichever ends first. The wait holds no
  * database connection, and the database is read again only when the
  * notifier has the version, when the aggregate's slot was taken by
- * another one (every CONSISTENCY_RECHECK_MS), or at the end.
+ * another one (every CONSISTENCY_RECHECK_MS), or at the end. When the
+ * notifier has the version and the database does not (db reads a replica
+ * that is behind: app_db_read), the database is read again every few
+ * milliseconds until it has it or the wait ends.
  * True when the projection is there; false with FAILED_PRECONDITION on
  * the call ("projection of <id> is at version N, token asks for M", a
  * violation on consistency.token.version and Status.projection naming the

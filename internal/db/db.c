@@ -182,7 +182,7 @@ bool db_link_lost(const db_conn *c) { return c->broken; }
 
 /* Reopens a connection whose link died. Only outside a transaction: inside
  * one, the caller must retry the whole transaction. */
-static status_code revive(db_conn *c, char *errbuf, size_t errlen) {
+status_code db_revive(db_conn *c, char *errbuf, size_t errlen) {
   if (!c->broken && c->my != NULL) return STATUS_OK;
   stmts_clear(c);
   if (c->my != NULL) {
@@ -312,7 +312,7 @@ static status_code run_bound(db_conn *c, const char *sql, const db_value *params
         status_seterr(errbuf, errlen, "connection lost inside the transaction");
         return STATUS_UNAVAILABLE;
       }
-      status_code st = revive(c, errbuf, errlen);
+      status_code st = db_revive(c, errbuf, errlen);
       if (st != STATUS_OK) return st;
     }
     MYSQL_STMT *stmt = NULL;
@@ -554,12 +554,12 @@ status_code db_plain(db_conn *c, const char *sql, char *errbuf, size_t errlen) {
 
 status_code db_begin(db_conn *c, char *errbuf, size_t errlen) {
   if (c->broken || c->my == NULL) {
-    status_code st = revive(c, errbuf, errlen);
+    status_code st = db_revive(c, errbuf, errlen);
     if (st != STATUS_OK) return st;
   }
   status_code st = db_plain(c, "START TRANSACTION", errbuf, errlen);
   if (st == STATUS_UNAVAILABLE) {
-    st = revive(c, errbuf, errlen);
+    st = db_revive(c, errbuf, errlen);
     if (st == STATUS_OK) st = db_plain(c, "START TRANSACTION", errbuf, errlen);
   }
   if (st == STATUS_OK) {

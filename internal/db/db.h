@@ -223,6 +223,24 @@ status_code db_pool_create(db_pool **out, const db_params *p, int size, char *er
                            size_t errlen);
 void db_pool_destroy(db_pool *pool);
 status_code db_pool_get(db_pool *pool, db_conn **out, char *errbuf, size_t errlen);
+/* Gives c back to the pool it came from (pool, or its fallback). */
 void db_pool_put(db_pool *pool, db_conn *c);
+
+/*
+ * A pool of read connections to a replica that falls back on another pool
+ * (the primary's): db_pool_get hands out a fallback connection while the
+ * replica does not answer, and tries the replica again DB_READ_RETRY_MS
+ * later. The replica is taken as down when a connection to it cannot be
+ * made, or when one comes back (db_pool_put) with its link lost, so the
+ * one read that met the dead link fails UNAVAILABLE (the caller's retry
+ * goes to the fallback) and the others go to the fallback at once. Unlike
+ * db_pool_create, a replica that is down at creation is no error. fallback
+ * is borrowed and must outlive the pool.
+ */
+#define DB_READ_RETRY_MS 1000
+status_code db_pool_create_read(db_pool **out, const db_params *replica, int size,
+                                db_pool *fallback, char *errbuf, size_t errlen);
+/* How many connections the fallback has given in place of the replica's. */
+uint64_t db_pool_fallbacks(const db_pool *pool);
 
 #endif

@@ -35,6 +35,7 @@ struct db_conn {
   bool broken; /* the link died; reopen before the next statement */
   uint64_t reconnects;
   db_defer *defer; /* NULL until the first deferred row */
+  db_pool *home;   /* the pool it belongs to (db_pool_put gives it back there) */
 };
 
 /* Records a failure of the link or the statement and returns its status. */
@@ -46,6 +47,10 @@ status_code db_fail_with(db_conn *c, unsigned e, const char *msg, const char *sq
 status_code db_plain(db_conn *c, const char *sql, char *errbuf, size_t errlen);
 
 char *db_strdup_or_null(const char *s);
+
+/* Reopens a connection whose link died (nothing to do when it is alive).
+ * Only outside a transaction. */
+status_code db_revive(db_conn *c, char *errbuf, size_t errlen);
 
 /* db_defer.c: sends the queued rows (before COMMIT); forgets them (after
  * COMMIT or ROLLBACK); frees the queue (db_close). */

@@ -203,8 +203,9 @@ typedef struct events_topic_spec {
   events_topic_result result;
 } events_topic_spec;
 
-/* Creates the n topics in one admin request, each with replication
- * factor 1, no time- or size-based retention and cleanup.policy=delete,
+/* Creates the n topics in one admin request, each with the brokers'
+ * default replication factor (default.replication.factor, and their
+ * min.insync.replicas), no time- or size-based retention and cleanup.policy=delete,
  * waiting up to timeout_ms. A topic that already exists is success (its
  * settings are left as they are). Each spec's result says what happened to
  * it; the status and errbuf are the first failure's. What shop-admin

@@ -235,7 +235,10 @@ static status_code admin_run(const char *brokers, admin_op op, events_topic_spec
   rd_kafka_AdminOptions_set_operation_timeout(ao, timeout_ms, NULL, 0);
   if (op == ADMIN_CREATE) {
     for (size_t i = 0; i < n; i++) {
-      nt[i] = rd_kafka_NewTopic_new(topics[i].name, topics[i].partitions, 1, why, sizeof why);
+      /* Replication factor -1: the brokers' default.replication.factor
+       * (1 on the single broker of make run and make test, 3 on the
+       * cluster profile), with their min.insync.replicas. */
+      nt[i] = rd_kafka_NewTopic_new(topics[i].name, topics[i].partitions, -1, why, sizeof why);
       if (nt[i] == NULL) {
         status_seterr(errbuf, errlen, "topic %s: %s", topics[i].name, why);
         st = STATUS_INVALID_ARGUMENT;

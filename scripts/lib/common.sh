@@ -100,6 +100,28 @@ shop_ports_env() {
 	export SHOP_ADMIN__PORT_BASE=$((base + 40))
 }
 
+# shop_cluster_ports_env BASE: shop_ports_env BASE for the cluster profile
+# (config/cluster.yaml), plus what that profile has beyond one of each:
+# the replica (+7), the three brokers (+1, +3, +5; scripts/lib/cluster.sh)
+# and every RPC endpoint as the list of its instances (instance K at the
+# first's port + (K-1) * SHOP_INSTANCE_PORT_STEP, default 50;
+# SHOP_CLUSTER_INSTANCES of them, default 2).
+shop_cluster_ports_env() {
+	local base=$1 step=${SHOP_INSTANCE_PORT_STEP:-50} n=${SHOP_CLUSTER_INSTANCES:-2} key i k list
+	shop_ports_env "$base"
+	export SHOP_CLUSTER_PORT_BASE=$base SHOP_MYSQL_READ_PORT=$((base + 7))
+	export SHOP_KAFKA_BROKERS=127.0.0.1:$((base + 1)),127.0.0.1:$((base + 3)),127.0.0.1:$((base + 5))
+	i=0
+	for key in $(awk '!/^#/ && NF >= 3 && $2 != "-" { print $2 }' "$SHOP_PROGRAMS_LIST"); do
+		list=
+		for ((k = 0; k < n; k++)); do
+			list+=${list:+,}tcp://127.0.0.1:$((base + 11 + i + k * step))
+		done
+		export "SHOP_ENDPOINTS__${key^^}=$list"
+		i=$((i + 1))
+	done
+}
+
 # shop_admin_url BIN NAME [CONFIG]: http://host:port of program NAME's
 # admin server, as NAME itself reads its config (BIN --print-config: the
 # file, then the environment of the caller). Fails, said, when the port is

@@ -12,6 +12,17 @@
 
 KAFKA_HEAP_OPTS=${SHOP_KAFKA_HEAP_OPTS:--Xms512m -Xmx512m}
 
+# One node of a cluster (scripts/lib/cluster.sh sets these per node before
+# calling kafka_start): its node id, the static KRaft voters
+# ("1@host:port,2@host:port,..."; empty: a single node, formatted
+# --standalone), the replication factor and min.insync.replicas of every
+# topic, and the bootstrap list the topics are created through. The
+# defaults are the single broker of make run and make test.
+KAFKA_NODE_ID=${KAFKA_NODE_ID:-1}
+KAFKA_VOTERS=${KAFKA_VOTERS:-}
+KAFKA_REPLICAS=${KAFKA_REPLICAS:-1}
+KAFKA_MIN_ISR=${KAFKA_MIN_ISR:-1}
+
 kafka_pid() {
 	proc_pid_ours "$KAFKA_PID" "$KAFKA_PROPS"
 }
@@ -45,10 +56,10 @@ kafka_java() {
 kafka_write_props() {
 	cat >"$KAFKA_PROPS.new" <<PROPS
 # Written by scripts/infra.sh on every start: change the script, not this file.
-# One node, broker and KRaft controller in one process, loopback only.
+# $(if [[ -n $KAFKA_VOTERS ]]; then echo "Node $KAFKA_NODE_ID of a cluster: broker and KRaft controller (a voter) in one process, loopback only."; else echo "One node, broker and KRaft controller in one process, loopback only."; fi)
 process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CTL_PORT
+node.id=$KAFKA_NODE_ID
+$(if [[ -n $KAFKA_VOTERS ]]; then echo "controller.quorum.voters=$KAFKA_VOTERS"; else echo "controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CTL_PORT"; fi)
 listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CTL_PORT
 advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CTL_PORT
 controller.listener.names=CONTROLLER
@@ -60,18 +71,18 @@ log.dirs=$KAFKA_DATA
 # by a client's metadata request.
 auto.create.topics.enable=false
 num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
+default.replication.factor=$KAFKA_REPLICAS
+min.insync.replicas=$KAFKA_MIN_ISR
 
-# Internal topics: one replica, and one partition where that makes a
-# consumer group's first join fast.
-offsets.topic.replication.factor=1
+# Internal topics: as many replicas as the domain topics, and one partition
+# where that makes a consumer group's first join fast.
+offsets.topic.replication.factor=$KAFKA_REPLICAS
 offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$KAFKA_REPLICAS
+transaction.state.log.min.isr=$KAFKA_MIN_ISR
 transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$KAFKA_REPLICAS
+share.coordinator.state.topic.min.isr=$KAFKA_MIN_ISR
 
 # Do not wait for more members before the first rebalance.
 group.initial.rebalance.delay.ms=0
@@ -92,7 +103,11 @@ kafka_format() {
 		mv -- "$KAFKA_DIR/cluster.id.new" "$KAFKA_DIR/cluster.id"
 	fi
 	shop_log "kafka: formatting $KAFKA_DATA"
-	if ! kafka_java kafka.tools.StorageTool format --standalone -t "$(<"$KAFKA_DIR/cluster.id")" \
+	# A static voter set (KAFKA_VOTERS, in the properties) is formatted
+	# without --standalone.
+	local standalone=(--standalone)
+	[[ -n $KAFKA_VOTERS ]] && standalone=()
+	if ! kafka_java kafka.tools.StorageTool format "${standalone[@]}" -t "$(<"$KAFKA_DIR/cluster.id")" \
 		-c "$KAFKA_PROPS" --ignore-formatted >>"$KAFKA_LOG" 2>&1; then
 		kafka_log_tail
 		shop_die "kafka: formatting $KAFKA_DATA failed"
@@ -145,8 +160,9 @@ kafka_start() {
 kafka_topics() {
 	local bin=${SHOP_ADMIN_BIN:-$SHOP_REPO/build/bin/shop-admin}
 	[[ -x $bin ]] || shop_die "kafka: $bin not found, so no topics were created; build it (make build) or set SHOP_ADMIN_BIN"
-	"$bin" topics --brokers "127.0.0.1:$KAFKA_PORT" ||
-		shop_die "kafka: creating topics failed ($bin topics --brokers 127.0.0.1:$KAFKA_PORT)"
+	local brokers=${KAFKA_BOOTSTRAP:-127.0.0.1:$KAFKA_PORT}
+	"$bin" topics --brokers "$brokers" ||
+		shop_die "kafka: creating topics failed ($bin topics --brokers $brokers)"
 }
 
 kafka_stop() {

@@ -30,6 +30,15 @@ MYSQL_INNODB_OPTS=(
 
 MYSQL_ADMIN_USER=$(id -un)
 
+# One server of a replicated pair (scripts/lib/cluster.sh sets these before
+# calling mariadb_start): server options of its role (server id, binary
+# log, read-only) and what runs once it answers (default: the databases and
+# accounts; a replica sets up its replication instead, its accounts come
+# from the primary). The defaults are the single server of make run and
+# make test.
+MYSQL_ROLE_OPTS=(${MYSQL_ROLE_OPTS[@]+"${MYSQL_ROLE_OPTS[@]}"})
+MYSQL_AFTER_START=${MYSQL_AFTER_START:-mariadb_bootstrap}
+
 mariadb_pid() {
 	proc_pid_ours "$MYSQL_PID" "--datadir=$MYSQL_DATA"
 }
@@ -143,7 +152,7 @@ mariadb_start() {
 	setsid mariadbd --no-defaults --datadir="$MYSQL_DATA" "${as_root[@]}" \
 		--port="$MYSQL_PORT" --bind-address=127.0.0.1 --socket="$MYSQL_SOCK" \
 		--pid-file="$MYSQL_PID" --log-error="$MYSQL_LOG" --tmpdir="$MYSQL_DIR/tmp" \
-		"${MYSQL_INNODB_OPTS[@]}" \
+		"${MYSQL_INNODB_OPTS[@]}" ${MYSQL_ROLE_OPTS[@]+"${MYSQL_ROLE_OPTS[@]}"} \
 		--max-connections=500 \
 		${SHOP_MYSQL_SERVER_OPTS:-} \
 		--character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
@@ -160,7 +169,7 @@ mariadb_start() {
 	fi
 	# mariadbd writes its pid file itself; make sure it is the one we started.
 	[[ $(cat -- "$MYSQL_PID" 2>/dev/null) == "$pid" ]] || printf '%s\n' "$pid" >"$MYSQL_PID"
-	mariadb_bootstrap
+	"$MYSQL_AFTER_START"
 	shop_log "mariadb: started in $(proc_elapsed "$t0") s (pid $pid)"
 }
 

@@ -1,8 +1,11 @@
 /* Integration tests of the MariaDB layer against the real test server. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "db/db.h"
@@ -244,18 +247,25 @@ Test(db, a_wrong_password_is_refused_without_retrying_forever) {
   cr_assert_null(c);
 }
 
-Test(db, a_pool_hands_each_thread_its_own_connection) {
+/* The test server's parameters for the shop_test account (pw holds its
+ * password). */
+static db_params test_params(char pw[256]) {
   const char *port = getenv("SHOP_MYSQL_PORT");
   cr_assert_not_null(port, "run through make test");
-  char dir[1024], pw[256];
+  char dir[1024];
   snprintf(dir, sizeof dir, "%s/mysql", getenv("SHOP_SECRETS_DIR"));
-  cr_assert(db_password_from_dir(dir, "shop_test", pw, sizeof pw, err, sizeof err), "%s", err);
-  db_params p = {.host = "127.0.0.1",
-                 .port = atoi(port),
-                 .user = "shop_test",
-                 .password = pw,
-                 .database = "shop_test",
-                 .connect_timeout_ms = 2000};
+  cr_assert(db_password_from_dir(dir, "shop_test", pw, 256, err, sizeof err), "%s", err);
+  return (db_params){.host = "127.0.0.1",
+                     .port = atoi(port),
+                     .user = "shop_test",
+                     .password = pw,
+                     .database = "shop_test",
+                     .connect_timeout_ms = 2000};
+}
+
+Test(db, a_pool_hands_each_thread_its_own_connection) {
+  char pw[256];
+  db_params p = test_params(pw);
   db_pool *pool;
   cr_assert_eq(db_pool_create(&pool, &p, 2, err, sizeof err), STATUS_OK, "%s", err);
   db_conn *a, *b;
@@ -275,6 +285,78 @@ Test(db, a_pool_hands_each_thread_its_own_connection) {
   db_pool_put(pool, again);
   db_pool_put(pool, b);
   db_pool_destroy(pool);
+}
+
+/* A port on loopback where nothing listens: a replica that is down. */
+static int closed_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  cr_assert_geq(fd, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof a;
+  cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  close(fd); /* bound, never listening, closed: connections are refused */
+  return ntohs(a.sin_port);
+}
+
+Test(db, a_read_pool_whose_replica_is_down_reads_from_its_fallback_and_gives_it_back) {
+  char pw[256];
+  db_params p = test_params(pw);
+  db_pool *primary, *reads;
+  cr_assert_eq(db_pool_create(&primary, &p, 2, err, sizeof err), STATUS_OK, "%s", err);
+  db_params down = p;
+  down.port = closed_port();
+  /* A replica that is down at creation is no error. */
+  cr_assert_eq(db_pool_create_read(&reads, &down, 2, primary, err, sizeof err), STATUS_OK, "%s",
+               err);
+  db_conn *c = NULL;
+  cr_assert_eq(db_pool_get(reads, &c, err, sizeof err), STATUS_OK, "%s", err);
+  int64_t one = 0;
+  cr_assert_eq(db_query_i64(c, "SELECT 1", NULL, 0, &one, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(one, 1);
+  cr_assert_eq(db_pool_fallbacks(reads), 1);
+  /* Given back to the read pool, it goes home to the primary's. */
+  db_pool_put(reads, c);
+  db_conn *again = NULL;
+  cr_assert_eq(db_pool_get(primary, &again, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(again, c, "the fallback's connection went back to the fallback");
+  db_pool_put(primary, again);
+  /* While the replica is taken as down, no connection to it is tried. */
+  cr_assert_eq(db_pool_get(reads, &c, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(db_pool_fallbacks(reads), 2);
+  db_pool_put(reads, c);
+  db_pool_destroy(reads);
+  db_pool_destroy(primary);
+}
+
+Test(db, a_read_pool_whose_replica_answers_reads_from_the_replica) {
+  char pw[256];
+  db_params p = test_params(pw);
+  db_pool *primary, *reads;
+  cr_assert_eq(db_pool_create(&primary, &p, 1, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(db_pool_create_read(&reads, &p, 2, primary, err, sizeof err), STATUS_OK, "%s", err);
+  db_conn *held = NULL, *c = NULL;
+  /* The primary's one connection is taken: a read cannot be served by it. */
+  cr_assert_eq(db_pool_get(primary, &held, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(db_pool_get(reads, &c, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_neq(c, held);
+  cr_assert_eq(db_pool_fallbacks(reads), 0);
+  /* Its link killed under it: the read that meets it is retried on a
+   * reopened link (the replica is up), and the pool keeps reading there. */
+  int64_t id = 0;
+  cr_assert_eq(db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id, err, sizeof err), STATUS_OK);
+  char sql[64];
+  snprintf(sql, sizeof sql, "KILL CONNECTION %lld", (long long)id);
+  exec_ok(held, sql, NULL, 0);
+  cr_assert_eq(db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id, err, sizeof err), STATUS_OK,
+               "%s", err);
+  db_pool_put(reads, c);
+  cr_assert_eq(db_pool_get(reads, &c, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(db_pool_fallbacks(reads), 0);
+  db_pool_put(reads, c);
+  db_pool_put(primary, held);
+  db_pool_destroy(reads);
+  db_pool_destroy(primary);
 }
 
 static int64_t count_rows(db_conn *c, const char *table) {

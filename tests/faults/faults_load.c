@@ -2,7 +2,7 @@
  * (scripts/faults.sh). It talks to a running Shop through the real RPC
  * layer and reads the services' databases with their own accounts.
  *
- *   faults-load load  --orders N [--concurrency C] [--run ID]
+ *   faults-load load  --orders N [--concurrency C] [--pace-ms MS] [--run ID]
  *   faults-load lag                   consumer lag, outbox backlog, pending orders
  *   faults-load quiet [--timeout S]   waits until lag, backlog and pending are 0
  *   faults-load check                 the invariants; exit 1 on a violation
@@ -13,16 +13,19 @@
  * load: registers eight customers (user-command, email on), creates four
  * products whose total stock is about two thirds of the
  * units ordered (so inventory rejects some), then places N one- or
- * two-line orders from C threads (every tenth card declined, every tenth
+ * two-line orders from C threads, each pausing MS between two orders
+ * (--pace-ms: a load that lasts; default none) (every tenth card declined, every tenth
  * failing at capture), then cancels every eighth order as its customer.
  * A command that fails UNAVAILABLE, DEADLINE_EXCEEDED or ABORTED (the
  * armed process died under it) is sent again with the same idempotency key
  * until it is answered, for at most 120 s: the stored reply must come back.
- * Prints "placed=N cancelled=M retried=R".
+ * Prints "placed=N cancelled=M retried=R failed=F retried_codes=CODE:n,..."
+ * (the transient answers that were sent again, by code).
  *
  * check prints one key=value line (see main) and fails when an order is
  * PENDING, an order has no or several OrderCreated event ids in the audit
- * log, a gateway operation was approved twice for an order, a cancelled
+ * log, an order's events on shop.order.events.v1 are out of ce_sequence
+ * order, a gateway operation was approved twice for an order, a cancelled
  * order kept its money or stock, a confirmed order was not captured, stock
  * is negative or does not add up, the audit chain is broken, order-query
  * shows another status than order-command, or reconcile_run (what
@@ -91,6 +94,8 @@ static bool transient(status_code c) {
 }
 
 static atomic_int retried;
+/* The transient answers that were retried, by code (load prints them). */
+static atomic_int retried_code[STATUS_UNAUTHENTICATED + 1];
 
 typedef struct call {
   rpc_client *c;
@@ -112,6 +117,9 @@ static bool call_once(call *k) {
   if (*k->out != NULL) protobuf_c_message_free_unpacked(*k->out, NULL);
   *k->out = NULL;
   k->code = rpc_client_call_sync(k->c, k->d, k->method, k->in, k->out, &k->o, k->st);
+  if (transient(k->code) && k->count_retries && (int)k->code >= 0 &&
+      (int)k->code <= STATUS_UNAUTHENTICATED)
+    atomic_fetch_add(&retried_code[k->code], 1);
   return !transient(k->code);
 }
 
@@ -141,6 +149,7 @@ static status_code command(rpc_client *c, const ProtobufCServiceDescriptor *d, c
 
 typedef struct load {
   int orders, threads;
+  int pace_ms; /* each thread's pause between two orders */
   const char *run;
   char admin[AUTH_TOKEN_MAX];
   char customer[N_CUSTOMERS][AUTH_TOKEN_MAX];
@@ -232,12 +241,17 @@ static void *orderer_main(void *arg) {
       atomic_fetch_add(&l->failed, 1);
     }
     if (out != NULL) protobuf_c_message_free_unpacked(out, NULL);
+    if (l->pace_ms > 0) {
+      struct timespec ts = {.tv_sec = l->pace_ms / 1000, .tv_nsec = (l->pace_ms % 1000) * 1000000L};
+      nanosleep(&ts, NULL);
+    }
   }
 }
 
-static int cmd_load(int orders, int threads, const char *run) {
+static int cmd_load(int orders, int threads, int pace_ms, const char *run) {
   static load l;
   l.orders = orders;
+  l.pace_ms = pace_ms;
   l.threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
   l.run = run;
   l.order_id = calloc((size_t)orders, sizeof *l.order_id);
@@ -279,8 +293,16 @@ static int cmd_load(int orders, int threads, const char *run) {
   }
   rpc_client_destroy(l.ocmd);
   int failed = atomic_load(&l.failed);
-  printf("placed=%d cancelled=%d retried=%d failed=%d\n", orders - failed, cancelled,
-         atomic_load(&retried), failed);
+  char codes[256] = "";
+  size_t used = 0;
+  for (int c = 0; c <= STATUS_UNAUTHENTICATED && used < sizeof codes; c++) {
+    int n = atomic_load(&retried_code[c]);
+    if (n > 0)
+      used += (size_t)snprintf(codes + used, sizeof codes - used, "%s%s:%d", used > 0 ? "," : "",
+                               status_name((status_code)c), n);
+  }
+  printf("placed=%d cancelled=%d retried=%d failed=%d retried_codes=%s\n", orders - failed,
+         cancelled, atomic_load(&retried), failed, used > 0 ? codes : "none");
   free(l.order_id);
   return failed == 0 ? 0 : 1;
 }
@@ -426,6 +448,14 @@ static int cmd_check(void) {
   int64_t created_ids = i64(aud,
                             "SELECT COUNT(DISTINCT event_id) FROM audit_log"
                             " WHERE type = 'shop.order.v1.OrderCreated'");
+  /* Per-order event order: on shop.order.events.v1, each order's distinct
+   * events (the audit log keeps the first of each id) in the order of the
+   * partition carry strictly increasing ce_sequence. */
+  int64_t out_of_order = i64(aud,
+                             "SELECT COUNT(*) FROM (SELECT sequence, LAG(sequence) OVER"
+                             " (PARTITION BY subject ORDER BY kpartition, koffset) AS prev"
+                             " FROM audit_log WHERE topic = 'shop.order.events.v1') x"
+                             " WHERE prev IS NOT NULL AND sequence <= prev");
   /* Money: each gateway operation approved at most once per order. */
   int64_t pay_twice = i64(pay,
                           "SELECT COUNT(*) FROM (SELECT order_id, operation FROM"
@@ -480,23 +510,23 @@ static int cmd_check(void) {
   char recon[32] = "clean";
   if (findings > 0) snprintf(recon, sizeof recon, "%zu-findings", findings);
   bool ok = findings == 0 && pending == 0 && created == orders && created_ids == orders &&
-            pay_twice == 0 && stock_bad == 0 && reserved == held &&
+            out_of_order == 0 && pay_twice == 0 && stock_bad == 0 && reserved == held &&
             held_orders == confirmed + shipped && open_auth == 0 &&
             captured_now == confirmed + shipped && vr.ok && view_confirmed == confirmed &&
             view_cancelled == cancelled && view_all == orders;
   printf(
       "orders=%lld confirmed=%lld shipped=%lld cancelled=%lld pending=%lld"
-      " created_subjects=%lld created_ids=%lld authorized=%lld captured=%lld"
+      " created_subjects=%lld created_ids=%lld out_of_order=%lld authorized=%lld captured=%lld"
       " approved_twice=%lld open_auth=%lld captured_live=%lld stock_bad=%lld"
       " reserved=%lld held=%lld held_orders=%lld view=%lld/%lld/%lld chain=%s(%lld rows)"
       " emailed=%lld notify_pending=%lld reconcile=%s verdict=%s\n",
       (long long)orders, (long long)confirmed, (long long)shipped, (long long)cancelled,
-      (long long)pending, (long long)created, (long long)created_ids, (long long)authorized,
-      (long long)captured, (long long)pay_twice, (long long)open_auth, (long long)captured_now,
-      (long long)stock_bad, (long long)reserved, (long long)held, (long long)held_orders,
-      (long long)view_all, (long long)view_confirmed, (long long)view_cancelled,
-      vr.ok ? "ok" : "BROKEN", (long long)vr.rows_checked, (long long)emailed,
-      (long long)notify_pending, recon, ok ? "ok" : "VIOLATED");
+      (long long)pending, (long long)created, (long long)created_ids, (long long)out_of_order,
+      (long long)authorized, (long long)captured, (long long)pay_twice, (long long)open_auth,
+      (long long)captured_now, (long long)stock_bad, (long long)reserved, (long long)held,
+      (long long)held_orders, (long long)view_all, (long long)view_confirmed,
+      (long long)view_cancelled, vr.ok ? "ok" : "BROKEN", (long long)vr.rows_checked,
+      (long long)emailed, (long long)notify_pending, recon, ok ? "ok" : "VIOLATED");
   db_close(ord);
   db_close(aud);
   db_close(pay);
@@ -519,13 +549,15 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[a++];
-  int orders = 40, threads = 8, timeout_s = 180;
+  int orders = 40, threads = 8, timeout_s = 180, pace_ms = 0;
   const char *run = "r";
   for (; a + 1 < argc; a += 2) {
     if (strcmp(argv[a], "--orders") == 0)
       orders = atoi(argv[a + 1]);
     else if (strcmp(argv[a], "--concurrency") == 0)
       threads = atoi(argv[a + 1]);
+    else if (strcmp(argv[a], "--pace-ms") == 0)
+      pace_ms = atoi(argv[a + 1]);
     else if (strcmp(argv[a], "--run") == 0)
       run = argv[a + 1];
     else if (strcmp(argv[a], "--timeout") == 0)
@@ -540,7 +572,7 @@ int main(int argc, char **argv) {
   cfg = c;
   int rc = 2;
   if (strcmp(cmd, "load") == 0)
-    rc = cmd_load(orders > 0 ? orders : 1, threads, run);
+    rc = cmd_load(orders > 0 ? orders : 1, threads, pace_ms < 0 ? 0 : pace_ms, run);
   else if (strcmp(cmd, "lag") == 0)
     rc = cmd_lag();
   else if (strcmp(cmd, "quiet") == 0)
