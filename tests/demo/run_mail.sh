@@ -10,6 +10,9 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:?usage: run_mail.sh BUILD_DIR}
+# run.sh takes the build folder relative to the repository.
+[[ $build == "$repo"/* ]] && build=${build#"$repo"/}
+[[ $build == /* ]] && { echo "FAIL: $build is not inside $repo"; exit 1; }
 base=${SHOP_DEMO_PORT_BASE:-$((${SHOP_TEST_PORT_BASE:-24400} + 200))}
 # The test run's environment (profile test) is not the demo's.
 for v in $(compgen -e | grep '^SHOP_'); do unset "$v"; done
