@@ -237,6 +237,14 @@ mail_start() {
 		"$SHOP_REPO/tests/notification/smtp_sink.py" "${BASH_REMATCH[2]}" "$dir" </dev/null >>"$log" 2>&1 &
 	pid=$!
 	printf '%s\n' "$pid" >"$pidfile"
+	# Until the background child has exec'd the supervisor, its command line
+	# is this script's: proc_wait would take it for a catcher that died.
+	local i
+	for ((i = 0; i < 50; i++)); do
+		proc_is "$pid" "$mail_mark" && break
+		[[ -e /proc/$pid ]] || break
+		sleep 0.1
+	done
 	if ! proc_wait 30 "$pid" "$mail_mark" test -e "$dir/ready"; then
 		shop_warn "mail-catcher: did not start; the end of $log:"
 		tail -n 20 "$log" >&2 || true
