@@ -69,11 +69,14 @@ static void free_msg(void *m) {
   if (m != NULL) protobuf_c_message_free_unpacked(m, NULL);
 }
 
-Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
+/* Registers a customer (a unique lower-case email from tag) who wants
+ * email and SMS; its email and user id go to email and uid. */
+static void register_notified(const char *tag, const char *name, const char *phone, char email[128],
+                              char uid[EVENTS_ID_SIZE]) {
   rpc_status st;
-  char email[128], u[64];
-  stack_unique(u, sizeof u, "n");
-  snprintf(email, sizeof email, "%s-%s@example.com", stack_run(), u);
+  char u[64];
+  stack_unique(u, sizeof u, tag);
+  snprintf(email, 128, "%s-%s@example.com", stack_run(), u);
   for (char *c = email; *c; c++)
     if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
   Shop__User__V1__RegisterUserRequest reg = SHOP__USER__V1__REGISTER_USER_REQUEST__INIT;
@@ -82,8 +85,8 @@ Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
   np.sms = true;
   reg.email = email;
   reg.password = "correct horse battery staple";
-  reg.name = "Ada Lovelace";
-  reg.phone = "+15550123";
+  reg.name = (char *)name;
+  reg.phone = (char *)phone;
   reg.notification_preferences = &np;
   Shop__User__V1__RegisterUserResponse *rr = NULL;
   char key[96];
@@ -91,9 +94,14 @@ Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
   cr_assert_eq(stack_call_at(stack_cfg()->endpoints.user_command, UCMD_SVC, "RegisterUser",
                              &reg.base, (ProtobufCMessage **)&rr, NULL, key, &st),
                STATUS_OK, "RegisterUser: %s", st.message);
-  char uid[EVENTS_ID_SIZE];
-  snprintf(uid, sizeof uid, "%s", rr->user_id);
+  snprintf(uid, EVENTS_ID_SIZE, "%s", rr->user_id);
   free_msg(rr);
+}
+
+Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
+  rpc_status st;
+  char email[128], uid[EVENTS_ID_SIZE];
+  register_notified("n", "Ada Lovelace", "+15550123", email, uid);
   char cust[AUTH_TOKEN_MAX], adm[AUTH_TOKEN_MAX], aid[EVENTS_ID_SIZE];
   stack_token(cust, uid, AUTH_ROLE_CUSTOMER);
   events_uuid_v7(aid);
@@ -107,6 +115,7 @@ Test(notify, an_order_of_a_registered_customer_is_confirmed_by_email_and_sms) {
   req_order_init(&req, "tok_visa");
   req_order_line(&req, pid, 3);
   Shop__Order__V1__CreateOrderResponse *o = NULL;
+  char key[96];
   stack_unique(key, sizeof key, "k");
   cr_assert_eq(stack_call_at(stack_url("order-command"), OCMD_SVC, "CreateOrder", &req.req.base,
                              (ProtobufCMessage **)&o, cust, key, &st),
@@ -169,30 +178,8 @@ Test(notify, a_dead_smtp_server_floods_nothing_blocks_no_sms_and_gets_its_mail_o
   cr_assert_eq(stack_stop(smtp_sink), 0);
   smtp_sink = NULL;
   int warn_before = log_lines("\"level\":\"warn\"", "smtp");
-  rpc_status st;
-  char email[128], u[64];
-  stack_unique(u, sizeof u, "d");
-  snprintf(email, sizeof email, "%s-%s@example.com", stack_run(), u);
-  for (char *c = email; *c; c++)
-    if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
-  Shop__User__V1__RegisterUserRequest reg = SHOP__USER__V1__REGISTER_USER_REQUEST__INIT;
-  Shop__User__V1__NotificationPreferences np = SHOP__USER__V1__NOTIFICATION_PREFERENCES__INIT;
-  np.email = true;
-  np.sms = true;
-  reg.email = email;
-  reg.password = "correct horse battery staple";
-  reg.name = "Grace Hopper";
-  reg.phone = "+15550199";
-  reg.notification_preferences = &np;
-  Shop__User__V1__RegisterUserResponse *rr = NULL;
-  char key[96];
-  stack_unique(key, sizeof key, "k");
-  cr_assert_eq(stack_call_at(stack_cfg()->endpoints.user_command, UCMD_SVC, "RegisterUser",
-                             &reg.base, (ProtobufCMessage **)&rr, NULL, key, &st),
-               STATUS_OK, "RegisterUser: %s", st.message);
-  char uid[EVENTS_ID_SIZE];
-  snprintf(uid, sizeof uid, "%s", rr->user_id);
-  free_msg(rr);
+  char email[128], uid[EVENTS_ID_SIZE];
+  register_notified("d", "Grace Hopper", "+15550199", email, uid);
   /* SMS goes out while email waits. */
   char dir[300];
   snprintf(dir, sizeof dir, "%s/http", root);
