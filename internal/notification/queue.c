@@ -162,12 +162,12 @@ fail:
 static status_code give_up(notify_ctx *ctx, db_conn *c, int ch, int64_t now_ms, char *errbuf,
                            size_t errlen) {
   int64_t deadline = now_ms - ctx->give_up_ms;
-  db_value p[2] = {DB_I64(ch), DB_I64(deadline)};
+  db_value p[3] = {DB_I64(ch), DB_I64(deadline), DB_I64(NOTIFY_GIVE_UP_BATCH)};
   db_rows *r = NULL;
   status_code st = db_query(c,
                             "SELECT notification_id FROM notifications WHERE status = 3 AND"
-                            " channel = ? AND queued_ms > 0 AND queued_ms <= ? LIMIT 100",
-                            p, 2, &r, errbuf, errlen);
+                            " channel = ? AND queued_ms > 0 AND queued_ms <= ? LIMIT ?",
+                            p, 3, &r, errbuf, errlen);
   if (st != STATUS_OK) return st;
   size_t n = 0;
   char(*ids)[128] = calloc(NOTIFY_GIVE_UP_BATCH, sizeof *ids);
