@@ -116,3 +116,34 @@ Test(config_find, without_any_config_the_message_says_so) {
   cr_assert_not_null(strstr(out, "auth.jwt_key is not set"), "%s", out);
   cr_assert_not_null(strstr(out, "no config file"), "%s", out);
 }
+
+/* Every profile's file in config/ (shop, test, cluster...) is one every
+ * program reads: a key a program no longer knows fails it at start-up
+ * (cluster.yaml kept notify.retry_max after the mail queue removed it, and
+ * only make test-cluster, outside make test, started from it). */
+Test(config_find, every_program_reads_every_file_of_config) {
+  const char *profiles[] = {"shop.yaml", "test.yaml", "cluster.yaml"};
+  /* The secrets the files name live under $SHOP_RUN_DIR: the test's own. */
+  cr_assert_eq(setenv("SHOP_RUN_DIR", dir, 1), 0);
+  cr_assert_eq(mkdir("secrets", 0700), 0);
+  const char *secrets[] = {"secrets/jwt.key", "secrets/admin.password"};
+  for (size_t i = 0; i < 2; i++) {
+    FILE *s = fopen(secrets[i], "w");
+    cr_assert_not_null(s);
+    fputs("a-secret-of-forty-bytes-for-this-test-01\n", s);
+    fclose(s);
+  }
+  size_t n;
+  const config_program *p = config_programs(&n);
+  for (size_t f = 0; f < sizeof profiles / sizeof *profiles; f++) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", SHOP_CONFIG_DIR, profiles[f]);
+    cr_assert_eq(access(path, R_OK), 0, "%s is not there", path);
+    const char *args[] = {"--config", path, "--print-config", "log.level", NULL};
+    for (size_t i = 0; i < n; i++) {
+      char out[4096];
+      int code = run(p[i].name, args, out, sizeof out);
+      cr_expect_eq(code, 0, "%s --config %s: exit %d: %s", p[i].name, profiles[f], code, out);
+    }
+  }
+}
