@@ -482,6 +482,10 @@ out:
   db_rows_free(r);
   if (meta != NULL) mysql_free_result(meta);
   mysql_stmt_free_result(stmt);
+  /* A result that failed half-way (a deadlock's victim among its rows)
+   * leaves the statement expecting more of it: without the reset its next
+   * execute waits for rows the server never sends. */
+  if (st != STATUS_OK && !c->broken) mysql_stmt_reset(stmt);
   return st;
 }
 

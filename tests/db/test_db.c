@@ -2,10 +2,12 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "db/db.h"
@@ -491,4 +493,81 @@ Test(db, a_row_inserted_later_after_the_link_died_is_unavailable_not_misuse) {
   drop_table(killer, t);
   db_close(killer);
   db_close(c);
+}
+
+/* The deadlock of the cluster test's s1: a SELECT ... FOR UPDATE whose
+ * rows had started to arrive when InnoDB chose it as a deadlock's victim
+ * fails in the middle of its result. The consumer rolls back and runs the
+ * same statement again, and the cached prepared statement, left with its
+ * unread result, made the client wait for rows the server never sends: the
+ * inventory worker hung with its retry's inbox row locked, and every other
+ * instance then waited on that lock. Now the failure is ABORTED and the
+ * same statement runs again at once. */
+typedef struct locker {
+  db_conn *c;
+  const char *table;
+  status_code st;
+} locker;
+
+/* A: after B waits on A's row 2, asks for B's row 1 (the deadlock). */
+static void *take_row_one(void *arg) {
+  locker *l = arg;
+  struct timespec ts = {0, 300 * 1000000L};
+  nanosleep(&ts, NULL);
+  char sql[256], e[512];
+  snprintf(sql, sizeof sql, "SELECT id FROM %s WHERE id = 1 FOR UPDATE", l->table);
+  db_rows *r = NULL;
+  l->st = db_query(l->c, sql, NULL, 0, &r, e, sizeof e);
+  db_rows_free(r);
+  return NULL;
+}
+
+Test(db, a_deadlock_in_the_middle_of_a_result_leaves_the_statement_usable, .timeout = 60) {
+  db_conn *a = testenv_db_connect("shop_test", "shop_test");
+  db_conn *b = testenv_db_connect("shop_test", "shop_test");
+  char t[64], heavy[64], sql[256];
+  make_table(a, t, sizeof t);
+  make_table(a, heavy, sizeof heavy);
+  snprintf(sql, sizeof sql, "INSERT INTO %s (id, sku) VALUES (1, 'a'), (2, 'b'), (3, 'c')", t);
+  exec_ok(a, sql, NULL, 0);
+  /* A holds row 2 and has changed many rows: InnoDB takes B as the victim. */
+  cr_assert_eq(db_begin(a, err, sizeof err), STATUS_OK);
+  for (int i = 0; i < 200; i++) {
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, sku) VALUES (?, ?)", heavy);
+    char sku[16];
+    snprintf(sku, sizeof sku, "h%d", i);
+    exec_ok(a, sql, (db_value[]){DB_I64(i), DB_STR(sku)}, 2);
+  }
+  snprintf(sql, sizeof sql, "SELECT id FROM %s WHERE id = 2 FOR UPDATE", t);
+  db_rows *r = NULL;
+  cr_assert_eq(db_query(a, sql, NULL, 0, &r, err, sizeof err), STATUS_OK, "%s", err);
+  db_rows_free(r);
+
+  char all[256];
+  snprintf(all, sizeof all, "SELECT id, sku FROM %s WHERE id IN (1, 2, 3) ORDER BY id FOR UPDATE",
+           t);
+  cr_assert_eq(db_begin(b, err, sizeof err), STATUS_OK);
+  locker l = {.c = a, .table = t};
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, take_row_one, &l), 0);
+  r = NULL;
+  status_code st = db_query(b, all, NULL, 0, &r, err, sizeof err);
+  pthread_join(th, NULL);
+  cr_assert_eq(st, STATUS_ABORTED, "B: %s: %s", status_name(st), err);
+  cr_assert_null(r);
+  cr_assert_eq(l.st, STATUS_OK, "A got its row once B was rolled back");
+  db_rollback(a);
+  db_rollback(b);
+
+  /* The retry: the same statement on the same connection. */
+  cr_assert_eq(db_begin(b, err, sizeof err), STATUS_OK);
+  st = db_query(b, all, NULL, 0, &r, err, sizeof err);
+  cr_assert_eq(st, STATUS_OK, "the retry: %s: %s", status_name(st), err);
+  cr_assert_eq(db_rows_count(r), 3);
+  db_rows_free(r);
+  cr_assert_eq(db_commit(b, err, sizeof err), STATUS_OK, "%s", err);
+  drop_table(a, t);
+  drop_table(a, heavy);
+  db_close(a);
+  db_close(b);
 }

@@ -342,10 +342,15 @@ static int64_t faults_backlog(void) {
 
 /* ---- Kafka lag ------------------------------------------------------------------------------ */
 
+/* Where the last consumer_lag() found lag: "group topic[p]=n" entries
+ * (cut at its size), for a check that says what was not quiet. */
+static char lag_where[1024];
+
 /* Sum over every consumer group and every partition of the topics it reads
  * of (end offset - committed offset); a partition with records and no
  * commit counts whole. -1 when the broker did not answer. */
 static int64_t consumer_lag(void) {
+  lag_where[0] = '\0';
   char err[512];
   int64_t lag = 0;
   for (size_t g = 0; g < consumers_all_count; g++) {
@@ -374,7 +379,12 @@ static int64_t consumer_lag(void) {
       }
       int64_t committed = l->elems[i].offset;
       if (committed < lo) committed = lo;
-      if (hi > committed) lag += hi - committed;
+      if (hi <= committed) continue;
+      lag += hi - committed;
+      size_t at = strlen(lag_where);
+      snprintf(lag_where + at, sizeof lag_where - at, "%s%s %s[%d]=%lld", at > 0 ? " " : "",
+               grp->group, l->elems[i].topic, (int)l->elems[i].partition,
+               (long long)(hi - committed));
     }
     rd_kafka_topic_partition_list_destroy(l);
     rd_kafka_destroy(rk);
@@ -426,8 +436,9 @@ static int cmd_quiet(int timeout_s) {
     printf("quiet after %.1f s\n", (double)(wait_now_ms() - start) / 1000.0);
     return 0;
   }
-  printf("not quiet after %d s: lag=%lld backlog=%lld pending=%lld\n", timeout_s, (long long)q.lag,
-         (long long)q.backlog, (long long)q.pending);
+  printf("not quiet after %d s: lag=%lld backlog=%lld pending=%lld%s%s\n", timeout_s,
+         (long long)q.lag, (long long)q.backlog, (long long)q.pending,
+         lag_where[0] != '\0' ? " lag_at=" : "", lag_where);
   return 1;
 }
 
