@@ -119,6 +119,7 @@ static const cfg_key cfg_table[] = {
     /* Orders, inventory and payment (issue 6; see internal/order, inventory, payment). */
     I("order.deadline_s", order.deadline_s, 1, 604800, 900),
     I("order.sweep_interval_ms", order.sweep_interval_ms, 50, 3600000, 1000),
+    I("order.catalog_cache_ms", order.catalog_cache_ms, 0, 3600000, 5000),
     I("inventory.unknown_product_wait_ms", inventory.unknown_product_wait_ms, 0, 86400000, 30000),
     I("payment.latency_ms", payment.latency_ms, 0, 60000, 0),
     I("payment.failure_permille", payment.failure_permille, 0, 1000, 0),

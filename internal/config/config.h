@@ -128,6 +128,9 @@ typedef struct shop_cfg {
   struct {
     int deadline_s;        /* a PENDING order is cancelled this long after creation */
     int sweep_interval_ms; /* how often the deadline sweeper looks */
+    /* How long order-command keeps a product's answer at most (0: it asks
+     * product-query for every order); a product event ends it sooner. */
+    int catalog_cache_ms;
   } order;
   struct {
     /* An order naming a product the worker has not heard of waits this

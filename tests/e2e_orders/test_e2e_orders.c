@@ -465,6 +465,58 @@ Test(orders, create_order_refuses_unknown_archived_over_limit_and_repriced_order
   free_msg(mine);
 }
 
+/* order-command keeps the products it priced (config/test.yaml: for 60 s,
+ * longer than this test waits) and forgets one when its event comes: an
+ * order placed once product-query shows the new price is priced at it
+ * within the event hop, as it would be by product-query itself. */
+static status_code place_expecting(const who *c, const char *product_id, int64_t total,
+                                   Shop__Order__V1__CreateOrderResponse **r, rpc_status *st) {
+  req_order o;
+  req_order_init(&o, "tok_visa");
+  req_order_line(&o, product_id, 1);
+  Shop__Common__V1__Money m = SHOP__COMMON__V1__MONEY__INIT;
+  m.units = total;
+  m.currency = "EUR";
+  o.req.expected_total = &m;
+  free_msg(*r);
+  *r = NULL;
+  return stack_call_at(ocmd(), OCMD_SVC, "CreateOrder", &o.req.base, (ProtobufCMessage **)r,
+                       c->token, stack_key(), st);
+}
+
+Test(orders, a_repriced_product_is_priced_anew_though_order_command_keeps_its_catalog) {
+  who a, c;
+  char p[37];
+  actors(&a, &c, 100, 1000, 0, p);
+  Shop__Order__V1__CreateOrderResponse *r = NULL;
+  rpc_status st;
+  for (int i = 0; i < 2; i++)
+    cr_assert_eq(place_expecting(&c, p, 1000, &r, &st), STATUS_OK, "order %d: %s", i, st.message);
+
+  Shop__Product__V1__SetPriceRequest sp = SHOP__PRODUCT__V1__SET_PRICE_REQUEST__INIT;
+  Shop__Common__V1__Money price = SHOP__COMMON__V1__MONEY__INIT;
+  price.units = 1500;
+  price.currency = "EUR";
+  sp.product_id = p;
+  sp.price = &price;
+  Shop__Product__V1__SetPriceResponse *spr = NULL;
+  cr_assert_eq(stack_call_at(stack_url("product-command"), PCMD_SVC, "SetPrice", &sp.base,
+                             (ProtobufCMessage **)&spr, a.token, stack_key(), &st),
+               STATUS_OK, "%s", st.message);
+  stack_product_seen(p, spr->consistency);
+  free_msg(spr);
+
+  /* Each refused attempt has a key of its own (a refusal is recorded with
+   * its key). */
+  status_code code = STATUS_UNKNOWN;
+  WAIT_UNTIL((code = place_expecting(&c, p, 1500, &r, &st)) == STATUS_OK, 3000,
+             "the new price is not taken: %s %s", status_name(code), st.message);
+  cr_assert_eq(r->lines[0]->unit_price->units, 1500);
+  cr_assert_eq(place_expecting(&c, p, 1000, &r, &st), STATUS_FAILED_PRECONDITION,
+               "the old price is gone for good: %s", st.message);
+  free_msg(r);
+}
+
 Test(orders, admins_list_orders_by_status_and_stuck_orders_page_by_page) {
   who a, c;
   char p[37];
