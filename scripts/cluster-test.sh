@@ -229,7 +229,7 @@ books() {
 # ---- the scenarios ----------------------------------------------------------------------------
 
 s1() {
-	local leader r0 o0 t0 back max=0 u o_kill o_back t_up drained load
+	local leader r0 o0 t0 back max=0 u u_end o_kill o_back t_up drained load
 	leader=$("$SHOP_REPO/scripts/infra.sh" leader "$TOPIC" --profile cluster)
 	[[ $leader =~ ^[1-3]$ ]] || shop_die "s1: no leader found for $TOPIC"
 	r0=$(restarts) o0=$(orders)
@@ -243,7 +243,7 @@ s1() {
 		((u > max)) && max=$u
 		sleep 1
 	done
-	o_back=$(orders)
+	o_back=$(orders) u_end=$(unsent)
 	t_up=$EPOCHREALTIME
 	infra start-kafka "$leader"
 	back=$(proc_elapsed "$t_up")
@@ -256,7 +256,7 @@ s1() {
 	(($(restarts) == r0)) || bad+=" restarts($(($(restarts) - r0)))"
 	((o_back > o_kill)) || bad+=" no-orders-while-down"
 	faults_wait 180 isr_full || bad+=" isr-not-full"
-	books s1 "$load" "leader node $leader SIGKILLed after $((o_kill - o0)) orders, down $(proc_elapsed "$t0") s (held ${DOWN_S} s, restart ${back} s); $((o_back - o_kill)) orders acknowledged while it was down; unsent outbox max $max, 0 again ${drained} s after it was back; supervisor restarts $(($(restarts) - r0))" "$bad"
+	books s1 "$load" "leader node $leader SIGKILLed after $((o_kill - o0)) orders, down $(proc_elapsed "$t0") s (held ${DOWN_S} s, restart ${back} s); $((o_back - o_kill)) orders acknowledged while it was down; unsent outbox max $max, $u_end at the end of the outage, 0 again ${drained} s after it was back; supervisor restarts $(($(restarts) - r0))" "$bad"
 }
 
 s2() {
