@@ -5,7 +5,7 @@
 #   scripts/bench.sh [BUILD_DIR]        (default build-release: optimized)
 #
 # 1. Brings up MariaDB (durable commits), Kafka and every Shop program
-#    (notification and audit workers included, an SMTP sink for the mail)
+#    (notification and audit workers included, and make run's mail catcher for the mail)
 #    under its own run folder and ports, from config/shop.yaml.
 # 2. bench-rpc (RPC layer vs raw NNG), bench-events (event path vs raw
 #    librdkafka), bench-gateway (GetProduct through shop-gateway vs the
@@ -32,7 +32,7 @@
 #   BENCH_RUN_DIR [.shop/bench]  BENCH_PORT_BASE [24500, below the
 #   kernel's ephemeral range]: the layout of shop_ports_env
 #   (scripts/lib/common.sh): MariaDB base+0, Kafka base+1/+2, RPC
-#   endpoints base+11..+17, SMTP sink base+25, the gateway's HTTP
+#   endpoints base+11..+17, the mail catcher base+25, the gateway's HTTP
 #   base+30, admin HTTP ports base+40..+50
 #   BENCH_DURATION [10] BENCH_WARMUP [3] seconds per load run;
 #   BENCH_REPEAT [3]: runs of each final figure (the median is shown);
@@ -75,23 +75,16 @@ results=$SHOP_RUN_DIR/results
 mkdir -p "$results"
 rm -f "$results"/*.json "$results"/*.txt "$results"/*.err
 
-smtp_pid=
 cleanup() {
 	local rc=$?
 	scripts/services.sh stop --profile run --build "$build" >/dev/null 2>&1 || true
 	scripts/infra.sh stop --profile run >/dev/null 2>&1 || true
-	if [[ -n $smtp_pid ]]; then
-		kill "$smtp_pid" 2>/dev/null || true
-		wait "$smtp_pid" 2>/dev/null || true
-	fi
 	exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 shop_log "bench: stack under $SHOP_RUN_DIR (ports $base+), payment latency ${SHOP_PAYMENT__LATENCY_MS} ms"
-$py -m aiosmtpd -n -l "127.0.0.1:$smtp_port" >"$results/smtp.txt" 2>&1 &
-smtp_pid=$!
 scripts/infra.sh start --profile run >"$results/infra.txt" 2>&1 ||
 	{ tail -n 20 "$results/infra.txt" >&2; exit 1; }
 eval "$(scripts/infra.sh env --profile run)"
