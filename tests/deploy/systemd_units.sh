@@ -19,7 +19,11 @@
 #    MariaDB and Kafka: 0 once /readyz answers 200 from $MAINPID, 1 when
 #    $MAINPID ends first (another process answering on the port does not
 #    count), 2 for --listen without --admin-port; and the program exits 0
-#    on SIGTERM well within the units' TimeoutStopSec.
+#    on SIGTERM well within the units' TimeoutStopSec;
+# 6. every program under the units' file-system and privilege limits
+#    (tests/deploy/under_limits.sh, in a mount namespace of its own): ready,
+#    and 0 on SIGTERM. Where unshare --mount is not allowed (not root), it
+#    says NOT CHECKED and why.
 # Prints PASS at the end; FAIL: ... and exit 1 on the first failure.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -173,4 +177,16 @@ fi
 ((rc == 0)) || fail "product-command exited $rc on SIGTERM (the units take 0 as a clean stop)"
 ((took < stop_s)) || fail "product-command took $took s to stop on SIGTERM; TimeoutStopSec is ${stop_s} s"
 echo "ok: product-command exited 0 on SIGTERM after $took s (TimeoutStopSec ${stop_s} s)"
+
+# 6. Every program under the units' limits.
+if unshare --mount --propagation private true 2>/dev/null && command -v setpriv findmnt >/dev/null; then
+	state=$repo/.shop/deploy-under-limits
+	rm -rf -- "$state"
+	mkdir -p "$state"
+	unshare --mount --propagation private "$repo/tests/deploy/under_limits.sh" "$build" "$state" ||
+		fail "the programs under the units' limits (logs in $state)"
+	rm -rf -- "$state"
+else
+	echo "NOT CHECKED: the programs under the units' limits (unshare --mount is not allowed to $(id -un) here, or setpriv/findmnt are missing)"
+fi
 echo PASS
