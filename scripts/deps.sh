@@ -19,7 +19,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 # Debian packages: libraries and tools for the build, the test suite and the
-# private infrastructure (scripts/infra.sh). node/npm, java and maven are
+# private infrastructure (scripts/infra.sh; systemd for the systemd-analyze
+# verify of tests/deploy). node/npm, java and maven are
 # handled below: only installed when the PATH has none (or too old a java).
 DEBIAN_PACKAGES=(
 	libnng-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
@@ -27,7 +28,7 @@ DEBIAN_PACKAGES=(
 	libcriterion-dev libjansson-dev libsodium-dev libjwt-dev
 	libcurl4-openssl-dev libmicrohttpd-dev uuid-dev kcat libprotobuf-dev chromium chromium-driver
 	clang libclang-rt-14-dev python3-aiosmtpd python3-venv valgrind pkg-config
-	clang-format cmake make gcc git curl procps iproute2
+	clang-format cmake make gcc git curl procps iproute2 systemd
 )
 
 # Set to yes by whichever step had to install something.

@@ -78,6 +78,13 @@ shop_programs() {
 	sed -n 's/^\([a-z][a-z0-9-]*\)[[:space:]].*/\1/p' "$SHOP_PROGRAMS_LIST"
 }
 
+# shop_unit_of PROGRAM: the name of its systemd unit template, without
+# "@.service" (scripts/systemd-units.sh): shop-PROGRAM, or PROGRAM itself
+# when it already starts with shop- (shop-gateway).
+shop_unit_of() {
+	[[ $1 == shop-* ]] && printf '%s\n' "$1" || printf 'shop-%s\n' "$1"
+}
+
 # shop_ports_env BASE: exports the ports of a whole Shop stack laid out
 # from BASE, as environment overrides of the config (SHOP_<SECTION>__<KEY>)
 # and of scripts/infra.sh: +0 MariaDB, +1/+2 Kafka (broker, controller),
