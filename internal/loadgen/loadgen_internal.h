@@ -53,8 +53,9 @@ typedef struct account {
   pthread_cond_t cv; /* a new open order */
   open_order *open;
   size_t n_open, cap_open;
-  int64_t accepted; /* orders accepted for this account so far */
-  int in_flight;    /* CreateOrder calls under way */
+  int64_t accepted;   /* orders accepted for this account so far */
+  int in_flight;      /* CreateOrder calls under way */
+  int peak_in_flight; /* the most there ever were at once */
   pthread_t poller;
   struct loadgen *lg;
 } account;

@@ -129,13 +129,17 @@ void *loadgen_poller_main(void *arg) {
       pthread_mutex_unlock(&a->mu);
       continue;
     }
-    /* The oldest open order, and a page that reaches back to it. */
+    /* The oldest open order, and a page that reaches back to it: the
+     * list is by creation time, acceptance numbers orders by their
+     * replies, and an order created after the oldest but answered before
+     * it was under way at the same time: at most peak_in_flight of them
+     * (in_flight at the time of the poll can be fewer). */
     size_t oldest = 0;
     for (size_t i = 1; i < a->n_open; i++)
       if (a->open[i].seq < a->open[oldest].seq) oldest = i;
     char id[EVENTS_ID_SIZE];
     memcpy(id, a->open[oldest].id, sizeof id);
-    int64_t page = a->accepted - a->open[oldest].seq + a->in_flight + 2;
+    int64_t page = a->accepted - a->open[oldest].seq + a->peak_in_flight + 2;
     pthread_mutex_unlock(&a->mu);
     if (page > LG_PAGE_MAX) page = LG_PAGE_MAX;
     status_code code = poll_once(a, id, (int)page);
@@ -182,7 +186,7 @@ static bool place(loadgen *lg, int64_t n, account *a, int64_t due_ns, slot *wait
 
   bool counted = loadgen_in_window(lg, due_ns);
   pthread_mutex_lock(&a->mu);
-  a->in_flight++;
+  if (++a->in_flight > a->peak_in_flight) a->peak_in_flight = a->in_flight;
   pthread_mutex_unlock(&a->mu);
   rpc_call_opts co = {.timeout_ms = lg->o.timeout_ms, .token = a->token, .idempotency_key = key};
   ProtobufCMessage *out = NULL;
