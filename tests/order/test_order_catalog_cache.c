@@ -9,10 +9,10 @@
 
 /* The catalog behind the cache: one product version per id, counted. */
 static struct {
-  int calls, asked;        /* GetProducts calls, products asked for */
-  int64_t price, version;  /* what every known product is at */
-  status_code fail;        /* the answer when not OK */
-  int64_t now;             /* the test's clock */
+  int calls, asked;       /* GetProducts calls, products asked for */
+  int64_t price, version; /* what every known product is at */
+  status_code fail;       /* the answer when not OK */
+  int64_t now;            /* the test's clock */
 } F;
 
 static status_code inner_get(void *self, const rpc_call *parent, const char *const *ids, size_t n,
@@ -48,8 +48,8 @@ static void setup_ttl(int ttl_ms) {
   F.now = 1000000;
   char err[256];
   shop_clock clock = {.now_ms_cb = now_cb};
-  cr_assert_eq(order_catalog_cache_create(&C, (order_catalog){.get_cb = inner_get}, ttl_ms,
-                                          &clock, NULL, err, sizeof err),
+  cr_assert_eq(order_catalog_cache_create(&C, (order_catalog){.get_cb = inner_get}, ttl_ms, &clock,
+                                          NULL, err, sizeof err),
                STATUS_OK, "%s", err);
 }
 static void setup(void) {
