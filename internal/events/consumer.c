@@ -367,11 +367,8 @@ status_code consumer_create(consumer **out, const consumer_opts *o, char *errbuf
   }
   rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
   rd_kafka_conf_set_opaque(conf, c);
-  char why[512];
-  c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
+  c->rk = events_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, errlen, "consumer %s", c->group);
   if (c->rk == NULL) {
-    rd_kafka_conf_destroy(conf);
-    status_seterr(errbuf, errlen, "consumer %s: %s", c->group, why);
     consumer_destroy(c);
     return STATUS_INTERNAL;
   }

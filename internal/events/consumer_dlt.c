@@ -37,10 +37,10 @@ static bool dlt_producer(consumer *c) {
     return false;
   }
   rd_kafka_conf_set_dr_msg_cb(conf, dlt_dr_cb);
-  c->dlt = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  c->dlt = events_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err,
+                            "consumer %s: dead-letter producer", c->group);
   if (c->dlt == NULL) {
-    rd_kafka_conf_destroy(conf);
-    log_error(NULL, "consumer %s: dead-letter producer: %s", c->group, err);
+    log_error(NULL, "%s", err);
     return false;
   }
   return true;

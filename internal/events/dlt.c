@@ -49,44 +49,24 @@ static status_code reader_open(dlt_reader *r, const char *brokers, const char *t
     rd_kafka_conf_destroy(conf);
     return STATUS_INVALID_ARGUMENT;
   }
-  char why[512];
-  r->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
-  if (r->rk == NULL) {
-    rd_kafka_conf_destroy(conf);
-    status_seterr(errbuf, errlen, "dead-letter reader: %s", why);
-    return STATUS_INTERNAL;
-  }
+  r->rk = events_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, errlen, "dead-letter reader");
+  if (r->rk == NULL) return STATUS_INTERNAL;
   rd_kafka_poll_set_consumer(r->rk);
   status_code st;
-  r->partitions = events_kafka_topic_partitions(r->rk, r->dlt, timeout_ms, &st, errbuf, errlen);
+  r->partitions =
+      events_kafka_watermarks(r->rk, r->dlt, timeout_ms, &r->start, &r->end, &st, errbuf, errlen);
   if (r->partitions < 0) {
     reader_close(r);
     return st;
   }
-  size_t n = (size_t)r->partitions;
-  r->start = calloc(n, sizeof *r->start);
-  r->end = calloc(n, sizeof *r->end);
-  r->committed = calloc(n, sizeof *r->committed);
-  if (r->start == NULL || r->end == NULL || r->committed == NULL) {
+  r->committed = calloc((size_t)r->partitions, sizeof *r->committed);
+  if (r->committed == NULL) {
     reader_close(r);
     status_seterr(errbuf, errlen, "out of memory");
     return STATUS_RESOURCE_EXHAUSTED;
   }
   rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(r->partitions);
-  for (int p = 0; p < r->partitions; p++) {
-    int64_t lo, hi;
-    rd_kafka_resp_err_t e =
-        rd_kafka_query_watermark_offsets(r->rk, r->dlt, p, &lo, &hi, timeout_ms);
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      status_seterr(errbuf, errlen, "offsets of %s [%d]: %s", r->dlt, p, rd_kafka_err2str(e));
-      rd_kafka_topic_partition_list_destroy(list);
-      reader_close(r);
-      return STATUS_UNAVAILABLE;
-    }
-    r->start[p] = lo;
-    r->end[p] = hi;
-    rd_kafka_topic_partition_list_add(list, r->dlt, p);
-  }
+  for (int p = 0; p < r->partitions; p++) rd_kafka_topic_partition_list_add(list, r->dlt, p);
   rd_kafka_resp_err_t e = rd_kafka_committed(r->rk, list, timeout_ms);
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
     status_seterr(errbuf, errlen, "replay position of %s: %s", r->dlt, rd_kafka_err2str(e));
@@ -282,12 +262,9 @@ status_code events_dlt_replay(const char *brokers, const char *topic, const char
   }
   rd_kafka_conf_set_dr_msg_cb(conf, replay_dr_cb);
   rd_kafka_conf_set_opaque(conf, &rc);
-  char why[512];
-  rc.producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
+  rc.producer = events_kafka_new(RD_KAFKA_PRODUCER, conf, errbuf, errlen, "replay producer");
   if (rc.producer == NULL) {
-    rd_kafka_conf_destroy(conf);
     reader_close(&r);
-    status_seterr(errbuf, errlen, "replay producer: %s", why);
     return STATUS_INTERNAL;
   }
   st = reader_each(&r, replay_one, &rc, timeout_ms, errbuf, errlen);
@@ -344,13 +321,9 @@ status_code events_dlt_send(const char *brokers, const events_envelope *ev, cons
   }
   rd_kafka_conf_set_dr_msg_cb(conf, send_dr_cb);
   rd_kafka_conf_set_opaque(conf, (void *)&result);
-  char why[512];
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
-  if (rk == NULL) {
-    rd_kafka_conf_destroy(conf);
-    status_seterr(errbuf, errlen, "dead-letter producer: %s", why);
-    return STATUS_INTERNAL;
-  }
+  rd_kafka_t *rk =
+      events_kafka_new(RD_KAFKA_PRODUCER, conf, errbuf, errlen, "dead-letter producer");
+  if (rk == NULL) return STATUS_INTERNAL;
   rd_kafka_headers_t *h = events_kafka_headers_from_envelope(ev);
   events_kafka_dlt_headers_add(h, ev->topic, partition, offset, group, error, attempts);
   rd_kafka_resp_err_t e = rd_kafka_producev(

@@ -1,6 +1,7 @@
 /* librdkafka glue shared by the relay, the consumer and the dead-letter
  * tools: configuration, logging, headers, topic administration. */
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,21 @@ rd_kafka_conf_t *events_kafka_conf_new(const char *brokers, const char *client_i
   rd_kafka_conf_set_log_cb(conf, events_kafka_log_cb);
   rd_kafka_conf_set_error_cb(conf, events_kafka_error_cb);
   return conf;
+}
+
+rd_kafka_t *events_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *errbuf,
+                             size_t errlen, const char *fmt, ...) {
+  char why[512];
+  rd_kafka_t *rk = rd_kafka_new(type, conf, why, sizeof why);
+  if (rk != NULL) return rk;
+  rd_kafka_conf_destroy(conf);
+  char prefix[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(prefix, sizeof prefix, fmt, ap);
+  va_end(ap);
+  status_seterr(errbuf, errlen, "%s: %s", prefix, why);
+  return NULL;
 }
 
 bool events_kafka_producer_conf(rd_kafka_conf_t *conf, int message_timeout_ms, int linger_ms,
@@ -199,6 +215,35 @@ int events_kafka_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout
   return n;
 }
 
+int events_kafka_watermarks(rd_kafka_t *rk, const char *topic, int timeout_ms, int64_t **lo,
+                            int64_t **hi, status_code *st, char *errbuf, size_t errlen) {
+  *lo = *hi = NULL;
+  int n = events_kafka_topic_partitions(rk, topic, timeout_ms, st, errbuf, errlen);
+  if (n < 0) return -1;
+  *lo = calloc((size_t)n, sizeof **lo);
+  *hi = calloc((size_t)n, sizeof **hi);
+  if (*lo == NULL || *hi == NULL) {
+    *st = STATUS_RESOURCE_EXHAUSTED;
+    status_seterr(errbuf, errlen, "out of memory");
+    n = -1;
+  }
+  for (int p = 0; p < n; p++) {
+    rd_kafka_resp_err_t e =
+        rd_kafka_query_watermark_offsets(rk, topic, p, &(*lo)[p], &(*hi)[p], timeout_ms);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      *st = STATUS_UNAVAILABLE;
+      status_seterr(errbuf, errlen, "offsets of %s [%d]: %s", topic, p, rd_kafka_err2str(e));
+      n = -1;
+    }
+  }
+  if (n < 0) {
+    free(*lo);
+    free(*hi);
+    *lo = *hi = NULL;
+  }
+  return n;
+}
+
 /* --- Topic administration ------------------------------------------------- */
 
 typedef enum { ADMIN_CREATE, ADMIN_DELETE } admin_op;
@@ -212,13 +257,9 @@ static status_code admin_run(const char *brokers, admin_op op, events_topic_spec
   if (n == 0) return STATUS_OK;
   rd_kafka_conf_t *conf = events_kafka_conf_new(brokers, "shop-events-admin", errbuf, errlen);
   if (conf == NULL) return STATUS_INVALID_ARGUMENT;
+  rd_kafka_t *rk = events_kafka_new(RD_KAFKA_PRODUCER, conf, errbuf, errlen, "kafka admin client");
+  if (rk == NULL) return STATUS_INTERNAL;
   char why[512];
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
-  if (rk == NULL) {
-    rd_kafka_conf_destroy(conf);
-    status_seterr(errbuf, errlen, "kafka admin client: %s", why);
-    return STATUS_INTERNAL;
-  }
   status_code st = STATUS_INTERNAL;
   rd_kafka_NewTopic_t **nt = calloc(n, sizeof *nt);
   rd_kafka_DeleteTopic_t **dt = calloc(n, sizeof *dt);

@@ -14,6 +14,13 @@
 rd_kafka_conf_t *events_kafka_conf_new(const char *brokers, const char *client_id, char *errbuf,
                                        size_t errlen);
 
+/* rd_kafka_new of type with conf, which it takes: on failure conf is
+ * destroyed, NULL is returned and errbuf says "<prefix>: <librdkafka's
+ * reason>", prefix printf-style. */
+rd_kafka_t *events_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *errbuf,
+                             size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
 /* rd_kafka_conf_set; false with errbuf set on error. */
 bool events_kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errbuf,
                       size_t errlen);
@@ -54,6 +61,13 @@ void events_kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *op
  * *st when the topic does not exist). */
 int events_kafka_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
                                   status_code *st, char *errbuf, size_t errlen);
+
+/* The low and high watermarks of every partition of topic, each asked with
+ * timeout_ms: the number of partitions, *lo and *hi heap arrays of as many
+ * (free both), or -1 with errbuf and *st set (as above; UNAVAILABLE when a
+ * partition's offsets do not come, RESOURCE_EXHAUSTED without memory). */
+int events_kafka_watermarks(rd_kafka_t *rk, const char *topic, int timeout_ms, int64_t **lo,
+                            int64_t **hi, status_code *st, char *errbuf, size_t errlen);
 
 /* A client's statistics as they arrive (events_kafka_totals): base holds
  * the totals of earlier handles of the same owner, now those of the live

@@ -279,10 +279,9 @@ static bool relay_producer_new(outbox_relay *r) {
   }
   rd_kafka_conf_set_dr_msg_cb(conf, relay_dr_cb);
   rd_kafka_conf_set_opaque(conf, r);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  rd_kafka_t *rk = events_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err, "outbox: producer");
   if (rk == NULL) {
-    rd_kafka_conf_destroy(conf);
-    log_error(NULL, "outbox: producer: %s", err);
+    log_error(NULL, "%s", err);
     return false;
   }
   r->rk = rk;

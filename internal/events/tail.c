@@ -33,20 +33,14 @@ static void sleep_ms(int ms) {
  * once per kind of failure by the caller) while the brokers do not say. */
 static bool tail_assign(events_tail *t, char *errbuf, size_t errlen) {
   status_code st;
-  int n = events_kafka_topic_partitions(t->rk, t->topic, TAIL_META_TIMEOUT_MS, &st, errbuf, errlen);
+  int64_t *lo, *hi;
+  int n =
+      events_kafka_watermarks(t->rk, t->topic, TAIL_META_TIMEOUT_MS, &lo, &hi, &st, errbuf, errlen);
   if (n < 0) return false;
   rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(n);
-  for (int p = 0; p < n; p++) {
-    int64_t lo, hi;
-    rd_kafka_resp_err_t e =
-        rd_kafka_query_watermark_offsets(t->rk, t->topic, p, &lo, &hi, TAIL_META_TIMEOUT_MS);
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      status_seterr(errbuf, errlen, "offsets of %s [%d]: %s", t->topic, p, rd_kafka_err2str(e));
-      rd_kafka_topic_partition_list_destroy(list);
-      return false;
-    }
-    rd_kafka_topic_partition_list_add(list, t->topic, p)->offset = hi;
-  }
+  for (int p = 0; p < n; p++) rd_kafka_topic_partition_list_add(list, t->topic, p)->offset = hi[p];
+  free(lo);
+  free(hi);
   rd_kafka_resp_err_t e = rd_kafka_assign(t->rk, list);
   rd_kafka_topic_partition_list_destroy(list);
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -127,12 +121,9 @@ status_code events_tail_start(events_tail **out, const events_tail_opts *o, char
     tail_free(t);
     return STATUS_INTERNAL;
   }
-  char why[512];
-  t->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
+  t->rk = events_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, errlen, "tail of %s", o->topic);
   if (t->rk == NULL) {
-    rd_kafka_conf_destroy(conf);
     tail_free(t);
-    status_seterr(errbuf, errlen, "tail of %s: %s", o->topic, why);
     return STATUS_INTERNAL;
   }
   rd_kafka_poll_set_consumer(t->rk);
