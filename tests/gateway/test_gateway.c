@@ -664,10 +664,12 @@ Test(gateway, unavailable_is_503_and_readyz_names_the_backend) {
   cr_assert_eq(r.code, 503, "%s", r.body);
   cr_assert(strstr(r.body, "no connection to tcp://127.0.0.1:") != NULL, "%s", r.body);
   resp_free(&r);
-  /* The other backends still serve. */
-  http_at(&r, p, "GET", "/v1/products?page.pageSize=1", NULL, NULL);
-  cr_assert_eq(r.code, 200, "%s", r.body);
-  resp_free(&r);
+  /* The other backends still serve (once the gateway has seen the two
+   * connections above close: it allows two at a time, and a close reaches
+   * it after the client has moved on). */
+  long code = 0;
+  WAIT_UNTIL((code = status_of(p, "/v1/products?page.pageSize=1")) == 200, 5000,
+             "products served beside the missing backend (last: %ld)", code);
   cr_assert_eq(stack_stop(g), 0);
 }
 
