@@ -112,8 +112,18 @@ static status_code open_once(db_conn *c, char *errbuf, size_t errlen) {
   c->my = my;
   c->broken = false;
   c->in_tx = false;
+  c->chained = false;
   return STATUS_OK;
 }
+
+/* How long a chained transaction may stay idle and still be taken over
+ * by db_begin without a round trip. Longer, and START TRANSACTION is sent
+ * (ending it): that round trip finds a link that died meanwhile while the
+ * transaction is still empty, so it is reopened as it always was. */
+#define DB_CHAIN_FRESH_MS 1000
+
+static status_code plain_query(db_conn *c, const char *sql, char *errbuf, size_t errlen);
+static status_code db_unchain(db_conn *c, char *errbuf, size_t errlen);
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -201,6 +211,7 @@ status_code db_fail_with(db_conn *c, unsigned e, const char *msg, const char *sq
   if (is_link_error(e)) {
     c->broken = true;
     c->in_tx = false;
+    c->chained = false;
     db_defer_reset(c);
   }
   return map_error(e);
@@ -313,6 +324,11 @@ static status_code run_bound(db_conn *c, const char *sql, const db_value *params
         return STATUS_UNAVAILABLE;
       }
       status_code st = db_revive(c, errbuf, errlen);
+      if (st != STATUS_OK) return st;
+    }
+    if (!in_tx && c->chained) {
+      status_code st = db_unchain(c, errbuf, errlen);
+      if (st == STATUS_UNAVAILABLE && attempt == 0) continue;
       if (st != STATUS_OK) return st;
     }
     MYSQL_STMT *stmt = NULL;
@@ -541,6 +557,21 @@ status_code db_query_i64(db_conn *c, const char *sql, const db_value *params, si
 /* Runs a statement without parameters outside the prepared-statement cache
  * (transaction control and migrations: no input travels in these). */
 status_code db_plain(db_conn *c, const char *sql, char *errbuf, size_t errlen) {
+  if (!c->in_tx && c->chained) {
+    status_code st = db_unchain(c, errbuf, errlen);
+    if (st != STATUS_OK) return st;
+  }
+  return plain_query(c, sql, errbuf, errlen);
+}
+
+/* Ends the empty transaction COMMIT AND CHAIN left open, so that what
+ * comes next runs on its own (autocommit), as outside any transaction. */
+static status_code db_unchain(db_conn *c, char *errbuf, size_t errlen) {
+  c->chained = false;
+  return plain_query(c, "COMMIT", errbuf, errlen);
+}
+
+static status_code plain_query(db_conn *c, const char *sql, char *errbuf, size_t errlen) {
   if (mysql_real_query(c->my, sql, (unsigned long)strlen(sql)) != 0) {
     return db_fail_with(c, mysql_errno(c->my), mysql_error(c->my), sql, errbuf, errlen);
   }
@@ -557,6 +588,16 @@ status_code db_plain(db_conn *c, const char *sql, char *errbuf, size_t errlen) {
 }
 
 status_code db_begin(db_conn *c, char *errbuf, size_t errlen) {
+  if (c->chained && !c->broken && c->my != NULL && now_ms() - c->chained_ms < DB_CHAIN_FRESH_MS) {
+    /* The transaction the last commit chained: it begins here. */
+    c->chained = false;
+    db_defer_reset(c);
+    c->in_tx = true;
+    return STATUS_OK;
+  }
+  /* START TRANSACTION also ends a chained one left idle longer (its link
+   * may have died meanwhile: this round trip finds out and reopens). */
+  c->chained = false;
   if (c->broken || c->my == NULL) {
     status_code st = db_revive(c, errbuf, errlen);
     if (st != STATUS_OK) return st;
@@ -587,20 +628,25 @@ status_code db_commit(db_conn *c, char *errbuf, size_t errlen) {
     c->in_tx = false;
     return fst;
   }
-  if (mysql_commit(c->my) != 0) {
-    status_code st =
-        db_fail_with(c, mysql_errno(c->my), mysql_error(c->my), "COMMIT", errbuf, errlen);
-    if (!c->broken) db_plain(c, "ROLLBACK", NULL, 0);
+  /* COMMIT AND CHAIN is as durable as COMMIT and opens the next
+   * transaction in the same round trip. */
+  status_code st = plain_query(c, "COMMIT AND CHAIN", errbuf, errlen);
+  if (st != STATUS_OK) {
+    if (!c->broken) plain_query(c, "ROLLBACK", NULL, 0);
     c->in_tx = false;
+    c->chained = false;
     return st;
   }
   c->in_tx = false;
+  c->chained = true;
+  c->chained_ms = now_ms();
   return STATUS_OK;
 }
 
 void db_rollback(db_conn *c) {
   if (c->my != NULL && !c->broken) mysql_rollback(c->my);
   c->in_tx = false;
+  c->chained = false;
   db_defer_reset(c);
 }
 

@@ -33,6 +33,13 @@ struct db_conn {
   stmt_entry *stmts[DB_STMT_BUCKETS];
   bool in_tx;
   bool broken; /* the link died; reopen before the next statement */
+  /* The last COMMIT was COMMIT AND CHAIN: the server holds an empty
+   * transaction (no snapshot, no lock until a statement runs in it) that
+   * the next db_begin takes over without a round trip of its own, when
+   * it comes within DB_CHAIN_FRESH_MS; a statement outside a transaction
+   * ends it first (db_unchain). */
+  bool chained;
+  int64_t chained_ms; /* CLOCK_MONOTONIC */
   uint64_t reconnects;
   db_defer *defer; /* NULL until the first deferred row */
   db_pool *home;   /* the pool it belongs to (db_pool_put gives it back there) */

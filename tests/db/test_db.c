@@ -571,3 +571,81 @@ Test(db, a_deadlock_in_the_middle_of_a_result_leaves_the_statement_usable, .time
   db_close(a);
   db_close(b);
 }
+
+static void insert_id(db_conn *c, const char *t, int64_t id) {
+  char sql[256], sku[32];
+  snprintf(sql, sizeof sql, "INSERT INTO %s (id, sku) VALUES (?, ?)", t);
+  snprintf(sku, sizeof sku, "C-%lld", (long long)id);
+  db_value v[2] = {DB_I64(id), DB_STR(sku)};
+  exec_ok(c, sql, v, 2);
+}
+
+/* db_commit sends COMMIT AND CHAIN, and a db_begin soon after takes over
+ * the transaction it opened: that transaction must behave as one begun
+ * then, and must never swallow what runs outside a transaction. */
+Test(db, the_transaction_a_commit_chains_is_a_fresh_one_and_holds_nothing_meanwhile) {
+  db_conn *c = testenv_db_connect("shop_test", "shop_test");
+  db_conn *other = testenv_db_connect("shop_test", "shop_test");
+  char t[64], sql[256];
+  make_table(c, t, sizeof t);
+  cr_assert_eq(db_begin(c, err, sizeof err), STATUS_OK, "%s", err);
+  insert_id(c, t, 1);
+  cr_assert_eq(db_commit(c, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(count_rows(other, t), 1);
+  /* While c holds the chained transaction: it locks nothing (a DDL of
+   * another connection goes through at once) ... */
+  exec_ok(other, "SET SESSION lock_wait_timeout = 2", NULL, 0);
+  snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN extra INT NULL", t);
+  exec_ok(other, sql, NULL, 0);
+  insert_id(other, t, 2);
+  /* ... and what others commit meanwhile is seen by it, its own writes
+   * are undone by its rollback. */
+  cr_assert_eq(db_begin(c, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(count_rows(c, t), 2);
+  insert_id(c, t, 3);
+  db_rollback(c);
+  cr_assert_eq(count_rows(other, t), 2);
+  /* A statement outside a transaction after a commit stands on its own:
+   * another connection sees it without c committing anything more. */
+  cr_assert_eq(db_begin(c, err, sizeof err), STATUS_OK, "%s", err);
+  insert_id(c, t, 4);
+  cr_assert_eq(db_commit(c, err, sizeof err), STATUS_OK, "%s", err);
+  insert_id(c, t, 5);
+  cr_assert_eq(count_rows(other, t), 4);
+  db_value id = DB_I64(5);
+  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE id = ?", t);
+  int64_t n = 0;
+  cr_assert_eq(db_query_i64(other, sql, &id, 1, &n, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(n, 1);
+  drop_table(c, t);
+  db_close(other);
+  db_close(c);
+}
+
+Test(db, a_link_lost_while_a_chained_transaction_idles_is_reopened_by_the_next_begin) {
+  db_conn *c = testenv_db_connect("shop_test", "shop_test");
+  db_conn *killer = testenv_db_connect("shop_test", "shop_test");
+  char t[64], sql[64];
+  make_table(c, t, sizeof t);
+  int64_t id = 0;
+  cr_assert_eq(db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id, err, sizeof err), STATUS_OK);
+  cr_assert_eq(db_begin(c, err, sizeof err), STATUS_OK, "%s", err);
+  insert_id(c, t, 1);
+  cr_assert_eq(db_commit(c, err, sizeof err), STATUS_OK, "%s", err);
+  snprintf(sql, sizeof sql, "KILL CONNECTION %lld", (long long)id);
+  exec_ok(killer, sql, NULL, 0);
+  /* Idle longer than a chained transaction is taken over: db_begin sends
+   * START TRANSACTION, finds the link dead and reopens it, as before
+   * chaining. */
+  struct timespec pause = {.tv_sec = 1, .tv_nsec = 200 * 1000000L};
+  nanosleep(&pause, NULL);
+  status_code st = db_begin(c, err, sizeof err);
+  cr_assert_eq(st, STATUS_OK, "%s: %s", status_name(st), err);
+  insert_id(c, t, 2);
+  cr_assert_eq(db_commit(c, err, sizeof err), STATUS_OK, "%s", err);
+  cr_assert_eq(db_reconnects(c), 1);
+  cr_assert_eq(count_rows(killer, t), 2);
+  drop_table(c, t);
+  db_close(killer);
+  db_close(c);
+}
