@@ -10,7 +10,8 @@
 # 2. bench-rpc (RPC layer vs raw NNG), bench-events (event path vs raw
 #    librdkafka), bench-gateway (GetProduct through shop-gateway vs the
 #    same RPC direct), bench-mariadb (CreateOrder's transaction on raw
-#    MariaDB); each writes JSON (--json), which is all this script reads.
+#    MariaDB, run beside CreateOrder alone in 3.); each writes JSON
+#    (--json), which is all this script reads.
 # 3. A warm-up load (the Kafka JVM compiles its hot paths under the first
 #    minute of load), then shop-loadgen against the stack: the most
 #    orders/s sustained end to end (closed loop, each customer waits for
@@ -21,8 +22,10 @@
 #    sustained run again with a second order-command and a second of each
 #    worker); CreateOrder throughput (closed loop, not waiting for
 #    completion) at the raw transaction's concurrency, with the pipeline
-#    running; the books check (shopctl reconcile) of the whole stack after
-#    the last run.
+#    running, then alone (its downstream consumers stopped, each run
+#    paired with a bench-mariadb run on the same quiet machine); the books
+#    check (shopctl reconcile) of the whole stack once the consumers have
+#    taken the backlog.
 # 4. Prints the figures beside their same-run baselines and gates, the
 #    per-order cost table beside its budgets (scripts/lib/bench_report.py),
 #    writes them to $BENCH_RUN_DIR/bench.json, and stops the stack (its
@@ -42,7 +45,7 @@
 #   (config/shop.yaml has 20 for the demo; the payment worker calls the
 #   gateway one event at a time, so 20 ms caps it near 25 orders/s);
 #   BENCH_WARMUP_RUN [20]: seconds of the unmeasured warm-up load;
-#   BENCH_SKIP ["" or e.g. "rpc events gateway scale"]: leave those out.
+#   BENCH_SKIP ["" or e.g. "rpc events gateway scale alone"]: leave those out.
 # Output: the table on stdout; every run's JSON and log under
 # $BENCH_RUN_DIR/results/.
 set -euo pipefail
@@ -108,10 +111,11 @@ if [[ $skip != *" gateway "* ]]; then
 		shop_warn "bench-gateway failed (see $results/gateway.err)"
 fi
 
-shop_log "bench: bench-mariadb, $conc threads, $repeat x ${duration}s"
-for ((i = 1; i <= repeat; i++)); do
-	"$bin/bench-mariadb" --threads "$conc" --seconds "$duration" --json >"$results/mariadb-$i.json"
-done
+# bench-mariadb I: the raw transaction once, results/mariadb-I.json.
+raw_tx() {
+	"$bin/bench-mariadb" --threads "$conc" --seconds "$duration" --json >"$results/mariadb-$1.json" ||
+		shop_warn "bench: bench-mariadb failed"
+}
 
 # loadgen NAME ARGS...: one run, its JSON in results/NAME.json.
 loadgen() {
@@ -177,15 +181,39 @@ if [[ $skip != *" scale "* ]] && ((best_n > 0)); then
 	scripts/services.sh stop --profile run --build "$build" "${extra[@]}" >>"$results/scale-services.txt" 2>&1 || true
 fi
 
-# Last, as it leaves a backlog behind that would slow every later run: the
-# command side alone (the workers take the events as they come, on the
-# same two cores). The last run checks the books of the whole stack, once
-# the backlog has drained (--drain, then reconcile's --settle).
+# Last, as they leave a backlog behind that would slow every later run:
+# CreateOrder throughput (closed loop, not waiting for completion) at the
+# raw transaction's concurrency. First with the whole pipeline running
+# (the consumers take the events as they come, on the same two cores).
 for ((i = 1; i <= repeat; i++)); do
-	shop_log "bench: CreateOrder throughput, $conc customers not waiting ($i/$repeat)"
-	args=(--customers "$conc" --no-wait --drain 180)
-	((i < repeat)) && args+=(--no-reconcile) || args+=(--settle 120 --reconcile-all)
-	loadgen "nowait-$i" "${args[@]}" || true
+	shop_log "bench: CreateOrder throughput, $conc customers not waiting, pipeline running ($i/$repeat)"
+	loadgen "nowait-$i" --customers "$conc" --no-wait --drain 180 --no-reconcile || true
 done
+# Then the command side alone, as the raw transaction runs alone: every
+# consumer downstream of CreateOrder stopped (the four workers and
+# order-query; the loadgen does not watch the orders, --no-watch), each
+# run paired with a raw run just before it on the same quiet machine.
+# order-command still commits the order, its lines, the idempotency record
+# and the outbox row durably and its relay publishes OrderCreated (acks=all):
+# only the consumers' work waits, in Kafka. They are started again after,
+# and the books of the whole stack are checked once that backlog has
+# been taken (reconcile --settle).
+consumers=(inventory-worker payment-worker notification-worker audit-worker order-query)
+if [[ $skip != *" alone "* ]] &&
+	scripts/services.sh stop --profile run --build "$build" "${consumers[@]}" >"$results/alone-services.txt" 2>&1; then
+	for ((i = 1; i <= repeat; i++)); do
+		shop_log "bench: bench-mariadb and CreateOrder alone, $conc threads, consumers stopped ($i/$repeat)"
+		raw_tx "$i"
+		loadgen "alone-$i" --customers "$conc" --no-watch --no-reconcile || true
+	done
+else
+	shop_log "bench: bench-mariadb, $conc threads, $repeat x ${duration}s"
+	for ((i = 1; i <= repeat; i++)); do raw_tx "$i"; done
+fi
+scripts/services.sh start --profile run --build "$build" "${consumers[@]}" >>"$results/alone-services.txt" 2>&1 ||
+	shop_warn "bench: the consumers did not start again (see $results/alone-services.txt)"
+shop_log "bench: books of the whole stack (shopctl reconcile --settle 600)"
+"$bin/shopctl" --config "$SHOP_CONFIG" reconcile --settle 600 --json >"$results/reconcile.json" \
+	2>"$results/reconcile.err" || shop_warn "bench: reconcile exited $? (see $results/reconcile.json)"
 
 $py "$SHOP_REPO/scripts/lib/bench_report.py" "$results" "$best_n" "$conc" "$SHOP_RUN_DIR/bench.json"

@@ -225,6 +225,7 @@ static status_code setup_products(loadgen *lg, char *errbuf, size_t errlen) {
 status_code loadgen_setup(loadgen **out, const loadgen_opts *opts, char *errbuf, size_t errlen) {
   *out = NULL;
   loadgen_opts o = *opts;
+  if (o.no_watch) o.no_wait = true;
   if (o.warmup_s < 0) o.warmup_s = 3;
   if (o.duration_s <= 0) o.duration_s = 10;
   if (o.drain_s <= 0) o.drain_s = 30;
@@ -278,7 +279,7 @@ status_code loadgen_setup(loadgen **out, const loadgen_opts *opts, char *errbuf,
                        errbuf, errlen);
   if (st == STATUS_OK)
     st = client_open(&lg->order_cmd, cfg, cfg->endpoints.order_command, errbuf, errlen);
-  if (st == STATUS_OK)
+  if (st == STATUS_OK && !o.no_watch)
     st = client_open(&lg->order_query, cfg, cfg->endpoints.order_query, errbuf, errlen);
   if (st == STATUS_OK)
     st = client_open(&lg->product_cmd, cfg, cfg->endpoints.product_command, errbuf, errlen);
@@ -328,7 +329,7 @@ status_code loadgen_run(loadgen *lg, loadgen_report *rep, char *errbuf, size_t e
   lg->window_end_ns = lg->window_start_ns + (int64_t)(lg->o.duration_s * 1e9);
   status_code rc = STATUS_OK;
   int started_pollers = 0;
-  for (; started_pollers < lg->n_accounts; started_pollers++) {
+  for (; !lg->o.no_watch && started_pollers < lg->n_accounts; started_pollers++) {
     account *a = &lg->accounts[started_pollers];
     if (pthread_create(&a->poller, NULL, loadgen_poller_main, a) != 0) break;
   }
@@ -441,6 +442,7 @@ status_code loadgen_run(loadgen *lg, loadgen_report *rep, char *errbuf, size_t e
   rep->rate = lg->o.rate;
   rep->customers = lg->o.customers;
   rep->no_wait = lg->o.no_wait;
+  rep->no_watch = lg->o.no_watch;
   rep->accounts = lg->n_accounts;
   rep->window_s = lg->o.duration_s;
   rep->sent = lg->sent;

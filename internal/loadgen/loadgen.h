@@ -74,6 +74,8 @@ typedef struct loadgen_opts {
   double rate;         /* open loop: orders per second */
   int customers;       /* closed loop: concurrent customers */
   bool no_wait;        /* closed loop: next order as soon as the reply is in */
+  bool no_watch;       /* with no_wait: orders are not watched for completion, so
+                        * order-query need not run (the command side alone) */
   int accounts;        /* distinct customer accounts; 0: min(customers or senders, 16) */
   int senders;         /* open loop: sending threads; 0: 64 */
   double warmup_s;     /* default 3 */
@@ -145,6 +147,7 @@ typedef struct loadgen_report {
   double rate;
   int customers;
   bool no_wait;
+  bool no_watch;
   int accounts;
   double window_s;
   int64_t sent;      /* CreateOrder calls sent in the window */

@@ -111,7 +111,10 @@ static bool costs_known(const loadgen_report *r) { return r->costs.db_ok || r->c
 void loadgen_report_print(const loadgen_report *r, FILE *f) {
   if (r->mode == LOADGEN_CLOSED)
     fprintf(f, "closed loop: %d customers%s, %d accounts, window %.0f s\n", r->customers,
-            r->no_wait ? " (not waiting for completion)" : "", r->accounts, r->window_s);
+            r->no_watch  ? " (not waiting for completion, not watching it)"
+            : r->no_wait ? " (not waiting for completion)"
+                         : "",
+            r->accounts, r->window_s);
   else
     fprintf(f, "open loop: %.1f orders/s, %d accounts, window %.0f s\n", r->rate, r->accounts,
             r->window_s);
@@ -177,15 +180,15 @@ char *loadgen_report_json(const loadgen_report *r, const char *extra) {
         cpu, r->cpu[i].name,
         json_pack("{s:I,s:f}", "pid", (json_int_t)r->cpu[i].pid, "seconds", r->cpu[i].seconds));
   }
-  json_t *o =
-      json_pack("{s:s,s:f,s:i,s:b,s:i,s:f,s:I,s:I,s:I,s:I,s:f,s:f,s:o,s:o,s:o,s:I,s:o}", "mode",
-                r->mode == LOADGEN_CLOSED ? "closed" : "open", "rate", r->rate, "customers",
-                r->customers, "no_wait", r->no_wait, "accounts", r->accounts, "window_s",
-                r->window_s, "sent", (json_int_t)r->sent, "accepted", (json_int_t)r->accepted,
-                "completed", (json_int_t)r->completed, "errors_total", (json_int_t)r->failed,
-                "accepted_per_s", r->accepted_per_s, "completed_per_s", r->completed_per_s,
-                "create_order", lat_json(&r->rpc), "completion", lat_json(&r->completion), "errors",
-                errors, "polls", (json_int_t)r->polls, "cpu_s", cpu);
+  json_t *o = json_pack("{s:s,s:f,s:i,s:b,s:b,s:i,s:f,s:I,s:I,s:I,s:I,s:f,s:f,s:o,s:o,s:o,s:I,s:o}",
+                        "mode", r->mode == LOADGEN_CLOSED ? "closed" : "open", "rate", r->rate,
+                        "customers", r->customers, "no_wait", r->no_wait, "no_watch", r->no_watch,
+                        "accounts", r->accounts, "window_s", r->window_s, "sent",
+                        (json_int_t)r->sent, "accepted", (json_int_t)r->accepted, "completed",
+                        (json_int_t)r->completed, "errors_total", (json_int_t)r->failed,
+                        "accepted_per_s", r->accepted_per_s, "completed_per_s", r->completed_per_s,
+                        "create_order", lat_json(&r->rpc), "completion", lat_json(&r->completion),
+                        "errors", errors, "polls", (json_int_t)r->polls, "cpu_s", cpu);
   if (o == NULL) return NULL;
   if (costs_known(r)) json_object_set_new(o, "costs", costs_json(r));
   if (extra != NULL) {

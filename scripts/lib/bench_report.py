@@ -54,10 +54,10 @@ def num(x, fmt="{:.1f}", unit=""):
     return "-" if x is None else fmt.format(x) + unit
 
 
-def cpu_per_order(d):
-    """CPU ms per completed order of each process of run d (instances folded
-    into their program), and the total."""
-    done = d.get("completed") or d.get("accepted") or 0
+def cpu_per_order(d, by=None):
+    """CPU ms per completed order (or per the count named by) of each process
+    of run d (instances folded into their program), and the total."""
+    done = (d.get(by) if by else d.get("completed") or d.get("accepted")) or 0
     per = {}
     for name, c in d.get("cpu_s", {}).items():
         if c.get("seconds", -1) < 0 or not done:
@@ -103,21 +103,31 @@ for r in (gw or {}).get("runs", []):
         f"{g['per_s']:.0f}/s p50 {g['p50_ms']:.2f} ms", f"{d['per_s']:.0f}/s p50 {d['p50_ms']:.2f} ms RPC",
         f"{r['throughput_ratio']:.2f}x", "", None)
 
-# CreateOrder vs the raw transaction of the same shape and concurrency
-# (the workers take the events on the same cores meanwhile).
+# CreateOrder vs the raw transaction of the same shape and concurrency:
+# alone (its downstream consumers stopped, each run beside a raw run on the
+# same machine, which is the comparison the gate makes), and with the whole
+# pipeline running on the same two cores (what a customer meets under the
+# sustained load; no gate: the consumers' work per order shares the cores).
 raw_tx = med([d.get("tx_per_s") for d in runs("mariadb-*.json")])
-nowait = runs("nowait-*.json")
-tput = med([d["accepted_per_s"] for d in nowait])
-if tput is not None and raw_tx:
+nowait, alone = runs("nowait-*.json"), runs("alone-*.json")
+for label, rs, key, gated in (("alone", alone, "create_order", True),
+                              ("pipeline running", nowait, "create_order_pipeline", False)):
+    tput = med([d["accepted_per_s"] for d in rs])
+    if tput is None or not raw_tx:
+        continue
     ratio = tput / raw_tx
-    row(f"CreateOrder accepted/s ({conc} customers, no wait)", num(tput, unit="/s"), num(raw_tx, unit=" tx/s raw"),
-        f"{ratio:.2f}x", ">= 0.6x raw", ratio >= 0.6)
-    row("  CreateOrder p50 / p99 (no wait)",
-        f"{med([d['create_order']['p50_ms'] for d in nowait]):.1f} / {med([d['create_order']['p99_ms'] for d in nowait]):.1f} ms",
+    row(f"CreateOrder accepted/s ({conc} customers, no wait, {label})", num(tput, unit="/s"),
+        num(raw_tx, unit=" tx/s raw"), f"{ratio:.2f}x", ">= 0.6x raw" if gated else "",
+        ratio >= 0.6 if gated else None)
+    row(f"  CreateOrder p50 / p99 ({label})",
+        f"{med([d['create_order']['p50_ms'] for d in rs]):.1f} / {med([d['create_order']['p99_ms'] for d in rs]):.1f} ms",
         "", "", "", None)
-    summary["create_order_per_s"] = round(tput, 1)
+    summary[f"{key}_per_s"] = round(tput, 1)
+    summary[f"{key}_ratio"] = round(ratio, 3)
+    per, total = cpu_per_order(rs[len(rs) // 2], "accepted")
+    summary[f"{key}_cpu_ms"] = None if total is None else round(total, 2)
+if raw_tx:
     summary["raw_tx_per_s"] = round(raw_tx, 1)
-    summary["create_order_ratio"] = round(ratio, 3)
 
 # Sustained end to end: the best closed-loop step.
 best = load(f"closed-{best_n}.json") if best_n else None
@@ -157,11 +167,11 @@ if scale and best:
     summary["scale_ratio"] = round(s / best["completed_per_s"], 3)
     summary["scale_cpu_ms_per_order"] = round(cpu_per_order(scale[0])[1] or 0, 2)
 
-allruns = opens + nowait + scale + runs("closed-*.json")
+allruns = opens + nowait + alone + scale + runs("closed-*.json")
 errs = sum(d["errors_total"] for d in allruns)
 row("errors in all load runs", str(errs), "", "", "0", errs == 0)
 summary["errors"] = errs
-rc = (nowait[-1].get("reconcile") or {}).get("report") if nowait else None
+rc = load("reconcile.json")
 summary["books_clean"] = bool(rc and rc.get("clean"))
 findings = len((rc or {}).get("findings", []))
 row("books (shopctl reconcile, whole stack)",

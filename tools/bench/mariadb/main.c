@@ -2,17 +2,18 @@
  * bench-mariadb: the raw MariaDB baseline of CreateOrder (make bench).
  *
  *   eval "$(scripts/infra.sh env --profile test)"   # or the bench's stack
- *   build-release/bin/bench-mariadb [--threads T] [--seconds S] [--lines L] [--json]
+ *   build-release/bin/bench-mariadb [--threads T] [--seconds S] [--lines L]
+ *                                   [--price-reads] [--json]
  *
  * T threads, each with its own connection to shop_test, run for S seconds
  * the transaction order-command runs for one CreateOrder
  * (internal/order/command.c through command_run), with the same
  * tables (the rpc, events and order migrations) and prepared statements:
  *
- *   SELECT one product row per line, before BEGIN   (stands for GetProduct:
- *                                                    prices are fetched before
- *                                                    the transaction)
- *   BEGIN
+ *   (--price-reads: SELECT one product row per line, before BEGIN: a
+ *    catalog cache miss, prices fetched before the transaction; by default
+ *    order-command prices from its catalog cache, internal/order/catalog.c)
+ *   BEGIN                                           (chained by the last COMMIT)
  *   INSERT orders                                   (order_place)
  *   INSERT rpc_idempotency with the reply           (command_idem_insert)
  *   INSERT order_lines, every line in one statement (db_insert_later)
@@ -21,8 +22,8 @@
  *                                                    innodb_flush_log_at_trx_commit=1)
  *
  * and prints transactions per second. What it leaves out is what the
- * service adds: the RPC hops (client -> order-command -> product-query),
- * envelope and token checks, protobuf, the relay publishing the outbox row.
+ * service adds: the RPC hop (client -> order-command), envelope and token
+ * checks, protobuf, the catalog cache, the relay publishing the outbox row.
  *
  * The environment gives the server: SHOP_MYSQL_PORT, SHOP_SECRETS_DIR.
  */
@@ -44,7 +45,7 @@
 
 static struct {
   int threads, seconds, lines;
-  bool json;
+  bool json, price_reads;
   db_params db, migrate;
   char password[256], migrate_password[256];
   atomic_bool stop;
@@ -130,8 +131,8 @@ static status_code one_order(db_conn *c, int w, int64_t n, char *err, size_t len
   memset(shipping, 0x21, sizeof shipping);
   const char *method = "/shop.order.v1.OrderCommandService/CreateOrder";
   status_code st = STATUS_OK;
-  int64_t total = 0;
-  for (int i = 0; st == STATUS_OK && i < B.lines; i++) {
+  int64_t total = B.price_reads ? 0 : 100 * (int64_t)B.lines; /* the lines' prices */
+  for (int i = 0; B.price_reads && st == STATUS_OK && i < B.lines; i++) {
     char pid[32];
     snprintf(pid, sizeof pid, "bench-product-%d", (int)((n + i) % BENCH_PRODUCTS));
     db_value v[1] = {DB_STR(pid)};
@@ -215,6 +216,8 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--json") == 0) {
       B.json = true;
+    } else if (strcmp(argv[i], "--price-reads") == 0) {
+      B.price_reads = true;
     } else if (i + 1 < argc && strcmp(argv[i], "--threads") == 0) {
       B.threads = atoi(argv[++i]);
     } else if (i + 1 < argc && strcmp(argv[i], "--seconds") == 0) {
@@ -222,7 +225,9 @@ int main(int argc, char **argv) {
     } else if (i + 1 < argc && strcmp(argv[i], "--lines") == 0) {
       B.lines = atoi(argv[++i]);
     } else {
-      fprintf(stderr, "usage: bench-mariadb [--threads T] [--seconds S] [--lines L] [--json]\n");
+      fprintf(stderr,
+              "usage: bench-mariadb [--threads T] [--seconds S] [--lines L] "
+              "[--price-reads] [--json]\n");
       return 2;
     }
   }
@@ -257,9 +262,9 @@ int main(int argc, char **argv) {
   double rate = (double)done / secs;
   if (B.json)
     printf(
-        "{\"threads\":%d,\"lines\":%d,\"seconds\":%.2f,\"tx\":%lld,\"failed\":%lld,"
-        "\"tx_per_s\":%.1f}\n",
-        B.threads, B.lines, secs, done, failed, rate);
+        "{\"threads\":%d,\"lines\":%d,\"price_reads\":%s,\"seconds\":%.2f,\"tx\":%lld,"
+        "\"failed\":%lld,\"tx_per_s\":%.1f}\n",
+        B.threads, B.lines, B.price_reads ? "true" : "false", secs, done, failed, rate);
   else
     printf(
         "bench-mariadb: %lld CreateOrder-shaped transactions in %.1f s: %.1f tx/s"
