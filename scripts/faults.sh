@@ -46,14 +46,17 @@ while (($#)); do
 done
 
 # Rounds: "program=point:n ..." armed together (one point per program).
+# A consumer point counts batches, not events, and a batch holds whatever
+# has arrived: order-command's saga takes the 200 orders of a round in
+# about ten batches, so its points fire at the fourth.
 if [[ $mode == full ]]; then
 	orders=${SHOP_FAULTS_ORDERS:-200} concurrency=8
 	rounds=(
 		"order-command=command.after_commit:20"
-		"order-command=saga.after_commit:20"
+		"order-command=saga.after_commit:4"
 		"order-command=relay.after_ack:30"
-		"order-command=consumer.mid_batch:10"
-		"order-command=consumer.after_commit:10"
+		"order-command=consumer.mid_batch:4"
+		"order-command=consumer.after_commit:4"
 		"order-command=relay.fatal:30"
 		"product-command=command.after_commit:2"
 		"inventory-worker=consumer.mid_batch:10"
