@@ -95,6 +95,15 @@ void db_rows_free(db_rows *r);
 status_code db_query_i64(db_conn *c, const char *sql, const db_value *params, size_t nparams,
                          int64_t *out, char *errbuf, size_t errlen);
 
+/* db_commit commits with COMMIT AND CHAIN (as durable as COMMIT), which
+ * opens the connection's next transaction in the same round trip; a
+ * db_begin within DB_CHAIN_FRESH_MS (1 s) takes that one over and sends
+ * nothing, a later one sends START TRANSACTION (which ends it, and reopens
+ * a link that died meanwhile, as outside a transaction). The chained
+ * transaction holds no snapshot and no lock until a statement runs in it
+ * (READ COMMITTED; a snapshot begins at the first read in any case), and a
+ * statement outside a transaction ends it first (one COMMIT round trip),
+ * so it runs on its own as always. */
 status_code db_begin(db_conn *c, char *errbuf, size_t errlen);
 status_code db_commit(db_conn *c, char *errbuf, size_t errlen);
 /* Rolls back; safe to call when no transaction is open or the link died. */
