@@ -17,8 +17,9 @@
  * checks every order and product of the stack.
  *
  * Exit status: 0 when orders completed (were accepted, with --no-watch)
- * and the books are clean; 1 on a set-up failure or when none did; 2 on bad arguments; 3 when
- * `shopctl reconcile` found broken orders (or could not run).
+ * and the books are clean; 1 on a set-up failure or when none did; 2 on
+ * bad arguments; 3 when `shopctl reconcile` found broken orders (or could
+ * not run).
  */
 #include <errno.h>
 #include <jansson.h>
