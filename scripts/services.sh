@@ -238,10 +238,11 @@ mail_start() {
 	pid=$!
 	printf '%s\n' "$pid" >"$pidfile"
 	# Until the background child has exec'd the supervisor, its command line
-	# is this script's: proc_wait would take it for a catcher that died.
+	# is this script's, then setsid's: proc_wait would take it for a
+	# catcher that died.
 	local i
 	for ((i = 0; i < 50; i++)); do
-		proc_is "$pid" "$mail_mark" && break
+		proc_is "$pid" supervise.sh && break
 		[[ -e /proc/$pid ]] || break
 		sleep 0.1
 	done

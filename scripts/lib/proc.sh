@@ -91,7 +91,10 @@ proc_wait() {
 	local deadline=$((EPOCHSECONDS + seconds))
 	while ((EPOCHSECONDS < deadline)); do
 		"$@" && return 0
-		proc_is "$pid" "$mark" || return 2
+		# A second look before giving up: while a process exec's, its
+		# /proc/PID/cmdline reads empty for a moment (setsid becoming the
+		# supervisor, say).
+		proc_is "$pid" "$mark" || { sleep 0.1 && proc_is "$pid" "$mark"; } || return 2
 		sleep 0.2
 	done
 	"$@"
