@@ -20,6 +20,22 @@ static void exec_ok(db_conn *c, const char *sql, const db_value *p, size_t n) {
   cr_assert_eq(st, STATUS_OK, "%s: %s", status_name(st), err);
 }
 
+/* The server's id of c's link. */
+static int64_t link_id(db_conn *c) {
+  int64_t id = 0;
+  cr_assert_eq(db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id, err, sizeof err), STATUS_OK,
+               "%s", err);
+  return id;
+}
+
+/* Kills link id from killer (the server side of a lost link); returns id. */
+static int64_t kill_link(db_conn *killer, int64_t id) {
+  char sql[64];
+  snprintf(sql, sizeof sql, "KILL CONNECTION %lld", (long long)id);
+  exec_ok(killer, sql, NULL, 0);
+  return id;
+}
+
 /* A table of our own per test, dropped at the end. */
 static void make_table(db_conn *c, char *name, size_t len) {
   testenv_unique(name, len, "t_");
@@ -145,11 +161,7 @@ Test(db, tx_run_rolls_back_on_error_and_does_not_retry_a_duplicate) {
 Test(db, a_killed_connection_is_reopened_and_statements_prepared_again) {
   db_conn *c = testenv_db_connect("shop_test", "shop_test");
   db_conn *killer = testenv_db_connect("shop_test", "shop_test");
-  int64_t id = 0;
-  cr_assert_eq(db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id, err, sizeof err), STATUS_OK);
-  char sql[64];
-  snprintf(sql, sizeof sql, "KILL CONNECTION %lld", (long long)id);
-  exec_ok(killer, sql, NULL, 0);
+  int64_t id = kill_link(killer, link_id(c));
   /* The cached statement died with the link; the layer reopens and re-prepares. */
   int64_t id2 = 0;
   status_code st = db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id2, err, sizeof err);
@@ -163,12 +175,9 @@ Test(db, a_killed_connection_is_reopened_and_statements_prepared_again) {
 Test(db, a_link_lost_inside_a_transaction_is_unavailable_not_silently_retried) {
   db_conn *c = testenv_db_connect("shop_test", "shop_test");
   db_conn *killer = testenv_db_connect("shop_test", "shop_test");
-  int64_t id = 0;
-  cr_assert_eq(db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id, err, sizeof err), STATUS_OK);
+  int64_t id = link_id(c);
   cr_assert_eq(db_begin(c, err, sizeof err), STATUS_OK);
-  char sql[64];
-  snprintf(sql, sizeof sql, "KILL CONNECTION %lld", (long long)id);
-  exec_ok(killer, sql, NULL, 0);
+  kill_link(killer, id);
   int64_t v = 0;
   status_code st = db_query_i64(c, "SELECT 1", NULL, 0, &v, err, sizeof err);
   cr_assert_eq(st, STATUS_UNAVAILABLE, "%s: %s", status_name(st), err);
@@ -345,11 +354,7 @@ Test(db, a_read_pool_whose_replica_answers_reads_from_the_replica) {
   cr_assert_eq(db_pool_fallbacks(reads), 0);
   /* Its link killed under it: the read that meets it is retried on a
    * reopened link (the replica is up), and the pool keeps reading there. */
-  int64_t id = 0;
-  cr_assert_eq(db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id, err, sizeof err), STATUS_OK);
-  char sql[64];
-  snprintf(sql, sizeof sql, "KILL CONNECTION %lld", (long long)id);
-  exec_ok(held, sql, NULL, 0);
+  int64_t id = kill_link(held, link_id(c));
   cr_assert_eq(db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id, err, sizeof err), STATUS_OK,
                "%s", err);
   db_pool_put(reads, c);
@@ -479,13 +484,10 @@ Test(db, a_row_inserted_later_after_the_link_died_is_unavailable_not_misuse) {
   make_table(c, t, sizeof t);
   snprintf(head, sizeof head, "INSERT INTO %s (id, sku)", t);
   cr_assert_eq(db_begin(c, err, sizeof err), STATUS_OK, "%s", err);
-  int64_t id = -1;
-  cr_assert_eq(db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id, err, sizeof err), STATUS_OK);
-  char kill[64];
-  snprintf(kill, sizeof kill, "KILL %lld", (long long)id);
-  exec_ok(killer, kill, NULL, 0);
+  kill_link(killer, link_id(c));
   /* The next statement finds the link gone... */
-  cr_assert_eq(db_query_i64(c, "SELECT 1", NULL, 0, &id, err, sizeof err), STATUS_UNAVAILABLE);
+  int64_t one = -1;
+  cr_assert_eq(db_query_i64(c, "SELECT 1", NULL, 0, &one, err, sizeof err), STATUS_UNAVAILABLE);
   /* ...and a queued row says so too: the caller retries the transaction. */
   db_value row[2] = {DB_I64(1), DB_STR("one")};
   status_code st = db_insert_later(c, head, row, 2, err, sizeof err);
@@ -625,15 +627,15 @@ Test(db, the_transaction_a_commit_chains_is_a_fresh_one_and_holds_nothing_meanwh
 Test(db, a_link_lost_while_a_chained_transaction_idles_is_reopened_by_the_next_begin) {
   db_conn *c = testenv_db_connect("shop_test", "shop_test");
   db_conn *killer = testenv_db_connect("shop_test", "shop_test");
-  char t[64], sql[64];
+  char t[64];
   make_table(c, t, sizeof t);
-  int64_t id = 0;
-  cr_assert_eq(db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &id, err, sizeof err), STATUS_OK);
+  int64_t id = link_id(c);
   cr_assert_eq(db_begin(c, err, sizeof err), STATUS_OK, "%s", err);
   insert_id(c, t, 1);
   cr_assert_eq(db_commit(c, err, sizeof err), STATUS_OK, "%s", err);
-  snprintf(sql, sizeof sql, "KILL CONNECTION %lld", (long long)id);
-  exec_ok(killer, sql, NULL, 0);
+  /* Killed while the chained transaction idles (asking its id now would
+   * end the chain). */
+  kill_link(killer, id);
   /* Idle longer than a chained transaction is taken over: db_begin sends
    * START TRANSACTION, finds the link dead and reopens it, as before
    * chaining. */
