@@ -1,6 +1,8 @@
 /* The libcurl channels (notification.h): SMTP and JSON webhooks. */
 #include <curl/curl.h>
 #include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,12 @@ struct notify_smtp {
   char *from;
   int tls; /* 0 none, 1 starttls, 2 tls */
   int timeout_ms;
+  /* One handle kept across sends: libcurl keeps its connection open and
+   * the next mail goes on the same SMTP session (a mail queue does the
+   * same, RFC 5321 3.3: several transactions per session). mu makes the
+   * channel safe from any thread (one sender thread uses it). */
+  pthread_mutex_t mu;
+  CURL *h;
 };
 
 struct notify_webhook {
@@ -40,6 +48,7 @@ status_code notify_smtp_create(notify_smtp **out, const shop_cfg *cfg, char *err
   }
   notify_smtp *s = calloc(1, sizeof *s);
   if (s == NULL) return STATUS_RESOURCE_EXHAUSTED;
+  pthread_mutex_init(&s->mu, NULL);
   s->url = strdup(cfg->notify.smtp_url);
   s->from = strdup(cfg->notify.smtp_from);
   s->tls = tls;
@@ -60,6 +69,8 @@ status_code notify_smtp_create(notify_smtp **out, const shop_cfg *cfg, char *err
 
 void notify_smtp_destroy(notify_smtp *s) {
   if (s == NULL) return;
+  if (s->h != NULL) curl_easy_cleanup(s->h);
+  pthread_mutex_destroy(&s->mu);
   free(s->url);
   free(s->from);
   free(s);
@@ -115,40 +126,67 @@ static char *mail_text(const notify_smtp *s, const notify_message *m) {
   return t;
 }
 
-static notify_result smtp_send_cb(void *self, const notify_message *m, char *errbuf,
-                                  size_t errlen) {
-  notify_smtp *s = self;
-  CURL *h = curl_easy_init();
-  if (h == NULL) {
-    status_seterr(errbuf, errlen, "curl_easy_init failed");
-    return NOTIFY_TRANSIENT;
-  }
-  char *text = mail_text(s, m);
-  if (text == NULL) {
-    curl_easy_cleanup(h);
-    return NOTIFY_TRANSIENT;
-  }
+/* One SMTP transaction on s's handle (s->mu held). fresh: open a new
+ * connection instead of reusing the kept one. *reused tells whether the
+ * kept connection carried it. */
+static CURLcode smtp_perform(notify_smtp *s, const notify_message *m, const char *text, bool fresh,
+                             long *code, bool *reused, char cerr[CURL_ERROR_SIZE]) {
   char from[400], to[400];
   snprintf(from, sizeof from, "<%s>", s->from);
   snprintf(to, sizeof to, "<%s>", m->to);
   struct curl_slist *rcpt = curl_slist_append(NULL, to);
   payload pl = {text, strlen(text)};
-  char cerr[CURL_ERROR_SIZE] = "";
-  curl_easy_setopt(h, CURLOPT_URL, s->url);
-  curl_easy_setopt(h, CURLOPT_MAIL_FROM, from);
-  curl_easy_setopt(h, CURLOPT_MAIL_RCPT, rcpt);
-  curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
-  curl_easy_setopt(h, CURLOPT_READDATA, &pl);
-  curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)s->timeout_ms);
-  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
-  if (s->tls >= 1) curl_easy_setopt(h, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
-  CURLcode rc = curl_easy_perform(h);
-  long code = 0;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+  cerr[0] = '\0';
+  /* reset clears the options and keeps the open connection. */
+  curl_easy_reset(s->h);
+  curl_easy_setopt(s->h, CURLOPT_URL, s->url);
+  curl_easy_setopt(s->h, CURLOPT_MAIL_FROM, from);
+  curl_easy_setopt(s->h, CURLOPT_MAIL_RCPT, rcpt);
+  curl_easy_setopt(s->h, CURLOPT_READFUNCTION, read_cb);
+  curl_easy_setopt(s->h, CURLOPT_READDATA, &pl);
+  curl_easy_setopt(s->h, CURLOPT_UPLOAD, 1L);
+  curl_easy_setopt(s->h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(s->h, CURLOPT_TIMEOUT_MS, (long)s->timeout_ms);
+  curl_easy_setopt(s->h, CURLOPT_ERRORBUFFER, cerr);
+  if (fresh) curl_easy_setopt(s->h, CURLOPT_FRESH_CONNECT, 1L);
+  if (s->tls >= 1) curl_easy_setopt(s->h, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
+  CURLcode rc = curl_easy_perform(s->h);
+  long connects = 0;
+  *code = 0;
+  curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, code);
+  curl_easy_getinfo(s->h, CURLINFO_NUM_CONNECTS, &connects);
+  *reused = connects == 0;
   curl_slist_free_all(rcpt);
-  curl_easy_cleanup(h);
+  return rc;
+}
+
+static notify_result smtp_send_cb(void *self, const notify_message *m, char *errbuf,
+                                  size_t errlen) {
+  notify_smtp *s = self;
+  char *text = mail_text(s, m);
+  if (text == NULL) return NOTIFY_TRANSIENT;
+  pthread_mutex_lock(&s->mu);
+  if (s->h == NULL) s->h = curl_easy_init();
+  if (s->h == NULL) {
+    pthread_mutex_unlock(&s->mu);
+    free(text);
+    status_seterr(errbuf, errlen, "curl_easy_init failed");
+    return NOTIFY_TRANSIENT;
+  }
+  char cerr[CURL_ERROR_SIZE];
+  long code = 0;
+  bool reused = false;
+  CURLcode rc = smtp_perform(s, m, text, false, &code, &reused, cerr);
+  /* A kept connection the server has dropped meanwhile (its idle timeout,
+   * a restart) fails without a reply, or with the 421 of a server closing
+   * it: that says nothing about the server now, so the mail is tried once
+   * more on a new connection. */
+  if (rc != CURLE_OK && reused && (code == 0 || code == 421)) {
+    log_debug(NULL, "notification: the kept SMTP connection failed (%s); a new one",
+              cerr[0] ? cerr : curl_easy_strerror(rc));
+    rc = smtp_perform(s, m, text, true, &code, &reused, cerr);
+  }
+  pthread_mutex_unlock(&s->mu);
   free(text);
   if (rc == CURLE_OK) return NOTIFY_OK;
   status_seterr(errbuf, errlen, "smtp: %s (reply %ld)", cerr[0] ? cerr : curl_easy_strerror(rc),

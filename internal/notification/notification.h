@@ -96,7 +96,10 @@ typedef struct notify_channel {
   void *self;
 } notify_channel;
 
-/* libcurl channels. The created objects copy what they need from cfg. */
+/* libcurl channels. The created objects copy what they need from cfg.
+ * The SMTP channel keeps its connection open between mails (one SMTP
+ * session carries many) and opens a new one when the server has dropped
+ * it; a channel may be used from any thread (sends are serialised). */
 typedef struct notify_smtp notify_smtp;
 typedef struct notify_webhook notify_webhook;
 status_code notify_smtp_create(notify_smtp **out, const shop_cfg *cfg, char *errbuf, size_t errlen);

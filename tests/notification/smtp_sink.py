@@ -3,7 +3,8 @@
     /usr/bin/python3 smtp_sink.py PORT DIR
 
 Writes each message it accepts to DIR/<n>.eml (the raw message with the
-envelope's MAIL FROM and RCPT TO as X-Envelope-* lines first; n goes on
+envelope's MAIL FROM and RCPT TO, and the client's address and port
+(one per SMTP session), as X-Envelope-* lines first; n goes on
 from the highest already in DIR, so a restart overwrites nothing), and
 DIR/ready once it listens. Stops on SIGTERM. Also make run's mail catcher
 (scripts/services.sh).
@@ -31,6 +32,7 @@ class Sink:
         with open(path + ".tmp", "wb") as f:
             f.write(("X-Envelope-From: %s\r\n" % envelope.mail_from).encode())
             f.write(("X-Envelope-To: %s\r\n" % ",".join(envelope.rcpt_tos)).encode())
+            f.write(("X-Envelope-Peer: %s:%s\r\n" % tuple(session.peer[:2])).encode())
             f.write(envelope.original_content or envelope.content)
         os.rename(path + ".tmp", path)
         return "250 OK"

@@ -437,6 +437,62 @@ Test(notify, smtp_down_waits_on_a_backoff_sms_goes_out_all_mail_arrives_once_whe
   protobuf_c_message_free_unpacked(sent, NULL);
 }
 
+/* The X-Envelope-Peer line (the SMTP client's address and port) of mail
+ * number k (1, 2, ...) in the sink's folder. */
+static void peer_of(int k, char *out, size_t len) {
+  char path[400];
+  snprintf(path, sizeof path, "%s/%04d.eml", smtp.dir, k);
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f, "no %s", path);
+  char line[300];
+  out[0] = '\0';
+  while (fgets(line, sizeof line, f) != NULL) {
+    if (strncmp(line, "X-Envelope-Peer: ", 17) == 0) {
+      size_t n = strcspn(line + 17, "\r\n");
+      if (n >= len) n = len - 1;
+      memcpy(out, line + 17, n);
+      out[n] = '\0';
+      break;
+    }
+  }
+  fclose(f);
+  cr_assert(out[0] != '\0', "%s has no X-Envelope-Peer line", path);
+}
+
+Test(notify, mails_share_one_smtp_session_and_a_dropped_one_is_reopened_at_once) {
+  sink_start(&smtp, "smtp_sink.py");
+  notify_channel ch = notify_smtp_channel(smtp_ch);
+  notify_message m = {.event_type = "shop.order.v1.OrderConfirmed",
+                      .to = "ada@example.com",
+                      .user_id = "u1",
+                      .subject = "Your order",
+                      .body = "Thank you.\n"};
+  char err[512] = "", id[EVENTS_ID_SIZE];
+  for (int i = 0; i < 3; i++) {
+    domtest_id(id);
+    m.message_id = id;
+    cr_assert_eq(ch.send_cb(ch.self, &m, err, sizeof err), NOTIFY_OK, "mail %d: %s", i + 1, err);
+  }
+  char p1[100], p2[100], p3[100], p4[100];
+  peer_of(1, p1, sizeof p1);
+  peer_of(2, p2, sizeof p2);
+  peer_of(3, p3, sizeof p3);
+  cr_assert_str_eq(p1, p2, "the second mail came on a new connection");
+  cr_assert_str_eq(p1, p3, "the third mail came on a new connection");
+  /* The server restarts: the kept connection is gone; the next mail goes
+   * out on a new one, not on a backoff. */
+  sink_stop(&smtp);
+  sink_start(&smtp, "smtp_sink.py");
+  domtest_id(id);
+  m.message_id = id;
+  cr_assert_eq(ch.send_cb(ch.self, &m, err, sizeof err), NOTIFY_OK, "after the restart: %s", err);
+  peer_of(4, p4, sizeof p4);
+  cr_assert_str_neq(p1, p4);
+  int n = 0;
+  free(received(smtp.dir, ".eml", &n));
+  cr_assert_eq(n, 4);
+}
+
 static int dlt_cb(const events_dlt_entry *d, void *arg) {
   const char *want = ((const char **)arg)[0];
   if (strcmp(d->event_id, want) == 0) {
