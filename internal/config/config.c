@@ -63,6 +63,7 @@ static const cfg_key cfg_table[] = {
     I("kafka.batch_size", kafka.batch_size, 1, 10000, 256),
     I("kafka.fetch_wait_max_ms", kafka.fetch_wait_max_ms, 0, 10000, 100),
     I("kafka.fetch_min_bytes", kafka.fetch_min_bytes, 1, 104857600, 1),
+    I("kafka.batch_linger_ms", kafka.batch_linger_ms, 0, 1000, 0),
     I("kafka.statistics_interval_ms", kafka.statistics_interval_ms, 0, 3600000, 5000),
     I("kafka.outbox_retention_s", kafka.outbox_retention_s, 1, 31536000, 604800),
     I("kafka.processed_retention_s", kafka.processed_retention_s, 1, 31536000, 604800),

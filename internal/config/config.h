@@ -56,6 +56,7 @@ typedef struct shop_cfg {
     int batch_size;             /* events per consumer transaction at most */
     int fetch_wait_max_ms;      /* a fetch waits this long at the broker for ... */
     int fetch_min_bytes;        /* ... this many bytes of records */
+    int batch_linger_ms;        /* a consumer batch waits this long for more records */
     int statistics_interval_ms; /* librdkafka statistics (requests sent); 0: off */
     int outbox_retention_s;
     int processed_retention_s;

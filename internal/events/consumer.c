@@ -115,6 +115,7 @@ void consumer_opts_init(consumer_opts *o, const shop_cfg *cfg, const consumer_sp
     o->processed_retention_s = cfg->kafka.processed_retention_s;
     o->fetch_wait_max_ms = cfg->kafka.fetch_wait_max_ms;
     o->fetch_min_bytes = cfg->kafka.fetch_min_bytes;
+    o->batch_linger_ms = cfg->kafka.batch_linger_ms;
     o->statistics_interval_ms = cfg->kafka.statistics_interval_ms;
   }
   if (spec != NULL) {
@@ -293,7 +294,7 @@ status_code consumer_create(consumer **out, const consumer_opts *o, char *errbuf
     return STATUS_INVALID_ARGUMENT;
   }
   if (o->batch_size < 1 || o->max_retries < 1 || o->retry_backoff_ms < 1 ||
-      o->poll_timeout_ms < 1 || strlen(o->group) > 128) {
+      o->poll_timeout_ms < 1 || o->batch_linger_ms < 0 || strlen(o->group) > 128) {
     status_seterr(
         errbuf, errlen,
         "consumer %s: need batch_size, max_retries, retry_backoff_ms, poll_timeout_ms >= 1"
@@ -447,16 +448,23 @@ static void take(consumer *c, item *it) {
 }
 
 /* Polls up to batch_size records: waits poll_timeout_ms for the first,
- * then takes only what is already there. */
+ * then takes what arrives within batch_linger_ms of it (only what is
+ * already there when that is 0). */
 static size_t fill(consumer *c) {
   size_t n = 0;
   int timeout = c->o.poll_timeout_ms;
+  int64_t until = 0; /* set by the first record: the batch's linger ends */
   c->revoke_mark = 0;
   while (n < c->cap && !consumer_stopping(c)) {
     c->fill_n = n;
     rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout);
     if (m == NULL) break;
     timeout = 0;
+    if (c->o.batch_linger_ms > 0) {
+      int64_t now = events_now_ms();
+      if (until == 0) until = now + c->o.batch_linger_ms;
+      timeout = until > now ? (int)(until - now) : 0;
+    }
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       int64_t now = events_now_ms();
       if (m->err != c->last_poll_err || now - c->last_poll_err_ms > 30000) {

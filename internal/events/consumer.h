@@ -246,6 +246,9 @@ typedef struct consumer_opts {
   int purge_interval_ms;                   /* default 60000; 0: never (an account that may not
                                               DELETE, as the append-only audit one) */
   int poll_timeout_ms;                     /* wait for records (and stop); 100 */
+  int batch_linger_ms; /* after a batch's first record, wait up to this long for more (a
+                          batch fills to batch_size or until then); 0 (default): take only
+                          what is there */
 } consumer_opts;
 
 /* Defaults, then cfg's kafka section when cfg is not NULL, then spec's

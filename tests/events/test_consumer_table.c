@@ -96,11 +96,14 @@ static void publish(const events_envelope *envs, size_t n, const char *topic) {
   evtest_publish(db, envs, n, topic);
 }
 
-static consumer *start_table(const char *group, const char *topic, seen *s) {
+/* linger_ms: the consumer's batch_linger_ms. */
+static consumer *start_table_lingering(const char *group, const char *topic, seen *s,
+                                       int linger_ms) {
   static const char *topics[1];
   topics[0] = topic;
   consumer_opts o;
   evtest_consumer_opts(&o, group, topics, 1);
+  o.batch_linger_ms = linger_ms;
   o.types = types;
   o.n_types = sizeof types / sizeof types[0];
   o.handler_arg = s;
@@ -108,6 +111,10 @@ static consumer *start_table(const char *group, const char *topic, seen *s) {
   cr_assert_eq(consumer_create(&c, &o, err, sizeof err), STATUS_OK, "%s", err);
   cr_assert_eq(consumer_start(c, err, sizeof err), STATUS_OK, "%s", err);
   return c;
+}
+
+static consumer *start_table(const char *group, const char *topic, seen *s) {
+  return start_table_lingering(group, topic, s, 0);
 }
 
 Test(consumer_table, types_the_table_does_not_take_are_skipped_without_a_transaction) {
@@ -226,6 +233,42 @@ Test(consumer_table, a_lower_pass_is_applied_first_within_a_batch) {
   cr_assert_eq(cs.batches, 1, "the six records were one batch");
   for (int i = 0; i < N; i++)
     cr_assert_str_eq(s.types[i], i < N / 2 ? T_CANCELLED : T_CREATED, "apply %d", i);
+  evtest_drop_table(db, table);
+  evtest_topic_drop(topic, group);
+}
+
+Test(consumer_table, a_lingering_batch_takes_what_arrives_within_its_linger) {
+  char topic[200], group[96], table[64];
+  testenv_unique(group, sizeof group, "test-events-g-");
+  evtest_topic(topic, "linger", 1, NULL);
+  evtest_count_table(db, table);
+  uint8_t created[256];
+  size_t nc = pack_created(created, sizeof created, "ada");
+  enum { N = 3 };
+  events_envelope envs[N];
+  events_timestamp ts[N];
+  char ids[N][EVENTS_ID_SIZE];
+  for (int i = 0; i < N; i++)
+    evtest_envelope(&envs[i], &ts[i], ids[i], topic, "k", T_CREATED, i + 1, created, nc);
+  seen s = {.mu = PTHREAD_MUTEX_INITIALIZER, .table = table};
+  consumer *c = start_table_lingering(group, topic, &s, 2000);
+  /* The first record: its batch waits out the linger alone. */
+  publish(&envs[0], 1, topic);
+  bool ok;
+  consumer_stats cs;
+  WAIT_FOR(ok, (consumer_stats_get(c, &cs), cs.applied >= 1), 60000);
+  cr_assert(ok, "the first record was not applied");
+  cr_assert_eq(cs.batches, 1);
+  /* Two records 300 ms apart: one batch (without a linger they are two:
+   * the first batch would hold only what was there). */
+  publish(&envs[1], 1, topic);
+  usleep(300 * 1000);
+  publish(&envs[2], 1, topic);
+  WAIT_FOR(ok, (consumer_stats_get(c, &cs), cs.applied >= N), 60000);
+  consumer_destroy(c);
+  cr_assert(ok, "applied %lld of %d", (long long)cs.applied, N);
+  cr_assert_eq(cs.batches, 2, "the second and third records were %lld batches",
+               (long long)cs.batches - 1);
   evtest_drop_table(db, table);
   evtest_topic_drop(topic, group);
 }
