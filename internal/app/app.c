@@ -71,6 +71,7 @@ static void params_from_cfg(db_params *p, const shop_cfg *cfg, const char *accou
   memset(p, 0, sizeof *p);
   p->host = cfg->mysql.host;
   p->port = cfg->mysql.port;
+  p->socket = cfg->mysql.socket;
   p->user = account;
   p->password = password;
   p->database = account;
@@ -131,6 +132,7 @@ static status_code app_open_db(app *a, char *errbuf, size_t errlen) {
     return st;
   a->dbp_read = a->dbp;
   a->dbp_read.host = read_host;
+  a->dbp_read.socket = NULL; /* the replica is reached over TCP */
   if (a->cfg->mysql.read_port > 0) a->dbp_read.port = a->cfg->mysql.read_port;
   st = db_pool_create_read(&a->db_read, &a->dbp_read, a->cfg->mysql.pool_size, a->db, errbuf,
                            errlen);

@@ -47,6 +47,7 @@ static const cfg_key cfg_table[] = {
 
     S("mysql.host", mysql.host, "127.0.0.1"),
     I("mysql.port", mysql.port, 1, 65535, 13306),
+    S("mysql.socket", mysql.socket, ""),
     S("mysql.secrets_dir", mysql.secrets_dir, "${SHOP_RUN_DIR:-.shop/run}/secrets/mysql"),
     SECRET("mysql.password", mysql.password),
     I("mysql.connect_timeout_ms", mysql.connect_timeout_ms, 100, 600000, 5000),

@@ -95,17 +95,22 @@ static status_code open_once(db_conn *c, char *errbuf, size_t errlen) {
     status_seterr(errbuf, errlen, "mysql_init: out of memory");
     return STATUS_INTERNAL;
   }
-  unsigned int timeout_s = (unsigned)((c->p.connect_timeout_ms + 999) / 1000);
+  unsigned int timeout_s = (unsigned)((c->pc.p.connect_timeout_ms + 999) / 1000);
   if (timeout_s == 0) timeout_s = 5;
   mysql_options(my, MYSQL_OPT_CONNECT_TIMEOUT, &timeout_s);
   mysql_options(my, MYSQL_SET_CHARSET_NAME, "utf8mb4");
   my_bool off = 0;
   mysql_options(my, MYSQL_OPT_RECONNECT, &off);
-  if (mysql_real_connect(my, c->host, c->user, c->password, c->database, (unsigned)c->p.port, NULL,
-                         CLIENT_MULTI_STATEMENTS) == NULL) {
+  const db_params *p = &c->pc.p;
+  const char *sock = p->socket != NULL && p->socket[0] != '\0' ? p->socket : NULL;
+  if (mysql_real_connect(my, sock != NULL ? "localhost" : p->host, p->user, p->password,
+                         p->database, (unsigned)p->port, sock, CLIENT_MULTI_STATEMENTS) == NULL) {
     unsigned e = mysql_errno(my);
-    status_seterr(errbuf, errlen, "connect to %s:%d as %s: %s", c->host, c->p.port, c->user,
-                  mysql_error(my));
+    if (sock != NULL)
+      status_seterr(errbuf, errlen, "connect to %s as %s: %s", sock, p->user, mysql_error(my));
+    else
+      status_seterr(errbuf, errlen, "connect to %s:%d as %s: %s", p->host, p->port, p->user,
+                    mysql_error(my));
     mysql_close(my);
     return is_link_error(e) ? STATUS_UNAVAILABLE : map_error(e);
   }
@@ -150,21 +155,51 @@ static status_code open_with_retry(db_conn *c, int retry_ms, char *errbuf, size_
 
 char *db_strdup_or_null(const char *s) { return s != NULL ? strdup(s) : NULL; }
 
+void db_params_copy_free(db_params_copy *c) {
+  if (c == NULL) return;
+  if (c->password != NULL) memset(c->password, 0, strlen(c->password));
+  free(c->host);
+  free(c->user);
+  free(c->password);
+  free(c->database);
+  free(c->socket);
+  memset(c, 0, sizeof *c);
+}
+
+bool db_params_dup(db_params_copy *out, const db_params *in) {
+  memset(out, 0, sizeof *out);
+  out->p = *in;
+  /* A NULL string stays NULL; strdup failing on a set one is out of memory. */
+  bool ok = (in->host == NULL || (out->host = strdup(in->host)) != NULL) &&
+            (in->user == NULL || (out->user = strdup(in->user)) != NULL) &&
+            (in->password == NULL || (out->password = strdup(in->password)) != NULL) &&
+            (in->database == NULL || (out->database = strdup(in->database)) != NULL) &&
+            (in->socket == NULL || (out->socket = strdup(in->socket)) != NULL);
+  if (!ok) {
+    db_params_copy_free(out);
+    return false;
+  }
+  out->p.host = out->host;
+  out->p.user = out->user;
+  out->p.password = out->password;
+  out->p.database = out->database;
+  out->p.socket = out->socket;
+  return true;
+}
+
 status_code db_connect(db_conn **out, const db_params *p, char *errbuf, size_t errlen) {
   db_conn *c = calloc(1, sizeof *c);
   if (c == NULL) {
     status_seterr(errbuf, errlen, "out of memory");
     return STATUS_INTERNAL;
   }
-  c->p = *p;
-  c->host = db_strdup_or_null(p->host != NULL ? p->host : "127.0.0.1");
-  c->user = db_strdup_or_null(p->user);
-  c->password = db_strdup_or_null(p->password);
-  c->database = db_strdup_or_null(p->database);
-  c->p.host = c->host;
-  c->p.user = c->user;
-  c->p.password = c->password;
-  c->p.database = c->database;
+  db_params q = *p;
+  if (q.host == NULL) q.host = "127.0.0.1";
+  if (!db_params_dup(&c->pc, &q)) {
+    free(c);
+    status_seterr(errbuf, errlen, "out of memory");
+    return STATUS_INTERNAL;
+  }
   status_code st = open_with_retry(c, p->connect_retry_ms, errbuf, errlen);
   if (st != STATUS_OK) {
     db_close(c);
@@ -179,10 +214,7 @@ void db_close(db_conn *c) {
   stmts_clear(c);
   db_defer_free(c);
   if (c->my != NULL) mysql_close(c->my);
-  free(c->host);
-  free(c->user);
-  free(c->password);
-  free(c->database);
+  db_params_copy_free(&c->pc);
   free(c);
 }
 

@@ -29,6 +29,10 @@
 typedef struct db_params {
   const char *host; /* "127.0.0.1" uses TCP */
   int port;
+  /* A Unix socket path of a server on this host: the connection goes
+   * through it instead of host:port (NULL or "": TCP). Cheaper per round
+   * trip than loopback TCP (make bench: bench-mariadb +36 %, median of 3). */
+  const char *socket;
   const char *user;
   const char *password;
   const char *database; /* may be NULL */
@@ -56,6 +60,18 @@ typedef struct db_value {
 #define DB_STR(s) ((db_value){.type = DB_T_STR, .p = (s), .len = (size_t)-1})
 #define DB_STRN(s, n) ((db_value){.type = DB_T_STR, .p = (s), .len = (n)})
 #define DB_BLOB(b, n) ((db_value){.type = DB_T_BLOB, .p = (b), .len = (n)})
+
+/* An owned copy of db_params, for whoever keeps params past the call
+ * that gave them (a pool, a relay, a consumer): p's strings point into
+ * it. db_params_dup fills it (false: out of memory, nothing kept);
+ * db_params_copy_free frees it and wipes the password. A zeroed copy is
+ * empty and may be freed. */
+typedef struct db_params_copy {
+  db_params p;
+  char *host, *user, *password, *database, *socket;
+} db_params_copy;
+bool db_params_dup(db_params_copy *out, const db_params *in);
+void db_params_copy_free(db_params_copy *c);
 
 typedef struct db_conn db_conn;
 typedef struct db_rows db_rows;

@@ -28,8 +28,7 @@ typedef struct db_defer db_defer;
 
 struct db_conn {
   MYSQL *my;
-  db_params p;
-  char *host, *user, *password, *database;
+  db_params_copy pc; /* pc.p: the params, owned */
   stmt_entry *stmts[DB_STMT_BUCKETS];
   bool in_tx;
   bool broken; /* the link died; reopen before the next statement */

@@ -30,7 +30,7 @@ status_code db_migrate(db_conn *c, const char *component, const db_migration *mi
                             errbuf, errlen);
   if (st != STATUS_OK) return st;
   char lock[128];
-  snprintf(lock, sizeof lock, "shop.migrate.%s", c->database != NULL ? c->database : "");
+  snprintf(lock, sizeof lock, "shop.migrate.%s", c->pc.database != NULL ? c->pc.database : "");
   bool got = false;
   st = db_lock_try(c, lock, 60, &got, errbuf, errlen);
   if (st != STATUS_OK) return st;

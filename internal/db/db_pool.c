@@ -9,8 +9,7 @@
 struct db_pool {
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  db_params p;
-  char *host, *user, *password, *database;
+  db_params_copy pc; /* pc.p: the params, owned */
   int size, made;
   db_conn **idle;
   int nidle;
@@ -37,15 +36,14 @@ static db_pool *pool_new(const db_params *p, int size, char *errbuf, size_t errl
   }
   pthread_mutex_init(&pool->mu, NULL);
   pthread_cond_init(&pool->cv, NULL);
-  pool->p = *p;
-  pool->host = db_strdup_or_null(p->host);
-  pool->user = db_strdup_or_null(p->user);
-  pool->password = db_strdup_or_null(p->password);
-  pool->database = db_strdup_or_null(p->database);
-  pool->p.host = pool->host;
-  pool->p.user = pool->user;
-  pool->p.password = pool->password;
-  pool->p.database = pool->database;
+  if (!db_params_dup(&pool->pc, p)) {
+    pthread_mutex_destroy(&pool->mu);
+    pthread_cond_destroy(&pool->cv);
+    free(pool->idle);
+    free(pool);
+    status_seterr(errbuf, errlen, "out of memory");
+    return NULL;
+  }
   pool->size = size;
   return pool;
 }
@@ -56,7 +54,7 @@ status_code db_pool_create(db_pool **out, const db_params *p, int size, char *er
   if (pool == NULL) return STATUS_INTERNAL;
   /* One connection up front proves the parameters, with the start-up retry. */
   db_conn *first;
-  status_code st = db_connect(&first, &pool->p, errbuf, errlen);
+  status_code st = db_connect(&first, &pool->pc.p, errbuf, errlen);
   if (st != STATUS_OK) {
     db_pool_destroy(pool);
     return st;
@@ -99,10 +97,7 @@ void db_pool_destroy(db_pool *pool) {
   if (pool == NULL) return;
   for (int i = 0; i < pool->nidle; i++) db_close(pool->idle[i]);
   free(pool->idle);
-  free(pool->host);
-  free(pool->user);
-  free(pool->password);
-  free(pool->database);
+  db_params_copy_free(&pool->pc);
   pthread_mutex_destroy(&pool->mu);
   pthread_cond_destroy(&pool->cv);
   free(pool);
@@ -131,7 +126,7 @@ status_code db_pool_get(db_pool *pool, db_conn **out, char *errbuf, size_t errle
     if (pool->made < pool->size) {
       pool->made++;
       pthread_mutex_unlock(&pool->mu);
-      db_params once = pool->p;
+      db_params once = pool->pc.p;
       once.connect_retry_ms = 0;
       status_code st = db_connect(out, &once, errbuf, errlen);
       if (st != STATUS_OK) {

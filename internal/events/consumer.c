@@ -241,8 +241,6 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* --- Creating and destroying ----------------------------------------------------- */
 
-static char *dup_or_null(const char *s) { return s != NULL ? strdup(s) : NULL; }
-
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
   (void)rk;
   events_kafka_stats_parse(&((consumer *)opaque)->kstats, json, len);
@@ -326,18 +324,10 @@ status_code consumer_create(consumer **out, const consumer_opts *o, char *errbuf
   c->items = calloc(c->cap, sizeof *c->items);
   c->msgs = calloc(c->cap, sizeof *c->msgs);
   c->revoked = rd_kafka_topic_partition_list_new(8);
-  c->dbp = *o->db;
-  c->db_host = dup_or_null(o->db->host);
-  c->db_user = dup_or_null(o->db->user);
-  c->db_password = dup_or_null(o->db->password);
-  c->db_database = dup_or_null(o->db->database);
-  c->dbp.host = c->db_host;
-  c->dbp.user = c->db_user;
-  c->dbp.password = c->db_password;
-  c->dbp.database = c->db_database;
+  bool db_ok = db_params_dup(&c->dbp, o->db);
   atomic_init(&c->stop, false);
-  if (c->brokers == NULL || c->group == NULL || c->client_id == NULL || c->topics == NULL ||
-      c->items == NULL || c->msgs == NULL) {
+  if (!db_ok || c->brokers == NULL || c->group == NULL || c->client_id == NULL ||
+      c->topics == NULL || c->items == NULL || c->msgs == NULL) {
     consumer_destroy(c);
     goto oom;
   }
@@ -352,9 +342,9 @@ status_code consumer_create(consumer **out, const consumer_opts *o, char *errbuf
   c->o.group = c->group;
   c->o.client_id = c->client_id;
   c->o.topics = (const char *const *)c->topics;
-  c->o.db = &c->dbp;
+  c->o.db = &c->dbp.p;
 
-  status_code st = db_connect(&c->db, &c->dbp, errbuf, errlen);
+  status_code st = db_connect(&c->db, &c->dbp.p, errbuf, errlen);
   if (st != STATUS_OK) {
     c->db = NULL;
     consumer_destroy(c);
@@ -414,11 +404,7 @@ void consumer_destroy(consumer *c) {
   free(c->brokers);
   free(c->group);
   free(c->client_id);
-  free(c->db_host);
-  free(c->db_user);
-  if (c->db_password != NULL) memset(c->db_password, 0, strlen(c->db_password));
-  free(c->db_password);
-  free(c->db_database);
+  db_params_copy_free(&c->dbp);
   free(c);
 }
 

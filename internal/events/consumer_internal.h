@@ -27,8 +27,7 @@ struct consumer {
   char *brokers, *group, *client_id;
   char **topics;
   size_t ntopics;
-  db_params dbp;
-  char *db_host, *db_user, *db_password, *db_database;
+  db_params_copy dbp; /* dbp.p: the consumer's connection's params */
   db_conn *db;
   rd_kafka_t *rk;
   rd_kafka_t *dlt; /* made on the first dead letter */

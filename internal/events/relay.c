@@ -47,9 +47,8 @@ typedef struct gap {
 struct outbox_relay {
   outbox_relay_opts o;
   char *brokers, *client_id;
-  db_params dbp;
-  char *db_host, *db_user, *db_password, *db_database;
-  int wake[2]; /* a pipe: nudges, stop, and librdkafka's queue events */
+  db_params_copy dbp; /* dbp.p: the relay's own connection's params */
+  int wake[2];        /* a pipe: nudges, stop, and librdkafka's queue events */
   pthread_t thread;
   bool started, joined;
   atomic_bool stop;
@@ -96,8 +95,6 @@ void outbox_relay_opts_init(outbox_relay_opts *o, const shop_cfg *cfg) {
     o->statistics_interval_ms = cfg->kafka.statistics_interval_ms;
   }
 }
-
-static char *dup_or_null(const char *s) { return s != NULL ? strdup(s) : NULL; }
 
 void outbox_relay_nudge(outbox_relay *r) {
   if (r == NULL) return;
@@ -147,21 +144,13 @@ status_code outbox_relay_create(outbox_relay **out, const outbox_relay_opts *o, 
   r->o = *o;
   r->brokers = strdup(o->brokers);
   r->client_id = strdup(o->client_id != NULL ? o->client_id : "shop-outbox-relay");
-  r->dbp = *o->db;
-  r->db_host = dup_or_null(o->db->host);
-  r->db_user = dup_or_null(o->db->user);
-  r->db_password = dup_or_null(o->db->password);
-  r->db_database = dup_or_null(o->db->database);
-  r->dbp.host = r->db_host;
-  r->dbp.user = r->db_user;
-  r->dbp.password = r->db_password;
-  r->dbp.database = r->db_database;
+  bool db_ok = db_params_dup(&r->dbp, o->db);
   r->o.brokers = r->brokers;
   r->o.client_id = r->client_id;
-  r->o.db = &r->dbp;
+  r->o.db = &r->dbp.p;
   r->acked = calloc((size_t)o->max_in_flight, sizeof *r->acked);
   r->gaps = calloc(GAP_MAX, sizeof *r->gaps);
-  if (r->brokers == NULL || r->client_id == NULL || r->acked == NULL || r->gaps == NULL ||
+  if (!db_ok || r->brokers == NULL || r->client_id == NULL || r->acked == NULL || r->gaps == NULL ||
       !idset_init(&r->produced, (size_t)o->max_in_flight)) {
     outbox_relay_destroy(r);
     goto oom;
@@ -622,7 +611,7 @@ static void relay_deactivate(outbox_relay *r, const char *why) {
 static void relay_acquire(outbox_relay *r) {
   char err[512];
   if (r->db == NULL) {
-    db_params p = r->dbp;
+    db_params p = r->dbp.p;
     p.connect_retry_ms = 0;
     if (db_connect(&r->db, &p, err, sizeof err) != STATUS_OK) {
       if (!r->db_down_logged) log_warn(NULL, "outbox: relay cannot connect: %s", err);
@@ -772,10 +761,6 @@ void outbox_relay_destroy(outbox_relay *r) {
   free(r->gaps);
   free(r->brokers);
   free(r->client_id);
-  free(r->db_host);
-  free(r->db_user);
-  if (r->db_password != NULL) memset(r->db_password, 0, strlen(r->db_password));
-  free(r->db_password);
-  free(r->db_database);
+  db_params_copy_free(&r->dbp);
   free(r);
 }

@@ -39,6 +39,7 @@ status_code loadgen_costs_open(db_conn **out, const shop_cfg *cfg, char *errbuf,
     return STATUS_FAILED_PRECONDITION;
   db_params p = {.host = cfg->mysql.host,
                  .port = cfg->mysql.port,
+                 .socket = cfg->mysql.socket,
                  .user = "shop_reconcile",
                  .password = pw,
                  .database = "shop_audit",

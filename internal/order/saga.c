@@ -419,8 +419,7 @@ status_code order_sweep(db_conn *c, const order_ctx *ctx, int64_t now_ms, int *c
 
 struct order_sweeper {
   const order_ctx *ctx;
-  db_params params;
-  char host[256], user[128], password[256], database[128];
+  db_params_copy params; /* params.p: the sweeper's connection's */
   int interval_ms;
   pthread_t thread;
   pthread_mutex_t mu;
@@ -450,7 +449,7 @@ static void *sweeper_main(void *arg) {
     if (stop) break;
 
     if (c == NULL) {
-      db_params p = s->params;
+      db_params p = s->params.p;
       p.connect_retry_ms = 0;
       if (db_connect(&c, &p, err, sizeof err) != STATUS_OK) {
         c = NULL;
@@ -496,15 +495,11 @@ status_code order_sweeper_start(order_sweeper **out, const order_ctx *ctx, const
   }
   s->ctx = ctx;
   s->interval_ms = interval_ms > 0 ? interval_ms : 1000;
-  s->params = *params;
-  snprintf(s->host, sizeof s->host, "%s", params->host != NULL ? params->host : "");
-  snprintf(s->user, sizeof s->user, "%s", params->user != NULL ? params->user : "");
-  snprintf(s->password, sizeof s->password, "%s", params->password != NULL ? params->password : "");
-  snprintf(s->database, sizeof s->database, "%s", params->database != NULL ? params->database : "");
-  s->params.host = s->host;
-  s->params.user = s->user;
-  s->params.password = s->password;
-  s->params.database = s->database;
+  if (!db_params_dup(&s->params, params)) {
+    free(s);
+    snprintf(errbuf, errlen, "out of memory");
+    return STATUS_RESOURCE_EXHAUSTED;
+  }
   pthread_mutex_init(&s->mu, NULL);
   pthread_condattr_t a;
   pthread_condattr_init(&a);
@@ -514,6 +509,7 @@ status_code order_sweeper_start(order_sweeper **out, const order_ctx *ctx, const
   if (pthread_create(&s->thread, NULL, sweeper_main, s) != 0) {
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    db_params_copy_free(&s->params);
     free(s);
     snprintf(errbuf, errlen, "cannot start the sweeper thread");
     return STATUS_INTERNAL;
@@ -531,6 +527,6 @@ void order_sweeper_stop(order_sweeper *s) {
   pthread_join(s->thread, NULL);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
-  memset(s->password, 0, sizeof s->password);
+  db_params_copy_free(&s->params);
   free(s);
 }

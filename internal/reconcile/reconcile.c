@@ -420,6 +420,7 @@ status_code reconcile_run(const shop_cfg *cfg, const reconcile_opts *opts, recon
    * unqualified; the other tables are qualified. */
   db_params p = {.host = cfg->mysql.host,
                  .port = cfg->mysql.port,
+                 .socket = cfg->mysql.socket,
                  .user = RECONCILE_ACCOUNT,
                  .password = pw,
                  .database = b.audit,

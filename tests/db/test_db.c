@@ -298,6 +298,75 @@ Test(db, a_pool_hands_each_thread_its_own_connection) {
   db_pool_destroy(pool);
 }
 
+/* How the server sees c's link: "localhost" through the Unix socket,
+ * "127.0.0.1:<port>" over TCP. */
+static void link_host(db_conn *c, char *out, size_t len) {
+  db_rows *r = NULL;
+  cr_assert_eq(
+      db_query(c, "SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()",
+               NULL, 0, &r, err, sizeof err),
+      STATUS_OK, "%s", err);
+  cr_assert(db_rows_next(r));
+  snprintf(out, len, "%s", db_rows_str(r, 0, NULL));
+  db_rows_free(r);
+}
+
+Test(db, a_socket_path_connects_through_the_unix_socket_and_keeps_it_on_reconnect) {
+  char pw[256], host[128];
+  const char *sock = getenv("SHOP_MYSQL_SOCKET");
+  cr_assert_not_null(sock, "SHOP_MYSQL_SOCKET is not set: run through make test");
+  db_params p = test_params(pw);
+  db_conn *tcp = NULL;
+  cr_assert_eq(db_connect(&tcp, &p, err, sizeof err), STATUS_OK, "%s", err);
+  link_host(tcp, host, sizeof host);
+  cr_assert(strncmp(host, "127.0.0.1:", 10) == 0, "over TCP: %s", host);
+  /* Through a pool, which keeps its own copy of the params. */
+  char path[512];
+  snprintf(path, sizeof path, "%s", sock);
+  p.socket = path;
+  db_pool *pool = NULL;
+  cr_assert_eq(db_pool_create(&pool, &p, 2, err, sizeof err), STATUS_OK, "%s", err);
+  db_conn *c = NULL;
+  cr_assert_eq(db_pool_get(pool, &c, err, sizeof err), STATUS_OK, "%s", err);
+  link_host(c, host, sizeof host);
+  cr_assert_str_eq(host, "localhost", "through the socket");
+  /* A lost link is reopened the same way. (The killer comes through the
+   * socket too: the server takes shop_test@localhost for another account
+   * than shop_test@127.0.0.1, which may not kill its links.) */
+  db_conn *killer = NULL;
+  cr_assert_eq(db_connect(&killer, &p, err, sizeof err), STATUS_OK, "%s", err);
+  int64_t old = kill_link(killer, link_id(c));
+  db_close(killer);
+  int64_t now = 0;
+  for (int i = 0; i < 3 && db_query_i64(c, "SELECT CONNECTION_ID()", NULL, 0, &now, err,
+                                        sizeof err) != STATUS_OK;
+       i++) {
+  }
+  cr_assert_neq(now, 0, "not reopened: %s", err);
+  cr_assert_neq(now, old);
+  link_host(c, host, sizeof host);
+  cr_assert_str_eq(host, "localhost", "reopened through the socket");
+  db_pool_put(pool, c);
+  /* The pool's copy serves after the caller's string is gone. */
+  memset(path, 0, sizeof path);
+  cr_assert_eq(db_pool_get(pool, &c, err, sizeof err), STATUS_OK, "%s", err);
+  db_conn *second = NULL;
+  cr_assert_eq(db_pool_get(pool, &second, err, sizeof err), STATUS_OK, "%s", err);
+  link_host(second, host, sizeof host);
+  cr_assert_str_eq(host, "localhost", "a new link of the pool");
+  db_pool_put(pool, second);
+  db_pool_put(pool, c);
+  db_pool_destroy(pool);
+  /* A socket where no server listens: unavailable, and the error names it. */
+  db_params none = test_params(pw);
+  none.socket = "/nonexistent/mysqld.sock";
+  none.connect_retry_ms = 0;
+  db_conn *x = NULL;
+  cr_assert_eq(db_connect(&x, &none, err, sizeof err), STATUS_UNAVAILABLE, "%s", err);
+  cr_assert(strstr(err, "/nonexistent/mysqld.sock") != NULL, "%s", err);
+  db_close(tcp);
+}
+
 /* A port on loopback where nothing listens: a replica that is down. */
 static int closed_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);

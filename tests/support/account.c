@@ -13,6 +13,7 @@ status_code support_db_connect(const shop_cfg *cfg, const char *account, db_conn
     return STATUS_FAILED_PRECONDITION;
   db_params p = {.host = cfg->mysql.host,
                  .port = cfg->mysql.port,
+                 .socket = cfg->mysql.socket,
                  .user = account,
                  .password = password,
                  .database = account,

@@ -25,7 +25,10 @@
  * service adds: the RPC hop (client -> order-command), envelope and token
  * checks, protobuf, the catalog cache, the relay publishing the outbox row.
  *
- * The environment gives the server: SHOP_MYSQL_PORT, SHOP_SECRETS_DIR.
+ * The environment gives the server: SHOP_MYSQL_PORT, SHOP_SECRETS_DIR,
+ * and SHOP_MYSQL_SOCKET: when set, the connections go through that Unix
+ * socket, as the services' do (config/shop.yaml's mysql.socket), so that
+ * the baseline and the service pay the same per round trip.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -69,8 +72,10 @@ static bool params_for(db_params *p, char *password, size_t len, const char *acc
   char dir[1024], err[512];
   snprintf(dir, sizeof dir, "%s/mysql", secrets);
   if (!db_password_from_dir(dir, account, password, len, err, sizeof err)) die("password", err);
+  const char *sock = getenv("SHOP_MYSQL_SOCKET");
   *p = (db_params){.host = "127.0.0.1",
                    .port = atoi(port),
+                   .socket = sock != NULL && sock[0] != '\0' ? sock : NULL,
                    .user = account,
                    .password = password,
                    .database = "shop_test",
@@ -262,13 +267,14 @@ int main(int argc, char **argv) {
   double rate = (double)done / secs;
   if (B.json)
     printf(
-        "{\"threads\":%d,\"lines\":%d,\"price_reads\":%s,\"seconds\":%.2f,\"tx\":%lld,"
-        "\"failed\":%lld,\"tx_per_s\":%.1f}\n",
-        B.threads, B.lines, B.price_reads ? "true" : "false", secs, done, failed, rate);
+        "{\"threads\":%d,\"lines\":%d,\"price_reads\":%s,\"transport\":\"%s\",\"seconds\":%.2f,"
+        "\"tx\":%lld,\"failed\":%lld,\"tx_per_s\":%.1f}\n",
+        B.threads, B.lines, B.price_reads ? "true" : "false", B.db.socket != NULL ? "unix" : "tcp",
+        secs, done, failed, rate);
   else
     printf(
         "bench-mariadb: %lld CreateOrder-shaped transactions in %.1f s: %.1f tx/s"
-        " (%d threads, %d lines, %lld failed)\n",
-        done, secs, rate, B.threads, B.lines, failed);
+        " (%d threads, %d lines, %s, %lld failed)\n",
+        done, secs, rate, B.threads, B.lines, B.db.socket != NULL ? "Unix socket" : "TCP", failed);
   return failed > 0 && done == 0 ? 1 : 0;
 }
