@@ -153,8 +153,6 @@ static status_code open_with_retry(db_conn *c, int retry_ms, char *errbuf, size_
   }
 }
 
-char *db_strdup_or_null(const char *s) { return s != NULL ? strdup(s) : NULL; }
-
 void db_params_copy_free(db_params_copy *c) {
   if (c == NULL) return;
   if (c->password != NULL) memset(c->password, 0, strlen(c->password));

@@ -52,8 +52,6 @@ status_code db_fail_with(db_conn *c, unsigned e, const char *msg, const char *sq
  * (transaction control and migrations: no input travels in these). */
 status_code db_plain(db_conn *c, const char *sql, char *errbuf, size_t errlen);
 
-char *db_strdup_or_null(const char *s);
-
 /* Reopens a connection whose link died (nothing to do when it is alive).
  * Only outside a transaction. */
 status_code db_revive(db_conn *c, char *errbuf, size_t errlen);
